@@ -1,0 +1,398 @@
+/**
+ * archiver: backs up source paths into a snapshot.
+ *
+ * Walk (main thread, depth first, names in byte order) -> per file: reuse the parent
+ * snapshot's content when path, size, mtime, ctime and inode are unchanged; otherwise a
+ * chunking worker reads and chunks it -> new chunks are compressed, encrypted and packed by
+ * the content store -> one tree blob per directory -> flush packs and index -> snapshot.
+ *
+ * Per-item failures (an unreadable file) are events, not exceptions: the item is skipped and
+ * the snapshot is marked incomplete.
+ */
+import { promises as fsp } from 'node:fs';
+import type { BigIntStats } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { BLOB_DATA } from '../content/index-table.ts';
+import { MeshbackError, UsageError, errnoCode, errMessage } from '../errors/index.ts';
+import type { EventSink } from '../events/index.ts';
+import { nullSink } from '../events/index.ts';
+import type { Repository } from '../repository/index.ts';
+import type { Snapshot, SnapshotSummary } from '../snapshot/manifest.ts';
+import { HOLE_PREFIX, displayName, encodeName, encodeTree, nodeNameBytes } from '../snapshot/tree.ts';
+import type { Node, NodeType, Tree } from '../snapshot/tree.ts';
+import { Excluder } from './glob.ts';
+import { ChunkerPool } from './pool.ts';
+import type { FileOutcome } from './pool.ts';
+
+export interface BackupOptions {
+  paths: string[];
+  tags?: string[];
+  host?: string;
+  excludes?: string[];
+  /** snapshot id to compare with; undefined = latest snapshot of same host and paths; null = none */
+  parent?: string | null;
+  events?: EventSink;
+  /** walk the source first to know totals (for ETA); runs concurrently */
+  scan?: boolean;
+  workers?: number;
+}
+
+export interface BackupResult {
+  id: string;
+  snapshot: Snapshot;
+  errors: { path: string; message: string }[];
+  changedDuringRead: string[];
+}
+
+const MAX_INFLIGHT_FILES = 512;
+const MAX_INFLIGHT_BYTES = 256 * 1024 * 1024;
+
+export async function backup(repo: Repository, opts: BackupOptions): Promise<BackupResult> {
+  const started = new Date();
+  const t0 = performance.now();
+  const emit = opts.events ?? nullSink;
+  if (opts.paths.length === 0) throw new UsageError('nothing to back up: give at least one PATH');
+  const paths = opts.paths.map((p) => path.resolve(p));
+  const names = new Set<string>();
+  for (const p of paths) {
+    const b = path.basename(p) || '/';
+    if (names.has(b)) throw new UsageError(`two paths share the name ${JSON.stringify(b)}: back them up in separate snapshots`);
+    names.add(b);
+    try {
+      await fsp.lstat(p);
+    } catch (err) {
+      throw new MeshbackError('NOT_FOUND', `cannot back up ${p}: ${errnoCode(err) === 'ENOENT' ? 'it does not exist' : errMessage(err)}`);
+    }
+  }
+  const host = opts.host ?? os.hostname();
+
+  let parentRoot: Tree | undefined;
+  let parentId: string | undefined;
+  if (opts.parent !== null) {
+    try {
+      const ref = await repo.findSnapshot(opts.parent ?? 'latest', opts.parent === undefined ? { host, paths } : undefined);
+      parentId = ref.id;
+      parentRoot = await repo.loadTree(ref.snapshot.tree);
+    } catch (err) {
+      if (!(err instanceof MeshbackError && err.code === 'NOT_FOUND' && opts.parent === undefined)) throw err;
+    }
+  }
+
+  const summary: SnapshotSummary = {
+    files: 0, dirs: 0, symlinks: 0, others: 0, totalBytes: 0, bytesRead: 0, filesRead: 0, filesUnchanged: 0,
+    filesChangedDuringRead: 0, errors: 0, blobsAdded: 0, bytesAdded: 0, bytesStored: 0, duration: 0,
+  };
+  const errors: { path: string; message: string }[] = [];
+  const changedDuringRead: string[] = [];
+  const store = repo.store;
+  const excluder = new Excluder(opts.excludes ?? []);
+  const chunkerSeed = Buffer.from(repo.config.chunker.seed, 'base64');
+
+  const pool = new ChunkerPool(
+    { seed: chunkerSeed, params: repo.config.chunker, idKey: repo.key.idKey, windowKiB: 48 * 1024 },
+    async (b) => {
+      const adds: Promise<boolean>[] = [];
+      for (let i = 0; i < b.ids.length; i++) {
+        const id = Buffer.from(b.ids[i]!.buffer, b.ids[i]!.byteOffset, 32);
+        if (!store.has(id)) adds.push(store.add(BLOB_DATA, id, b.datas[i]!));
+      }
+      await Promise.all(adds);
+    },
+    opts.workers,
+  );
+
+  // progress
+  let doneFiles = 0;
+  let doneBytes = 0;
+  let totalFiles: number | undefined;
+  let totalBytes: number | undefined;
+  let current = '';
+  const tick = setInterval(() => {
+    emit({ type: 'progress', op: 'backup', files: doneFiles, bytes: doneBytes, current, ...(totalFiles !== undefined ? { totalFiles, totalBytes: totalBytes ?? 0 } : {}) });
+  }, 250);
+  if (opts.scan === true) {
+    void scanTotals(paths, excluder, (f, b, done) => {
+      emit({ type: 'scan-progress', files: f, bytes: b, done });
+      if (done) {
+        totalFiles = f;
+        totalBytes = b;
+      }
+    }).catch(() => undefined);
+  }
+
+  // bounded in-flight file jobs
+  let inflight = 0;
+  let inflightBytes = 0;
+  const waiters: (() => void)[] = [];
+  const acquire = async (size: number): Promise<void> => {
+    while (inflight >= MAX_INFLIGHT_FILES || (inflight > 0 && inflightBytes + size > MAX_INFLIGHT_BYTES)) {
+      await new Promise<void>((r) => waiters.push(r));
+    }
+    inflight++;
+    inflightBytes += size;
+  };
+  const release = (size: number): void => {
+    inflight--;
+    inflightBytes -= size;
+    const w = waiters.shift();
+    if (w !== undefined) w();
+  };
+
+  const hardlinks = new Map<string, Promise<FileOutcome | undefined>>();
+
+  const itemError = (p: Buffer, err: unknown): void => {
+    const msg = errMessage(err);
+    const disp = displayName(p);
+    errors.push({ path: disp, message: msg });
+    summary.errors++;
+    emit({ type: 'item-error', path: disp, message: msg });
+  };
+
+  const nodeFromStat = (nameRaw: Buffer, st: BigIntStats): Node => {
+    let type: NodeType;
+    if (st.isFile()) type = 'file';
+    else if (st.isDirectory()) type = 'dir';
+    else if (st.isSymbolicLink()) type = 'symlink';
+    else if (st.isFIFO()) type = 'fifo';
+    else if (st.isSocket()) type = 'socket';
+    else if (st.isCharacterDevice()) type = 'chardev';
+    else type = 'blockdev';
+    const n: Node = {
+      ...encodeName(nameRaw),
+      type,
+      mode: Number(st.mode & 0o7777n),
+      uid: Number(st.uid),
+      gid: Number(st.gid),
+      mtime: st.mtimeNs.toString(),
+      ctime: st.ctimeNs.toString(),
+      inode: Number(st.ino),
+      dev: Number(st.dev),
+      nlink: Number(st.nlink),
+    };
+    if (type === 'file') n.size = Number(st.size);
+    if (type === 'chardev' || type === 'blockdev') n.rdev = Number(st.rdev);
+    return n;
+  };
+
+  const unchanged = (n: Node, old: Node | undefined): boolean =>
+    old !== undefined && old.type === 'file' && old.size === n.size && old.mtime === n.mtime && old.ctime === n.ctime && old.inode === n.inode && old.content !== undefined && old.changed !== true &&
+    old.content.every((c) => c.startsWith(HOLE_PREFIX) || store.has(Buffer.from(c, 'hex')));
+
+  /** Archives a file node; resolves with false when the file must be left out. */
+  const archiveFile = async (abs: Buffer, n: Node, old: Node | undefined): Promise<boolean> => {
+    if (unchanged(n, old)) {
+      n.content = old!.content!;
+      summary.filesUnchanged++;
+      doneFiles++;
+      doneBytes += n.size ?? 0;
+      return true;
+    }
+    const size = n.size ?? 0;
+    let outcome: FileOutcome | undefined;
+    const hlKey = n.nlink > 1 ? `${n.dev}:${n.inode}` : undefined;
+    const first = hlKey !== undefined ? hardlinks.get(hlKey) : undefined;
+    if (first !== undefined) {
+      outcome = await first;
+    } else {
+      await acquire(size);
+      const p = pool.process(abs, { ino: n.inode, size, mtime: n.mtime, ctime: n.ctime }).finally(() => release(size));
+      if (hlKey !== undefined) hardlinks.set(hlKey, p.catch(() => undefined));
+      current = displayName(abs);
+      outcome = await p;
+      if (outcome.ok) {
+        summary.filesRead++;
+        summary.bytesRead += outcome.bytes;
+      }
+    }
+    if (outcome === undefined || !outcome.ok) {
+      itemError(abs, new Error(outcome === undefined ? 'unreadable' : outcome.message));
+      return false;
+    }
+    n.content = outcome.content;
+    n.size = outcome.bytes;
+    if (outcome.changed) {
+      n.changed = true;
+      summary.filesChangedDuringRead++;
+      changedDuringRead.push(displayName(abs));
+      emit({ type: 'warning', path: displayName(abs), message: 'file changed while it was read; the stored copy may mix old and new content' });
+    }
+    doneFiles++;
+    doneBytes += size;
+    return true;
+  };
+
+  const archiveNode = async (abs: Buffer, nameRaw: Buffer, st: BigIntStats, old: Node | undefined): Promise<Node | undefined> => {
+    const n = nodeFromStat(nameRaw, st);
+    if (n.type === 'dir') {
+      summary.dirs++;
+      const sub = await archiveDir(abs, old?.type === 'dir' ? old.subtree : undefined);
+      if (sub === undefined) return undefined;
+      n.subtree = sub;
+      return n;
+    }
+    if (n.type === 'symlink') {
+      try {
+        const target = await fsp.readlink(abs, { encoding: 'buffer' });
+        const e = encodeName(target);
+        if (e.nameRaw !== undefined) n.linkTargetRaw = e.nameRaw;
+        else n.linkTarget = e.name;
+      } catch (err) {
+        itemError(abs, err);
+        return undefined;
+      }
+      summary.symlinks++;
+      return n;
+    }
+    if (n.type === 'file') {
+      const ok = await archiveFile(abs, n, old);
+      if (!ok) return undefined;
+      summary.files++;
+      summary.totalBytes += n.size ?? 0;
+      return n;
+    }
+    summary.others++;
+    return n;
+  };
+
+  /** Archives a directory; returns its tree id, or undefined if it could not be read. */
+  const archiveDir = async (abs: Buffer, parentTree: string | undefined): Promise<string | undefined> => {
+    let entries: Buffer[];
+    try {
+      entries = await fsp.readdir(abs, { encoding: 'buffer' });
+    } catch (err) {
+      itemError(abs, err);
+      return undefined;
+    }
+    entries.sort(Buffer.compare);
+    let oldNodes: Map<string, Node> | undefined;
+    if (parentTree !== undefined) {
+      try {
+        const t = await repo.loadTree(parentTree);
+        oldNodes = new Map(t.nodes.map((x) => [nodeNameBytes(x).toString('latin1'), x]));
+      } catch {
+        oldNodes = undefined; // an unreadable parent tree only costs re-reading
+      }
+    }
+    const nodes: (Node | undefined)[] = new Array<Node | undefined>(entries.length);
+    const fileJobs: Promise<void>[] = [];
+    const sep = Buffer.from('/');
+    for (let i = 0; i < entries.length; i += 64) {
+      const batch = entries.slice(i, i + 64);
+      const stats = await Promise.all(
+        batch.map(async (name) => {
+          const child = Buffer.concat([abs, sep, name]);
+          try {
+            return { child, name, st: await fsp.lstat(child, { bigint: true }) };
+          } catch (err) {
+            if (errnoCode(err) !== 'ENOENT') itemError(child, err);
+            return undefined;
+          }
+        }),
+      );
+      for (let k = 0; k < stats.length; k++) {
+        const s = stats[k];
+        if (s === undefined) continue;
+        if (!excluder.empty && excluder.excluded(s.child.toString('utf8'), s.name.toString('utf8'))) continue;
+        const idx = i + k;
+        const old = oldNodes?.get(s.name.toString('latin1'));
+        if (s.st.isDirectory()) {
+          nodes[idx] = await archiveNode(s.child, s.name, s.st, old);
+        } else {
+          const job = archiveNode(s.child, s.name, s.st, old).then((n) => {
+            nodes[idx] = n;
+          });
+          fileJobs.push(job);
+          // let the walk run ahead, but start the bounded queue's jobs in order
+          if (inflight >= MAX_INFLIGHT_FILES) await Promise.race([job, new Promise((r) => setImmediate(r))]);
+        }
+      }
+    }
+    await Promise.all(fileJobs);
+    const tree: Tree = { nodes: nodes.filter((n): n is Node => n !== undefined) };
+    return repo.saveTree(encodeTree(tree));
+  };
+
+  let rootId: string;
+  try {
+    const oldRoot = parentRoot !== undefined ? new Map(parentRoot.nodes.map((x) => [nodeNameBytes(x).toString('latin1'), x])) : undefined;
+    const rootNodes: Node[] = [];
+    for (const p of paths) {
+      const abs = Buffer.from(p);
+      const name = Buffer.from(path.basename(p) || 'root');
+      let st: BigIntStats;
+      try {
+        st = await fsp.lstat(abs, { bigint: true });
+      } catch (err) {
+        itemError(abs, err);
+        continue;
+      }
+      const n = await archiveNode(abs, name, st, oldRoot?.get(name.toString('latin1')));
+      if (n !== undefined) rootNodes.push(n);
+    }
+    rootId = await repo.saveTree(encodeTree({ nodes: rootNodes }));
+    await store.flush();
+  } finally {
+    clearInterval(tick);
+    await pool.close();
+  }
+  emit({ type: 'progress', op: 'backup', files: doneFiles, bytes: doneBytes, ...(totalFiles !== undefined ? { totalFiles, totalBytes: totalBytes ?? 0 } : {}) });
+
+  summary.blobsAdded = store.stats.blobsAdded;
+  summary.bytesAdded = store.stats.bytesAdded;
+  summary.duration = (performance.now() - t0) / 1000;
+  const snap: Snapshot = {
+    version: 1,
+    time: started.toISOString(),
+    endTime: new Date().toISOString(),
+    host,
+    username: os.userInfo().username,
+    paths,
+    tags: [...(opts.tags ?? [])].sort(),
+    ...(parentId !== undefined ? { parent: parentId } : {}),
+    tree: rootId,
+    ...(errors.length > 0 ? { incomplete: `${errors.length} item(s) could not be read and are missing from this snapshot` } : {}),
+    summary,
+    program: 'meshback 0.1.0',
+  };
+  // snapshot size is counted before it is written; the snapshot file itself is small
+  summary.bytesStored = store.stats.bytesStored;
+  const id = await repo.saveSnapshot(snap);
+  return { id, snapshot: snap, errors, changedDuringRead };
+}
+
+async function scanTotals(paths: string[], excluder: Excluder, report: (files: number, bytes: number, done: boolean) => void): Promise<void> {
+  let files = 0;
+  let bytes = 0;
+  let last = 0;
+  const walk = async (p: string): Promise<void> => {
+    let st;
+    try {
+      st = await fsp.lstat(p);
+    } catch {
+      return;
+    }
+    if (st.isDirectory()) {
+      let names: string[];
+      try {
+        names = await fsp.readdir(p);
+      } catch {
+        return;
+      }
+      for (const n of names) {
+        const c = path.join(p, n);
+        if (!excluder.empty && excluder.excluded(c, n)) continue;
+        await walk(c);
+      }
+    } else if (st.isFile()) {
+      files++;
+      bytes += st.size;
+      if (performance.now() - last > 500) {
+        last = performance.now();
+        report(files, bytes, false);
+      }
+    }
+  };
+  for (const p of paths) await walk(p);
+  report(files, bytes, true);
+}

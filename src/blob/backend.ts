@@ -1,0 +1,53 @@
+/**
+ * blob: the storage layer. A Backend stores immutable named files ("blobs" at this layer:
+ * opaque byte strings) grouped by type. It knows nothing of encryption, packs or snapshots.
+ *
+ * Contract every Backend MUST keep (checked by test/unit/backend-conformance.test.ts):
+ * - put is atomic: a reader sees either no file or the whole file, never a prefix, even if
+ *   the writer crashes midway.
+ * - put never overwrites: putting a name that exists with different content is an error;
+ *   putting identical bytes again is a no-op (names of packs, indexes and snapshots are
+ *   hashes of their content, so a retry after a crash is idempotent).
+ * - a put that resolved is durable (fsynced) and visible to get/stat/list (read-after-write).
+ * - get of a missing file rejects with NotFoundError; a range past the end rejects.
+ * - list yields each stored file of the type exactly once, never a temporary file.
+ */
+
+export type FileType = 'config' | 'key' | 'pack' | 'index' | 'snapshot' | 'lock';
+
+export const FILE_TYPES: readonly FileType[] = ['config', 'key', 'pack', 'index', 'snapshot', 'lock'];
+
+export interface Handle {
+  readonly type: FileType;
+  readonly name: string;
+}
+
+export interface FileInfo {
+  readonly name: string;
+  readonly size: number;
+}
+
+export interface BackendProperties {
+  /** How many operations may usefully run at once. */
+  readonly connections: number;
+}
+
+export interface Backend {
+  /** Human-readable location, without secrets. */
+  readonly location: string;
+  readonly properties: BackendProperties;
+  /** True when the repository's config file exists. */
+  exists(): Promise<boolean>;
+  /** Creates the layout of an empty repository; fails if a config already exists. */
+  create(): Promise<void>;
+  put(h: Handle, data: Uint8Array): Promise<void>;
+  get(h: Handle, range?: { offset: number; length: number }): Promise<Buffer>;
+  stat(h: Handle): Promise<FileInfo>;
+  list(type: FileType): AsyncIterable<FileInfo>;
+  delete(h: Handle): Promise<void>;
+  close(): Promise<void>;
+}
+
+export function handleString(h: Handle): string {
+  return h.type === 'config' ? 'config' : `${h.type}/${h.name}`;
+}

@@ -1,0 +1,220 @@
+/**
+ * The local-filesystem backend, meshback's embedded default.
+ *
+ * Layout under the repository directory:
+ *   config            the encrypted repository config
+ *   keys/<id>         key files (master key encrypted under a password-derived key)
+ *   data/<xx>/<id>    pack files, sharded by the first two hex digits of their id
+ *   index/<id>        index files
+ *   snapshots/<id>    snapshot manifests
+ *   locks/<id>        lock files
+ *
+ * A file is written to a temporary name in its final directory, fsynced, then hard-linked
+ * to its final name (link(2) fails if the name exists, so nothing is ever overwritten) and
+ * the temporary name removed; the directory is fsynced so the new entry is durable.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fsp, constants as fsc } from 'node:fs';
+import * as path from 'node:path';
+import type { Backend, FileInfo, FileType, Handle } from './backend.ts';
+import { handleString } from './backend.ts';
+import { BackendError, NoSpaceError, NotFoundError, errnoCode, errMessage } from '../errors/index.ts';
+
+const DIRS: Record<FileType, string> = {
+  config: '',
+  key: 'keys',
+  pack: 'data',
+  index: 'index',
+  snapshot: 'snapshots',
+  lock: 'locks',
+};
+
+const TMP_PREFIX = '.tmp-';
+
+export class LocalBackend implements Backend {
+  readonly location: string;
+  readonly properties = { connections: 4 };
+  private readonly root: string;
+  private readonly madeDirs = new Set<string>();
+
+  constructor(root: string) {
+    this.root = path.resolve(root);
+    this.location = this.root;
+  }
+
+  private pathOf(h: Handle): string {
+    if (h.type === 'config') return path.join(this.root, 'config');
+    if (!/^[0-9a-zA-Z._-]+$/.test(h.name) || h.name.startsWith('.')) {
+      throw new BackendError(`invalid file name ${JSON.stringify(h.name)} for ${h.type}`, { retryable: false });
+    }
+    if (h.type === 'pack') return path.join(this.root, 'data', h.name.slice(0, 2), h.name);
+    return path.join(this.root, DIRS[h.type], h.name);
+  }
+
+  private wrap(err: unknown, what: string): Error {
+    const code = errnoCode(err);
+    if (code === 'ENOSPC' || code === 'EDQUOT') return new NoSpaceError(`the repository ${this.root}`, err);
+    if (code === 'ENOENT') return new NotFoundError(`${what} does not exist in the repository at ${this.root}`);
+    const retryable = code === 'EIO' || code === 'EAGAIN' || code === 'EBUSY' || code === 'EMFILE' || code === 'ENFILE';
+    return new BackendError(`storage error on ${what} in ${this.root}: ${errMessage(err)}`, { cause: err, retryable });
+  }
+
+  async exists(): Promise<boolean> {
+    try {
+      await fsp.stat(path.join(this.root, 'config'));
+      return true;
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return false;
+      throw this.wrap(err, 'config');
+    }
+  }
+
+  async create(): Promise<void> {
+    try {
+      await fsp.mkdir(this.root, { recursive: true, mode: 0o700 });
+      const entries = await fsp.readdir(this.root);
+      if (entries.includes('config')) {
+        throw new BackendError(`a repository already exists at ${this.root}`, { retryable: false });
+      }
+      for (const d of ['keys', 'data', 'index', 'snapshots', 'locks']) {
+        await fsp.mkdir(path.join(this.root, d), { recursive: true, mode: 0o700 });
+      }
+      for (let i = 0; i < 256; i++) {
+        await fsp.mkdir(path.join(this.root, 'data', i.toString(16).padStart(2, '0')), { recursive: true, mode: 0o700 });
+      }
+      await fsyncDir(this.root);
+    } catch (err) {
+      if (err instanceof BackendError) throw err;
+      throw this.wrap(err, 'repository directory');
+    }
+  }
+
+  async put(h: Handle, data: Uint8Array): Promise<void> {
+    const final = this.pathOf(h);
+    const dir = path.dirname(final);
+    const tmp = path.join(dir, TMP_PREFIX + randomBytes(8).toString('hex'));
+    try {
+      if (!this.madeDirs.has(dir)) {
+        await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+        this.madeDirs.add(dir);
+      }
+      const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+      try {
+        await fh.writeFile(data);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      try {
+        await fsp.link(tmp, final);
+      } catch (err) {
+        if (errnoCode(err) !== 'EEXIST') throw err;
+        // Same name: content-addressed files with the same name have the same content.
+        const st = await fsp.stat(final);
+        if (st.size !== data.byteLength) {
+          throw new BackendError(`refusing to overwrite ${handleString(h)} in ${this.root}: a different file of that name exists`, { retryable: false });
+        }
+      }
+      await fsp.unlink(tmp);
+      await fsyncDir(dir);
+    } catch (err) {
+      await fsp.unlink(tmp).catch(() => undefined);
+      if (err instanceof BackendError) throw err;
+      throw this.wrap(err, handleString(h));
+    }
+  }
+
+  async get(h: Handle, range?: { offset: number; length: number }): Promise<Buffer> {
+    const p = this.pathOf(h);
+    try {
+      if (range === undefined) return await fsp.readFile(p);
+      const fh = await fsp.open(p, 'r');
+      try {
+        const buf = Buffer.allocUnsafe(range.length);
+        let got = 0;
+        while (got < range.length) {
+          const { bytesRead } = await fh.read(buf, got, range.length - got, range.offset + got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+        if (got !== range.length) {
+          throw new BackendError(`${handleString(h)} is shorter than expected (wanted bytes ${range.offset}..${range.offset + range.length}, file ends earlier): the file is truncated; run 'meshback check --read-data'`, { retryable: false, data: { file: handleString(h) } });
+        }
+        return buf;
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      if (err instanceof BackendError) throw err;
+      throw this.wrap(err, handleString(h));
+    }
+  }
+
+  async stat(h: Handle): Promise<FileInfo> {
+    try {
+      const st = await fsp.stat(this.pathOf(h));
+      return { name: h.name, size: st.size };
+    } catch (err) {
+      throw this.wrap(err, handleString(h));
+    }
+  }
+
+  async *list(type: FileType): AsyncIterable<FileInfo> {
+    if (type === 'config') {
+      if (await this.exists()) yield await this.stat({ type, name: 'config' });
+      return;
+    }
+    const base = path.join(this.root, DIRS[type]);
+    const dirs = type === 'pack' ? await this.readdirSafe(base).then((ds) => ds.sort().map((d) => path.join(base, d))) : [base];
+    for (const dir of dirs) {
+      const names = (await this.readdirSafe(dir)).filter((n) => !n.startsWith('.')).sort();
+      // stat in parallel, bounded
+      for (let i = 0; i < names.length; i += 64) {
+        const batch = names.slice(i, i + 64);
+        const infos = await Promise.all(
+          batch.map(async (name) => {
+            try {
+              const st = await fsp.lstat(path.join(dir, name));
+              return st.isFile() ? { name, size: st.size } : undefined;
+            } catch (err) {
+              if (errnoCode(err) === 'ENOENT') return undefined;
+              throw this.wrap(err, `${type}/${name}`);
+            }
+          }),
+        );
+        for (const info of infos) if (info !== undefined) yield info;
+      }
+    }
+  }
+
+  private async readdirSafe(dir: string): Promise<string[]> {
+    try {
+      return await fsp.readdir(dir);
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return [];
+      throw this.wrap(err, dir);
+    }
+  }
+
+  async delete(h: Handle): Promise<void> {
+    try {
+      await fsp.unlink(this.pathOf(h));
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return;
+      throw this.wrap(err, handleString(h));
+    }
+  }
+
+  async close(): Promise<void> {
+    /* nothing held open */
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fsp.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,32 @@
+import { check } from '../../checker/index.ts';
+import type { Command } from '../command.ts';
+import { bool } from '../command.ts';
+import { openRepo } from '../context.ts';
+import { EXIT } from '../exit.ts';
+import { fmtBytes } from '../output.ts';
+import { resourceUsage } from '../resources.ts';
+
+export const checkCommand: Command = {
+  name: 'check',
+  summary: 'verify the repository structure, and with --read-data all stored data',
+  usage: 'meshback check [--read-data]',
+  options: {
+    'read-data': { type: 'boolean', description: 'read, decrypt and re-hash every pack and blob' },
+  },
+  async run(ctx, v) {
+    const repo = await openRepo(ctx);
+    const readData = bool(v['read-data']);
+    const r = await check(repo, { readData, events: ctx.out.sink });
+    ctx.out.done();
+    ctx.out.info(`checked ${r.snapshots} snapshots, ${r.trees} trees, ${r.packs} packs${readData ? `; read ${r.packsRead} packs (${fmtBytes(r.bytesRead)}), ${r.blobsChecked} blobs` : ''}`);
+    if (r.unindexedPacks.length > 0) ctx.out.info(`${r.unindexedPacks.length} pack(s) are not referenced by any index (left by an interrupted backup; harmless)`);
+    for (const f of r.findings) ctx.out.result(`error: ${f.message}`);
+    if (r.damagedPacks.length > 0) ctx.out.result(`damaged packs: ${r.damagedPacks.join(', ')}`);
+    for (const a of r.affected) {
+      ctx.out.result(`snapshot ${a.snapshot.slice(0, 8)} (${a.time}) is affected: ${a.files.length} file(s): ${a.files.slice(0, 10).join(', ')}${a.files.length > 10 ? ', ...' : ''}`);
+    }
+    ctx.out.result(r.ok ? 'no errors were found' : `${r.findings.length} error(s) found: the repository is damaged`);
+    ctx.out.jsonOut({ message_type: 'summary', ...r, resources: resourceUsage() });
+    return r.ok ? EXIT.OK : EXIT.INTEGRITY;
+  },
+};

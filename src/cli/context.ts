@@ -1,0 +1,106 @@
+/** Shared command context: global options, repository location and password. */
+import { readFileSync } from 'node:fs';
+import type { Backend } from '../blob/backend.ts';
+import { LocalBackend } from '../blob/local.ts';
+import { MeshbackError, UsageError, errMessage } from '../errors/index.ts';
+import { Repository } from '../repository/index.ts';
+import type { Output } from './output.ts';
+
+export interface GlobalOptions {
+  repo?: string;
+  passwordFile?: string;
+  json: boolean;
+  quiet: boolean;
+}
+
+export interface Context {
+  g: GlobalOptions;
+  out: Output;
+}
+
+export function repoLocation(g: GlobalOptions): string {
+  const r = g.repo ?? process.env['MESHBACK_REPO'];
+  if (r === undefined || r === '') throw new UsageError('no repository given: pass --repo DIR or set MESHBACK_REPO');
+  return r;
+}
+
+export function backendFor(location: string): Backend {
+  if (location.startsWith('local:')) return new LocalBackend(location.slice('local:'.length));
+  if (/^[a-z0-9]+:\/\//.test(location)) throw new UsageError(`repository location ${location}: this build supports local directories only (a path or local:/path)`);
+  return new LocalBackend(location);
+}
+
+function readPasswordFile(file: string, what: string): string {
+  try {
+    return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+  } catch (err) {
+    throw new UsageError(`cannot read ${what} ${file}: ${errMessage(err)}`);
+  }
+}
+
+/** Reads a line from the terminal without echo. */
+export async function prompt(question: string): Promise<string> {
+  const stdin = process.stdin;
+  if (stdin.isTTY !== true) throw new MeshbackError('NO_PASSWORD', 'no password given and no terminal to ask on: set MESHBACK_PASSWORD or pass --password-file FILE');
+  process.stderr.write(question);
+  stdin.setRawMode(true);
+  stdin.resume();
+  stdin.setEncoding('utf8');
+  return new Promise((resolve, reject) => {
+    let s = '';
+    const onData = (chunk: string): void => {
+      for (const ch of chunk) {
+        if (ch === '\r' || ch === '\n') {
+          done();
+          resolve(s);
+          return;
+        } else if (ch === '\u0003') {
+          done();
+          reject(new MeshbackError('USAGE', 'interrupted at the password prompt'));
+          return;
+        } else if (ch === '\u007f' || ch === '\b') s = s.slice(0, -1);
+        else s += ch;
+      }
+    };
+    const done = (): void => {
+      stdin.off('data', onData);
+      stdin.setRawMode(false);
+      stdin.pause();
+      process.stderr.write('\n');
+    };
+    stdin.on('data', onData);
+  });
+}
+
+export async function getPassword(g: GlobalOptions, opts: { confirm?: boolean } = {}): Promise<string> {
+  if (g.passwordFile !== undefined) return readPasswordFile(g.passwordFile, '--password-file');
+  const env = process.env['MESHBACK_PASSWORD'];
+  if (env !== undefined) return env;
+  const envFile = process.env['MESHBACK_PASSWORD_FILE'];
+  if (envFile !== undefined && envFile !== '') return readPasswordFile(envFile, 'MESHBACK_PASSWORD_FILE');
+  const p = await prompt('repository password: ');
+  if (opts.confirm === true) {
+    const again = await prompt('enter the password again: ');
+    if (again !== p) throw new UsageError('the two passwords differ: run the command again');
+  }
+  return p;
+}
+
+export async function getNewPassword(file: string | undefined): Promise<string> {
+  if (file !== undefined) return readPasswordFile(file, '--new-password-file');
+  const env = process.env['MESHBACK_NEW_PASSWORD'];
+  if (env !== undefined) return env;
+  const p = await prompt('new password: ');
+  const again = await prompt('enter the new password again: ');
+  if (again !== p) throw new UsageError('the two passwords differ: run the command again');
+  return p;
+}
+
+export async function openRepo(ctx: Context, opts: { loadIndex?: boolean } = {}): Promise<Repository> {
+  const backend = backendFor(repoLocation(ctx.g));
+  if (!(await backend.exists())) {
+    throw new MeshbackError('REPO_NOT_FOUND', `no repository at ${backend.location}: check --repo / MESHBACK_REPO, or create one with 'meshback init'`);
+  }
+  const password = await getPassword(ctx.g);
+  return Repository.open(backend, password, opts);
+}

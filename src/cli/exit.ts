@@ -1,0 +1,64 @@
+/** Process exit codes. The README's table is generated from this list; keep them stable. */
+import type { ErrorCode } from '../errors/index.ts';
+
+export const EXIT = {
+  OK: 0,
+  FATAL: 1,
+  USAGE: 2,
+  INCOMPLETE: 3,
+  INTEGRITY: 4,
+  NOT_FOUND: 5,
+  NO_SPACE: 6,
+  BACKEND: 7,
+  TARGET: 8,
+  REPO_NOT_FOUND: 10,
+  LOCKED: 11,
+  WRONG_PASSWORD: 12,
+  REPO_EXISTS: 13,
+  INTERRUPTED: 130,
+} as const;
+
+export const EXIT_DOC: [number, string][] = [
+  [EXIT.OK, 'success'],
+  [EXIT.FATAL, 'unexpected fatal error (a bug, or an error with no more specific code)'],
+  [EXIT.USAGE, 'bad command line: unknown flag or command, missing argument, no password given'],
+  [EXIT.INCOMPLETE, 'backup finished but some files could not be read: the snapshot was saved and is marked incomplete'],
+  [EXIT.INTEGRITY, 'damaged or missing data: check found errors, or restore could not restore or verify some files (they are named)'],
+  [EXIT.NOT_FOUND, 'a snapshot, key, source path or --include path does not exist'],
+  [EXIT.NO_SPACE, 'no space left on the device holding the repository or the restore target'],
+  [EXIT.BACKEND, 'the storage backend failed (I/O error, permission denied)'],
+  [EXIT.TARGET, 'the restore target cannot be written'],
+  [EXIT.REPO_NOT_FOUND, 'no repository at the given location'],
+  [EXIT.LOCKED, 'the repository is locked by another process'],
+  [EXIT.WRONG_PASSWORD, 'wrong password: no key of the repository opens with it'],
+  [EXIT.REPO_EXISTS, 'init: a repository already exists there'],
+  [EXIT.INTERRUPTED, 'interrupted (SIGINT/SIGTERM); nothing already stored is lost'],
+];
+
+export function exitCodeFor(code: ErrorCode): number {
+  switch (code) {
+    case 'USAGE':
+    case 'NO_PASSWORD':
+      return EXIT.USAGE;
+    case 'REPO_NOT_FOUND':
+      return EXIT.REPO_NOT_FOUND;
+    case 'REPO_EXISTS':
+      return EXIT.REPO_EXISTS;
+    case 'WRONG_PASSWORD':
+      return EXIT.WRONG_PASSWORD;
+    case 'NOT_FOUND':
+      return EXIT.NOT_FOUND;
+    case 'INTEGRITY':
+      return EXIT.INTEGRITY;
+    case 'NO_SPACE':
+      return EXIT.NO_SPACE;
+    case 'BACKEND':
+      return EXIT.BACKEND;
+    case 'LOCKED':
+      return EXIT.LOCKED;
+    case 'TARGET':
+      return EXIT.TARGET;
+    default:
+      return EXIT.FATAL;
+  }
+}

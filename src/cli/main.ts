@@ -1,0 +1,152 @@
+/**
+ * cli: the meshback command line. It only parses arguments, renders output and maps errors to
+ * exit codes; the engine lives in the layers below.
+ */
+import { parseArgs } from 'node:util';
+import type { ParseArgsOptionsConfig } from 'node:util';
+import { MeshbackError, UsageError, errMessage } from '../errors/index.ts';
+import type { Command, OptionSpec } from './command.ts';
+import { backupCommand } from './commands/backup.ts';
+import { checkCommand } from './commands/check.ts';
+import { demoCommand } from './commands/demo.ts';
+import { diffCommand } from './commands/diff.ts';
+import { initCommand } from './commands/init.ts';
+import { keyCommand } from './commands/key.ts';
+import { lsCommand } from './commands/ls.ts';
+import { restoreCommand } from './commands/restore.ts';
+import { snapshotsCommand } from './commands/snapshots.ts';
+import type { Context } from './context.ts';
+import { EXIT, EXIT_DOC, exitCodeFor } from './exit.ts';
+import { createOutput } from './output.ts';
+
+export const VERSION = '0.1.0';
+
+const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, checkCommand, keyCommand, demoCommand];
+
+const GLOBAL: Record<string, OptionSpec> = {
+  repo: { type: 'string', short: 'r', argument: 'DIR', description: 'repository location (or MESHBACK_REPO)' },
+  'password-file': { type: 'string', argument: 'FILE', description: 'read the password from FILE (or MESHBACK_PASSWORD, MESHBACK_PASSWORD_FILE, else a prompt on a terminal)' },
+  json: { type: 'boolean', description: 'machine-readable JSON output on stdout' },
+  quiet: { type: 'boolean', short: 'q', description: 'no progress and no informational lines' },
+  help: { type: 'boolean', short: 'h', description: 'show help' },
+};
+
+function optionHelp(opts: Record<string, OptionSpec>): string {
+  return Object.entries(opts)
+    .map(([k, o]) => `  ${o.short !== undefined ? `-${o.short}, ` : '    '}--${k}${o.argument !== undefined ? ' ' + o.argument : ''}`.padEnd(40) + o.description)
+    .join('\n');
+}
+
+function mainHelp(): string {
+  return [
+    `meshback ${VERSION}: encrypted, deduplicating backup and verified restore for service-mesh volumes`,
+    '',
+    'usage: meshback COMMAND [options]',
+    '',
+    'commands:',
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(12)}${c.summary}`),
+    '',
+    'global options:',
+    optionHelp(GLOBAL),
+    '',
+    "run 'meshback COMMAND --help' for a command's options.",
+    '',
+    'exit codes:',
+    ...EXIT_DOC.map(([c, d]) => `  ${String(c).padStart(3)}  ${d}`),
+  ].join('\n');
+}
+
+function toParseConfig(opts: Record<string, OptionSpec>): ParseArgsOptionsConfig {
+  const c: ParseArgsOptionsConfig = {};
+  for (const [k, o] of Object.entries(opts)) {
+    c[k] = { type: o.type, ...(o.multiple === true ? { multiple: true } : {}), ...(o.short !== undefined ? { short: o.short } : {}) };
+  }
+  return c;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const cmdIdx = argv.findIndex((a) => !a.startsWith('-'));
+  // a global option's value may precede the command: find the first word that is not a value
+  let idx = -1;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a.startsWith('-')) {
+      const name = a.replace(/^--?/, '').split('=')[0]!;
+      const spec = Object.entries(GLOBAL).find(([k, o]) => k === name || o.short === name)?.[1];
+      if (spec?.type === 'string' && !a.includes('=')) i++;
+      continue;
+    }
+    idx = i;
+    break;
+  }
+  void cmdIdx;
+  const name = idx >= 0 ? argv[idx] : undefined;
+  const json = argv.includes('--json');
+  const quietFlag = argv.includes('--quiet') || argv.includes('-q');
+  const out = createOutput({ json, quiet: quietFlag });
+  try {
+    if (name === undefined || name === 'help') {
+      if (argv.includes('--version')) {
+        process.stdout.write(`meshback ${VERSION}\n`);
+        return EXIT.OK;
+      }
+      process.stdout.write(mainHelp() + '\n');
+      return name === undefined && !argv.includes('--help') && !argv.includes('-h') ? EXIT.USAGE : EXIT.OK;
+    }
+    if (name === 'version') {
+      process.stdout.write(`meshback ${VERSION} (node ${process.versions.node})\n`);
+      return EXIT.OK;
+    }
+    const cmd = COMMANDS.find((c) => c.name === name);
+    if (cmd === undefined) throw new UsageError(`unknown command ${JSON.stringify(name)}: run 'meshback --help' for the list`);
+    const rest = [...argv.slice(0, idx), ...argv.slice(idx + 1)];
+    let parsed;
+    try {
+      parsed = parseArgs({ args: rest, options: toParseConfig({ ...GLOBAL, ...cmd.options }), allowPositionals: true, strict: true });
+    } catch (err) {
+      throw new UsageError(`${errMessage(err).split('\n')[0]!.replace(/\. To specify a positional.*$/, '')} (meshback ${cmd.name}): see 'meshback ${cmd.name} --help'`);
+    }
+    const v = parsed.values as Record<string, string | boolean | string[] | boolean[] | undefined>;
+    if (v['help'] === true) {
+      process.stdout.write(`usage: ${cmd.usage}\n\n${cmd.summary}\n\noptions:\n${optionHelp(cmd.options)}\n\nglobal options:\n${optionHelp(GLOBAL)}\n`);
+      return EXIT.OK;
+    }
+    const ctx: Context = {
+      g: {
+        ...(typeof v['repo'] === 'string' ? { repo: v['repo'] } : {}),
+        ...(typeof v['password-file'] === 'string' ? { passwordFile: v['password-file'] } : {}),
+        json: v['json'] === true,
+        quiet: v['quiet'] === true,
+      },
+      out,
+    };
+    return await cmd.run(ctx, v, parsed.positionals);
+  } catch (err) {
+    out.done();
+    if (err instanceof MeshbackError) {
+      if (json) process.stdout.write(JSON.stringify({ message_type: 'error', fatal: true, ...err.toJSON() }) + '\n');
+      process.stderr.write(`meshback: ${err.message}\n`);
+      return exitCodeFor(err.code);
+    }
+    const msg = errMessage(err);
+    if (json) process.stdout.write(JSON.stringify({ message_type: 'error', fatal: true, code: 'INTERNAL', message: msg }) + '\n');
+    process.stderr.write(`meshback: unexpected error: ${msg}\n`);
+    if (process.env['MESHBACK_DEBUG'] !== undefined && err instanceof Error) process.stderr.write(`${err.stack ?? ''}\n`);
+    return EXIT.FATAL;
+  }
+}
+
+let interrupted = false;
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    if (interrupted) process.exit(EXIT.INTERRUPTED);
+    interrupted = true;
+    process.stderr.write(`\nmeshback: interrupted (${sig}); nothing already stored is lost; an unfinished snapshot was not saved\n`);
+    process.exit(EXIT.INTERRUPTED);
+  });
+}
+
+const code = await run(process.argv.slice(2));
+process.exitCode = code;
+// worker threads and timers must not keep a finished command alive
+setImmediate(() => process.exit(code));

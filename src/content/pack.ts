@@ -1,0 +1,128 @@
+/**
+ * Pack and index file formats (see docs/design.md, "Pack Format" and "Index").
+ *
+ * Pack:   Blob_1 || ... || Blob_n || Seal(Header) || HeaderLength (uint32 LE)
+ *         Blob_i = Seal(Kind || Payload), Kind 0 = raw, 1 = zstd
+ *         Header = n x (Type u8 || Id [32] || Length u32 LE || RawLength u32 LE)
+ * Index:  Seal("MBIX" || Version u8 || PackCount u32 || PackCount x PackRecord)
+ *         PackRecord = PackId [32] || PackSize u32 || EntryCount u32 || EntryCount x
+ *                      (Type u8 || Id [32] || Offset u32 || Length u32 || RawLength u32)
+ * File names of packs and indexes are the SHA-256 of the file's bytes, in hex.
+ */
+import { createHash } from 'node:crypto';
+import { ID_LEN, open, seal } from '../crypto/index.ts';
+import { IntegrityError } from '../errors/index.ts';
+import type { BlobType } from './index-table.ts';
+
+export const HEADER_ENTRY_LEN = 1 + ID_LEN + 4 + 4;
+export const KIND_RAW = 0;
+export const KIND_ZSTD = 1;
+
+export interface PackEntry {
+  type: BlobType;
+  id: Buffer;
+  offset: number;
+  length: number;
+  rawLength: number;
+}
+
+export function sha256hex(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+export function encodePackHeader(encKey: Buffer, entries: readonly PackEntry[]): Buffer {
+  const h = Buffer.allocUnsafe(entries.length * HEADER_ENTRY_LEN);
+  let o = 0;
+  for (const e of entries) {
+    h[o] = e.type;
+    e.id.copy(h, o + 1);
+    h.writeUInt32LE(e.length, o + 1 + ID_LEN);
+    h.writeUInt32LE(e.rawLength, o + 5 + ID_LEN);
+    o += HEADER_ENTRY_LEN;
+  }
+  const sealed = seal(encKey, h);
+  const tail = Buffer.allocUnsafe(4);
+  tail.writeUInt32LE(sealed.length, 0);
+  return Buffer.concat([sealed, tail]);
+}
+
+/** Parses the header at the end of a whole pack file; throws IntegrityError naming the pack. */
+export function decodePackHeader(encKey: Buffer, pack: Buffer, name: string): PackEntry[] {
+  if (pack.length < 4) throw new IntegrityError(`pack ${name} is truncated (${pack.length} bytes)`, { pack: name });
+  const hlen = pack.readUInt32LE(pack.length - 4);
+  if (hlen + 4 > pack.length) throw new IntegrityError(`pack ${name} has an invalid header length: it is truncated or damaged`, { pack: name });
+  const h = open(encKey, pack.subarray(pack.length - 4 - hlen, pack.length - 4), `header of pack ${name}`);
+  if (h.length % HEADER_ENTRY_LEN !== 0) throw new IntegrityError(`header of pack ${name} is malformed`, { pack: name });
+  const entries: PackEntry[] = [];
+  let offset = 0;
+  for (let o = 0; o < h.length; o += HEADER_ENTRY_LEN) {
+    const length = h.readUInt32LE(o + 1 + ID_LEN);
+    entries.push({ type: h[o] as BlobType, id: Buffer.from(h.subarray(o + 1, o + 1 + ID_LEN)), offset, length, rawLength: h.readUInt32LE(o + 5 + ID_LEN) });
+    offset += length;
+  }
+  if (offset !== pack.length - 4 - hlen) throw new IntegrityError(`pack ${name}: blob lengths in its header do not add up to its size`, { pack: name });
+  return entries;
+}
+
+export interface IndexPack {
+  id: string;
+  size: number;
+  entries: PackEntry[];
+}
+
+const INDEX_MAGIC = Buffer.from('MBIX');
+const INDEX_ENTRY_LEN = 1 + ID_LEN + 12;
+
+export function encodeIndex(encKey: Buffer, packs: readonly IndexPack[]): Buffer {
+  let n = 9;
+  for (const p of packs) n += ID_LEN + 8 + p.entries.length * INDEX_ENTRY_LEN;
+  const b = Buffer.allocUnsafe(n);
+  INDEX_MAGIC.copy(b, 0);
+  b[4] = 1;
+  b.writeUInt32LE(packs.length, 5);
+  let o = 9;
+  for (const p of packs) {
+    Buffer.from(p.id, 'hex').copy(b, o);
+    b.writeUInt32LE(p.size, o + ID_LEN);
+    b.writeUInt32LE(p.entries.length, o + ID_LEN + 4);
+    o += ID_LEN + 8;
+    for (const e of p.entries) {
+      b[o] = e.type;
+      e.id.copy(b, o + 1);
+      b.writeUInt32LE(e.offset, o + 1 + ID_LEN);
+      b.writeUInt32LE(e.length, o + 5 + ID_LEN);
+      b.writeUInt32LE(e.rawLength, o + 9 + ID_LEN);
+      o += INDEX_ENTRY_LEN;
+    }
+  }
+  return seal(encKey, b);
+}
+
+/** Calls `onPack` for each pack record of a sealed index file. */
+export function decodeIndex(encKey: Buffer, file: Buffer, name: string, onPack: (id: string, size: number, entries: PackEntry[]) => void): void {
+  const b = open(encKey, file, `index file ${name}`);
+  if (b.length < 9 || !b.subarray(0, 4).equals(INDEX_MAGIC)) throw new IntegrityError(`index file ${name} is malformed`, { index: name });
+  if (b[4] !== 1) throw new IntegrityError(`index file ${name} has unsupported version ${b[4]}`, { index: name });
+  const count = b.readUInt32LE(5);
+  let o = 9;
+  for (let i = 0; i < count; i++) {
+    if (o + ID_LEN + 8 > b.length) throw new IntegrityError(`index file ${name} is truncated`, { index: name });
+    const id = b.subarray(o, o + ID_LEN).toString('hex');
+    const size = b.readUInt32LE(o + ID_LEN);
+    const n = b.readUInt32LE(o + ID_LEN + 4);
+    o += ID_LEN + 8;
+    if (o + n * INDEX_ENTRY_LEN > b.length) throw new IntegrityError(`index file ${name} is truncated`, { index: name });
+    const entries: PackEntry[] = [];
+    for (let j = 0; j < n; j++) {
+      entries.push({
+        type: b[o] as BlobType,
+        id: b.subarray(o + 1, o + 1 + ID_LEN),
+        offset: b.readUInt32LE(o + 1 + ID_LEN),
+        length: b.readUInt32LE(o + 5 + ID_LEN),
+        rawLength: b.readUInt32LE(o + 9 + ID_LEN),
+      });
+      o += INDEX_ENTRY_LEN;
+    }
+    onPack(id, size, entries);
+  }
+}

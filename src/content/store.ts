@@ -1,0 +1,223 @@
+/**
+ * content: the content-addressed store. Blobs (file chunks and tree objects) are
+ * deduplicated by their keyed id, compressed with zstd (skipped when it does not pay),
+ * encrypted, and packed into pack files of several MiB. The index maps ids to packs.
+ *
+ * Write ordering: a blob becomes visible in the in-memory index only after its pack has been
+ * stored durably; index files are written after their packs (flush), and callers write
+ * snapshots only after flush() resolved.
+ */
+import * as zlib from 'node:zlib';
+import { promisify } from 'node:util';
+import type { Backend } from '../blob/backend.ts';
+import { contentId, idEquals, open, seal } from '../crypto/index.ts';
+import type { MasterKey } from '../crypto/index.ts';
+import { IntegrityError, MeshbackError, NotFoundError } from '../errors/index.ts';
+import { BLOB_DATA, BLOB_TREE, ChunkIndex } from './index-table.ts';
+import type { BlobType } from './index-table.ts';
+import { KIND_RAW, KIND_ZSTD, decodeIndex, encodeIndex, encodePackHeader, sha256hex } from './pack.ts';
+import type { IndexPack, PackEntry } from './pack.ts';
+
+const zstdCompress = promisify(zlib.zstdCompress);
+const zstdDecompress = promisify(zlib.zstdDecompress);
+
+export interface StoreOptions {
+  packSize: number;
+  compressionLevel: number;
+}
+
+interface OpenPack {
+  parts: Buffer[];
+  entries: PackEntry[];
+  size: number;
+}
+
+export interface StoreStats {
+  blobsAdded: number;
+  bytesAdded: number; // raw bytes of new blobs
+  bytesStored: number; // bytes of new pack files
+  packsWritten: number;
+}
+
+export class ContentStore {
+  readonly index = new ChunkIndex();
+  readonly stats: StoreStats = { blobsAdded: 0, bytesAdded: 0, bytesStored: 0, packsWritten: 0 };
+  private readonly pending = new Set<string>();
+  private readonly open: Record<BlobType, OpenPack> = { 0: newPack(), 1: newPack() };
+  private readonly unindexed: IndexPack[] = [];
+  private uploads = new Set<Promise<void>>();
+  private failure: unknown;
+  private readonly backend: Backend;
+  private readonly key: MasterKey;
+  private readonly opts: StoreOptions;
+  readonly indexFiles = new Set<string>();
+
+  constructor(backend: Backend, key: MasterKey, opts: StoreOptions) {
+    this.backend = backend;
+    this.key = key;
+    this.opts = opts;
+  }
+
+  id(data: Uint8Array): Buffer {
+    return contentId(this.key.idKey, data);
+  }
+
+  /** Loads every index file of the repository into memory. */
+  async loadIndex(): Promise<void> {
+    const names: string[] = [];
+    for await (const f of this.backend.list('index')) names.push(f.name);
+    const conc = 8;
+    let next = 0;
+    const work = async (): Promise<void> => {
+      while (next < names.length) {
+        const name = names[next++]!;
+        const file = await this.backend.get({ type: 'index', name });
+        if (sha256hex(file) !== name) throw new IntegrityError(`index file ${name} is damaged (its content does not match its name): run 'meshback check'`, { index: name });
+        decodeIndex(this.key.encKey, file, name, (pack, size, entries) => {
+          const pn = this.index.packNumber(pack, size);
+          for (const e of entries) this.index.add(e.id, e.type, pn, e.offset, e.length, e.rawLength);
+        });
+        this.indexFiles.add(name);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(conc, names.length) }, work));
+  }
+
+  /** True when the blob is stored or queued for storing in this session. */
+  has(id: Uint8Array): boolean {
+    return this.index.has(id) || this.pending.has(Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('hex'));
+  }
+
+  /**
+   * Stores a blob unless it is known. Returns true when it was new. The blob is durable
+   * only after flush().
+   */
+  async add(type: BlobType, id: Buffer, plain: Uint8Array): Promise<boolean> {
+    if (this.failure !== undefined) throw this.failure;
+    const hex = id.toString('hex');
+    if (this.index.has(id) || this.pending.has(hex)) return false;
+    this.pending.add(hex);
+    let body: Uint8Array = plain;
+    let kind = KIND_RAW;
+    if (plain.byteLength > 64) {
+      const z = await zstdCompress(plain, { params: { [zlib.constants.ZSTD_c_compressionLevel]: this.opts.compressionLevel } });
+      if (z.length < plain.byteLength - (plain.byteLength >>> 5)) {
+        body = z;
+        kind = KIND_ZSTD;
+      }
+    }
+    const framed = Buffer.allocUnsafe(body.byteLength + 1);
+    framed[0] = kind;
+    framed.set(body, 1);
+    const sealed = seal(this.key.encKey, framed);
+    const p = this.open[type];
+    p.entries.push({ type, id, offset: p.size, length: sealed.length, rawLength: plain.byteLength });
+    p.parts.push(sealed);
+    p.size += sealed.length;
+    this.stats.blobsAdded++;
+    this.stats.bytesAdded += plain.byteLength;
+    if (p.size >= this.opts.packSize) await this.finishPack(type);
+    return true;
+  }
+
+  private async finishPack(type: BlobType): Promise<void> {
+    const p = this.open[type];
+    if (p.entries.length === 0) return;
+    this.open[type] = newPack();
+    // bound the uploads in flight: memory stays within a few packs
+    while (this.uploads.size >= 2) await Promise.race(this.uploads);
+    if (this.failure !== undefined) throw this.failure;
+    const up = this.upload(p).then(
+      () => {
+        this.uploads.delete(up);
+      },
+      (err: unknown) => {
+        this.uploads.delete(up);
+        this.failure ??= err;
+      },
+    );
+    this.uploads.add(up);
+  }
+
+  private async upload(p: OpenPack): Promise<void> {
+    p.parts.push(encodePackHeader(this.key.encKey, p.entries));
+    const data = Buffer.concat(p.parts);
+    p.parts.length = 0;
+    const name = sha256hex(data);
+    await this.backend.put({ type: 'pack', name }, data);
+    const pn = this.index.packNumber(name, data.length);
+    for (const e of p.entries) {
+      this.index.add(e.id, e.type, pn, e.offset, e.length, e.rawLength);
+      this.pending.delete(e.id.toString('hex'));
+    }
+    this.unindexed.push({ id: name, size: data.length, entries: p.entries });
+    this.stats.packsWritten++;
+    this.stats.bytesStored += data.length;
+  }
+
+  /** Writes the open packs and then an index file for every pack written since the last flush. */
+  async flush(): Promise<void> {
+    await this.finishPack(BLOB_DATA);
+    await this.finishPack(BLOB_TREE);
+    await Promise.all(this.uploads);
+    if (this.failure !== undefined) throw this.failure;
+    if (this.unindexed.length > 0) {
+      const file = encodeIndex(this.key.encKey, this.unindexed);
+      const name = sha256hex(file);
+      await this.backend.put({ type: 'index', name }, file);
+      this.indexFiles.add(name);
+      this.stats.bytesStored += file.length;
+      this.unindexed.length = 0;
+    }
+  }
+
+  /** Reads, authenticates, decompresses and re-hashes one blob. */
+  async load(id: Uint8Array, what?: string): Promise<Buffer> {
+    const e = this.index.lookup(id);
+    const hex = Buffer.from(id).toString('hex');
+    if (e === undefined) throw new NotFoundError(`${what ?? 'blob'} ${hex.slice(0, 16)} is not in the index: the repository is incomplete; run 'meshback check'`, { blob: hex });
+    let sealed: Buffer;
+    try {
+      sealed = await this.backend.get({ type: 'pack', name: e.pack }, { offset: e.offset, length: e.length });
+    } catch (err) {
+      if (err instanceof MeshbackError && err.code === 'NOT_FOUND') {
+        throw new IntegrityError(`pack ${e.pack} holding ${what ?? 'blob'} ${hex.slice(0, 16)} is missing from the repository`, { pack: e.pack, blob: hex });
+      }
+      throw err;
+    }
+    return this.decodeBlob(sealed, id, e.rawLength, e.pack, what);
+  }
+
+  /** Decrypts a sealed blob and checks it against its id; throws IntegrityError naming the pack. */
+  async decodeBlob(sealed: Uint8Array, id: Uint8Array, rawLength: number, pack: string, what?: string): Promise<Buffer> {
+    const hex = Buffer.from(id).toString('hex');
+    const label = `${what ?? 'blob'} ${hex.slice(0, 16)} in pack ${pack}`;
+    let framed: Buffer;
+    try {
+      framed = open(this.key.encKey, sealed, label);
+    } catch (err) {
+      if (err instanceof IntegrityError) throw new IntegrityError(err.message, { pack, blob: hex });
+      throw err;
+    }
+    let plain: Buffer;
+    if (framed[0] === KIND_ZSTD) {
+      try {
+        plain = await zstdDecompress(framed.subarray(1));
+      } catch {
+        throw new IntegrityError(`${label} does not decompress: it is damaged`, { pack, blob: hex });
+      }
+    } else if (framed[0] === KIND_RAW) {
+      plain = framed.subarray(1);
+    } else {
+      throw new IntegrityError(`${label} has an unknown encoding ${framed[0]}`, { pack, blob: hex });
+    }
+    if (plain.length !== rawLength || !idEquals(this.id(plain), id)) {
+      throw new IntegrityError(`${label} does not match its id: it is damaged`, { pack, blob: hex });
+    }
+    return plain;
+  }
+}
+
+function newPack(): OpenPack {
+  return { parts: [], entries: [], size: 0 };
+}

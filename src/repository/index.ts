@@ -1,0 +1,252 @@
+/**
+ * repository: the facade over a Backend. It owns the repository config (format version,
+ * chunker parameters and seed, compression), the key files, the content store and the
+ * snapshot manifests. A repository never guesses its format: everything that shapes the
+ * stored bytes is recorded in its config.
+ */
+import { randomBytes } from 'node:crypto';
+import * as os from 'node:os';
+import type { Backend } from '../blob/backend.ts';
+import { Chunker, CHUNKER_NAME, DEFAULT_CHUNKER } from '../chunker/fastcdc.ts';
+import type { ChunkerParams } from '../chunker/fastcdc.ts';
+import { ContentStore } from '../content/store.ts';
+import { sha256hex } from '../content/pack.ts';
+import { defaultScryptParams, deriveKey, newMasterKey, open, seal } from '../crypto/index.ts';
+import type { MasterKey, ScryptParams } from '../crypto/index.ts';
+import { IntegrityError, MeshbackError, NotFoundError, UsageError } from '../errors/index.ts';
+import type { Snapshot, SnapshotRef } from '../snapshot/manifest.ts';
+import { decodeTree } from '../snapshot/tree.ts';
+import type { Node, Tree } from '../snapshot/tree.ts';
+import { BLOB_TREE } from '../content/index-table.ts';
+
+export const REPO_VERSION = 1;
+
+export interface RepoConfig {
+  version: number;
+  id: string;
+  created: string;
+  chunker: { name: string; min: number; avg: number; max: number; seed: string };
+  compression: { name: 'zstd'; level: number };
+  cipher: 'aes-256-gcm';
+  idHash: 'hmac-sha256';
+  packSize: number;
+}
+
+export interface KeyFile {
+  version: 1;
+  created: string;
+  host: string;
+  username: string;
+  kdf: { name: 'scrypt' } & ScryptParams;
+  /** base64 of Seal(kek, JSON {encKey, idKey}) */
+  data: string;
+}
+
+export interface InitOptions {
+  chunker?: ChunkerParams;
+  packSize?: number;
+  compressionLevel?: number;
+}
+
+export class Repository {
+  readonly backend: Backend;
+  readonly key: MasterKey;
+  readonly config: RepoConfig;
+  readonly keyId: string;
+  readonly store: ContentStore;
+  private readonly treeCache = new Map<string, Tree>();
+
+  private constructor(backend: Backend, key: MasterKey, keyId: string, config: RepoConfig) {
+    this.backend = backend;
+    this.key = key;
+    this.keyId = keyId;
+    this.config = config;
+    this.store = new ContentStore(backend, key, { packSize: config.packSize, compressionLevel: config.compression.level });
+  }
+
+  static async init(backend: Backend, password: string, opts: InitOptions = {}): Promise<Repository> {
+    if (await backend.exists()) throw new MeshbackError('REPO_EXISTS', `a repository already exists at ${backend.location}: use it, or choose another --repo`);
+    if (password.length === 0) throw new UsageError('the password is empty: choose a non-empty password');
+    const chunker = opts.chunker ?? DEFAULT_CHUNKER;
+    const config: RepoConfig = {
+      version: REPO_VERSION,
+      id: randomBytes(16).toString('hex'),
+      created: new Date().toISOString(),
+      chunker: { name: CHUNKER_NAME, ...chunker, seed: randomBytes(32).toString('base64') },
+      compression: { name: 'zstd', level: opts.compressionLevel ?? 3 },
+      cipher: 'aes-256-gcm',
+      idHash: 'hmac-sha256',
+      packSize: opts.packSize ?? 16 * 1024 * 1024,
+    };
+    const key = newMasterKey();
+    await backend.create();
+    const keyId = await writeKeyFile(backend, key, password);
+    await backend.put({ type: 'config', name: 'config' }, seal(key.encKey, Buffer.from(JSON.stringify(config))));
+    return new Repository(backend, key, keyId, config);
+  }
+
+  static async open(backend: Backend, password: string, opts: { loadIndex?: boolean } = {}): Promise<Repository> {
+    if (!(await backend.exists())) {
+      throw new MeshbackError('REPO_NOT_FOUND', `no repository at ${backend.location}: check --repo / MESHBACK_REPO, or create one with 'meshback init'`);
+    }
+    const { key, keyId } = await unlockMasterKey(backend, password);
+    const raw = await backend.get({ type: 'config', name: 'config' });
+    const config = JSON.parse(open(key.encKey, raw, 'repository config').toString('utf8')) as RepoConfig;
+    if (config.version !== REPO_VERSION || config.chunker.name !== CHUNKER_NAME || config.cipher !== 'aes-256-gcm') {
+      throw new MeshbackError('UNSUPPORTED_FORMAT', `the repository at ${backend.location} has format version ${config.version} (${config.chunker.name}), which this meshback does not support: upgrade meshback`);
+    }
+    const repo = new Repository(backend, key, keyId, config);
+    if (opts.loadIndex !== false) await repo.store.loadIndex();
+    return repo;
+  }
+
+  chunker(): Chunker {
+    return new Chunker(Buffer.from(this.config.chunker.seed, 'base64'), this.config.chunker);
+  }
+
+  // ---- snapshots
+
+  async saveSnapshot(s: Snapshot): Promise<string> {
+    const file = seal(this.key.encKey, Buffer.from(JSON.stringify(s)));
+    const id = sha256hex(file);
+    await this.backend.put({ type: 'snapshot', name: id }, file);
+    return id;
+  }
+
+  async loadSnapshot(id: string): Promise<Snapshot> {
+    const file = await this.backend.get({ type: 'snapshot', name: id });
+    if (sha256hex(file) !== id) throw new IntegrityError(`snapshot file ${id.slice(0, 8)} is damaged (its content does not match its name)`, { snapshot: id });
+    return JSON.parse(open(this.key.encKey, file, `snapshot ${id.slice(0, 8)}`).toString('utf8')) as Snapshot;
+  }
+
+  /** All snapshots, oldest first. */
+  async listSnapshots(): Promise<SnapshotRef[]> {
+    const names: string[] = [];
+    for await (const f of this.backend.list('snapshot')) names.push(f.name);
+    const out = await Promise.all(names.map(async (id) => ({ id, snapshot: await this.loadSnapshot(id) })));
+    out.sort((a, b) => (a.snapshot.time < b.snapshot.time ? -1 : a.snapshot.time > b.snapshot.time ? 1 : a.id < b.id ? -1 : 1));
+    return out;
+  }
+
+  /** Resolves "latest", a full id or a unique id prefix. */
+  async findSnapshot(ref: string, filter?: { host?: string; paths?: string[] }): Promise<SnapshotRef> {
+    const all = await this.listSnapshots();
+    if (ref === 'latest') {
+      const cands = all.filter((s) => (filter?.host === undefined || s.snapshot.host === filter.host) && (filter?.paths === undefined || samePaths(s.snapshot.paths, filter.paths)));
+      const last = cands[cands.length - 1];
+      if (last === undefined) throw new NotFoundError(`the repository has no snapshot${filter?.host !== undefined ? ` for host ${filter.host}` : ''} yet: run 'meshback backup' first`);
+      return last;
+    }
+    if (!/^[0-9a-f]{1,64}$/.test(ref)) throw new UsageError(`${JSON.stringify(ref)} is not a snapshot id: give 'latest' or an id (or prefix) from 'meshback snapshots'`);
+    const m = all.filter((s) => s.id.startsWith(ref));
+    if (m.length === 0) throw new NotFoundError(`no snapshot with id ${ref}: list them with 'meshback snapshots'`, { snapshot: ref });
+    if (m.length > 1) throw new UsageError(`snapshot id prefix ${ref} is ambiguous (${m.length} snapshots): give more digits`);
+    return m[0]!;
+  }
+
+  // ---- trees
+
+  async loadTree(id: string): Promise<Tree> {
+    const hit = this.treeCache.get(id);
+    if (hit !== undefined) return hit;
+    const data = await this.store.load(Buffer.from(id, 'hex'), 'tree');
+    const t = decodeTree(data, id);
+    if (this.treeCache.size > 2048) this.treeCache.clear();
+    this.treeCache.set(id, t);
+    return t;
+  }
+
+  /**
+   * The top level of a snapshot as ls and restore present it: a snapshot of one directory
+   * shows that directory's contents; otherwise one entry per backed-up path.
+   */
+  async rootView(s: Snapshot): Promise<{ nodes: Node[]; rootDir?: Node }> {
+    const root = await this.loadTree(s.tree);
+    if (s.paths.length === 1 && root.nodes.length === 1 && root.nodes[0]!.type === 'dir' && root.nodes[0]!.subtree !== undefined) {
+      return { nodes: (await this.loadTree(root.nodes[0]!.subtree)).nodes, rootDir: root.nodes[0]! };
+    }
+    return { nodes: root.nodes };
+  }
+
+  async saveTree(data: Buffer): Promise<string> {
+    const id = this.store.id(data);
+    await this.store.add(BLOB_TREE, id, data);
+    return id.toString('hex');
+  }
+
+  // ---- keys
+
+  async listKeys(): Promise<{ id: string; file: KeyFile }[]> {
+    const out: { id: string; file: KeyFile }[] = [];
+    for await (const f of this.backend.list('key')) {
+      const file = JSON.parse((await this.backend.get({ type: 'key', name: f.name })).toString('utf8')) as KeyFile;
+      out.push({ id: f.name, file });
+    }
+    out.sort((a, b) => (a.file.created < b.file.created ? -1 : 1));
+    return out;
+  }
+
+  async addKey(password: string): Promise<string> {
+    if (password.length === 0) throw new UsageError('the new password is empty: choose a non-empty password');
+    return writeKeyFile(this.backend, this.key, password);
+  }
+
+  async removeKey(id: string): Promise<void> {
+    const keys = await this.listKeys();
+    const m = keys.filter((k) => k.id.startsWith(id));
+    if (m.length === 0) throw new NotFoundError(`no key with id ${id}: list them with 'meshback key list'`);
+    if (m.length > 1) throw new UsageError(`key id prefix ${id} is ambiguous: give more digits`);
+    if (m[0]!.id === this.keyId) throw new UsageError(`key ${id} is the one this command was opened with: open with another password to remove it, or use 'meshback key passwd'`);
+    await this.backend.delete({ type: 'key', name: m[0]!.id });
+  }
+}
+
+export function samePaths(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  const x = [...a].sort();
+  const y = [...b].sort();
+  return x.every((v, i) => v === y[i]);
+}
+
+async function writeKeyFile(backend: Backend, key: MasterKey, password: string): Promise<string> {
+  const kdf = defaultScryptParams();
+  const kek = await deriveKey(password, kdf);
+  const plain = Buffer.from(JSON.stringify({ encKey: key.encKey.toString('base64'), idKey: key.idKey.toString('base64') }));
+  const file: KeyFile = {
+    version: 1,
+    created: new Date().toISOString(),
+    host: os.hostname(),
+    username: os.userInfo().username,
+    kdf: { name: 'scrypt', ...kdf },
+    data: seal(kek, plain).toString('base64'),
+  };
+  const bytes = Buffer.from(JSON.stringify(file, null, 2));
+  const id = sha256hex(bytes);
+  await backend.put({ type: 'key', name: id }, bytes);
+  return id;
+}
+
+async function unlockMasterKey(backend: Backend, password: string): Promise<{ key: MasterKey; keyId: string }> {
+  const files: string[] = [];
+  for await (const f of backend.list('key')) files.push(f.name);
+  if (files.length === 0) throw new MeshbackError('WRONG_PASSWORD', `the repository at ${backend.location} has no key files left: it cannot be opened`);
+  for (const name of files) {
+    let kf: KeyFile;
+    try {
+      kf = JSON.parse((await backend.get({ type: 'key', name })).toString('utf8')) as KeyFile;
+    } catch {
+      continue; // a damaged key file: try the others
+    }
+    if (kf.kdf?.name !== 'scrypt') continue;
+    const kek = await deriveKey(password, kf.kdf);
+    let plain: Buffer;
+    try {
+      plain = open(kek, Buffer.from(kf.data, 'base64'));
+    } catch {
+      continue;
+    }
+    const j = JSON.parse(plain.toString('utf8')) as { encKey: string; idKey: string };
+    return { key: { encKey: Buffer.from(j.encKey, 'base64'), idKey: Buffer.from(j.idKey, 'base64') }, keyId: name };
+  }
+  throw new MeshbackError('WRONG_PASSWORD', `wrong password for the repository at ${backend.location}: no key file opens with it; check MESHBACK_PASSWORD / --password-file`);
+}

@@ -148,5 +148,6 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 
 const code = await run(process.argv.slice(2));
 process.exitCode = code;
-// worker threads and timers must not keep a finished command alive
-setImmediate(() => process.exit(code));
+// exit once stdout and stderr are flushed (pipe writes can be asynchronous); nothing else
+// (a stray timer or handle) may keep a finished command alive
+process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));

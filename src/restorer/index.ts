@@ -360,12 +360,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
               continue;
             }
             try {
-              const fh = await handleOf(st);
-              let w = 0;
-              while (w < plain.length) {
-                const { bytesWritten } = await fh.write(plain, w, plain.length - w, t.offset + w);
-                w += bytesWritten;
-              }
+              await writeSparse(await handleOf(st), plain, t.offset);
             } catch (err) {
               fatalFs(err, st.item.rel);
             }
@@ -478,9 +473,11 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
   return res;
 }
 
-function timeArg(ns: string): number {
+/** Seconds for fs.utimes. Node treats a negative number as "now", but accepts a numeric string. */
+function timeArg(ns: string): number | string {
   const b = BigInt(ns);
-  return Number(b / 1000000000n) + Number(b % 1000000000n) / 1e9;
+  const s = Number(b / 1000000000n) + Number(b % 1000000000n) / 1e9;
+  return s < 0 ? String(s) : s;
 }
 
 async function applyMeta(abs: Buffer, n: Node, isRoot: boolean, isLink: boolean): Promise<void> {
@@ -538,6 +535,40 @@ async function verifyFile(repo: Repository, abs: Buffer, n: Node): Promise<strin
     return undefined;
   } finally {
     await fh.close();
+  }
+}
+
+const ZERO_BLOCK = 64 * 1024;
+const zeros = Buffer.alloc(ZERO_BLOCK);
+
+/**
+ * Writes data at pos, skipping aligned all-zero blocks: the file was created at its full
+ * size (all holes), so skipped blocks stay holes and sparse files are restored sparse.
+ */
+async function writeSparse(fh: FileHandle, data: Buffer, pos: number): Promise<void> {
+  let i = 0;
+  const n = data.length;
+  while (i < n) {
+    // first block boundary (in file offsets) at or after pos + i
+    const blockEnd = Math.min(n, Math.ceil((pos + i + 1) / ZERO_BLOCK) * ZERO_BLOCK - pos);
+    const len = blockEnd - i;
+    if (len === ZERO_BLOCK && zeros.equals(data.subarray(i, blockEnd))) {
+      i = blockEnd;
+      continue;
+    }
+    // extend over following non-zero blocks
+    let j = blockEnd;
+    while (j < n) {
+      const e = Math.min(n, j + ZERO_BLOCK);
+      if (e - j === ZERO_BLOCK && zeros.equals(data.subarray(j, e))) break;
+      j = e;
+    }
+    let w = i;
+    while (w < j) {
+      const { bytesWritten } = await fh.write(data, w, j - w, pos + w);
+      w += bytesWritten;
+    }
+    i = j;
   }
 }
 

@@ -1,0 +1,57 @@
+/** Helpers for end-to-end tests: run the real bin/meshback in a subprocess. */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const BIN = path.join(ROOT, 'bin/meshback');
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function mb(args: string[], opts: { env?: Record<string, string | undefined>; prefix?: string[] } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const cmd = opts.prefix !== undefined ? opts.prefix[0]! : BIN;
+    const argv = opts.prefix !== undefined ? [...opts.prefix.slice(1), BIN, ...args] : args;
+    const env: Record<string, string> = {};
+    for (const [k, v] of Object.entries({ ...process.env, MESHBACK_TEST_SCRYPT_N: '1024', ...opts.env })) if (v !== undefined) env[k] = v;
+    const p = spawn(cmd, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+export function tmpdir(prefix: string): string {
+  return mkdtempSync(path.join(os.tmpdir(), `meshback-${prefix}-`));
+}
+
+export async function rmrf(...dirs: string[]): Promise<void> {
+  for (const d of dirs) await fsp.rm(d, { recursive: true, force: true });
+}
+
+/** The last JSON line of a --json run with message_type summary. */
+export function summary(stdout: string): Record<string, unknown> {
+  const lines = stdout.split('\n').filter((l) => l.startsWith('{'));
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const j = JSON.parse(lines[i]!) as Record<string, unknown>;
+    if (j['message_type'] === 'summary') return j;
+  }
+  throw new Error(`no summary line in: ${stdout.slice(0, 2000)}`);
+}
+
+export async function listPacks(repo: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const d of await fsp.readdir(path.join(repo, 'data'))) {
+    for (const f of await fsp.readdir(path.join(repo, 'data', d))) if (!f.startsWith('.')) out.push(path.join(repo, 'data', d, f));
+  }
+  return out.sort();
+}

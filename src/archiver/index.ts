@@ -90,7 +90,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
   const chunkerSeed = Buffer.from(repo.config.chunker.seed, 'base64');
 
   const pool = new ChunkerPool(
-    { seed: chunkerSeed, params: repo.config.chunker, idKey: repo.key.idKey, windowKiB: 48 * 1024 },
+    { seed: chunkerSeed, params: repo.config.chunker, idKey: repo.key.idKey, windowKiB: Number(process.env["MESHBACK_WINDOW_KIB"] ?? 16 * 1024) },
     async (b) => {
       const adds: Promise<boolean>[] = [];
       for (let i = 0; i < b.ids.length; i++) {

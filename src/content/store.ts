@@ -20,6 +20,8 @@ import type { IndexPack, PackEntry } from './pack.ts';
 
 const zstdCompress = promisify(zlib.zstdCompress);
 const zstdDecompress = promisify(zlib.zstdDecompress);
+/** compressions running at once on the libuv pool: each holds a zstd context and buffers */
+const MAX_COMPRESSING = Math.max(2, Number(process.env['MESHBACK_COMPRESSORS'] ?? 2));
 
 export interface StoreOptions {
   packSize: number;
@@ -51,6 +53,8 @@ export class ContentStore {
   private readonly key: MasterKey;
   private readonly opts: StoreOptions;
   readonly indexFiles = new Set<string>();
+  private compressing = 0;
+  private readonly compressWaiters: (() => void)[] = [];
 
   constructor(backend: Backend, key: MasterKey, opts: StoreOptions) {
     this.backend = backend;
@@ -100,7 +104,15 @@ export class ContentStore {
     let body: Uint8Array = plain;
     let kind = KIND_RAW;
     if (plain.byteLength > 64) {
-      const z = await zstdCompress(plain, { params: { [zlib.constants.ZSTD_c_compressionLevel]: this.opts.compressionLevel } });
+      while (this.compressing >= MAX_COMPRESSING) await new Promise<void>((r) => this.compressWaiters.push(r));
+      this.compressing++;
+      let z: Buffer;
+      try {
+        z = await zstdCompress(plain, { params: { [zlib.constants.ZSTD_c_compressionLevel]: this.opts.compressionLevel } });
+      } finally {
+        this.compressing--;
+        this.compressWaiters.shift()?.();
+      }
       if (z.length < plain.byteLength - (plain.byteLength >>> 5)) {
         body = z;
         kind = KIND_ZSTD;

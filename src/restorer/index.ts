@@ -65,7 +65,8 @@ interface FileState {
   abs: Buffer;
   remaining: number; // bytes still to write
   failed?: string;
-  fh?: FileHandle;
+  fh?: Promise<FileHandle>;
+  busy: number;
   lastUse: number;
   finalized: boolean;
 }
@@ -214,7 +215,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
       hardlinkFirst.set(k, states.length);
     }
     const fi = states.length;
-    const st: FileState = { item: f, abs: absOf(f.rel), remaining: 0, lastUse: 0, finalized: false };
+    const st: FileState = { item: f, abs: absOf(f.rel), remaining: 0, busy: 0, lastUse: 0, finalized: false };
     states.push(st);
     let off = 0;
     for (const c of n.content ?? []) {
@@ -249,6 +250,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
 
   let doneBytes = 0;
   let doneFiles = 0;
+  const openFiles = new Set<FileState>();
   const tick = setInterval(() => emit({ type: 'progress', op: 'restore', files: doneFiles, bytes: doneBytes, totalFiles: states.length, totalBytes }), 250);
 
   try {
@@ -266,34 +268,34 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
       if (st.remaining === 0 && st.failed === undefined) await finalize(st);
     });
 
-    const openFiles = new Set<FileState>();
     let useClock = 0;
-    const handleOf = async (st: FileState): Promise<FileHandle> => {
+    /** An open handle for st, shared by concurrent writers; release() when done with it. */
+    const acquireHandle = async (st: FileState): Promise<FileHandle> => {
       st.lastUse = ++useClock;
-      if (st.fh !== undefined) return st.fh;
-      if (openFiles.size >= MAX_OPEN) {
-        let oldest: FileState | undefined;
-        for (const o of openFiles) if (oldest === undefined || o.lastUse < oldest.lastUse) oldest = o;
-        if (oldest !== undefined) {
-          openFiles.delete(oldest);
-          const h = oldest.fh;
-          oldest.fh = undefined;
-          await h?.close();
+      st.busy++;
+      if (st.fh === undefined) {
+        if (openFiles.size >= MAX_OPEN) {
+          let oldest: FileState | undefined;
+          for (const o of openFiles) if (o.busy === 0 && (oldest === undefined || o.lastUse < oldest.lastUse)) oldest = o;
+          if (oldest !== undefined) await closeHandle(oldest);
         }
+        st.fh = fsp.open(st.abs, fsc.O_WRONLY | fsc.O_NOFOLLOW);
+        openFiles.add(st);
       }
-      st.fh = await fsp.open(st.abs, fsc.O_WRONLY | fsc.O_NOFOLLOW);
-      openFiles.add(st);
       return st.fh;
+    };
+    const closeHandle = async (st: FileState): Promise<void> => {
+      const h = st.fh;
+      if (h === undefined) return;
+      st.fh = undefined;
+      openFiles.delete(st);
+      await (await h).close();
     };
 
     async function finalize(st: FileState): Promise<void> {
       if (st.finalized) return;
       st.finalized = true;
-      if (st.fh !== undefined) {
-        openFiles.delete(st);
-        await st.fh.close();
-        st.fh = undefined;
-      }
+      await closeHandle(st);
       if (st.failed !== undefined) return;
       try {
         await applyMeta(st.abs, st.item.node, isRoot, false);
@@ -307,10 +309,10 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
       doneFiles++;
     }
 
-    const failFile = async (fi: number, message: string): Promise<void> => {
+    // a failed file gets no more writes; its handle is closed and the file removed at the end
+    const failFile = (fi: number, message: string): void => {
       const st = states[fi]!;
       if (st.failed === undefined) st.failed = message;
-      await finalize(st);
     };
 
     // files that failed at planning time
@@ -356,13 +358,15 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
           for (const t of live) {
             const st = states[t.file]!;
             if (plain === undefined) {
-              await failFile(t.file, msg ?? 'data unavailable');
+              failFile(t.file, msg ?? 'data unavailable');
               continue;
             }
             try {
-              await writeSparse(await handleOf(st), plain, t.offset);
+              await writeSparse(await acquireHandle(st), plain, t.offset);
             } catch (err) {
               fatalFs(err, st.item.rel);
+            } finally {
+              st.busy--;
             }
             st.remaining -= plain.length;
             doneBytes += plain.length;
@@ -372,7 +376,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
       }
     });
 
-    for (const o of openFiles) await o.fh?.close();
+    for (const o of [...openFiles]) await closeHandle(o);
 
     // damaged files: remove them so that no wrong or partial content is left behind
     for (const st of states) {
@@ -467,6 +471,8 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
     }
   } finally {
     clearInterval(tick);
+    // on an error midway, close what is still open (the error is what gets reported)
+    for (const o of openFiles) await o.fh?.then((h) => h.close()).catch(() => undefined);
   }
   emit({ type: 'progress', op: 'restore', files: doneFiles, bytes: doneBytes, totalFiles: states.length, totalBytes });
   res.duration = (performance.now() - t0) / 1000;

@@ -79,6 +79,9 @@ export class LocalBackend implements Backend {
       for (const d of ['keys', 'data', 'index', 'snapshots', 'locks']) {
         await fsp.mkdir(path.join(this.root, d), { recursive: true, mode: 0o700 });
       }
+      // Key files without a config are left by an init that died before writing the config:
+      // nothing can reference them, and a stale key would shadow the new one.
+      for (const k of await fsp.readdir(path.join(this.root, 'keys'))) await fsp.unlink(path.join(this.root, 'keys', k));
       for (let i = 0; i < 256; i++) {
         await fsp.mkdir(path.join(this.root, 'data', i.toString(16).padStart(2, '0')), { recursive: true, mode: 0o700 });
       }
@@ -109,9 +112,9 @@ export class LocalBackend implements Backend {
         await fsp.link(tmp, final);
       } catch (err) {
         if (errnoCode(err) !== 'EEXIST') throw err;
-        // Same name: content-addressed files with the same name have the same content.
-        const st = await fsp.stat(final);
-        if (st.size !== data.byteLength) {
+        // Same name: a retry of the same content is a no-op; anything else is refused.
+        const existing = await fsp.readFile(final);
+        if (!existing.equals(data)) {
           throw new BackendError(`refusing to overwrite ${handleString(h)} in ${this.root}: a different file of that name exists`, { retryable: false });
         }
       }

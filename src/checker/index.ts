@@ -58,6 +58,10 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   const res: CheckResult = { ok: true, snapshots: 0, trees: 0, packs: 0, packsRead: 0, bytesRead: 0, blobsChecked: 0, findings, unindexedPacks: [], damagedPacks: [], affected: [] };
   const index = repo.store.index;
 
+  for (const d of repo.store.damagedIndexes) {
+    findings.push({ kind: 'index-damaged', message: `${d.message}: the packs it lists are unknown until the index is rebuilt` });
+  }
+
   // packs in storage vs in index
   const stored = new Map<string, number>();
   for await (const f of repo.backend.list('pack')) stored.set(f.name, f.size);

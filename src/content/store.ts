@@ -53,6 +53,8 @@ export class ContentStore {
   private readonly key: MasterKey;
   private readonly opts: StoreOptions;
   readonly indexFiles = new Set<string>();
+  /** index files that could not be read when the index was loaded */
+  readonly damagedIndexes: { name: string; message: string }[] = [];
   private compressing = 0;
   private readonly compressWaiters: (() => void)[] = [];
 
@@ -76,12 +78,22 @@ export class ContentStore {
       while (next < names.length) {
         const name = names[next++]!;
         const file = await this.backend.get({ type: 'index', name });
-        if (sha256hex(file) !== name) throw new IntegrityError(`index file ${name} is damaged (its content does not match its name): run 'meshback check'`, { index: name });
-        decodeIndex(this.key.encKey, file, name, (pack, size, entries) => {
-          const pn = this.index.packNumber(pack, size);
-          for (const e of entries) this.index.add(e.id, e.type, pn, e.offset, e.length, e.rawLength);
-        });
-        this.indexFiles.add(name);
+        try {
+          if (sha256hex(file) !== name) throw new IntegrityError(`index file ${name} is damaged (its content does not match its name)`, { index: name });
+          // decode fully before adding anything, so a damaged file adds nothing
+          const packs: { pack: string; size: number; entries: PackEntry[] }[] = [];
+          decodeIndex(this.key.encKey, file, name, (pack, size, entries) => packs.push({ pack, size, entries }));
+          for (const p of packs) {
+            const pn = this.index.packNumber(p.pack, p.size);
+            for (const e of p.entries) this.index.add(e.id, e.type, pn, e.offset, e.length, e.rawLength);
+          }
+          this.indexFiles.add(name);
+        } catch (err) {
+          // one damaged index file must not make the whole repository unreadable: its blobs
+          // are reported missing by check and by restore, and backup stores them again
+          if (!(err instanceof IntegrityError)) throw err;
+          this.damagedIndexes.push({ name, message: err.message });
+        }
       }
     };
     await Promise.all(Array.from({ length: Math.min(conc, names.length) }, work));

@@ -86,6 +86,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
   const errors: { path: string; message: string }[] = [];
   const changedDuringRead: string[] = [];
   const store = repo.store;
+  const stats0 = { ...store.stats };
   const excluder = new Excluder(opts.excludes ?? []);
   const chunkerSeed = Buffer.from(repo.config.chunker.seed, 'base64');
 
@@ -338,8 +339,8 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
   }
   emit({ type: 'progress', op: 'backup', files: doneFiles, bytes: doneBytes, ...(totalFiles !== undefined ? { totalFiles, totalBytes: totalBytes ?? 0 } : {}) });
 
-  summary.blobsAdded = store.stats.blobsAdded;
-  summary.bytesAdded = store.stats.bytesAdded;
+  summary.blobsAdded = store.stats.blobsAdded - stats0.blobsAdded;
+  summary.bytesAdded = store.stats.bytesAdded - stats0.bytesAdded;
   summary.duration = (performance.now() - t0) / 1000;
   const snap: Snapshot = {
     version: 1,
@@ -356,7 +357,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     program: 'meshback 0.1.0',
   };
   // snapshot size is counted before it is written; the snapshot file itself is small
-  summary.bytesStored = store.stats.bytesStored;
+  summary.bytesStored = store.stats.bytesStored - stats0.bytesStored;
   const id = await repo.saveSnapshot(snap);
   return { id, snapshot: snap, errors, changedDuringRead };
 }

@@ -79,9 +79,15 @@ export class LocalBackend implements Backend {
       for (const d of ['keys', 'data', 'index', 'snapshots', 'locks']) {
         await fsp.mkdir(path.join(this.root, d), { recursive: true, mode: 0o700 });
       }
-      // Key files without a config are left by an init that died before writing the config:
-      // nothing can reference them, and a stale key would shadow the new one.
-      for (const k of await fsp.readdir(path.join(this.root, 'keys'))) await fsp.unlink(path.join(this.root, 'keys', k));
+      // Key files without a config: left by an init that died before writing its config (or the
+      // config was lost). They would shadow the new key, but they may be the only copy of an old
+      // master key, so they are moved aside, never deleted.
+      const stale = (await fsp.readdir(path.join(this.root, 'keys'))).filter((k) => !k.startsWith('.'));
+      if (stale.length > 0) {
+        const aside = path.join(this.root, `keys-orphaned-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+        await fsp.mkdir(aside, { mode: 0o700 });
+        for (const k of stale) await fsp.rename(path.join(this.root, 'keys', k), path.join(aside, k));
+      }
       for (let i = 0; i < 256; i++) {
         await fsp.mkdir(path.join(this.root, 'data', i.toString(16).padStart(2, '0')), { recursive: true, mode: 0o700 });
       }

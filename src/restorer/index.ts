@@ -251,6 +251,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
   let doneBytes = 0;
   let doneFiles = 0;
   const openFiles = new Set<FileState>();
+  let useClock = 0;
   const tick = setInterval(() => emit({ type: 'progress', op: 'restore', files: doneFiles, bytes: doneBytes, totalFiles: states.length, totalBytes }), 250);
 
   try {
@@ -268,9 +269,8 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
       if (st.remaining === 0 && st.failed === undefined) await finalize(st);
     });
 
-    let useClock = 0;
     /** An open handle for st, shared by concurrent writers; release() when done with it. */
-    const acquireHandle = async (st: FileState): Promise<FileHandle> => {
+    async function acquireHandle(st: FileState): Promise<FileHandle> {
       st.lastUse = ++useClock;
       st.busy++;
       if (st.fh === undefined) {
@@ -283,14 +283,14 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
         openFiles.add(st);
       }
       return st.fh;
-    };
-    const closeHandle = async (st: FileState): Promise<void> => {
+    }
+    async function closeHandle(st: FileState): Promise<void> {
       const h = st.fh;
       if (h === undefined) return;
       st.fh = undefined;
       openFiles.delete(st);
       await (await h).close();
-    };
+    }
 
     async function finalize(st: FileState): Promise<void> {
       if (st.finalized) return;

@@ -40,7 +40,8 @@ export interface Tree {
   nodes: Node[];
 }
 
-const decoder = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading EF BB BF is part of the name, not a byte-order mark to strip
+const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** Sets name/nameRaw from the raw bytes. */
 export function encodeName(raw: Buffer): { name: string; nameRaw?: string } {
@@ -90,7 +91,8 @@ export function decodeTree(data: Buffer, id: string): Tree {
   }
   if (typeof t !== 'object' || t === null || !Array.isArray((t as Tree).nodes)) throw new IntegrityError(`tree ${id.slice(0, 16)} is malformed`, { tree: id });
   const seen = new Set<string>();
-  for (const n of (t as Tree).nodes) {
+  for (const n of (t as Tree).nodes as unknown[]) {
+    if (!isNodeShape(n)) throw new IntegrityError(`tree ${id.slice(0, 16)} holds a malformed node`, { tree: id });
     const raw = nodeNameBytes(n);
     if (raw.length === 0 || raw.includes(0x2f) || raw.includes(0) || raw.equals(Buffer.from('.')) || raw.equals(Buffer.from('..'))) {
       throw new IntegrityError(`tree ${id.slice(0, 16)} holds an unsafe name ${JSON.stringify(displayName(raw))}: refusing to use it`, { tree: id });
@@ -103,3 +105,17 @@ export function decodeTree(data: Buffer, id: string): Tree {
 }
 
 export const HOLE_PREFIX = '0:';
+
+const NODE_TYPES = new Set(['file', 'dir', 'symlink', 'fifo', 'socket', 'chardev', 'blockdev']);
+
+function isNodeShape(n: unknown): n is Node {
+  if (typeof n !== 'object' || n === null) return false;
+  const x = n as Record<string, unknown>;
+  return (
+    typeof x['name'] === 'string' && (x['nameRaw'] === undefined || typeof x['nameRaw'] === 'string') && typeof x['type'] === 'string' && NODE_TYPES.has(x['type']) &&
+    typeof x['mode'] === 'number' && typeof x['uid'] === 'number' && typeof x['gid'] === 'number' && typeof x['mtime'] === 'string' && /^-?\d+$/.test(x['mtime']) &&
+    (x['content'] === undefined || (Array.isArray(x['content']) && x['content'].every((c) => typeof c === 'string' && (/^[0-9a-f]{64}$/.test(c) || /^0:\d+$/.test(c))))) &&
+    (x['subtree'] === undefined || (typeof x['subtree'] === 'string' && /^[0-9a-f]{64}$/.test(x['subtree']))) &&
+    (x['type'] !== 'dir' || typeof x['subtree'] === 'string')
+  );
+}

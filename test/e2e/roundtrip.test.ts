@@ -6,7 +6,6 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { compareTrees } from '../../src/testing/compare.ts';
 import { generateTrickyTree } from '../../src/testing/gen.ts';

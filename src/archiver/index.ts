@@ -100,7 +100,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
       }
       await Promise.all(adds);
     },
-    opts.workers,
+    opts.workers ?? (process.env["MESHBACK_WORKERS"] !== undefined ? Number(process.env["MESHBACK_WORKERS"]) : undefined),
   );
 
   // progress

@@ -62,7 +62,8 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     try {
       await fsp.lstat(p);
     } catch (err) {
-      throw new MeshbackError('NOT_FOUND', `cannot back up ${p}: ${errnoCode(err) === 'ENOENT' ? 'it does not exist' : errMessage(err)}`);
+      // a path that exists but cannot be read is an item error below (snapshot incomplete)
+      if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') throw new MeshbackError('NOT_FOUND', `cannot back up ${p}: it does not exist`);
     }
   }
   const host = opts.host ?? os.hostname();
@@ -96,7 +97,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
       const adds: Promise<boolean>[] = [];
       for (let i = 0; i < b.ids.length; i++) {
         const id = Buffer.from(b.ids[i]!.buffer, b.ids[i]!.byteOffset, 32);
-        if (!store.has(id)) adds.push(store.add(BLOB_DATA, id, b.datas[i]!));
+        adds.push(store.add(BLOB_DATA, id, b.datas[i]!)); // add() skips known blobs
       }
       await Promise.all(adds);
     },
@@ -108,9 +109,9 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
   let doneBytes = 0;
   let totalFiles: number | undefined;
   let totalBytes: number | undefined;
-  let current = '';
+  let current: Buffer | undefined; // decoded only when a progress event is emitted
   const tick = setInterval(() => {
-    emit({ type: 'progress', op: 'backup', files: doneFiles, bytes: doneBytes, current, ...(totalFiles !== undefined ? { totalFiles, totalBytes: totalBytes ?? 0 } : {}) });
+    emit({ type: 'progress', op: 'backup', files: doneFiles, bytes: doneBytes, ...(current !== undefined ? { current: displayName(current) } : {}), ...(totalFiles !== undefined ? { totalFiles, totalBytes: totalBytes ?? 0 } : {}) });
   }, 250);
   if (opts.scan === true) {
     void scanTotals(paths, excluder, (f, b, done) => {
@@ -199,7 +200,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
       await acquire(size);
       const p = pool.process(abs, { ino: n.inode, size, mtime: n.mtime, ctime: n.ctime }).finally(() => release(size));
       if (hlKey !== undefined) hardlinks.set(hlKey, p.catch(() => undefined));
-      current = displayName(abs);
+      current = abs;
       outcome = await p;
       if (outcome.ok) {
         summary.filesRead++;

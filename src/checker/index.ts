@@ -17,6 +17,7 @@ import { decodePackHeader, sha256hex } from '../content/pack.ts';
 import type { Repository } from '../repository/index.ts';
 import { HOLE_PREFIX, displayName, nodeNameBytes } from '../snapshot/tree.ts';
 import type { Node } from '../snapshot/tree.ts';
+import { parallel } from '../util/parallel.ts';
 
 export interface CheckOptions {
   readData?: boolean;
@@ -135,11 +136,8 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
       if (l === undefined) expected.set(name, (l = []));
       l.push({ id: Buffer.from(id).toString('hex'), offset, length, rawLength });
     });
-    let next = 0;
     const totalPacks = packsByNo.length;
-    const worker = async (): Promise<void> => {
-      while (next < packsByNo.length) {
-        const { name } = packsByNo[next++]!;
+    await parallel(packsByNo, 2, async ({ name }) => {
         let data: Buffer;
         try {
           data = await repo.backend.get({ type: 'pack', name });
@@ -147,7 +145,7 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
           findings.push({ kind: 'pack-damaged', pack: name, message: `pack ${name} cannot be read: ${errMessage(err)}` });
           badPacks.add(name);
           lostPacks.add(name);
-          continue;
+          return;
         }
         res.packsRead++;
         res.bytesRead += data.length;
@@ -185,9 +183,7 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
           }
         }
         emit({ type: 'progress', op: 'check', files: res.packsRead, bytes: res.bytesRead, totalFiles: totalPacks });
-      }
-    };
-    await Promise.all([worker(), worker()]);
+    });
   }
 
   // map damage to snapshots and files

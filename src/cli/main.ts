@@ -65,7 +65,6 @@ function toParseConfig(opts: Record<string, OptionSpec>): ParseArgsOptionsConfig
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const cmdIdx = argv.findIndex((a) => !a.startsWith('-'));
   // a global option's value may precede the command: find the first word that is not a value
   let idx = -1;
   for (let i = 0; i < argv.length; i++) {
@@ -79,7 +78,6 @@ export async function run(argv: string[]): Promise<number> {
     idx = i;
     break;
   }
-  void cmdIdx;
   const name = idx >= 0 ? argv[idx] : undefined;
   const json = argv.includes('--json');
   const quietFlag = argv.includes('--quiet') || argv.includes('-q');

@@ -117,6 +117,12 @@ export class ChunkIndex {
   rawLengthOf(e: number): number {
     return this.rawLengths[e]!;
   }
+  offsetOf(e: number): number {
+    return this.offsets[e]!;
+  }
+  lengthOf(e: number): number {
+    return this.lengths[e]!;
+  }
 
   /** Adds an entry; returns false (and changes nothing) when the id is already indexed. */
   add(id: Uint8Array, type: BlobType, packNo: number, offset: number, length: number, rawLength: number): boolean {

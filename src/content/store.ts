@@ -17,6 +17,7 @@ import { BLOB_DATA, BLOB_TREE, ChunkIndex } from './index-table.ts';
 import type { BlobType } from './index-table.ts';
 import { KIND_RAW, KIND_ZSTD, decodeIndex, encodeIndex, encodePackHeader, sha256hex } from './pack.ts';
 import type { IndexPack, PackEntry } from './pack.ts';
+import { parallel } from '../util/parallel.ts';
 
 const zstdCompress = promisify(zlib.zstdCompress);
 const zstdDecompress = promisify(zlib.zstdDecompress);
@@ -72,11 +73,7 @@ export class ContentStore {
   async loadIndex(): Promise<void> {
     const names: string[] = [];
     for await (const f of this.backend.list('index')) names.push(f.name);
-    const conc = 8;
-    let next = 0;
-    const work = async (): Promise<void> => {
-      while (next < names.length) {
-        const name = names[next++]!;
+    await parallel(names, 8, async (name) => {
         const file = await this.backend.get({ type: 'index', name });
         try {
           if (sha256hex(file) !== name) throw new IntegrityError(`index file ${name} is damaged (its content does not match its name)`, { index: name });
@@ -94,9 +91,7 @@ export class ContentStore {
           if (!(err instanceof IntegrityError)) throw err;
           this.damagedIndexes.push({ name, message: err.message });
         }
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(conc, names.length) }, work));
+    });
   }
 
   /** True when the blob is stored or queued for storing in this session. */

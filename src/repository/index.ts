@@ -176,19 +176,31 @@ export class Repository {
 
   // ---- keys
 
-  async listKeys(): Promise<{ id: string; file: KeyFile }[]> {
-    const out: { id: string; file: KeyFile }[] = [];
+  /** All key files; a damaged one is listed without `file`, so that it can still be removed. */
+  async listKeys(): Promise<{ id: string; file?: KeyFile }[]> {
+    const out: { id: string; file?: KeyFile }[] = [];
     for await (const f of this.backend.list('key')) {
-      const file = JSON.parse((await this.backend.get({ type: 'key', name: f.name })).toString('utf8')) as KeyFile;
-      out.push({ id: f.name, file });
+      const raw = await this.backend.get({ type: 'key', name: f.name });
+      try {
+        out.push({ id: f.name, file: JSON.parse(raw.toString('utf8')) as KeyFile });
+      } catch {
+        out.push({ id: f.name });
+      }
     }
-    out.sort((a, b) => (a.file.created < b.file.created ? -1 : 1));
+    out.sort((a, b) => ((a.file?.created ?? '') < (b.file?.created ?? '') ? -1 : 1));
     return out;
   }
 
   async addKey(password: string): Promise<string> {
     if (password.length === 0) throw new UsageError('the new password is empty: choose a non-empty password');
     return writeKeyFile(this.backend, this.key, password);
+  }
+
+  /** Replaces the key this repository was opened with: the new key is written before the old is removed. */
+  async changePassword(password: string): Promise<{ added: string; removed: string }> {
+    const added = await this.addKey(password);
+    await this.backend.delete({ type: 'key', name: this.keyId });
+    return { added, removed: this.keyId };
   }
 
   async removeKey(id: string): Promise<void> {

@@ -25,6 +25,7 @@ import { nullSink } from '../events/index.ts';
 import type { Repository } from '../repository/index.ts';
 import { HOLE_PREFIX, displayName, linkTargetBytes, nodeNameBytes } from '../snapshot/tree.ts';
 import type { Node } from '../snapshot/tree.ts';
+import { parallel } from '../util/parallel.ts';
 
 const execFileP = promisify(execFile);
 
@@ -232,8 +233,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
       const raw = repo.store.index.rawLengthOf(e);
       let need = blobNeeds.get(e);
       if (need === undefined) {
-        const ie = repo.store.index.lookup(id)!;
-        need = { id, offset: ie.offset, length: ie.length, rawLength: raw, targets: [] };
+        need = { id, offset: repo.store.index.offsetOf(e), length: repo.store.index.lengthOf(e), rawLength: raw, targets: [] };
         blobNeeds.set(e, need);
         const pn = repo.store.index.packOf(e);
         let list = byPack.get(pn);
@@ -576,21 +576,4 @@ async function writeSparse(fh: FileHandle, data: Buffer, pos: number): Promise<v
     }
     i = j;
   }
-}
-
-async function parallel<T>(items: readonly T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failure: unknown;
-  const run = async (): Promise<void> => {
-    while (next < items.length && failure === undefined) {
-      const x = items[next++]!;
-      try {
-        await fn(x);
-      } catch (err) {
-        failure ??= err;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(n, items.length) }, run));
-  if (failure !== undefined) throw failure;
 }

@@ -149,17 +149,9 @@ export function sha256File(path: string | Buffer): Promise<string> {
   });
 }
 
-/** Run `fn` over `items` with at most `limit` calls in flight. */
-export async function pool<T>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<unknown>): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      await fn(items[i] as T, i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}
+/** Run `fn` over `items` with at most `limit` calls in flight (the project's shared helper). */
+import { parallel as pool } from '../util/parallel.ts';
+export { pool };
 
 /**
  * Manifest of everything below `dir` (the root itself is not included),

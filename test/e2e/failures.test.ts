@@ -127,6 +127,13 @@ describe('failure modes', () => {
     assert.equal(self.code, 2, 'removing the key in use is refused');
     assert.equal((await mb(['key', 'remove', id.slice(0, 10)], { env })).code, 0);
     assert.equal((await mb(['snapshots'], { env: { ...env, MESHBACK_PASSWORD: 'pw-two' } })).code, 12);
+    // a damaged key file is listed as damaged and can be removed; the good key still opens
+    await fsp.writeFile(path.join(repo, 'keys', 'ffff0000'), '{not json');
+    const dl = await mb(['key', 'list'], { env });
+    assert.equal(dl.code, 0, dl.stderr);
+    assert.match(dl.stdout, /ffff0000 +DAMAGED/);
+    assert.equal((await mb(['key', 'remove', 'ffff0000'], { env })).code, 0);
+    assert.equal((await mb(['snapshots'], { env })).code, 0);
   });
 
   test('diff names added, removed and modified files; exclude leaves files out', async () => {

@@ -18,11 +18,14 @@ export const keyCommand: Command = {
     if (sub === 'list') {
       const keys = await repo.listKeys();
       if (ctx.out.json) {
-        ctx.out.jsonOut(keys.map((k) => ({ id: k.id, current: k.id === repo.keyId, created: k.file.created, host: k.file.host, username: k.file.username, kdf: { name: k.file.kdf.name, N: k.file.kdf.N, r: k.file.kdf.r, p: k.file.kdf.p } })));
+        ctx.out.jsonOut(keys.map((k) => ({ id: k.id, current: k.id === repo.keyId, ...(k.file === undefined ? { damaged: true } : { created: k.file.created, host: k.file.host, username: k.file.username, kdf: { name: k.file.kdf.name, N: k.file.kdf.N, r: k.file.kdf.r, p: k.file.kdf.p } }) })));
         return EXIT.OK;
       }
       ctx.out.result(' ID        Host                 User       Created');
-      for (const k of keys) ctx.out.result(`${k.id === repo.keyId ? '*' : ' '}${k.id.slice(0, 8)}  ${k.file.host.padEnd(20)} ${k.file.username.padEnd(10)} ${k.file.created}`);
+      for (const k of keys) {
+        const f = k.file;
+        ctx.out.result(`${k.id === repo.keyId ? '*' : ' '}${k.id.slice(0, 8)}  ${f === undefined ? 'DAMAGED: not a valid key file; remove it with meshback key remove ' + k.id.slice(0, 8) : `${f.host.padEnd(20)} ${f.username.padEnd(10)} ${f.created}`}`);
+      }
       return EXIT.OK;
     }
     if (sub === 'add') {
@@ -39,11 +42,9 @@ export const keyCommand: Command = {
       ctx.out.jsonOut({ message_type: 'summary', removed: id });
       return EXIT.OK;
     }
-    // passwd: add the new key first, then remove the old one, so a crash never leaves no key
-    const id = await repo.addKey(await getNewPassword(str(v['new-password-file'])));
-    await repo.backend.delete({ type: 'key', name: repo.keyId });
-    ctx.out.result(`password changed: new key ${id.slice(0, 8)}, old key ${repo.keyId.slice(0, 8)} removed`);
-    ctx.out.jsonOut({ message_type: 'summary', added: id, removed: repo.keyId });
+    const { added, removed } = await repo.changePassword(await getNewPassword(str(v['new-password-file'])));
+    ctx.out.result(`password changed: new key ${added.slice(0, 8)}, old key ${removed.slice(0, 8)} removed`);
+    ctx.out.jsonOut({ message_type: 'summary', added, removed });
     return EXIT.OK;
   },
 };

@@ -13,7 +13,6 @@ import { promises as fsp } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BLOB_DATA } from '../content/index-table.ts';
 import { MeshbackError, UsageError, errnoCode, errMessage } from '../errors/index.ts';
 import type { EventSink } from '../events/index.ts';
 import { nullSink } from '../events/index.ts';
@@ -22,8 +21,9 @@ import type { Snapshot, SnapshotSummary } from '../snapshot/manifest.ts';
 import { HOLE_PREFIX, displayName, encodeName, encodeTree, nodeNameBytes } from '../snapshot/tree.ts';
 import type { Node, NodeType, Tree } from '../snapshot/tree.ts';
 import { Excluder } from './glob.ts';
-import { ChunkerPool } from './pool.ts';
-import type { FileOutcome } from './pool.ts';
+import { FileReader } from './reader.ts';
+import type { FileOutcome } from './reader.ts';
+import { Chunker } from '../chunker/fastcdc.ts';
 
 export interface BackupOptions {
   paths: string[];
@@ -35,7 +35,6 @@ export interface BackupOptions {
   events?: EventSink;
   /** walk the source first to know totals (for ETA); runs concurrently */
   scan?: boolean;
-  workers?: number;
 }
 
 export interface BackupResult {
@@ -91,18 +90,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
   const excluder = new Excluder(opts.excludes ?? []);
   const chunkerSeed = Buffer.from(repo.config.chunker.seed, 'base64');
 
-  const pool = new ChunkerPool(
-    { seed: chunkerSeed, params: repo.config.chunker, idKey: repo.key.idKey, windowKiB: Number(process.env["MESHBACK_WINDOW_KIB"] ?? 16 * 1024) },
-    async (b) => {
-      const adds: Promise<boolean>[] = [];
-      for (let i = 0; i < b.ids.length; i++) {
-        const id = Buffer.from(b.ids[i]!.buffer, b.ids[i]!.byteOffset, 32);
-        adds.push(store.add(BLOB_DATA, id, b.datas[i]!)); // add() skips known blobs
-      }
-      await Promise.all(adds);
-    },
-    opts.workers ?? (process.env["MESHBACK_WORKERS"] !== undefined ? Number(process.env["MESHBACK_WORKERS"]) : undefined),
-  );
+  const reader = new FileReader(store, new Chunker(chunkerSeed, repo.config.chunker), repo.key.idKey, Number(process.env['MESHBACK_WINDOW_KIB'] ?? 32 * 1024) * 1024);
 
   // progress
   let doneFiles = 0;
@@ -198,7 +186,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
       outcome = await first;
     } else {
       await acquire(size);
-      const p = pool.process(abs, { ino: n.inode, size, mtime: n.mtime, ctime: n.ctime }).finally(() => release(size));
+      const p = reader.read(abs, { ino: n.inode, size, mtime: n.mtime, ctime: n.ctime }).finally(() => release(size));
       if (hlKey !== undefined) hardlinks.set(hlKey, p.catch(() => undefined));
       current = abs;
       outcome = await p;
@@ -336,7 +324,6 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     await store.flush();
   } finally {
     clearInterval(tick);
-    await pool.close();
   }
   emit({ type: 'progress', op: 'backup', files: doneFiles, bytes: doneBytes, ...(totalFiles !== undefined ? { totalFiles, totalBytes: totalBytes ?? 0 } : {}) });
 

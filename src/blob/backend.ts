@@ -40,12 +40,37 @@ export interface Backend {
   exists(): Promise<boolean>;
   /** Creates the layout of an empty repository; fails if a config already exists. */
   create(): Promise<void>;
-  put(h: Handle, data: Uint8Array): Promise<void>;
+  /** Stores data, given whole or as parts that are written one after another. */
+  put(h: Handle, data: Uint8Array | readonly Uint8Array[]): Promise<void>;
+  /**
+   * Optional: a file written piece by piece as its bytes become known, named when complete
+   * (a pack's name is the hash of its bytes). Same guarantees as put once commit resolved.
+   */
+  openWriter?(type: FileType): Promise<BlobWriter>;
   get(h: Handle, range?: { offset: number; length: number }): Promise<Buffer>;
   stat(h: Handle): Promise<FileInfo>;
   list(type: FileType): AsyncIterable<FileInfo>;
   delete(h: Handle): Promise<void>;
   close(): Promise<void>;
+}
+
+export interface BlobWriter {
+  /** Queues bytes to be appended; they may be released by the caller's GC once written. */
+  write(parts: readonly Uint8Array[]): void;
+  /** Bytes queued and not yet written. */
+  readonly queued: number;
+  /** Resolves when the queued bytes are written (or rejects with the first write error). */
+  drain(): Promise<void>;
+  /** Makes the file durable under its final name, with put's no-overwrite rule. */
+  commit(name: string): Promise<void>;
+  /** Removes the partial file. */
+  abort(): Promise<void>;
+}
+
+/** The bytes of a put, as one buffer. */
+export function joinParts(data: Uint8Array | readonly Uint8Array[]): Buffer {
+  if (data instanceof Uint8Array) return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  return Buffer.concat(data);
 }
 
 export function handleString(h: Handle): string {

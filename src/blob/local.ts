@@ -15,9 +15,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fsp, constants as fsc } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
-import type { Backend, FileInfo, FileType, Handle } from './backend.ts';
-import { handleString } from './backend.ts';
+import type { Backend, BlobWriter, FileInfo, FileType, Handle } from './backend.ts';
+import { handleString, joinParts } from './backend.ts';
 import { BackendError, NoSpaceError, NotFoundError, errnoCode, errMessage } from '../errors/index.ts';
 
 const DIRS: Record<FileType, string> = {
@@ -98,7 +99,7 @@ export class LocalBackend implements Backend {
     }
   }
 
-  async put(h: Handle, data: Uint8Array): Promise<void> {
+  async put(h: Handle, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
     const final = this.pathOf(h);
     const dir = path.dirname(final);
     const tmp = path.join(dir, TMP_PREFIX + randomBytes(8).toString('hex'));
@@ -109,7 +110,8 @@ export class LocalBackend implements Backend {
       }
       const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
       try {
-        await fh.writeFile(data);
+        if (data instanceof Uint8Array) await fh.writeFile(data);
+        else await writeAll(fh, data);
         await fh.sync();
       } finally {
         await fh.close();
@@ -120,7 +122,7 @@ export class LocalBackend implements Backend {
         if (errnoCode(err) !== 'EEXIST') throw err;
         // Same name: a retry of the same content is a no-op; anything else is refused.
         const existing = await fsp.readFile(final);
-        if (!existing.equals(data)) {
+        if (!existing.equals(joinParts(data))) {
           throw new BackendError(`refusing to overwrite ${handleString(h)} in ${this.root}: a different file of that name exists`, { retryable: false });
         }
       }
@@ -131,6 +133,75 @@ export class LocalBackend implements Backend {
       if (err instanceof BackendError) throw err;
       throw this.wrap(err, handleString(h));
     }
+  }
+
+  async openWriter(type: FileType): Promise<BlobWriter> {
+    const dir = path.join(this.root, DIRS[type]);
+    const tmp = path.join(dir, TMP_PREFIX + randomBytes(8).toString('hex'));
+    let fh: FileHandle;
+    try {
+      fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+    } catch (err) {
+      throw this.wrap(err, `${type} (new file)`);
+    }
+    let chain: Promise<void> = Promise.resolve();
+    let queued = 0;
+    let closed = false;
+    const close = async (): Promise<void> => {
+      if (closed) return;
+      closed = true;
+      await fh.close();
+    };
+    return {
+      write: (parts) => {
+        const n = parts.reduce((a, p) => a + p.byteLength, 0);
+        queued += n;
+        chain = chain.then(async () => {
+          await writeAll(fh, parts);
+          queued -= n;
+        });
+        chain.catch(() => undefined); // surfaced by drain() and commit()
+      },
+      get queued() {
+        return queued;
+      },
+      drain: async () => {
+        try {
+          await chain;
+        } catch (err) {
+          throw this.wrap(err, `${type} (new file)`);
+        }
+      },
+      commit: async (name) => {
+        const h = { type, name };
+        const final = this.pathOf(h);
+        const fdir = path.dirname(final);
+        try {
+          await chain;
+          await fh.sync();
+          await close();
+          try {
+            await fsp.link(tmp, final);
+          } catch (err) {
+            if (errnoCode(err) !== 'EEXIST') throw err;
+            const [a, b] = await Promise.all([fsp.readFile(final), fsp.readFile(tmp)]);
+            if (!a.equals(b)) throw new BackendError(`refusing to overwrite ${handleString(h)} in ${this.root}: a different file of that name exists`, { retryable: false });
+          }
+          await fsp.unlink(tmp);
+          await fsyncDir(fdir);
+        } catch (err) {
+          await close().catch(() => undefined);
+          await fsp.unlink(tmp).catch(() => undefined);
+          if (err instanceof BackendError) throw err;
+          throw this.wrap(err, handleString(h));
+        }
+      },
+      abort: async () => {
+        await chain.catch(() => undefined);
+        await close().catch(() => undefined);
+        await fsp.unlink(tmp).catch(() => undefined);
+      },
+    };
   }
 
   async get(h: Handle, range?: { offset: number; length: number }): Promise<Buffer> {
@@ -174,7 +245,7 @@ export class LocalBackend implements Backend {
       return;
     }
     const base = path.join(this.root, DIRS[type]);
-    const dirs = type === 'pack' ? await this.readdirSafe(base).then((ds) => ds.sort().map((d) => path.join(base, d))) : [base];
+    const dirs = type === 'pack' ? await this.readdirSafe(base).then((ds) => ds.filter((d) => !d.startsWith('.')).sort().map((d) => path.join(base, d))) : [base];
     for (const dir of dirs) {
       const names = (await this.readdirSafe(dir)).filter((n) => !n.startsWith('.')).sort();
       // stat in parallel, bounded
@@ -225,5 +296,30 @@ async function fsyncDir(dir: string): Promise<void> {
     await fh.sync();
   } finally {
     await fh.close();
+  }
+}
+
+/** Writes parts one after another, in groups small enough for one writev(2), retrying short writes. */
+async function writeAll(fh: FileHandle, parts: readonly Uint8Array[]): Promise<void> {
+  const GROUP = 256;
+  for (let i = 0; i < parts.length; i += GROUP) {
+    let group = parts.slice(i, i + GROUP);
+    let want = group.reduce((a, p) => a + p.byteLength, 0);
+    while (want > 0) {
+      const { bytesWritten } = await fh.writev(group);
+      want -= bytesWritten;
+      if (want === 0) break;
+      // short write: drop what was written and go on with the rest
+      let skip = bytesWritten;
+      const rest: Uint8Array[] = [];
+      for (const p of group) {
+        if (skip >= p.byteLength) skip -= p.byteLength;
+        else {
+          rest.push(p.subarray(skip));
+          skip = 0;
+        }
+      }
+      group = rest;
+    }
   }
 }

@@ -1,6 +1,6 @@
 /** An in-memory Backend for unit tests and dry runs. It keeps the same contract as the local one. */
 import type { Backend, FileInfo, FileType, Handle } from './backend.ts';
-import { handleString } from './backend.ts';
+import { handleString, joinParts } from './backend.ts';
 import { BackendError, NotFoundError } from '../errors/index.ts';
 
 export class MemoryBackend implements Backend {
@@ -16,7 +16,8 @@ export class MemoryBackend implements Backend {
     if (this.files.has('config')) throw new BackendError('a repository already exists in memory', { retryable: false });
     this.created = true;
   }
-  async put(h: Handle, data: Uint8Array): Promise<void> {
+  async put(h: Handle, parts: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    const data = joinParts(parts);
     const k = handleString(h);
     const old = this.files.get(k);
     if (old !== undefined) {

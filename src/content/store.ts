@@ -8,9 +8,11 @@
  * snapshots only after flush() resolved.
  */
 import * as zlib from 'node:zlib';
-import { promisify } from 'node:util';
-import type { Backend } from '../blob/backend.ts';
-import { contentId, idEquals, open, seal } from '../crypto/index.ts';
+import { createHash } from 'node:crypto';
+import type { Hash } from 'node:crypto';
+import type { Backend, BlobWriter } from '../blob/backend.ts';
+import { contentId, idEquals, seal } from '../crypto/index.ts';
+import { ASYNC_MIN, AsyncKeys } from '../crypto/async.ts';
 import type { MasterKey } from '../crypto/index.ts';
 import { IntegrityError, MeshbackError, NotFoundError } from '../errors/index.ts';
 import { BLOB_DATA, BLOB_TREE, ChunkIndex } from './index-table.ts';
@@ -19,10 +21,12 @@ import { KIND_RAW, KIND_ZSTD, decodeIndex, encodeIndex, encodePackHeader, sha256
 import type { IndexPack, PackEntry } from './pack.ts';
 import { parallel } from '../util/parallel.ts';
 
-const zstdCompress = promisify(zlib.zstdCompress);
-const zstdDecompress = promisify(zlib.zstdDecompress);
-/** compressions running at once on the libuv pool: each holds a zstd context and buffers */
-const MAX_COMPRESSING = Math.max(2, Number(process.env['MESHBACK_COMPRESSORS'] ?? 2));
+/** large blobs compressed and sealed at once on the libuv pool: each holds a zstd context and buffers */
+const MAX_BUSY = Math.max(1, Number(process.env['MESHBACK_COMPRESSORS'] ?? 4));
+/** finished packs being written at once */
+const MAX_UPLOADS = 2;
+/** bytes of an open pack queued for writing before add() waits for the disk */
+const MAX_UNWRITTEN = 8 * 1024 * 1024;
 
 export interface StoreOptions {
   packSize: number;
@@ -30,9 +34,13 @@ export interface StoreOptions {
 }
 
 interface OpenPack {
-  parts: Buffer[];
+  parts: Uint8Array[];
   entries: PackEntry[];
   size: number;
+  /** SHA-256 of the parts so far: the pack's name once the header is added */
+  hash: Hash;
+  /** the backend file the parts are streamed to, when the backend can stream */
+  sink?: Promise<BlobWriter>;
 }
 
 export interface StoreStats {
@@ -56,17 +64,24 @@ export class ContentStore {
   readonly indexFiles = new Set<string>();
   /** index files that could not be read when the index was loaded */
   readonly damagedIndexes: { name: string; message: string }[] = [];
-  private compressing = 0;
-  private readonly compressWaiters: (() => void)[] = [];
+  private busy = 0;
+  private readonly busyWaiters: (() => void)[] = [];
+  private readonly keys: AsyncKeys;
 
   constructor(backend: Backend, key: MasterKey, opts: StoreOptions) {
     this.backend = backend;
     this.key = key;
     this.opts = opts;
+    this.keys = new AsyncKeys(key.encKey, key.idKey);
   }
 
   id(data: Uint8Array): Buffer {
     return contentId(this.key.idKey, data);
+  }
+
+  /** The keyed id of `data`, computed on the thread pool when it is large. */
+  idOf(data: Uint8Array): Promise<Buffer> {
+    return this.keys.id(data);
   }
 
   /** Loads every index file of the repository into memory. */
@@ -101,50 +116,81 @@ export class ContentStore {
 
   /**
    * Stores a blob unless it is known. Returns true when it was new. The blob is durable
-   * only after flush().
+   * only after flush(). Small blobs are compressed and sealed on the calling thread; large
+   * ones on libuv's thread pool, at most MAX_BUSY at a time.
    */
   async add(type: BlobType, id: Buffer, plain: Uint8Array): Promise<boolean> {
     if (this.failure !== undefined) throw this.failure;
     const hex = id.toString('hex');
     if (this.index.has(id) || this.pending.has(hex)) return false;
     this.pending.add(hex);
-    let body: Uint8Array = plain;
-    let kind = KIND_RAW;
-    if (plain.byteLength > 64) {
-      while (this.compressing >= MAX_COMPRESSING) await new Promise<void>((r) => this.compressWaiters.push(r));
-      this.compressing++;
-      let z: Buffer;
-      try {
-        z = await zstdCompress(plain, { params: { [zlib.constants.ZSTD_c_compressionLevel]: this.opts.compressionLevel } });
-      } finally {
-        this.compressing--;
-        this.compressWaiters.shift()?.();
+    const level = this.opts.compressionLevel;
+    let parts: Uint8Array[];
+    if (plain.byteLength <= ASYNC_MIN) {
+      let body: Uint8Array = plain;
+      let kind = KIND_RAW;
+      if (plain.byteLength > 64) {
+        const z = zlib.zstdCompressSync(plain, { params: { [zlib.constants.ZSTD_c_compressionLevel]: level } });
+        if (z.length < plain.byteLength - (plain.byteLength >>> 5)) {
+          body = z;
+          kind = KIND_ZSTD;
+        }
       }
-      if (z.length < plain.byteLength - (plain.byteLength >>> 5)) {
-        body = z;
-        kind = KIND_ZSTD;
+      const framed = Buffer.allocUnsafe(body.byteLength + 1);
+      framed[0] = kind;
+      framed.set(body, 1);
+      parts = [seal(this.key.encKey, framed)];
+    } else {
+      while (this.busy >= MAX_BUSY) await new Promise<void>((r) => this.busyWaiters.push(r));
+      this.busy++;
+      try {
+        const z = await zstdCompress(plain, level);
+        const pays = z.length < plain.byteLength - (plain.byteLength >>> 5);
+        parts = await this.keys.sealFramed(pays ? KIND_ZSTD : KIND_RAW, pays ? z : plain);
+      } finally {
+        this.busy--;
+        this.busyWaiters.shift()?.();
       }
     }
-    const framed = Buffer.allocUnsafe(body.byteLength + 1);
-    framed[0] = kind;
-    framed.set(body, 1);
-    const sealed = seal(this.key.encKey, framed);
     const p = this.open[type];
-    p.entries.push({ type, id, offset: p.size, length: sealed.length, rawLength: plain.byteLength });
-    p.parts.push(sealed);
-    p.size += sealed.length;
+    let length = 0;
+    for (const part of parts) length += part.byteLength;
+    p.entries.push({ type, id, offset: p.size, length, rawLength: plain.byteLength });
+    p.size += length;
+    this.append(p, parts);
     this.stats.blobsAdded++;
     this.stats.bytesAdded += plain.byteLength;
     if (p.size >= this.opts.packSize) await this.finishPack(type);
+    else if (p.sink !== undefined) {
+      // back-pressure: a slow disk must not make written-later bytes pile up in memory
+      const w = await p.sink;
+      if (w.queued > MAX_UNWRITTEN) await w.drain();
+    }
     return true;
+  }
+
+  /** Appends parts to an open pack: hashed now, streamed to the backend when it can. */
+  private append(p: OpenPack, parts: Uint8Array[]): void {
+    for (const part of parts) p.hash.update(part);
+    if (this.backend.openWriter === undefined) {
+      p.parts.push(...parts);
+      return;
+    }
+    p.sink ??= this.backend.openWriter('pack');
+    p.sink.then((w) => w.write(parts)).catch((err: unknown) => {
+      this.failure ??= err;
+    });
   }
 
   private async finishPack(type: BlobType): Promise<void> {
     const p = this.open[type];
     if (p.entries.length === 0) return;
     this.open[type] = newPack();
+    const header = encodePackHeader(this.key.encKey, p.entries);
+    this.append(p, [header]);
+    p.size += header.length;
     // bound the uploads in flight: memory stays within a few packs
-    while (this.uploads.size >= 2) await Promise.race(this.uploads);
+    while (this.uploads.size >= MAX_UPLOADS) await Promise.race(this.uploads);
     if (this.failure !== undefined) throw this.failure;
     const up = this.upload(p).then(
       () => {
@@ -159,19 +205,27 @@ export class ContentStore {
   }
 
   private async upload(p: OpenPack): Promise<void> {
-    p.parts.push(encodePackHeader(this.key.encKey, p.entries));
-    const data = Buffer.concat(p.parts);
-    p.parts.length = 0;
-    const name = sha256hex(data);
-    await this.backend.put({ type: 'pack', name }, data);
-    const pn = this.index.packNumber(name, data.length);
+    const name = p.hash.digest('hex');
+    if (p.sink !== undefined) {
+      const w = await p.sink;
+      try {
+        await w.commit(name);
+      } catch (err) {
+        await w.abort();
+        throw err;
+      }
+    } else {
+      await this.backend.put({ type: 'pack', name }, p.parts);
+      p.parts.length = 0;
+    }
+    const pn = this.index.packNumber(name, p.size);
     for (const e of p.entries) {
       this.index.add(e.id, e.type, pn, e.offset, e.length, e.rawLength);
       this.pending.delete(e.id.toString('hex'));
     }
-    this.unindexed.push({ id: name, size: data.length, entries: p.entries });
+    this.unindexed.push({ id: name, size: p.size, entries: p.entries });
     this.stats.packsWritten++;
-    this.stats.bytesStored += data.length;
+    this.stats.bytesStored += p.size;
   }
 
   /** Writes the open packs and then an index file for every pack written since the last flush. */
@@ -213,7 +267,7 @@ export class ContentStore {
     const label = `${what ?? 'blob'} ${hex.slice(0, 16)} in pack ${pack}`;
     let framed: Buffer;
     try {
-      framed = open(this.key.encKey, sealed, label);
+      framed = await this.keys.open(sealed, label);
     } catch (err) {
       if (err instanceof IntegrityError) throw new IntegrityError(err.message, { pack, blob: hex });
       throw err;
@@ -221,7 +275,7 @@ export class ContentStore {
     let plain: Buffer;
     if (framed[0] === KIND_ZSTD) {
       try {
-        plain = await zstdDecompress(framed.subarray(1));
+        plain = await zstdDecompress(framed.subarray(1), rawLength);
       } catch {
         throw new IntegrityError(`${label} does not decompress: it is damaged`, { pack, blob: hex });
       }
@@ -230,7 +284,7 @@ export class ContentStore {
     } else {
       throw new IntegrityError(`${label} has an unknown encoding ${framed[0]}`, { pack, blob: hex });
     }
-    if (plain.length !== rawLength || !idEquals(this.id(plain), id)) {
+    if (plain.length !== rawLength || !idEquals(await this.keys.id(plain), id)) {
       throw new IntegrityError(`${label} does not match its id: it is damaged`, { pack, blob: hex });
     }
     return plain;
@@ -238,5 +292,18 @@ export class ContentStore {
 }
 
 function newPack(): OpenPack {
-  return { parts: [], entries: [], size: 0 };
+  return { parts: [], entries: [], size: 0, hash: createHash('sha256') };
+}
+
+/** zstd in one output buffer (the stream default of 16 KiB pieces is 3x slower on large inputs). */
+function zstdCompress(data: Uint8Array, level: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    zlib.zstdCompress(data, { chunkSize: Math.max(64 * 1024, data.byteLength + (data.byteLength >>> 7) + 1024), params: { [zlib.constants.ZSTD_c_compressionLevel]: level } }, (err, out) => (err ? reject(err) : resolve(out)));
+  });
+}
+
+function zstdDecompress(data: Uint8Array, rawLength: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    zlib.zstdDecompress(data, { chunkSize: Math.max(64 * 1024, rawLength + 1), maxOutputLength: Math.max(rawLength, 1) }, (err, out) => (err ? reject(err) : resolve(out)));
+  });
 }

@@ -100,7 +100,7 @@ describe('backup and restore on a local repository', () => {
     dir = await tempDir('archiver');
     src = await makeSource(dir);
     repo = await newRepo(dir);
-    first = await backup(repo, { paths: [src], workers: 1, parent: null, host: 'unit-host' });
+    first = await backup(repo, { paths: [src], parent: null, host: 'unit-host' });
   });
   after(() => removeDir(dir));
 
@@ -158,7 +158,7 @@ describe('backup and restore on a local repository', () => {
   });
 
   it('a second backup with the first as parent reads no file', async () => {
-    const second = await backup(repo, { paths: [src], workers: 1, parent: first.id, host: 'unit-host' });
+    const second = await backup(repo, { paths: [src], parent: first.id, host: 'unit-host' });
     const s = second.snapshot.summary;
     assert.equal(second.snapshot.parent, first.id);
     assert.equal(s.filesRead, 0);
@@ -167,7 +167,7 @@ describe('backup and restore on a local repository', () => {
     assert.equal(s.files, REGULAR_FILES.length);
     assert.equal(second.snapshot.tree, first.snapshot.tree, 'nothing changed: the same root tree');
     // the default parent is the latest snapshot of the same host and paths
-    const third = await backup(repo, { paths: [src], workers: 1, host: 'unit-host' });
+    const third = await backup(repo, { paths: [src], host: 'unit-host' });
     assert.equal(third.snapshot.parent, second.id);
     assert.equal(third.snapshot.summary.filesRead, 0);
   });
@@ -177,9 +177,9 @@ describe('backup and restore on a local repository', () => {
     try {
       const src2 = await makeSource(d2);
       const r = await newRepo(d2);
-      const a = await backup(r, { paths: [src2], workers: 1, parent: null });
+      const a = await backup(r, { paths: [src2], parent: null });
       await fsp.appendFile(path.join(src2, 'sub', 'small.bin'), 'more');
-      const b = await backup(r, { paths: [src2], workers: 1, parent: a.id });
+      const b = await backup(r, { paths: [src2], parent: a.id });
       assert.equal(b.snapshot.summary.filesRead, 1);
       assert.equal(b.snapshot.summary.filesUnchanged, REGULAR_FILES.length - 1);
       const out = path.join(d2, 'out');
@@ -192,7 +192,7 @@ describe('backup and restore on a local repository', () => {
 
   it('counts only its own new blobs in the summary of a later backup on the same Repository', async () => {
     assert.ok(first.snapshot.summary.blobsAdded > 0 && first.snapshot.summary.bytesStored > 0);
-    const again = await backup(repo, { paths: [src], workers: 1, parent: first.id });
+    const again = await backup(repo, { paths: [src], parent: first.id });
     assert.equal(again.snapshot.summary.blobsAdded, 0);
     assert.equal(again.snapshot.summary.bytesAdded, 0);
   });
@@ -227,7 +227,7 @@ describe('backup and restore on a local repository', () => {
   });
 
   it('leaves out excluded entries', async () => {
-    const r = await backup(repo, { paths: [src], workers: 1, parent: null, host: 'exclude-host', excludes: ['*.bin', `${src}/empty`] });
+    const r = await backup(repo, { paths: [src], parent: null, host: 'exclude-host', excludes: ['*.bin', `${src}/empty`] });
     const out = path.join(dir, 'out-excluded');
     await restore(repo, { snapshot: r.id, target: out });
     assert.deepEqual(await listTree(out), ['a.txt', 'dangling', 'link', 'old.txt', 'run.sh', 'sub']);
@@ -260,7 +260,7 @@ describe('damaged data', () => {
     src = await makeSource(dir);
     repoDir = path.join(dir, 'repo');
     const repo = await newRepo(dir);
-    snap = await backup(repo, { paths: [src], workers: 1, parent: null });
+    snap = await backup(repo, { paths: [src], parent: null });
     assert.equal((await check(repo)).ok, true);
     // damage the one chunk of a.txt, in the middle of its sealed bytes
     const n = await nodeAt(repo, snap.snapshot, 'a.txt');
@@ -392,7 +392,7 @@ describe('files without stored chunks', () => {
       await fsp.writeFile(path.join(src, 'zeros.img'), Buffer.alloc(2 * MiB));
       await fsp.writeFile(path.join(src, 'data.txt'), 'some data\n');
       const repo = await newRepo(d);
-      const r = await backup(repo, { paths: [src], workers: 1, parent: null });
+      const r = await backup(repo, { paths: [src], parent: null });
       const zeros = await nodeAt(repo, r.snapshot, 'zeros.img');
       assert.ok(zeros.content!.every((c) => c.startsWith(HOLE_PREFIX)), JSON.stringify(zeros.content));
       assert.deepEqual((await nodeAt(repo, r.snapshot, 'empty.txt')).content, []);
@@ -414,7 +414,7 @@ describe('hole detection with the default chunker parameters', () => {
       const f = path.join(d, 'big.bin');
       await fsp.writeFile(f, BIG);
       const repo = await Repository.init(new MemoryBackend(), PW);
-      const r = await backup(repo, { paths: [f], workers: 1, parent: null });
+      const r = await backup(repo, { paths: [f], parent: null });
       const root = await repo.loadTree(r.snapshot.tree);
       assert.ok(root.nodes[0]!.content!.some((c) => c.startsWith(HOLE_PREFIX)), JSON.stringify(root.nodes[0]!.content));
     } finally {

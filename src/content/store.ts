@@ -275,7 +275,7 @@ export class ContentStore {
     let plain: Buffer;
     if (framed[0] === KIND_ZSTD) {
       try {
-        plain = await zstdDecompress(framed.subarray(1), rawLength);
+        plain = rawLength <= ASYNC_MIN ? zlib.zstdDecompressSync(framed.subarray(1), { maxOutputLength: Math.max(rawLength, 1) }) : await zstdDecompress(framed.subarray(1), rawLength);
       } catch {
         throw new IntegrityError(`${label} does not decompress: it is damaged`, { pack, blob: hex });
       }

@@ -87,6 +87,9 @@ interface BlobNeed {
 
 const SLASH = Buffer.from('/');
 const MAX_OPEN = 128;
+/** packs read at once, and blobs of one pack decoded at once (decryption, zstd and hashing run on the thread pool) */
+const PACKS_AT_ONCE = 2;
+const BLOBS_AT_ONCE = 4;
 
 export async function restore(repo: Repository, opts: RestoreOptions): Promise<RestoreResult> {
   const t0 = performance.now();
@@ -319,7 +322,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
     for (const st of states) if (st.failed !== undefined) await finalize(st);
 
     const packs = [...byPack.entries()];
-    await parallel(packs, 3, async ([pn, needs]) => {
+    await parallel(packs, PACKS_AT_ONCE, async ([pn, needs]) => {
       const pack = repo.store.index.packs[pn]!;
       needs.sort((a, b) => a.offset - b.offset);
       // coalesce into ranges with small gaps
@@ -342,9 +345,10 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
           if (err instanceof MeshbackError && err.code === 'NO_SPACE') throw err;
           readErr = `pack ${pack} cannot be read: ${errMessage(err)}`;
         }
-        for (const need of group) {
+        // blobs of a group decode concurrently (on the thread pool) and are written as they come
+        await parallel(group, BLOBS_AT_ONCE, async (need) => {
           const live = need.targets.filter((t) => states[t.file]!.failed === undefined);
-          if (live.length === 0) continue;
+          if (live.length === 0) return;
           let plain: Buffer | undefined;
           let msg = readErr;
           if (data !== undefined) {
@@ -372,7 +376,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
             doneBytes += plain.length;
             if (st.remaining === 0) await finalize(st);
           }
-        }
+        });
       }
     });
 

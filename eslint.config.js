@@ -25,7 +25,7 @@ const layerRules = layers.map((files, lvl) => ({
 }));
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'bench-results/**'] },
+  { ignores: ['node_modules/**', 'bench-results/**', 'dist/**', 'dist.tmp-*/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

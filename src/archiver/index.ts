@@ -9,7 +9,7 @@
  * Per-item failures (an unreadable file) are events, not exceptions: the item is skipped and
  * the snapshot is marked incomplete.
  */
-import { promises as fsp } from 'node:fs';
+import { lstatSync, promises as fsp, readdirSync } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -249,7 +249,10 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
   const archiveDir = async (abs: Buffer, parentTree: string | undefined): Promise<string | undefined> => {
     let entries: Buffer[];
     try {
-      entries = await fsp.readdir(abs, { encoding: 'buffer' });
+      // synchronous metadata calls: on a local volume they cost microseconds, far less than a
+      // thread-pool round trip each (measured: a no-change backup of 4000 files spent most of its
+      // time waiting for batched async lstat calls)
+      entries = readdirSync(abs, { encoding: 'buffer' });
     } catch (err) {
       itemError(abs, err);
       return undefined;
@@ -269,17 +272,15 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     const sep = Buffer.from('/');
     for (let i = 0; i < entries.length; i += 64) {
       const batch = entries.slice(i, i + 64);
-      const stats = await Promise.all(
-        batch.map(async (name) => {
-          const child = Buffer.concat([abs, sep, name]);
-          try {
-            return { child, name, st: await fsp.lstat(child, { bigint: true }) };
-          } catch (err) {
-            if (errnoCode(err) !== 'ENOENT') itemError(child, err);
-            return undefined;
-          }
-        }),
-      );
+      const stats = batch.map((name) => {
+        const child = Buffer.concat([abs, sep, name]);
+        try {
+          return { child, name, st: lstatSync(child, { bigint: true }) };
+        } catch (err) {
+          if (errnoCode(err) !== 'ENOENT') itemError(child, err);
+          return undefined;
+        }
+      });
       for (let k = 0; k < stats.length; k++) {
         const s = stats[k];
         if (s === undefined) continue;

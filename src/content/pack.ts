@@ -73,29 +73,35 @@ export interface IndexPack {
 const INDEX_MAGIC = Buffer.from('MBIX');
 const INDEX_ENTRY_LEN = 1 + ID_LEN + 12;
 
-export function encodeIndex(encKey: Buffer, packs: readonly IndexPack[]): Buffer {
-  let n = 9;
-  for (const p of packs) n += ID_LEN + 8 + p.entries.length * INDEX_ENTRY_LEN;
-  const b = Buffer.allocUnsafe(n);
-  INDEX_MAGIC.copy(b, 0);
-  b[4] = 1;
-  b.writeUInt32LE(packs.length, 5);
-  let o = 9;
-  for (const p of packs) {
-    Buffer.from(p.id, 'hex').copy(b, o);
-    b.writeUInt32LE(p.size, o + ID_LEN);
-    b.writeUInt32LE(p.entries.length, o + ID_LEN + 4);
-    o += ID_LEN + 8;
-    for (const e of p.entries) {
-      b[o] = e.type;
-      e.id.copy(b, o + 1);
-      b.writeUInt32LE(e.offset, o + 1 + ID_LEN);
-      b.writeUInt32LE(e.length, o + 5 + ID_LEN);
-      b.writeUInt32LE(e.rawLength, o + 9 + ID_LEN);
-      o += INDEX_ENTRY_LEN;
-    }
+/** One pack's record of an index file: pack id, size, entry count, entries. */
+export function encodeIndexRecord(p: IndexPack): Buffer {
+  const b = Buffer.allocUnsafeSlow(ID_LEN + 8 + p.entries.length * INDEX_ENTRY_LEN);
+  Buffer.from(p.id, 'hex').copy(b, 0);
+  b.writeUInt32LE(p.size, ID_LEN);
+  b.writeUInt32LE(p.entries.length, ID_LEN + 4);
+  let o = ID_LEN + 8;
+  for (const e of p.entries) {
+    b[o] = e.type;
+    Buffer.from(e.id.buffer, e.id.byteOffset, ID_LEN).copy(b, o + 1);
+    b.writeUInt32LE(e.offset, o + 1 + ID_LEN);
+    b.writeUInt32LE(e.length, o + 5 + ID_LEN);
+    b.writeUInt32LE(e.rawLength, o + 9 + ID_LEN);
+    o += INDEX_ENTRY_LEN;
   }
-  return seal(encKey, b);
+  return b;
+}
+
+/** A sealed index file made of pack records (encodeIndexRecord). */
+export function encodeIndexRecords(encKey: Buffer, records: readonly Uint8Array[]): Buffer {
+  const head = Buffer.allocUnsafe(9);
+  INDEX_MAGIC.copy(head, 0);
+  head[4] = 1;
+  head.writeUInt32LE(records.length, 5);
+  return seal(encKey, Buffer.concat([head, ...records]));
+}
+
+export function encodeIndex(encKey: Buffer, packs: readonly IndexPack[]): Buffer {
+  return encodeIndexRecords(encKey, packs.map(encodeIndexRecord));
 }
 
 /** Calls `onPack` for each pack record of a sealed index file. */

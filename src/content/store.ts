@@ -17,8 +17,8 @@ import type { MasterKey } from '../crypto/index.ts';
 import { IntegrityError, MeshbackError, NotFoundError } from '../errors/index.ts';
 import { BLOB_DATA, BLOB_TREE, ChunkIndex } from './index-table.ts';
 import type { BlobType } from './index-table.ts';
-import { KIND_RAW, KIND_ZSTD, decodeIndex, encodeIndex, encodePackHeader, sha256hex } from './pack.ts';
-import type { IndexPack, PackEntry } from './pack.ts';
+import { KIND_RAW, KIND_ZSTD, decodeIndex, encodeIndexRecord, encodeIndexRecords, encodePackHeader, sha256hex } from './pack.ts';
+import type { PackEntry } from './pack.ts';
 import { parallel } from '../util/parallel.ts';
 
 /** large blobs compressed and sealed at once on the libuv pool: each holds a zstd context and buffers */
@@ -27,6 +27,10 @@ const MAX_BUSY = Math.max(1, Number(process.env['MESHBACK_COMPRESSORS'] ?? 4));
 const MAX_UPLOADS = 2;
 /** bytes of an open pack queued for writing before add() waits for the disk */
 const MAX_UNWRITTEN = 8 * 1024 * 1024;
+/** index records gathered before an index file is written during a backup (about 90,000 blobs) */
+const INDEX_FILE_BYTES = 4 * 1024 * 1024;
+/** size of the segments small sealed blobs are gathered in */
+const SEGMENT = 1024 * 1024;
 
 export interface StoreOptions {
   packSize: number;
@@ -41,6 +45,9 @@ interface OpenPack {
   hash: Hash;
   /** the backend file the parts are streamed to, when the backend can stream */
   sink?: Promise<BlobWriter>;
+  /** small parts gathered before they are written */
+  seg?: Buffer;
+  segFill: number;
 }
 
 export interface StoreStats {
@@ -55,7 +62,10 @@ export class ContentStore {
   readonly stats: StoreStats = { blobsAdded: 0, bytesAdded: 0, bytesStored: 0, packsWritten: 0 };
   private readonly pending = new Set<string>();
   private readonly open: Record<BlobType, OpenPack> = { 0: newPack(), 1: newPack() };
-  private readonly unindexed: IndexPack[] = [];
+  /** index records (encodeIndexRecord) of packs written since the last index file: about 45 B per blob */
+  private readonly unindexed: Buffer[] = [];
+  private unindexedBytes = 0;
+  private indexing: Promise<void> = Promise.resolve();
   private uploads = new Set<Promise<void>>();
   private failure: unknown;
   private readonly backend: Backend;
@@ -169,15 +179,45 @@ export class ContentStore {
     return true;
   }
 
-  /** Appends parts to an open pack: hashed now, streamed to the backend when it can. */
+  /**
+   * Appends parts to an open pack: hashed now, streamed to the backend when it can. Small parts
+   * are gathered into one segment first: thousands of tiny buffers would each pin a slab of
+   * Node's buffer pool and cost one write each.
+   */
   private append(p: OpenPack, parts: Uint8Array[]): void {
-    for (const part of parts) p.hash.update(part);
+    const out: Uint8Array[] = [];
+    for (const part of parts) {
+      p.hash.update(part);
+      if (part.byteLength >= SEGMENT / 4) {
+        if (p.segFill > 0) out.push(this.takeSegment(p));
+        out.push(part);
+        continue;
+      }
+      if (p.seg === undefined || p.segFill + part.byteLength > p.seg.length) {
+        if (p.segFill > 0) out.push(this.takeSegment(p));
+        p.seg = Buffer.allocUnsafeSlow(SEGMENT);
+      }
+      p.seg.set(part, p.segFill);
+      p.segFill += part.byteLength;
+    }
+    this.emit(p, out);
+  }
+
+  private takeSegment(p: OpenPack): Uint8Array {
+    const s = p.seg!.subarray(0, p.segFill);
+    p.seg = undefined;
+    p.segFill = 0;
+    return s;
+  }
+
+  private emit(p: OpenPack, out: Uint8Array[]): void {
+    if (out.length === 0) return;
     if (this.backend.openWriter === undefined) {
-      p.parts.push(...parts);
+      p.parts.push(...out);
       return;
     }
     p.sink ??= this.backend.openWriter('pack');
-    p.sink.then((w) => w.write(parts)).catch((err: unknown) => {
+    p.sink.then((w) => w.write(out)).catch((err: unknown) => {
       this.failure ??= err;
     });
   }
@@ -188,6 +228,7 @@ export class ContentStore {
     this.open[type] = newPack();
     const header = encodePackHeader(this.key.encKey, p.entries);
     this.append(p, [header]);
+    if (p.segFill > 0) this.emit(p, [this.takeSegment(p)]);
     p.size += header.length;
     // bound the uploads in flight: memory stays within a few packs
     while (this.uploads.size >= MAX_UPLOADS) await Promise.race(this.uploads);
@@ -223,7 +264,11 @@ export class ContentStore {
       this.index.add(e.id, e.type, pn, e.offset, e.length, e.rawLength);
       this.pending.delete(e.id.toString('hex'));
     }
-    this.unindexed.push({ id: name, size: p.size, entries: p.entries });
+    const record = encodeIndexRecord({ id: name, size: p.size, entries: p.entries });
+    p.entries.length = 0;
+    this.unindexed.push(record);
+    this.unindexedBytes += record.length;
+    if (this.unindexedBytes >= INDEX_FILE_BYTES) await this.writeIndex();
     this.stats.packsWritten++;
     this.stats.bytesStored += p.size;
   }
@@ -234,14 +279,27 @@ export class ContentStore {
     await this.finishPack(BLOB_TREE);
     await Promise.all(this.uploads);
     if (this.failure !== undefined) throw this.failure;
-    if (this.unindexed.length > 0) {
-      const file = encodeIndex(this.key.encKey, this.unindexed);
+    await this.writeIndex();
+  }
+
+  /**
+   * Writes the index records gathered so far as one index file. Serialised: a call waits for
+   * the one before it. Runs during a backup too (every INDEX_FILE_BYTES of records), so that
+   * memory stays flat with millions of blobs and the packs of a long backup are indexed.
+   */
+  private writeIndex(): Promise<void> {
+    const run = async (): Promise<void> => {
+      if (this.unindexed.length === 0) return;
+      const records = this.unindexed.splice(0);
+      this.unindexedBytes = 0;
+      const file = encodeIndexRecords(this.key.encKey, records);
       const name = sha256hex(file);
       await this.backend.put({ type: 'index', name }, file);
       this.indexFiles.add(name);
       this.stats.bytesStored += file.length;
-      this.unindexed.length = 0;
-    }
+    };
+    this.indexing = this.indexing.then(run, run);
+    return this.indexing;
   }
 
   /** Reads, authenticates, decompresses and re-hashes one blob. */
@@ -292,7 +350,7 @@ export class ContentStore {
 }
 
 function newPack(): OpenPack {
-  return { parts: [], entries: [], size: 0, hash: createHash('sha256') };
+  return { parts: [], entries: [], size: 0, hash: createHash('sha256'), segFill: 0 };
 }
 
 /** zstd in one output buffer (the stream default of 16 KiB pieces is 3x slower on large inputs). */

@@ -59,7 +59,8 @@ export const demoCommand: Command = {
     await generateMeshVolume(pristine, { size, seed }); // an independent copy to compare against at the end
     say(`   ${volume}: ${stats.files} files, ${stats.dirs} dirs, ${fmtBytes(stats.bytes)}`);
 
-    const main = fileURLToPath(new URL('../main.ts', import.meta.url));
+    // this very build: dist/cli/main.js when running from dist/, src/cli/main.ts otherwise
+    const main = fileURLToPath(new URL(import.meta.url.endsWith('.js') ? '../main.js' : '../main.ts', import.meta.url));
     const mb = (args: string[]): { code: number; stdout: string } => {
       say(`$ meshback ${args.join(' ')}`);
       const r = spawnSync(process.execPath, ['--disable-warning=ExperimentalWarning', main, ...args], {

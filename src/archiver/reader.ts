@@ -141,10 +141,14 @@ export class FileReader {
     try {
       const s0 = fstatSync(fd, { bigint: true });
       changed = this.changedFrom(st, s0);
+      // a regular file's short read is its end: asking for one byte more than its size tells
+      // whether it grew, in one read(2) for the common case
+      const want = Math.min(this.scratch.length, Number(s0.size) + 1);
       for (;;) {
-        const n = readSync(fd, this.scratch, len, this.scratch.length - len, null);
+        const n = readSync(fd, this.scratch, len, (len < want ? want : this.scratch.length) - len, null);
         if (n === 0) break;
         len += n;
+        if (len < want) break;
         if (len === this.scratch.length) return undefined; // grew: read it as a large file
       }
       const s1 = fstatSync(fd, { bigint: true });

@@ -29,6 +29,11 @@ const MAX_UPLOADS = 2;
 const MAX_UNWRITTEN = 8 * 1024 * 1024;
 /** index records gathered before an index file is written during a backup (about 90,000 blobs) */
 const INDEX_FILE_BYTES = 4 * 1024 * 1024;
+/**
+ * Blobs this small are stored uncompressed: zstd's per-call context setup cost more than the
+ * few bytes it saves (measured: 1.8 s of 10 s for 200,000 files of 50-200 bytes).
+ */
+const MIN_COMPRESS = 512;
 /** size of the segments small sealed blobs are gathered in */
 const SEGMENT = 1024 * 1024;
 
@@ -121,7 +126,7 @@ export class ContentStore {
 
   /** True when the blob is stored or queued for storing in this session. */
   has(id: Uint8Array): boolean {
-    return this.index.has(id) || this.pending.has(Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('hex'));
+    return this.index.has(id) || (this.pending.size > 0 && this.pending.has(Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('latin1')));
   }
 
   /**
@@ -131,15 +136,15 @@ export class ContentStore {
    */
   async add(type: BlobType, id: Buffer, plain: Uint8Array): Promise<boolean> {
     if (this.failure !== undefined) throw this.failure;
-    const hex = id.toString('hex');
-    if (this.index.has(id) || this.pending.has(hex)) return false;
-    this.pending.add(hex);
+    const key = id.toString('latin1');
+    if (this.index.has(id) || this.pending.has(key)) return false;
+    this.pending.add(key);
     const level = this.opts.compressionLevel;
     let parts: Uint8Array[];
     if (plain.byteLength <= ASYNC_MIN) {
       let body: Uint8Array = plain;
       let kind = KIND_RAW;
-      if (plain.byteLength > 64) {
+      if (plain.byteLength > MIN_COMPRESS) {
         const z = zlib.zstdCompressSync(plain, { params: { [zlib.constants.ZSTD_c_compressionLevel]: level } });
         if (z.length < plain.byteLength - (plain.byteLength >>> 5)) {
           body = z;
@@ -262,7 +267,7 @@ export class ContentStore {
     const pn = this.index.packNumber(name, p.size);
     for (const e of p.entries) {
       this.index.add(e.id, e.type, pn, e.offset, e.length, e.rawLength);
-      this.pending.delete(e.id.toString('hex'));
+      this.pending.delete(e.id.toString('latin1'));
     }
     const record = encodeIndexRecord({ id: name, size: p.size, entries: p.entries });
     p.entries.length = 0;

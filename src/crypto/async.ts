@@ -7,9 +7,9 @@
  * WebCrypto calls cost a few microseconds of fixed overhead, so callers use the synchronous
  * functions for small inputs (ASYNC_MIN bytes and below) and these for large ones.
  */
-import { randomBytes, webcrypto } from 'node:crypto';
+import { webcrypto } from 'node:crypto';
 import { IntegrityError } from '../errors/index.ts';
-import { NONCE_LEN, SEAL_OVERHEAD, TAG_LEN, contentId, open, seal } from './index.ts';
+import { NONCE_LEN, SEAL_OVERHEAD, TAG_LEN, contentId, newNonce, open, seal } from './index.ts';
 
 const { subtle } = webcrypto;
 
@@ -58,7 +58,7 @@ export class AsyncKeys {
     input[0] = frame;
     input.set(plain, 1);
     if (input.byteLength <= ASYNC_MIN) return [seal(this.encRaw, input)];
-    const nonce = randomBytes(NONCE_LEN);
+    const nonce = Buffer.from(newNonce());
     const ct = await subtle.encrypt({ name: 'AES-GCM', iv: bs(nonce), tagLength: TAG_LEN * 8 }, await this.aesKey(), bs(input));
     return [nonce, new Uint8Array(ct)];
   }

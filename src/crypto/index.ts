@@ -49,9 +49,25 @@ export function deriveKey(password: string, params: ScryptParams): Promise<Buffe
   });
 }
 
+// Nonces are random (96 bits from the CSPRNG), drawn from a pool refilled 1024 at a time: one
+// CSPRNG call per nonce cost more than the encryption of a small blob.
+let noncePool = Buffer.alloc(0);
+let noncePos = 0;
+
+/** A fresh random nonce (never reused: each pool byte is handed out once). */
+export function newNonce(): Buffer {
+  if (noncePos + NONCE_LEN > noncePool.length) {
+    noncePool = randomBytes(NONCE_LEN * 1024);
+    noncePos = 0;
+  }
+  const n = noncePool.subarray(noncePos, noncePos + NONCE_LEN);
+  noncePos += NONCE_LEN;
+  return n;
+}
+
 /** Encrypts and authenticates `plain`; the result is NONCE || CT || TAG. */
 export function seal(key: Buffer, plain: Uint8Array): Buffer {
-  const nonce = randomBytes(NONCE_LEN);
+  const nonce = newNonce();
   const c = createCipheriv('aes-256-gcm', key, nonce);
   const out = Buffer.allocUnsafe(plain.byteLength + SEAL_OVERHEAD);
   nonce.copy(out, 0);

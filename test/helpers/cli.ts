@@ -14,12 +14,11 @@ export interface RunResult {
   stderr: string;
 }
 
-export function mb(args: string[], opts: { env?: Record<string, string | undefined>; prefix?: string[] } = {}): Promise<RunResult> {
+/** Runs a program to completion with the given environment added to this process's; undefined values unset. */
+export function runProcess(cmd: string, argv: string[], extraEnv: Record<string, string | undefined> = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const cmd = opts.prefix !== undefined ? opts.prefix[0]! : BIN;
-    const argv = opts.prefix !== undefined ? [...opts.prefix.slice(1), BIN, ...args] : args;
     const env: Record<string, string> = {};
-    for (const [k, v] of Object.entries({ ...process.env, MESHBACK_TEST_SCRYPT_N: '1024', ...opts.env })) if (v !== undefined) env[k] = v;
+    for (const [k, v] of Object.entries({ ...process.env, ...extraEnv })) if (v !== undefined) env[k] = v;
     const p = spawn(cmd, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
@@ -28,6 +27,12 @@ export function mb(args: string[], opts: { env?: Record<string, string | undefin
     p.on('error', reject);
     p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
   });
+}
+
+export function mb(args: string[], opts: { env?: Record<string, string | undefined>; prefix?: string[] } = {}): Promise<RunResult> {
+  const cmd = opts.prefix !== undefined ? opts.prefix[0]! : BIN;
+  const argv = opts.prefix !== undefined ? [...opts.prefix.slice(1), BIN, ...args] : args;
+  return runProcess(cmd, argv, { MESHBACK_TEST_SCRYPT_N: '1024', ...opts.env });
 }
 
 export function tmpdir(prefix: string): string {

@@ -111,6 +111,10 @@ export class ChunkIndex {
   entryOf(id: Uint8Array): number {
     return this.find(id);
   }
+  /** The id of entry e, as a view into the table (valid until the next add). */
+  entryId(e: number): Uint8Array {
+    return this.ids.subarray(e * ID_LEN, e * ID_LEN + ID_LEN);
+  }
   packOf(e: number): number {
     return this.packNo[e]!;
   }

@@ -156,6 +156,11 @@ export class Repository {
     return t;
   }
 
+  /** Forgets cached trees (a restore drops them once it has planned its work). */
+  dropTreeCache(): void {
+    this.treeCache.clear();
+  }
+
   /**
    * The top level of a snapshot as ls and restore present it: a snapshot of one directory
    * shows that directory's contents; otherwise one entry per backed-up path.

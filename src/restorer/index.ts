@@ -15,8 +15,8 @@
  */
 import { createHmac } from 'node:crypto';
 import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
 import { constants as fsc, promises as fsp } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { idEquals } from '../crypto/index.ts';
 import { IntegrityError, MeshbackError, NoSpaceError, UsageError, errnoCode, errMessage } from '../errors/index.ts';
@@ -63,10 +63,12 @@ interface Item {
 
 interface FileState {
   item: Item;
-  abs: Buffer;
   remaining: number; // bytes still to write
   failed?: string;
-  fh?: Promise<FileHandle>;
+  /** the open descriptor, shared by concurrent writers */
+  fd?: Promise<number>;
+  /** the file exists at its path, created by this restore (a reopen must not create it again) */
+  created: boolean;
   busy: number;
   lastUse: number;
   finalized: boolean;
@@ -78,7 +80,8 @@ interface Need {
 }
 
 interface BlobNeed {
-  id: Buffer;
+  /** index entry number (the id is read from the index when the blob is decoded) */
+  entry: number;
   offset: number; // in pack
   length: number;
   rawLength: number;
@@ -90,6 +93,16 @@ const MAX_OPEN = 128;
 /** packs read at once, and blobs of one pack decoded at once (decryption, zstd and hashing run on the thread pool) */
 const PACKS_AT_ONCE = 2;
 const BLOBS_AT_ONCE = 4;
+/** blobs of one pack range in flight at once (small ones decode on the main thread; file opens overlap) */
+const WRITES_AT_ONCE = 16;
+/** writes up to this size are cheaper as one synchronous call than as a thread-pool round trip */
+const SYNC_WRITE_MAX = 64 * 1024;
+
+const openP = (path: Buffer, flags: number, mode?: number): Promise<number> =>
+  new Promise((resolve, reject) => fs.open(path, flags, mode, (err, fd) => (err !== null ? reject(err) : resolve(fd))));
+const writeP = (fd: number, data: Buffer, off: number, len: number, pos: number): Promise<number> =>
+  new Promise((resolve, reject) => fs.write(fd, data, off, len, pos, (err, n) => (err !== null ? reject(err) : resolve(n))));
+const closeP = (fd: number): Promise<void> => new Promise((resolve, reject) => fs.close(fd, (err) => (err !== null && err !== undefined ? reject(err) : resolve())));
 
 export async function restore(repo: Repository, opts: RestoreOptions): Promise<RestoreResult> {
   const t0 = performance.now();
@@ -219,7 +232,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
       hardlinkFirst.set(k, states.length);
     }
     const fi = states.length;
-    const st: FileState = { item: f, abs: absOf(f.rel), remaining: 0, busy: 0, lastUse: 0, finalized: false };
+    const st: FileState = { item: f, remaining: 0, created: false, busy: 0, lastUse: 0, finalized: false };
     states.push(st);
     let off = 0;
     for (const c of n.content ?? []) {
@@ -227,8 +240,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
         off += Number(c.slice(HOLE_PREFIX.length));
         continue;
       }
-      const id = Buffer.from(c, 'hex');
-      const e = repo.store.index.entryOf(id);
+      const e = repo.store.index.entryOf(Buffer.from(c, 'hex'));
       if (e < 0) {
         st.failed = `its chunk ${c.slice(0, 16)} is missing from the repository index`;
         break;
@@ -236,7 +248,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
       const raw = repo.store.index.rawLengthOf(e);
       let need = blobNeeds.get(e);
       if (need === undefined) {
-        need = { id, offset: repo.store.index.offsetOf(e), length: repo.store.index.lengthOf(e), rawLength: raw, targets: [] };
+        need = { entry: e, offset: repo.store.index.offsetOf(e), length: repo.store.index.lengthOf(e), rawLength: raw, targets: [] };
         blobNeeds.set(e, need);
         const pn = repo.store.index.packOf(e);
         let list = byPack.get(pn);
@@ -251,6 +263,10 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
     totalBytes += n.size ?? 0;
   }
 
+  // the plan holds what the restore needs: cached trees would only make every GC slower
+  repo.dropTreeCache();
+  if (opts.verify !== true) for (const st of states) delete st.item.node.content;
+
   let doneBytes = 0;
   let doneFiles = 0;
   const openFiles = new Set<FileState>();
@@ -258,50 +274,74 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
   const tick = setInterval(() => emit({ type: 'progress', op: 'restore', files: doneFiles, bytes: doneBytes, totalFiles: states.length, totalBytes }), 250);
 
   try {
-    // create every file empty at its final size (holes stay holes)
-    await parallel(states, 16, async (st) => {
-      await clear(st.abs).catch((err: unknown) => fatalFs(err, st.item.rel));
-      const fh = await fsp.open(st.abs, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600).catch((err: unknown) => fatalFs(err, st.item.rel));
+    /**
+     * Opens st's file for writing. The first open creates it (O_EXCL: a fresh restore needs no
+     * lookup first; whatever is in the way is removed and the create retried) at its final
+     * size, so that skipped zero blocks and holes stay holes.
+     */
+    async function openFile(st: FileState): Promise<number> {
+      const abs = absOf(st.item.rel);
+      if (st.created) return openP(abs, fsc.O_WRONLY | fsc.O_NOFOLLOW);
+      const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+      let fd: number;
       try {
-        if ((st.item.node.size ?? 0) > 0) await fh.truncate(st.item.node.size ?? 0);
+        fd = await openP(abs, flags, 0o600);
       } catch (err) {
-        await fh.close();
-        fatalFs(err, st.item.rel);
+        if (errnoCode(err) !== 'EEXIST') throw err;
+        await clear(abs);
+        fd = await openP(abs, flags, 0o600);
       }
-      await fh.close();
-      if (st.remaining === 0 && st.failed === undefined) await finalize(st);
-    });
+      st.created = true;
+      try {
+        const size = st.item.node.size ?? 0;
+        if (size > 0) fs.ftruncateSync(fd, size);
+      } catch (err) {
+        fs.closeSync(fd);
+        throw err;
+      }
+      return fd;
+    }
 
-    /** An open handle for st, shared by concurrent writers; release() when done with it. */
-    async function acquireHandle(st: FileState): Promise<FileHandle> {
+    /** An open descriptor for st, shared by concurrent writers; busy-- when done with it. */
+    function acquireFd(st: FileState): Promise<number> {
       st.lastUse = ++useClock;
       st.busy++;
-      if (st.fh === undefined) {
+      if (st.fd === undefined) {
         if (openFiles.size >= MAX_OPEN) {
           let oldest: FileState | undefined;
           for (const o of openFiles) if (o.busy === 0 && (oldest === undefined || o.lastUse < oldest.lastUse)) oldest = o;
-          if (oldest !== undefined) await closeHandle(oldest);
+          if (oldest !== undefined) void closeFd(oldest).catch(() => undefined);
         }
-        st.fh = fsp.open(st.abs, fsc.O_WRONLY | fsc.O_NOFOLLOW);
+        st.fd = openFile(st);
         openFiles.add(st);
       }
-      return st.fh;
+      return st.fd;
     }
-    async function closeHandle(st: FileState): Promise<void> {
-      const h = st.fh;
-      if (h === undefined) return;
-      st.fh = undefined;
+    async function closeFd(st: FileState): Promise<void> {
+      const p = st.fd;
+      if (p === undefined) return;
+      st.fd = undefined;
       openFiles.delete(st);
-      await (await h).close();
+      await closeP(await p);
     }
 
+    /** Applies st's metadata through its open descriptor (no path lookups) and closes it. */
     async function finalize(st: FileState): Promise<void> {
       if (st.finalized) return;
       st.finalized = true;
-      await closeHandle(st);
-      if (st.failed !== undefined) return;
+      if (st.failed !== undefined) {
+        await closeFd(st).catch(() => undefined);
+        return;
+      }
       try {
-        await applyMeta(st.abs, st.item.node, isRoot, false);
+        const fd = await (st.fd ?? acquireFd(st).finally(() => st.busy--));
+        const n = st.item.node;
+        // cheap syscalls on a descriptor: synchronous beats a thread-pool round trip
+        if (isRoot) fs.fchownSync(fd, n.uid, n.gid);
+        fs.fchmodSync(fd, n.mode);
+        const t = timeArg(n.mtime);
+        fs.futimesSync(fd, t, t);
+        await closeFd(st);
       } catch (err) {
         fatalFs(err, st.item.rel);
       }
@@ -318,12 +358,25 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
       if (st.failed === undefined) st.failed = message;
     };
 
-    // files that failed at planning time
-    for (const st of states) if (st.failed !== undefined) await finalize(st);
+    // files with nothing to write (empty, all holes, or failed at planning time)
+    await parallel(states.filter((st) => st.remaining === 0 || st.failed !== undefined), 16, (st) => finalize(st));
 
+    // large blobs decoded at once (each holds its sealed, decrypted and decompressed bytes)
+    let decoding = 0;
+    const decodeWaiters: (() => void)[] = [];
+    const decodeSlot = async (): Promise<void> => {
+      while (decoding >= BLOBS_AT_ONCE) await new Promise<void>((r) => decodeWaiters.push(r));
+      decoding++;
+    };
+    const decodeDone = (): void => {
+      decoding--;
+      decodeWaiters.shift()?.();
+    };
+
+    const index = repo.store.index;
     const packs = [...byPack.entries()];
     await parallel(packs, PACKS_AT_ONCE, async ([pn, needs]) => {
-      const pack = repo.store.index.packs[pn]!;
+      const pack = index.packs[pn]!;
       needs.sort((a, b) => a.offset - b.offset);
       // coalesce into ranges with small gaps
       let i = 0;
@@ -345,18 +398,22 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
           if (err instanceof MeshbackError && err.code === 'NO_SPACE') throw err;
           readErr = `pack ${pack} cannot be read: ${errMessage(err)}`;
         }
-        // blobs of a group decode concurrently (on the thread pool) and are written as they come
-        await parallel(group, BLOBS_AT_ONCE, async (need) => {
+        // blobs of a group decode concurrently (large ones on the thread pool) and are written as they come
+        await parallel(group, WRITES_AT_ONCE, async (need) => {
           const live = need.targets.filter((t) => states[t.file]!.failed === undefined);
           if (live.length === 0) return;
           let plain: Buffer | undefined;
           let msg = readErr;
           if (data !== undefined) {
+            const large = need.rawLength > SYNC_WRITE_MAX;
+            if (large) await decodeSlot();
             try {
-              plain = await repo.store.decodeBlob(data.subarray(need.offset - start, need.offset - start + need.length), need.id, need.rawLength, pack, 'chunk');
+              plain = await repo.store.decodeBlob(data.subarray(need.offset - start, need.offset - start + need.length), index.entryId(need.entry), need.rawLength, pack, 'chunk');
             } catch (err) {
               if (!(err instanceof IntegrityError)) throw err;
               msg = err.message;
+            } finally {
+              if (large) decodeDone();
             }
           }
           for (const t of live) {
@@ -366,7 +423,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
               continue;
             }
             try {
-              await writeSparse(await acquireHandle(st), plain, t.offset);
+              await writeSparse(await acquireFd(st), plain, t.offset);
             } catch (err) {
               fatalFs(err, st.item.rel);
             } finally {
@@ -380,12 +437,12 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
       }
     });
 
-    for (const o of [...openFiles]) await closeHandle(o);
+    for (const o of [...openFiles]) await closeFd(o);
 
     // damaged files: remove them so that no wrong or partial content is left behind
     for (const st of states) {
       if (st.failed !== undefined) {
-        await fsp.unlink(st.abs).catch(() => undefined);
+        await fsp.unlink(absOf(st.item.rel)).catch(() => undefined);
         res.damaged.push(displayName(st.item.rel));
         fileError(st.item.rel, `not restored: ${st.failed}`);
       } else if (!st.finalized) {
@@ -404,7 +461,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
       }
       try {
         await clear(abs);
-        await fsp.link(first.abs, abs);
+        await fsp.link(absOf(first.item.rel), abs);
       } catch (err) {
         fatalFs(err, h.item.rel);
       }
@@ -450,7 +507,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
     // --verify: sync and re-read every restored file, compare chunk by chunk
     if (opts.verify === true) {
       await parallel(states.filter((s) => s.failed === undefined), 2, async (st) => {
-        const problem = await verifyFile(repo, st.abs, st.item.node);
+        const problem = await verifyFile(repo, absOf(st.item.rel), st.item.node);
         if (problem !== undefined) {
           res.damaged.push(displayName(st.item.rel));
           fileError(st.item.rel, `verification failed: ${problem}`);
@@ -476,7 +533,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
   } finally {
     clearInterval(tick);
     // on an error midway, close what is still open (the error is what gets reported)
-    for (const o of openFiles) await o.fh?.then((h) => h.close()).catch(() => undefined);
+    for (const o of openFiles) await o.fd?.then((fd) => closeP(fd)).catch(() => undefined);
   }
   emit({ type: 'progress', op: 'restore', files: doneFiles, bytes: doneBytes, totalFiles: states.length, totalBytes });
   res.duration = (performance.now() - t0) / 1000;
@@ -555,7 +612,7 @@ const zeros = Buffer.alloc(ZERO_BLOCK);
  * Writes data at pos, skipping aligned all-zero blocks: the file was created at its full
  * size (all holes), so skipped blocks stay holes and sparse files are restored sparse.
  */
-async function writeSparse(fh: FileHandle, data: Buffer, pos: number): Promise<void> {
+async function writeSparse(fd: number, data: Buffer, pos: number): Promise<void> {
   let i = 0;
   const n = data.length;
   while (i < n) {
@@ -575,8 +632,7 @@ async function writeSparse(fh: FileHandle, data: Buffer, pos: number): Promise<v
     }
     let w = i;
     while (w < j) {
-      const { bytesWritten } = await fh.write(data, w, j - w, pos + w);
-      w += bytesWritten;
+      w += j - w <= SYNC_WRITE_MAX ? fs.writeSync(fd, data, w, j - w, pos + w) : await writeP(fd, data, w, j - w, pos + w);
     }
     i = j;
   }

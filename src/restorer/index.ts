@@ -61,8 +61,20 @@ interface Item {
   node: Node;
 }
 
+/** What a restored file needs once its writes are planned: no names, no chunk list (the heap stays small, so GC stays cheap) */
+interface FileMeta {
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: string;
+  size: number;
+  /** kept for --verify only */
+  content?: string[];
+}
+
 interface FileState {
-  item: Item;
+  rel: Buffer;
+  meta: FileMeta;
   remaining: number; // bytes still to write
   failed?: string;
   /** the open descriptor, shared by concurrent writers */
@@ -232,7 +244,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
       hardlinkFirst.set(k, states.length);
     }
     const fi = states.length;
-    const st: FileState = { item: f, remaining: 0, created: false, busy: 0, lastUse: 0, finalized: false };
+    const st: FileState = { rel: f.rel, meta: { mode: n.mode, uid: n.uid, gid: n.gid, mtime: n.mtime, size: n.size ?? 0, ...(opts.verify === true && n.content !== undefined ? { content: n.content } : {}) }, remaining: 0, created: false, busy: 0, lastUse: 0, finalized: false };
     states.push(st);
     let off = 0;
     for (const c of n.content ?? []) {
@@ -263,9 +275,10 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
     totalBytes += n.size ?? 0;
   }
 
-  // the plan holds what the restore needs: cached trees would only make every GC slower
+  // the plan holds what the restore needs: the trees would only make every GC slower
   repo.dropTreeCache();
-  if (opts.verify !== true) for (const st of states) delete st.item.node.content;
+  files.length = 0;
+  blobNeeds.clear();
 
   let doneBytes = 0;
   let doneFiles = 0;
@@ -280,7 +293,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
      * size, so that skipped zero blocks and holes stay holes.
      */
     async function openFile(st: FileState): Promise<number> {
-      const abs = absOf(st.item.rel);
+      const abs = absOf(st.rel);
       if (st.created) return openP(abs, fsc.O_WRONLY | fsc.O_NOFOLLOW);
       const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
       let fd: number;
@@ -293,7 +306,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
       }
       st.created = true;
       try {
-        const size = st.item.node.size ?? 0;
+        const size = st.meta.size;
         if (size > 0) fs.ftruncateSync(fd, size);
       } catch (err) {
         fs.closeSync(fd);
@@ -335,7 +348,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
       }
       try {
         const fd = await (st.fd ?? acquireFd(st).finally(() => st.busy--));
-        const n = st.item.node;
+        const n = st.meta;
         // cheap syscalls on a descriptor: synchronous beats a thread-pool round trip
         if (isRoot) fs.fchownSync(fd, n.uid, n.gid);
         fs.fchmodSync(fd, n.mode);
@@ -343,12 +356,12 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
         fs.futimesSync(fd, t, t);
         await closeFd(st);
       } catch (err) {
-        fatalFs(err, st.item.rel);
+        fatalFs(err, st.rel);
       }
       res.files++;
-      res.bytes += st.item.node.size ?? 0;
+      res.bytes += st.meta.size;
       res.filesVerified++;
-      res.bytesVerified += st.item.node.size ?? 0;
+      res.bytesVerified += st.meta.size;
       doneFiles++;
     }
 
@@ -425,7 +438,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
             try {
               await writeSparse(await acquireFd(st), plain, t.offset);
             } catch (err) {
-              fatalFs(err, st.item.rel);
+              fatalFs(err, st.rel);
             } finally {
               st.busy--;
             }
@@ -442,11 +455,11 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
     // damaged files: remove them so that no wrong or partial content is left behind
     for (const st of states) {
       if (st.failed !== undefined) {
-        await fsp.unlink(absOf(st.item.rel)).catch(() => undefined);
-        res.damaged.push(displayName(st.item.rel));
-        fileError(st.item.rel, `not restored: ${st.failed}`);
+        await fsp.unlink(absOf(st.rel)).catch(() => undefined);
+        res.damaged.push(displayName(st.rel));
+        fileError(st.rel, `not restored: ${st.failed}`);
       } else if (!st.finalized) {
-        throw new MeshbackError('INTERNAL', `file ${displayName(st.item.rel)} was not completely written (${st.remaining} bytes left): this is a bug`);
+        throw new MeshbackError('INTERNAL', `file ${displayName(st.rel)} was not completely written (${st.remaining} bytes left): this is a bug`);
       }
     }
 
@@ -461,7 +474,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
       }
       try {
         await clear(abs);
-        await fsp.link(absOf(first.item.rel), abs);
+        await fsp.link(absOf(first.rel), abs);
       } catch (err) {
         fatalFs(err, h.item.rel);
       }
@@ -507,13 +520,13 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
     // --verify: sync and re-read every restored file, compare chunk by chunk
     if (opts.verify === true) {
       await parallel(states.filter((s) => s.failed === undefined), 2, async (st) => {
-        const problem = await verifyFile(repo, absOf(st.item.rel), st.item.node);
+        const problem = await verifyFile(repo, absOf(st.rel), st.meta);
         if (problem !== undefined) {
-          res.damaged.push(displayName(st.item.rel));
-          fileError(st.item.rel, `verification failed: ${problem}`);
+          res.damaged.push(displayName(st.rel));
+          fileError(st.rel, `verification failed: ${problem}`);
         } else {
           res.filesReread++;
-          res.bytesReread += st.item.node.size ?? 0;
+          res.bytesReread += st.meta.size;
         }
         emit({ type: 'progress', op: 'verify', files: res.filesReread, bytes: res.bytesReread, totalFiles: states.length, totalBytes });
       });
@@ -559,7 +572,7 @@ async function applyMeta(abs: Buffer, n: Node, isRoot: boolean, isLink: boolean)
 }
 
 /** Re-reads a restored file from disk (after fsync) and compares it with the snapshot. */
-async function verifyFile(repo: Repository, abs: Buffer, n: Node): Promise<string | undefined> {
+async function verifyFile(repo: Repository, abs: Buffer, n: { size?: number; content?: string[] }): Promise<string | undefined> {
   const fh = await fsp.open(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW);
   try {
     await fh.sync();

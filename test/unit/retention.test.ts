@@ -369,6 +369,11 @@ describe('against a brute-force model (seeded)', () => {
           if (rule in model) assert.equal(label, bucketOf(rule as Rule, Date.parse(d.item.snapshot.time)));
         }
       }
+      // idempotent: the policy applied to what it kept keeps all of it again, for the same reasons
+      // (so an interrupted forget can simply be run again)
+      const again = applyToGroup(got.keep.map((d) => d.item), p);
+      assert.deepEqual(again.remove, [], `round ${round} second run`);
+      assert.deepEqual(again.keep.map((d) => [d.item.id, d.reasons]), got.keep.map((d) => [d.item.id, d.reasons]));
       // newest first
       const times = [...got.keep, ...got.remove].map((d) => Date.parse(d.item.snapshot.time));
       const keepTimes = got.keep.map((d) => Date.parse(d.item.snapshot.time));

@@ -100,7 +100,12 @@ function keyText(k: GroupKey): string {
 
 function printGroup(ctx: Context, key: GroupKey | undefined, keep: Row[], remove: Row[], dryRun: boolean): void {
   const verb = dryRun ? 'would remove' : 'remove';
-  const rows = [...keep.map((r) => ({ r, action: 'keep' })), ...remove.map((r) => ({ r, action: verb }))].sort((a, b) => (a.r.time < b.r.time ? 1 : a.r.time > b.r.time ? -1 : 0));
+  // newest first, as the policy walks them (unreadable times last)
+  const t = (r: Row): number => {
+    const ms = Date.parse(r.time);
+    return Number.isNaN(ms) ? -Infinity : ms;
+  };
+  const rows = [...keep.map((r) => ({ r, action: 'keep' })), ...remove.map((r) => ({ r, action: verb }))].sort((a, b) => t(b.r) - t(a.r) || (a.r.id < b.r.id ? 1 : -1));
   if (key !== undefined) ctx.out.result(`${keyText(key)}: ${keep.length + remove.length} snapshot(s), keep ${keep.length}, ${verb} ${remove.length}`);
   const cells = rows.map(({ r, action }) => [r.short_id, r.time.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), action, r.host, r.tags.join(','), r.reasons.join(', ')]);
   const head = ['ID', 'Time', 'Action', 'Host', 'Tags', 'Reasons'];
@@ -142,7 +147,7 @@ export const forgetCommand: Command = {
     path: { type: 'string', multiple: true, argument: 'PATH', description: 'only consider snapshots that include this path (repeatable: all of them)' },
     tag: { type: 'string', multiple: true, argument: 'KEY=VALUE', description: 'only consider snapshots with this tag (repeatable: all of them)' },
     'dry-run': { type: 'boolean', short: 'n', description: 'show what would be removed; remove nothing' },
-    prune: { type: 'boolean', description: 'prune the repository afterwards (remove data no snapshot uses)' },
+    prune: { type: 'boolean', description: 'prune the repository afterwards (remove data no snapshot uses); not available in this build yet' },
   },
   async run(ctx, v, positionals) {
     const dryRun = bool(v['dry-run']);

@@ -10,6 +10,7 @@ import { backupCommand } from './commands/backup.ts';
 import { checkCommand } from './commands/check.ts';
 import { demoCommand } from './commands/demo.ts';
 import { diffCommand } from './commands/diff.ts';
+import { forgetCommand } from './commands/forget.ts';
 import { initCommand } from './commands/init.ts';
 import { keyCommand } from './commands/key.ts';
 import { lsCommand } from './commands/ls.ts';
@@ -21,7 +22,7 @@ import { createOutput } from './output.ts';
 
 export const VERSION = '0.1.0';
 
-const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, checkCommand, keyCommand, demoCommand];
+const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, forgetCommand, checkCommand, keyCommand, demoCommand];
 
 const GLOBAL: Record<string, OptionSpec> = {
   repo: { type: 'string', short: 'r', argument: 'DIR', description: 'repository location (or MESHBACK_REPO)' },
@@ -102,7 +103,12 @@ export async function run(argv: string[]): Promise<number> {
     try {
       parsed = parseArgs({ args: rest, options: toParseConfig({ ...GLOBAL, ...cmd.options }), allowPositionals: true, strict: true });
     } catch (err) {
-      throw new UsageError(`${errMessage(err).split('\n')[0]!.replace(/\. To specify a positional.*$/, '')} (meshback ${cmd.name}): see 'meshback ${cmd.name} --help'`);
+      const lines = errMessage(err).split('\n');
+      let msg = lines[0]!.replace(/\. To specify a positional.*$/, '');
+      // a value that starts with '-' (such as --keep-last -1) must be attached with '='
+      const dash = lines.map((l) => /^To specify an option argument starting with a dash use '([^'=]+)=/.exec(l)?.[1]).find((x) => x !== undefined);
+      if (dash !== undefined) msg = `${msg.replace(/\.$/, '')}: to give a value that starts with '-', write ${dash}=VALUE`;
+      throw new UsageError(`${msg} (meshback ${cmd.name}): see 'meshback ${cmd.name} --help'`);
     }
     const v = parsed.values as Record<string, string | boolean | string[] | boolean[] | undefined>;
     if (v['help'] === true) {

@@ -128,9 +128,18 @@ export class Repository {
     return out;
   }
 
-  /** Resolves "latest", a full id or a unique id prefix. */
-  async findSnapshot(ref: string, filter?: { host?: string; paths?: string[] }): Promise<SnapshotRef> {
-    const all = await this.listSnapshots();
+  /**
+   * Deletes a snapshot file (forget). The trees and chunks it used stay in their packs until a
+   * prune removes what no snapshot uses. Deleting a snapshot that is already gone succeeds.
+   */
+  async removeSnapshot(id: string): Promise<void> {
+    if (!/^[0-9a-f]{64}$/.test(id)) throw new UsageError(`${JSON.stringify(id)} is not a full snapshot id (64 hex digits)`);
+    await this.backend.delete({ type: 'snapshot', name: id });
+  }
+
+  /** Resolves "latest", a full id or a unique id prefix (in `all`, when given: oldest first, as listSnapshots returns). */
+  async findSnapshot(ref: string, filter?: { host?: string; paths?: string[] }, all?: SnapshotRef[]): Promise<SnapshotRef> {
+    all ??= await this.listSnapshots();
     if (ref === 'latest') {
       const cands = all.filter((s) => (filter?.host === undefined || s.snapshot.host === filter.host) && (filter?.paths === undefined || samePaths(s.snapshot.paths, filter.paths)));
       const last = cands[cands.length - 1];

@@ -1,0 +1,217 @@
+/**
+ * forget: removes snapshots, either those a retention policy lets go (per group of host and
+ * paths by default) or those named by id. Only snapshot files are deleted; the data they used
+ * stays in the repository until it is pruned. The policy itself is src/snapshot/retention.ts.
+ */
+import * as path from 'node:path';
+import { UsageError } from '../../errors/index.ts';
+import type { Repository } from '../../repository/index.ts';
+import type { SnapshotRef } from '../../snapshot/manifest.ts';
+import { DEFAULT_GROUP_BY, applyPolicy, parseDuration, parseGroupBy } from '../../snapshot/retention.ts';
+import type { Decision, GroupKey, GroupResult, RetentionPolicy } from '../../snapshot/retention.ts';
+import { parallel } from '../../util/parallel.ts';
+import type { Command } from '../command.ts';
+import { bool, str, strs } from '../command.ts';
+import type { Context } from '../context.ts';
+import { openRepo } from '../context.ts';
+import { EXIT } from '../exit.ts';
+
+/** The reason given for a snapshot named on the command line. */
+const BY_ID_REASON = 'given by id';
+
+const COUNT_FLAGS = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const;
+
+function parseCount(flag: string, v: string): number {
+  if (!/^(-1|[1-9]\d*)$/.test(v.trim()) || !Number.isSafeInteger(Number(v))) {
+    throw new UsageError(`--keep-${flag} ${JSON.stringify(v)}: give a whole number >= 1, or -1 for unlimited`);
+  }
+  return Number(v);
+}
+
+function checkTags(flag: string, tags: string[]): void {
+  for (const t of tags) if (!/^[^=\s]+=.*$/.test(t)) throw new UsageError(`${flag} ${JSON.stringify(t)} is not KEY=VALUE`);
+}
+
+/** Builds the policy from the --keep-* flags (undefined when none is given). */
+function policyFrom(v: Record<string, unknown>): RetentionPolicy | undefined {
+  const p: RetentionPolicy = {};
+  let any = false;
+  for (const f of COUNT_FLAGS) {
+    const s = str(v[`keep-${f}`]);
+    if (s !== undefined) {
+      p[f] = parseCount(f, s);
+      any = true;
+    }
+  }
+  const within = str(v['keep-within']);
+  if (within !== undefined) {
+    p.within = parseDuration(within);
+    p.withinLabel = within;
+    any = true;
+  }
+  const tags = strs(v['keep-tag']);
+  if (tags.length > 0) {
+    checkTags('--keep-tag', tags);
+    p.tags = tags;
+    any = true;
+  }
+  return any ? p : undefined;
+}
+
+/** The policy as --json reports it: counts, `within` as given plus `within_ms`, tags. */
+function policyJson(p: RetentionPolicy): Record<string, unknown> {
+  const o: Record<string, unknown> = {};
+  for (const f of COUNT_FLAGS) if (p[f] !== undefined) o[f] = p[f];
+  if (p.within !== undefined) {
+    o['within'] = p.withinLabel;
+    o['within_ms'] = p.within;
+  }
+  if (p.tags !== undefined) o['tags'] = p.tags;
+  return o;
+}
+
+interface Row {
+  id: string;
+  short_id: string;
+  time: string;
+  host: string;
+  paths: string[];
+  tags: string[];
+  reasons: string[];
+}
+
+const row = (d: Decision<SnapshotRef>): Row => ({
+  id: d.item.id,
+  short_id: d.item.id.slice(0, 8),
+  time: d.item.snapshot.time,
+  host: d.item.snapshot.host,
+  paths: d.item.snapshot.paths,
+  tags: d.item.snapshot.tags,
+  reasons: d.reasons,
+});
+
+function keyText(k: GroupKey): string {
+  const parts: string[] = [];
+  if (k.host !== undefined) parts.push(`host ${k.host}`);
+  if (k.paths !== undefined) parts.push(`paths ${k.paths.join(' ')}`);
+  if (k.tags !== undefined) parts.push(`tags ${k.tags.length > 0 ? k.tags.join(',') : '(none)'}`);
+  return parts.length > 0 ? parts.join(', ') : 'all snapshots';
+}
+
+function printGroup(ctx: Context, key: GroupKey | undefined, keep: Row[], remove: Row[], dryRun: boolean): void {
+  const verb = dryRun ? 'would remove' : 'remove';
+  // newest first, as the policy walks them (unreadable times last)
+  const t = (r: Row): number => {
+    const ms = Date.parse(r.time);
+    return Number.isNaN(ms) ? -Infinity : ms;
+  };
+  const rows = [...keep.map((r) => ({ r, action: 'keep' })), ...remove.map((r) => ({ r, action: verb }))].sort((a, b) => t(b.r) - t(a.r) || (a.r.id < b.r.id ? 1 : -1));
+  if (key !== undefined) ctx.out.result(`${keyText(key)}: ${keep.length + remove.length} snapshot(s), keep ${keep.length}, ${verb} ${remove.length}`);
+  const cells = rows.map(({ r, action }) => [r.short_id, r.time.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), action, r.host, r.tags.join(','), r.reasons.join(', ')]);
+  const head = ['ID', 'Time', 'Action', 'Host', 'Tags', 'Reasons'];
+  const w = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
+  const fmt = (c: string[]): string => '  ' + c.map((x, i) => (i === c.length - 1 ? x : x.padEnd(w[i]!))).join('  ');
+  ctx.out.result(fmt(head));
+  ctx.out.result(fmt(w.map((n) => '-'.repeat(n))));
+  for (const c of cells) ctx.out.result(fmt(c));
+  if (key !== undefined && keep.length === 0) ctx.out.result(`  note: no snapshot of this group is kept`);
+}
+
+/**
+ * The one place `--prune` is wired in. Called before anything is removed, so that a prune that
+ * cannot run stops the command before it changes the repository; the returned step runs after
+ * the snapshots are removed.
+ */
+function pruneStep(_ctx: Context, _dryRun: boolean): (repo: Repository) => Promise<unknown> {
+  // integration: prune -- return (repo) => prune(repo, { dryRun, events: ctx.out.sink }) from
+  // src/maintenance/prune.ts, and report its result in the summary below.
+  throw new UsageError("prune is not available in this build: run forget without --prune");
+}
+
+export const forgetCommand: Command = {
+  name: 'forget',
+  summary: 'remove snapshots by retention policy (--keep-*) or by id',
+  usage:
+    'meshback forget [--keep-last N] [--keep-hourly N] [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--keep-yearly N] [--keep-within DURATION] [--keep-tag KEY=VALUE]... [--group-by host,paths,tags] [--host NAME]... [--path PATH]... [--tag KEY=VALUE]... [--dry-run] [--prune] [--json]\n       meshback forget ID... [--dry-run] [--prune] [--json]',
+  options: {
+    'keep-last': { type: 'string', argument: 'N', description: 'keep the N newest snapshots of each group (--keep-last=-1: all)' },
+    'keep-hourly': { type: 'string', argument: 'N', description: 'keep the newest snapshot of each of the N newest hours that have one (UTC; --keep-hourly=-1: every hour)' },
+    'keep-daily': { type: 'string', argument: 'N', description: 'keep the newest snapshot of each of the N newest days that have one (UTC)' },
+    'keep-weekly': { type: 'string', argument: 'N', description: 'same per ISO-8601 week (Monday to Sunday, UTC)' },
+    'keep-monthly': { type: 'string', argument: 'N', description: 'same per calendar month (UTC)' },
+    'keep-yearly': { type: 'string', argument: 'N', description: 'same per calendar year (UTC)' },
+    'keep-within': { type: 'string', argument: 'DURATION', description: "keep snapshots made within DURATION before the group's newest one (e.g. 7d, 36h, 1y6mo; units s min h d w mo y)" },
+    'keep-tag': { type: 'string', multiple: true, argument: 'KEY=VALUE', description: 'keep snapshots that carry this tag (repeatable: any of them)' },
+    'group-by': { type: 'string', argument: 'FIELDS', description: "apply the policy per group of these fields: host, paths, tags, comma-separated (default host,paths; '' for one group)" },
+    host: { type: 'string', multiple: true, argument: 'NAME', description: 'only consider snapshots of this host (repeatable: any of them)' },
+    path: { type: 'string', multiple: true, argument: 'PATH', description: 'only consider snapshots that include this path (repeatable: all of them)' },
+    tag: { type: 'string', multiple: true, argument: 'KEY=VALUE', description: 'only consider snapshots with this tag (repeatable: all of them)' },
+    'dry-run': { type: 'boolean', short: 'n', description: 'show what would be removed; remove nothing' },
+    prune: { type: 'boolean', description: 'prune the repository afterwards (remove data no snapshot uses); not available in this build yet' },
+  },
+  async run(ctx, v, positionals) {
+    const dryRun = bool(v['dry-run']);
+    const policy = policyFrom(v);
+    const hosts = strs(v['host']);
+    const paths = strs(v['path']).map((p) => path.resolve(p));
+    const tags = strs(v['tag']);
+    checkTags('--tag', tags);
+    const groupByText = str(v['group-by']);
+    const groupBy = groupByText !== undefined ? parseGroupBy(groupByText) : [...DEFAULT_GROUP_BY];
+    if (positionals.length > 0) {
+      if (policy !== undefined) throw new UsageError('forget takes either snapshot ids or --keep-* rules, not both: run it twice');
+      if (hosts.length > 0 || paths.length > 0 || tags.length > 0 || groupByText !== undefined) throw new UsageError('--host, --path, --tag and --group-by select snapshots for a --keep-* policy; with snapshot ids they are not used: leave them out');
+    } else if (policy === undefined) {
+      throw new UsageError('no keep rule given: pass at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly, --keep-within, --keep-tag, or the ids of the snapshots to forget');
+    }
+    const prune = bool(v['prune']) ? pruneStep(ctx, dryRun) : undefined;
+
+    // integration: lock -- open with an exclusive lock (a shared one for --dry-run) once locks exist
+    const repo = await openRepo(ctx, { loadIndex: false });
+    let groups: { key?: GroupKey; keep: Row[]; remove: Row[] }[];
+    if (positionals.length > 0) {
+      // resolve every id before removing anything: one unknown id changes nothing
+      const all = await repo.listSnapshots();
+      const found = new Map<string, SnapshotRef>();
+      for (const ref of positionals) {
+        const s = await repo.findSnapshot(ref, undefined, all);
+        found.set(s.id, s);
+      }
+      const remove = all.filter((s) => found.has(s.id)).reverse().map((item) => row({ item, reasons: [BY_ID_REASON] }));
+      groups = [{ keep: [], remove }];
+    } else {
+      const all = (await repo.listSnapshots()).filter(
+        (s) => (hosts.length === 0 || hosts.includes(s.snapshot.host)) && paths.every((p) => s.snapshot.paths.includes(p)) && tags.every((t) => s.snapshot.tags.includes(t)),
+      );
+      const res: GroupResult<SnapshotRef>[] = applyPolicy(all, policy!, groupBy);
+      groups = res.map((g) => ({ key: g.key, keep: g.keep.map(row), remove: g.remove.map(row) }));
+      if (all.length === 0) ctx.out.info('no snapshot matches: nothing to do');
+    }
+
+    for (const g of groups) printGroup(ctx, g.key, g.keep, g.remove, dryRun);
+    const toRemove = groups.flatMap((g) => g.remove.map((r) => r.id));
+    const kept = groups.reduce((n, g) => n + g.keep.length, 0);
+    let removed = 0;
+    if (!dryRun) {
+      await parallel(toRemove, 8, async (id) => {
+        await repo.removeSnapshot(id);
+        removed++;
+      });
+    }
+    if (dryRun) ctx.out.result(`dry run: would remove ${toRemove.length} snapshot(s) and keep ${kept}; nothing was removed`);
+    else ctx.out.result(`removed ${removed} snapshot(s), kept ${kept}${removed > 0 && prune === undefined ? '; the data only they used stays in the repository until it is pruned' : ''}`);
+    if (prune !== undefined) await prune(repo);
+    ctx.out.jsonOut({
+      message_type: 'summary',
+      dry_run: dryRun,
+      mode: positionals.length > 0 ? 'ids' : 'policy',
+      ...(policy !== undefined ? { policy: policyJson(policy), group_by: groupBy } : {}),
+      groups: groups.map((g) => ({ key: g.key ?? {}, keep: g.keep, remove: g.remove })),
+      kept,
+      removed: dryRun ? 0 : removed,
+      would_remove: dryRun ? toRemove.length : 0,
+      pruned: prune !== undefined,
+    });
+    return EXIT.OK;
+  },
+};

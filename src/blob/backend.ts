@@ -47,7 +47,12 @@ export interface Backend {
    * (a pack's name is the hash of its bytes). Same guarantees as put once commit resolved.
    */
   openWriter?(type: FileType): Promise<BlobWriter>;
-  get(h: Handle, range?: { offset: number; length: number }): Promise<Buffer>;
+  /**
+   * Reads a file, or a range of it. With `into` (at least range.length bytes), a backend may
+   * read into that buffer and return a view of it instead of allocating (callers reuse one
+   * buffer for many reads).
+   */
+  get(h: Handle, range?: { offset: number; length: number }, into?: Buffer): Promise<Buffer>;
   stat(h: Handle): Promise<FileInfo>;
   list(type: FileType): AsyncIterable<FileInfo>;
   delete(h: Handle): Promise<void>;

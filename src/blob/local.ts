@@ -203,13 +203,13 @@ export class LocalBackend implements Backend {
     };
   }
 
-  async get(h: Handle, range?: { offset: number; length: number }): Promise<Buffer> {
+  async get(h: Handle, range?: { offset: number; length: number }, into?: Buffer): Promise<Buffer> {
     const p = this.pathOf(h);
     try {
       if (range === undefined) return await fsp.readFile(p);
       const fh = await fsp.open(p, 'r');
       try {
-        const buf = Buffer.allocUnsafe(range.length);
+        const buf = into !== undefined && into.length >= range.length ? into.subarray(0, range.length) : Buffer.allocUnsafe(range.length);
         let got = 0;
         while (got < range.length) {
           const { bytesRead } = await fh.read(buf, got, range.length - got, range.offset + got);

@@ -347,7 +347,7 @@ export class ContentStore {
     } else {
       throw new IntegrityError(`${label} has an unknown encoding ${framed[0]}`, { pack, blob: hex });
     }
-    if (plain.length !== rawLength || !idEquals(await this.keys.id(plain), id)) {
+    if (plain.length !== rawLength || !idEquals(contentId(this.key.idKey, plain), id)) {
       throw new IntegrityError(`${label} does not match its id: it is damaged`, { pack, blob: hex });
     }
     return plain;

@@ -107,6 +107,8 @@ const PACKS_AT_ONCE = 2;
 const BLOBS_AT_ONCE = 4;
 /** blobs of one pack range in flight at once (small ones decode on the main thread; file opens overlap) */
 const WRITES_AT_ONCE = 16;
+/** longest pack range read at once */
+const RANGE_MAX = 16 * 1024 * 1024;
 /** writes up to this size are cheaper as one synchronous call than as a thread-pool round trip */
 const SYNC_WRITE_MAX = 64 * 1024;
 
@@ -388,65 +390,74 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
 
     const index = repo.store.index;
     const packs = [...byPack.entries()];
+    // one read buffer per pack reader, reused for every range (fresh buffers per read made
+    // V8 collect garbage far more often)
+    const readBufs: Buffer[] = [];
     await parallel(packs, PACKS_AT_ONCE, async ([pn, needs]) => {
       const pack = index.packs[pn]!;
-      needs.sort((a, b) => a.offset - b.offset);
-      // coalesce into ranges with small gaps
-      let i = 0;
-      while (i < needs.length) {
-        let j = i + 1;
-        let end = needs[i]!.offset + needs[i]!.length;
-        while (j < needs.length && needs[j]!.offset - end < 1024 * 1024 && needs[j]!.offset + needs[j]!.length - needs[i]!.offset < 32 * 1024 * 1024) {
-          end = needs[j]!.offset + needs[j]!.length;
-          j++;
-        }
-        const start = needs[i]!.offset;
-        const group = needs.slice(i, j);
-        i = j;
-        let data: Buffer | undefined;
-        let readErr: string | undefined;
-        try {
-          data = await repo.backend.get({ type: 'pack', name: pack }, { offset: start, length: end - start });
-        } catch (err) {
-          if (err instanceof MeshbackError && err.code === 'NO_SPACE') throw err;
-          readErr = `pack ${pack} cannot be read: ${errMessage(err)}`;
-        }
-        // blobs of a group decode concurrently (large ones on the thread pool) and are written as they come
-        await parallel(group, WRITES_AT_ONCE, async (need) => {
-          const live = need.targets.filter((t) => states[t.file]!.failed === undefined);
-          if (live.length === 0) return;
-          let plain: Buffer | undefined;
-          let msg = readErr;
-          if (data !== undefined) {
-            const large = need.rawLength > SYNC_WRITE_MAX;
-            if (large) await decodeSlot();
-            try {
-              plain = await repo.store.decodeBlob(data.subarray(need.offset - start, need.offset - start + need.length), index.entryId(need.entry), need.rawLength, pack, 'chunk');
-            } catch (err) {
-              if (!(err instanceof IntegrityError)) throw err;
-              msg = err.message;
-            } finally {
-              if (large) decodeDone();
-            }
+      let readBuf = readBufs.pop();
+      try {
+        needs.sort((a, b) => a.offset - b.offset);
+        // coalesce into ranges with small gaps
+        let i = 0;
+        while (i < needs.length) {
+          let j = i + 1;
+          let end = needs[i]!.offset + needs[i]!.length;
+          while (j < needs.length && needs[j]!.offset - end < 1024 * 1024 && needs[j]!.offset + needs[j]!.length - needs[i]!.offset <= RANGE_MAX) {
+            end = needs[j]!.offset + needs[j]!.length;
+            j++;
           }
-          for (const t of live) {
-            const st = states[t.file]!;
-            if (plain === undefined) {
-              failFile(t.file, msg ?? 'data unavailable');
-              continue;
-            }
-            try {
-              await writeSparse(await acquireFd(st), plain, t.offset);
-            } catch (err) {
-              fatalFs(err, st.rel);
-            } finally {
-              st.busy--;
-            }
-            st.remaining -= plain.length;
-            doneBytes += plain.length;
-            if (st.remaining === 0) await finalize(st);
+          const start = needs[i]!.offset;
+          const group = needs.slice(i, j);
+          i = j;
+          let data: Buffer | undefined;
+          let readErr: string | undefined;
+          try {
+            if (readBuf === undefined || readBuf.length < end - start) readBuf = Buffer.allocUnsafeSlow(Math.max(end - start, RANGE_MAX + 1024 * 1024));
+            data = await repo.backend.get({ type: 'pack', name: pack }, { offset: start, length: end - start }, readBuf);
+          } catch (err) {
+            if (err instanceof MeshbackError && err.code === 'NO_SPACE') throw err;
+            readErr = `pack ${pack} cannot be read: ${errMessage(err)}`;
           }
-        });
+          // blobs of a group decode concurrently (large ones on the thread pool) and are written as they come
+          await parallel(group, WRITES_AT_ONCE, async (need) => {
+            const live = need.targets.filter((t) => states[t.file]!.failed === undefined);
+            if (live.length === 0) return;
+            let plain: Buffer | undefined;
+            let msg = readErr;
+            if (data !== undefined) {
+              const large = need.rawLength > SYNC_WRITE_MAX;
+              if (large) await decodeSlot();
+              try {
+                plain = await repo.store.decodeBlob(data.subarray(need.offset - start, need.offset - start + need.length), index.entryId(need.entry), need.rawLength, pack, 'chunk');
+              } catch (err) {
+                if (!(err instanceof IntegrityError)) throw err;
+                msg = err.message;
+              } finally {
+                if (large) decodeDone();
+              }
+            }
+            for (const t of live) {
+              const st = states[t.file]!;
+              if (plain === undefined) {
+                failFile(t.file, msg ?? 'data unavailable');
+                continue;
+              }
+              try {
+                await writeSparse(await acquireFd(st), plain, t.offset);
+              } catch (err) {
+                fatalFs(err, st.rel);
+              } finally {
+                st.busy--;
+              }
+              st.remaining -= plain.length;
+              doneBytes += plain.length;
+              if (st.remaining === 0) await finalize(st);
+            }
+          });
+        }
+      } finally {
+        if (readBuf !== undefined) readBufs.push(readBuf);
       }
     });
 

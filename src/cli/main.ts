@@ -13,6 +13,8 @@ import { diffCommand } from './commands/diff.ts';
 import { initCommand } from './commands/init.ts';
 import { keyCommand } from './commands/key.ts';
 import { lsCommand } from './commands/ls.ts';
+import { pruneCommand } from './commands/prune.ts';
+import { repairCommand } from './commands/repair.ts';
 import { restoreCommand } from './commands/restore.ts';
 import { snapshotsCommand } from './commands/snapshots.ts';
 import type { Context } from './context.ts';
@@ -21,7 +23,7 @@ import { createOutput } from './output.ts';
 
 export const VERSION = '0.1.0';
 
-const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, checkCommand, keyCommand, demoCommand];
+const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, checkCommand, pruneCommand, repairCommand, keyCommand, demoCommand];
 
 const GLOBAL: Record<string, OptionSpec> = {
   repo: { type: 'string', short: 'r', argument: 'DIR', description: 'repository location (or MESHBACK_REPO)' },

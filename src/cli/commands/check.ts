@@ -26,6 +26,14 @@ export const checkCommand: Command = {
       ctx.out.result(`snapshot ${a.snapshot.slice(0, 8)} (${a.time}) is affected: ${a.files.length} file(s): ${a.files.slice(0, 10).join(', ')}${a.files.length > 10 ? ', ...' : ''}`);
     }
     ctx.out.result(r.ok ? 'no errors were found' : `${r.findings.length} error(s) found: the repository is damaged`);
+    if (!r.ok) {
+      const unindexedBlobs = r.findings.some((f) => f.kind === 'index-damaged' || f.kind === 'blob-missing' || (f.kind === 'tree-damaged' && / is not in the index/.test(f.message)));
+      if (unindexedBlobs && (r.unindexedPacks.length > 0 || r.findings.some((f) => f.kind === 'index-damaged'))) ctx.out.result("to rebuild the index from the pack files: 'meshback repair index'");
+      if (r.affected.length > 0) {
+        const repack = r.damagedPacks.slice(0, 5).map((p) => ` --repack ${p.slice(0, 16)}`).join('');
+        ctx.out.result(`to keep the rest restorable: 'meshback repair snapshots${readData ? ' --read-data' : ''}' drops the affected files from their snapshots; then 'meshback prune${repack}' removes the damaged data`);
+      }
+    }
     ctx.out.jsonOut({ message_type: 'summary', ...r, resources: resourceUsage() });
     return r.ok ? EXIT.OK : EXIT.INTEGRITY;
   },

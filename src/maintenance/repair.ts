@@ -228,6 +228,9 @@ export async function repairSnapshots(repo: Repository, opts: RepairSnapshotsOpt
   const index = store.index;
   const res: RepairSnapshotsResult = { dryRun, readData, snapshots: 0, trees: 0, blobsChecked: 0, blobsLost: 0, damagedPacks: [], repaired: [], unchanged: 0, damagedSnapshots: [], treesWritten: 0 };
 
+  if (store.damagedIndexes.length > 0) {
+    throw new IntegrityError(`repair snapshots refused: ${store.damagedIndexes[0]!.message}; the data it lists would look lost: run 'meshback repair index' first; nothing was changed`);
+  }
   const stored = new Map<string, number>();
   for await (const f of repo.backend.list('pack')) stored.set(f.name, f.size);
 
@@ -396,6 +399,7 @@ export async function repairSnapshots(repo: Repository, opts: RepairSnapshotsOpt
     plans.push({ original: { id: s.id, snapshot: s.snapshot }, tree, droppedFiles: r.id === null ? [] : r.droppedFiles, droppedDirs: r.id === null ? ['/'] : r.droppedDirs });
   }
   res.damagedPacks = [...badPacks].sort();
+  if (missing.size > 0) await refuseIfIndexable(repo, stored, missing);
   if (!dryRun && plans.length > 0) {
     // trees before the manifests that name them
     await store.flush();
@@ -434,4 +438,46 @@ export async function repairSnapshots(repo: Repository, opts: RepairSnapshotsOpt
   }
   await reachPhase('repair-snapshots-done', emit, opts.onPhase);
   return res;
+}
+
+/**
+ * Blobs missing from the index may be in intact packs that no index lists (after an index file
+ * was lost): dropping the files that need them would lose data that 'repair index' recovers.
+ * Reads those packs (whole: the same test as repair index, so a pack it would leave out does not
+ * stop the repair) and refuses if one holds a missing blob.
+ */
+async function refuseIfIndexable(repo: Repository, stored: Map<string, number>, missing: Set<string>): Promise<void> {
+  const unindexed = [...stored.keys()].filter((n) => !repo.store.index.hasPack(n));
+  let found: { pack: string; blob: string } | undefined;
+  await parallel(unindexed, 2, async (name) => {
+    if (found !== undefined) return;
+    let data: Buffer;
+    try {
+      data = await repo.backend.get({ type: 'pack', name });
+    } catch (err) {
+      if (err instanceof NotFoundError) return;
+      throw err;
+    }
+    if (sha256hex(data) !== name) return;
+    let entries: PackEntry[];
+    try {
+      entries = decodePackHeader(repo.key.encKey, data, name);
+    } catch (err) {
+      if (err instanceof IntegrityError) return;
+      throw err;
+    }
+    for (const e of entries) {
+      const hex = e.id.toString('hex');
+      if (missing.has(hex)) {
+        found ??= { pack: name, blob: hex };
+        return;
+      }
+    }
+  });
+  if (found !== undefined) {
+    throw new IntegrityError(
+      `repair snapshots refused: pack ${found.pack} holds blob ${found.blob.slice(0, 16)} that a snapshot needs, but no index lists it: run 'meshback repair index' first; nothing was changed`,
+      { pack: found.pack, blob: found.blob },
+    );
+  }
 }

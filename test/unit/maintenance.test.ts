@@ -463,6 +463,27 @@ describe('repair snapshots', () => {
     await assertHealthy(backend, expect);
   });
 
+  it('refuses while the missing data may come back with repair index', async () => {
+    // a lost index file: its packs hold what the snapshots miss
+    {
+      const { backend } = await fixture();
+      await backend.delete({ type: 'index', name: (await names(backend, 'index'))[1]! });
+      const files = await listing(backend);
+      await assert.rejects(repairSnapshots(await Repository.open(backend, PW)), isCode('INTEGRITY', /holds blob .* no index lists it: run 'meshback repair index' first/));
+      await assert.rejects(repairSnapshots(await Repository.open(backend, PW), { dryRun: true }), isCode('INTEGRITY'));
+      assert.deepEqual(await listing(backend), files);
+      await repairIndex(await Repository.open(backend, PW));
+      const r = await repairSnapshots(await Repository.open(backend, PW));
+      assert.equal(r.repaired.length, 0, 'after repair index nothing is lost');
+    }
+    // a damaged index file
+    {
+      const { backend } = await fixture();
+      flipAt(backend.raw({ type: 'index', name: (await names(backend, 'index'))[0]! })!, 50);
+      await assert.rejects(repairSnapshots(await Repository.open(backend, PW)), isCode('INTEGRITY', /repair index/));
+    }
+  });
+
   it('finds damage inside a pack only with readData', async () => {
     const { backend, ids, specs } = await fixture();
     const repo = await Repository.open(backend, PW);

@@ -124,6 +124,10 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   const pct = opts.maxUnusedPercent ?? DEFAULT_MAX_UNUSED_PERCENT;
   if (Number.isNaN(pct) || pct < 0) throw new UsageError(`max unused ${pct}% is not a valid percentage: give 0 to 100`);
   const dryRun = opts.dryRun === true;
+  const repackRefs = opts.repack ?? [];
+  for (const ref of repackRefs) {
+    if (!/^[0-9a-f]{1,64}$/.test(ref)) throw new UsageError(`--repack ${JSON.stringify(ref)} is not a pack id: give the id (or a unique prefix) that 'meshback check' names`);
+  }
   const store = repo.store;
   const index = store.index;
 
@@ -265,7 +269,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
       // pack whose size no longer matches its index record
       action[pn] = REPACK;
       packsResized++;
-    } else if (unused > 0 || opts.repack !== undefined) candidates.push({ pn, unused });
+    } else if (unused > 0 || repackRefs.length > 0) candidates.push({ pn, unused });
   }
   if (problemCount > 0) {
     throw new IntegrityError(
@@ -279,8 +283,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
 
   // packs named by the caller: repacked when they hold a blob in use, deleted when not
   const forced = new Set<number>();
-  for (const ref of opts.repack ?? []) {
-    if (!/^[0-9a-f]{1,64}$/.test(ref)) throw new UsageError(`--repack ${JSON.stringify(ref)} is not a pack id: give the id (or a unique prefix) that 'meshback check' names`);
+  for (const ref of repackRefs) {
     const m: number[] = [];
     for (let pn = 0; pn < P; pn++) if (index.packs[pn]!.startsWith(ref)) m.push(pn);
     if (m.length === 0) {

@@ -337,6 +337,23 @@ describe('prune and repair through the CLI', () => {
     await restoresRest(repo, newIds, dropped, 'flip2');
   });
 
+  test('a damaged pack header: check names the pack, no file is affected; prune --repack replaces the pack', async () => {
+    const repo = await copyRepo(forgotten, 'header');
+    const at = await locate(repo, ids[1]!, ['v2', 'data', 'new.bin']);
+    const file = await packPath(repo, at.pack);
+    await flipByte(file, (await fsp.stat(file)).size - 10);
+    const c = await mb(['check', '--read-data'], { env: envFor(repo) });
+    assert.equal(c.code, 4);
+    assert.ok(c.stdout.includes(`damaged packs: ${at.pack}`), c.stdout);
+    assert.doesNotMatch(c.stdout, /is affected/);
+    assert.match(c.stdout, new RegExp(`prune --repack ${at.pack.slice(0, 16)}`));
+    const p = await mb(['prune', '--repack', at.pack.slice(0, 16), '--json'], { env: envFor(repo) });
+    assert.equal(p.code, 0, p.stderr);
+    assert.ok((summary(p.stdout)['repackedPacks'] as string[]).includes(at.pack));
+    assert.equal((await checkJson(repo)).code, 0);
+    await restoresRest(repo, new Map(), new Map(), 'header');
+  });
+
   test('a truncated pack: check names it and the files; repair snapshots drops them; prune copies the intact blobs out', async () => {
     const repo = await copyRepo(forgotten, 'trunc');
     const at = await locate(repo, ids[1]!, ['v2', 'data', 'new.bin']);

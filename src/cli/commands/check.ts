@@ -34,9 +34,13 @@ export const checkCommand: Command = {
       // rebuilding the index may bring the missing data back: that comes before dropping files
       if (notIndexed && (r.unindexedPacks.length > 0 || r.findings.some((f) => f.kind === 'index-damaged'))) {
         ctx.out.result("first rebuild the index from the pack files with 'meshback repair index', then run 'meshback check' again");
-      } else if (r.affected.length > 0) {
+      } else {
         const repack = r.damagedPacks.slice(0, 5).map((p) => ` --repack ${p.slice(0, 16)}`).join('');
-        ctx.out.result(`to keep the rest restorable: 'meshback repair snapshots${readData ? ' --read-data' : ''}' drops the affected files from their snapshots; then 'meshback prune${repack}' removes the damaged data`);
+        if (r.affected.length > 0) {
+          ctx.out.result(`to keep the rest restorable: 'meshback repair snapshots${readData ? ' --read-data' : ''}' drops the affected files from their snapshots; then 'meshback prune${repack}' removes the damaged data`);
+        } else if (r.damagedPacks.length > 0) {
+          ctx.out.result(`no snapshot lost data: 'meshback prune${repack}' copies what is in use out of the damaged pack(s) and deletes them`);
+        }
       }
     }
     ctx.out.jsonOut({ message_type: 'summary', ...r, resources: resourceUsage() });

@@ -14,6 +14,8 @@ import { forgetCommand } from './commands/forget.ts';
 import { initCommand } from './commands/init.ts';
 import { keyCommand } from './commands/key.ts';
 import { lsCommand } from './commands/ls.ts';
+import { pruneCommand } from './commands/prune.ts';
+import { repairCommand } from './commands/repair.ts';
 import { restoreCommand } from './commands/restore.ts';
 import { snapshotsCommand } from './commands/snapshots.ts';
 import type { Context } from './context.ts';
@@ -22,7 +24,7 @@ import { createOutput } from './output.ts';
 
 export const VERSION = '0.1.0';
 
-const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, forgetCommand, checkCommand, keyCommand, demoCommand];
+const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, forgetCommand, pruneCommand, checkCommand, repairCommand, keyCommand, demoCommand];
 
 const GLOBAL: Record<string, OptionSpec> = {
   repo: { type: 'string', short: 'r', argument: 'DIR', description: 'repository location (or MESHBACK_REPO)' },

@@ -127,6 +127,13 @@ export class ChunkIndex {
   lengthOf(e: number): number {
     return this.lengths[e]!;
   }
+  typeOf(e: number): BlobType {
+    return this.types[e] as BlobType;
+  }
+  /** The id of entry e: a view into the index, valid until the next add(). */
+  idOf(e: number): Uint8Array {
+    return this.ids.subarray(e * ID_LEN, e * ID_LEN + ID_LEN);
+  }
 
   /** Adds an entry; returns false (and changes nothing) when the id is already indexed. */
   add(id: Uint8Array, type: BlobType, packNo: number, offset: number, length: number, rawLength: number): boolean {

@@ -38,6 +38,23 @@ export interface Snapshot {
   incomplete?: string;
   summary: SnapshotSummary;
   program: string;
+  /**
+   * Set by 'repair snapshots' on the snapshot it writes in place of a damaged one (which it
+   * then deletes); the snapshot also gets the tag 'repaired'. `summary` still describes the
+   * original backup run.
+   */
+  repaired?: SnapshotRepair;
+}
+
+export interface SnapshotRepair {
+  /** id of the snapshot this one replaces */
+  original: string;
+  /** ISO-8601 time of the repair */
+  time: string;
+  /** files left out because some of their data is missing or damaged (paths from the root tree) */
+  droppedFiles: string[];
+  /** directories left out because their listing (tree) is missing or damaged */
+  droppedDirs: string[];
 }
 
 export interface SnapshotRef {

@@ -19,13 +19,30 @@ export const checkCommand: Command = {
     const r = await check(repo, { readData, events: ctx.out.sink });
     ctx.out.done();
     ctx.out.info(`checked ${r.snapshots} snapshots, ${r.trees} trees, ${r.packs} packs${readData ? `; read ${r.packsRead} packs (${fmtBytes(r.bytesRead)}), ${r.blobsChecked} blobs` : ''}`);
-    if (r.unindexedPacks.length > 0) ctx.out.info(`${r.unindexedPacks.length} pack(s) are not referenced by any index (left by an interrupted backup; harmless)`);
+    const notIndexed = r.findings.some((f) => f.kind === 'index-damaged' || f.kind === 'blob-missing' || (f.kind === 'tree-damaged' && / is not in the index/.test(f.message)));
+    if (r.unindexedPacks.length > 0) {
+      if (notIndexed) ctx.out.result(`${r.unindexedPacks.length} pack(s) are not referenced by any index: they may hold the data found missing below`);
+      else ctx.out.info(`${r.unindexedPacks.length} pack(s) are not referenced by any index (left by an interrupted backup; harmless; 'meshback prune' deletes them)`);
+    }
     for (const f of r.findings) ctx.out.result(`error: ${f.message}`);
     if (r.damagedPacks.length > 0) ctx.out.result(`damaged packs: ${r.damagedPacks.join(', ')}`);
     for (const a of r.affected) {
       ctx.out.result(`snapshot ${a.snapshot.slice(0, 8)} (${a.time}) is affected: ${a.files.length} file(s): ${a.files.slice(0, 10).join(', ')}${a.files.length > 10 ? ', ...' : ''}`);
     }
     ctx.out.result(r.ok ? 'no errors were found' : `${r.findings.length} error(s) found: the repository is damaged`);
+    if (!r.ok) {
+      // rebuilding the index may bring the missing data back: that comes before dropping files
+      if (notIndexed && (r.unindexedPacks.length > 0 || r.findings.some((f) => f.kind === 'index-damaged'))) {
+        ctx.out.result("first rebuild the index from the pack files with 'meshback repair index', then run 'meshback check' again");
+      } else {
+        const repack = r.damagedPacks.slice(0, 5).map((p) => ` --repack ${p.slice(0, 16)}`).join('');
+        if (r.affected.length > 0) {
+          ctx.out.result(`to keep the rest restorable: 'meshback repair snapshots${readData ? ' --read-data' : ''}' drops the affected files from their snapshots; then 'meshback prune${repack}' removes the damaged data`);
+        } else if (r.damagedPacks.length > 0) {
+          ctx.out.result(`no snapshot lost data: 'meshback prune${repack}' copies what is in use out of the damaged pack(s) and deletes them`);
+        }
+      }
+    }
     ctx.out.jsonOut({ message_type: 'summary', ...r, resources: resourceUsage() });
     return r.ok ? EXIT.OK : EXIT.INTEGRITY;
   },

@@ -440,6 +440,7 @@ export class RepoLock {
 
   private async doRefresh(): Promise<void> {
     if (this.state !== 'held') return;
+    if (this.expired()) return;
     try {
       await this.backend.stat({ type: 'lock', name: this.current });
     } catch (err) {
@@ -462,16 +463,26 @@ export class RepoLock {
     const old = this.current;
     this.current = name;
     this.pending = undefined;
-    this.writtenAt = now.getTime();
-    this.refreshError = undefined;
+    this.leftovers.add(old);
     if (this.state !== 'held') {
       // released while the new file was being written: releaseSync() could not see it
       await this.backend.delete({ type: 'lock', name }).catch(() => undefined);
       await this.backend.delete({ type: 'lock', name: old }).catch(() => undefined);
       return;
     }
-    this.leftovers.add(old);
+    // until the new file was visible, others judged the lock by the old time
+    if (this.expired()) return;
+    this.writtenAt = now.getTime();
+    this.refreshError = undefined;
     await this.deleteLeftovers();
+  }
+
+  /** Loses the lock if its last written time is past the stale age: others may have ignored it since. */
+  private expired(): boolean {
+    const age = Date.now() - this.writtenAt;
+    if (age < this.timings.staleMs) return false;
+    this.lose(`it went ${fmtAge(age)} without a refresh, past the stale age of ${fmtAge(this.timings.staleMs)}`);
+    return true;
   }
 
   private async deleteLeftovers(): Promise<void> {
@@ -490,16 +501,21 @@ export class RepoLock {
     this.emit({ type: 'warning', message: `could not refresh the repository lock (will retry in ${fmtAge(this.timings.refreshMs)}): ${this.refreshError}` });
   }
 
+  /** From now on assertHeld() and the snapshot guard refuse; the files go at release. */
   private lose(reason: string): void {
     this.state = 'lost';
     this.lostReason = reason;
-    this.stop();
+    this.stopTimer();
     this.emit({ type: 'warning', message: `lost the repository lock: ${reason}` });
   }
 
-  private stop(): void {
+  private stopTimer(): void {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
+  }
+
+  private stop(): void {
+    this.stopTimer();
     this.unguard?.();
     this.unguard = undefined;
   }

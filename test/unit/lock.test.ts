@@ -216,6 +216,7 @@ describe('repository locks', () => {
       return true;
     });
     assert.throws(() => l.assertHeld(), /no longer safely held/);
+    await assert.rejects(repoA.saveSnapshot(snapshot), /no longer safely held/, 'and stays refused');
     let snaps = 0;
     for await (const _ of repoA.backend.list('snapshot')) snaps++;
     assert.equal(snaps, 0);
@@ -291,6 +292,9 @@ describe('lock refresh failures', () => {
       /* spin */
     }
     assert.throws(() => l.assertHeld(), /last refreshed 0 s ago, past the stale age of 0 s/);
+    // a refresh now comes too late: others may already have ignored the lock, so it stays lost
+    await assert.rejects(l.verify('writing the snapshot'), /stopped before writing the snapshot: .*it went 0 s without a refresh, past the stale age/);
+    await assert.rejects(repo.saveSnapshot(snapshot), /LOCKED|no longer safely held/);
     await l.release();
   });
 

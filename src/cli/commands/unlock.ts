@@ -42,7 +42,7 @@ export const unlockCommand: Command = {
         ctx.out.jsonOut(locks.map(lockJson));
         return EXIT.OK;
       }
-      for (const e of locks) ctx.out.result(`${e.name.slice(0, 8)}  ${describeLock(e)}: ${status(e)}`);
+      for (const e of locks) ctx.out.result(`${describeLock(e)}: ${status(e)}`);
       ctx.out.result(`${locks.length} lock(s), ${locks.filter((e) => e.stale).length} stale`);
       return EXIT.OK;
     }

@@ -56,6 +56,11 @@ export interface Backend {
   stat(h: Handle): Promise<FileInfo>;
   list(type: FileType): AsyncIterable<FileInfo>;
   delete(h: Handle): Promise<void>;
+  /**
+   * Optional: delete, synchronously, for exit paths that cannot wait (a signal handler removing
+   * the lock file of the process before it exits). A missing file is not an error.
+   */
+  deleteSync?(h: Handle): void;
   close(): Promise<void>;
 }
 

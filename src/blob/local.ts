@@ -14,7 +14,7 @@
  * the temporary name removed; the directory is fsynced so the new entry is durable.
  */
 import { randomBytes } from 'node:crypto';
-import { promises as fsp, constants as fsc } from 'node:fs';
+import { promises as fsp, constants as fsc, unlinkSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Backend, BlobWriter, FileInfo, FileType, Handle } from './backend.ts';
@@ -278,6 +278,15 @@ export class LocalBackend implements Backend {
   async delete(h: Handle): Promise<void> {
     try {
       await fsp.unlink(this.pathOf(h));
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return;
+      throw this.wrap(err, handleString(h));
+    }
+  }
+
+  deleteSync(h: Handle): void {
+    try {
+      unlinkSync(this.pathOf(h));
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') return;
       throw this.wrap(err, handleString(h));

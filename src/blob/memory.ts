@@ -47,6 +47,9 @@ export class MemoryBackend implements Backend {
   async delete(h: Handle): Promise<void> {
     this.files.delete(handleString(h));
   }
+  deleteSync(h: Handle): void {
+    this.files.delete(handleString(h));
+  }
   async close(): Promise<void> {
     void this.created;
   }

@@ -4,6 +4,7 @@ import type { Backend } from '../blob/backend.ts';
 import { LocalBackend } from '../blob/local.ts';
 import { MeshbackError, UsageError, errMessage } from '../errors/index.ts';
 import { Repository } from '../repository/index.ts';
+import { acquireLock } from '../repository/lock.ts';
 import type { Output } from './output.ts';
 
 export interface GlobalOptions {
@@ -11,6 +12,8 @@ export interface GlobalOptions {
   passwordFile?: string;
   json: boolean;
   quiet: boolean;
+  /** --retry-lock: how long to wait for a locked repository */
+  retryLockMs?: number;
 }
 
 export interface Context {
@@ -96,11 +99,45 @@ export async function getNewPassword(file: string | undefined): Promise<string> 
   return p;
 }
 
-export async function openRepo(ctx: Context, opts: { loadIndex?: boolean } = {}): Promise<Repository> {
+export interface OpenOptions {
+  /**
+   * The lock the command holds until it ends (main.ts releases it, on success, error or
+   * signal): 'shared' for backup, restore and check; 'exclusive' for commands that delete
+   * data; 'none' for commands that only read manifests and trees or manage keys and locks.
+   */
+  lock: 'shared' | 'exclusive' | 'none';
+  /** the command name recorded in the lock */
+  command: string;
+  loadIndex?: boolean;
+}
+
+/** Opens the repository, takes the lock, then loads the index (so it is read under the lock). */
+export async function openRepo(ctx: Context, opts: OpenOptions): Promise<Repository> {
   const backend = backendFor(repoLocation(ctx.g));
   if (!(await backend.exists())) {
     throw new MeshbackError('REPO_NOT_FOUND', `no repository at ${backend.location}: check --repo / MESHBACK_REPO, or create one with 'meshback init'`);
   }
   const password = await getPassword(ctx.g);
-  return Repository.open(backend, password, opts);
+  const repo = await Repository.open(backend, password, { loadIndex: false });
+  if (opts.lock !== 'none') {
+    await acquireLock(repo, { exclusive: opts.lock === 'exclusive', command: opts.command, retryMs: ctx.g.retryLockMs ?? 0, events: ctx.out.sink });
+  }
+  if (opts.loadIndex !== false) await repo.store.loadIndex();
+  return repo;
+}
+
+/** "30s", "5m", "1h", "500ms", "1h30m"; a bare number is seconds. */
+export function parseDuration(s: string, what: string): number {
+  const t = s.trim();
+  if (/^\d+(\.\d+)?$/.test(t)) return Math.round(Number(t) * 1000);
+  const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
+  let total = 0;
+  let pos = 0;
+  for (let m = re.exec(t); m !== null; m = re.exec(t)) {
+    total += Number(m[1]) * unit[m[2]!]!;
+    pos = re.lastIndex;
+  }
+  if (t === '' || pos !== t.length) throw new UsageError(`${what} ${JSON.stringify(s)} is not a duration: give e.g. 30s, 5m, 1h or 1h30m`);
+  return Math.round(total);
 }

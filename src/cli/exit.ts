@@ -29,7 +29,7 @@ export const EXIT_DOC: [number, string][] = [
   [EXIT.BACKEND, 'the storage backend failed (I/O error, permission denied)'],
   [EXIT.TARGET, 'the restore target cannot be written'],
   [EXIT.REPO_NOT_FOUND, 'no repository at the given location'],
-  [EXIT.LOCKED, 'the repository is locked by another process'],
+  [EXIT.LOCKED, 'the repository is locked by another process (or this command lost its lock and stopped before saving its snapshot)'],
   [EXIT.WRONG_PASSWORD, 'wrong password: no key of the repository opens with it'],
   [EXIT.REPO_EXISTS, 'init: a repository already exists there'],
   [EXIT.INTERRUPTED, 'interrupted (SIGINT/SIGTERM); nothing already stored is lost'],

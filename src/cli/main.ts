@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 import type { ParseArgsOptionsConfig } from 'node:util';
 import { MeshbackError, UsageError, errMessage } from '../errors/index.ts';
+import { releaseHeldLocks, releaseHeldLocksSync } from '../repository/lock.ts';
 import type { Command, OptionSpec } from './command.ts';
 import { backupCommand } from './commands/backup.ts';
 import { checkCommand } from './commands/check.ts';
@@ -18,19 +19,23 @@ import { pruneCommand } from './commands/prune.ts';
 import { repairCommand } from './commands/repair.ts';
 import { restoreCommand } from './commands/restore.ts';
 import { snapshotsCommand } from './commands/snapshots.ts';
+import { unlockCommand } from './commands/unlock.ts';
 import type { Context } from './context.ts';
+import { parseDuration } from './context.ts';
 import { EXIT, EXIT_DOC, exitCodeFor } from './exit.ts';
 import { createOutput } from './output.ts';
+import type { Output } from './output.ts';
 
 export const VERSION = '0.1.0';
 
-const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, forgetCommand, pruneCommand, checkCommand, repairCommand, keyCommand, demoCommand];
+const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, forgetCommand, pruneCommand, checkCommand, repairCommand, keyCommand, unlockCommand, demoCommand];
 
 const GLOBAL: Record<string, OptionSpec> = {
   repo: { type: 'string', short: 'r', argument: 'DIR', description: 'repository location (or MESHBACK_REPO)' },
   'password-file': { type: 'string', argument: 'FILE', description: 'read the password from FILE (or MESHBACK_PASSWORD, MESHBACK_PASSWORD_FILE, else a prompt on a terminal)' },
   json: { type: 'boolean', description: 'machine-readable JSON output on stdout' },
   quiet: { type: 'boolean', short: 'q', description: 'no progress and no informational lines' },
+  'retry-lock': { type: 'string', argument: 'DURATION', description: 'if the repository is locked, keep trying for this long (e.g. 30s, 5m; default: fail at once)' },
   help: { type: 'boolean', short: 'h', description: 'show help' },
 };
 
@@ -123,6 +128,7 @@ export async function run(argv: string[]): Promise<number> {
         ...(typeof v['password-file'] === 'string' ? { passwordFile: v['password-file'] } : {}),
         json: v['json'] === true,
         quiet: v['quiet'] === true,
+        ...(typeof v['retry-lock'] === 'string' ? { retryLockMs: parseDuration(v['retry-lock'], '--retry-lock') } : {}),
       },
       out,
     };
@@ -139,6 +145,15 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write(`meshback: unexpected error: ${msg}\n`);
     if (process.env['MESHBACK_DEBUG'] !== undefined && err instanceof Error) process.stderr.write(`${err.stack ?? ''}\n`);
     return EXIT.FATAL;
+  } finally {
+    await releaseLocks(out);
+  }
+}
+
+/** Every command ends here, successful or not: the locks it took are removed. */
+async function releaseLocks(out: Output): Promise<void> {
+  for (const f of await releaseHeldLocks()) {
+    out.warn(`could not remove this command's lock ${f.lock.slice(0, 8)}: ${f.error}; other commands ignore it as stale once this process is gone (same host) or once it is older than the stale age; 'meshback unlock' removes it`);
   }
 }
 
@@ -147,8 +162,13 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.on(sig, () => {
     if (interrupted) process.exit(EXIT.INTERRUPTED);
     interrupted = true;
+    // the lock files go first, synchronously: nothing async runs after process.exit
+    const rest = releaseHeldLocksSync();
     process.stderr.write(`\nmeshback: interrupted (${sig}); nothing already stored is lost; an unfinished snapshot was not saved\n`);
-    process.exit(EXIT.INTERRUPTED);
+    if (rest.length === 0) process.exit(EXIT.INTERRUPTED);
+    // a backend that cannot delete synchronously: give it a few seconds
+    const timeout = new Promise((r) => setTimeout(r, 3000).unref());
+    void Promise.race([Promise.allSettled(rest.map((l) => l.release())), timeout]).finally(() => process.exit(EXIT.INTERRUPTED));
   });
 }
 

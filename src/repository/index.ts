@@ -55,6 +55,7 @@ export class Repository {
   readonly keyId: string;
   readonly store: ContentStore;
   private readonly treeCache = new Map<string, Tree>();
+  private readonly snapshotGuards = new Set<() => Promise<void>>();
 
   private constructor(backend: Backend, key: MasterKey, keyId: string, config: RepoConfig) {
     this.backend = backend;
@@ -106,7 +107,19 @@ export class Repository {
 
   // ---- snapshots
 
+  /**
+   * Registers a check that runs before every snapshot write and may refuse it by throwing (a
+   * held repository lock registers one: see lock.ts). Returns the function that removes it.
+   */
+  guardSnapshotWrites(check: () => Promise<void>): () => void {
+    this.snapshotGuards.add(check);
+    return () => {
+      this.snapshotGuards.delete(check);
+    };
+  }
+
   async saveSnapshot(s: Snapshot): Promise<string> {
+    for (const check of this.snapshotGuards) await check();
     const file = seal(this.key.encKey, Buffer.from(JSON.stringify(s)));
     const id = sha256hex(file);
     await this.backend.put({ type: 'snapshot', name: id }, file);

@@ -82,7 +82,6 @@ describe('forget', () => {
       [['forget', ids[0]!, '--keep-last', '1'], /either snapshot ids or --keep-\* rules/],
       [['forget', ids[0]!, '--host', 'web-1'], /with snapshot ids they are not used/],
       [['forget', 'not-an-id!'], /is not a snapshot id/],
-      [['forget', '--keep-last', '1', '--prune'], /prune is not available in this build/],
       [['forget', '--keep-last'], /--keep-last/],
     ];
     for (const [args, re] of cases) {
@@ -200,5 +199,37 @@ describe('forget', () => {
     assert.equal(last.code, 0, last.stderr);
     assert.equal((JSON.parse(last.stdout) as ForgetSummary).removed, 1);
     assert.deepEqual(await snapshotFiles(), [ids[2]!]);
+  });
+
+  test('--prune removes the data only the forgotten snapshots used', async () => {
+    // a 4 MiB incompressible file only the snapshot about to be forgotten holds
+    const big = path.join(src, 'only-in-doomed.bin');
+    const { randomBytes } = await import('node:crypto');
+    await fsp.writeFile(big, randomBytes(4 * 1024 * 1024));
+    const doomed = await backup([]);
+    await fsp.rm(big);
+    const keep = await backup([]);
+    const dataBytes = async (): Promise<number> => {
+      let n = 0;
+      for (const d of await fsp.readdir(path.join(repo, 'data'))) for (const f of await fsp.readdir(path.join(repo, 'data', d))) n += (await fsp.stat(path.join(repo, 'data', d, f))).size;
+      return n;
+    };
+    const before = await dataBytes();
+    const dry = await mb(['forget', doomed, '--prune', '--dry-run'], { env });
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.equal(await dataBytes(), before, 'a dry run deletes nothing');
+    const r = await mb(['forget', doomed, '--prune', '--json'], { env });
+    assert.equal(r.code, 0, r.stderr);
+    const s = JSON.parse(r.stdout.split('\n').filter((l) => l.startsWith('{') && l.includes('"summary"')).pop()!) as ForgetSummary & { prune: { bytesFreed: number } };
+    assert.equal(s.pruned, true);
+    assert.ok(s.prune.bytesFreed >= 4 * 1024 * 1024, `freed ${s.prune.bytesFreed}`);
+    assert.ok(before - (await dataBytes()) >= 4 * 1024 * 1024, 'the forgotten data left the disk');
+    assert.ok(!(await snapshotFiles()).includes(doomed));
+    const ck = await mb(['check', '--read-data'], { env });
+    assert.equal(ck.code, 0, ck.stdout + ck.stderr);
+    const dst = path.join(base, 'restore-kept');
+    const rs = await mb(['restore', keep, '--target', dst, '--verify'], { env });
+    assert.equal(rs.code, 0, rs.stderr);
+    assert.equal(await fsp.readFile(path.join(dst, 'conf/version.txt'), 'utf8'), 'version 4\n');
   });
 });

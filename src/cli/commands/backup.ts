@@ -21,7 +21,7 @@ export const backupCommand: Command = {
     if (positionals.length === 0) throw new UsageError('backup needs at least one PATH: meshback backup PATH...');
     const tags = strs(v['tag']);
     for (const t of tags) if (!/^[^=\s]+=.*$/.test(t)) throw new UsageError(`--tag ${JSON.stringify(t)} is not KEY=VALUE`);
-    const repo = await openRepo(ctx);
+    const repo = await openRepo(ctx, { lock: 'shared', command: 'backup' });
     const host = str(v['host']);
     const parent = str(v['parent']);
     const r = await backup(repo, {

@@ -47,7 +47,7 @@ export const diffCommand: Command = {
   options: {},
   async run(ctx, _v, positionals) {
     if (positionals.length !== 2) throw new UsageError('diff needs two snapshots: meshback diff OLD NEW');
-    const repo = await openRepo(ctx);
+    const repo = await openRepo(ctx, { lock: 'none', command: 'diff' });
     const a = await repo.findSnapshot(positionals[0]!);
     const b = await repo.findSnapshot(positionals[1]!);
     const va = await repo.rootView(a.snapshot);

@@ -5,7 +5,8 @@
  */
 import * as path from 'node:path';
 import { UsageError } from '../../errors/index.ts';
-import type { Repository } from '../../repository/index.ts';
+import { prune } from '../../maintenance/prune.ts';
+import type { PruneResult } from '../../maintenance/prune.ts';
 import type { SnapshotRef } from '../../snapshot/manifest.ts';
 import { DEFAULT_GROUP_BY, applyPolicy, parseDuration, parseGroupBy } from '../../snapshot/retention.ts';
 import type { Decision, GroupKey, GroupResult, RetentionPolicy } from '../../snapshot/retention.ts';
@@ -15,6 +16,7 @@ import { bool, str, strs } from '../command.ts';
 import type { Context } from '../context.ts';
 import { openRepo } from '../context.ts';
 import { EXIT } from '../exit.ts';
+import { reportPrune } from './prune.ts';
 
 /** The reason given for a snapshot named on the command line. */
 const BY_ID_REASON = 'given by id';
@@ -117,17 +119,6 @@ function printGroup(ctx: Context, key: GroupKey | undefined, keep: Row[], remove
   if (key !== undefined && keep.length === 0) ctx.out.result(`  note: no snapshot of this group is kept`);
 }
 
-/**
- * The one place `--prune` is wired in. Called before anything is removed, so that a prune that
- * cannot run stops the command before it changes the repository; the returned step runs after
- * the snapshots are removed.
- */
-function pruneStep(_ctx: Context, _dryRun: boolean): (repo: Repository) => Promise<unknown> {
-  // integration: prune -- return (repo) => prune(repo, { dryRun, events: ctx.out.sink }) from
-  // src/maintenance/prune.ts, and report its result in the summary below.
-  throw new UsageError("prune is not available in this build: run forget without --prune");
-}
-
 export const forgetCommand: Command = {
   name: 'forget',
   summary: 'remove snapshots by retention policy (--keep-*) or by id',
@@ -147,7 +138,7 @@ export const forgetCommand: Command = {
     path: { type: 'string', multiple: true, argument: 'PATH', description: 'only consider snapshots that include this path (repeatable: all of them)' },
     tag: { type: 'string', multiple: true, argument: 'KEY=VALUE', description: 'only consider snapshots with this tag (repeatable: all of them)' },
     'dry-run': { type: 'boolean', short: 'n', description: 'show what would be removed; remove nothing' },
-    prune: { type: 'boolean', description: 'prune the repository afterwards (remove data no snapshot uses); not available in this build yet' },
+    prune: { type: 'boolean', description: "prune the repository afterwards (remove data no snapshot uses, as 'meshback prune' does)" },
   },
   async run(ctx, v, positionals) {
     const dryRun = bool(v['dry-run']);
@@ -164,10 +155,10 @@ export const forgetCommand: Command = {
     } else if (policy === undefined) {
       throw new UsageError('no keep rule given: pass at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly, --keep-within, --keep-tag, or the ids of the snapshots to forget');
     }
-    const prune = bool(v['prune']) ? pruneStep(ctx, dryRun) : undefined;
+    const withPrune = bool(v['prune']);
 
-    // integration: lock -- open with an exclusive lock (a shared one for --dry-run) once locks exist
-    const repo = await openRepo(ctx, { loadIndex: false });
+    // deleting snapshots (and pruning) takes the exclusive lock; a dry run only reads
+    const repo = await openRepo(ctx, { lock: dryRun ? 'shared' : 'exclusive', command: withPrune ? 'forget --prune' : 'forget', loadIndex: withPrune && !dryRun });
     let groups: { key?: GroupKey; keep: Row[]; remove: Row[] }[];
     if (positionals.length > 0) {
       // resolve every id before removing anything: one unknown id changes nothing
@@ -199,8 +190,14 @@ export const forgetCommand: Command = {
       });
     }
     if (dryRun) ctx.out.result(`dry run: would remove ${toRemove.length} snapshot(s) and keep ${kept}; nothing was removed`);
-    else ctx.out.result(`removed ${removed} snapshot(s), kept ${kept}${removed > 0 && prune === undefined ? '; the data only they used stays in the repository until it is pruned' : ''}`);
-    if (prune !== undefined) await prune(repo);
+    else ctx.out.result(`removed ${removed} snapshot(s), kept ${kept}${removed > 0 && !withPrune ? '; the data only they used stays in the repository until it is pruned' : ''}`);
+    let pruned: PruneResult | undefined;
+    if (withPrune && dryRun) ctx.out.info('--prune: prune runs after a real forget (its effect is not estimated in a dry run)');
+    else if (withPrune) {
+      pruned = await prune(repo, { events: ctx.out.sink });
+      ctx.out.done();
+      reportPrune(ctx, pruned, false);
+    }
     ctx.out.jsonOut({
       message_type: 'summary',
       dry_run: dryRun,
@@ -210,7 +207,8 @@ export const forgetCommand: Command = {
       kept,
       removed: dryRun ? 0 : removed,
       would_remove: dryRun ? toRemove.length : 0,
-      pruned: prune !== undefined,
+      pruned: pruned !== undefined,
+      ...(pruned !== undefined ? { prune: pruned } : {}),
     });
     return EXIT.OK;
   },

@@ -14,7 +14,7 @@ export const keyCommand: Command = {
   async run(ctx, v, positionals) {
     const sub = positionals[0];
     if (sub === undefined || !['list', 'add', 'remove', 'passwd'].includes(sub)) throw new UsageError('key needs a subcommand: list, add, remove ID, or passwd');
-    const repo = await openRepo(ctx, { loadIndex: false });
+    const repo = await openRepo(ctx, { lock: 'none', command: 'key', loadIndex: false });
     if (sub === 'list') {
       const keys = await repo.listKeys();
       if (ctx.out.json) {

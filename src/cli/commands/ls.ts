@@ -22,7 +22,7 @@ export const lsCommand: Command = {
   },
   async run(ctx, v, positionals) {
     if (positionals.length < 1 || positionals.length > 2) throw new UsageError('ls needs a SNAPSHOT and optionally a PATH inside it');
-    const repo = await openRepo(ctx);
+    const repo = await openRepo(ctx, { lock: 'none', command: 'ls' });
     const ref = await repo.findSnapshot(positionals[0]!);
     const view = await repo.rootView(ref.snapshot);
     const prefix = (positionals[1] ?? '/').replace(/\/+$/, '');

@@ -24,8 +24,8 @@ export const repairCommand: Command = {
     if (sub === 'index') {
       if (positionals.length > 1) throw new UsageError('repair index takes no arguments');
       if (bool(v['read-data'])) throw new UsageError('--read-data applies to repair snapshots; repair index always reads every pack');
-      // integration: exclusive lock (repair index deletes index files)
-      const repo = await openRepo(ctx);
+      // repair index deletes index files: no other process may use the repository meanwhile
+      const repo = await openRepo(ctx, { lock: 'exclusive', command: 'repair index' });
       const r = await repairIndex(repo, { dryRun, events: ctx.out.sink });
       ctx.out.done();
       const would = dryRun ? 'would be ' : '';
@@ -44,8 +44,8 @@ export const repairCommand: Command = {
     }
     const ids = positionals.slice(1);
     const readData = bool(v['read-data']);
-    // integration: exclusive lock (repair snapshots deletes snapshot files)
-    const repo = await openRepo(ctx);
+    // repair snapshots deletes snapshot files: no other process may use the repository meanwhile
+    const repo = await openRepo(ctx, { lock: 'exclusive', command: 'repair snapshots' });
     const r = await repairSnapshots(repo, { snapshots: ids, readData, dryRun, events: ctx.out.sink });
     ctx.out.done();
     if (dryRun) ctx.out.result('dry run: nothing was changed');

@@ -20,7 +20,7 @@ export const restoreCommand: Command = {
     if (positionals.length !== 1) throw new UsageError('restore needs exactly one SNAPSHOT (an id or latest): meshback restore SNAPSHOT --target DIR');
     const target = str(v['target']);
     if (target === undefined || target === '') throw new UsageError('restore needs --target DIR');
-    const repo = await openRepo(ctx);
+    const repo = await openRepo(ctx, { lock: 'shared', command: 'restore' });
     const r = await restore(repo, { snapshot: positionals[0]!, target, includes: strs(v['include']), verify: bool(v['verify']), events: ctx.out.sink });
     ctx.out.done();
     ctx.out.result(`restored snapshot ${r.snapshotId.slice(0, 8)} to ${target}: ${r.files} files, ${r.dirs} dirs, ${r.symlinks} symlinks, ${fmtBytes(r.bytes)} in ${r.duration.toFixed(2)} s`);

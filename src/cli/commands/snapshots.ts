@@ -13,7 +13,7 @@ export const snapshotsCommand: Command = {
     tag: { type: 'string', multiple: true, argument: 'KEY=VALUE', description: 'only snapshots with this tag (repeatable: all must match)' },
   },
   async run(ctx, v) {
-    const repo = await openRepo(ctx, { loadIndex: false });
+    const repo = await openRepo(ctx, { lock: 'none', command: 'snapshots', loadIndex: false });
     const host = str(v['host']);
     const tags = strs(v['tag']);
     const all = (await repo.listSnapshots()).filter((s) => (host === undefined || s.snapshot.host === host) && tags.every((t) => s.snapshot.tags.includes(t)));

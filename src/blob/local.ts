@@ -275,11 +275,21 @@ export class LocalBackend implements Backend {
     }
   }
 
+  /**
+   * Removes a file durably: the directory is fsynced, so a deletion that returned is not undone
+   * by a crash (prune relies on this: old index files are gone for good before their packs go).
+   */
   async delete(h: Handle): Promise<void> {
+    const p = this.pathOf(h);
     try {
-      await fsp.unlink(this.pathOf(h));
+      await fsp.unlink(p);
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') return;
+      throw this.wrap(err, handleString(h));
+    }
+    try {
+      await fsyncDir(path.dirname(p));
+    } catch (err) {
       throw this.wrap(err, handleString(h));
     }
   }

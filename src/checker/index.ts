@@ -59,6 +59,20 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   const res: CheckResult = { ok: true, snapshots: 0, trees: 0, packs: 0, packsRead: 0, bytesRead: 0, blobsChecked: 0, findings, unindexedPacks: [], damagedPacks: [], affected: [] };
   const index = repo.store.index;
 
+  // snapshots and trees
+  const snaps: { id: string; tree: string; time: string }[] = [];
+  for await (const f of repo.backend.list('snapshot')) {
+    try {
+      const s = await repo.loadSnapshot(f.name);
+      snaps.push({ id: f.name, tree: s.tree, time: s.time });
+    } catch (err) {
+      findings.push({ kind: 'snapshot-damaged', snapshot: f.name, message: `snapshot ${f.name.slice(0, 8)}: ${errMessage(err)}` });
+    }
+  }
+  // a backup running beside this check (both hold shared locks) may have written index files and a
+  // snapshot since the index was loaded: load the new index files, then list the packs, so that
+  // nothing the listed snapshots use looks missing
+  await repo.store.loadIndex();
   for (const d of repo.store.damagedIndexes) {
     findings.push({ kind: 'index-damaged', message: `${d.message}: the packs it lists are unknown until the index is rebuilt` });
   }
@@ -84,16 +98,6 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   }
   for (const name of stored.keys()) if (!index.hasPack(name)) res.unindexedPacks.push(name);
 
-  // snapshots and trees
-  const snaps: { id: string; tree: string; time: string }[] = [];
-  for await (const f of repo.backend.list('snapshot')) {
-    try {
-      const s = await repo.loadSnapshot(f.name);
-      snaps.push({ id: f.name, tree: s.tree, time: s.time });
-    } catch (err) {
-      findings.push({ kind: 'snapshot-damaged', snapshot: f.name, message: `snapshot ${f.name.slice(0, 8)}: ${errMessage(err)}` });
-    }
-  }
   res.snapshots = snaps.length;
   const seenTrees = new Set<string>();
   const missingBlobs = new Set<string>();

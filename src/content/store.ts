@@ -99,10 +99,11 @@ export class ContentStore {
     return this.keys.id(data);
   }
 
-  /** Loads every index file of the repository into memory. */
+  /** Loads the index files of the repository into memory; called again, it loads only files it has not seen. */
   async loadIndex(): Promise<void> {
     const names: string[] = [];
-    for await (const f of this.backend.list('index')) names.push(f.name);
+    const damaged = new Set(this.damagedIndexes.map((d) => d.name));
+    for await (const f of this.backend.list('index')) if (!this.indexFiles.has(f.name) && !damaged.has(f.name)) names.push(f.name);
     await parallel(names, 8, async (name) => {
         const file = await this.backend.get({ type: 'index', name });
         try {

@@ -174,6 +174,10 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 
 const code = await run(process.argv.slice(2));
 process.exitCode = code;
-// exit once stdout and stderr are flushed (pipe writes can be asynchronous); nothing else
-// (a stray timer or handle) may keep a finished command alive
-process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+// A finished command ends by letting the event loop drain, not with process.exit(): Node's
+// process.exit() shuts the V8 platform down without tearing the isolate down first, and a
+// background compile job that is waiting for a garbage collection at that moment deadlocks the
+// exit for good (nodejs/node#54918; seen here as a restore that never exited). The normal exit
+// path tears the heap down first, which releases such jobs. A stray handle must still not keep a
+// finished command alive: once stdout and stderr are flushed, an unref'd timer forces the exit.
+process.stdout.write('', () => process.stderr.write('', () => setTimeout(() => process.exit(code), 2000).unref()));

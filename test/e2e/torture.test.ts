@@ -13,7 +13,6 @@
  */
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
@@ -59,11 +58,12 @@ function runAndKill(args: string[], delayMs: number): Promise<KillRun> {
   });
 }
 
+/** Runs meshback to completion (a run that hangs for 2 minutes is killed and fails the test). */
 async function timed(args: string[]): Promise<number> {
-  const t0 = performance.now();
-  const r = await mb(args, { env: ENV });
+  const r = await runAndKill(args, 120_000);
+  assert.ok(!r.killed, `meshback ${args.join(' ')} did not finish within 2 minutes`);
   assert.equal(r.code, 0, `meshback ${args.join(' ')} failed: ${r.stderr}`);
-  return performance.now() - t0;
+  return r.ms;
 }
 
 async function mustCheck(repo: string, readData: boolean, what: string): Promise<void> {
@@ -95,13 +95,13 @@ describe(`crash torture (seed ${SEED})`, { timeout: 8 * 60_000 }, () => {
 
   it(`survives ${BACKUP_KILLS} SIGKILLs during backup`, async (t: TestContext) => {
     // an unkilled backup of changed data sets the window the kill moments are drawn from
-    await mutateVolume(src, { percent: 10, seed: deriveSeed(SEED, 'warmup') });
+    await mutateVolume(src, { percent: 15, seed: deriveSeed(SEED, 'warmup') });
     const full = await timed(['backup', '-r', repo, '-q', src]);
     let round = 0;
     while (counts.backupKills < BACKUP_KILLS) {
       round++;
       assert.ok(round < BACKUP_KILLS * 4, `only ${counts.backupKills} of ${round} runs were killed before they finished: the kill window is wrong`);
-      await mutateVolume(src, { percent: 5, seed: deriveSeed(SEED, 'backup', round) });
+      await mutateVolume(src, { percent: 15, seed: deriveSeed(SEED, 'backup', round) });
       const delay = Math.round(rng.float() * full * 1.2);
       const r = await runAndKill(['backup', '-r', repo, '-q', src], delay);
       if (r.killed) counts.backupKills++;
@@ -122,6 +122,49 @@ describe(`crash torture (seed ${SEED})`, { timeout: 8 * 60_000 }, () => {
     await mustCheck(repo, true, 'the final backup');
     await rmrf(out);
     t.diagnostic(`seed ${SEED}: backup runs ${round}, killed ${counts.backupKills}, completed ${counts.backupCompleted}; window ${Math.round(full * 1.2)} ms`);
+  });
+
+  it(`survives ${PRUNE_KILLS} SIGKILLs during prune`, async (t: TestContext) => {
+    // each round: new data, forget all but the last 3 snapshots, then a prune that repacks every
+    // partly used pack (--max-unused 0, the most work and the most kill points), killed
+    const prep = async (round: number): Promise<void> => {
+      await mutateVolume(src, { percent: 15, seed: deriveSeed(SEED, 'prune', round) });
+      await timed(['backup', '-r', repo, '-q', src]);
+      await timed(['forget', '-r', repo, '-q', '--keep-last', '3']);
+    };
+    await prep(0);
+    const full = await timed(['prune', '-r', repo, '-q', '--max-unused', '0']);
+    let round = 0;
+    while (counts.pruneKills < PRUNE_KILLS) {
+      round++;
+      assert.ok(round < PRUNE_KILLS * 4, 'prunes finish before they can be killed: the kill window is wrong');
+      await prep(round);
+      const delay = Math.round(rng.float() * full * 1.2);
+      const r = await runAndKill(['prune', '-r', repo, '-q', '--max-unused', '0'], delay);
+      if (r.killed) counts.pruneKills++;
+      else {
+        assert.equal(r.code, 0, `an unkilled prune failed: ${r.stderr}`);
+        counts.pruneCompleted++;
+      }
+      const readData = counts.pruneKills % 3 === 0;
+      await mustCheck(repo, readData, `prune kill ${counts.pruneKills} at ${delay} ms (round ${round})`);
+      counts.checks++;
+      if (readData) counts.readDataChecks++;
+    }
+    // the next prune completes and leaves nothing to remove; the kept snapshots restore
+    await timed(['prune', '-r', repo, '-q', '--max-unused', '0']);
+    const again = await mb(['prune', '-r', repo, '--json', '--max-unused', '0'], { env: ENV });
+    assert.equal(again.code, 0, again.stderr);
+    const last = JSON.parse(again.stdout.split('\n').filter((l) => l.includes('"summary"')).pop()!) as { packsDeleted: number };
+    assert.equal(last.packsDeleted, 0, 'a prune after a completed prune finds nothing to delete');
+    await mustCheck(repo, true, 'the final prune');
+    const snaps = await snapshotsOf(repo);
+    assert.equal(snaps.length, 3);
+    const out = path.join(dir, 'out-prune');
+    await timed(['restore', '-r', repo, '-q', 'latest', '--target', out]);
+    assert.deepEqual(await compareTrees(src, out), []);
+    await rmrf(out);
+    t.diagnostic(`seed ${SEED}: prune runs ${round}, killed ${counts.pruneKills}, completed ${counts.pruneCompleted}; window ${Math.round(full * 1.2)} ms`);
   });
 
   it(`survives ${RESTORE_KILLS} SIGKILLs during restore; rerunning the restore finishes it`, async (t: TestContext) => {
@@ -153,6 +196,3 @@ describe(`crash torture (seed ${SEED})`, { timeout: 8 * 60_000 }, () => {
   });
 });
 
-void fsp;
-void snapshotsOf;
-void PRUNE_KILLS;

@@ -5,7 +5,7 @@
 
 export type MeshEvent =
   | { type: 'scan-progress'; files: number; bytes: number; done: boolean }
-  | { type: 'progress'; op: 'backup' | 'restore' | 'check' | 'verify'; files: number; bytes: number; totalFiles?: number; totalBytes?: number; current?: string }
+  | { type: 'progress'; op: 'backup' | 'restore' | 'check' | 'verify' | 'repair'; files: number; bytes: number; totalFiles?: number; totalBytes?: number; current?: string }
   | { type: 'item-error'; path: string; message: string }
   | { type: 'warning'; path?: string; message: string };
 

@@ -7,6 +7,7 @@
  * computed from the pack as read back from storage, after checking that those bytes hash to
  * the pack's name, so parity never protects bytes other than the ones the name stands for.
  */
+import { webcrypto } from 'node:crypto';
 import type { Backend, Handle } from '../blob/backend.ts';
 import { BackendError, IntegrityError, MeshbackError } from '../errors/index.ts';
 import { encodeParityFile, repairFromParity, sha256Hex } from '../parity/index.ts';
@@ -23,16 +24,40 @@ export async function getIfExists(backend: Backend, h: Handle): Promise<Buffer |
 }
 
 /**
- * Reads back a pack that was just stored, checks it against its name and size, and writes its
- * parity file. Returns the parity file's size. An IntegrityError here means the storage
- * returned other bytes than were written.
+ * Writes the parity files of the packs a store commits, one pack at a time (each needs the
+ * whole pack in memory, so this bounds that memory to one pack).
  */
+export class ParityWriter {
+  private readonly backend: Backend;
+  private readonly scheme: ParityScheme;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(backend: Backend, scheme: ParityScheme) {
+    this.backend = backend;
+    this.scheme = scheme;
+  }
+
+  /**
+   * Reads back a pack that was just stored, checks it against its name and size, and writes
+   * its parity file. Resolves to the parity file's size. An IntegrityError here means the
+   * storage returned other bytes than were written.
+   */
+  write(name: string, size: number): Promise<number> {
+    const run = (): Promise<number> => writePackParity(this.backend, name, size, this.scheme);
+    const p = this.queue.then(run, run);
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+}
+
 export async function writePackParity(backend: Backend, name: string, size: number, scheme: ParityScheme): Promise<number> {
   const pack = await backend.get({ type: 'pack', name });
-  if (pack.length !== size || sha256Hex(pack) !== name) {
+  // the whole-pack hash runs on the thread pool while this thread encodes
+  const digest = pack.length === size ? webcrypto.subtle.digest('SHA-256', pack as Uint8Array<ArrayBuffer>) : undefined;
+  const file = encodeParityFile(pack, name, scheme);
+  if (digest === undefined || Buffer.from(await digest).toString('hex') !== name) {
     throw new IntegrityError(`pack ${name} reads back differently from what was just written to ${backend.location}: the storage is damaging data; check the disk before backing up again`, { pack: name });
   }
-  const file = encodeParityFile(pack, name, scheme);
   await backend.put({ type: 'parity', name }, file);
   return file.length;
 }

@@ -21,7 +21,7 @@ import { KIND_RAW, KIND_ZSTD, decodeIndex, encodeIndexRecord, encodeIndexRecords
 import type { PackEntry } from './pack.ts';
 import { parallel } from '../util/parallel.ts';
 import type { ParityScheme } from '../parity/index.ts';
-import { writePackParity } from './parity.ts';
+import { ParityWriter } from './parity.ts';
 
 /** large blobs compressed and sealed at once on the libuv pool: each holds a zstd context and buffers */
 const MAX_BUSY = Math.max(1, Number(process.env['MESHBACK_COMPRESSORS'] ?? 4));
@@ -87,12 +87,14 @@ export class ContentStore {
   private busy = 0;
   private readonly busyWaiters: (() => void)[] = [];
   private readonly keys: AsyncKeys;
+  private readonly parity: ParityWriter | undefined;
 
   constructor(backend: Backend, key: MasterKey, opts: StoreOptions) {
     this.backend = backend;
     this.key = key;
     this.opts = opts;
     this.keys = new AsyncKeys(key.encKey, key.idKey);
+    this.parity = opts.parity !== undefined ? new ParityWriter(backend, opts.parity) : undefined;
   }
 
   id(data: Uint8Array): Buffer {
@@ -269,9 +271,9 @@ export class ContentStore {
       await this.backend.put({ type: 'pack', name }, p.parts);
       p.parts.length = 0;
     }
-    if (this.opts.parity !== undefined) {
+    if (this.parity !== undefined) {
       // parity: after the pack is durable, before any index lists it
-      const n = await writePackParity(this.backend, name, p.size, this.opts.parity);
+      const n = await this.parity.write(name, p.size);
       this.stats.bytesParity += n;
       this.stats.bytesStored += n;
     }

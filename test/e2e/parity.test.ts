@@ -1,7 +1,7 @@
 /**
  * End-to-end: parity through the real CLI. init --parity, backup real files, damage a pack
  * (a flipped region, a zeroed block, a cut tail), check --read-data says it is repairable,
- * repair packs rebuilds it byte for byte, restore is identical; damage beyond the parity is
+ * restore already works around it, repair packs rebuilds it byte for byte, restore is identical; damage beyond the parity is
  * reported (exit 4) and harms nothing else; repositories without parity keep working.
  */
 import { after, before, describe, test } from 'node:test';
@@ -87,7 +87,7 @@ describe('parity (init --parity, check, repair packs)', () => {
     assert.deepEqual(summary(i.stdout)['parity'], { name: 'rs-gf256-cauchy-v1', k: 16, m: 2, blockSize: 16384 });
     const b = await mb(['backup', src], { env });
     assert.equal(b.code, 0, b.stderr);
-    [data] = await packFiles(repo);
+    data = (await packFiles(repo))[0]!;
     original = await fsp.readFile(data!.pack);
     originalParity = await fsp.readFile(data!.parity);
   });
@@ -126,6 +126,15 @@ describe('parity (init --parity, check, repair packs)', () => {
     assert.match(c.stdout, /all 1 damaged pack\(s\) can be rebuilt from parity: run 'meshback repair packs'/);
     const cj = summary((await mb(['check', '--read-data', '--json'], { env })).stdout);
     assert.deepEqual(cj['repairablePacks'], [data.name]);
+
+    // before the repair, restore already takes the damaged chunks from a copy rebuilt in memory
+    const dst = path.join(base, 'restore-before-repair');
+    const rb = await mb(['restore', 'latest', '--target', dst, '--verify', '--json'], { env });
+    assert.equal(rb.code, 0, rb.stderr);
+    assert.deepEqual(summary(rb.stdout)['rebuiltFromParity'], [data.name]);
+    assert.match(rb.stdout, new RegExp(`"message_type":"warning","message":"pack ${data.name} is damaged: its chunks were rebuilt from its parity file`));
+    assert.deepEqual(await compareTrees(src, dst), []);
+    assert.ok(!(await fsp.readFile(data.pack)).equals(original), 'restore does not change the repository');
 
     const r = await mb(['repair', 'packs'], { env });
     assert.equal(r.code, 0, r.stderr + r.stdout);

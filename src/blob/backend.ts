@@ -11,11 +11,19 @@
  * - a put that resolved is durable (fsynced) and visible to get/stat/list (read-after-write).
  * - get of a missing file rejects with NotFoundError; a range past the end rejects.
  * - list yields each stored file of the type exactly once, never a temporary file.
+ *
+ * The one exception to "never overwrites" is replace(), which exists for repairs only: it
+ * MUST be given nothing but bytes already verified to be the one correct content of that name
+ * (a pack rebuilt from parity whose SHA-256 equals its name, or the parity file re-derived
+ * from such a pack). It is atomic: a reader sees the old file or the new one, never a mix.
  */
 
-export type FileType = 'config' | 'key' | 'pack' | 'index' | 'snapshot' | 'lock';
+export type FileType = 'config' | 'key' | 'pack' | 'index' | 'snapshot' | 'lock' | 'parity';
 
-export const FILE_TYPES: readonly FileType[] = ['config', 'key', 'pack', 'index', 'snapshot', 'lock'];
+export const FILE_TYPES: readonly FileType[] = ['config', 'key', 'pack', 'index', 'snapshot', 'lock', 'parity'];
+
+/** The file types replace() accepts: those a repair can rebuild and verify. */
+export const REPLACEABLE: readonly FileType[] = ['pack', 'parity'];
 
 export interface Handle {
   readonly type: FileType;
@@ -47,6 +55,11 @@ export interface Backend {
    * (a pack's name is the hash of its bytes). Same guarantees as put once commit resolved.
    */
   openWriter?(type: FileType): Promise<BlobWriter>;
+  /**
+   * Optional, for repairs only (see the contract above): atomically replaces the file `h`
+   * (or creates it) with `data`, durably. Only types in REPLACEABLE are accepted.
+   */
+  replace?(h: Handle, data: Uint8Array): Promise<void>;
   /**
    * Reads a file, or a range of it. With `into` (at least range.length bytes), a backend may
    * read into that buffer and return a view of it instead of allocating (callers reuse one

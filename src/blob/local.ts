@@ -5,6 +5,7 @@
  *   config            the encrypted repository config
  *   keys/<id>         key files (master key encrypted under a password-derived key)
  *   data/<xx>/<id>    pack files, sharded by the first two hex digits of their id
+ *   parity/<xx>/<id>  parity files of packs, named and sharded like the pack they protect
  *   index/<id>        index files
  *   snapshots/<id>    snapshot manifests
  *   locks/<id>        lock files
@@ -12,13 +13,14 @@
  * A file is written to a temporary name in its final directory, fsynced, then hard-linked
  * to its final name (link(2) fails if the name exists, so nothing is ever overwritten) and
  * the temporary name removed; the directory is fsynced so the new entry is durable.
+ * replace() (repairs only) renames a complete, fsynced temporary file over the old one.
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fsp, constants as fsc, unlinkSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Backend, BlobWriter, FileInfo, FileType, Handle } from './backend.ts';
-import { handleString, joinParts } from './backend.ts';
+import { REPLACEABLE, handleString, joinParts } from './backend.ts';
 import { BackendError, NoSpaceError, NotFoundError, errnoCode, errMessage } from '../errors/index.ts';
 
 const DIRS: Record<FileType, string> = {
@@ -28,6 +30,7 @@ const DIRS: Record<FileType, string> = {
   index: 'index',
   snapshot: 'snapshots',
   lock: 'locks',
+  parity: 'parity',
 };
 
 const TMP_PREFIX = '.tmp-';
@@ -48,7 +51,7 @@ export class LocalBackend implements Backend {
     if (!/^[0-9a-zA-Z._-]+$/.test(h.name) || h.name.startsWith('.')) {
       throw new BackendError(`invalid file name ${JSON.stringify(h.name)} for ${h.type}`, { retryable: false });
     }
-    if (h.type === 'pack') return path.join(this.root, 'data', h.name.slice(0, 2), h.name);
+    if (h.type === 'pack' || h.type === 'parity') return path.join(this.root, DIRS[h.type], h.name.slice(0, 2), h.name);
     return path.join(this.root, DIRS[h.type], h.name);
   }
 
@@ -77,7 +80,7 @@ export class LocalBackend implements Backend {
       if (entries.includes('config')) {
         throw new BackendError(`a repository already exists at ${this.root}`, { retryable: false });
       }
-      for (const d of ['keys', 'data', 'index', 'snapshots', 'locks']) {
+      for (const d of ['keys', 'data', 'index', 'snapshots', 'locks', 'parity']) {
         await fsp.mkdir(path.join(this.root, d), { recursive: true, mode: 0o700 });
       }
       // Key files without a config: left by an init that died before writing its config (or the
@@ -142,6 +145,28 @@ export class LocalBackend implements Backend {
     }
     await fsp.unlink(tmp);
     await fsyncDir(path.dirname(final));
+  }
+
+  async replace(h: Handle, data: Uint8Array): Promise<void> {
+    if (!REPLACEABLE.includes(h.type)) throw new BackendError(`replace is only for repairs of packs and parity files, not ${h.type}`, { retryable: false });
+    const final = this.pathOf(h);
+    const dir = path.dirname(final);
+    const tmp = path.join(dir, TMP_PREFIX + randomBytes(8).toString('hex'));
+    try {
+      await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+      const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+      try {
+        await fh.writeFile(data);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await fsp.rename(tmp, final);
+      await fsyncDir(dir);
+    } catch (err) {
+      await fsp.unlink(tmp).catch(() => undefined);
+      throw this.wrap(err, handleString(h));
+    }
   }
 
   async openWriter(type: FileType): Promise<BlobWriter> {
@@ -244,7 +269,7 @@ export class LocalBackend implements Backend {
       return;
     }
     const base = path.join(this.root, DIRS[type]);
-    const dirs = type === 'pack' ? await this.readdirSafe(base).then((ds) => ds.filter((d) => !d.startsWith('.')).sort().map((d) => path.join(base, d))) : [base];
+    const dirs = type === 'pack' || type === 'parity' ? await this.readdirSafe(base).then((ds) => ds.filter((d) => !d.startsWith('.')).sort().map((d) => path.join(base, d))) : [base];
     for (const dir of dirs) {
       const names = (await this.readdirSafe(dir)).filter((n) => !n.startsWith('.')).sort();
       // stat in parallel, bounded

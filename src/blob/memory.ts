@@ -1,6 +1,6 @@
 /** An in-memory Backend for unit tests and dry runs. It keeps the same contract as the local one. */
 import type { Backend, FileInfo, FileType, Handle } from './backend.ts';
-import { handleString, joinParts } from './backend.ts';
+import { REPLACEABLE, handleString, joinParts } from './backend.ts';
 import { BackendError, NotFoundError } from '../errors/index.ts';
 
 export class MemoryBackend implements Backend {
@@ -25,6 +25,11 @@ export class MemoryBackend implements Backend {
       return;
     }
     this.files.set(k, Buffer.from(data));
+  }
+  /** Repairs only (see Backend.replace). */
+  async replace(h: Handle, data: Uint8Array): Promise<void> {
+    if (!REPLACEABLE.includes(h.type)) throw new BackendError(`replace is only for repairs of packs and parity files, not ${h.type}`, { retryable: false });
+    this.files.set(handleString(h), Buffer.from(data));
   }
   async get(h: Handle, range?: { offset: number; length: number }): Promise<Buffer> {
     const b = this.files.get(handleString(h));

@@ -9,11 +9,17 @@
  *
  * Findings are collected, never thrown per item. Damage is mapped back to the snapshots
  * and files it affects.
+ *
+ * Parity: a damaged pack is tried against its parity file (nothing is written) and reported
+ * as repairable or not. In a repository with parity, packs without a parity file, and with
+ * readData packs whose parity file differs from the one their bytes give, are listed apart:
+ * they are intact but unprotected, which is not an error.
  */
 import { MeshbackError, errMessage } from '../errors/index.ts';
 import type { EventSink } from '../events/index.ts';
 import { nullSink } from '../events/index.ts';
 import { decodePackHeader, sha256hex } from '../content/pack.ts';
+import { parityFileState, rebuildFromParity } from '../content/parity.ts';
 import type { Repository } from '../repository/index.ts';
 import { HOLE_PREFIX, displayName, nodeNameBytes } from '../snapshot/tree.ts';
 import type { Node } from '../snapshot/tree.ts';
@@ -50,13 +56,17 @@ export interface CheckResult {
   /** packs not referenced by any index (left by an interrupted backup; harmless) */
   unindexedPacks: string[];
   damagedPacks: string[];
+  /** damaged packs that their parity files can rebuild ('meshback repair packs') */
+  repairablePacks: string[];
+  /** packs of a repository with parity whose parity file is missing or (with readData) damaged; not errors: the packs are intact */
+  parityProblems: { pack: string; state: 'missing' | 'damaged' }[];
   affected: Affected[];
 }
 
 export async function check(repo: Repository, opts: CheckOptions = {}): Promise<CheckResult> {
   const emit = opts.events ?? nullSink;
   const findings: Finding[] = [];
-  const res: CheckResult = { ok: true, snapshots: 0, trees: 0, packs: 0, packsRead: 0, bytesRead: 0, blobsChecked: 0, findings, unindexedPacks: [], damagedPacks: [], affected: [] };
+  const res: CheckResult = { ok: true, snapshots: 0, trees: 0, packs: 0, packsRead: 0, bytesRead: 0, blobsChecked: 0, findings, unindexedPacks: [], damagedPacks: [], repairablePacks: [], parityProblems: [], affected: [] };
   const index = repo.store.index;
 
   // snapshots and trees
@@ -97,6 +107,12 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
     }
   }
   for (const name of stored.keys()) if (!index.hasPack(name)) res.unindexedPacks.push(name);
+  const parityProblems = new Map<string, 'missing' | 'damaged'>();
+  if (repo.config.parity !== undefined) {
+    const parityFiles = new Set<string>();
+    for await (const f of repo.backend.list('parity')) parityFiles.add(f.name);
+    for (const name of index.packs) if (stored.has(name) && !parityFiles.has(name)) parityProblems.set(name, 'missing');
+  }
 
   res.snapshots = snaps.length;
   const seenTrees = new Set<string>();
@@ -154,8 +170,15 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
         res.packsRead++;
         res.bytesRead += data.length;
         if (sha256hex(data) !== name) {
-          findings.push({ kind: 'pack-damaged', pack: name, message: `pack ${name} is damaged: its content does not match its name (SHA-256)` });
+          const r = await rebuildFromParity(repo.backend, name, data);
+          const note = r.status === 'repaired' ? `; repairable from parity: run 'meshback repair packs'` : repo.config.parity !== undefined ? `; not repairable from parity: ${r.reason}` : '';
+          if (r.status === 'repaired') res.repairablePacks.push(name);
+          findings.push({ kind: 'pack-damaged', pack: name, message: `pack ${name} is damaged: its content does not match its name (SHA-256)${note}` });
           badPacks.add(name);
+        } else if (repo.config.parity !== undefined) {
+          const { state } = await parityFileState(repo.backend, name, data, repo.config.parity);
+          if (state !== 'ok') parityProblems.set(name, state);
+          else parityProblems.delete(name);
         }
         try {
           const hdr = decodePackHeader(repo.key.encKey, data, name);
@@ -229,6 +252,8 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
     }
   }
   res.damagedPacks = [...badPacks].sort();
+  res.repairablePacks.sort();
+  res.parityProblems = [...parityProblems].map(([pack, state]) => ({ pack, state })).sort((a, b) => (a.pack < b.pack ? -1 : 1));
   res.ok = findings.length === 0;
   return res;
 }

@@ -7,6 +7,11 @@ export interface OptionSpec {
   short?: string;
   description: string;
   argument?: string;
+  /**
+   * For a string option whose value may be left out (`--parity` alone): the value it then takes.
+   * The next word is the value unless it starts with '-'.
+   */
+  optionalValue?: string;
 }
 
 export interface Command {

@@ -41,7 +41,7 @@ const GLOBAL: Record<string, OptionSpec> = {
 
 function optionHelp(opts: Record<string, OptionSpec>): string {
   return Object.entries(opts)
-    .map(([k, o]) => `  ${o.short !== undefined ? `-${o.short}, ` : '    '}--${k}${o.argument !== undefined ? ' ' + o.argument : ''}`.padEnd(40) + o.description)
+    .map(([k, o]) => `  ${o.short !== undefined ? `-${o.short}, ` : '    '}--${k}${o.argument !== undefined ? (o.optionalValue !== undefined ? ` [${o.argument}]` : ' ' + o.argument) : ''}`.padEnd(40) + o.description)
     .join('\n');
 }
 
@@ -70,6 +70,23 @@ function toParseConfig(opts: Record<string, OptionSpec>): ParseArgsOptionsConfig
     c[k] = { type: o.type, ...(o.multiple === true ? { multiple: true } : {}), ...(o.short !== undefined ? { short: o.short } : {}) };
   }
   return c;
+}
+
+/** `--name` of an option with an optionalValue, given without a value, becomes `--name=<that value>`. */
+function withOptionalValues(args: string[], opts: Record<string, OptionSpec>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--') {
+      out.push(...args.slice(i));
+      break;
+    }
+    const spec = a.startsWith('--') ? opts[a.slice(2)] : undefined;
+    const next = args[i + 1];
+    if (spec?.optionalValue !== undefined && (next === undefined || next.startsWith('-'))) out.push(`${a}=${spec.optionalValue}`);
+    else out.push(a);
+  }
+  return out;
 }
 
 export async function run(argv: string[]): Promise<number> {
@@ -105,7 +122,7 @@ export async function run(argv: string[]): Promise<number> {
     }
     const cmd = COMMANDS.find((c) => c.name === name);
     if (cmd === undefined) throw new UsageError(`unknown command ${JSON.stringify(name)}: run 'meshback --help' for the list`);
-    const rest = [...argv.slice(0, idx), ...argv.slice(idx + 1)];
+    const rest = withOptionalValues([...argv.slice(0, idx), ...argv.slice(idx + 1)], cmd.options);
     let parsed;
     try {
       parsed = parseArgs({ args: rest, options: toParseConfig({ ...GLOBAL, ...cmd.options }), allowPositionals: true, strict: true });

@@ -20,6 +20,8 @@ import type { BlobType } from './index-table.ts';
 import { KIND_RAW, KIND_ZSTD, decodeIndex, encodeIndexRecord, encodeIndexRecords, encodePackHeader, sha256hex } from './pack.ts';
 import type { PackEntry } from './pack.ts';
 import { parallel } from '../util/parallel.ts';
+import type { ParityScheme } from '../parity/index.ts';
+import { ParityWriter } from './parity.ts';
 
 /** large blobs compressed and sealed at once on the libuv pool: each holds a zstd context and buffers */
 const MAX_BUSY = Math.max(1, Number(process.env['MESHBACK_COMPRESSORS'] ?? 4));
@@ -40,6 +42,8 @@ const SEGMENT = 1024 * 1024;
 export interface StoreOptions {
   packSize: number;
   compressionLevel: number;
+  /** when set, every pack gets a parity file, written after the pack and before its index */
+  parity?: ParityScheme;
 }
 
 interface OpenPack {
@@ -58,13 +62,14 @@ interface OpenPack {
 export interface StoreStats {
   blobsAdded: number;
   bytesAdded: number; // raw bytes of new blobs
-  bytesStored: number; // bytes of new pack files
+  bytesStored: number; // bytes of new pack, parity and index files
   packsWritten: number;
+  bytesParity: number; // bytes of new parity files (included in bytesStored)
 }
 
 export class ContentStore {
   readonly index = new ChunkIndex();
-  readonly stats: StoreStats = { blobsAdded: 0, bytesAdded: 0, bytesStored: 0, packsWritten: 0 };
+  readonly stats: StoreStats = { blobsAdded: 0, bytesAdded: 0, bytesStored: 0, packsWritten: 0, bytesParity: 0 };
   private readonly pending = new Set<string>();
   private readonly open: Record<BlobType, OpenPack> = { 0: newPack(), 1: newPack() };
   /** index records (encodeIndexRecord) of packs written since the last index file: about 45 B per blob */
@@ -82,12 +87,14 @@ export class ContentStore {
   private busy = 0;
   private readonly busyWaiters: (() => void)[] = [];
   private readonly keys: AsyncKeys;
+  private readonly parity: ParityWriter | undefined;
 
   constructor(backend: Backend, key: MasterKey, opts: StoreOptions) {
     this.backend = backend;
     this.key = key;
     this.opts = opts;
     this.keys = new AsyncKeys(key.encKey, key.idKey);
+    this.parity = opts.parity !== undefined ? new ParityWriter(backend, opts.parity) : undefined;
   }
 
   id(data: Uint8Array): Buffer {
@@ -264,6 +271,12 @@ export class ContentStore {
     } else {
       await this.backend.put({ type: 'pack', name }, p.parts);
       p.parts.length = 0;
+    }
+    if (this.parity !== undefined) {
+      // parity: after the pack is durable, before any index lists it
+      const n = await this.parity.write(name, p.size);
+      this.stats.bytesParity += n;
+      this.stats.bytesStored += n;
     }
     const pn = this.index.packNumber(name, p.size);
     for (const e of p.entries) {

@@ -86,6 +86,8 @@ export interface PruneResult {
   packsWritten: number;
   indexFilesWritten: number;
   indexFilesDeleted: number;
+  /** parity files deleted (with their packs, plus any whose pack was already gone) */
+  parityFilesDeleted: number;
   /** size the used blobs would take in packs holding nothing else */
   bytesUsed: number;
   bytesUnusedBefore: number;
@@ -363,6 +365,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
     packsWritten: 0,
     indexFilesWritten: 0,
     indexFilesDeleted: rewriteIndex ? store.indexFiles.size : 0,
+    parityFilesDeleted: 0,
     bytesUsed,
     bytesUnusedBefore,
     bytesUnusedAfter: unusedAfter,
@@ -401,7 +404,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   // ---- 3. repack
   const newIndexFiles = new Set<string>();
   if (repackedPacks.length > 0) {
-    const fresh = new ContentStore(repo.backend, repo.key, { packSize: repo.config.packSize, compressionLevel: repo.config.compression.level });
+    const fresh = new ContentStore(repo.backend, repo.key, { packSize: repo.config.packSize, compressionLevel: repo.config.compression.level, ...(repo.config.parity !== undefined ? { parity: repo.config.parity } : {}) });
     const todo: number[] = [];
     for (let pn = 0; pn < P; pn++) if (action[pn] === REPACK) todo.push(pn);
     let done = 0;
@@ -461,6 +464,9 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
     await reachPhase('indexes-deleted', emit, opts.onPhase);
   }
   await deleteAll(repo, 'pack', deletedPacks, emit, 'deleting packs', () => reachPhase('deleting-packs', emit, opts.onPhase));
+  // parity files go with their packs (deleteAll removes each right after its pack); one left by an
+  // interrupted prune, whose pack is gone, is removed here
+  if (deletedPacks.length > 0 || repo.config.parity !== undefined) res.parityFilesDeleted = (repo.config.parity !== undefined ? deletedPacks.length : 0) + (await deleteOrphanParity(repo));
   await reachPhase('done', emit, opts.onPhase);
   return finish();
 }
@@ -471,9 +477,21 @@ async function deleteAll(repo: Repository, type: 'index' | 'pack', names: readon
   await repo.backend.delete({ type, name: names[0]! });
   await afterFirst();
   let done = 1;
+  if (type === 'pack') await repo.backend.delete({ type: 'parity', name: names[0]! });
   await parallel(names.slice(1), 4, async (name) => {
     await repo.backend.delete({ type, name });
+    if (type === 'pack') await repo.backend.delete({ type: 'parity', name });
     done++;
     if (done % 64 === 0) emit({ type: 'progress', op: 'prune', files: done, totalFiles: names.length, bytes: 0, current: what });
   });
+}
+
+/** Deletes parity files whose pack is not in storage; returns how many. */
+async function deleteOrphanParity(repo: Repository): Promise<number> {
+  const packs = new Set<string>();
+  for await (const f of repo.backend.list('pack')) packs.add(f.name);
+  const orphans: string[] = [];
+  for await (const f of repo.backend.list('parity')) if (!packs.has(f.name)) orphans.push(f.name);
+  await parallel(orphans, 4, (name) => repo.backend.delete({ type: 'parity', name }));
+  return orphans.length;
 }

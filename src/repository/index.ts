@@ -18,6 +18,8 @@ import type { Snapshot, SnapshotRef } from '../snapshot/manifest.ts';
 import { decodeTree } from '../snapshot/tree.ts';
 import type { Node, Tree } from '../snapshot/tree.ts';
 import { BLOB_TREE } from '../content/index-table.ts';
+import { PARITY_SCHEME_NAME, schemeProblem } from '../parity/index.ts';
+import type { ParityScheme } from '../parity/index.ts';
 
 export const REPO_VERSION = 1;
 
@@ -30,6 +32,8 @@ export interface RepoConfig {
   cipher: 'aes-256-gcm';
   idHash: 'hmac-sha256';
   packSize: number;
+  /** Reed-Solomon parity for every pack (init --parity); absent in repositories without parity */
+  parity?: ParityScheme;
 }
 
 export interface KeyFile {
@@ -46,6 +50,7 @@ export interface InitOptions {
   chunker?: ChunkerParams;
   packSize?: number;
   compressionLevel?: number;
+  parity?: ParityScheme;
 }
 
 export class Repository {
@@ -62,13 +67,17 @@ export class Repository {
     this.key = key;
     this.keyId = keyId;
     this.config = config;
-    this.store = new ContentStore(backend, key, { packSize: config.packSize, compressionLevel: config.compression.level });
+    this.store = new ContentStore(backend, key, { packSize: config.packSize, compressionLevel: config.compression.level, ...(config.parity !== undefined ? { parity: config.parity } : {}) });
   }
 
   static async init(backend: Backend, password: string, opts: InitOptions = {}): Promise<Repository> {
     if (await backend.exists()) throw new MeshbackError('REPO_EXISTS', `a repository already exists at ${backend.location}: use it, or choose another --repo`);
     if (password.length === 0) throw new UsageError('the password is empty: choose a non-empty password');
     const chunker = opts.chunker ?? DEFAULT_CHUNKER;
+    if (opts.parity !== undefined) {
+      const problem = schemeProblem(opts.parity);
+      if (problem !== undefined || opts.parity.name !== PARITY_SCHEME_NAME) throw new UsageError(`parity ${opts.parity.k}+${opts.parity.m}: ${problem ?? `unknown scheme ${opts.parity.name}`}`);
+    }
     const config: RepoConfig = {
       version: REPO_VERSION,
       id: randomBytes(16).toString('hex'),
@@ -78,6 +87,7 @@ export class Repository {
       cipher: 'aes-256-gcm',
       idHash: 'hmac-sha256',
       packSize: opts.packSize ?? 16 * 1024 * 1024,
+      ...(opts.parity !== undefined ? { parity: { ...opts.parity } } : {}),
     };
     const key = newMasterKey();
     await backend.create();
@@ -95,6 +105,9 @@ export class Repository {
     const config = JSON.parse(open(key.encKey, raw, 'repository config').toString('utf8')) as RepoConfig;
     if (config.version !== REPO_VERSION || config.chunker.name !== CHUNKER_NAME || config.cipher !== 'aes-256-gcm') {
       throw new MeshbackError('UNSUPPORTED_FORMAT', `the repository at ${backend.location} has format version ${config.version} (${config.chunker.name}), which this meshback does not support: upgrade meshback`);
+    }
+    if (config.parity !== undefined && (config.parity.name !== PARITY_SCHEME_NAME || schemeProblem(config.parity) !== undefined)) {
+      throw new MeshbackError('UNSUPPORTED_FORMAT', `the repository at ${backend.location} uses parity scheme ${config.parity.name} ${config.parity.k}+${config.parity.m}, which this meshback does not support: upgrade meshback`);
     }
     const repo = new Repository(backend, key, keyId, config);
     if (opts.loadIndex !== false) await repo.store.loadIndex();

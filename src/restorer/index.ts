@@ -12,6 +12,11 @@
  * written; a chunk that fails is never written, and the files that need it are removed and
  * reported. With `verify`, each file is synced, read back from disk and compared chunk by
  * chunk with the snapshot.
+ *
+ * Parity: when chunks of a pack cannot be read or fail verification, and the pack has a
+ * parity file, the pack is rebuilt in memory (verified against its name) and the chunks are
+ * taken from the rebuilt copy; a warning says so. The repository itself is not changed
+ * ('meshback repair packs' does that).
  */
 import { createHmac } from 'node:crypto';
 import { execFile } from 'node:child_process';
@@ -22,6 +27,7 @@ import { idEquals } from '../crypto/index.ts';
 import { IntegrityError, MeshbackError, NoSpaceError, UsageError, errnoCode, errMessage } from '../errors/index.ts';
 import type { EventSink } from '../events/index.ts';
 import { nullSink } from '../events/index.ts';
+import { getIfExists, rebuildFromParity } from '../content/parity.ts';
 import type { Repository } from '../repository/index.ts';
 import { HOLE_PREFIX, displayName, linkTargetBytes, nodeNameBytes } from '../snapshot/tree.ts';
 import type { Node } from '../snapshot/tree.ts';
@@ -53,6 +59,8 @@ export interface RestoreResult {
   errors: { path: string; message: string }[];
   /** files that were not restored because their data is damaged or missing */
   damaged: string[];
+  /** damaged packs whose chunks were taken from a copy rebuilt from parity */
+  rebuiltFromParity: string[];
   duration: number;
 }
 
@@ -125,7 +133,7 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
   const ref = await repo.findSnapshot(opts.snapshot);
   const res: RestoreResult = {
     snapshotId: ref.id, files: 0, dirs: 0, symlinks: 0, others: 0, hardlinks: 0, bytes: 0, filesVerified: 0, bytesVerified: 0,
-    filesReread: 0, bytesReread: 0, errors: [], damaged: [], duration: 0,
+    filesReread: 0, bytesReread: 0, errors: [], damaged: [], rebuiltFromParity: [], duration: 0,
   };
 
   // A snapshot of one directory restores that directory's contents into the target.
@@ -376,6 +384,14 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
     // files with nothing to write (empty, all holes, or failed at planning time)
     await parallel(states.filter((st) => st.remaining === 0 || st.failed !== undefined), 16, (st) => finalize(st));
 
+    const rebuildPack = async (pack: string): Promise<Buffer | undefined> => {
+      const r = await rebuildFromParity(repo.backend, pack, await getIfExists(repo.backend, { type: 'pack', name: pack }).catch(() => undefined));
+      if (r.status !== 'repaired') return undefined;
+      res.rebuiltFromParity.push(pack);
+      emit({ type: 'warning', message: `pack ${pack} is damaged: its chunks were rebuilt from its parity file (${r.badDataBlocks} of ${r.dataBlocks} blocks); run 'meshback repair packs' to repair the repository` });
+      return r.data;
+    };
+
     // large blobs decoded at once (each holds its sealed, decrypted and decompressed bytes)
     let decoding = 0;
     const decodeWaiters: (() => void)[] = [];
@@ -396,6 +412,9 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
     await parallel(packs, PACKS_AT_ONCE, async ([pn, needs]) => {
       const pack = index.packs[pn]!;
       let readBuf = readBufs.pop();
+      let rebuilt: Promise<Buffer | undefined> | undefined;
+      // the pack rebuilt from parity, fetched the first time one of its chunks fails
+      const fromParity = (): Promise<Buffer | undefined> => (rebuilt ??= rebuildPack(pack));
       try {
         needs.sort((a, b) => a.offset - b.offset);
         // coalesce into ranges with small gaps
@@ -435,6 +454,16 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
                 msg = err.message;
               } finally {
                 if (large) decodeDone();
+              }
+            }
+            if (plain === undefined) {
+              const whole = await fromParity();
+              if (whole !== undefined && need.offset + need.length <= whole.length) {
+                try {
+                  plain = await repo.store.decodeBlob(whole.subarray(need.offset, need.offset + need.length), index.entryId(need.entry), need.rawLength, pack, 'chunk');
+                } catch (err) {
+                  if (!(err instanceof IntegrityError)) throw err;
+                }
               }
             }
             for (const t of live) {

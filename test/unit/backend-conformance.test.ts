@@ -71,7 +71,7 @@ export function describeBackend(name: string, factory: () => Promise<Fixture>, k
     });
 
     test('put then get returns the same bytes, for every file type', async () => {
-      const types: FileType[] = ['key', 'pack', 'index', 'snapshot', 'lock'];
+      const types: FileType[] = ['key', 'pack', 'index', 'snapshot', 'lock', 'parity'];
       for (const [i, type] of types.entries()) {
         const data = Buffer.from(`payload ${type} ${i}`.repeat(i + 1));
         const h = { type, name: hexName(type) };
@@ -190,6 +190,27 @@ export function describeBackend(name: string, factory: () => Promise<Fixture>, k
       assert.deepEqual(await b.get(h), Buffer.from('new content after delete'), 'a deleted name can be reused');
     });
 
+    test('replace (repairs only) swaps a pack or parity file whole, creates a missing one, and refuses other types', async () => {
+      assert.ok(b.replace !== undefined, 'both built-in backends implement replace');
+      for (const type of ['pack', 'parity'] as const) {
+        const h = { type, name: hexName(`replace-${type}`) };
+        await b.put(h, Buffer.from('damaged bytes, longer than the repaired ones'));
+        await b.replace(h, Buffer.from('repaired'));
+        assert.deepEqual(await b.get(h), Buffer.from('repaired'));
+        assert.equal((await b.stat(h)).size, 8);
+        assert.deepEqual(await names(b, type), [h.name], 'listed once');
+        const gone = { type, name: hexName(`replace-missing-${type}`) };
+        await b.replace(gone, Buffer.from('rebuilt'));
+        assert.deepEqual(await b.get(gone), Buffer.from('rebuilt'));
+      }
+      for (const type of ['index', 'snapshot', 'key', 'config', 'lock'] as const) {
+        const h = { type, name: type === 'config' ? 'config' : hexName(`no-replace-${type}`) };
+        await b.put(h, Buffer.from('original'));
+        await assert.rejects(b.replace(h, Buffer.from('x')), (err: unknown) => err instanceof MeshbackError && err.code === 'BACKEND' && /only for repairs/.test(err.message), type);
+        assert.deepEqual(await b.get(h), Buffer.from('original'));
+      }
+    });
+
     test('stat reports the size', async () => {
       const h = { type: 'pack' as const, name: hexName('stat') };
       await b.put(h, Buffer.alloc(12345, 1));
@@ -235,6 +256,29 @@ describe('LocalBackend layout and temporary files', () => {
     assert.deepEqual(await fsp.readFile(path.join(root, 'data', n2.slice(0, 2), n2)), Buffer.from('two'));
     const packs = await names(b, 'pack');
     assert.ok(packs.includes(n1) && packs.includes(n2));
+  });
+
+  it('stores parity files sharded under parity/<first two hex digits>/; replace leaves no temporary file', async () => {
+    const n = hexName('parity-shard');
+    await b.put({ type: 'parity', name: n }, Buffer.from('par'));
+    assert.deepEqual(await fsp.readFile(path.join(root, 'parity', n.slice(0, 2), n)), Buffer.from('par'));
+    assert.ok((await names(b, 'parity')).includes(n));
+    await b.replace({ type: 'parity', name: n }, Buffer.from('parity rebuilt'));
+    assert.deepEqual(await fsp.readFile(path.join(root, 'parity', n.slice(0, 2), n)), Buffer.from('parity rebuilt'));
+    assert.deepEqual((await fsp.readdir(path.join(root, 'parity', n.slice(0, 2)))).filter((f) => f.startsWith('.tmp-')), []);
+  });
+
+  it('lists no parity files in a repository created before parity existed (no parity/ directory)', async () => {
+    const other = await tempDir('old-layout');
+    const old = path.join(other, 'repo');
+    const ob = new LocalBackend(old);
+    await ob.create();
+    await fsp.rm(path.join(old, 'parity'), { recursive: true });
+    assert.deepEqual(await names(ob, 'parity'), []);
+    const n = hexName('late parity');
+    await ob.put({ type: 'parity', name: n }, Buffer.from('p'));
+    assert.deepEqual(await names(ob, 'parity'), [n]);
+    await removeDir(other);
   });
 
   it('stores the other types in their own directories', async () => {

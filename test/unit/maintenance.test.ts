@@ -13,6 +13,7 @@ import { PRUNE_PHASES, parseMaxUnused, prune } from '../../src/maintenance/prune
 import type { PrunePhase } from '../../src/maintenance/prune.ts';
 import { REPAIR_INDEX_PHASES, REPAIR_SNAPSHOTS_PHASES, repairIndex, repairSnapshots } from '../../src/maintenance/repair.ts';
 import type { RepairSnapshotsPhase } from '../../src/maintenance/repair.ts';
+import { PARITY_SCHEME_NAME } from '../../src/parity/index.ts';
 import { Repository } from '../../src/repository/index.ts';
 import { encodeTree } from '../../src/snapshot/tree.ts';
 import type { Node } from '../../src/snapshot/tree.ts';
@@ -191,6 +192,27 @@ describe('prune', () => {
     const second = await prune(again, { maxUnusedPercent: 0, dryRun: true });
     assert.equal(second.blobsUsed, second.blobs);
     assert.equal(second.packsDeleted, 0);
+  });
+
+  it('with parity: new packs get parity files, deleted packs lose theirs, orphaned ones are removed', async () => {
+    const backend = new MemoryBackend();
+    const repo = await Repository.init(backend, PW, { packSize: 16 * KiB, parity: { name: PARITY_SCHEME_NAME, k: 4, m: 2, blockSize: 1024 } });
+    const shared = chunks('p-shared', 4);
+    const a = await backup(repo, 'pa', { u: chunks('p-a', 2), s: shared.slice(0, 2), v: chunks('p-a2', 2), t: shared.slice(2) });
+    const b = await backup(repo, 'pb', { y: chunks('p-b', 3), s: shared.slice(0, 2), t: shared.slice(2) });
+    assert.deepEqual(await names(backend, 'parity'), await names(backend, 'pack'), 'every pack has a parity file');
+    // a parity file whose pack is gone (a prune interrupted between the two deletes)
+    const orphan = (await names(backend, 'pack'))[0]!;
+    const orphanBytes = backend.raw({ type: 'pack', name: orphan })!;
+    await backend.delete({ type: 'snapshot', name: a });
+    const r = await prune(await Repository.open(backend, PW), { maxUnusedPercent: 0 });
+    assert.ok(r.packsDeleted > 0 && r.packsWritten > 0, JSON.stringify(r));
+    assert.deepEqual(await names(backend, 'parity'), await names(backend, 'pack'), 'parity files follow the packs after prune');
+    await backend.put({ type: 'parity', name: 'f'.repeat(64) }, orphanBytes.subarray(0, 100));
+    const again = await prune(await Repository.open(backend, PW), { maxUnusedPercent: 100 });
+    assert.equal(again.parityFilesDeleted, 1);
+    assert.deepEqual(await names(backend, 'parity'), await names(backend, 'pack'));
+    await assertHealthy(backend, new Map([[b, { y: chunks('p-b', 3), s: shared.slice(0, 2), t: shared.slice(2) }]]));
   });
 
   it('with max-unused 100 deletes unused packs but repacks nothing; unused bytes stay within a percentage otherwise', async () => {

@@ -26,6 +26,15 @@ export const checkCommand: Command = {
     }
     for (const f of r.findings) ctx.out.result(`error: ${f.message}`);
     if (r.damagedPacks.length > 0) ctx.out.result(`damaged packs: ${r.damagedPacks.join(', ')}`);
+    if (r.repairablePacks.length > 0) {
+      const all = r.repairablePacks.length === r.damagedPacks.length;
+      ctx.out.result(`${all ? 'all' : `${r.repairablePacks.length} of the`} ${r.damagedPacks.length} damaged pack(s) can be rebuilt from parity: run 'meshback repair packs'`);
+    }
+    if (r.parityProblems.length > 0) {
+      const missing = r.parityProblems.filter((p) => p.state === 'missing').length;
+      const damaged = r.parityProblems.length - missing;
+      ctx.out.result(`note: ${[missing > 0 ? `${missing} pack(s) have no parity file` : '', damaged > 0 ? `${damaged} parity file(s) are damaged` : ''].filter((x) => x !== '').join(' and ')} (the packs are intact but unprotected): run 'meshback repair packs' to rewrite them`);
+    }
     for (const a of r.affected) {
       ctx.out.result(`snapshot ${a.snapshot.slice(0, 8)} (${a.time}) is affected: ${a.files.length} file(s): ${a.files.slice(0, 10).join(', ')}${a.files.length > 10 ? ', ...' : ''}`);
     }

@@ -6,20 +6,22 @@ import { openRepo } from '../context.ts';
 import { EXIT } from '../exit.ts';
 import { fmtBytes } from '../output.ts';
 import { resourceUsage } from '../resources.ts';
+import { runRepairPacks } from './repair-packs.ts';
 
 const few = (xs: readonly string[], n = 10): string => xs.slice(0, n).join(', ') + (xs.length > n ? `, ... (${xs.length} in all)` : '');
 
 export const repairCommand: Command = {
   name: 'repair',
-  summary: 'rebuild the index from the packs, or rewrite snapshots without their lost data',
-  usage: 'meshback repair index [--dry-run] | repair snapshots [ID...] [--read-data] [--dry-run]',
+  summary: 'rebuild damaged packs from parity, the index from the packs, or snapshots without their lost data',
+  usage: 'meshback repair packs [PACK...] [--dry-run] | repair index [--dry-run] | repair snapshots [ID...] [--read-data] [--dry-run]',
   options: {
     'read-data': { type: 'boolean', description: 'snapshots: also read, decrypt and re-hash every data blob (else: index entry, pack present and long enough)' },
-    'dry-run': { type: 'boolean', description: 'only report what would change' },
+    'dry-run': { type: 'boolean', description: 'only report what would change (packs: find damaged packs and test the repair, but write nothing)' },
   },
   async run(ctx, v, positionals) {
     const sub = positionals[0];
-    if (sub !== 'index' && sub !== 'snapshots') throw new UsageError("repair needs a subcommand: 'repair index' or 'repair snapshots [ID...]'");
+    if (sub === 'packs') return runRepairPacks(ctx, v, positionals.slice(1));
+    if (sub !== 'index' && sub !== 'snapshots') throw new UsageError("repair needs a subcommand: 'repair packs [PACK...]', 'repair index' or 'repair snapshots [ID...]'");
     const dryRun = bool(v['dry-run']);
     if (sub === 'index') {
       if (positionals.length > 1) throw new UsageError('repair index takes no arguments');

@@ -78,6 +78,8 @@ export class ContentStore {
   private indexing: Promise<void> = Promise.resolve();
   private uploads = new Set<Promise<void>>();
   private failure: unknown;
+  /** removals of the temporary files of packs given up after a failure (see fail()) */
+  private readonly discards: Promise<void>[] = [];
   private readonly backend: Backend;
   private readonly key: MasterKey;
   private readonly opts: StoreOptions;
@@ -175,6 +177,8 @@ export class ContentStore {
         this.busyWaiters.shift()?.();
       }
     }
+    // a failure while this blob was being sealed gave up the open packs: start no new one
+    if (this.failure !== undefined) throw this.failure;
     const p = this.open[type];
     let length = 0;
     for (const part of parts) length += part.byteLength;
@@ -187,7 +191,14 @@ export class ContentStore {
     else if (p.sink !== undefined) {
       // back-pressure: a slow disk must not make written-later bytes pile up in memory
       const w = await p.sink;
-      if (w.queued > MAX_UNWRITTEN) await w.drain();
+      if (w.queued > MAX_UNWRITTEN) {
+        try {
+          await w.drain();
+        } catch (err) {
+          await this.fail(err);
+          throw err;
+        }
+      }
     }
     return true;
   }
@@ -224,14 +235,14 @@ export class ContentStore {
   }
 
   private emit(p: OpenPack, out: Uint8Array[]): void {
-    if (out.length === 0) return;
+    if (out.length === 0 || this.failure !== undefined) return;
     if (this.backend.openWriter === undefined) {
       p.parts.push(...out);
       return;
     }
     p.sink ??= this.backend.openWriter('pack');
     p.sink.then((w) => w.write(out)).catch((err: unknown) => {
-      this.failure ??= err;
+      void this.fail(err);
     });
   }
 
@@ -245,14 +256,17 @@ export class ContentStore {
     p.size += header.length;
     // bound the uploads in flight: memory stays within a few packs
     while (this.uploads.size >= MAX_UPLOADS) await Promise.race(this.uploads);
-    if (this.failure !== undefined) throw this.failure;
+    if (this.failure !== undefined) {
+      await discard(p);
+      throw this.failure;
+    }
     const up = this.upload(p).then(
       () => {
         this.uploads.delete(up);
       },
       (err: unknown) => {
         this.uploads.delete(up);
-        this.failure ??= err;
+        void this.fail(err);
       },
     );
     this.uploads.add(up);
@@ -297,8 +311,27 @@ export class ContentStore {
     await this.finishPack(BLOB_DATA);
     await this.finishPack(BLOB_TREE);
     await Promise.all(this.uploads);
-    if (this.failure !== undefined) throw this.failure;
+    if (this.failure !== undefined) {
+      await Promise.all(this.discards);
+      throw this.failure;
+    }
     await this.writeIndex();
+  }
+
+  /**
+   * Records the first failure of a pack write (e.g. ENOSPC) and gives up the packs still open:
+   * their temporary files are removed, so a failed run leaves no partial file behind. Packs
+   * already committed stay (complete, not indexed: prune deletes them). Every later add() and
+   * flush() throws the failure.
+   */
+  private fail(err: unknown): Promise<void> {
+    this.failure ??= err;
+    for (const type of [BLOB_DATA, BLOB_TREE] as const) {
+      const p = this.open[type];
+      this.open[type] = newPack();
+      this.discards.push(discard(p));
+    }
+    return Promise.all(this.discards).then(() => undefined);
   }
 
   /**
@@ -366,6 +399,12 @@ export class ContentStore {
     }
     return plain;
   }
+}
+
+/** Removes the temporary file an open pack is streamed to, if it has one. */
+function discard(p: OpenPack): Promise<void> {
+  p.parts.length = 0;
+  return p.sink === undefined ? Promise.resolve() : p.sink.then((w) => w.abort()).catch(() => undefined);
 }
 
 function newPack(): OpenPack {

@@ -67,9 +67,10 @@ export class BackendError extends MeshbackError {
   }
 }
 
+/** The device is full (ENOSPC, EDQUOT). `what to do` defaults to the advice for the repository's device. */
 export class NoSpaceError extends MeshbackError {
-  constructor(where: string, cause?: unknown) {
-    super('NO_SPACE', `no space left on the device holding ${where}: free some space (or prune old snapshots) and run again; nothing already stored was changed`, { cause });
+  constructor(where: string, cause?: unknown, whatToDo = 'free some space (or prune old snapshots) and run again; nothing already stored was changed') {
+    super('NO_SPACE', `no space left on the device holding ${where}: ${whatToDo}`, { cause });
     this.name = 'NoSpaceError';
   }
 }

@@ -334,6 +334,8 @@ export class RepoLock {
   private state: 'held' | 'lost' | 'released' = 'held';
   private lostReason = '';
   private refreshError: string | undefined;
+  /** the error of the last failed refresh (cleared by a successful one) */
+  private refreshCause: unknown;
   private refreshing: Promise<void> | undefined;
   private timer: ReturnType<typeof setInterval> | undefined;
   private unguard: (() => void) | undefined;
@@ -426,19 +428,28 @@ export class RepoLock {
    * writes), then asserts it is held. Run before committing work, such as a snapshot.
    */
   async verify(what = 'going on'): Promise<void> {
-    if (this.state === 'held') await this.refresh();
+    if (this.state === 'held') {
+      await this.refresh(false);
+      // a refresh that found no room for the new lock file: the disk is full (exit 6, free some
+      // space), which is the error to report, not a lost lock that running again would fix
+      const cause = this.refreshCause;
+      if (this.state === 'held' && this.refreshError !== undefined && cause instanceof MeshbackError && cause.code === 'NO_SPACE') throw cause;
+    }
     this.assertHeld(what);
   }
 
-  /** Writes a new lock file with the current time and deletes the previous one. */
-  refresh(): Promise<void> {
-    this.refreshing ??= this.doRefresh().finally(() => {
+  /**
+   * Writes a new lock file with the current time and deletes the previous one. A failure is
+   * recorded (assertHeld() then refuses) and, with `warn`, reported as a warning event.
+   */
+  refresh(warn = true): Promise<void> {
+    this.refreshing ??= this.doRefresh(warn).finally(() => {
       this.refreshing = undefined;
     });
     return this.refreshing;
   }
 
-  private async doRefresh(): Promise<void> {
+  private async doRefresh(warn: boolean): Promise<void> {
     if (this.state !== 'held') return;
     if (this.expired()) return;
     try {
@@ -446,7 +457,7 @@ export class RepoLock {
     } catch (err) {
       if (err instanceof NotFoundError) {
         this.lose(`its file ${this.current.slice(0, 8)} was removed by another process, e.g. 'meshback unlock'`);
-      } else this.failRefresh(err);
+      } else this.failRefresh(err, warn);
       return;
     }
     const now = new Date();
@@ -457,7 +468,7 @@ export class RepoLock {
     } catch (err) {
       this.pending = undefined;
       await this.backend.delete({ type: 'lock', name }).catch(() => undefined);
-      this.failRefresh(err);
+      this.failRefresh(err, warn);
       return;
     }
     const old = this.current;
@@ -474,6 +485,7 @@ export class RepoLock {
     if (this.expired()) return;
     this.writtenAt = now.getTime();
     this.refreshError = undefined;
+    this.refreshCause = undefined;
     await this.deleteLeftovers();
   }
 
@@ -496,9 +508,10 @@ export class RepoLock {
     }
   }
 
-  private failRefresh(err: unknown): void {
+  private failRefresh(err: unknown, warn = true): void {
     this.refreshError = errMessage(err);
-    this.emit({ type: 'warning', message: `could not refresh the repository lock (will retry in ${fmtAge(this.timings.refreshMs)}): ${this.refreshError}` });
+    this.refreshCause = err;
+    if (warn) this.emit({ type: 'warning', message: `could not refresh the repository lock (will retry in ${fmtAge(this.timings.refreshMs)}): ${this.refreshError}` });
   }
 
   /** From now on assertHeld() and the snapshot guard refuse; the files go at release. */

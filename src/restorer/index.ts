@@ -187,18 +187,19 @@ export async function restore(repo: Repository, opts: RestoreOptions): Promise<R
 
   // ---- target
   const target = Buffer.from(opts.target);
+  const targetFull = (err: unknown): NoSpaceError => new NoSpaceError(`the restore target ${opts.target}`, err, 'free some space there (or restore into another directory) and run the restore again; the repository was not changed');
   try {
     await fsp.mkdir(target, { recursive: true });
     const st = await fsp.stat(target);
     if (!st.isDirectory()) throw new UsageError(`restore target ${opts.target} is not a directory`);
   } catch (err) {
     if (err instanceof MeshbackError) throw err;
-    if (errnoCode(err) === 'ENOSPC') throw new NoSpaceError(opts.target, err);
+    if (errnoCode(err) === 'ENOSPC' || errnoCode(err) === 'EDQUOT') throw targetFull(err);
     throw new MeshbackError('TARGET', `cannot use restore target ${opts.target}: ${errMessage(err)}`);
   }
   const absOf = (rel: Buffer): Buffer => Buffer.concat([target, SLASH, rel]);
   const fatalFs = (err: unknown, what: Buffer): never => {
-    if (errnoCode(err) === 'ENOSPC' || errnoCode(err) === 'EDQUOT') throw new NoSpaceError(`the restore target ${opts.target}`, err);
+    if (errnoCode(err) === 'ENOSPC' || errnoCode(err) === 'EDQUOT') throw targetFull(err);
     throw new MeshbackError('TARGET', `cannot restore ${displayName(what)}: ${errMessage(err)}`, { cause: err });
   };
   const fileError = (rel: Buffer, message: string): void => {

@@ -1,0 +1,214 @@
+/**
+ * bench/fault/types: the contract between the fault-tolerance benchmark's parts.
+ *
+ *   runner (runner.ts)      tools x strategies x scenarios x repeats -> BenchResults (results.json)
+ *   scenarios (scenarios/)  one script each: setup, workload, fault, recovery, verification
+ *   report (report/)        BenchResults -> report.md, report.html (self-contained, charts)
+ *
+ * The results file is the interface: `meshback bench report DIR` re-renders a report from a saved
+ * results.json alone, so everything the report shows is in it. Bump RESULTS_VERSION when a field
+ * changes meaning or goes away (adding an optional field does not need a bump).
+ */
+import type { Tool, ToolContext } from '../tools.ts';
+
+export const RESULTS_SCHEMA = 'meshback-bench-results';
+export const RESULTS_VERSION = 1;
+
+export const SCENARIO_IDS = ['container-crash', 'node-outage', 'volume-corruption', 'repo-corruption', 'disk-full'] as const;
+export type ScenarioId = (typeof SCENARIO_IDS)[number];
+
+/**
+ * How a tool protects a volume:
+ * - full-copy: every backup copies everything (tar, rsync);
+ * - incremental: content-defined chunks, deduplicated against earlier backups (meshback, restic, borg);
+ * - snapshot: a point-in-time btrfs snapshot of the (loop-mounted) volume is taken, the tool backs
+ *   up the snapshot, and the snapshot is deleted (the role a CSI VolumeSnapshot plays).
+ */
+export type Strategy = 'full-copy' | 'incremental' | 'snapshot';
+
+/** Where a scenario's volume lives. */
+export type VolumeKind = 'dir' | 'btrfs';
+
+/** One volume under test: the live data the services write and the tools back up. */
+export interface Volume {
+  kind: VolumeKind;
+  /** absolute path of the mounted volume (or directory) */
+  path: string;
+  /** btrfs: the loop-mounted image file (the "block device" a corruption scenario may damage) */
+  image?: string;
+  /** bytes of free space left on the volume's filesystem */
+  free(): Promise<number>;
+  /**
+   * A point-in-time, read-only view of the volume to back up from (btrfs: a subvolume snapshot;
+   * dir: the live path itself, crash-inconsistent). release() deletes the snapshot.
+   */
+  snapshot(): Promise<{ path: string; release(): Promise<void> }>;
+  /** unmount and throw away (node outage); the volume is unusable afterwards */
+  destroy(): Promise<void>;
+}
+
+/** One measured command (see bench/measure.ts Measurement). */
+export interface StepResult {
+  /** e.g. 'backup-1', 'backup-2', 'restore', 'check', 'restore-after-repair' */
+  name: string;
+  wallSeconds: number;
+  cpuSeconds: number;
+  peakRssBytes: number;
+  exitCode: number;
+  /** the tool's own one-line account when it failed or warned (last stderr line) */
+  message?: string;
+}
+
+/** Files after recovery, compared by path, type, size and sha256 with the reference manifest. */
+export interface Integrity {
+  /** files in the reference (the manifest the scenario says the restore must reproduce) */
+  files: number;
+  matching: number;
+  /** present but different content, size or type */
+  damaged: number;
+  missing: number;
+  /** present after recovery, absent from the reference */
+  extra: number;
+  /** up to 20 example paths per kind, for the report */
+  examples?: { damaged?: string[]; missing?: string[]; extra?: string[] };
+}
+
+/** Data loss: what was written (acknowledged by the workload) after the last good backup and not recovered. */
+export interface Rpo {
+  /** seconds between the last good backup's start and the fault (the window of writes at risk) */
+  seconds: number;
+  /** bytes written in that window that the recovery did not bring back */
+  bytesLost: number;
+  /** writes (records appended by the workload) lost */
+  writesLost: number;
+}
+
+/** One repeat of one cell. */
+export interface RepeatResult {
+  repeat: number;
+  /** the seed this repeat's data, workload and fault moments derive from */
+  seed: number;
+  status: 'ok' | 'failed';
+  /** why it failed (one line), when status is failed */
+  reason?: string;
+  steps: StepResult[];
+  /** allocated bytes of the repository after the last backup */
+  bytesStored?: number;
+  integrity?: Integrity;
+  /**
+   * Did the tool notice the fault (a check or a restore that failed or warned, naming the
+   * damage)? null when the scenario has nothing for the tool to detect.
+   */
+  corruptionDetected?: boolean | null;
+  /** how the tool reported it (its message), when it did */
+  detectionMessage?: string;
+  rpo?: Rpo;
+  /** seconds from the fault to the end of a verified recovery */
+  rtoSeconds?: number;
+  /** anything the report should show as a footnote */
+  notes?: string[];
+}
+
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  n: number;
+}
+
+/** The summary metrics of a cell over its ok repeats (absent when no repeat measured it). */
+export interface CellSummary {
+  backupWallSeconds?: Spread;
+  backupCpuSeconds?: Spread;
+  backupPeakRssBytes?: Spread;
+  restoreWallSeconds?: Spread;
+  restoreCpuSeconds?: Spread;
+  restorePeakRssBytes?: Spread;
+  bytesStored?: Spread;
+  filesMatchingFraction?: Spread;
+  filesDamaged?: Spread;
+  filesMissing?: Spread;
+  /** fraction of repeats in which the tool detected the fault (0..1) */
+  detectionRate?: number;
+  rpoSeconds?: Spread;
+  rpoBytesLost?: Spread;
+  rtoSeconds?: Spread;
+}
+
+/** One tool (with one strategy) in one scenario. */
+export interface Cell {
+  tool: string;
+  strategy: Strategy;
+  volume: VolumeKind;
+  scenario: ScenarioId;
+  /** ok: every repeat ran; partial: some repeats failed; failed: none ran; skipped: not applicable or tool missing */
+  status: 'ok' | 'partial' | 'failed' | 'skipped';
+  reason?: string;
+  repeats: RepeatResult[];
+  summary: CellSummary;
+}
+
+export interface ToolEntry {
+  name: string;
+  version: string;
+  label: string;
+  encryption: boolean;
+  /** the strategy the tool itself implements (full-copy or incremental) */
+  strategy: Strategy;
+  /** e.g. "restic is the engine under Stash and Velero's file-system backup" */
+  note?: string;
+  /** set when the tool could not be used (binary missing and not installable) */
+  unavailable?: string;
+}
+
+export interface ScenarioEntry {
+  id: ScenarioId;
+  title: string;
+  /** what the scenario does, in one or two sentences, for the report */
+  description: string;
+}
+
+export interface BenchResults {
+  schema: typeof RESULTS_SCHEMA;
+  version: typeof RESULTS_VERSION;
+  meshbackVersion: string;
+  startedAt: string;
+  finishedAt: string;
+  machine: { cpus: number; cpuModel: string; memoryBytes: number; kernel: string; node: string; hostname: string };
+  options: { tools: string[]; scenarios: ScenarioId[]; strategies: Strategy[]; sizeBytes: number; seed: number; repeat: number };
+  tools: ToolEntry[];
+  scenarios: ScenarioEntry[];
+  cells: Cell[];
+}
+
+/** What a scenario gets for one repeat of one cell. Everything under `work` is its own. */
+export interface ScenarioContext {
+  tool: Tool;
+  strategy: Strategy;
+  /** a fresh repository for this repeat (init already done) */
+  toolCtx: ToolContext;
+  /** the live volume, already holding the generated data set */
+  volume: Volume;
+  /** scratch directory for restores, manifests, journals */
+  work: string;
+  seed: number;
+  sizeBytes: number;
+  /** runs the tool's backup of the volume the way the strategy says (snapshot first for 'snapshot') */
+  backup(name: string): Promise<StepResult>;
+  /** restores the latest backup into `target` (an empty directory) */
+  restore(name: string, target: string): Promise<StepResult>;
+  /** the tool's full data check, where it has one (undefined otherwise) */
+  check?(name: string): Promise<StepResult>;
+  /** progress line for the terminal */
+  log(message: string): void;
+}
+
+export interface Scenario {
+  id: ScenarioId;
+  title: string;
+  description: string;
+  /** the volume kind it needs for a strategy, or a reason it does not apply */
+  applies?(tool: Tool, strategy: Strategy): true | string;
+  /** one repeat: setup, workload, fault, recovery, verification */
+  run(ctx: ScenarioContext): Promise<Omit<RepeatResult, 'repeat' | 'seed'>>;
+}

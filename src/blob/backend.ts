@@ -66,6 +66,11 @@ export interface Backend {
    * buffer for many reads).
    */
   get(h: Handle, range?: { offset: number; length: number }, into?: Buffer): Promise<Buffer>;
+  /**
+   * Optional: removes temporary files of interrupted writes not modified for olderThanMs (only
+   * for a caller holding the repository exclusively).
+   */
+  removeTemporary?(olderThanMs: number): Promise<{ files: number; bytes: number }>;
   stat(h: Handle): Promise<FileInfo>;
   list(type: FileType): AsyncIterable<FileInfo>;
   delete(h: Handle): Promise<void>;

@@ -263,6 +263,41 @@ export class LocalBackend implements Backend {
     }
   }
 
+  /**
+   * Removes temporary files (`.tmp-*`, left by a process killed inside a write) not modified for
+   * olderThanMs. Only for callers that hold the repository exclusively (prune): a live writer's
+   * temporary file is modified as it grows. Returns how many were removed, and their bytes.
+   */
+  async removeTemporary(olderThanMs: number): Promise<{ files: number; bytes: number }> {
+    const now = Date.now();
+    const dirs: string[] = [this.root];
+    for (const t of Object.keys(DIRS) as FileType[]) {
+      if (t === 'config') continue;
+      const base = path.join(this.root, DIRS[t]);
+      dirs.push(base);
+      if (t === 'pack' || t === 'parity') for (const d of await this.readdirSafe(base)) if (!d.startsWith('.')) dirs.push(path.join(base, d));
+    }
+    let files = 0;
+    let bytes = 0;
+    for (const dir of dirs) {
+      for (const name of await this.readdirSafe(dir)) {
+        if (!name.startsWith(TMP_PREFIX)) continue;
+        const p = path.join(dir, name);
+        try {
+          const st = await fsp.lstat(p);
+          if (!st.isFile() || now - st.mtimeMs < olderThanMs) continue;
+          await fsp.unlink(p);
+          files++;
+          bytes += st.size;
+        } catch (err) {
+          if (errnoCode(err) === 'ENOENT') continue;
+          throw this.wrap(err, p);
+        }
+      }
+    }
+    return { files, bytes };
+  }
+
   async *list(type: FileType): AsyncIterable<FileInfo> {
     if (type === 'config') {
       if (await this.exists()) yield await this.stat({ type, name: 'config' });

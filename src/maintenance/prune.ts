@@ -26,6 +26,7 @@ import { IntegrityError, MeshbackError, NotFoundError, UsageError, errMessage } 
 import type { EventSink } from '../events/index.ts';
 import { nullSink } from '../events/index.ts';
 import type { Repository } from '../repository/index.ts';
+import { lockTimings } from '../repository/lock.ts';
 import { HOLE_PREFIX } from '../snapshot/tree.ts';
 import type { Node } from '../snapshot/tree.ts';
 import { parallel } from '../util/parallel.ts';
@@ -88,6 +89,8 @@ export interface PruneResult {
   indexFilesDeleted: number;
   /** parity files deleted (with their packs, plus any whose pack was already gone) */
   parityFilesDeleted: number;
+  /** temporary files of interrupted writes removed (not modified for the lock stale age) */
+  temporaryFilesDeleted: number;
   /** size the used blobs would take in packs holding nothing else */
   bytesUsed: number;
   bytesUnusedBefore: number;
@@ -366,6 +369,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
     indexFilesWritten: 0,
     indexFilesDeleted: rewriteIndex ? store.indexFiles.size : 0,
     parityFilesDeleted: 0,
+    temporaryFilesDeleted: 0,
     bytesUsed,
     bytesUnusedBefore,
     bytesUnusedAfter: unusedAfter,
@@ -467,6 +471,13 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   // parity files go with their packs (deleteAll removes each right after its pack); one left by an
   // interrupted prune, whose pack is gone, is removed here
   if (deletedPacks.length > 0 || repo.config.parity !== undefined) res.parityFilesDeleted = (repo.config.parity !== undefined ? deletedPacks.length : 0) + (await deleteOrphanParity(repo));
+  // temporary files of writes interrupted by a crash (a writer silent for longer than the lock's
+  // stale age is gone; a live one's lock would have kept this prune out)
+  if (repo.backend.removeTemporary !== undefined) {
+    const tmp = await repo.backend.removeTemporary(lockTimings().staleMs);
+    res.temporaryFilesDeleted = tmp.files;
+    res.bytesDeleted += tmp.bytes;
+  }
   await reachPhase('done', emit, opts.onPhase);
   return finish();
 }

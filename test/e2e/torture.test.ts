@@ -13,6 +13,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
@@ -38,11 +39,11 @@ interface KillRun {
 }
 
 /** Runs meshback and sends SIGKILL after delayMs (unless it has exited by then). */
-function runAndKill(args: string[], delayMs: number): Promise<KillRun> {
+function runAndKill(args: string[], delayMs: number, extraEnv: Record<string, string> = {}): Promise<KillRun> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const env: Record<string, string> = {};
-    for (const [k, v] of Object.entries({ ...process.env, ...ENV })) if (v !== undefined) env[k] = v;
+    for (const [k, v] of Object.entries({ ...process.env, ...ENV, ...extraEnv })) if (v !== undefined) env[k] = v;
     const p = spawn(BIN, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
@@ -59,8 +60,8 @@ function runAndKill(args: string[], delayMs: number): Promise<KillRun> {
 }
 
 /** Runs meshback to completion (a run that hangs for 2 minutes is killed and fails the test). */
-async function timed(args: string[]): Promise<number> {
-  const r = await runAndKill(args, 120_000);
+async function timed(args: string[], extraEnv: Record<string, string> = {}): Promise<number> {
+  const r = await runAndKill(args, 120_000, extraEnv);
   assert.ok(!r.killed, `meshback ${args.join(' ')} did not finish within 2 minutes`);
   assert.equal(r.code, 0, `meshback ${args.join(' ')} failed: ${r.stderr}`);
   return r.ms;
@@ -69,6 +70,19 @@ async function timed(args: string[]): Promise<number> {
 async function mustCheck(repo: string, readData: boolean, what: string): Promise<void> {
   const r = await mb(['check', '-r', repo, ...(readData ? ['--read-data'] : [])], { env: ENV });
   assert.equal(r.code, 0, `check${readData ? ' --read-data' : ''} failed after ${what}:\n${r.stdout}\n${r.stderr}`);
+}
+
+/** `.tmp-*` files anywhere in the repository (left by writes that were killed). */
+async function temporaryFiles(repo: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string): Promise<void> => {
+    for (const e of await fsp.readdir(d, { withFileTypes: true })) {
+      if (e.isDirectory()) await walk(path.join(d, e.name));
+      else if (e.name.startsWith('.tmp-')) out.push(path.join(d, e.name));
+    }
+  };
+  await walk(repo);
+  return out;
 }
 
 async function snapshotsOf(repo: string): Promise<{ id: string; paths: string[] }[]> {
@@ -151,8 +165,13 @@ describe(`crash torture (seed ${SEED})`, { timeout: 8 * 60_000 }, () => {
       counts.checks++;
       if (readData) counts.readDataChecks++;
     }
-    // the next prune completes and leaves nothing to remove; the kept snapshots restore
-    await timed(['prune', '-r', repo, '-q', '--max-unused', '0']);
+    // the next prune completes and leaves nothing to remove; the kept snapshots restore. With a
+    // short lock stale age it also removes the temporary files the kills left inside writes.
+    const tmpBefore = await temporaryFiles(repo);
+    await new Promise((r) => setTimeout(r, 1100));
+    await timed(['prune', '-r', repo, '-q', '--max-unused', '0'], { MESHBACK_LOCK_STALE_MS: '1000' });
+    assert.deepEqual(await temporaryFiles(repo), [], 'prune removes the temporary files of interrupted writes');
+    t.diagnostic(`temporary files left by the kills and removed by prune: ${tmpBefore.length}`);
     const again = await mb(['prune', '-r', repo, '--json', '--max-unused', '0'], { env: ENV });
     assert.equal(again.code, 0, again.stderr);
     const last = JSON.parse(again.stdout.split('\n').filter((l) => l.includes('"summary"')).pop()!) as { packsDeleted: number };

@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { readFileSync, promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { categorise, dominates, paretoFront, renderHtml, renderMarkdown, writeReport } from '../../src/bench/fault/report/index.ts';
+import { categorise, dominates, paretoFront, parseResults, readResults, renderHtml, renderMarkdown, writeReport } from '../../src/bench/fault/report/index.ts';
+import { NotFoundError, UsageError } from '../../src/errors/index.ts';
 import { entrantsOf, isSilent, scenariosOf } from '../../src/bench/fault/report/model.ts';
 import { RESULTS_SCHEMA, RESULTS_VERSION, SCENARIO_IDS } from '../../src/bench/fault/types.ts';
 import type { BenchResults, Cell, RepeatResult, ScenarioId, Spread, Strategy } from '../../src/bench/fault/types.ts';
@@ -254,7 +255,7 @@ describe('report of the fixture', () => {
   test('Markdown: figures, spreads, integrity, detection, RPO and RTO', () => {
     const crash = section(md, 'Container crash');
     assert.match(crash, /\| meshback \| incremental \| 2\.46 \(2\.44–2\.46\) \| 3\.39 \(3\.27–3\.43\) \| 185 \(185–191\) \|/);
-    assert.match(crash, /1,874 \/ 0 \/ 0 of 1,874 \| n\.a\. \| 6\.88 \(6\.31–7\.61; 135 writes; 540 KiB\) \| 1\.90 \(1\.88–1\.91\) \|/);
+    assert.match(crash, /1,874 \/ 0 \/ 0 of 1,874 \| n\.a\. \| 6\.88 \(6\.31–7\.61; 135 writes, 540 KiB\) \| 1\.90 \(1\.88–1\.91\) \|/);
     const repo = section(md, 'Corrupted repository');
     assert.match(repo, /\| rsync \[[\d,]+\] \| full-copy \|.*\*\*1,871 \/ 3 \/ 0 of 1,874\*\* \| \*\*no \(0\/3\)\*\* \| n\.a\. \| — \|/);
     assert.match(repo, /\| yes \(3\/3\) \|/);
@@ -408,5 +409,44 @@ describe('empty and partial results', () => {
     } finally {
       await fsp.rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+// ---------------------------------------------------------------- reading results back
+
+describe('reading a results file', () => {
+  test('the fixture reads back from its directory or its path', async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'meshback-results-'));
+    try {
+      await fsp.copyFile(FIXTURE, path.join(dir, 'results.json'));
+      assert.deepEqual(await readResults(dir), fixture());
+      assert.deepEqual(await readResults(path.join(dir, 'results.json')), fixture());
+      await assert.rejects(readResults(path.join(dir, 'nope')), (e: unknown) => e instanceof NotFoundError && /^no results at .*nope: give the --out directory/.test(e.message));
+      await fsp.rm(path.join(dir, 'results.json'));
+      await assert.rejects(readResults(dir), (e: unknown) => e instanceof NotFoundError && e.message.includes(path.join(dir, 'results.json')));
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('wrong files get one-line usage errors', () => {
+    const err = (text: string, re: RegExp) =>
+      assert.throws(
+        () => parseResults(text, 'x.json'),
+        (e: unknown) => e instanceof UsageError && re.test(e.message) && !e.message.includes('\n'),
+      );
+    err('{', /^x\.json is not JSON \(/);
+    err('[]', /^x\.json is not a meshback bench results file \(its "schema" is missing/);
+    err('{"schema":"other"}', /its "schema" is "other", not "meshback-bench-results"/);
+    err(JSON.stringify({ schema: RESULTS_SCHEMA, version: 99 }), /holds results version 99; this meshback reads version 1/);
+    const ok = JSON.parse(readFileSync(FIXTURE, 'utf8')) as Record<string, unknown>;
+    err(JSON.stringify({ ...ok, cells: {} }), /malformed: "cells" is not a list/);
+    const cells = structuredClone(ok['cells']) as Record<string, unknown>[];
+    cells[3]!['status'] = 'great';
+    err(JSON.stringify({ ...ok, cells }), /malformed: cells\[3\]\.status is "great"/);
+    delete cells[3]!['status'];
+    cells[3]!['status'] = 'ok';
+    cells[4]!['repeats'] = [{}];
+    err(JSON.stringify({ ...ok, cells }), /malformed: cells\[4\]\.repeats\[0\] has no list of steps/);
   });
 });

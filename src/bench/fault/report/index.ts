@@ -7,6 +7,7 @@
  *   markdown.ts  report.md
  *   svg.ts       bar, stacked-bar and scatter charts as SVG strings
  *   html.ts      report.html
+ *   results.ts   reading a saved results.json back (identity, version and shape checked)
  *
  * Both renderings are pure functions of the results file, so `meshback bench report DIR`
  * re-renders them from a saved results.json. The schema is documented in
@@ -23,6 +24,7 @@ export { renderMarkdown } from './markdown.ts';
 export { categorise, robustness, standings } from './model.ts';
 export type { Categories, Robustness, Standing } from './model.ts';
 export { dominates, paretoFront } from './pareto.ts';
+export { parseResults, readResults } from './results.ts';
 export type { ParetoPoint, ParetoResult } from './pareto.ts';
 
 /**

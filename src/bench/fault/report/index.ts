@@ -1,28 +1,53 @@
 /**
- * bench/fault/report: renders BenchResults as report.md and a self-contained report.html.
- * PLACEHOLDER while the report is being built on its own branch: this minimal version lists the
- * cells so that the runner can be developed and tested; it is replaced before it lands.
+ * bench/fault/report: renders BenchResults (results.json) as report.md, a Markdown summary, and
+ * report.html, one self-contained page with inline SVG charts (no script, no external resource).
+ *
+ *   model.ts     what the report says: entrants, per-scenario tables, categories, robustness
+ *   pareto.ts    the Pareto front (lower is better in every coordinate)
+ *   markdown.ts  report.md
+ *   svg.ts       bar, stacked-bar and scatter charts as SVG strings
+ *   html.ts      report.html
+ *   results.ts   reading a saved results.json back (identity, version and shape checked)
+ *
+ * Both renderings are pure functions of the results file, so `meshback bench report DIR`
+ * re-renders them from a saved results.json. The schema is documented in
+ * docs/bench-results-schema.md.
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { BenchResults } from '../types.ts';
+import { renderHtml } from './html.ts';
+import { renderMarkdown } from './markdown.ts';
 
-export function renderMarkdown(r: BenchResults): string {
-  const lines = ['| tool | strategy | scenario | status |', '|---|---|---|---|'];
-  for (const c of r.cells) lines.push(`| ${c.tool} | ${c.strategy} | ${c.scenario} | ${c.status} |`);
-  return lines.join('\n') + '\n';
-}
+export { renderHtml } from './html.ts';
+export { renderMarkdown } from './markdown.ts';
+export { categorise, robustness, standings } from './model.ts';
+export type { Categories, Robustness, Standing } from './model.ts';
+export { dominates, paretoFront } from './pareto.ts';
+export { parseResults, readResults } from './results.ts';
+export type { ParetoPoint, ParetoResult } from './pareto.ts';
 
-export function renderHtml(r: BenchResults): string {
-  return `<!doctype html><meta charset="utf-8"><title>meshback bench</title><pre>${renderMarkdown(r).replace(/</g, '&lt;')}</pre>`;
-}
-
-/** Writes report.md and report.html into outDir; returns the paths written. */
+/**
+ * Writes report.md and report.html into outDir (created if missing), each through a temporary
+ * file renamed into place, so a reader never sees half a report; returns the paths written.
+ */
 export async function writeReport(outDir: string, results: BenchResults): Promise<{ markdown: string; html: string }> {
   await fsp.mkdir(outDir, { recursive: true });
   const markdown = path.join(outDir, 'report.md');
   const html = path.join(outDir, 'report.html');
-  await fsp.writeFile(markdown, renderMarkdown(results));
-  await fsp.writeFile(html, renderHtml(results));
+  const texts: [string, string][] = [
+    [markdown, renderMarkdown(results)],
+    [html, renderHtml(results)],
+  ];
+  for (const [file, text] of texts) {
+    const tmp = `${file}.tmp-${process.pid}`;
+    try {
+      await fsp.writeFile(tmp, text);
+      await fsp.rename(tmp, file);
+    } catch (err) {
+      await fsp.rm(tmp, { force: true });
+      throw err;
+    }
+  }
   return { markdown, html };
 }

@@ -225,6 +225,11 @@ describe('injectors', () => {
     const borg = 'Data integrity error: Segment entry checksum mismatch [segment 2, offset 8]\nTraceback (most recent call last):\n  File "x", line 1\nborg.helpers.errors.IntegrityError: Data integrity error\n\nPlatform: Linux\nSSH_ORIGINAL_COMMAND: None\n';
     assert.equal(toolMessage(borg), 'Data integrity error: Segment entry checksum mismatch [segment 2, offset 8]');
     assert.equal(toolMessage('Traceback (most recent call last):\n  File "x"\nValueError: bad thing\nPID: 1\n'), 'ValueError: bad thing');
+    const check = JSON.stringify({ message_type: 'summary', ok: false, findings: [{ kind: 'pack-damaged', message: 'pack 56 is damaged' }, { kind: 'blob-damaged', message: 'x' }] });
+    assert.equal(toolMessage(`${check}\n`), '2 error(s) found, first: pack 56 is damaged');
+    const restore = JSON.stringify({ message_type: 'summary', errors: [{ path: 'a/b', message: 'not restored: chunk 8f failed authentication' }] });
+    assert.equal(toolMessage(restore), '1 file(s) not restored, first: a/b: not restored: chunk 8f failed authentication');
+    assert.equal(toolMessage('x'.repeat(1000)).length, 400);
   });
 
   test('LoopFs: mount, fill to a given free space, unfill, close detaches the loop device', async (t) => {
@@ -323,9 +328,10 @@ describe('repo-corruption', () => {
     plausibleSteps(r);
     assert.equal(step(r, 'check').exitCode, 4);
     assert.equal(r.corruptionDetected, true);
-    assert.ok(r.detectionMessage !== undefined && r.detectionMessage !== '');
+    assert.match(r.detectionMessage ?? '', /^\d+ error\(s\) found, first: pack [0-9a-f]{64} is damaged/);
     const i = addsUp(r.integrity);
     assert.equal(i.damaged, 0, 'meshback restored damaged bytes');
+    if (i.missing > 0) assert.match(step(r, 'restore').message ?? '', /^\d+ file\(s\) not restored, first: /);
     assert.equal(step(r, 'restore').exitCode, i.missing > 0 ? 4 : 0);
     assert.ok(r.notes!.some((n) => n.includes('no parity')), r.notes!.join('\n'));
     assert.ok(!r.notes!.some((n) => n.startsWith('silent corruption')));

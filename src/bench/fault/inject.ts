@@ -36,18 +36,54 @@ export function lastLine(text: string): string {
   return lines[lines.length - 1] ?? '';
 }
 
+/** Longest message kept from a tool's output. */
+const MESSAGE_CHARS = 400;
+
+const clip = (s: string): string => (s.length > MESSAGE_CHARS ? s.slice(0, MESSAGE_CHARS - 1) + '…' : s);
+
 /**
- * The tool's own one-line account of a failure in its output: the last non-empty line, except
- * that a Python traceback (borg's "Local Exception", followed by platform lines) is skipped for
- * the message printed before it, or else the exception line that ends it.
+ * A JSON summary line (meshback --json prints its failure account only there) in one line of
+ * prose: its message or error field, else the first finding (check) or error (restore).
+ */
+function jsonAccount(line: string): string | undefined {
+  if (!line.startsWith('{')) return undefined;
+  let j: unknown;
+  try {
+    j = JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+  if (typeof j !== 'object' || j === null) return undefined;
+  const o = j as Record<string, unknown>;
+  for (const k of ['message', 'error']) if (typeof o[k] === 'string') return o[k];
+  const first = (k: string): Record<string, unknown> | undefined => {
+    const a = o[k];
+    return Array.isArray(a) && a.length > 0 && typeof a[0] === 'object' && a[0] !== null ? (a[0] as Record<string, unknown>) : undefined;
+  };
+  const count = (k: string): number => (o[k] as unknown[]).length;
+  const f = first('findings');
+  if (f !== undefined) return `${count('findings')} error(s) found, first: ${String(f['message'] ?? f['kind'] ?? '?')}`;
+  const e = first('errors');
+  if (e !== undefined) return `${count('errors')} file(s) not restored, first: ${e['path'] !== undefined ? `${String(e['path'])}: ` : ''}${String(e['message'] ?? '?')}`;
+  return undefined;
+}
+
+/**
+ * The tool's own one-line account of a failure in its output (at most 400 characters): the last
+ * non-empty line, except that a Python traceback (borg's "Local Exception", followed by platform
+ * lines) is skipped for the message printed before it, or else the exception line that ends it,
+ * and that a JSON summary line is put in prose (see jsonAccount).
  */
 export function toolMessage(output: string): string {
   const lines = output.split('\n').map((l) => l.trim());
   const tb = lines.findIndex((l) => l.startsWith('Traceback (most recent call last)'));
-  if (tb < 0) return lastLine(output);
-  const before = lastLine(lines.slice(0, tb).join('\n'));
-  if (before !== '') return before;
-  return lines.slice(tb + 1).find((l) => /^[\w.]+(Error|Exception)\b.*:/.test(l)) ?? lastLine(output);
+  let line: string;
+  if (tb < 0) line = lastLine(output);
+  else {
+    line = lastLine(lines.slice(0, tb).join('\n'));
+    if (line === '') line = lines.slice(tb + 1).find((l) => /^[\w.]+(Error|Exception)\b.*:/.test(l)) ?? lastLine(output);
+  }
+  return clip(jsonAccount(line) ?? line);
 }
 
 /** One measured command as a step, with the output of a failed command for the scenario to read. */

@@ -27,8 +27,10 @@ export interface ToolContext {
   repo: string;
   /** environment of every command of the tool (already with the runner's extra variables) */
   env: Record<string, string>;
-  /** backups taken so far into this repository */
+  /** backups taken so far into this repository (successful ones) */
   backups: number;
+  /** backups attempted (names are numbered by attempt, so a retry after a failure never reuses a failed attempt's name) */
+  attempts?: number;
   /** absolute path of the last backed-up source directory */
   lastSource?: string;
   /** the tool's name for the last backup (borg archive, tar file, cp copy), where it has one */
@@ -90,6 +92,29 @@ async function moveInto(from: string, target: string, scratch: string): Promise<
   await fsp.rmdir(target); // must be empty, as the runner made it
   await fsp.rename(from, target);
   await fsp.rm(scratch, { recursive: true, force: true });
+}
+
+/** The number of the next backup attempt (1, 2, ...). */
+function nextAttempt(ctx: ToolContext): number {
+  ctx.attempts = (ctx.attempts ?? ctx.backups) + 1;
+  return ctx.attempts;
+}
+
+/**
+ * Runs a restore into `scratch` and moves the restored source tree to `target`; when the restore
+ * fails, what it did restore is moved into place too (so a comparison sees the partial result,
+ * not an empty target), and the failure is rethrown.
+ */
+async function restoreViaScratch(run: () => Promise<Measurement>, from: string, target: string, scratch: string): Promise<Measurement> {
+  let m: Measurement;
+  try {
+    m = await run();
+  } catch (err) {
+    await moveInto(from, target, scratch).catch(() => undefined);
+    throw err;
+  }
+  await moveInto(from, target, scratch);
+  return m;
 }
 
 function needSource(ctx: ToolContext): string {
@@ -159,9 +184,7 @@ export const restic: Tool = {
     const scratch = `${target}.restic-layout`;
     await fsp.rm(scratch, { recursive: true, force: true });
     await fsp.mkdir(scratch);
-    const m = (await measure(['restic', 'restore', 'latest', '--target', scratch], { env: ctx.env })).measurement;
-    await moveInto(path.join(scratch, src), target, scratch);
-    return m;
+    return restoreViaScratch(async () => (await measure(['restic', 'restore', 'latest', '--target', scratch], { env: ctx.env })).measurement, path.join(scratch, src), target, scratch);
   },
   async check(ctx) {
     return (await measure(['restic', 'check', '--read-data'], { env: ctx.env })).measurement;
@@ -190,7 +213,7 @@ export const borg: Tool = {
     return (await measure(['borg', 'init', '--encryption=repokey-blake2', ctx.repo], { env: ctx.env })).measurement;
   },
   async backup(ctx, src) {
-    const name = `b-${ctx.backups + 1}`;
+    const name = `b-${nextAttempt(ctx)}`;
     const r = await measure(['borg', 'create', '--compression', 'zstd,3', `${ctx.repo}::${name}`, src], { env: ctx.env });
     ctx.backups++;
     ctx.lastSource = src;
@@ -205,9 +228,7 @@ export const borg: Tool = {
     const scratch = `${target}.borg-layout`;
     await fsp.rm(scratch, { recursive: true, force: true });
     await fsp.mkdir(scratch);
-    const m = (await measure(['borg', 'extract', `${ctx.repo}::${name}`], { env: ctx.env, cwd: scratch })).measurement;
-    await moveInto(path.join(scratch, src.replace(/^\/+/, '')), target, scratch);
-    return m;
+    return restoreViaScratch(async () => (await measure(['borg', 'extract', `${ctx.repo}::${name}`], { env: ctx.env, cwd: scratch })).measurement, path.join(scratch, src.replace(/^\/+/, '')), target, scratch);
   },
   async check(ctx) {
     return (await measure(['borg', 'check', '--verify-data', ctx.repo], { env: ctx.env })).measurement;
@@ -234,8 +255,9 @@ export const tar: Tool = {
     return (await measure(['mkdir', '-p', ctx.repo], { env: ctx.env })).measurement;
   },
   async backup(ctx, src) {
-    const name = archiveName(ctx.backups + 1);
-    const script = 'set -o pipefail; tar -C "$1" --numeric-owner -cf - "$2" | zstd -T0 -3 -q -o "$3"';
+    // written under a temporary name and renamed when complete: a failed attempt leaves no archive
+    const name = archiveName(nextAttempt(ctx));
+    const script = 'set -o pipefail; rm -f "$3.part"; tar -C "$1" --numeric-owner -cf - "$2" | zstd -T0 -3 -q -o "$3.part" && mv "$3.part" "$3" || { rc=$?; rm -f "$3.part"; exit $rc; }';
     const r = await measure(['bash', '-c', script, 'tar-backup', path.dirname(src), path.basename(src), path.join(ctx.repo, name)], { env: ctx.env });
     ctx.backups++;
     ctx.lastSource = src;
@@ -249,7 +271,7 @@ export const tar: Tool = {
     return (await measure(['bash', '-c', script, 'tar-restore', path.join(ctx.repo, ctx.lastBackup), target], { env: ctx.env })).measurement;
   },
   async check(ctx) {
-    const archives = Array.from({ length: ctx.backups }, (_, i) => path.join(ctx.repo, archiveName(i + 1)));
+    const archives = (await fsp.readdir(ctx.repo)).filter((f) => /^archive-\d+\.tar\.zst$/.test(f)).sort().map((f) => path.join(ctx.repo, f));
     return (await measure(['zstd', '-tq', ...archives], { env: ctx.env })).measurement;
   },
   bytesStored: (ctx) => duBytes(ctx.repo),
@@ -285,19 +307,21 @@ export const cp: Tool = {
   name: 'cp',
   label: 'cp -a',
   packages: ['coreutils'],
-  binaries: ['cp'],
+  binaries: ['cp', 'bash'],
   encryption: false,
   setup: 'cp -a SRC REPO/copy-N, a fresh full copy every time (the physical floor: no compression, no dedup, no encryption); restore cp -a back; no check',
   async version() {
     return firstLine((await run(['cp', '--version'])).stdout);
   },
-  available: () => allAvailable(['cp']),
+  available: () => allAvailable(['cp', 'bash']),
   async init(ctx) {
     return (await measure(['mkdir', '-p', ctx.repo], { env: ctx.env })).measurement;
   },
   async backup(ctx, src) {
-    const name = `copy-${ctx.backups + 1}`;
-    const r = await measure(['cp', '-a', src, path.join(ctx.repo, name)], { env: ctx.env });
+    // copied under a temporary name and renamed when complete: a failed attempt leaves no copy
+    const name = `copy-${nextAttempt(ctx)}`;
+    const script = 'rm -rf "$2.part" && cp -a "$1" "$2.part" && mv "$2.part" "$2" || { rc=$?; rm -rf "$2.part"; exit $rc; }';
+    const r = await measure(['bash', '-c', script, 'cp-backup', src, path.join(ctx.repo, name)], { env: ctx.env });
     ctx.backups++;
     ctx.lastSource = src;
     ctx.lastBackup = name;

@@ -8,6 +8,7 @@ import { MeshbackError, UsageError, errMessage } from '../errors/index.ts';
 import { releaseHeldLocks, releaseHeldLocksSync } from '../repository/lock.ts';
 import type { Command, OptionSpec } from './command.ts';
 import { backupCommand } from './commands/backup.ts';
+import { benchCommand } from './commands/bench.ts';
 import { checkCommand } from './commands/check.ts';
 import { demoCommand } from './commands/demo.ts';
 import { diffCommand } from './commands/diff.ts';
@@ -28,7 +29,7 @@ import type { Output } from './output.ts';
 
 export const VERSION = '0.1.0';
 
-const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, forgetCommand, pruneCommand, checkCommand, repairCommand, keyCommand, unlockCommand, demoCommand];
+const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, forgetCommand, pruneCommand, checkCommand, repairCommand, keyCommand, unlockCommand, demoCommand, benchCommand];
 
 const GLOBAL: Record<string, OptionSpec> = {
   repo: { type: 'string', short: 'r', argument: 'DIR', description: 'repository location (or MESHBACK_REPO)' },

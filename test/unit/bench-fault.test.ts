@@ -53,7 +53,7 @@ test('workload: every acknowledged write is found, and each kind of loss is coun
     const torn = await fsp.readFile(path.join(vol, s0));
     assert.equal(torn.length, STATE_BYTES);
     assert.equal(stateVersion(torn), stateWrites(s0).length);
-    torn[2000] ^= 0xff;
+    torn[2000] = torn[2000]! ^ 0xff;
     await fsp.writeFile(path.join(vol, s0), torn);
     await fsp.rm(path.join(vol, s1));
     const lostWrites = 1 + stateWrites(s0).length + stateWrites(s1).length;

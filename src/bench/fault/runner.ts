@@ -70,7 +70,7 @@ export interface BenchOptions {
   repeat: number;
   /** results.json and the report go here */
   out: string;
-  /** volumes, repositories, restores (default OUT/work; removed at the end) */
+  /** volumes, repositories and restores go in a fresh directory made inside this one (default OUT); it is removed at the end */
   work?: string;
   /** extra environment for every tool command; inherited MESHBACK_* variables are not passed on */
   env?: Record<string, string>;
@@ -190,12 +190,15 @@ export function summarize(repeats: RepeatResult[]): CellSummary {
   return out;
 }
 
-function cellStatus(c: Cell, repeats: number): Cell['status'] {
-  if (c.status === 'skipped') return 'skipped';
+/** A cell's status and reason from its repeats so far (a repeat not run yet counts as not run). */
+function settleCell(c: Cell, repeats: number): void {
+  if (c.status === 'skipped') return;
   const okN = c.repeats.filter((r) => r.status === 'ok').length;
-  if (okN === c.repeats.length && c.repeats.length === repeats) return 'ok';
-  if (okN === 0 && c.repeats.length > 0) return 'failed';
-  return 'partial';
+  const missing = repeats - c.repeats.length;
+  c.status = okN === repeats ? 'ok' : okN === 0 ? 'failed' : 'partial';
+  if (missing > 0) c.reason = `${missing} of ${repeats} repeat(s) not run: the benchmark stopped before them`;
+  else if (okN < repeats) c.reason = `${repeats - okN} of ${repeats} repeat(s) failed: ${c.repeats.find((r) => r.status === 'failed')?.reason ?? ''}`;
+  else delete c.reason;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -288,13 +291,13 @@ export async function runBench(o: BenchOptions): Promise<BenchResults> {
   const bad = validateNames({ tools: o.tools, scenarios: o.scenarios, strategies: o.strategies, snapshotTools: o.snapshotTools }, registry);
   if (bad !== undefined) throw new Error(bad);
   const out = path.resolve(o.out);
-  const work = path.resolve(o.work ?? path.join(out, 'work'));
+  const workBase = path.resolve(o.work ?? out);
   const install = o.install ?? true;
   const env = toolEnv(o.env ?? {});
   await ensureGnuTime();
   await fsp.mkdir(out, { recursive: true });
-  await fsp.rm(work, { recursive: true, force: true });
-  await fsp.mkdir(work, { recursive: true });
+  await fsp.mkdir(workBase, { recursive: true });
+  const work = await fsp.mkdtemp(path.join(workBase, 'meshback-bench-work-'));
 
   const resolved = await resolveTools(o.tools, install, log);
   const scenarios = o.scenarios.map((id) => registry.find((s) => s.id === id)!);
@@ -348,7 +351,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResults> {
   }
   const save = async () => {
     for (const c of results.cells) {
-      c.status = cellStatus(c, o.repeat);
+      settleCell(c, o.repeat);
       c.summary = summarize(c.repeats);
     }
     results.finishedAt = new Date().toISOString();
@@ -458,14 +461,29 @@ async function runRepeat(p: Plan, e: RepeatEnv): Promise<RepeatResult> {
             step = failedStep(name, err, startedAt, (performance.now() - t0) / 1000);
             if (err instanceof CommandError && err.signal === null && err.exitCode === WARNING_EXIT[tool.name] && (await recordWarnedBackup(tool, toolCtx, src))) step.warning = true;
           }
+          if (snapshotSeconds !== undefined) step.snapshotSeconds = snapshotSeconds;
           if (ok(step) && opts?.view !== undefined) await opts.view(src);
+          if (ok(step) && opts?.hold !== undefined) {
+            // the scenario holds the view until its promise settles; release then, in the background
+            const held = Promise.resolve().then(() => opts.hold!(src));
+            const rel = release;
+            const s = step;
+            release = undefined;
+            void held.catch(() => {}).then(async () => {
+              if (rel === undefined) return;
+              const r0 = performance.now();
+              await rel().catch(() => {});
+              s.snapshotSeconds = (s.snapshotSeconds ?? 0) + (performance.now() - r0) / 1000;
+            });
+          }
         } catch (err) {
           step = failedStep(name, err, startedAt, (performance.now() - t0) / 1000);
+          if (snapshotSeconds !== undefined) step.snapshotSeconds = snapshotSeconds;
         } finally {
           if (release !== undefined) {
             const r0 = performance.now();
             await release().catch(() => {});
-            snapshotSeconds = (snapshotSeconds ?? 0) + (performance.now() - r0) / 1000;
+            if (snapshotSeconds !== undefined) snapshotSeconds += (performance.now() - r0) / 1000;
           }
         }
         if (snapshotSeconds !== undefined) step.snapshotSeconds = snapshotSeconds;

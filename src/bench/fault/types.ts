@@ -64,7 +64,7 @@ export interface StepResult {
    * we read it", borg 1, restic 3 and meshback 3 "incomplete snapshot"): the step counts as done
    */
   warning?: boolean;
-  /** snapshot strategy: seconds spent creating and deleting the btrfs snapshot (not in wallSeconds) */
+  /** snapshot strategy: seconds spent creating (and, once released, deleting) the btrfs snapshot (not in wallSeconds) */
   snapshotSeconds?: number;
 }
 
@@ -205,11 +205,17 @@ export interface BenchResults {
 
 export interface BackupOptions {
   /**
-   * Called after the tool's backup with the path it backed up, while that still exists: for the
-   * snapshot strategy the read-only snapshot (so a scenario can take the manifest of exactly what
-   * was backed up before the snapshot is deleted); otherwise the live volume.
+   * Called when the tool's backup succeeded, with the path it backed up: for the snapshot
+   * strategy the read-only snapshot (so a scenario can take the manifest of exactly what was
+   * backed up), otherwise the live volume. backup() waits for it, then deletes the snapshot.
    */
   view?(path: string): Promise<void>;
+  /**
+   * Like view, but backup() does not wait: the snapshot is kept until the returned promise
+   * settles, so a scenario can hold it past the fault and hash it while its clocks are stopped.
+   * A snapshot still held when the repeat ends goes with its volume.
+   */
+  hold?(path: string): Promise<void>;
 }
 
 /** What a scenario gets for one repeat of one cell. Everything under `work` is its own. */

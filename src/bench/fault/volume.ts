@@ -156,8 +156,12 @@ export async function btrfsVolume(dir: string, opts: VolumeOptions = {}): Promis
       return {
         path: snap,
         async release() {
-          if (!live.delete(name) || destroyed) return;
-          await run(['btrfs', 'subvolume', 'delete', snap]);
+          if (!live.has(name) || destroyed) return;
+          try {
+            await run(['btrfs', 'subvolume', 'delete', snap]);
+          } finally {
+            live.delete(name); // only now may a new snapshot take this path
+          }
         },
       };
     },

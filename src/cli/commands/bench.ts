@@ -134,7 +134,7 @@ export const benchCommand: Command = {
     size: { type: 'string', argument: 'SIZE', description: 'run: size of the generated volume data set (default 256MiB)' },
     seed: { type: 'string', argument: 'N', description: 'run: seed of the data sets, workloads and fault moments (default 1)' },
     repeat: { type: 'string', argument: 'N', description: 'run: repeats per cell (default 3); figures are medians with min-max' },
-    work: { type: 'string', argument: 'DIR', description: 'run: scratch space for volumes and repositories (default OUT/work, removed at the end)' },
+    work: { type: 'string', argument: 'DIR', description: 'run: where the scratch directory for volumes and repositories is made (default OUT; removed at the end)' },
     env: { type: 'string', multiple: true, argument: 'KEY=VALUE', description: 'run: extra environment for every tool (recorded: such a run is not representative)' },
     'no-install': { type: 'boolean', description: 'run: do not apt-get install missing peers or btrfs-progs (root only)' },
   },

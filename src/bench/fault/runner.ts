@@ -17,7 +17,7 @@
  *
  * Nothing here prints: progress goes to the `log` callback.
  */
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { generateMeshVolume } from '../../testing/gen.ts';
@@ -43,7 +43,7 @@ import type {
   ToolEntry,
   Volume,
 } from './types.ts';
-import { btrfsImageBytes, btrfsSupport, createVolume } from './volume.ts';
+import { btrfsImageBytes, btrfsSupport, createVolume, unmountAllSync } from './volume.ts';
 import { killWriters } from './workload.ts';
 
 export const DEFAULT_TOOLS = ['meshback', 'restic', 'borg', 'rsync', 'tar'] as const;
@@ -298,6 +298,12 @@ export async function runBench(o: BenchOptions): Promise<BenchResults> {
   await fsp.mkdir(out, { recursive: true });
   await fsp.mkdir(workBase, { recursive: true });
   const work = await fsp.mkdtemp(path.join(workBase, 'meshback-bench-work-'));
+  // an interrupted run (SIGINT/SIGTERM end in process.exit) leaves no mount and no scratch behind
+  const onExit = (): void => {
+    unmountAllSync();
+    rmSync(work, { recursive: true, force: true });
+  };
+  process.on('exit', onExit);
 
   const resolved = await resolveTools(o.tools, install, log);
   const scenarios = o.scenarios.map((id) => registry.find((s) => s.id === id)!);
@@ -388,6 +394,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResults> {
   } finally {
     await save();
     await fsp.rm(work, { recursive: true, force: true }).catch(() => {});
+    process.off('exit', onExit);
   }
   await writeReport(out, results);
   return results;

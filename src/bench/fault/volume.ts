@@ -34,17 +34,20 @@ let exitHookInstalled = false;
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const [mnt, image] of mounted) {
-      try {
-        execFileSync('umount', ['-l', mnt], { stdio: 'ignore' });
-      } catch {
-        // already gone
-      }
-      detachSync(image);
+  process.on('exit', unmountAllSync);
+}
+
+/** Unmount (lazily) and detach every volume still mounted, synchronously (for exit paths). */
+export function unmountAllSync(): void {
+  for (const [mnt, image] of mounted) {
+    try {
+      execFileSync('umount', ['-l', mnt], { stdio: 'ignore' });
+    } catch {
+      // already gone
     }
-    mounted.clear();
-  });
+    detachSync(image);
+  }
+  mounted.clear();
 }
 
 function detachSync(image: string): void {

@@ -257,7 +257,8 @@ export const tar: Tool = {
   async backup(ctx, src) {
     // written under a temporary name and renamed when complete: a failed attempt leaves no archive
     const name = archiveName(nextAttempt(ctx));
-    const script = 'set -o pipefail; rm -f "$3.part"; tar -C "$1" --numeric-owner -cf - "$2" | zstd -T0 -3 -q -o "$3.part" && mv "$3.part" "$3" || { rc=$?; rm -f "$3.part"; exit $rc; }';
+    // (tar's exit 1, "a file changed as we read it", still wrote a whole archive: kept, and the exit kept too)
+    const script = 'rm -f "$3.part"; tar -C "$1" --numeric-owner -cf - "$2" | zstd -T0 -3 -q -o "$3.part"; t=${PIPESTATUS[0]}; z=${PIPESTATUS[1]}; if [ "$z" -eq 0 ] && [ "$t" -le 1 ]; then mv "$3.part" "$3" || exit 2; exit "$t"; fi; rm -f "$3.part"; [ "$t" -ne 0 ] && exit "$t"; exit "$z"';
     const r = await measure(['bash', '-c', script, 'tar-backup', path.dirname(src), path.basename(src), path.join(ctx.repo, name)], { env: ctx.env });
     ctx.backups++;
     ctx.lastSource = src;

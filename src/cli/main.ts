@@ -9,6 +9,7 @@ import { MeshbackError, UsageError, errMessage } from '../errors/index.ts';
 import { releaseHeldLocks, releaseHeldLocksSync } from '../repository/lock.ts';
 import type { Command, OptionSpec } from './command.ts';
 import { backupCommand } from './commands/backup.ts';
+import { benchCommand } from './commands/bench.ts';
 import { checkCommand } from './commands/check.ts';
 import { demoCommand } from './commands/demo.ts';
 import { diffCommand } from './commands/diff.ts';
@@ -40,7 +41,7 @@ export const VERSION = '0.1.0';
 const READS_PACKS = new Set(['restore', 'check', 'prune', 'repair']);
 const READ_HEAP_FLAGS = '--external-memory-accounted-in-global-limit --external-memory-max-growing-factor=2';
 
-const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, forgetCommand, pruneCommand, checkCommand, repairCommand, keyCommand, unlockCommand, demoCommand];
+const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, forgetCommand, pruneCommand, checkCommand, repairCommand, keyCommand, unlockCommand, demoCommand, benchCommand];
 
 const GLOBAL: Record<string, OptionSpec> = {
   repo: { type: 'string', short: 'r', argument: 'DIR', description: 'repository location (or MESHBACK_REPO)' },

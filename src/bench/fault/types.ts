@@ -57,6 +57,15 @@ export interface StepResult {
   exitCode: number;
   /** the tool's own one-line account when it failed or warned (last stderr line) */
   message?: string;
+  /** when the step started (ms since the epoch); for a backup, the start of its RPO window */
+  startedAt?: number;
+  /**
+   * the tool exited with its warning status and still stored the backup (tar 1 "file changed as
+   * we read it", borg 1, restic 3 and meshback 3 "incomplete snapshot"): the step counts as done
+   */
+  warning?: boolean;
+  /** snapshot strategy: seconds spent creating (and, once released, deleting) the btrfs snapshot (not in wallSeconds) */
+  snapshotSeconds?: number;
 }
 
 /** Files after recovery, compared by path, type, size and sha256 with the reference manifest. */
@@ -175,10 +184,38 @@ export interface BenchResults {
   startedAt: string;
   finishedAt: string;
   machine: { cpus: number; cpuModel: string; memoryBytes: number; kernel: string; node: string; hostname: string };
-  options: { tools: string[]; scenarios: ScenarioId[]; strategies: Strategy[]; sizeBytes: number; seed: number; repeat: number };
+  options: {
+    tools: string[];
+    scenarios: ScenarioId[];
+    strategies: Strategy[];
+    sizeBytes: number;
+    seed: number;
+    repeat: number;
+    /** the tools that ran the snapshot strategy (when 'snapshot' is in strategies) */
+    snapshotTools?: string[];
+    /** extra environment given to every tool command (--env): a run with it is not representative */
+    extraEnv?: Record<string, string>;
+  };
   tools: ToolEntry[];
   scenarios: ScenarioEntry[];
   cells: Cell[];
+  /** run-wide footnotes (e.g. why the snapshot strategy could not run) */
+  notes?: string[];
+}
+
+export interface BackupOptions {
+  /**
+   * Called when the tool's backup succeeded, with the path it backed up: for the snapshot
+   * strategy the read-only snapshot (so a scenario can take the manifest of exactly what was
+   * backed up), otherwise the live volume. backup() waits for it, then deletes the snapshot.
+   */
+  view?(path: string): Promise<void>;
+  /**
+   * Like view, but backup() does not wait: the snapshot is kept until the returned promise
+   * settles, so a scenario can hold it past the fault and hash it while its clocks are stopped.
+   * A snapshot still held when the repeat ends goes with its volume.
+   */
+  hold?(path: string): Promise<void>;
 }
 
 /** What a scenario gets for one repeat of one cell. Everything under `work` is its own. */
@@ -193,14 +230,23 @@ export interface ScenarioContext {
   work: string;
   seed: number;
   sizeBytes: number;
-  /** runs the tool's backup of the volume the way the strategy says (snapshot first for 'snapshot') */
-  backup(name: string): Promise<StepResult>;
+  /**
+   * runs the tool's backup of the volume the way the strategy says (snapshot first for
+   * 'snapshot'). Never throws for a failing tool: the StepResult says how it ended (see
+   * common.ts stepSucceeded); a process killed by a scenario ends with 128 + the signal number.
+   */
+  backup(name: string, opts?: BackupOptions): Promise<StepResult>;
   /** restores the latest backup into `target` (an empty directory) */
   restore(name: string, target: string): Promise<StepResult>;
   /** the tool's full data check, where it has one (undefined otherwise) */
   check?(name: string): Promise<StepResult>;
   /** progress line for the terminal */
   log(message: string): void;
+  /**
+   * A fresh, empty volume of the same kind as `volume` (e.g. the replacement node's volume to
+   * recover into); the runner destroys it after the repeat.
+   */
+  newVolume?(label: string): Promise<Volume>;
 }
 
 export interface Scenario {

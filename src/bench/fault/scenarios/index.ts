@@ -1,0 +1,22 @@
+/**
+ * bench/fault/scenarios: the registry. A scenario is one module exporting a Scenario
+ * (types.ts); adding one is one import and one entry in SCENARIOS (the report's order).
+ */
+import type { Scenario, ScenarioId } from '../types.ts';
+import { containerCrash } from './container-crash.ts';
+import { diskFull } from './disk-full.ts';
+import { nodeOutage } from './node-outage.ts';
+import { repoCorruption } from './repo-corruption.ts';
+import { volumeCorruption } from './volume-corruption.ts';
+
+export const SCENARIOS: readonly Scenario[] = [
+  containerCrash,
+  nodeOutage,
+  volumeCorruption,
+  repoCorruption,
+  diskFull,
+];
+
+export function scenarioById(id: string): Scenario | undefined {
+  return SCENARIOS.find((s) => s.id === (id as ScenarioId));
+}

@@ -258,7 +258,7 @@ export const tar: Tool = {
     // written under a temporary name and renamed when complete: a failed attempt leaves no archive
     const name = archiveName(nextAttempt(ctx));
     // (tar's exit 1, "a file changed as we read it", still wrote a whole archive: kept, and the exit kept too)
-    const script = 'rm -f "$3.part"; tar -C "$1" --numeric-owner -cf - "$2" | zstd -T0 -3 -q -o "$3.part"; t=${PIPESTATUS[0]}; z=${PIPESTATUS[1]}; if [ "$z" -eq 0 ] && [ "$t" -le 1 ]; then mv "$3.part" "$3" || exit 2; exit "$t"; fi; rm -f "$3.part"; [ "$t" -ne 0 ] && exit "$t"; exit "$z"';
+    const script = 'rm -f "$3.part"; tar -C "$1" --numeric-owner -cf - "$2" | zstd -T0 -3 -q -o "$3.part"; st=("${PIPESTATUS[@]}"); t=${st[0]}; z=${st[1]}; if [ "$z" -eq 0 ] && [ "$t" -le 1 ]; then mv "$3.part" "$3" || exit 2; exit "$t"; fi; rm -f "$3.part"; [ "$t" -ne 0 ] && exit "$t"; exit "$z"';
     const r = await measure(['bash', '-c', script, 'tar-backup', path.dirname(src), path.basename(src), path.join(ctx.repo, name)], { env: ctx.env });
     ctx.backups++;
     ctx.lastSource = src;

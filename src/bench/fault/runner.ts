@@ -23,6 +23,7 @@ import * as path from 'node:path';
 import { generateMeshVolume } from '../../testing/gen.ts';
 import { deriveSeed } from '../../testing/rng.ts';
 import { CommandError, aptInstall, ensureGnuTime, flush, run } from '../measure.ts';
+import { toolMessage } from './inject.ts';
 import type { Measurement } from '../measure.ts';
 import { ROOT, newContext, toolByName } from '../tools.ts';
 import type { Tool, ToolContext } from '../tools.ts';
@@ -96,12 +97,6 @@ export function validateNames(o: { tools: string[]; scenarios: string[]; strateg
 const oneLine = (s: string): string => s.replace(/\s+/g, ' ').trim();
 const errText = (err: unknown): string => oneLine(err instanceof Error ? err.message : String(err)).slice(0, 600);
 
-/** The last non-empty line of a tool's output (its own account of what went wrong). */
-function lastLine(s: string): string | undefined {
-  const l = s.trim().split('\n').map((x) => x.trim()).filter((x) => x !== '');
-  return l.length > 0 ? l[l.length - 1]!.slice(0, 400) : undefined;
-}
-
 /**
  * The exit status with which a tool says "the backup was stored, with a problem": tar 1 (a file
  * changed as we read it), borg 1 (warning), restic 3 and meshback 3 (incomplete snapshot).
@@ -138,7 +133,8 @@ function failedStep(name: string, err: unknown, startedAt: number, wallFallback:
   if (err instanceof CommandError) {
     const m = err.measurement;
     const exitCode = err.signal !== null ? 128 + (Number(/\d+/.exec(err.signal)?.[0] ?? 9) || 9) : (err.exitCode ?? 1);
-    const message = err.signal !== null ? `killed by ${err.signal}` : (lastLine(err.stderrTail) ?? lastLine(err.stdoutTail) ?? errText(err));
+    const tail = err.stderrTail.trim() !== '' ? err.stderrTail : err.stdoutTail;
+    const message = err.signal !== null ? `killed by ${err.signal}` : tail.trim() !== '' ? toolMessage(tail) : errText(err);
     return { name, wallSeconds: m?.wallSeconds ?? wallFallback, cpuSeconds: m?.cpuSeconds ?? 0, peakRssBytes: m?.maxRssBytes ?? 0, exitCode, message, startedAt };
   }
   // the runner's own bookkeeping around the tool failed (e.g. the restored tree is not where the tool said)

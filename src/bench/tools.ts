@@ -110,7 +110,10 @@ async function restoreViaScratch(run: () => Promise<Measurement>, from: string, 
   try {
     m = await run();
   } catch (err) {
-    await moveInto(from, target, scratch).catch(() => undefined);
+    // keep the (empty) target when the tool restored nothing at all
+    const restored = await fsp.stat(from).then(() => true, () => false);
+    if (restored) await moveInto(from, target, scratch).catch(() => undefined);
+    else await fsp.rm(scratch, { recursive: true, force: true });
     throw err;
   }
   await moveInto(from, target, scratch);

@@ -19,6 +19,7 @@ import { pruneCommand } from './commands/prune.ts';
 import { repairCommand } from './commands/repair.ts';
 import { restoreCommand } from './commands/restore.ts';
 import { snapshotsCommand } from './commands/snapshots.ts';
+import { testbedCommand } from './commands/testbed.ts';
 import { unlockCommand } from './commands/unlock.ts';
 import type { Context } from './context.ts';
 import { parseDuration } from './context.ts';
@@ -28,7 +29,7 @@ import type { Output } from './output.ts';
 
 export const VERSION = '0.1.0';
 
-const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, forgetCommand, pruneCommand, checkCommand, repairCommand, keyCommand, unlockCommand, demoCommand];
+const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, forgetCommand, pruneCommand, checkCommand, repairCommand, keyCommand, unlockCommand, demoCommand, testbedCommand];
 
 const GLOBAL: Record<string, OptionSpec> = {
   repo: { type: 'string', short: 'r', argument: 'DIR', description: 'repository location (or MESHBACK_REPO)' },

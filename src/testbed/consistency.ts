@@ -56,6 +56,17 @@ export interface ConsistencyOptions {
   checkpointsDuringBackup?: boolean;
   /** the meshback program (default bin/meshback of this checkout) */
   meshback?: string;
+  /**
+   * MiB of ballast: an UNLOGGED table of that size made once before the trials, which only makes
+   * every backup read longer (as on a larger database), so that more checkpoints fall inside it
+   */
+  ballastMiB?: number;
+  /**
+   * a fresh repository for every trial, so that every backup reads the whole volume (as a first
+   * backup does); by default the trials share one repository and a backup reads only the files
+   * changed since the previous one (meshback skips files whose size, mtime, ctime and inode match)
+   */
+  fullBackups?: boolean;
   /** keep each restored directory (DIR/consistency/work/METHOD-TRIAL) for inspection */
   keepRestored?: boolean;
   /** extra environment for meshback (e.g. MESHBACK_TEST_SCRYPT_N in tests) */
@@ -68,6 +79,8 @@ export interface ConsistencyTrial {
   trial: number;
   /** seconds the backup (with its hooks) took */
   backupSeconds: number;
+  /** bytes the (first) backup read from the volume */
+  bytesRead: number;
   snapshots: string[];
   /** orders acknowledged during the backup */
   writesDuringBackup: number;
@@ -97,7 +110,9 @@ export interface ConsistencySummary {
 
 export interface ConsistencyResult {
   volumeKind: string;
+  fullBackups: boolean;
   pgVersion: number;
+  ballastMiB: number;
   rate: number;
   checkpointsDuringBackup: boolean;
   trials: ConsistencyTrial[];
@@ -118,24 +133,27 @@ async function meshback(c: Ctx, args: string[]): Promise<string> {
   return r.stdout;
 }
 
-function snapshotId(stdout: string): string {
+/** The snapshot id and the bytes read, from meshback backup --json. */
+function backupSummary(stdout: string): { id: string; bytesRead: number } {
   for (const line of stdout.split('\n').reverse()) {
     if (!line.startsWith('{')) continue;
-    const j = JSON.parse(line) as { message_type?: string; snapshot_id?: string };
-    if (j.message_type === 'summary' && typeof j.snapshot_id === 'string') return j.snapshot_id;
+    const j = JSON.parse(line) as { message_type?: string; snapshot_id?: string; summary?: { bytesRead?: number } };
+    if (j.message_type === 'summary' && typeof j.snapshot_id === 'string') return { id: j.snapshot_id, bytesRead: j.summary?.bytesRead ?? 0 };
   }
   throw new Error(`meshback backup printed no snapshot id: ${stdout.slice(-300)}`);
 }
 
-/** Makes the repository (and its password file) on first use. */
-async function ensureRepo(dir: string, bin: string, extraEnv: Record<string, string>): Promise<Record<string, string>> {
+/** Makes the repository DIR/consistency/NAME (and the password file) on first use. */
+async function ensureRepo(dir: string, bin: string, extraEnv: Record<string, string>, name = 'repo'): Promise<Record<string, string>> {
   const base = path.join(dir, 'consistency');
   await fsp.mkdir(base, { recursive: true });
-  const repo = path.join(base, 'repo');
+  const repo = path.join(base, name);
   const pw = path.join(base, 'password');
   if (!existsSync(pw)) await fsp.writeFile(pw, randomBytes(18).toString('base64') + '\n', { mode: 0o600 });
   const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('MESHBACK_')) env[k] = v;
+  // the caller's own repository and password are not this experiment's
+  const own = new Set(['MESHBACK_REPO', 'MESHBACK_PASSWORD', 'MESHBACK_PASSWORD_FILE']);
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !own.has(k)) env[k] = v;
   Object.assign(env, extraEnv, { MESHBACK_REPO: repo, MESHBACK_PASSWORD_FILE: pw });
   if (!existsSync(path.join(repo, 'config'))) await run([bin, 'init', '--json'], { env });
   return env;
@@ -218,7 +236,17 @@ async function checkRestored(port: number, tables: string[], expected: Map<strin
   return { amcheck: problems.length === 0 ? 'pass' : 'fail', amcheckMessage: problems.length === 0 ? `bt_index_check (heapallindexed) on ${indexes} index(es) and verify_heapam: no problem` : problems.slice(0, 3).join('; '), lost };
 }
 
-async function trial(c: Ctx, method: ConsistencyMethod, n: number): Promise<ConsistencyTrial> {
+async function trial(shared: Ctx, method: ConsistencyMethod, n: number): Promise<ConsistencyTrial> {
+  const repoName = `repo-${method}-${n}`;
+  const c: Ctx = shared.o.fullBackups === true ? { ...shared, env: await ensureRepo(shared.s.dir, shared.bin, shared.o.env ?? {}, repoName) } : shared;
+  try {
+    return await trialIn(c, method, n);
+  } finally {
+    if (shared.o.fullBackups === true) await fsp.rm(path.join(shared.s.dir, 'consistency', repoName), { recursive: true, force: true });
+  }
+}
+
+async function trialIn(c: Ctx, method: ConsistencyMethod, n: number): Promise<ConsistencyTrial> {
   const { s } = c;
   const vol = volumeOf(s, 'postgres');
   const tables = s.services.filter((x) => x.store === 'postgres').map((x) => x.name);
@@ -242,6 +270,7 @@ async function trial(c: Ctx, method: ConsistencyMethod, n: number): Promise<Cons
     }
   })();
   const snapshots: string[] = [];
+  let bytesRead: number | undefined;
   let label: string | undefined;
   let hookConn: PgConnection | undefined;
   try {
@@ -253,12 +282,16 @@ async function trial(c: Ctx, method: ConsistencyMethod, n: number): Promise<Cons
     if (method === 'btrfs-snapshot') {
       const snap = await snapshotVolume(vol);
       try {
-        snapshots.push(snapshotId(await meshback(c, ['backup', snap.path, ...tag])));
+        const b = backupSummary(await meshback(c, ['backup', snap.path, ...tag]));
+        snapshots.push(b.id);
+        bytesRead = b.bytesRead;
       } finally {
         await snap.release();
       }
     } else {
-      snapshots.push(snapshotId(await meshback(c, ['backup', vol.path, ...tag])));
+      const b = backupSummary(await meshback(c, ['backup', vol.path, ...tag]));
+      snapshots.push(b.id);
+      bytesRead = b.bytesRead;
     }
     if (hookConn !== undefined) {
       const r = await hookConn.query('SELECT labelfile FROM pg_backup_stop(true)', 120_000);
@@ -268,7 +301,7 @@ async function trial(c: Ctx, method: ConsistencyMethod, n: number): Promise<Cons
       const extra = path.join(c.work, `${method}-${n}-label`);
       await fsp.mkdir(extra, { recursive: true });
       await fsp.writeFile(path.join(extra, 'backup_label'), label);
-      snapshots.push(snapshotId(await meshback(c, ['backup', extra, path.join(pgData(vol), 'pg_wal'), ...tag])));
+      snapshots.push(backupSummary(await meshback(c, ['backup', extra, path.join(pgData(vol), 'pg_wal'), ...tag])).id);
       await fsp.rm(extra, { recursive: true, force: true });
     }
   } finally {
@@ -304,6 +337,7 @@ async function trial(c: Ctx, method: ConsistencyMethod, n: number): Promise<Cons
     method,
     trial: n,
     backupSeconds: Math.round(backupSeconds * 100) / 100,
+    bytesRead: bytesRead ?? 0,
     snapshots,
     writesDuringBackup: journal.filter((e) => tables.includes(e.service) && e.t >= tStart && e.t <= tStart + backupSeconds * 1000).length,
     checkpointsDuringBackup: checkpoints,
@@ -325,7 +359,7 @@ async function trial(c: Ctx, method: ConsistencyMethod, n: number): Promise<Cons
     if (c.o.keepRestored !== true) await fsp.rm(target, { recursive: true, force: true });
   }
   result.good = result.started && result.amcheck === 'pass' && result.rowsLost === 0;
-  c.log(`${method} #${n}: ${result.started ? 'started' : 'DID NOT START'}, amcheck ${result.amcheck}, ${result.rowsLost} of ${result.rowsExpected} orders lost (${loadResult.acknowledged} written during the trial, ${checkpoints} checkpoints during the backup)`);
+  c.log(`${method} #${n}: ${result.started ? 'started' : 'DID NOT START'}, amcheck ${result.amcheck}, ${result.rowsLost} of ${result.rowsExpected} orders lost (backup read ${Math.round(result.bytesRead / 1048576)} MiB in ${result.backupSeconds} s; ${loadResult.acknowledged} written during the trial, ${checkpoints} checkpoints during the backup)`);
   return result;
 }
 
@@ -337,11 +371,28 @@ export async function consistencyExperiment(s: TestbedState, o: ConsistencyOptio
   for (const m of methods) if (!CONSISTENCY_METHODS.includes(m)) throw new UsageError(`unknown method ${JSON.stringify(m)}: give ${CONSISTENCY_METHODS.join(', ')}`);
   const vol = volumeOf(s, 'postgres');
   if (vol.destroyed === true) throw new UsageError('the postgres volume was thrown away: restore it first');
+  try {
+    await pgQuery({ port: s.postgres.port, timeoutMs: 3000 }, 'SELECT 1', 5000);
+  } catch (err) {
+    throw new UsageError(`the testbed's PostgreSQL does not answer (${errMessage(err)}): start it with 'meshback testbed verify --dir ${s.dir}' (or 'up' after a 'down')`);
+  }
   const bin = o.meshback ?? MESHBACK_BIN;
   const env = await ensureRepo(s.dir, bin, o.env ?? {});
   const work = path.join(s.dir, 'consistency', 'work');
   await fsp.mkdir(work, { recursive: true, mode: 0o755 });
   const c: Ctx = { s, o, bin, env, work, log: o.log ?? ((): void => undefined) };
+  const ballast = o.ballastMiB ?? 0;
+  if (!(ballast >= 0 && ballast <= 64 * 1024)) throw new UsageError('--ballast must be from 0 to 64 GiB');
+  if (ballast > 0) {
+    c.log(`making ${ballast} MiB of ballast (an unlogged table)`);
+    // about 330 bytes per row on disk
+    const rows = Math.ceil((ballast * 1024 * 1024) / 330);
+    await pgQuery(
+      { port: s.postgres.port },
+      `DROP TABLE IF EXISTS testbed_ballast; CREATE UNLOGGED TABLE testbed_ballast AS SELECT g AS id, repeat(md5(g::text), 8) AS pad FROM generate_series(1, ${rows}) g; CHECKPOINT`,
+      30 * 60_000,
+    );
+  }
   const out: ConsistencyTrial[] = [];
   const summary: ConsistencySummary[] = [];
   for (const m of methods) {
@@ -360,5 +411,5 @@ export async function consistencyExperiment(s: TestbedState, o: ConsistencyOptio
       lossless: mine.filter((t) => t.started && t.rowsLost === 0).length,
     });
   }
-  return { volumeKind: vol.kind, pgVersion: s.programs.pgVersion, rate: o.rate ?? 200, checkpointsDuringBackup: o.checkpointsDuringBackup !== false, trials: out, summary };
+  return { volumeKind: vol.kind, fullBackups: o.fullBackups === true, pgVersion: s.programs.pgVersion, ballastMiB: ballast, rate: o.rate ?? 200, checkpointsDuringBackup: o.checkpointsDuringBackup !== false, trials: out, summary };
 }

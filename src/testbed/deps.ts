@@ -18,14 +18,18 @@ export interface Programs {
   pgVersion: number;
 }
 
-/** The newest /usr/lib/postgresql/<v>/bin holding initdb and postgres, then PATH. */
-export function findPgBindir(): { bindir: string; version: number } | undefined {
+/** Where programs are looked for: PATH, then /usr/sbin and /sbin (nginx lives there on Debian). */
+export function defaultSearchPath(): string[] {
+  return [...(process.env['PATH'] ?? '/usr/local/bin:/usr/bin:/bin').split(':').filter((d) => d !== ''), '/usr/sbin', '/sbin'];
+}
+
+/** The newest PG_BASE/<v>/bin holding initdb and postgres (Debian's layout), then the search path. */
+export function findPgBindir(search = defaultSearchPath(), base = '/usr/lib/postgresql'): { bindir: string; version: number } | undefined {
   const dirs: string[] = [];
-  const base = '/usr/lib/postgresql';
   if (existsSync(base)) {
     for (const v of readdirSync(base).filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a))) dirs.push(path.join(base, v, 'bin'));
   }
-  for (const d of (process.env['PATH'] ?? '').split(':')) if (d !== '') dirs.push(d);
+  dirs.push(...search);
   for (const d of dirs) {
     if (!existsSync(path.join(d, 'initdb')) || !existsSync(path.join(d, 'postgres'))) continue;
     const r = spawnSync(path.join(d, 'postgres'), ['--version'], { encoding: 'utf8' });
@@ -41,13 +45,22 @@ interface Need {
   find: () => Promise<string | undefined>;
 }
 
-const bin = (name: string): (() => Promise<string | undefined>) => async () => (await which(name)) ?? (['/usr/sbin', '/sbin'].map((d) => path.join(d, name)).find((p) => existsSync(p)));
+function finder(search: string[]): (name: string) => () => Promise<string | undefined> {
+  return (name) => async () => {
+    for (const d of search) {
+      const p = await which(path.join(d, name));
+      if (p !== undefined) return p;
+    }
+    return undefined;
+  };
+}
 
-function needs(volumes: VolumeKind): Need[] {
+function needs(volumes: VolumeKind, search: string[], pgBase: string): Need[] {
+  const bin = finder(search);
   const list: Need[] = [
     { what: 'nginx', pkg: 'nginx', find: bin('nginx') },
     { what: 'redis-server', pkg: 'redis-server', find: bin('redis-server') },
-    { what: 'PostgreSQL (initdb, postgres)', pkg: 'postgresql', find: async () => findPgBindir()?.bindir },
+    { what: 'PostgreSQL (initdb, postgres)', pkg: 'postgresql', find: async () => findPgBindir(search, pgBase)?.bindir },
   ];
   if (volumes === 'btrfs') {
     list.push({ what: 'mkfs.btrfs', pkg: 'btrfs-progs', find: bin('mkfs.btrfs') }, { what: 'btrfs', pkg: 'btrfs-progs', find: bin('btrfs') }, { what: 'losetup', pkg: 'mount', find: bin('losetup') });
@@ -59,10 +72,12 @@ function needs(volumes: VolumeKind): Need[] {
  * Finds (or, as root and unless `install` is false, installs) everything the testbed needs.
  * Throws NotFoundError (exit 5) naming the Debian package of the first missing program.
  */
-export async function ensurePrograms(opts: { volumes: VolumeKind; install?: boolean; log?: (m: string) => void }): Promise<Programs> {
+export async function ensurePrograms(opts: { volumes: VolumeKind; install?: boolean; log?: (m: string) => void; searchPath?: string[]; pgBase?: string }): Promise<Programs> {
   if (opts.volumes === 'btrfs' && !isRoot()) throw new UsageError('--volumes btrfs needs root (it loop-mounts btrfs images): run as root or use --volumes dir');
+  const search = opts.searchPath ?? defaultSearchPath();
+  const pgBase = opts.pgBase ?? '/usr/lib/postgresql';
   let missing: Need[] = [];
-  for (const n of needs(opts.volumes)) if ((await n.find()) === undefined) missing.push(n);
+  for (const n of needs(opts.volumes, search, pgBase)) if ((await n.find()) === undefined) missing.push(n);
   if (missing.length > 0 && isRoot() && opts.install !== false) {
     const pkgs = [...new Set(missing.map((m) => m.pkg))];
     opts.log?.(`installing the Debian package(s) ${pkgs.join(' ')} with apt-get`);
@@ -76,7 +91,8 @@ export async function ensurePrograms(opts: { volumes: VolumeKind; install?: bool
     const pkgs = [...new Set(missing.map((m) => m.pkg))];
     throw new NotFoundError(`${missing.map((m) => m.what).join(', ')} ${missing.length > 1 ? 'are' : 'is'} not installed: install the Debian package${pkgs.length > 1 ? 's' : ''} ${pkgs.join(' ')} (apt-get install ${pkgs.join(' ')})`);
   }
-  const pg = findPgBindir()!;
+  const pg = findPgBindir(search, pgBase)!;
+  const bin = finder(search);
   return { nginx: (await bin('nginx')())!, redisServer: (await bin('redis-server')())!, pgBindir: pg.bindir, pgVersion: pg.version };
 }
 

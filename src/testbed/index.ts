@@ -17,7 +17,7 @@
  *
  * See docs/design.md, "Testbed".
  */
-import { existsSync, promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp, readdirSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { MeshbackError, NotFoundError, UsageError, errMessage } from '../errors/index.ts';
 import type { Volume } from '../bench/fault/types.ts';
@@ -185,6 +185,21 @@ export class Testbed {
     return this.#s.volumes.map((v) => volumeView(this.dir, v));
   }
 
+  /**
+   * The one directory holding every volume (as NAME/ subdirectories), for a tool that backs up a
+   * single tree: DIR/volumes while all volumes are the testbed's own directory volumes; undefined
+   * otherwise (btrfs volumes, or volumes replaced by restored directories elsewhere).
+   */
+  volumesRoot(): string | undefined {
+    const root = paths(this.dir).volumes;
+    return this.#s.volumes.every((v) => v.kind === 'dir' && v.destroyed !== true && path.dirname(v.path) === root && path.basename(v.path) === v.name) ? root : undefined;
+  }
+
+  /** The subdirectories of `dir` named like this testbed's volumes (a restore of several volumes), for verify(). */
+  volumesIn(dir: string): Record<string, string> {
+    return volumesIn(dir, this.#s.volumes.map((v) => v.name));
+  }
+
   async load(o: LoadOptions): Promise<LoadResult> {
     return runLoad(await this.refresh(), o);
   }
@@ -227,6 +242,16 @@ export class Testbed {
   async stop(o: { purge?: boolean } = {}): Promise<DownReport> {
     return stopTestbed(this.dir, o);
   }
+}
+
+/** The subdirectories of `dir` named like one of `names`; UsageError when there are none. */
+export function volumesIn(dir: string, names: string[]): Record<string, string> {
+  const abs = path.resolve(dir);
+  if (!existsSync(abs) || !statSync(abs).isDirectory()) throw new UsageError(`${dir} is not a directory of restored volumes`);
+  const found: Record<string, string> = {};
+  for (const e of readdirSync(abs)) if (names.includes(e) && statSync(path.join(abs, e)).isDirectory()) found[e] = path.join(abs, e);
+  if (Object.keys(found).length === 0) throw new UsageError(`${dir} holds none of the testbed's volumes: expected subdirectories named ${names.join(', ')}`);
+  return found;
 }
 
 function isVolumeMap(o: VerifyOptions | Record<string, string>): o is Record<string, string> {
@@ -279,7 +304,8 @@ export async function startTestbed(o: StartOptions): Promise<Testbed> {
             await mountVolume(v);
           }
           delete s.stoppedAt;
-          await startAll(s, ttlMs, log);
+          if (o.ttlSeconds !== undefined) s.ttlSeconds = o.ttlSeconds;
+          await startAll(s, (s.ttlSeconds ?? 12 * 3600) * 1000, log);
         });
         return openTestbed(dir);
       }
@@ -310,6 +336,7 @@ export async function startTestbed(o: StartOptions): Promise<Testbed> {
     createdAt: Date.now(),
     volumeKind: kind,
     volumeSizeBytes: size,
+    ttlSeconds: ttlMs / 1000,
     services,
     postgres: { port: await port() },
     redis: { port: await port() },

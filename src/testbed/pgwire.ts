@@ -108,8 +108,10 @@ export class PgConnection {
       const sock = net.connect({ host: opts.host ?? '127.0.0.1', port: opts.port });
       const c = new PgConnection(sock);
       const timer = setTimeout(() => {
-        c.close();
+        c.onStartupError = undefined;
+        c.onReady = undefined;
         reject(new PgError(`PostgreSQL at ${opts.host ?? '127.0.0.1'}:${opts.port} did not answer within ${timeoutMs} ms`));
+        c.close();
       }, timeoutMs);
       c.onReady = () => {
         clearTimeout(timer);

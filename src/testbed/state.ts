@@ -75,6 +75,8 @@ export interface TestbedState {
   volumeKind: VolumeKind;
   /** btrfs image size in bytes */
   volumeSizeBytes: number;
+  /** the supervisor stops everything after this many seconds (up --ttl) */
+  ttlSeconds?: number;
   services: ServiceSpec[];
   postgres: { port: number };
   redis: { port: number };

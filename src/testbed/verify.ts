@@ -52,7 +52,7 @@ export interface VerifyOptions {
   faultTime?: number;
   /** how long each component may take to start, and the services to answer (default 60 s) */
   timeoutSeconds?: number;
-  /** supervisor time to live when verify has to start one (default 12 h) */
+  /** supervisor time to live when verify has to start one (default: the testbed's, from up --ttl) */
   ttlSeconds?: number;
   log?: (m: string) => void;
 }
@@ -126,7 +126,7 @@ async function adopt(s: TestbedState, restored: Record<string, string>, checks: 
       const problem = await unmountVolume(v);
       if (problem !== undefined) checks.push({ name: 'volume', target: name, ok: true, message: `the replaced btrfs volume: ${problem}` });
     }
-    if (v.kind === 'btrfs' || v.adopted !== true) (s.retired ??= []).push({ ...v });
+    if (v.kind === 'btrfs') (s.retired ??= []).push({ ...v });
     Object.assign(v, { kind: 'dir', path: abs, adopted: true });
     delete v.image;
     delete v.mount;
@@ -266,7 +266,7 @@ export async function verifyTestbed(s: TestbedState, o: VerifyOptions = {}): Pro
       checks.push({ name: 'volume', target: v.name, ok: false, message: errMessage(err) });
     }
   }
-  await ensureSupervisor(s, (o.ttlSeconds ?? 12 * 3600) * 1000);
+  await ensureSupervisor(s, (o.ttlSeconds ?? s.ttlSeconds ?? 12 * 3600) * 1000);
 
   // nginx -t on each restored configuration before anything starts on it
   const badConfig = new Set<string>();

@@ -12,13 +12,14 @@
  * Needs nginx, redis-server and PostgreSQL (.ci/run installs them): the suite is skipped, saying
  * why, when they are missing and cannot be installed.
  */
-import { after, before, describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { isRoot } from '../../src/bench/measure.ts';
-import { openTestbed } from '../../src/testbed/index.ts';
-import type { JournalEntry, StatusReport, VerifyReport } from '../../src/testbed/index.ts';
+import { ensureGnuTime, isRoot } from '../../src/bench/measure.ts';
+import { meshback as meshbackTool, newContext } from '../../src/bench/tools.ts';
+import { openTestbed, startTestbed } from '../../src/testbed/index.ts';
+import type { JournalEntry, StatusReport, Testbed, VerifyReport } from '../../src/testbed/index.ts';
 import { ensurePrograms } from '../../src/testbed/deps.ts';
 import { isMountPoint } from '../../src/testbed/volumes.ts';
 import { mb, rmrf, summary, tmpdir } from '../helpers/cli.ts';
@@ -99,6 +100,7 @@ describe('testbed on directory volumes', { skip: missing }, () => {
   test('comes up, takes load, survives a container crash and a node outage through meshback restores', async (t) => {
     const up = await bed.init([]);
     assert.equal(up.up, true);
+    assert.equal((await openTestbed(bed.dir)).volumesRoot(), path.join(bed.dir, 'volumes'));
     assert.deepEqual(up.volumes.map((v) => v.name).sort(), ['orders', 'postgres', 'redis', 'sessions']);
     assert.ok(up.services.every((s) => s.healthy));
 
@@ -142,6 +144,7 @@ describe('testbed on directory volumes', { skip: missing }, () => {
     await bed.load(2);
     const live = (await bed.status()).volumes;
     assert.deepEqual(live.filter((v) => v.adopted).map((v) => v.name).sort(), ['orders', 'postgres']);
+    assert.equal((await openTestbed(bed.dir)).volumesRoot(), undefined);
     const b2 = await bed.backup(live.map((v) => v.path));
     await bed.load(2);
     const outage = summary(ok(await bed.tb(['fault', 'node-outage', '--json']), 'node outage').stdout);
@@ -189,6 +192,38 @@ describe('testbed on directory volumes', { skip: missing }, () => {
     const c = await mb(['testbed', 'status', '--dir', path.join(bed.base, 'nothing')]);
     assert.equal(c.code, 5);
     assert.match(c.stderr, /^meshback: no testbed in .*nothing: start one with 'meshback testbed up --dir .*'\n$/);
+  });
+});
+
+describe('testbed driven through the library, as a benchmark scenario would', { skip: missing }, () => {
+  const base = tmpdir('testbed-lib');
+  let tb: Testbed | undefined;
+  after(async () => {
+    await tb?.stop();
+    await rmrf(base);
+  });
+
+  test('a tool adapter backs the volumes up as one tree and restores them after a node outage', async () => {
+    await fsp.chmod(base, 0o755);
+    tb = await startTestbed({ dir: path.join(base, 'bed'), services: 2, install: isRoot() });
+    const load1 = await tb.load({ rate: 40, durationSeconds: 1 });
+    assert.ok(load1.acknowledged > 0);
+    await ensureGnuTime();
+    const ctx = await newContext(meshbackTool, path.join(base, 'tool'), { ...(process.env as Record<string, string>), MESHBACK_TEST_SCRYPT_N: '1024' });
+    await meshbackTool.init(ctx);
+    const root = tb.volumesRoot()!;
+    const backupTime = Date.now();
+    await meshbackTool.backup(ctx, root);
+    await tb.load({ rate: 40, durationSeconds: 1 });
+    await tb.fault('node-outage');
+    assert.equal(existsSync(root + '/postgres'), false);
+    const target = path.join(base, 'restored');
+    await fsp.mkdir(target);
+    await meshbackTool.restore(ctx, target);
+    const r = await tb.verify({ volumes: tb.volumesIn(target), backupTime });
+    assert.equal(r.healthy, true, failedChecks(r));
+    assert.equal(r.lostBeforeBackup, 0);
+    assert.ok(r.writesLost > 0 && r.rpoSeconds! > 0 && r.rtoSeconds! > 0);
   });
 });
 

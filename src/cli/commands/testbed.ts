@@ -3,7 +3,6 @@
  * src/testbed/ from the command line. Every subcommand finds the testbed by --dir (default
  * ./meshback-testbed), so each can run from another process than the one that made it.
  */
-import { existsSync, readdirSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { UsageError } from '../../errors/index.ts';
 import { CONSISTENCY_METHODS, FAULT_KINDS, MAX_SERVICES, openTestbed, startTestbed, stopTestbed } from '../../testbed/index.ts';
@@ -79,23 +78,13 @@ function printVerify(ctx: Context, r: VerifyReport): void {
 
 function printConsistency(ctx: Context, r: ConsistencyResult): void {
   const o = ctx.out;
-  o.result(`PostgreSQL ${r.pgVersion}, ${r.volumeKind} volume, ${r.rate} order writes/s during each backup${r.checkpointsDuringBackup ? ', a CHECKPOINT every 200 ms while the backup reads' : ''}`);
+  o.result(`PostgreSQL ${r.pgVersion}, ${r.volumeKind} volume${r.ballastMiB > 0 ? `, ${r.ballastMiB} MiB of ballast` : ''}${r.fullBackups ? ', every backup a full one' : ''}, ${r.rate} order writes/s during each backup${r.checkpointsDuringBackup ? ', a CHECKPOINT every 200 ms while the backup reads' : ''}`);
   o.result('method           trials  starts  amcheck passes  nothing lost');
   for (const s of r.summary) {
     if (s.skipped !== undefined) o.result(`${s.method.padEnd(16)} skipped: ${s.skipped}`);
     else o.result(`${s.method.padEnd(16)} ${String(s.trials).padStart(6)}  ${String(s.started).padStart(6)}  ${String(s.amcheckPassed).padStart(14)}  ${String(s.lossless).padStart(12)}`);
   }
   for (const t of r.trials.filter((x) => !x.good)) o.result(`  ${t.method} #${t.trial}: ${t.started ? `amcheck ${t.amcheck}: ${t.amcheckMessage}; ${t.rowsLost} of ${t.rowsExpected} orders lost` : t.startMessage}`);
-}
-
-/** --volumes DIR: its subdirectories named like the testbed's volumes. */
-function restoredVolumes(dir: string, names: string[]): Record<string, string> {
-  const abs = path.resolve(dir);
-  if (!existsSync(abs) || !statSync(abs).isDirectory()) throw new UsageError(`--volumes ${dir} is not a directory`);
-  const found: Record<string, string> = {};
-  for (const e of readdirSync(abs)) if (names.includes(e) && statSync(path.join(abs, e)).isDirectory()) found[e] = path.join(abs, e);
-  if (Object.keys(found).length === 0) throw new UsageError(`--volumes ${dir} holds none of the testbed's volumes: expected subdirectories named ${names.join(', ')}`);
-  return found;
 }
 
 export const testbedCommand: Command = {
@@ -108,7 +97,7 @@ export const testbedCommand: Command = {
     '       meshback testbed load [--dir DIR] --rate R --duration S [--service NAME]... [--read-fraction F] [--concurrency N]',
     '       meshback testbed fault container-crash|node-outage|corrupt|disk-full [--dir DIR] [--service NAME]... [--seed N] [--release]',
     '       meshback testbed verify [--dir DIR] [--volumes DIR] [--volume NAME=PATH]... [--backup-time TIME] [--fault-time TIME] [--timeout DURATION]',
-    '       meshback testbed consistency [--dir DIR] [--trials N] [--method NAME]... [--rate R] [--no-checkpoints]',
+    '       meshback testbed consistency [--dir DIR] [--trials N] [--method NAME]... [--rate R] [--no-checkpoints] [--ballast SIZE] [--full]',
   ].join('\n'),
   options: {
     dir: { type: 'string', argument: 'DIR', description: 'the testbed directory (default ./meshback-testbed)' },
@@ -133,6 +122,8 @@ export const testbedCommand: Command = {
     trials: { type: 'string', argument: 'N', description: 'consistency: backups per method (default 3)' },
     method: { type: 'string', multiple: true, argument: 'NAME', description: `consistency: only this method (${CONSISTENCY_METHODS.join(', ')})` },
     'no-checkpoints': { type: 'boolean', description: 'consistency: no CHECKPOINTs while the backup reads' },
+    full: { type: 'boolean', description: 'consistency: a fresh repository per trial, so that every backup reads the whole volume' },
+    ballast: { type: 'string', argument: 'SIZE', description: 'consistency: first add an unlogged table of SIZE to the database, so that each backup reads longer (default 0)' },
   },
   async run(ctx, v, positionals) {
     const sub = positionals[0];
@@ -216,10 +207,9 @@ export const testbedCommand: Command = {
       }
       case 'verify': {
         const tb = await openTestbed(dir);
-        const names = tb.volumes().map((x) => x.name);
         const volumes: Record<string, string> = {};
         const vdir = str(v['volumes']);
-        if (vdir !== undefined) Object.assign(volumes, restoredVolumes(vdir, names));
+        if (vdir !== undefined) Object.assign(volumes, tb.volumesIn(vdir));
         for (const kv of strs(v['volume'])) {
           const m = /^([^=]+)=(.+)$/.exec(kv);
           if (m === null) throw new UsageError(`--volume ${JSON.stringify(kv)} is not NAME=PATH`);
@@ -246,6 +236,8 @@ export const testbedCommand: Command = {
           trials: int(v['trials'], '--trials', 3),
           rate: num(v['rate'], '--rate', 200),
           checkpointsDuringBackup: !bool(v['no-checkpoints']),
+          ballastMiB: parseSize(str(v['ballast']) ?? '0') / (1024 * 1024),
+          fullBackups: bool(v['full']),
           ...(methods.length > 0 ? { methods: methods as ConsistencyMethod[] } : {}),
           log,
         });

@@ -401,8 +401,9 @@ async function readiness(s: TestbedState, c: Component, rec: ProcRecord, timeout
           return true;
         }
         case 'app': {
-          const r = await httpRequest(c.service!.appPort, 'GET', '/health', undefined, 2000);
-          if (r.status !== 200) throw new Error(`/health answered ${r.status}: ${r.body.slice(0, 200)}`);
+          // the app is up when it answers at all: 503 means its store is down, which the store's
+          // own readiness and the traffic check through the sidecar report
+          await httpRequest(c.service!.appPort, 'GET', '/health', undefined, 2000);
           return true;
         }
         case 'sidecar': {

@@ -181,10 +181,27 @@ async function corruptVolume(s: TestbedState, name: string, rng: Rng): Promise<s
   const v = volumeOf(s, name);
   if (v.destroyed === true) throw new UsageError(`volume ${name} was thrown away by a node outage: there is nothing to corrupt`);
   const details: string[] = [];
+  if (name === 'postgres') {
+    // rot hits what is on the disk: have the server write its dirty pages to the data files first
+    const done = await pgQuery({ port: s.postgres.port, timeoutMs: 2000 }, 'CHECKPOINT', 60_000).then(() => true, () => false);
+    if (done) details.push(`${name}: CHECKPOINT first, so that the table's pages are in its data files`);
+  }
   const rel = (f: string): string => path.relative(v.path, f);
   if (v.kind === 'btrfs' && v.image !== undefined) {
-    const reference = await takeManifest(v.path);
-    const d = await damageImage(v.path, v.image, reference, rng, 4, new Set());
+    // the files that hold the service's data (PostgreSQL's catalogs repeat the same pages in every
+    // database: a block found more than once in the image cannot be aimed at)
+    const all = await takeManifest(v.path);
+    let wanted: Set<string> | undefined;
+    if (name === 'postgres') {
+      const { heap, index } = await pgTargetFiles(s, v);
+      // and the newest WAL segment (the one crash recovery reads last)
+      const wal = [...all.values()].filter((e) => /^pgdata\/pg_wal\/[0-9A-F]{24}$/.test(e.path)).map((e) => e.path).sort().pop();
+      wanted = new Set([...[...heap, ...index].map(rel), ...(wal !== undefined ? [wal] : [])]);
+    } else if (name === 'redis') {
+      wanted = new Set([...all.keys()].filter((k) => k.startsWith('data/')));
+    }
+    const reference = wanted === undefined ? all : new Map([...all].filter(([k]) => wanted.has(k)));
+    const d = await damageImage(v.path, v.image, reference, rng, name === 'postgres' ? Math.max(1, reference.size) : 4, new Set());
     details.push(`${name}: overwrote a 4 KiB data block in the image under ${d.files.length} file(s) (${d.files.join(', ')}); ${d.unreadable.length} now fail to read${d.shortfall !== undefined ? `; ${d.shortfall}` : ''}`);
     return details;
   }

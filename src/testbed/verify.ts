@@ -35,7 +35,6 @@ import { existsSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { UsageError, errMessage } from '../errors/index.ts';
 import { components, ensureComponent, ensureSupervisor, nginxTest, pgData, running, stopComponent, volumeOf } from './components.ts';
-import type { Component } from './components.ts';
 import { PgConnection, ident, lit } from './pgwire.ts';
 import { httpRequest, waitFor } from './procs.ts';
 import { RedisConnection } from './resp.ts';
@@ -108,6 +107,9 @@ export interface VerifyReport {
   /** volumes verified: name -> path */
   volumes: Record<string, string>;
 }
+
+/** A body or log excerpt as one line of at most 200 characters (HTML tags dropped). */
+const oneLine = (text: string): string => text.replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').trim().slice(0, 200);
 
 const iso = (t: number | undefined | null): string | null => (t === undefined || t === null ? null : new Date(t).toISOString());
 const secs = (ms: number): number => Math.round(ms) / 1000;
@@ -317,14 +319,15 @@ export async function verifyTestbed(s: TestbedState, o: VerifyOptions = {}): Pro
   await Promise.all(
     s.services.map(async (svc) => {
       let last = '';
-      const sidecar: Component | undefined = components(s).find((c) => c.name === `${svc.name}-sidecar`);
-      const deadline = failed.has(sidecar?.name ?? '') ? 0 : timeoutMs;
+      // one attempt only when a component on the request's path did not start
+      const onPath = [`${svc.name}-sidecar`, `${svc.name}-app`, svc.store];
+      const deadline = onPath.some((n) => failed.has(n)) ? 0 : timeoutMs;
       const ok = await waitFor(
         async () => {
           try {
             const r = await httpRequest(svc.sidecarPort, 'GET', '/health', undefined, 3000);
             if (r.status === 200) return Date.now();
-            last = `HTTP ${r.status}: ${r.body.slice(0, 200)}`;
+            last = `HTTP ${r.status}: ${oneLine(r.body)}`;
           } catch (err) {
             last = errMessage(err);
           }
@@ -338,7 +341,7 @@ export async function verifyTestbed(s: TestbedState, o: VerifyOptions = {}): Pro
       if (ok !== undefined) {
         const st = await httpRequest(svc.sidecarPort, 'GET', '/nginx_status', undefined, 3000).catch((e: unknown) => ({ status: 0, body: errMessage(e) }));
         const m = /server accepts handled requests\s+(\d+)\s+(\d+)\s+(\d+)/.exec(st.body);
-        checks.push({ name: 'stub-status', target: svc.name, ok: st.status === 200 && m !== null, message: m !== null ? `stub_status: ${m[3]} requests handled since start` : `stub_status answered ${st.status}: ${st.body.slice(0, 120)}` });
+        checks.push({ name: 'stub-status', target: svc.name, ok: st.status === 200 && m !== null, message: m !== null ? `stub_status: ${m[3]} requests handled since start` : `stub_status answered ${st.status}: ${oneLine(st.body)}` });
       }
     }),
   );

@@ -7,7 +7,9 @@
  * orders written after the backup are the RPO; nothing acknowledged before it may be lost); load,
  * a second backup, load, a node outage (every process killed, every volume thrown away), restore
  * of all volumes from the repository alone, verify again; then corruption that verify must catch.
- * btrfs volumes (root only): snapshot-based backups, a full disk, a node outage.
+ * btrfs volumes (root only): snapshot-based backups, a full disk, a node outage; damage to the
+ * btrfs image under the database. The library as a benchmark scenario drives it: a tool adapter
+ * backs the volumes up as one tree and restores them after a node outage.
  *
  * Needs nginx, redis-server and PostgreSQL (.ci/run installs them): the suite is skipped, saying
  * why, when they are missing and cannot be installed.
@@ -273,5 +275,21 @@ describe('testbed on btrfs volumes', { skip: btrfsMissing }, () => {
     const expected = journal(bed.dir).filter((e) => e.t > b.end && e.t <= Number(outage['t'])).length;
     assert.equal(v.report.writesLost, expected);
     t.diagnostic(`btrfs node outage: ${v.report.writesAcknowledged} writes acknowledged, ${v.report.writesLost} lost (all after the snapshot), RPO ${v.report.rpoSeconds} s, RTO ${v.report.rtoSeconds} s`);
+  });
+
+  test('damage to a btrfs image under the database: the reads fail and verify says so', async () => {
+    const other = new Bed('testbed-btrfs-rot');
+    try {
+      await other.init(['--volumes', 'btrfs', '--volume-size', '256MiB', '--services', '1']);
+      await other.load(2);
+      const f = summary(ok(await other.tb(['fault', 'corrupt', '--service', 'postgres', '--json']), 'corrupt').stdout);
+      assert.match((f['details'] as string[]).join(' '), /overwrote a 4 KiB data block in the image under [1-9]\d* file\(s\)/);
+      ok(await other.tb(['fault', 'container-crash', '--service', 'postgres']), 'crash');
+      const v = await other.verify(['--timeout', '20s']);
+      assert.equal(v.code, 4);
+      assert.ok(v.report.checks.some((c) => !c.ok && /Input\/output error/.test(c.message)), JSON.stringify(v.report.checks.filter((c) => !c.ok)));
+    } finally {
+      await other.down();
+    }
   });
 });

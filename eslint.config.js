@@ -1,6 +1,6 @@
 // Lint: typescript-eslint's recommended rules, plus the layer rule: lower layers never
 // import from higher ones (errors/events -> blob -> crypto/chunker/parity -> content -> snapshot ->
-// repository -> archiver/restorer/checker/maintenance -> bench -> cli), and nothing below cli/ prints.
+// repository -> archiver/restorer/checker/maintenance -> bench/testbed -> cli), and nothing below cli/ prints.
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
@@ -12,11 +12,11 @@ const layers = [
   ['src/snapshot/**'],
   ['src/repository/**'],
   ['src/archiver/**', 'src/restorer/**', 'src/checker/**', 'src/maintenance/**'],
-  ['src/bench/**'],
+  ['src/bench/**', 'src/testbed/**'],
   ['src/cli/**'],
 ];
-const names = ['errors', 'events', 'blob', 'crypto', 'chunker', 'parity', 'content', 'snapshot', 'repository', 'archiver', 'restorer', 'checker', 'maintenance', 'bench', 'cli'];
-const levelOf = { errors: 0, events: 0, blob: 1, crypto: 2, chunker: 2, parity: 2, content: 3, snapshot: 4, repository: 5, archiver: 6, restorer: 6, checker: 6, maintenance: 6, bench: 7, cli: 8 };
+const names = ['errors', 'events', 'blob', 'crypto', 'chunker', 'parity', 'content', 'snapshot', 'repository', 'archiver', 'restorer', 'checker', 'maintenance', 'bench', 'testbed', 'cli'];
+const levelOf = { errors: 0, events: 0, blob: 1, crypto: 2, chunker: 2, parity: 2, content: 3, snapshot: 4, repository: 5, archiver: 6, restorer: 6, checker: 6, maintenance: 6, bench: 7, testbed: 7, cli: 8 };
 const layerRules = layers.map((files, lvl) => ({
   files,
   rules: {

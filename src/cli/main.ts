@@ -21,6 +21,7 @@ import { pruneCommand } from './commands/prune.ts';
 import { repairCommand } from './commands/repair.ts';
 import { restoreCommand } from './commands/restore.ts';
 import { snapshotsCommand } from './commands/snapshots.ts';
+import { testbedCommand } from './commands/testbed.ts';
 import { unlockCommand } from './commands/unlock.ts';
 import type { Context } from './context.ts';
 import { parseDuration } from './context.ts';
@@ -41,7 +42,7 @@ export const VERSION = '0.1.0';
 const READS_PACKS = new Set(['restore', 'check', 'prune', 'repair']);
 const READ_HEAP_FLAGS = '--external-memory-accounted-in-global-limit --external-memory-max-growing-factor=2';
 
-const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, forgetCommand, pruneCommand, checkCommand, repairCommand, keyCommand, unlockCommand, demoCommand, benchCommand];
+const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, forgetCommand, pruneCommand, checkCommand, repairCommand, keyCommand, unlockCommand, demoCommand, benchCommand, testbedCommand];
 
 const GLOBAL: Record<string, OptionSpec> = {
   repo: { type: 'string', short: 'r', argument: 'DIR', description: 'repository location (or MESHBACK_REPO)' },

@@ -1,0 +1,285 @@
+/**
+ * testbed/service: one microservice of the testbed, a small HTTP app that listens on
+ * 127.0.0.1 behind its nginx sidecar and keeps its records in PostgreSQL (one table named after
+ * the service: orders) or Redis (keys prefixed with the service name: sessions).
+ *
+ *   GET  /health        200 when the store answers (SELECT 1 / PING), else 503
+ *   POST /NAME          {"ref": "...", "value": "..."} -> 201 {"id": ...}: an order row is
+ *                       committed (synchronous_commit on) or a session key set (appendonly)
+ *                       before the answer; that answer is the acknowledgement the load
+ *                       generator journals
+ *   GET  /NAME/ID       200 {"id", "value"} or 404
+ *
+ * Every 2 s it snapshots its sidecar's stub_status into the service's volume:
+ * metrics/nginx.prom (Prometheus text, replaced atomically) and one line appended to
+ * metrics/stub_status.log (rotated to .1 at 1 MiB).
+ *
+ * Run as: node service.ts '<json ServiceConfig>'
+ */
+import { randomUUID } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { PgConnection, ident, lit } from './pgwire.ts';
+import { RedisConnection } from './resp.ts';
+import type { ServiceConfig } from './state.ts';
+
+const cfg = JSON.parse(process.argv[2] ?? '{}') as ServiceConfig;
+const log = (line: string): void => {
+  process.stderr.write(`${new Date().toISOString()} ${cfg.name}: ${line}\n`);
+};
+
+// --- store access -----------------------------------------------------------------------------
+
+const POOL = 4;
+const QUEUE_MAX = 256;
+
+/** A small pool of PostgreSQL connections; a broken one is dropped and replaced on demand. */
+class PgPool {
+  private idle: PgConnection[] = [];
+  private open = 0;
+  private waiting: ((c: PgConnection | Error) => void)[] = [];
+
+  private async get(): Promise<PgConnection> {
+    for (;;) {
+      const c = this.idle.pop();
+      if (c === undefined) break;
+      if (!c.closed) return c;
+      this.open--;
+    }
+    if (this.open < POOL) {
+      this.open++;
+      try {
+        return await PgConnection.connect({ port: cfg.pgPort, timeoutMs: 3000 });
+      } catch (err) {
+        this.open--;
+        throw err;
+      }
+    }
+    if (this.waiting.length >= QUEUE_MAX) throw new Error('too many requests waiting for the database');
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        this.waiting = this.waiting.filter((w) => w !== cb);
+        reject(new Error('no database connection became free within 5 s'));
+      }, 5000);
+      const cb = (c: PgConnection | Error): void => {
+        clearTimeout(t);
+        if (c instanceof Error) reject(c);
+        else resolve(c);
+      };
+      this.waiting.push(cb);
+    });
+  }
+
+  private put(c: PgConnection): void {
+    if (c.closed) {
+      this.open--;
+      const w = this.waiting.shift();
+      if (w !== undefined) {
+        this.open++;
+        PgConnection.connect({ port: cfg.pgPort, timeoutMs: 3000 }).then(w, (e: unknown) => {
+          this.open--;
+          w(e instanceof Error ? e : new Error(String(e)));
+        });
+      }
+      return;
+    }
+    const w = this.waiting.shift();
+    if (w !== undefined) w(c);
+    else this.idle.push(c);
+  }
+
+  async query(sql: string): Promise<(string | null)[][]> {
+    const c = await this.get();
+    try {
+      return (await c.query(sql, 10_000)).rows;
+    } finally {
+      this.put(c);
+    }
+  }
+
+  close(): void {
+    for (const c of this.idle) c.close();
+    this.idle = [];
+  }
+}
+
+let redis: RedisConnection | undefined;
+let redisConnecting: Promise<RedisConnection> | undefined;
+async function redisConn(): Promise<RedisConnection> {
+  if (redis !== undefined && !redis.closed) return redis;
+  redisConnecting ??= RedisConnection.connect(cfg.redisPort, '127.0.0.1', 3000).finally(() => (redisConnecting = undefined));
+  redis = await redisConnecting;
+  return redis;
+}
+
+const pool = new PgPool();
+const table = ident(cfg.name);
+
+async function health(): Promise<void> {
+  if (cfg.store === 'postgres') await pool.query('SELECT 1');
+  else if ((await (await redisConn()).command(['PING'], 3000)) !== 'PONG') throw new Error('Redis did not answer PONG');
+}
+
+async function create(ref: string, value: string): Promise<string> {
+  if (cfg.store === 'postgres') {
+    const rows = await pool.query(`INSERT INTO ${table} (ref, value) VALUES (${lit(ref)}, ${lit(value)}) RETURNING id`);
+    return rows[0]![0]!;
+  }
+  const key = `${cfg.name}:${randomUUID()}`;
+  const r = await (await redisConn()).command(['SET', key, value], 5000);
+  if (r !== 'OK') throw new Error(`Redis answered ${JSON.stringify(r)} to SET`);
+  return key;
+}
+
+async function read(id: string): Promise<string | undefined> {
+  if (cfg.store === 'postgres') {
+    if (!/^\d{1,18}$/.test(id)) return undefined;
+    const rows = await pool.query(`SELECT value FROM ${table} WHERE id = ${id}`);
+    return rows[0]?.[0] ?? undefined;
+  }
+  const v = await (await redisConn()).command(['GET', id], 5000);
+  return typeof v === 'string' ? v : undefined;
+}
+
+// --- HTTP -------------------------------------------------------------------------------------
+
+function readBody(req: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (d: Buffer) => {
+      size += d.length;
+      if (size > 64 * 1024) req.destroy(new Error('request body over 64 KiB'));
+      else chunks.push(d);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+const VALUE = /^[\x20-\x7e]{1,512}$/;
+const REF = /^[\w-]{1,64}$/;
+
+async function handle(req: http.IncomingMessage): Promise<{ status: number; body: unknown }> {
+  const url = req.url ?? '/';
+  if (req.method === 'GET' && url === '/health') {
+    await health();
+    return { status: 200, body: { ok: true, service: cfg.name, store: cfg.store } };
+  }
+  const base = `/${cfg.name}`;
+  if (req.method === 'POST' && url === base) {
+    let body: { ref?: unknown; value?: unknown };
+    try {
+      body = JSON.parse(await readBody(req)) as typeof body;
+    } catch {
+      return { status: 400, body: { error: 'the body must be JSON' } };
+    }
+    if (typeof body.value !== 'string' || !VALUE.test(body.value)) return { status: 400, body: { error: 'value: 1 to 512 printable ASCII characters' } };
+    const ref = typeof body.ref === 'string' && REF.test(body.ref) ? body.ref : randomUUID();
+    const id = await create(ref, body.value);
+    return { status: 201, body: { id, ref } };
+  }
+  if (req.method === 'GET' && url.startsWith(base + '/')) {
+    const id = decodeURIComponent(url.slice(base.length + 1));
+    const value = await read(id);
+    return value === undefined ? { status: 404, body: { error: 'not found' } } : { status: 200, body: { id, value } };
+  }
+  return { status: 404, body: { error: `no route ${req.method} ${url}` } };
+}
+
+const server = http.createServer((req, res) => {
+  handle(req).then(
+    (r) => {
+      res.writeHead(r.status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(r.body));
+    },
+    (err: unknown) => {
+      res.writeHead(503, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: err instanceof Error ? err.message : String(err) }));
+    },
+  );
+});
+server.keepAliveTimeout = 30_000;
+
+// --- metrics snapshots ------------------------------------------------------------------------
+
+const metricsDir = path.join(cfg.volume, 'metrics');
+const HISTORY_MAX = 1024 * 1024;
+
+function fetchStatus(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port: cfg.sidecarPort, path: '/nginx_status', agent: false, timeout: 1500 }, (res) => {
+      let s = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (s += d));
+      res.on('end', () => (res.statusCode === 200 ? resolve(s) : reject(new Error(`stub_status answered ${res.statusCode}`))));
+    });
+    req.on('timeout', () => req.destroy(new Error('stub_status did not answer')));
+    req.on('error', reject);
+  });
+}
+
+/** stub_status text -> Prometheus exposition format. */
+function toProm(status: string, t: number): string | undefined {
+  const m = /Active connections:\s*(\d+)\s+server accepts handled requests\s+(\d+)\s+(\d+)\s+(\d+)\s+Reading:\s*(\d+)\s+Writing:\s*(\d+)\s+Waiting:\s*(\d+)/.exec(status);
+  if (m === null) return undefined;
+  const lab = `{service="${cfg.name}"}`;
+  return [
+    `# snapshot of the ${cfg.name} sidecar's stub_status at ${new Date(t).toISOString()}`,
+    `nginx_connections_active${lab} ${m[1]}`,
+    `nginx_connections_accepted_total${lab} ${m[2]}`,
+    `nginx_connections_handled_total${lab} ${m[3]}`,
+    `nginx_http_requests_total${lab} ${m[4]}`,
+    `nginx_connections_reading${lab} ${m[5]}`,
+    `nginx_connections_writing${lab} ${m[6]}`,
+    `nginx_connections_waiting${lab} ${m[7]}`,
+    '',
+  ].join('\n');
+}
+
+let snapshotting = false;
+async function snapshotMetrics(): Promise<void> {
+  if (snapshotting) return;
+  snapshotting = true;
+  try {
+    const t = Date.now();
+    const prom = toProm(await fetchStatus(), t);
+    if (prom === undefined) return;
+    await fsp.mkdir(metricsDir, { recursive: true });
+    const tmp = path.join(metricsDir, `.nginx.prom.tmp-${process.pid}`);
+    await fsp.writeFile(tmp, prom);
+    await fsp.rename(tmp, path.join(metricsDir, 'nginx.prom'));
+    const hist = path.join(metricsDir, 'stub_status.log');
+    const size = await fsp.stat(hist).then((s) => s.size, () => 0);
+    if (size > HISTORY_MAX) await fsp.rename(hist, hist + '.1');
+    const line = prom.split('\n').filter((l) => l !== '' && !l.startsWith('#')).map((l) => l.split(' ')[1]).join(' ');
+    await fsp.appendFile(hist, `${new Date(t).toISOString()} ${line}\n`);
+  } catch {
+    // the sidecar is down or the volume is gone for the moment: the next tick tries again
+  } finally {
+    snapshotting = false;
+  }
+}
+
+const metricsTimer = setInterval(() => void snapshotMetrics(), 2000);
+
+// --- lifecycle --------------------------------------------------------------------------------
+
+server.on('error', (err) => {
+  log(`cannot listen on 127.0.0.1:${cfg.port}: ${err.message}`);
+  process.exit(1);
+});
+server.listen(cfg.port, '127.0.0.1', () => log(`listening on 127.0.0.1:${cfg.port}, store ${cfg.store}`));
+
+function stop(sig: string): void {
+  log(`${sig}: stopping`);
+  clearInterval(metricsTimer);
+  server.close();
+  server.closeAllConnections();
+  pool.close();
+  redis?.close();
+  setTimeout(() => process.exit(0), 200).unref();
+}
+process.on('SIGTERM', () => stop('SIGTERM'));
+process.on('SIGINT', () => stop('SIGINT'));

@@ -189,6 +189,13 @@ async function releaseLocks(out: Output): Promise<void> {
   }
 }
 
+// a reader that went away (`meshback ls | head`) is not an error of the command: stop writing, no stack trace
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+  });
+}
+
 let interrupted = false;
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.on(sig, () => {

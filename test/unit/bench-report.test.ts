@@ -11,7 +11,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { categorise, dominates, paretoFront, parseResults, readResults, renderHtml, renderMarkdown, writeReport } from '../../src/bench/fault/report/index.ts';
 import { NotFoundError, UsageError } from '../../src/errors/index.ts';
-import { entrantsOf, isSilent, scenariosOf } from '../../src/bench/fault/report/model.ts';
+import { appTable, entrantsOf, isAppScenario, isSilent, scenariosOf } from '../../src/bench/fault/report/model.ts';
+import { summarize } from '../../src/bench/fault/runner.ts';
+import { appRecovery } from '../../src/bench/fault/scenarios/app-common.ts';
 import { RESULTS_SCHEMA, RESULTS_VERSION, SCENARIO_IDS } from '../../src/bench/fault/types.ts';
 import type { BenchResults, Cell, RepeatResult, ScenarioId, Spread, Strategy } from '../../src/bench/fault/types.ts';
 
@@ -249,7 +251,8 @@ describe('report of the fixture', () => {
       for (const l of labels) assert.ok(rows.some((row) => row.startsWith(`| ${l.replace('+', '+')} `) || row.startsWith(`| ${l} [`) || row.startsWith(`| ${l} (partial`)), `${l} in ${s.id}`);
       for (const row of rows) assert.equal(row.split(' | ').length, 13, `13 columns: ${row}`);
     }
-    assert.deepEqual(scenariosOf(r).map((s) => s.id), [...SCENARIO_IDS]);
+    // the fixture predates the application-level scenarios
+    assert.deepEqual(scenariosOf(r).map((s) => s.id), SCENARIO_IDS.filter((id) => !id.startsWith('app-')));
   });
 
   test('Markdown: figures, spreads, integrity, detection, RPO and RTO', () => {
@@ -352,6 +355,142 @@ describe('report of the fixture', () => {
     const m = renderMarkdown(r2);
     assert.doesNotMatch(m, /(^|[^\\])<script/);
     assert.ok(m.includes('\\<script>alert("x&y")\\</script>'));
+  });
+});
+
+// ---------------------------------------------------------------- application level
+
+describe('application-level rows', () => {
+  const check = (name: string, ok: boolean, detail?: string) => ({ name, ok, ...(detail !== undefined ? { detail } : {}) });
+  const healthyChecks = [check('nginx-config orders', true, 'nginx -t accepts the configuration'), check('amcheck orders', true), check('traffic orders', true), check('traffic sessions', true)];
+  function appCell(tool: string, scenario: ScenarioId, reps: { healthy: boolean; ack: number; lost: number; before?: number; rpo: number; rto: number; failed?: [string, string][] }[], strategy: Strategy = 'incremental'): Cell {
+    const repeats: RepeatResult[] = reps.map((x, i) => ({
+      repeat: i + 1,
+      seed: i + 1,
+      status: 'ok',
+      steps: [
+        { name: 'backup-1', wallSeconds: 0.5, cpuSeconds: 0.4, peakRssBytes: 50 * MiB, exitCode: 0 },
+        { name: 'restore', wallSeconds: 0.3, cpuSeconds: 0.2, peakRssBytes: 40 * MiB, exitCode: 0 },
+      ],
+      integrity: { files: 20, matching: 20, damaged: 0, missing: 0, extra: 0 },
+      corruptionDetected: null,
+      rpo: { seconds: x.rpo, bytesLost: 0, writesLost: x.lost },
+      rtoSeconds: x.rto,
+      app: { healthy: x.healthy, checks: [...healthyChecks, ...(x.failed ?? []).map(([n, d]) => check(n, false, d))], writesAcknowledged: x.ack, writesLost: x.lost, lostBeforeBackup: x.before ?? 0 },
+    }));
+    return { tool, strategy, volume: strategy === 'snapshot' ? 'btrfs' : 'dir', scenario, status: 'ok', repeats, summary: summarize(repeats) };
+  }
+  function appResults(cells: Cell[]): BenchResults {
+    const r = results(cells, ['A', 'B', 'C']);
+    r.options.scenarios = ['container-crash', 'app-container-crash', 'app-node-outage'];
+    r.scenarios = [
+      { id: 'container-crash', title: 'Crash', description: 'd1' },
+      { id: 'app-container-crash', title: 'Service container crash (testbed)', description: 'app crash' },
+      { id: 'app-node-outage', title: 'Node outage of the service mesh (testbed)', description: 'app outage' },
+    ];
+    return r;
+  }
+  const r = appResults([
+    cell('A', 'container-crash', { b: 1, r: 1, rssMiB: 100 }),
+    appCell('A', 'app-container-crash', [{ healthy: true, ack: 160, lost: 33, rpo: 2.98, rto: 1.22 }]),
+    appCell('B', 'app-container-crash', [{ healthy: false, ack: 158, lost: 158, before: 120, rpo: 9.5, rto: 3.4, failed: [['amcheck orders', 'heap tuple (97,45) from table "orders" lacks matching index tuple <x>']] }]),
+    { ...cell('C', 'app-container-crash'), reason: 'the testbed did not come up: initdb failed' },
+    appCell('A', 'app-node-outage', [
+      { healthy: true, ack: 250, lost: 60, rpo: 3, rto: 2.5 },
+      { healthy: false, ack: 256, lost: 64, rpo: 3.4, rto: 3.2, failed: [['traffic sessions', 'no successful request through the sidecar within 30 s']] },
+      { healthy: true, ack: 255, lost: 62, rpo: 3.2, rto: 2.9 },
+    ]),
+  ]);
+  const md = renderMarkdown(r);
+  const html = renderHtml(r);
+
+  test('summarize: the healthy rate and writes lost over the repeats with app results; no bytes-lost spread for them', () => {
+    const c = r.cells.find((x) => x.tool === 'A' && x.scenario === 'app-node-outage')!;
+    assert.equal(c.summary.appHealthyRate, 2 / 3);
+    assert.deepEqual(c.summary.appWritesLost, { median: 62, min: 60, max: 64, n: 3 });
+    assert.deepEqual(c.summary.rtoSeconds, { median: 2.9, min: 2.5, max: 3.2, n: 3 });
+    assert.equal(c.summary.rpoBytesLost, undefined, 'the testbed counts writes, not bytes');
+    // a file-level repeat keeps its figures and gets no app fields
+    const file = summarize([{ repeat: 1, seed: 1, status: 'ok', steps: [], rpo: { seconds: 2, bytesLost: 4096, writesLost: 3 } }]);
+    assert.deepEqual(file.rpoBytesLost, sp(4096));
+    assert.equal(file.appHealthyRate, undefined);
+    assert.equal(file.appWritesLost, undefined);
+  });
+
+  test('appTable: a row per entrant and app scenario, in report order; file-level scenarios have none', () => {
+    const rows = appTable(r);
+    assert.deepEqual(rows.map((x) => `${x.scenario.id} ${x.entrant.label} ${x.status}`), ['app-container-crash A ok', 'app-container-crash B ok', 'app-container-crash C failed', 'app-node-outage A ok']);
+    assert.equal(isAppScenario(r, 'container-crash'), false);
+    assert.equal(isAppScenario(r, 'app-node-outage'), true);
+  });
+
+  test('Markdown: the application-level table with healthy, writes, lost before backup, RPO, RTO and failed checks', () => {
+    const sec = section(md, 'Application-level recovery');
+    assert.match(sec, /^\| tool \| strategy \| scenario \| service healthy \| writes acknowledged \/ lost \| lost before backup \| RPO s \| RTO s \| failed checks \|$/m);
+    assert.match(sec, /^\| A \| incremental \| app-container-crash \| yes \| 160 \/ 33 \| 0 \| 2\.98 \| 1\.22 \| none \|$/m);
+    // unhealthy, and writes acknowledged before the backup lost: both stand out; the check's own words (escaped)
+    assert.match(sec, /^\| B \| incremental \| app-container-crash \| \*\*no\*\* \| 158 \/ 158 \| \*\*120\*\* \| 9\.50 \| 3\.40 \| \*\*amcheck orders \(heap tuple \(97,45\) from table "orders" lacks matching index tuple \\<x>\)\*\* \|$/m);
+    assert.match(sec, /^\| C \| incremental \| app-container-crash \| \*\*failed\*\*: the testbed did not come up: initdb failed \|( — \|){5}$/m);
+    // three repeats: a rate, medians with ranges, the failed check with how often
+    assert.match(sec, /^\| A \| incremental \| app-node-outage \| \*\*partly \(2\/3\)\*\* \| 255 \/ 62 \(lost 60–64\) \| 0 \| 3\.20 \(3\.00–3\.40\) \| 2\.90 \(2\.50–3\.20\) \| \*\*traffic sessions \(1\/3\) \(no successful request/m);
+    for (const row of sec.split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('| tool'))) assert.equal(row.split(' | ').length, 9, `9 columns: ${row}`);
+    // the app scenarios also get their per-scenario tables, like every scenario; RPO in writes, not bytes
+    assert.match(section(md, 'Service container crash (testbed)'), /\| 2\.98 \(33 writes\) \| 1\.22 \|$/m);
+    assert.ok(md.indexOf('## Application-level recovery') < md.indexOf('## Crash'), 'the summary table comes before the per-scenario tables');
+  });
+
+  test('HTML: the section, its table and an RTO/RPO chart per app scenario, well-formed and escaped', () => {
+    const counts = checkWellFormed(html);
+    assert.ok((counts.get('svg') ?? 0) > 0);
+    assert.match(html, /<a href="#app">Application-level recovery<\/a>/);
+    assert.match(html, /<h2 id="app">Application-level recovery<\/h2>/);
+    assert.match(html, /<td>B<\/td><td>incremental<\/td><td>app-container-crash<\/td><td class="bad">no<\/td><td class="num">158 \/ 158<\/td><td class="num bad">120<\/td>/);
+    assert.match(html, /lacks matching index tuple &lt;x&gt;/);
+    assert.match(html, /<td class="reason" colspan="6"><b>failed<\/b>: the testbed did not come up: initdb failed<\/td>/);
+    assert.match(html, /Service container crash \(testbed\): RTO and RPO per tool, at application level/);
+    assert.match(html, /Node outage of the service mesh \(testbed\): RTO and RPO per tool, at application level/);
+    // the generic RPO/RTO charts leave the app scenarios to their own chart
+    assert.doesNotMatch(html, /Service container crash \(testbed\): RPO and RTO per tool</);
+  });
+
+  test('results without app cells render without the section', () => {
+    const plain = results([cell('A', 'container-crash', { b: 1, r: 1, rssMiB: 100 })], ['A']);
+    assert.doesNotMatch(renderMarkdown(plain), /Application-level/);
+    assert.doesNotMatch(renderHtml(plain), /Application-level|id="app"/);
+    assert.doesNotMatch(renderMarkdown(fixture()), /Application-level/);
+  });
+
+  test('appRecovery: the testbed verification as results fields', () => {
+    const a = appRecovery({
+      healthy: false,
+      ok: false,
+      checks: [
+        { name: 'amcheck', target: 'orders', ok: false, message: 'index broken' },
+        { name: 'traffic', target: 'sessions', ok: true, message: 'GET /health succeeded' },
+      ],
+      writesAcknowledged: 10,
+      writesLost: 4,
+      lostBeforeBackup: null,
+      rpoSeconds: 1.5,
+      rtoSeconds: 2,
+      faultTime: null,
+      faultKind: null,
+      backupTime: null,
+      verifiedAt: '2026-11-24T00:00:00.000Z',
+      seconds: 3,
+      services: [],
+      volumes: {},
+    });
+    assert.deepEqual(a, {
+      healthy: false,
+      checks: [
+        { name: 'amcheck orders', ok: false, detail: 'index broken' },
+        { name: 'traffic sessions', ok: true, detail: 'GET /health succeeded' },
+      ],
+      writesAcknowledged: 10,
+      writesLost: 4,
+      lostBeforeBackup: 0,
+    });
   });
 });
 

@@ -182,8 +182,12 @@ export function summarize(repeats: RepeatResult[]): CellSummary {
   const det = good.filter((r) => r.corruptionDetected === true || r.corruptionDetected === false);
   if (det.length > 0) out.detectionRate = det.filter((r) => r.corruptionDetected === true).length / det.length;
   put('rpoSeconds', spread(nums((r) => r.rpo?.seconds)));
-  put('rpoBytesLost', spread(nums((r) => r.rpo?.bytesLost)));
+  // the application-level scenarios count writes, not bytes (their bytesLost is 0, not measured)
+  put('rpoBytesLost', spread(nums((r) => (r.app === undefined ? r.rpo?.bytesLost : undefined))));
   put('rtoSeconds', spread(nums((r) => r.rtoSeconds)));
+  const app = good.filter((r) => r.app !== undefined);
+  if (app.length > 0) out.appHealthyRate = app.filter((r) => r.app!.healthy).length / app.length;
+  put('appWritesLost', spread(nums((r) => r.app?.writesLost)));
   return out;
 }
 
@@ -295,6 +299,9 @@ export async function runBench(o: BenchOptions): Promise<BenchResults> {
   await fsp.mkdir(out, { recursive: true });
   await fsp.mkdir(workBase, { recursive: true });
   const work = await fsp.mkdtemp(path.join(workBase, 'meshback-bench-work-'));
+  // searchable (not listable) by other users: the testbed of the app-* scenarios runs PostgreSQL
+  // and Redis as their own users (when root), on volumes inside it
+  await fsp.chmod(work, 0o711);
   // an interrupted run (SIGINT/SIGTERM end in process.exit) leaves no mount and no scratch behind
   const onExit = (): void => {
     unmountAllSync();
@@ -380,9 +387,9 @@ export async function runBench(o: BenchOptions): Promise<BenchResults> {
         for (const p of cells) {
           done++;
           const tag = `[${done}/${total}] ${scenario.id} ${p.cell.tool}/${p.strategy} repeat ${rep}`;
-          const rr = await runRepeat(p, { rep, seed, dataset, work: path.join(work, 'run'), env, sizeBytes: o.sizeBytes, log: (l) => log(`${tag}: ${l}`) });
+          const rr = await runRepeat(p, { rep, seed, dataset, work: path.join(work, 'run'), env, sizeBytes: o.sizeBytes, install, log: (l) => log(`${tag}: ${l}`) });
           p.cell.repeats.push(rr);
-          log(`${tag}: ${rr.status}${rr.reason !== undefined ? `: ${rr.reason}` : ''}${rr.rtoSeconds !== undefined ? `; RTO ${rr.rtoSeconds.toFixed(2)} s` : ''}${rr.rpo !== undefined ? `; RPO ${rr.rpo.seconds.toFixed(2)} s, ${rr.rpo.writesLost} writes lost` : ''}`);
+          log(`${tag}: ${rr.status}${rr.reason !== undefined ? `: ${rr.reason}` : ''}${rr.rtoSeconds !== undefined ? `; RTO ${rr.rtoSeconds.toFixed(2)} s` : ''}${rr.rpo !== undefined ? `; RPO ${rr.rpo.seconds.toFixed(2)} s, ${rr.rpo.writesLost} writes lost` : ''}${rr.app !== undefined ? `; service ${rr.app.healthy ? 'healthy' : 'NOT healthy'} after recovery` : ''}`);
           await save();
         }
         await fsp.rm(dataset, { recursive: true, force: true });
@@ -404,6 +411,7 @@ interface RepeatEnv {
   work: string;
   env: Record<string, string>;
   sizeBytes: number;
+  install: boolean;
   log: (line: string) => void;
 }
 
@@ -443,18 +451,20 @@ async function runRepeat(p: Plan, e: RepeatEnv): Promise<RepeatResult> {
       work: path.join(e.work, 'scratch'),
       seed: e.seed,
       sizeBytes: e.sizeBytes,
+      install: e.install,
       log: e.log,
       async backup(name, opts) {
         const startedAt = Date.now();
         const t0 = performance.now();
-        let src = volume.path;
+        const from = opts?.source ?? volume;
+        let src = from.path;
         let release: (() => Promise<void>) | undefined;
         let snapshotSeconds: number | undefined;
         let step: StepResult;
         try {
           if (p.strategy === 'snapshot') {
             const s0 = performance.now();
-            const snap = await volume.snapshot();
+            const snap = await from.snapshot();
             snapshotSeconds = (performance.now() - s0) / 1000;
             src = snap.path;
             release = snap.release;

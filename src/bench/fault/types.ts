@@ -14,7 +14,11 @@ import type { Tool, ToolContext } from '../tools.ts';
 export const RESULTS_SCHEMA = 'meshback-bench-results';
 export const RESULTS_VERSION = 1;
 
-export const SCENARIO_IDS = ['container-crash', 'node-outage', 'volume-corruption', 'repo-corruption', 'disk-full'] as const;
+/**
+ * The file-level scenarios, then the application-level ones (app-*: the testbed of src/testbed,
+ * a service mesh with PostgreSQL and Redis, recovered with the tool and verified as a service).
+ */
+export const SCENARIO_IDS = ['container-crash', 'node-outage', 'volume-corruption', 'repo-corruption', 'disk-full', 'app-container-crash', 'app-node-outage'] as const;
 export type ScenarioId = (typeof SCENARIO_IDS)[number];
 
 /**
@@ -84,12 +88,38 @@ export interface Integrity {
 
 /** Data loss: what was written (acknowledged by the workload) after the last good backup and not recovered. */
 export interface Rpo {
-  /** seconds between the last good backup's start and the fault (the window of writes at risk) */
+  /**
+   * seconds between the last good backup's start and the fault (the window of writes at risk);
+   * app-* scenarios: the testbed's RPO, the fault minus the acknowledgement of the last write the
+   * recovered service still holds (0 when it lost nothing), the largest over its services
+   */
   seconds: number;
-  /** bytes written in that window that the recovery did not bring back */
+  /** bytes written in that window that the recovery did not bring back (app-* scenarios: 0, not measured: the testbed counts writes) */
   bytesLost: number;
   /** writes (records appended by the workload) lost */
   writesLost: number;
+}
+
+/** One application-level check after recovery (the testbed's verify: nginx-config, start, traffic, amcheck, ...). */
+export interface AppCheck {
+  /** the check and what it checked, e.g. "amcheck orders", "traffic sessions", "start postgres" */
+  name: string;
+  ok: boolean;
+  /** its one-line account */
+  detail?: string;
+}
+
+/** Recovery judged at application level (the app-* scenarios; see docs/design.md, "Testbed"). */
+export interface AppRecovery {
+  /** every check passed: each component started on the restored volumes and every service answered through its sidecar */
+  healthy: boolean;
+  checks: AppCheck[];
+  /** writes (orders, sessions) acknowledged to the load generator up to the fault */
+  writesAcknowledged: number;
+  /** of those, the ones the recovered stores do not hold (or hold with another value) */
+  writesLost: number;
+  /** of the lost, those acknowledged before the restored backup started: must be 0 (else the backup or restore lost durable data) */
+  lostBeforeBackup: number;
 }
 
 /** One repeat of one cell. */
@@ -116,6 +146,8 @@ export interface RepeatResult {
   rtoSeconds?: number;
   /** anything the report should show as a footnote */
   notes?: string[];
+  /** application-level scenarios: the service after recovery (absent in the file-level scenarios) */
+  app?: AppRecovery;
 }
 
 export interface Spread {
@@ -142,6 +174,10 @@ export interface CellSummary {
   rpoSeconds?: Spread;
   rpoBytesLost?: Spread;
   rtoSeconds?: Spread;
+  /** application-level scenarios: fraction of the ok repeats with `app` whose service was healthy after recovery (0..1) */
+  appHealthyRate?: number;
+  /** application-level scenarios: acknowledged writes lost */
+  appWritesLost?: Spread;
 }
 
 /** One tool (with one strategy) in one scenario. */
@@ -216,6 +252,12 @@ export interface BackupOptions {
    * A snapshot still held when the repeat ends goes with its volume.
    */
   hold?(path: string): Promise<void>;
+  /**
+   * Back up this tree instead of the cell's volume (the application-level scenarios back up the
+   * testbed's volumes). For the snapshot strategy its snapshot() gives the point-in-time view that
+   * is backed up (and timed as snapshotSeconds) instead of the cell volume's.
+   */
+  source?: Pick<Volume, 'path' | 'snapshot'>;
 }
 
 /** What a scenario gets for one repeat of one cell. Everything under `work` is its own. */
@@ -247,6 +289,8 @@ export interface ScenarioContext {
    * recover into); the runner destroys it after the repeat.
    */
   newVolume?(label: string): Promise<Volume>;
+  /** may the scenario apt-get install programs it needs when root (--no-install: false; default true) */
+  install?: boolean;
 }
 
 export interface Scenario {

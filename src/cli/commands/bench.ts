@@ -29,14 +29,17 @@ const fmtS = (x: number | undefined): string => (x === undefined ? '-' : `${x.to
 
 /** One human line for a cell. */
 function cellLine(c: Cell): string {
-  const head = `${c.scenario.padEnd(18)} ${`${c.tool}/${c.strategy}`.padEnd(22)} ${c.status.padEnd(8)}`;
+  const head = `${c.scenario.padEnd(19)} ${`${c.tool}/${c.strategy}`.padEnd(22)} ${c.status.padEnd(8)}`;
   if (c.status === 'skipped') return `${head} ${c.reason ?? ''}`;
   const s = c.summary;
   const integrity = s.filesMatchingFraction !== undefined ? `${(s.filesMatchingFraction.median * 100).toFixed(1)}% files intact` : 'integrity -';
-  const rpo = s.rpoSeconds !== undefined ? `RPO ${fmtS(s.rpoSeconds.median)} (${s.rpoBytesLost !== undefined ? `${(s.rpoBytesLost.median / 1024).toFixed(0)} KiB lost` : '-'})` : 'RPO -';
+  // (an application-level cell counts writes, not bytes: its writes lost follow below)
+  const lost = s.rpoBytesLost !== undefined ? ` (${(s.rpoBytesLost.median / 1024).toFixed(0)} KiB lost)` : s.appHealthyRate !== undefined ? '' : ' (-)';
+  const rpo = s.rpoSeconds !== undefined ? `RPO ${fmtS(s.rpoSeconds.median)}${lost}` : 'RPO -';
   const failed = c.repeats.filter((r) => r.status === 'failed');
   const why = failed.length > 0 ? `; failed: ${failed[0]!.reason ?? ''}` : '';
-  return `${head} backup ${fmtS(s.backupWallSeconds?.median)}, restore ${fmtS(s.restoreWallSeconds?.median)}, ${integrity}, ${rpo}, RTO ${fmtS(s.rtoSeconds?.median)}${why}`;
+  const app = s.appHealthyRate !== undefined ? `, service healthy ${Math.round(s.appHealthyRate * 100)}% of repeats, ${s.appWritesLost?.median ?? '-'} writes lost` : '';
+  return `${head} backup ${fmtS(s.backupWallSeconds?.median)}, restore ${fmtS(s.restoreWallSeconds?.median)}, ${integrity}, ${rpo}, RTO ${fmtS(s.rtoSeconds?.median)}${app}${why}`;
 }
 
 async function runCmd(ctx: Context, v: Record<string, unknown>): Promise<number> {

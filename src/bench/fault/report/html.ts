@@ -5,7 +5,11 @@
  */
 import type { BenchResults, Cell, Spread } from '../types.ts';
 import {
+  APP_COLUMNS,
+  APP_INTRO,
+  appTable,
   categorise,
+  isAppScenario,
   cellOf,
   dominanceReason,
   entrantsOf,
@@ -25,7 +29,7 @@ import {
   scenarioTable,
   TABLE_COLUMNS,
 } from './model.ts';
-import type { Categories, Entrant, Robustness, ScenarioView, Standing, TextCell } from './model.ts';
+import type { AppRow, Categories, Entrant, Robustness, ScenarioView, Standing, TextCell } from './model.ts';
 import { paretoFront } from './pareto.ts';
 import { barChart, COLORS, esc, scatterChart, stackChart } from './svg.ts';
 import type { Bar, BarRow, Series, StackRow } from './svg.ts';
@@ -122,9 +126,12 @@ export function renderHtml(r: BenchResults): string {
   for (const f of runFacts(r)) B.push(`<dt>${esc(f.label)}</dt><dd>${esc(f.value)}</dd>`);
   B.push('</dl>');
   const ran = entrants.length > 0 && scenarios.length > 0;
+  const app = ran ? appTable(r, entrants, scenarios) : [];
   const links: [string, string][] = [['tools', 'Tools']];
   if (ran) {
-    links.push(['categories', 'Categories'], ['robustness', 'Integrity and robustness'], ['time', 'Time'], ['resources', 'Resources'], ['integrity', 'Integrity charts'], ['rpo-rto', 'RPO / RTO']);
+    links.push(['categories', 'Categories'], ['robustness', 'Integrity and robustness']);
+    if (app.length > 0) links.push(['app', 'Application-level recovery']);
+    links.push(['time', 'Time'], ['resources', 'Resources'], ['integrity', 'Integrity charts'], ['rpo-rto', 'RPO / RTO']);
     for (const s of scenarios) links.push([`scenario-${s.id}`, s.title]);
     links.push(['method', 'How this was measured']);
   }
@@ -136,6 +143,7 @@ export function renderHtml(r: BenchResults): string {
     const cats = categorise(r, entrants, scenarios);
     categoriesSection(cats, B);
     robustnessSection(robustness(r, entrants, scenarios), scenarios, B);
+    appSection(app, B);
     timeSection(r, entrants, scenarios, B);
     resourcesSection(r, entrants, scenarios, B);
     integritySection(r, entrants, scenarios, B);
@@ -298,6 +306,44 @@ function robustnessSection(rb: Robustness, scenarios: ScenarioView[], B: string[
   B.push('</ul>');
 }
 
+// ---------------------------------------------------------------- application level
+
+const SERIES_APP: readonly Series[] = [
+  { name: 'RTO s (fault to first request served after recovery)', color: COLORS.sky },
+  { name: 'RPO s (fault minus last surviving write)', color: COLORS.purple },
+];
+
+/** The application-level rows (app-* scenarios) and, per scenario, a chart of RTO and RPO; nothing when the run has none. */
+function appSection(rows: AppRow[], B: string[]): void {
+  if (rows.length === 0) return;
+  B.push('<h2 id="app">Application-level recovery</h2>');
+  B.push(`<p class="muted">${esc(APP_INTRO)}</p>`);
+  B.push(`<div class="tablewrap"><table><thead><tr>${APP_COLUMNS.map((c) => `<th>${esc(c)}</th>`).join('')}</tr></thead><tbody>`);
+  for (const row of rows) {
+    const head = `<td>${esc(row.entrant.label)}${row.tag !== undefined ? ` <span class="tag">partial: ${esc(row.tag)}</span>` : ''}</td><td>${esc(row.entrant.strategy)}</td><td>${esc(row.scenario.id)}</td>`;
+    if (row.figures === undefined) {
+      B.push(`<tr class="${esc(row.status)}">${head}<td class="reason" colspan="${APP_COLUMNS.length - 3}"><b>${esc(row.status)}</b>: ${esc(row.reason ?? '')}</td></tr>`);
+      continue;
+    }
+    const [healthy, writes, before, rpo, rto, checks] = row.figures;
+    B.push(`<tr class="${esc(row.status)}">${head}${tdText(healthy!, false)}${tdText(writes!)}${tdText(before!)}${tdText(rpo!)}${tdText(rto!)}${tdText(checks!, false)}</tr>`);
+  }
+  B.push('</tbody></table></div>');
+  const figs: string[] = [];
+  for (const s of [...new Map(rows.map((x) => [x.scenario.id, x.scenario])).values()]) {
+    const barRows: BarRow[] = rows
+      .filter((x) => x.scenario.id === s.id)
+      .map((x) => {
+        if (x.figures === undefined) return { label: x.entrant.label, bars: [], note: `${x.status}: ${x.reason ?? ''}` };
+        const healthy = x.figures[0]!;
+        const b = [bar(x.cell.summary?.rtoSeconds), bar(x.cell.summary?.rpoSeconds)].map((y, i) => (y !== undefined ? { ...y, tip: `${x.entrant.label}, ${SERIES_APP[i]!.name}: ${y.tip ?? y.text ?? ''}` } : undefined));
+        return { label: x.entrant.label, bars: b, note: 'RTO and RPO n.a.', mark: healthy.bad === true ? `healthy: ${healthy.text}` : x.tag !== undefined ? `partial ${x.tag}` : undefined };
+      });
+    figs.push(figure(s.title, '', barChart({ id: `app-${s.id}`, title: `${s.title}: RTO and RPO per tool, at application level`, axisLabel: 'seconds (median)', series: SERIES_APP, rows: barRows, format: fmtNum, missingText: 'n.a.' })));
+  }
+  B.push(`<div class="grid">${figs.join('')}</div>`);
+}
+
 // ---------------------------------------------------------------- charts per scenario
 
 const bar = (s: Spread | undefined, scale = 1, unit = 's'): Bar | undefined => {
@@ -384,7 +430,8 @@ function integritySection(r: BenchResults, entrants: Entrant[], scenarios: Scena
 
 function rpoSection(r: BenchResults, entrants: Entrant[], scenarios: ScenarioView[], B: string[]): void {
   const figs: string[] = [];
-  for (const s of scenarios) {
+  // the application-level scenarios have their own chart (appSection), with their own RPO and RTO
+  for (const s of scenarios.filter((x) => !isAppScenario(r, x.id))) {
     const rows = rowsFor(
       r,
       s,

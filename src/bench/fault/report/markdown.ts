@@ -5,6 +5,9 @@
  */
 import type { BenchResults } from '../types.ts';
 import {
+  APP_COLUMNS,
+  APP_INTRO,
+  appTable,
   categorise,
   dominanceReason,
   entrantsOf,
@@ -19,7 +22,7 @@ import {
   scenarioTable,
   TABLE_COLUMNS,
 } from './model.ts';
-import type { Categories, Entrant, Robustness, ScenarioView, Standing, TextCell } from './model.ts';
+import type { AppRow, Categories, Entrant, Robustness, ScenarioView, Standing, TextCell } from './model.ts';
 
 /** Escapes text from the results for Markdown (inline, and inside a table cell). */
 export function md(s: string): string {
@@ -48,6 +51,7 @@ export function renderMarkdown(r: BenchResults): string {
   }
   categoriesSection(categorise(r, entrants, scenarios), L);
   robustnessSection(robustness(r, entrants, scenarios), scenarios, L);
+  appSection(appTable(r, entrants, scenarios), L);
   for (const s of scenarios) scenarioSection(r, s, entrants, L);
   L.push('## How this was measured', '');
   for (const n of METHOD_NOTES) L.push(`- ${n}`);
@@ -143,6 +147,24 @@ function robustnessSection(rb: Robustness, scenarios: ScenarioView[], L: string[
     );
   } else {
     L.push('- No tool restored wrong data without saying so: every incomplete recovery was reported by the tool.');
+  }
+  L.push('');
+}
+
+/** The application-level rows (app-* scenarios); nothing when the run has none. */
+export function appSection(rows: AppRow[], L: string[]): void {
+  if (rows.length === 0) return;
+  L.push('## Application-level recovery', '');
+  L.push(md(APP_INTRO), '');
+  L.push(`| ${APP_COLUMNS.join(' | ')} |`, `|---|---|---|${APP_COLUMNS.slice(3).map((_, i) => (i === 0 || i === APP_COLUMNS.length - 4 ? '---' : '---:')).join('|')}|`);
+  for (const row of rows) {
+    const name = `${md(row.entrant.label)}${row.tag !== undefined ? ` (partial: ${md(row.tag)})` : ''}`;
+    const head = `| ${name} | ${md(row.entrant.strategy)} | ${md(row.scenario.id)} |`;
+    if (row.figures === undefined) {
+      L.push(`${head} **${row.status}**: ${md(row.reason ?? '')} |${' — |'.repeat(APP_COLUMNS.length - 4)}`);
+      continue;
+    }
+    L.push(`${head} ${row.figures.map(cellText).join(' | ')} |`);
   }
   L.push('');
 }

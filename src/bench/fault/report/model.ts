@@ -240,7 +240,8 @@ function rpoText(c: Cell): TextCell {
   const secs = spreadParts(s.rpoSeconds);
   if (secs === undefined) return { text: 'n.a.' };
   const writes = median(okRepeats(c).flatMap((x) => (x.rpo !== undefined ? [x.rpo.writesLost] : [])));
-  const bytes = s.rpoBytesLost?.median ?? median(okRepeats(c).flatMap((x) => (x.rpo !== undefined ? [x.rpo.bytesLost] : [])));
+  // (the application-level scenarios count writes, not bytes: their bytesLost is not shown)
+  const bytes = s.rpoBytesLost?.median ?? median(okRepeats(c).flatMap((x) => (x.rpo !== undefined && x.app === undefined ? [x.rpo.bytesLost] : [])));
   const parts: string[] = [];
   if (writes !== undefined) parts.push(`${fmtInt(writes)} writes`);
   if (bytes !== undefined) parts.push(fmtBytes(bytes));
@@ -632,3 +633,96 @@ export const METHOD_NOTES: readonly string[] = [
   'Categories: time and CPU scores are geometric means, over every scenario and operation (backup, restore) the tool ran, of its median divided by the best median there (×1.00 = best everywhere), so a tool that failed a scenario is neither helped nor hurt by it; memory is the largest median peak RSS of any backup or restore. The Pareto front holds the tools no other tool beats in all three at once.',
   'A silently wrong recovery: damaged or missing files while every restore exited 0 and the tool reported nothing.',
 ];
+
+// ---------------------------------------------------------------- application level
+
+/** Columns of the application-level table (app-* scenarios, one row per entrant and scenario). */
+export const APP_COLUMNS = ['tool', 'strategy', 'scenario', 'service healthy', 'writes acknowledged / lost', 'lost before backup', 'RPO s', 'RTO s', 'failed checks'] as const;
+
+export const APP_INTRO =
+  'The app-* scenarios protect a running service mesh (the testbed: two Node services behind nginx sidecars, PostgreSQL for orders, Redis for sessions) and judge recovery as a service. Service healthy: every check passed after recovery (nginx -t on the restored configuration, every component starts, traffic through every sidecar, PostgreSQL amcheck, Redis data loaded). Writes: acknowledged to the load generator up to the fault / not held by the recovered stores. Lost before backup: lost writes acknowledged before the restored backup started (must be 0). RPO s: the fault minus the last acknowledged write the recovered service still holds. RTO s: the fault to the first successful request through every sidecar after recovery (the restore included).';
+
+export interface AppRow {
+  entrant: Entrant;
+  scenario: ScenarioView;
+  cell: Cell;
+  status: Cell['status'];
+  /** failed/skipped cells: why (no figures) */
+  reason?: string;
+  /** one per APP_COLUMNS column after tool, strategy and scenario */
+  figures?: TextCell[];
+  /** "2 of 3 repeats" for a partial cell */
+  tag?: string;
+}
+
+/** Is `id` an application-level scenario: one whose cells carry `app` results (or named app-*, for cells that never got that far)? */
+export function isAppScenario(r: BenchResults, id: ScenarioId): boolean {
+  return (r.cells ?? []).some((c) => c.scenario === id && (c.summary?.appHealthyRate !== undefined || (c.repeats ?? []).some((x) => x.app !== undefined))) || String(id).startsWith('app-');
+}
+
+const appRepeats = (c: Cell): RepeatResult[] => okRepeats(c).filter((x) => x.app !== undefined);
+
+function healthyText(reps: RepeatResult[]): TextCell {
+  if (reps.length === 0) return { text: 'n.a.' };
+  const k = reps.filter((x) => x.app!.healthy).length;
+  const n = reps.length;
+  const counts = n > 1 ? ` (${k}/${n})` : '';
+  if (k === n) return { text: `yes${counts}`, good: true };
+  if (k === 0) return { text: `no${counts}`, bad: true };
+  return { text: `partly (${k}/${n})`, bad: true };
+}
+
+function writesText(c: Cell, reps: RepeatResult[]): TextCell {
+  if (reps.length === 0) return { text: '—' };
+  const ack = median(reps.map((x) => x.app!.writesAcknowledged))!;
+  const lost = c.summary?.appWritesLost;
+  const l = lost?.median ?? median(reps.map((x) => x.app!.writesLost))!;
+  const range = lost !== undefined && lost.n > 1 && lost.min !== lost.max ? `lost ${fmtInt(lost.min)}–${fmtInt(lost.max)}` : undefined;
+  return { text: `${fmtInt(ack)} / ${fmtInt(l)}`, sub: range };
+}
+
+function lostBeforeText(reps: RepeatResult[]): TextCell {
+  if (reps.length === 0) return { text: '—' };
+  const worst = Math.max(...reps.map((x) => x.app!.lostBeforeBackup));
+  return worst > 0 ? { text: fmtInt(worst), sub: reps.length > 1 ? 'worst repeat' : undefined, bad: true } : { text: '0', good: true };
+}
+
+function failedChecksText(reps: RepeatResult[]): TextCell {
+  if (reps.length === 0) return { text: '—' };
+  const counts = new Map<string, { n: number; detail?: string }>();
+  for (const x of reps) {
+    for (const ch of x.app!.checks ?? []) {
+      if (ch.ok) continue;
+      const e = counts.get(ch.name) ?? { n: 0, detail: ch.detail };
+      e.n++;
+      counts.set(ch.name, e);
+    }
+  }
+  if (counts.size === 0) return { text: 'none', good: true };
+  const names = [...counts].map(([name, e]) => `${name}${reps.length > 1 ? ` (${e.n}/${reps.length})` : ''}`);
+  const first = [...counts.values()].find((e) => e.detail !== undefined && e.detail !== '')?.detail;
+  return { text: names.join(', '), sub: first !== undefined ? short(first, 160) : undefined, bad: true };
+}
+
+/** The figures of an application-level cell that ran, in APP_COLUMNS order after tool, strategy and scenario. */
+export function appFigures(c: Cell): TextCell[] {
+  const reps = appRepeats(c);
+  return [healthyText(reps), writesText(c, reps), lostBeforeText(reps), fig(c.summary?.rpoSeconds), fig(c.summary?.rtoSeconds), failedChecksText(reps)];
+}
+
+/** The application-level table: per app scenario (in report order), a row per entrant with a cell there. */
+export function appTable(r: BenchResults, entrants: Entrant[] = entrantsOf(r), scenarios: ScenarioView[] = scenariosOf(r)): AppRow[] {
+  const rows: AppRow[] = [];
+  for (const s of scenarios.filter((x) => isAppScenario(r, x.id))) {
+    for (const e of entrants) {
+      const c = cellOf(r, e, s.id);
+      if (c === undefined) continue;
+      if (c.status === 'failed' || c.status === 'skipped') {
+        rows.push({ entrant: e, scenario: s, cell: c, status: c.status, reason: short(c.reason ?? (c.repeats ?? []).find((x) => x.reason)?.reason ?? 'no reason recorded') });
+        continue;
+      }
+      rows.push({ entrant: e, scenario: s, cell: c, status: c.status, figures: appFigures(c), tag: c.status === 'partial' ? `${okRepeats(c).length} of ${(c.repeats ?? []).length} repeats` : undefined });
+    }
+  }
+  return rows;
+}

@@ -1,8 +1,11 @@
 /**
  * bench/fault/scenarios: the registry. A scenario is one module exporting a Scenario
- * (types.ts); adding one is one import and one entry in SCENARIOS (the report's order).
+ * (types.ts); adding one is one import and one entry in SCENARIOS (the report's order). The app-*
+ * scenarios run on the testbed (src/testbed) and judge recovery at application level.
  */
 import type { Scenario, ScenarioId } from '../types.ts';
+import { appContainerCrash } from './app-container-crash.ts';
+import { appNodeOutage } from './app-node-outage.ts';
 import { containerCrash } from './container-crash.ts';
 import { diskFull } from './disk-full.ts';
 import { nodeOutage } from './node-outage.ts';
@@ -15,6 +18,8 @@ export const SCENARIOS: readonly Scenario[] = [
   volumeCorruption,
   repoCorruption,
   diskFull,
+  appContainerCrash,
+  appNodeOutage,
 ];
 
 export function scenarioById(id: string): Scenario | undefined {

@@ -82,6 +82,8 @@ test('bench run: app scenarios with meshback and restic; services healthy after 
       }
       assert.ok(x.rpo !== undefined && x.rpo.seconds > 0 && x.rpo.seconds < 30 && x.rpo.writesLost === app.writesLost && x.rpo.bytesLost === 0, `${where}: ${JSON.stringify(x.rpo)}`);
       assert.ok(x.rtoSeconds !== undefined && x.rtoSeconds > 0 && x.rtoSeconds < 60, `${where}: RTO ${x.rtoSeconds}`);
+      // the time the fault injection took (kills, deleting volumes) is reported and left out of the RTO
+      assert.ok(x.notes!.some((n) => /^injecting the fault took \d+\.\d\d s \(killing( and deleting the volumes)?\): not counted in the RTO$/.test(n)), `${where}: ${JSON.stringify(x.notes)}`);
       // the data set came back with the orders volume, file for file
       assert.ok(x.integrity !== undefined && x.integrity.files > 10 && x.integrity.matching === x.integrity.files && x.integrity.extra === 0, `${where}: ${JSON.stringify(x.integrity)}`);
       assert.deepEqual(x.steps.map((s) => s.name), ['backup-1', 'restore'], where);

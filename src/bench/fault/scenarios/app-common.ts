@@ -25,7 +25,9 @@
  *             looked up; the static content against the data set's manifest (integrity)
  *   RPO       the testbed's: writes lost, and the fault minus the last surviving write (seconds)
  *   RTO       the testbed's: the fault to the first successful request through every sidecar
- *             after recovery (the restore included)
+ *             after recovery (the restore included), less the time injecting the fault took
+ *             (killing, deleting the volumes: instantaneous in a real outage; a busy disk can
+ *             stretch the deletion to seconds, which would be charged to the tool of the moment)
  *
  * The testbed is always stopped (and its directory deleted) before the repeat ends.
  */
@@ -218,10 +220,11 @@ async function runApp(ctx: ScenarioContext, spec: AppScenarioSpec): Promise<Omit
 
     await sleep(rng.int(1500, 2500));
     const fault = await tb.fault(spec.fault, spec.targets !== undefined ? { targets: spec.targets } : {});
+    const injected = Date.now();
     stopLoad.abort();
     const during = await background;
     background = undefined;
-    ctx.log(`fault: ${spec.fault}${spec.targets !== undefined ? ` of ${spec.targets.join(', ')}` : ''} under load (${fault.details.length} action(s): ${fault.details[0] ?? ''}${fault.details.length > 1 ? ', ...' : ''})`);
+    ctx.log(`fault: ${spec.fault}${spec.targets !== undefined ? ` of ${spec.targets.join(', ')}` : ''} under load (${fault.details.length} action(s): ${fault.details[0] ?? ''}${fault.details.length > 1 ? ', ...' : ''}); injected in ${((injected - fault.t) / 1000).toFixed(2)} s, load drained ${((Date.now() - injected) / 1000).toFixed(2)} s later`);
 
     const target = path.join(base, 'restored');
     await fsp.mkdir(target, { mode: 0o755 });
@@ -243,10 +246,16 @@ async function runApp(ctx: ScenarioContext, spec: AppScenarioSpec): Promise<Omit
       volumes[n] = dir;
     }
     const v = await tb.verify({ volumes, backupTime: b.startedAt!, timeoutSeconds: VERIFY_TIMEOUT_SECONDS });
-    ctx.log(`verify: ${v.healthy ? 'healthy' : `NOT healthy (${v.checks.filter((c) => !c.ok).map((c) => `${c.name} ${c.target}`).join(', ')})`}; ${v.writesAcknowledged} writes acknowledged, ${v.writesLost} lost, ${v.lostBeforeBackup ?? 0} before the backup; RPO ${v.rpoSeconds ?? '-'} s, RTO ${v.rtoSeconds ?? '-'} s`);
+    ctx.log(`verify: ${v.healthy ? 'healthy' : `NOT healthy (${v.checks.filter((c) => !c.ok).map((c) => `${c.name} ${c.target}`).join(', ')})`}; ${v.writesAcknowledged} writes acknowledged, ${v.writesLost} lost, ${v.lostBeforeBackup ?? 0} before the backup; RPO ${v.rpoSeconds ?? '-'} s, first request served ${v.rtoSeconds ?? '-'} s after the fault`);
     const staticDir = path.join(volumes['orders'] ?? path.join(target, 'orders'), STATIC_DIR);
     const integrity = await integrityOf(reference, staticDir);
     notes.push(...verifyNotes(v, [warm, during], Object.keys(volumes)));
+    // RTO counts from the moment the fault has struck: injecting it (the kills and, for a node
+    // outage, deleting the volumes: instantaneous in a real outage) took `injection` seconds that a
+    // busy disk can stretch, which would be charged to whichever tool ran then
+    const injection = (injected - fault.t) / 1000;
+    notes.push(`injecting the fault took ${injection.toFixed(2)} s (killing${spec.fault === 'node-outage' ? ' and deleting the volumes' : ''}): not counted in the RTO`);
+    const rtoSeconds = v.rtoSeconds !== null ? Math.max(0, Math.round((v.rtoSeconds - injection) * 1000) / 1000) : undefined;
     notes.push(`integrity: the data set copied onto the orders volume (${STATIC_DIR}/), restored with it`);
     return {
       status: 'ok',
@@ -254,7 +263,7 @@ async function runApp(ctx: ScenarioContext, spec: AppScenarioSpec): Promise<Omit
       integrity,
       corruptionDetected: null,
       ...(v.rpoSeconds !== null ? { rpo: { seconds: v.rpoSeconds, bytesLost: 0, writesLost: v.writesLost } } : {}),
-      ...(v.rtoSeconds !== null ? { rtoSeconds: v.rtoSeconds } : {}),
+      ...(rtoSeconds !== undefined ? { rtoSeconds } : {}),
       notes,
       app: appRecovery(v),
     };

@@ -626,7 +626,7 @@ export function fmtDuration(sec: number): string {
 
 export const METHOD_NOTES: readonly string[] = [
   'Every step runs under GNU time: wall is elapsed time (10 ms resolution), CPU is user + system time of the tool and every process it waited for, peak RSS is the largest single process (ru_maxrss).',
-  'Backup figures of a repeat add up the wall and CPU seconds of all its backup steps (backup-1, backup-2, …, failed ones included) and take their largest peak RSS; restore figures do the same over its restore steps (docs/bench-results-schema.md). Tables show the median over the repeats that ran, (min–max) when they differ.',
+  'Backup figures of a repeat are those of its first successful backup step (the full first backup); restore figures those of its first successful restore step (docs/bench-results-schema.md). Tables show the median over the repeats that ran, (min–max) when they differ.',
   'Integrity compares every recovered file by path, type, size and SHA-256 with the reference manifest the scenario names: matching / damaged / missing of the reference files.',
   'Corruption detected: did the tool itself report the fault (a check or restore that failed or warned naming the damage); n.a. where the scenario has nothing for the tool to detect or the tool has no way to notice.',
   'RPO: seconds from the start of the last good backup to the fault, and the writes and bytes written in that window that recovery did not bring back. RTO: seconds from the fault to the end of a verified recovery.',

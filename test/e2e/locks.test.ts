@@ -180,7 +180,9 @@ describe('repository locks, end to end', () => {
     await poll;
     assert.equal(ra.code, 0, ra.stderr);
     assert.equal(rb.code, 0, rb.stderr);
-    assert.equal(maxLocks, 2, 'both shared locks were held at once');
+    // 2 locks at once; 3 when one of them was being refreshed at that moment (a refresh writes the
+    // new lock file before it deletes the old one)
+    assert.ok(maxLocks >= 2 && maxLocks <= 3, `both shared locks were held at once (at most ${maxLocks} lock files seen)`);
     assert.deepEqual(await lockFiles(repo), [], 'both locks removed');
 
     const snaps = JSON.parse((await mb(['snapshots', '--json'], { env })).stdout) as { id: string; paths: string[]; time: string; endTime: string }[];

@@ -152,9 +152,11 @@ describe('process trees', () => {
     const p = spawn('sh', ['-c', 'sleep 60 & setsid sleep 61 & wait'], { detached: true, stdio: 'ignore' });
     await new Promise((r) => p.once('spawn', r));
     const ref = { pid: p.pid!, startTime: procStat(p.pid!)!.startTime };
+    // wait until both children run and the setsid one has left the group (setsid runs in the child
+    // after fork: right after the fork it is still in the leader's group)
     const tree = await waitFor(() => {
       const t = processTree(ref);
-      return t.length >= 3 ? t : undefined;
+      return t.length >= 3 && t.some((pid) => procStat(pid)?.pgrp !== ref.pid) ? t : undefined;
     }, 5000);
     assert.ok(tree !== undefined, 'the children did not appear');
     const own = tree.filter((pid) => procStat(pid)!.pgrp !== ref.pid);

@@ -239,7 +239,8 @@ export const borg: Tool = {
   bytesStored: (ctx) => duBytes(ctx.repo),
 };
 
-const archiveName = (n: number): string => `archive-${n}.tar.zst`;
+/** The name of tar's n-th archive (numbered by attempt). */
+export const archiveName = (n: number): string => `archive-${n}.tar.zst`;
 
 export const tar: Tool = {
   name: 'tar',

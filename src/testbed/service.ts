@@ -23,6 +23,7 @@ import * as path from 'node:path';
 import { PgConnection, ident, lit } from './pgwire.ts';
 import { RedisConnection } from './resp.ts';
 import type { ServiceConfig } from './state.ts';
+import { readBody } from './http.ts';
 
 const cfg = JSON.parse(process.argv[2] ?? '{}') as ServiceConfig;
 const log = (line: string): void => {
@@ -144,19 +145,6 @@ async function read(id: string): Promise<string | undefined> {
 
 // --- HTTP -------------------------------------------------------------------------------------
 
-function readBody(req: http.IncomingMessage): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (d: Buffer) => {
-      size += d.length;
-      if (size > 64 * 1024) req.destroy(new Error('request body over 64 KiB'));
-      else chunks.push(d);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
-  });
-}
 
 const VALUE = /^[\x20-\x7e]{1,512}$/;
 const REF = /^[\w-]{1,64}$/;
@@ -171,7 +159,7 @@ async function handle(req: http.IncomingMessage): Promise<{ status: number; body
   if (req.method === 'POST' && url === base) {
     let body: { ref?: unknown; value?: unknown };
     try {
-      body = JSON.parse(await readBody(req)) as typeof body;
+      body = JSON.parse(await readBody(req, 64 * 1024)) as typeof body;
     } catch {
       return { status: 400, body: { error: 'the body must be JSON' } };
     }

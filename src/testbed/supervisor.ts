@@ -22,6 +22,7 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { procStat, sleep } from './procs.ts';
+import { readBody } from './http.ts';
 
 const { values } = parseArgs({ options: { dir: { type: 'string' }, socket: { type: 'string' }, 'ttl-ms': { type: 'string' } }, strict: true });
 const dir = values.dir;
@@ -120,19 +121,6 @@ async function shutdown(why: string): Promise<void> {
   process.exit(0);
 }
 
-function readBody(req: http.IncomingMessage): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (d: Buffer) => {
-      size += d.length;
-      if (size > 1 << 20) req.destroy(new Error('request too large'));
-      else chunks.push(d);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
-  });
-}
 
 const server = http.createServer((req, res) => {
   const reply = (status: number, body: unknown): void => {
@@ -145,7 +133,7 @@ const server = http.createServer((req, res) => {
         reply(200, { pid: process.pid, children: [...children.values()].map((c) => ({ component: c.component, pid: c.pid })) });
       } else if (req.method === 'POST' && req.url === '/spawn') {
         if (stopping) return reply(503, { error: 'the supervisor is shutting down' });
-        const body = JSON.parse(await readBody(req)) as SpawnRequest;
+        const body = JSON.parse(await readBody(req, 1 << 20)) as SpawnRequest;
         reply(200, await spawnChild(body));
       } else if (req.method === 'POST' && req.url === '/shutdown') {
         reply(200, { ok: true });

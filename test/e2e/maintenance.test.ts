@@ -26,6 +26,7 @@ import { Repository } from '../../src/repository/index.ts';
 import { compareTrees } from '../../src/testing/compare.ts';
 import { BIN, mb, rmrf, summary, tmpdir } from '../helpers/cli.ts';
 import { prngBytes } from '../unit/helpers.ts';
+import { flipFileByte } from '../unit/helpers.ts';
 
 const PW = 'prune-pw';
 const KiB = 1024;
@@ -87,17 +88,6 @@ async function packPath(repo: string, pack: string): Promise<string> {
   return path.join(repo, 'data', pack.slice(0, 2), pack);
 }
 
-async function flipByte(file: string, offset: number): Promise<void> {
-  const fh = await fsp.open(file, 'r+');
-  try {
-    const b = Buffer.alloc(1);
-    await fh.read(b, 0, 1, offset);
-    b[0] = b[0]! ^ 0xff;
-    await fh.write(b, 0, 1, offset);
-  } finally {
-    await fh.close();
-  }
-}
 
 /** Where the first chunk of a file of a snapshot is stored. */
 async function locate(repoDir: string, snapshot: string, rel: string[]): Promise<{ pack: string; offset: number; length: number; blob: string }> {
@@ -243,7 +233,7 @@ describe('prune and repair through the CLI', () => {
     const repo = await copyRepo(full, 'refuse');
     const r0 = await Repository.open(new LocalBackend(repo), PW);
     const root = r0.store.index.lookup(Buffer.from((await r0.loadSnapshot(ids[1]!)).tree, 'hex'))!;
-    await flipByte(await packPath(repo, root.pack), root.offset + 10);
+    await flipFileByte(await packPath(repo, root.pack), root.offset + 10);
     const files = await listing(repo);
     const r = await mb(['prune'], { env: envFor(repo) });
     assert.equal(r.code, 4, r.stderr);
@@ -313,7 +303,7 @@ describe('prune and repair through the CLI', () => {
   test('a flipped byte: check names pack, blob, snapshot and file; repair snapshots --read-data drops just that file; prune --repack clears the damage', async () => {
     const repo = await copyRepo(forgotten, 'flip');
     const at = await locate(repo, ids[1]!, ['v2', 'data', 'new.bin']);
-    await flipByte(await packPath(repo, at.pack), at.offset + (at.length >> 1));
+    await flipFileByte(await packPath(repo, at.pack), at.offset + (at.length >> 1));
     const human = await mb(['check', '--read-data'], { env: envFor(repo) });
     assert.equal(human.code, 4);
     assert.ok(human.stdout.includes(at.pack), 'the pack is named');
@@ -341,7 +331,7 @@ describe('prune and repair through the CLI', () => {
     const repo = await copyRepo(forgotten, 'header');
     const at = await locate(repo, ids[1]!, ['v2', 'data', 'new.bin']);
     const file = await packPath(repo, at.pack);
-    await flipByte(file, (await fsp.stat(file)).size - 10);
+    await flipFileByte(file, (await fsp.stat(file)).size - 10);
     const c = await mb(['check', '--read-data'], { env: envFor(repo) });
     assert.equal(c.code, 4);
     assert.ok(c.stdout.includes(`damaged packs: ${at.pack}`), c.stdout);

@@ -25,7 +25,7 @@ import { deriveSeed } from '../../testing/rng.ts';
 import { CommandError, aptInstall, ensureGnuTime, flush, run } from '../measure.ts';
 import { toolMessage } from './inject.ts';
 import type { Measurement } from '../measure.ts';
-import { ROOT, newContext, toolByName } from '../tools.ts';
+import { ROOT, archiveName, newContext, toolByName } from '../tools.ts';
 import type { Tool, ToolContext } from '../tools.ts';
 import { writeReport } from './report/index.ts';
 import { SCENARIOS } from './scenarios/index.ts';
@@ -111,7 +111,7 @@ async function recordWarnedBackup(tool: Tool, ctx: ToolContext, src: string): Pr
   // names are numbered by attempt (tools.ts): the attempt that just ended
   const n = ctx.attempts ?? ctx.backups + 1;
   if (tool.name === 'tar') {
-    const name = `archive-${n}.tar.zst`;
+    const name = archiveName(n);
     try {
       await fsp.access(path.join(ctx.repo, name));
     } catch {

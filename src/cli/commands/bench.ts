@@ -1,7 +1,7 @@
 /**
  * `meshback bench run|report`: the fault-tolerance benchmark (engine: src/bench/fault/).
  */
-import { promises as fsp } from 'node:fs';
+import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { parseSize } from '../../bench/peers.ts';
 import { ALL_STRATEGIES, DEFAULT_SNAPSHOT_TOOLS, DEFAULT_TOOLS, checkResults, runBench, validateNames } from '../../bench/fault/runner.ts';
@@ -67,6 +67,13 @@ async function runCmd(ctx: Context, v: Record<string, unknown>): Promise<number>
   const quiet = ctx.g.quiet;
   let results: BenchResults;
   try {
+    // an --out that cannot be written is the user's to fix, before anything runs
+    try {
+      await fsp.mkdir(path.resolve(out), { recursive: true });
+      await fsp.access(path.resolve(out), fsc.W_OK);
+    } catch (err) {
+      throw new UsageError(`--out ${out} cannot be used: ${errMessage(err).split('\n')[0]}: give a writable directory`);
+    }
     results = await runBench({
       tools,
       scenarios: scenarios as ScenarioId[],

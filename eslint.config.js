@@ -1,28 +1,72 @@
-// Lint: typescript-eslint's recommended rules, plus the layer rule: lower layers never
-// import from higher ones (errors/events -> blob -> crypto/chunker/parity -> content -> snapshot ->
-// repository -> archiver/restorer/checker/maintenance -> bench/testbed -> cli), and nothing below cli/ prints.
+// Lint: typescript-eslint's recommended rules, plus the layer rule (meshback/layers): every folder
+// of the engine (src/) and of the lab (lab/) has a level (LAYERS below, drawn in docs/design.md);
+// a file may import only from its own folder or from a folder of a lower level. Folders of one
+// level never import each other, so no folder cycle can form; the engine never imports the lab
+// (the CLI reaches the lab only through src/cli/lab.ts, by location, when a lab command runs).
+// scripts/layers.ts checks the whole folder graph for cycles too. Nothing below a front end prints.
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
+import * as path from 'node:path';
 
-const layers = [
-  ['src/errors/**', 'src/events/**'],
-  ['src/blob/**'],
-  ['src/crypto/**', 'src/chunker/**', 'src/parity/**'],
-  ['src/content/**'],
-  ['src/snapshot/**'],
-  ['src/repository/**'],
-  ['src/archiver/**', 'src/restorer/**', 'src/checker/**', 'src/maintenance/**'],
-  ['src/bench/**', 'src/testbed/**'],
-  ['src/cli/**'],
-];
-const names = ['errors', 'events', 'blob', 'crypto', 'chunker', 'parity', 'content', 'snapshot', 'repository', 'archiver', 'restorer', 'checker', 'maintenance', 'bench', 'testbed', 'cli'];
-const levelOf = { errors: 0, events: 0, blob: 1, crypto: 2, chunker: 2, parity: 2, content: 3, snapshot: 4, repository: 5, archiver: 6, restorer: 6, checker: 6, maintenance: 6, bench: 7, testbed: 7, cli: 8 };
-const layerRules = layers.map((files, lvl) => ({
-  files,
-  rules: {
-    'no-restricted-imports': ['error', { patterns: names.filter((n) => levelOf[n] > lvl).map((n) => ({ group: [`**/${n}/*`, `../${n}/*`, `../../${n}/*`], message: `layer rule: ${n}/ is above this layer` })) }],
+/** Folder -> level. A new folder needs a line here: lint fails on a file in a folder without one. */
+export const LAYERS = {
+  // the engine, bottom up
+  'src/errors': 0, 'src/events': 0, 'src/util': 0,
+  'src/host': 1, 'src/storage': 1,
+  'src/crypto': 2, 'src/chunker': 2, 'src/parity': 2, 'src/volumes': 2,
+  'src/content': 3,
+  'src/snapshot': 4,
+  'src/repository': 5,
+  'src/source': 6, 'src/target': 6,
+  'src/archiver': 7, 'src/restorer': 7, 'src/checker': 7, 'src/maintenance': 7,
+  'src/index.ts': 8, // the library API
+  'src/cli': 9, 'src/server': 9, 'src/k8s': 9, // front ends
+  // the lab (may import the engine; the engine never imports it)
+  'lab/gen': 20,
+  'lab/faults': 21, 'lab/testenv': 21,
+  'lab/testbed': 22,
+  'lab/bench': 23,
+  'lab/cli': 24,
+};
+
+/** 'src/cli', 'lab/bench', 'src/index.ts' for a file below the project root; undefined outside src/ and lab/. */
+export function folderOf(rel) {
+  const parts = rel.split(path.sep);
+  if (parts[0] !== 'src' && parts[0] !== 'lab') return undefined;
+  return `${parts[0]}/${parts[1]}`;
+}
+
+const layersRule = {
+  meta: { type: 'problem', schema: [], messages: { v: '{{msg}}' } },
+  create(context) {
+    const root = context.cwd;
+    const file = context.filename;
+    const from = folderOf(path.relative(root, file));
+    if (from === undefined) return {};
+    const check = (node, spec) => {
+      if (typeof spec !== 'string' || !spec.startsWith('.')) return;
+      const to = folderOf(path.relative(root, path.resolve(path.dirname(file), spec)));
+      if (to === undefined || to === from) return;
+      const lf = LAYERS[from];
+      const lt = LAYERS[to];
+      let msg;
+      if (lt === undefined) msg = `layer rule: ${to} has no level: add it to LAYERS in eslint.config.js`;
+      else if (from.startsWith('src/') && to.startsWith('lab/')) msg = `layer rule: the engine never imports the lab (${from} -> ${to}); a lab command is reached through src/cli/lab.ts`;
+      else if (lt > lf) msg = `layer rule: ${from} (level ${lf}) imports ${to} (level ${lt}), which is above it`;
+      else if (lt === lf) msg = `layer rule: ${from} and ${to} are on one level (${lf}) and never import each other (that is how folder cycles start): move the shared part down a level`;
+      if (msg !== undefined) context.report({ node, messageId: 'v', data: { msg } });
+    };
+    return {
+      Program(node) {
+        if (LAYERS[from] === undefined) context.report({ node, messageId: 'v', data: { msg: `layer rule: folder ${from} has no level: add it to LAYERS in eslint.config.js` } });
+      },
+      ImportDeclaration: (n) => check(n, n.source.value),
+      ExportNamedDeclaration: (n) => n.source && check(n, n.source.value),
+      ExportAllDeclaration: (n) => check(n, n.source.value),
+      ImportExpression: (n) => n.source.type === 'Literal' && check(n, n.source.value),
+    };
   },
-}));
+};
 
 export default tseslint.config(
   { ignores: ['node_modules/**', 'bench-results/**', 'dist/**', 'dist.tmp-*/**'] },
@@ -30,15 +74,17 @@ export default tseslint.config(
   ...tseslint.configs.recommended,
   {
     languageOptions: { ecmaVersion: 2024, sourceType: 'module', globals: { process: 'readonly', Buffer: 'readonly', console: 'readonly', setTimeout: 'readonly', setInterval: 'readonly', clearInterval: 'readonly', clearTimeout: 'readonly', setImmediate: 'readonly', performance: 'readonly', URL: 'readonly', TextDecoder: 'readonly', TextEncoder: 'readonly', SharedArrayBuffer: 'readonly', Atomics: 'readonly' } },
+    plugins: { meshback: { rules: { layers: layersRule } } },
     rules: {
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       '@typescript-eslint/no-non-null-assertion': 'off',
+      'meshback/layers': 'error',
     },
   },
-  ...layerRules,
   {
-    files: ['src/**'],
-    ignores: ['src/cli/**', 'src/testing/**'],
+    // nothing below a front end prints: the engine reports through events, the lab through its CLI
+    files: ['src/**', 'lab/**'],
+    ignores: ['src/cli/**', 'lab/cli/**', 'lab/gen/**', 'lab/testenv/cli.ts'],
     rules: { 'no-console': 'error' },
   },
 );

@@ -1,5 +1,6 @@
 /**
- * Build: strips the TypeScript types of src/ into dist/ (plain ESM JavaScript, same line and
+ * Build: strips the TypeScript types of src/ (the engine) and lab/ (bench, testbed, generators,
+ * testenv) into dist/src and dist/lab (plain ESM JavaScript, same line and
  * column positions, relative `.ts` specifiers rewritten to `.js`). bin/meshback runs dist/ when it
  * is up to date and falls back to the sources (Node's type stripping) when it is not.
  *
@@ -13,7 +14,7 @@ import { stripTypeScriptTypes } from 'node:module';
 import * as path from 'node:path';
 
 const root = path.resolve(import.meta.dirname, '..');
-const src = path.join(root, 'src');
+const TREES = ['src', 'lab'];
 const out = path.join(root, 'dist');
 const tmp = path.join(root, `dist.tmp-${process.pid}`);
 
@@ -22,6 +23,7 @@ const SPECIFIER = /((?:from|import)\s*\(?\s*['"]\.{1,2}\/[^'"]+)\.ts(['"])/g;
 
 let files = 0;
 function walk(dir: string): void {
+  if (!statSync(dir, { throwIfNoEntry: false })?.isDirectory()) return;
   for (const name of readdirSync(dir).sort()) {
     const p = path.join(dir, name);
     if (statSync(p).isDirectory()) {
@@ -30,7 +32,7 @@ function walk(dir: string): void {
     }
     if (!name.endsWith('.ts')) continue;
     const js = stripTypeScriptTypes(readFileSync(p, 'utf8'), { mode: 'strip' }).replace(SPECIFIER, '$1.js$2');
-    const o = path.join(tmp, path.relative(src, p).replace(/\.ts$/, '.js'));
+    const o = path.join(tmp, path.relative(root, p).replace(/\.ts$/, '.js'));
     mkdirSync(path.dirname(o), { recursive: true });
     writeFileSync(o, js);
     files++;
@@ -38,10 +40,10 @@ function walk(dir: string): void {
 }
 
 rmSync(tmp, { recursive: true, force: true });
-walk(src);
+for (const t of TREES) walk(path.join(root, t));
 writeFileSync(path.join(tmp, 'package.json'), '{ "type": "module" }\n');
 // the stamp is written last: bin/meshback uses dist/ only when no source is newer than it
 writeFileSync(path.join(tmp, '.build-stamp'), `${new Date().toISOString()}\n`);
 rmSync(out, { recursive: true, force: true });
 renameSync(tmp, out);
-process.stdout.write(`build: ${files} files from src/ to dist/\n`);
+process.stdout.write(`build: ${files} files from src/ and lab/ to dist/\n`);

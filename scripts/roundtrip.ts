@@ -9,9 +9,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { parseSize } from '../src/cli/commands/demo.ts';
-import { compareTrees } from '../src/testing/compare.ts';
-import { generateMeshVolume } from '../src/testing/gen.ts';
+import { parseSize } from '../lab/cli/demo.ts';
+import { compareTrees } from '../lab/gen/compare.ts';
+import { generateMeshVolume } from '../lab/gen/gen.ts';
 
 const { values } = parseArgs({ options: { size: { type: 'string', default: '1GiB' }, seed: { type: 'string', default: '1' }, dir: { type: 'string', default: '/tmp/meshback-roundtrip' } } });
 const size = parseSize(values.size!);

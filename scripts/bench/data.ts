@@ -10,9 +10,9 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { parseSize } from '../../src/cli/commands/demo.ts';
+import { parseSize } from '../../lab/cli/demo.ts';
 import { UsageError } from '../../src/errors/index.ts';
-import { generateDataset, generateSmallFiles, mutateDataset } from '../../src/testing/bench-data.ts';
+import { generateDataset, generateSmallFiles, mutateDataset } from '../../lab/gen/bench-data.ts';
 
 const USAGE = `usage:
   bin/node scripts/bench/data.ts generate --size SIZE --seed N --out DIR [--no-postgres] [--json]

@@ -10,8 +10,8 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULT_TOOLS, parseSize, runPeers, unknownTools } from '../../src/bench/peers.ts';
-import { ROOT } from '../../src/bench/tools.ts';
+import { DEFAULT_TOOLS, parseSize, runPeers, unknownTools } from '../../lab/bench/peers.ts';
+import { ROOT } from '../../src/host/self.ts';
 
 const USAGE = `usage: npm run bench:peers -- [--data DIR] [--size 2GiB] [--seed 1] [--tools ${DEFAULT_TOOLS.join(',')}]
     [--repeat 3] [--work DIR] [--out DIR] [--small 250000,500000,1000000|none] [--small-tools meshback,restic]

@@ -19,7 +19,8 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { crc32, deflateSync, inflateSync } from 'node:zlib';
-import { aptInstall, isRoot, which } from '../../src/bench/measure.ts';
+import { aptInstall, isRoot } from '../../src/host/packages.ts';
+import { which } from '../../src/host/process.ts';
 
 const USAGE = 'usage: bin/node scripts/bench/screenshot.ts REPORT.html [--out PNG] [--width 1400] [--height auto|N] [--parts N] [--chromium PATH] [--no-install]';
 

@@ -1,7 +1,7 @@
 /** Shared command context: global options, repository location and password. */
 import { readFileSync } from 'node:fs';
-import type { Backend } from '../blob/backend.ts';
-import { LocalBackend } from '../blob/local.ts';
+import type { Backend } from '../storage/backend.ts';
+import { LocalBackend } from '../storage/local.ts';
 import { MeshbackError, UsageError, errMessage } from '../errors/index.ts';
 import { Repository } from '../repository/index.ts';
 import { acquireLock } from '../repository/lock.ts';

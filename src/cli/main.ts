@@ -9,9 +9,7 @@ import { MeshbackError, UsageError, errMessage } from '../errors/index.ts';
 import { releaseHeldLocks, releaseHeldLocksSync } from '../repository/lock.ts';
 import type { Command, OptionSpec } from './command.ts';
 import { backupCommand } from './commands/backup.ts';
-import { benchCommand } from './commands/bench.ts';
 import { checkCommand } from './commands/check.ts';
-import { demoCommand } from './commands/demo.ts';
 import { diffCommand } from './commands/diff.ts';
 import { forgetCommand } from './commands/forget.ts';
 import { initCommand } from './commands/init.ts';
@@ -21,8 +19,8 @@ import { pruneCommand } from './commands/prune.ts';
 import { repairCommand } from './commands/repair.ts';
 import { restoreCommand } from './commands/restore.ts';
 import { snapshotsCommand } from './commands/snapshots.ts';
-import { testbedCommand } from './commands/testbed.ts';
 import { unlockCommand } from './commands/unlock.ts';
+import { LAB_COMMAND_NAMES, labInstalled, loadLabCommands } from './lab.ts';
 import type { Context } from './context.ts';
 import { parseDuration } from './context.ts';
 import { EXIT, EXIT_DOC, exitCodeFor } from './exit.ts';
@@ -42,7 +40,7 @@ export const VERSION = '0.1.0';
 const READS_PACKS = new Set(['restore', 'check', 'prune', 'repair']);
 const READ_HEAP_FLAGS = '--external-memory-accounted-in-global-limit --external-memory-max-growing-factor=2';
 
-const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, forgetCommand, pruneCommand, checkCommand, repairCommand, keyCommand, unlockCommand, demoCommand, benchCommand, testbedCommand];
+const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, forgetCommand, pruneCommand, checkCommand, repairCommand, keyCommand, unlockCommand];
 
 const GLOBAL: Record<string, OptionSpec> = {
   repo: { type: 'string', short: 'r', argument: 'DIR', description: 'repository location (or MESHBACK_REPO)' },
@@ -59,7 +57,8 @@ function optionHelp(opts: Record<string, OptionSpec>): string {
     .join('\n');
 }
 
-function mainHelp(): string {
+async function mainHelp(): Promise<string> {
+  const lab = labInstalled() ? await loadLabCommands() : [];
   return [
     `meshback ${VERSION}: encrypted, deduplicating backup and verified restore for service-mesh volumes`,
     '',
@@ -67,6 +66,7 @@ function mainHelp(): string {
     '',
     'commands:',
     ...COMMANDS.map((c) => `  ${c.name.padEnd(12)}${c.summary}`),
+    ...(lab.length > 0 ? ['', 'lab commands (the benchmark, the testbed, the demo):', ...lab.map((c) => `  ${c.name.padEnd(12)}${c.summary}`)] : []),
     '',
     'global options:',
     optionHelp(GLOBAL),
@@ -127,14 +127,14 @@ export async function run(argv: string[]): Promise<number> {
         process.stdout.write(`meshback ${VERSION}\n`);
         return EXIT.OK;
       }
-      process.stdout.write(mainHelp() + '\n');
+      process.stdout.write((await mainHelp()) + '\n');
       return name === undefined && !argv.includes('--help') && !argv.includes('-h') ? EXIT.USAGE : EXIT.OK;
     }
     if (name === 'version') {
       process.stdout.write(`meshback ${VERSION} (node ${process.versions.node})\n`);
       return EXIT.OK;
     }
-    const cmd = COMMANDS.find((c) => c.name === name);
+    const cmd = LAB_COMMAND_NAMES.includes(name) ? (await loadLabCommands()).find((c) => c.name === name) : COMMANDS.find((c) => c.name === name);
     if (cmd === undefined) throw new UsageError(`unknown command ${JSON.stringify(name)}: run 'meshback --help' for the list`);
     if (READS_PACKS.has(cmd.name)) setFlagsFromString(READ_HEAP_FLAGS);
     const rest = withOptionalValues([...argv.slice(0, idx), ...argv.slice(idx + 1)], cmd.options);

@@ -8,7 +8,7 @@
  * the pack's name, so parity never protects bytes other than the ones the name stands for.
  */
 import { webcrypto } from 'node:crypto';
-import type { Backend, Handle } from '../blob/backend.ts';
+import type { Backend, Handle } from '../storage/backend.ts';
 import { BackendError, IntegrityError, MeshbackError } from '../errors/index.ts';
 import { encodeParityFile, repairFromParity, sha256Hex } from '../parity/index.ts';
 import type { ParityScheme, RepairOutcome } from '../parity/index.ts';

@@ -10,7 +10,7 @@
 import * as zlib from 'node:zlib';
 import { createHash } from 'node:crypto';
 import type { Hash } from 'node:crypto';
-import type { Backend, BlobWriter } from '../blob/backend.ts';
+import type { Backend, BlobWriter } from '../storage/backend.ts';
 import { contentId, idEquals, seal } from '../crypto/index.ts';
 import { ASYNC_MIN, AsyncKeys } from '../crypto/async.ts';
 import type { MasterKey } from '../crypto/index.ts';

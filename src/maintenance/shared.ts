@@ -8,7 +8,7 @@
  * This file: what they share: an index-file writer, the phase hook used to test crash points,
  * and the per-pack view of the in-memory index.
  */
-import type { Backend } from '../blob/backend.ts';
+import type { Backend } from '../storage/backend.ts';
 import type { ChunkIndex } from '../content/index-table.ts';
 import { encodeIndexRecords, sha256hex } from '../content/pack.ts';
 import type { PackEntry } from '../content/pack.ts';

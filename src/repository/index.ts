@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
-import type { Backend } from '../blob/backend.ts';
+import type { Backend } from '../storage/backend.ts';
 import { Chunker, CHUNKER_NAME, DEFAULT_CHUNKER } from '../chunker/fastcdc.ts';
 import type { ChunkerParams } from '../chunker/fastcdc.ts';
 import { ContentStore } from '../content/store.ts';

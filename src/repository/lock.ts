@@ -14,7 +14,7 @@
  */
 import { readlinkSync } from 'node:fs';
 import * as os from 'node:os';
-import type { Backend, Handle } from '../blob/backend.ts';
+import type { Backend, Handle } from '../storage/backend.ts';
 import { sha256hex } from '../content/pack.ts';
 import { open, seal } from '../crypto/index.ts';
 import { IntegrityError, MeshbackError, NotFoundError, UsageError, errMessage, errnoCode } from '../errors/index.ts';

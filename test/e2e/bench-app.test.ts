@@ -15,10 +15,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { checkResults } from '../../src/bench/fault/runner.ts';
-import type { BenchResults } from '../../src/bench/fault/types.ts';
-import { isRoot, which } from '../../src/bench/measure.ts';
-import { ensurePrograms } from '../../src/testbed/deps.ts';
+import { checkResults } from '../../lab/bench/fault/runner.ts';
+import type { BenchResults } from '../../lab/bench/fault/types.ts';
+import { isRoot } from '../../src/host/packages.ts';
+import { which } from '../../src/host/process.ts';
+import { ensurePrograms } from '../../lab/testbed/deps.ts';
 import { mb, rmrf, tmpdir } from '../helpers/cli.ts';
 
 const missing = await ensurePrograms({ volumes: 'dir', install: isRoot() }).then(

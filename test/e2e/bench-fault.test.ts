@@ -14,9 +14,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { checkResults } from '../../src/bench/fault/runner.ts';
-import type { BenchResults, Cell } from '../../src/bench/fault/types.ts';
-import { isRoot, which } from '../../src/bench/measure.ts';
+import { checkResults } from '../../lab/bench/fault/runner.ts';
+import type { BenchResults, Cell } from '../../lab/bench/fault/types.ts';
+import { isRoot } from '../../src/host/packages.ts';
+import { which } from '../../src/host/process.ts';
 import { mb, rmrf, tmpdir } from '../helpers/cli.ts';
 
 const SCENARIOS = ['container-crash', 'node-outage'];

@@ -8,9 +8,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { DATA_SCRIPT, compareRestore } from '../../src/bench/peers.ts';
-import type { Results } from '../../src/bench/peers.ts';
-import { TOOLS } from '../../src/bench/tools.ts';
+import { DATA_SCRIPT, compareRestore } from '../../lab/bench/peers.ts';
+import type { Results } from '../../lab/bench/peers.ts';
+import { TOOLS } from '../../lab/bench/tools.ts';
 import { ROOT, rmrf, runProcess, tmpdir } from '../helpers/cli.ts';
 import type { RunResult } from '../helpers/cli.ts';
 

@@ -12,7 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, promises as fsp, rmSync, statfsSync, unlinkSync, writeSync, fsyncSync } from 'node:fs';
 import * as path from 'node:path';
-import { compareTrees } from '../../src/testing/compare.ts';
+import { compareTrees } from '../../lab/gen/compare.ts';
 import { listPacks, mb, rmrf, summary, tmpdir } from '../helpers/cli.ts';
 import type { RunResult } from '../helpers/cli.ts';
 

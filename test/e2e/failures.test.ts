@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmodSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { compareTrees } from '../../src/testing/compare.ts';
+import { compareTrees } from '../../lab/gen/compare.ts';
 import { listPacks, mb, rmrf, summary, tmpdir } from '../helpers/cli.ts';
 
 async function makeTree(dir: string): Promise<void> {

@@ -12,7 +12,7 @@ import { createCipheriv, createHash } from 'node:crypto';
 import { createReadStream, promises as fsp, readlinkSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { LocalBackend } from '../../src/blob/local.ts';
+import { LocalBackend } from '../../src/storage/local.ts';
 import { Repository } from '../../src/repository/index.ts';
 import { listLocks, writeLockFile } from '../../src/repository/lock.ts';
 import type { LockEntry, LockInfo } from '../../src/repository/lock.ts';

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { compareTrees } from '../../src/testing/compare.ts';
+import { compareTrees } from '../../lab/gen/compare.ts';
 import { mb, rmrf, summary, tmpdir } from '../helpers/cli.ts';
 
 async function makeTree(dir: string): Promise<void> {

@@ -7,8 +7,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
-import { compareTrees } from '../../src/testing/compare.ts';
-import { generateTrickyTree } from '../../src/testing/gen.ts';
+import { compareTrees } from '../../lab/gen/compare.ts';
+import { generateTrickyTree } from '../../lab/gen/gen.ts';
 import { mb, rmrf, summary, tmpdir } from '../helpers/cli.ts';
 
 test('tricky tree: backup, no-change backup, restore identical, check --read-data', async () => {

@@ -11,9 +11,9 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
-import { isRoot } from '../../src/bench/measure.ts';
-import type { ConsistencyResult } from '../../src/testbed/index.ts';
-import { ensurePrograms } from '../../src/testbed/deps.ts';
+import { isRoot } from '../../src/host/packages.ts';
+import type { ConsistencyResult } from '../../lab/testbed/index.ts';
+import { ensurePrograms } from '../../lab/testbed/deps.ts';
 import { mb, rmrf, summary, tmpdir } from '../helpers/cli.ts';
 
 const btrfs = isRoot() && (await ensurePrograms({ volumes: 'btrfs', install: true }).then(() => true, () => false));

@@ -17,9 +17,9 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
-import { compareTrees } from '../../src/testing/compare.ts';
-import { generateMeshVolume, mutateVolume } from '../../src/testing/gen.ts';
-import { Rng, deriveSeed } from '../../src/testing/rng.ts';
+import { compareTrees } from '../../lab/gen/compare.ts';
+import { generateMeshVolume, mutateVolume } from '../../lab/gen/gen.ts';
+import { Rng, deriveSeed } from '../../lab/gen/rng.ts';
 import { BIN, mb, rmrf, tmpdir } from '../helpers/cli.ts';
 
 const SEED = Number(process.env['MESHBACK_TORTURE_SEED'] ?? 20261122);

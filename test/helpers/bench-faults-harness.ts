@@ -5,103 +5,34 @@
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { measured, freeBytes } from '../../src/bench/fault/inject.ts';
-import type { ScenarioContext, StepResult, Strategy, Volume } from '../../src/bench/fault/types.ts';
-import { run } from '../../src/bench/measure.ts';
-import { newContext } from '../../src/bench/tools.ts';
-import type { Tool, ToolContext } from '../../src/bench/tools.ts';
-import { generateMeshVolume } from '../../src/testing/gen.ts';
+import { measured } from '../../lab/bench/fault/inject.ts';
+import { btrfsSupport, createVolume, openVolume } from '../../src/volumes/index.ts';
+import type { ScenarioContext, StepResult, Strategy, Volume } from '../../lab/bench/fault/types.ts';
+import { newContext } from '../../lab/bench/tools.ts';
+import type { Tool, ToolContext } from '../../lab/bench/tools.ts';
+import { generateMeshVolume } from '../../lab/gen/gen.ts';
 
 export const MiB = 1024 * 1024;
 
-/** A plain directory as the volume: its snapshot is the live path itself. */
+/** A plain directory as the volume (src/volumes): its snapshot is the live path itself. */
 export function dirVolume(dir: string): Volume {
-  return {
-    kind: 'dir',
-    path: dir,
-    free: async () => freeBytes(dir),
-    snapshot: async () => ({ path: dir, release: async () => undefined }),
-    destroy: async () => fsp.rm(dir, { recursive: true, force: true }),
-  };
+  return openVolume({ name: path.basename(dir), kind: 'dir', path: dir });
 }
 
-/** A loop-mounted btrfs volume: the data live in subvolume `vol`, read-only snapshots beside it. */
+/** A loop-mounted btrfs volume (src/volumes): BASE/NAME.img on BASE/NAME, read-only snapshots beside the data. */
 export interface BtrfsVolume extends Volume {
   close(): Promise<void>;
 }
 
 /** Why a btrfs volume cannot be made here, or undefined (tries one). */
 export async function btrfsUnavailable(base: string): Promise<string | undefined> {
-  if (process.getuid?.() !== 0) return 'needs root to loop-mount a btrfs image';
-  let v: BtrfsVolume | undefined;
-  try {
-    v = await btrfsVolume(base, 'probe', 128 * MiB);
-    return undefined;
-  } catch (err) {
-    return `cannot loop-mount a btrfs image here: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`;
-  } finally {
-    await v?.close();
-  }
+  const ok = await btrfsSupport(path.join(base, 'probe'), false);
+  return ok === true ? undefined : ok;
 }
 
 export async function btrfsVolume(base: string, name: string, size: number): Promise<BtrfsVolume> {
-  const image = path.join(base, `${name}.img`);
-  const mnt = path.join(base, name);
-  let mounted = false;
-  let snaps = 0;
-  const close = async (): Promise<void> => {
-    if (mounted) {
-      for (let i = 0; ; i++) {
-        try {
-          await run(['umount', mnt]);
-          break;
-        } catch {
-          if (i >= 30) {
-            await run(['umount', '-l', mnt]);
-            break;
-          }
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      }
-      mounted = false;
-    }
-    try {
-      const { stdout } = await run(['losetup', '-j', image]);
-      for (const l of stdout.split('\n')) {
-        const dev = l.split(':')[0];
-        if (dev !== undefined && dev.startsWith('/dev/')) await run(['losetup', '-d', dev]);
-      }
-    } catch {
-      /* nothing attached */
-    }
-    await fsp.rm(image, { force: true });
-    await fsp.rm(mnt, { recursive: true, force: true });
-  };
-  try {
-    await run(['truncate', '-s', String(size), image]);
-    await run(['mkfs.btrfs', '-q', '-f', image]);
-    await fsp.mkdir(mnt, { recursive: true });
-    await run(['mount', '-o', 'loop', image, mnt]);
-    mounted = true;
-    await run(['btrfs', 'subvolume', 'create', path.join(mnt, 'vol')]);
-  } catch (err) {
-    await close();
-    throw err;
-  }
-  const vol = path.join(mnt, 'vol');
-  return {
-    kind: 'btrfs',
-    path: vol,
-    image,
-    free: async () => freeBytes(vol),
-    snapshot: async () => {
-      const p = path.join(mnt, `snap-${++snaps}`);
-      await run(['btrfs', 'subvolume', 'snapshot', '-r', vol, p]);
-      return { path: p, release: async () => void (await run(['btrfs', 'subvolume', 'delete', p])) };
-    },
-    destroy: close,
-    close,
-  };
+  const v = await createVolume({ kind: 'btrfs', name, dir: base, sizeBytes: size, unmountOnExit: true });
+  return Object.assign(v, { close: () => v.destroy() });
 }
 
 /** The environment of every tool command in the tests (fast meshback key derivation). */

@@ -8,7 +8,7 @@
  * then holds it (refreshing it like any command) until its stdin closes or it gets SIGTERM;
  * then it releases the lock and exits 0. A LOCKED failure prints {"error","code"} and exits 11.
  */
-import { LocalBackend } from '../../src/blob/local.ts';
+import { LocalBackend } from '../../src/storage/local.ts';
 import { MeshbackError } from '../../src/errors/index.ts';
 import { Repository } from '../../src/repository/index.ts';
 import { acquireLock } from '../../src/repository/lock.ts';

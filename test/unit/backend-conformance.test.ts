@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import type { Backend, FileType, Handle } from '../../src/blob/backend.ts';
-import { MemoryBackend } from '../../src/blob/memory.ts';
-import { LocalBackend } from '../../src/blob/local.ts';
+import type { Backend, FileType, Handle } from '../../src/storage/backend.ts';
+import { MemoryBackend } from '../../src/storage/memory.ts';
+import { LocalBackend } from '../../src/storage/local.ts';
 import { MeshbackError, NotFoundError } from '../../src/errors/index.ts';
 import { listTree, removeDir, tempDir } from './helpers.ts';
 

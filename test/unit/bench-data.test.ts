@@ -5,10 +5,10 @@ import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { compareTrees, manifest } from '../../src/testing/compare.ts';
-import type { Entry } from '../../src/testing/compare.ts';
-import { findPostgres, generateDataset, generatePostgres, generateSmallFiles, mutateDataset, mutatePostgres, smallFilesFor, postgresScaleFor } from '../../src/testing/bench-data.ts';
-import type { DatasetInfo } from '../../src/testing/bench-data.ts';
+import { compareTrees, manifest } from '../../lab/gen/compare.ts';
+import type { Entry } from '../../lab/gen/compare.ts';
+import { findPostgres, generateDataset, generatePostgres, generateSmallFiles, mutateDataset, mutatePostgres, smallFilesFor, postgresScaleFor } from '../../lab/gen/bench-data.ts';
+import type { DatasetInfo } from '../../lab/gen/bench-data.ts';
 
 const MiB = 1024 * 1024;
 const SIZE = 24 * MiB;

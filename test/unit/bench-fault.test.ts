@@ -8,14 +8,12 @@ import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { hashedManifest, integrityOf, under } from '../../src/bench/fault/common.ts';
-import { descendants, killAllBelow } from '../../src/bench/fault/procs.ts';
-import { checkResults, spread, summarize } from '../../src/bench/fault/runner.ts';
-import { RESULTS_SCHEMA, RESULTS_VERSION } from '../../src/bench/fault/types.ts';
-import type { RepeatResult } from '../../src/bench/fault/types.ts';
-import { btrfsSupport, createVolume, mountedVolumes } from '../../src/bench/fault/volume.ts';
-import { STATE_BYTES, assessWrites, readJournal, startWriter, stateContent, stateVersion } from '../../src/bench/fault/workload.ts';
-import { isRoot } from '../../src/bench/measure.ts';
+import { hashedManifest, integrityOf, under } from '../../lab/bench/fault/common.ts';
+import { descendants, killAllBelow } from '../../lab/bench/fault/procs.ts';
+import { checkResults, spread, summarize } from '../../lab/bench/fault/runner.ts';
+import { RESULTS_SCHEMA, RESULTS_VERSION } from '../../lab/bench/fault/types.ts';
+import type { RepeatResult } from '../../lab/bench/fault/types.ts';
+import { STATE_BYTES, assessWrites, readJournal, startWriter, stateContent, stateVersion } from '../../lab/bench/fault/workload.ts';
 
 async function tmp(prefix: string): Promise<string> {
   return fsp.mkdtemp(path.join(os.tmpdir(), `meshback-${prefix}-`));
@@ -148,42 +146,3 @@ test('procs: killAllBelow kills children and grandchildren, keeps GNU time wrapp
   assert.deepEqual((await descendants()).filter((p) => p.comm === 'sleep'), []);
 });
 
-test('volumes: a directory, and a loop-mounted btrfs volume with read-only snapshots', { timeout: 60_000 }, async (t) => {
-  const base = await tmp('volume');
-  try {
-    const d = await createVolume('dir', path.join(base, 'd'));
-    await fsp.writeFile(path.join(d.path, 'f'), 'x');
-    assert.ok((await d.free()) > 0);
-    assert.equal((await d.snapshot()).path, d.path);
-    await d.destroy();
-    await assert.rejects(fsp.stat(d.path));
-
-    const support = await btrfsSupport(path.join(base, 'probe'), false);
-    if (support !== true) {
-      t.diagnostic(`btrfs part skipped: ${support}`);
-      assert.ok(!isRoot() || /mkfs\.btrfs|loop/.test(support), support);
-      return;
-    }
-    const v = await createVolume('btrfs', path.join(base, 'b'), { imageBytes: 256 * 1024 * 1024 });
-    assert.equal(v.kind, 'btrfs');
-    assert.ok(v.image !== undefined && mountedVolumes().length === 1);
-    await fsp.writeFile(path.join(v.path, 'f'), 'before');
-    const free = await v.free();
-    assert.ok(free > 100 * 1024 * 1024 && free < 256 * 1024 * 1024, String(free));
-    const s = await v.snapshot();
-    await fsp.writeFile(path.join(v.path, 'f'), 'after');
-    assert.equal(await fsp.readFile(path.join(s.path, 'f'), 'utf8'), 'before');
-    await assert.rejects(fsp.writeFile(path.join(s.path, 'g'), 'x'), /EROFS/);
-    const s2 = await v.snapshot(); // a second one while the first is held
-    assert.notEqual(s2.path, s.path);
-    await s2.release();
-    await s.release();
-    await assert.rejects(fsp.stat(s.path));
-    await v.destroy();
-    assert.deepEqual(mountedVolumes(), []);
-    assert.ok(!(await fsp.readFile('/proc/self/mounts', 'utf8')).includes(base));
-    await assert.rejects(fsp.stat(v.image!));
-  } finally {
-    await fsp.rm(base, { recursive: true, force: true });
-  }
-});

@@ -10,17 +10,16 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import {
-  LoopFs, MiB, ROT_REGION, compareManifests, corruptFiles, loopFsUnavailable, repoDataFiles, rotRepository, takeManifest, toolMessage,
-} from '../../src/bench/fault/inject.ts';
-import { diskFull } from '../../src/bench/fault/scenarios/disk-full.ts';
-import { repoCorruption } from '../../src/bench/fault/scenarios/repo-corruption.ts';
-import { volumeCorruption } from '../../src/bench/fault/scenarios/volume-corruption.ts';
-import type { Integrity, RepeatResult, Scenario, StepResult, Strategy, Volume } from '../../src/bench/fault/types.ts';
-import { run } from '../../src/bench/measure.ts';
-import { toolByName } from '../../src/bench/tools.ts';
-import type { Tool } from '../../src/bench/tools.ts';
-import { Rng } from '../../src/testing/rng.ts';
+import { LoopFs, MiB, compareManifests, loopFsUnavailable, repoDataFiles, rotRepository, toolMessage } from '../../lab/bench/fault/inject.ts';
+import { ROT_REGION, corruptFiles, takeManifest } from '../../lab/faults/damage.ts';
+import { diskFull } from '../../lab/bench/fault/scenarios/disk-full.ts';
+import { repoCorruption } from '../../lab/bench/fault/scenarios/repo-corruption.ts';
+import { volumeCorruption } from '../../lab/bench/fault/scenarios/volume-corruption.ts';
+import type { Integrity, RepeatResult, Scenario, StepResult, Strategy, Volume } from '../../lab/bench/fault/types.ts';
+import { run } from '../../src/host/process.ts';
+import { toolByName } from '../../lab/bench/tools.ts';
+import type { Tool } from '../../lab/bench/tools.ts';
+import { Rng } from '../../lab/gen/rng.ts';
 import { btrfsUnavailable, btrfsVolume, dirVolume, fillVolume, makeContext } from '../helpers/bench-faults-harness.ts';
 import type { BtrfsVolume } from '../helpers/bench-faults-harness.ts';
 

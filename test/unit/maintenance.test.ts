@@ -2,8 +2,8 @@ process.env.MESHBACK_TEST_SCRYPT_N = '1024';
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { MemoryBackend } from '../../src/blob/memory.ts';
-import type { FileType } from '../../src/blob/backend.ts';
+import { MemoryBackend } from '../../src/storage/memory.ts';
+import type { FileType } from '../../src/storage/backend.ts';
 import { check } from '../../src/checker/index.ts';
 import { BLOB_DATA, BLOB_TREE, ChunkIndex } from '../../src/content/index-table.ts';
 import { ContentStore } from '../../src/content/store.ts';

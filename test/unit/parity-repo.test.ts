@@ -7,8 +7,8 @@ process.env.MESHBACK_TEST_SCRYPT_N = '1024';
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Handle } from '../../src/blob/backend.ts';
-import { MemoryBackend } from '../../src/blob/memory.ts';
+import type { Handle } from '../../src/storage/backend.ts';
+import { MemoryBackend } from '../../src/storage/memory.ts';
 import { check } from '../../src/checker/index.ts';
 import { repairPacks } from '../../src/checker/repair.ts';
 import { BLOB_DATA } from '../../src/content/index-table.ts';

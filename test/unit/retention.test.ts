@@ -20,7 +20,7 @@ import {
   validatePolicy,
 } from '../../src/snapshot/retention.ts';
 import type { RetentionItem, RetentionPolicy } from '../../src/snapshot/retention.ts';
-import { Rng } from '../../src/testing/rng.ts';
+import { Rng } from '../../lab/gen/rng.ts';
 
 const MIN = 60_000;
 const HOUR = 3_600_000;

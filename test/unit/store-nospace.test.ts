@@ -7,8 +7,8 @@ process.env.MESHBACK_TEST_SCRYPT_N = '1024';
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { BlobWriter, FileType } from '../../src/blob/backend.ts';
-import { MemoryBackend } from '../../src/blob/memory.ts';
+import type { BlobWriter, FileType } from '../../src/storage/backend.ts';
+import { MemoryBackend } from '../../src/storage/memory.ts';
 import { BLOB_DATA, BLOB_TREE } from '../../src/content/index-table.ts';
 import { MeshbackError, NoSpaceError } from '../../src/errors/index.ts';
 import { Repository } from '../../src/repository/index.ts';

@@ -2,7 +2,7 @@ process.env.MESHBACK_TEST_SCRYPT_N = '1024';
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { MemoryBackend } from '../../src/blob/memory.ts';
+import { MemoryBackend } from '../../src/storage/memory.ts';
 import { BLOB_DATA, BLOB_TREE } from '../../src/content/index-table.ts';
 import { SEAL_OVERHEAD } from '../../src/crypto/index.ts';
 import { IntegrityError, MeshbackError } from '../../src/errors/index.ts';

@@ -11,10 +11,10 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { MeshbackError } from '../../src/errors/index.ts';
-import { ensurePrograms } from '../../src/testbed/deps.ts';
-import { PgConnection, PgError, lit } from '../../src/testbed/pgwire.ts';
-import { groupAlive, killPids, procStat, processTree, waitFor, waitPidsGone } from '../../src/testbed/procs.ts';
-import { RedisConnection, RedisError } from '../../src/testbed/resp.ts';
+import { ensurePrograms } from '../../lab/testbed/deps.ts';
+import { PgConnection, PgError, lit } from '../../lab/testbed/pgwire.ts';
+import { groupAlive, killPids, procStat, processTree, waitFor, waitPidsGone } from '../../lab/testbed/procs.ts';
+import { RedisConnection, RedisError } from '../../lab/testbed/resp.ts';
 
 const base = mkdtempSync(path.join(os.tmpdir(), 'meshback-testbed-unit-'));
 after(() => rmSync(base, { recursive: true, force: true }));

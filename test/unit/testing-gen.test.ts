@@ -3,11 +3,11 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Rng, deriveSeed } from '../../src/testing/rng.ts';
-import { generateMeshVolume, generateTrickyTree, mutateVolume } from '../../src/testing/gen.ts';
-import type { GenStats } from '../../src/testing/gen.ts';
-import { compareTrees, displayPath, manifest } from '../../src/testing/compare.ts';
-import type { Entry } from '../../src/testing/compare.ts';
+import { Rng, deriveSeed } from '../../lab/gen/rng.ts';
+import { generateMeshVolume, generateTrickyTree, mutateVolume } from '../../lab/gen/gen.ts';
+import type { GenStats } from '../../lab/gen/gen.ts';
+import { compareTrees, displayPath, manifest } from '../../lab/gen/compare.ts';
+import type { Entry } from '../../lab/gen/compare.ts';
 
 /** GenStats as computed from a manifest. */
 function statsOf(m: Map<string, Entry>): GenStats {

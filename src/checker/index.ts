@@ -21,8 +21,8 @@ import { nullSink } from '../events/index.ts';
 import { decodePackHeader, sha256hex } from '../content/pack.ts';
 import { parityFileState, rebuildFromParity } from '../content/parity.ts';
 import type { Repository } from '../repository/index.ts';
-import { HOLE_PREFIX, displayName, nodeNameBytes } from '../snapshot/tree.ts';
-import type { Node } from '../snapshot/tree.ts';
+import { HOLE_PREFIX } from '../snapshot/tree.ts';
+import { childPath, displayPath, walkTree } from '../snapshot/walker.ts';
 import { parallel } from '../util/parallel.ts';
 
 export interface CheckOptions {
@@ -117,22 +117,13 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   res.snapshots = snaps.length;
   const seenTrees = new Set<string>();
   const missingBlobs = new Set<string>();
-  const walkTree = async (id: string, snapshot: string): Promise<void> => {
-    if (seenTrees.has(id)) return;
-    seenTrees.add(id);
-    let nodes: Node[];
-    try {
-      nodes = (await repo.loadTree(id)).nodes;
-    } catch (err) {
-      findings.push({ kind: 'tree-damaged', blob: id, snapshot, message: `tree ${id.slice(0, 16)} (snapshot ${snapshot.slice(0, 8)}): ${errMessage(err)}` });
-      if (err instanceof MeshbackError && typeof err.data['pack'] === 'string') badPacks.add(err.data['pack']);
-      badBlobs.add(id);
-      return;
-    }
-    res.trees++;
-    for (const n of nodes) {
-      if (n.type === 'dir' && n.subtree !== undefined) await walkTree(n.subtree, snapshot);
-      else if (n.type === 'file') {
+  for (const s of snaps) {
+    const snapshot = s.id;
+    await walkTree(
+      repo,
+      { tree: s.tree },
+      (n) => {
+        if (n.type !== 'file') return;
         for (const c of n.content ?? []) {
           if (c.startsWith(HOLE_PREFIX) || missingBlobs.has(c)) continue;
           if (!index.has(Buffer.from(c, 'hex'))) {
@@ -141,10 +132,18 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
             findings.push({ kind: 'blob-missing', blob: c, snapshot, message: `chunk ${c.slice(0, 16)} referenced by snapshot ${snapshot.slice(0, 8)} is not in any index` });
           }
         }
-      }
-    }
-  };
-  for (const s of snaps) await walkTree(s.tree, s.id);
+      },
+      {
+        uniqueTrees: seenTrees,
+        onTree: () => void res.trees++,
+        onTreeError: (err, id) => {
+          findings.push({ kind: 'tree-damaged', blob: id, snapshot, message: `tree ${id.slice(0, 16)} (snapshot ${snapshot.slice(0, 8)}): ${errMessage(err)}` });
+          if (err instanceof MeshbackError && typeof err.data['pack'] === 'string') badPacks.add(err.data['pack']);
+          badBlobs.add(id);
+        },
+      },
+    );
+  }
 
   // read all data
   if (opts.readData === true) {
@@ -229,25 +228,22 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
     };
     for (const s of snaps) {
       const files: string[] = [];
-      const walk = async (treeId: string, prefix: string): Promise<void> => {
-        if (isBad(treeId)) {
-          files.push(`${prefix || '/'} (directory listing unreadable)`);
-          return;
-        }
-        let nodes: Node[];
-        try {
-          nodes = (await repo.loadTree(treeId)).nodes;
-        } catch {
-          files.push(`${prefix || '/'} (directory listing unreadable)`);
-          return;
-        }
-        for (const n of nodes) {
-          const p = `${prefix}/${displayName(nodeNameBytes(n))}`;
-          if (n.type === 'dir' && n.subtree !== undefined) await walk(n.subtree, p);
-          else if (n.type === 'file' && (n.content ?? []).some((c) => !c.startsWith(HOLE_PREFIX) && isBad(c))) files.push(p);
-        }
-      };
-      await walk(s.tree, '');
+      const unreadable = (dir: Buffer): void => void files.push(`${displayPath(dir)} (directory listing unreadable)`);
+      await walkTree(
+        repo,
+        { tree: s.tree },
+        (n, dir) => {
+          if (n.type === 'file' && (n.content ?? []).some((c) => !c.startsWith(HOLE_PREFIX) && isBad(c))) files.push(displayPath(childPath(dir, n)));
+        },
+        {
+          shouldLoad: (id, dir) => {
+            if (!isBad(id)) return true;
+            unreadable(dir);
+            return false;
+          },
+          onTreeError: (_err, _id, dir) => unreadable(dir),
+        },
+      );
       if (files.length > 0) res.affected.push({ snapshot: s.id, time: s.time, files });
     }
   }

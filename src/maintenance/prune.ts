@@ -28,7 +28,7 @@ import { nullSink } from '../events/index.ts';
 import type { Repository } from '../repository/index.ts';
 import { lockTimings } from '../repository/lock.ts';
 import { HOLE_PREFIX } from '../snapshot/tree.ts';
-import type { Node } from '../snapshot/tree.ts';
+import { walkTree } from '../snapshot/walker.ts';
 import { parallel } from '../util/parallel.ts';
 import { EntriesByPack, EntryBits, INDEX_ENTRY_BYTES, INDEX_FILE_BYTES, INDEX_FILE_OVERHEAD, INDEX_PACK_BYTES, IndexWriter, reachPhase } from './shared.ts';
 
@@ -178,48 +178,47 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
     if (index.offsetOf(e) + index.lengthOf(e) > size) return `its pack ${pack} is truncated`;
     return undefined;
   };
-  let level = roots;
-  while (level.length > 0) {
-    const next: { id: string; snap: string }[] = [];
-    await parallel(level, 8, async ({ id, snap }) => {
-      const e = index.entryOf(Buffer.from(id, 'hex'));
-      if (e < 0) {
-        problem(`tree ${id.slice(0, 16)} of snapshot ${snap.slice(0, 8)} is not in the index`);
-        return;
-      }
-      if (used.has(e)) return;
-      used.set(e);
-      const bad = fits(e);
-      if (bad !== undefined) {
-        problem(`tree ${id.slice(0, 16)} of snapshot ${snap.slice(0, 8)} cannot be read: ${bad}`);
-        return;
-      }
-      let nodes: Node[];
-      try {
-        nodes = (await repo.loadTree(id)).nodes;
-      } catch (err) {
-        if (!(err instanceof MeshbackError) || (err.code !== 'INTEGRITY' && err.code !== 'NOT_FOUND')) throw err;
-        problem(`tree ${id.slice(0, 16)} of snapshot ${snap.slice(0, 8)}: ${err.message}`);
-        return;
-      }
-      trees++;
-      if (trees % 256 === 0) emit({ type: 'progress', op: 'prune', files: trees, bytes: 0, current: 'finding the data in use' });
-      for (const n of nodes) {
-        if (n.type === 'dir' && n.subtree !== undefined) next.push({ id: n.subtree, snap });
-        else if (n.type === 'file' && n.content !== undefined) {
-          for (const c of n.content) {
-            if (c.startsWith(HOLE_PREFIX)) continue;
-            const ce = index.entryOf(Buffer.from(c, 'hex'));
-            if (ce >= 0) used.set(ce);
-            else if (!missingChunks.has(c)) {
-              missingChunks.add(c);
-              problem(`chunk ${c.slice(0, 16)} of snapshot ${snap.slice(0, 8)} is not in the index`);
-            }
+  // each tree once (the `used` bit of its index entry), 8 loads at a time, breadth-first
+  for (const { id: root, snap } of roots) {
+    await walkTree(
+      repo,
+      { tree: root },
+      (n) => {
+        if (n.type !== 'file' || n.content === undefined) return;
+        for (const c of n.content) {
+          if (c.startsWith(HOLE_PREFIX)) continue;
+          const ce = index.entryOf(Buffer.from(c, 'hex'));
+          if (ce >= 0) used.set(ce);
+          else if (!missingChunks.has(c)) {
+            missingChunks.add(c);
+            problem(`chunk ${c.slice(0, 16)} of snapshot ${snap.slice(0, 8)} is not in the index`);
           }
         }
-      }
-    });
-    level = next;
+      },
+      {
+        concurrency: 8,
+        shouldLoad: (id) => {
+          const e = index.entryOf(Buffer.from(id, 'hex'));
+          if (e < 0) {
+            problem(`tree ${id.slice(0, 16)} of snapshot ${snap.slice(0, 8)} is not in the index`);
+            return false;
+          }
+          if (used.has(e)) return false;
+          used.set(e);
+          const bad = fits(e);
+          if (bad !== undefined) problem(`tree ${id.slice(0, 16)} of snapshot ${snap.slice(0, 8)} cannot be read: ${bad}`);
+          return bad === undefined;
+        },
+        onTreeError: (err, id) => {
+          if (!(err instanceof MeshbackError) || (err.code !== 'INTEGRITY' && err.code !== 'NOT_FOUND')) throw err;
+          problem(`tree ${id.slice(0, 16)} of snapshot ${snap.slice(0, 8)}: ${err.message}`);
+        },
+        onTree: () => {
+          trees++;
+          if (trees % 256 === 0) emit({ type: 'progress', op: 'prune', files: trees, bytes: 0, current: 'finding the data in use' });
+        },
+      },
+    );
   }
 
   // ---- 2. plan

@@ -23,6 +23,7 @@ import type { Repository } from '../repository/index.ts';
 import type { Snapshot } from '../snapshot/manifest.ts';
 import { HOLE_PREFIX, displayName, encodeTree, nodeNameBytes } from '../snapshot/tree.ts';
 import type { Node } from '../snapshot/tree.ts';
+import { foldTrees } from '../snapshot/walker.ts';
 import { parallel } from '../util/parallel.ts';
 import { IndexWriter, reachPhase } from './shared.ts';
 
@@ -323,22 +324,17 @@ export async function repairSnapshots(repo: Repository, opts: RepairSnapshotsOpt
     return true;
   };
 
-  const memo = new Map<string, Promise<Rebuilt>>();
   const lost: Rebuilt = { id: null, changed: true, droppedFiles: [], droppedDirs: [] };
-  const rebuild = (treeId: string): Promise<Rebuilt> => {
-    let p = memo.get(treeId);
-    if (p !== undefined) return p;
-    p = (async (): Promise<Rebuilt> => {
-      const e = placed(treeId);
-      if (e < 0) return lost;
-      let nodes: Node[];
-      try {
-        nodes = (await repo.loadTree(treeId)).nodes;
-      } catch (err) {
-        if (!(err instanceof MeshbackError) || (err.code !== 'INTEGRITY' && err.code !== 'NOT_FOUND')) throw err;
-        lose(e);
-        return lost;
-      }
+  /** a tree whose blob is known lost is not even read */
+  const NOT_PLACED = new Error('not placed');
+  const loader = {
+    loadTree: (id: string) => (placed(id) < 0 ? Promise.reject(NOT_PLACED) : repo.loadTree(id)),
+  };
+  // post-order over the trees (memoized: a tree shared by snapshots is rebuilt once)
+  const rebuild = foldTrees<Rebuilt>(
+    loader,
+    async (treeId, tree, child) => {
+      const nodes = tree.nodes;
       res.trees++;
       if (res.trees % 256 === 0) emit({ type: 'progress', op: 'repair', files: res.trees, bytes: 0, current: 'walking trees' });
       // files of this directory are checked concurrently, subdirectories one after another
@@ -352,7 +348,7 @@ export async function repairSnapshots(repo: Repository, opts: RepairSnapshotsOpt
       for (const n of nodes) {
         const name = `/${displayName(nodeNameBytes(n))}`;
         if (n.type === 'dir' && n.subtree !== undefined) {
-          const sub = await rebuild(n.subtree);
+          const sub = await child(n.subtree);
           if (sub.id === null) {
             r.changed = true;
             r.droppedDirs.push(name);
@@ -374,10 +370,14 @@ export async function repairSnapshots(repo: Repository, opts: RepairSnapshotsOpt
       }
       if (r.changed) r.id = await saveTree(out);
       return r;
-    })();
-    memo.set(treeId, p);
-    return p;
-  };
+    },
+    (treeId, err) => {
+      if (err === NOT_PLACED) return lost;
+      if (!(err instanceof MeshbackError) || (err.code !== 'INTEGRITY' && err.code !== 'NOT_FOUND')) throw err;
+      lose(index.entryOf(Buffer.from(treeId, 'hex')));
+      return lost;
+    },
+  );
   const saveTree = async (nodes: Node[]): Promise<string> => {
     const data = encodeTree({ nodes });
     if (dryRun) return store.id(data).toString('hex');

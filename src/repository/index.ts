@@ -18,6 +18,8 @@ import type { Snapshot, SnapshotRef } from '../snapshot/manifest.ts';
 import { decodeTree } from '../snapshot/tree.ts';
 import type { Node, Tree } from '../snapshot/tree.ts';
 import { BLOB_TREE } from '../content/index-table.ts';
+import type { ChunkIndex } from '../content/index-table.ts';
+import { getIfExists, rebuildFromParity } from '../content/parity.ts';
 import { PARITY_SCHEME_NAME, schemeProblem } from '../parity/index.ts';
 import type { ParityScheme } from '../parity/index.ts';
 
@@ -206,6 +208,34 @@ export class Repository {
       return { nodes: (await this.loadTree(root.nodes[0]!.subtree)).nodes, rootDir: root.nodes[0]! };
     }
     return { nodes: root.nodes };
+  }
+
+  // ---- data, for readers that plan their own pack reads (restore)
+
+  /** The index of every blob: where each chunk and tree lives (compact typed arrays). */
+  get index(): ChunkIndex {
+    return this.store.index;
+  }
+
+  /** Reads `range` of a pack, into `into` when given (a buffer the caller reuses). */
+  readPack(pack: string, range: { offset: number; length: number }, into?: Buffer): Promise<Buffer> {
+    return this.backend.get({ type: 'pack', name: pack }, range, into);
+  }
+
+  /** Decrypts, decompresses and authenticates one blob read from `pack`; IntegrityError when it fails. */
+  decodeBlob(sealed: Uint8Array, id: Uint8Array, rawLength: number, pack: string, what?: string): Promise<Buffer> {
+    return this.store.decodeBlob(sealed, id, rawLength, pack, what);
+  }
+
+  /** A damaged pack rebuilt in memory from its parity file and verified against its name, or undefined. */
+  async rebuildPack(pack: string): Promise<{ data: Buffer; badBlocks: number; blocks: number } | undefined> {
+    const r = await rebuildFromParity(this.backend, pack, await getIfExists(this.backend, { type: 'pack', name: pack }).catch(() => undefined));
+    return r.status === 'repaired' && r.data !== undefined ? { data: r.data, badBlocks: r.badDataBlocks, blocks: r.dataBlocks } : undefined;
+  }
+
+  /** The content id (keyed hash) of plaintext: what a chunk's bytes must hash to. */
+  chunkId(data: Uint8Array): Buffer {
+    return this.store.id(data);
   }
 
   async saveTree(data: Buffer): Promise<string> {

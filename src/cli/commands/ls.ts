@@ -1,5 +1,6 @@
 import { MeshbackError, UsageError } from '../../errors/index.ts';
-import { HOLE_PREFIX, displayName, nodeNameBytes } from '../../snapshot/tree.ts';
+import { HOLE_PREFIX } from '../../snapshot/tree.ts';
+import { childPath, displayPath, walkTree } from '../../snapshot/walker.ts';
 import type { Node } from '../../snapshot/tree.ts';
 import type { Command } from '../command.ts';
 import { bool } from '../command.ts';
@@ -29,24 +30,18 @@ export const lsCommand: Command = {
     const long = bool(v['long']);
     let found = prefix === '';
     const list: unknown[] = [];
-    const walk = async (nodes: Node[], dir: string): Promise<void> => {
-      for (const n of nodes) {
-        const p = `${dir}/${displayName(nodeNameBytes(n))}`;
-        const inside = p === prefix || p.startsWith(prefix + '/') || prefix === '';
-        const above = prefix.startsWith(p + '/');
-        if (!inside && !above) continue;
-        if (inside) {
-          found = true;
-          if (ctx.out.json) list.push({ path: p, type: n.type, size: n.size, mode: n.mode, uid: n.uid, gid: n.gid, mtime: n.mtime, ...(n.linkTarget !== undefined ? { link_target: n.linkTarget } : {}), ...(n.content !== undefined ? { holes: n.content.filter((c) => c.startsWith(HOLE_PREFIX)).length } : {}) });
-          else if (long) {
-            const t = new Date(Number(BigInt(n.mtime) / 1000000n)).toISOString().replace('T', ' ').slice(0, 19);
-            ctx.out.result(`${modeString(n)} ${String(n.uid).padStart(5)} ${String(n.gid).padStart(5)} ${String(n.size ?? 0).padStart(12)} ${t} ${p}${n.type === 'symlink' ? ` -> ${n.linkTarget ?? '(binary)'}` : ''}`);
-          } else ctx.out.result(p);
-        }
-        if (n.type === 'dir' && n.subtree !== undefined) await walk((await repo.loadTree(n.subtree)).nodes, p);
-      }
-    };
-    await walk(view.nodes, '');
+    await walkTree(repo, { nodes: view.nodes }, (n, dir) => {
+      const p = displayPath(childPath(dir, n));
+      const inside = p === prefix || p.startsWith(prefix + '/') || prefix === '';
+      if (!inside) return prefix.startsWith(p + '/') ? undefined : 'skip';
+      found = true;
+      if (ctx.out.json) list.push({ path: p, type: n.type, size: n.size, mode: n.mode, uid: n.uid, gid: n.gid, mtime: n.mtime, ...(n.linkTarget !== undefined ? { link_target: n.linkTarget } : {}), ...(n.content !== undefined ? { holes: n.content.filter((c) => c.startsWith(HOLE_PREFIX)).length } : {}) });
+      else if (long) {
+        const t = new Date(Number(BigInt(n.mtime) / 1000000n)).toISOString().replace('T', ' ').slice(0, 19);
+        ctx.out.result(`${modeString(n)} ${String(n.uid).padStart(5)} ${String(n.gid).padStart(5)} ${String(n.size ?? 0).padStart(12)} ${t} ${p}${n.type === 'symlink' ? ` -> ${n.linkTarget ?? '(binary)'}` : ''}`);
+      } else ctx.out.result(p);
+      return undefined;
+    });
     if (!found) throw new MeshbackError('NOT_FOUND', `${prefix} is not in snapshot ${ref.id.slice(0, 8)}`);
     ctx.out.jsonOut(list);
     return EXIT.OK;

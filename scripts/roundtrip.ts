@@ -9,12 +9,12 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { parseSize } from '../lab/cli/demo.ts';
+import { parseSize } from '../src/util/units.ts';
 import { compareTrees } from '../lab/gen/compare.ts';
 import { generateMeshVolume } from '../lab/gen/gen.ts';
 
 const { values } = parseArgs({ options: { size: { type: 'string', default: '1GiB' }, seed: { type: 'string', default: '1' }, dir: { type: 'string', default: '/tmp/meshback-roundtrip' } } });
-const size = parseSize(values.size!);
+const size = parseSize(values.size!, '--size');
 const dir = path.resolve(values.dir!);
 const vol = path.join(dir, `volume-${values.size}-${values.seed}`);
 const repo = path.join(dir, 'repo');

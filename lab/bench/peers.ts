@@ -27,6 +27,7 @@ import type { Measurement } from '../../src/host/process.ts';
 import { TOOLS, newContext, toolByName } from './tools.ts';
 import { ROOT } from '../../src/host/self.ts';
 import type { Tool, ToolContext } from './tools.ts';
+import { sizeOf } from '../../src/util/units.ts';
 
 export const OPS = ['init', 'backup-first', 'backup-nochange', 'backup-2pct', 'restore', 'check'] as const;
 export type MainOp = (typeof OPS)[number];
@@ -178,13 +179,6 @@ export function unknownTools(names: string[]): string[] {
 
 const MiB = 1024 * 1024;
 
-/** "2GiB", "512MiB", "16M", "1000000" → bytes (binary units; KB/MB/GB are decimal). */
-export function parseSize(s: string): number | undefined {
-  const m = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|K|M|G|T|KB|MB|GB|TB)?$/i.exec(s.trim());
-  if (m === null) return undefined;
-  const mult: Record<string, number> = { b: 1, k: 1024, kib: 1024, kb: 1e3, m: MiB, mib: MiB, mb: 1e6, g: 1024 ** 3, gib: 1024 ** 3, gb: 1e9, t: 1024 ** 4, tib: 1024 ** 4, tb: 1e12 };
-  return Math.round(Number(m[1]) * mult[(m[2] ?? 'b').toLowerCase()]!);
-}
 
 function errText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
@@ -226,7 +220,7 @@ export async function treeStats(dir: string): Promise<{ files: number; dirs: num
 export function datasetMatches(json: Record<string, unknown> | undefined, want: { size?: number; files?: number; seed: number; postgres?: boolean }): boolean {
   if (json === undefined || Number(json['seed']) !== want.seed) return false;
   if (want.postgres !== undefined && 'postgresScale' in json && (json['postgresScale'] !== null) !== want.postgres) return false;
-  const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : typeof v === 'string' ? parseSize(v) : undefined);
+  const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : typeof v === 'string' ? sizeOf(v) : undefined);
   if (want.size !== undefined) {
     const sizes = ['size', 'sizeBytes', 'targetBytes', 'requestedBytes', 'requestedSize'].map((k) => num(json[k]));
     if (!sizes.includes(want.size)) return false;

@@ -3,7 +3,7 @@
  */
 import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { parseSize } from '../bench/peers.ts';
+import { sizeOf } from '../../src/util/units.ts';
 import { ALL_STRATEGIES, DEFAULT_SNAPSHOT_TOOLS, DEFAULT_TOOLS, checkResults, runBench, validateNames } from '../bench/fault/runner.ts';
 import { writeReport } from '../bench/fault/report/index.ts';
 import { SCENARIOS } from '../bench/fault/scenarios/index.ts';
@@ -53,7 +53,7 @@ async function runCmd(ctx: Context, v: Record<string, unknown>): Promise<number>
   const bad = validateNames({ tools, scenarios, strategies, snapshotTools });
   if (bad !== undefined) throw new UsageError(bad);
   const sizeText = str(v['size']) ?? '256MiB';
-  const sizeBytes = parseSize(sizeText);
+  const sizeBytes = sizeOf(sizeText);
   if (sizeBytes === undefined || sizeBytes < 1024 * 1024) throw new UsageError(`--size ${JSON.stringify(sizeText)} is not a size of at least 1MiB: use e.g. 16MiB or 256MiB`);
   const seed = intOption('seed', str(v['seed']), 1, 0);
   const repeat = intOption('repeat', str(v['repeat']), 3, 1);

@@ -16,14 +16,8 @@ import { Rng } from '../gen/rng.ts';
 import type { Command } from '../../src/cli/command.ts';
 import { str } from '../../src/cli/command.ts';
 import { EXIT } from '../../src/cli/exit.ts';
-import { fmtBytes } from '../../src/cli/output.ts';
+import { fmtBytes, parseSize } from '../../src/util/units.ts';
 
-export function parseSize(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|K|M|G|T|KB|MB|GB|TB)?$/i.exec(s.trim());
-  if (m === null) throw new UsageError(`${JSON.stringify(s)} is not a size: use e.g. 64MiB or 1GiB`);
-  const mult: Record<string, number> = { b: 1, k: 1024, kib: 1024, kb: 1000, m: 1024 ** 2, mib: 1024 ** 2, mb: 1e6, g: 1024 ** 3, gib: 1024 ** 3, gb: 1e9, t: 1024 ** 4, tib: 1024 ** 4, tb: 1e12 };
-  return Math.round(Number(m[1]) * (mult[(m[2] ?? 'b').toLowerCase()] ?? 1));
-}
 
 const MARKER = '.meshback-demo';
 
@@ -38,7 +32,7 @@ export const demoCommand: Command = {
   },
   async run(ctx, v) {
     const dir = path.resolve(str(v['dir']) ?? 'meshback-demo');
-    const size = parseSize(str(v['size']) ?? '128MiB');
+    const size = parseSize(str(v['size']) ?? '128MiB', '--size');
     const seed = Number(str(v['seed']) ?? '1');
     if (!Number.isInteger(seed)) throw new UsageError('--seed must be an integer');
     if (existsSync(dir)) {

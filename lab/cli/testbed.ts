@@ -10,10 +10,8 @@ import type { ConsistencyMethod, ConsistencyResult, FaultKind, StatusReport, Ver
 import type { Command } from '../../src/cli/command.ts';
 import { bool, str, strs } from '../../src/cli/command.ts';
 import type { Context } from '../../src/cli/context.ts';
-import { parseDuration } from '../../src/cli/context.ts';
+import { fmtBytes, parseDuration, parseSize } from '../../src/util/units.ts';
 import { EXIT } from '../../src/cli/exit.ts';
-import { fmtBytes } from '../../src/cli/output.ts';
-import { parseSize } from './demo.ts';
 
 const SUBCOMMANDS = ['up', 'down', 'status', 'load', 'fault', 'verify', 'consistency'] as const;
 
@@ -143,7 +141,7 @@ export const testbedCommand: Command = {
           dir,
           services: int(v['services'], '--services', 2),
           volumes: kind,
-          volumeSizeBytes: parseSize(str(v['volume-size']) ?? '512MiB'),
+          volumeSizeBytes: parseSize(str(v['volume-size']) ?? '512MiB', '--volume-size'),
           ttlSeconds: seconds(v['ttl'], '--ttl', 12 * 3600),
           fresh: bool(v['fresh']),
           install: !bool(v['no-install']),
@@ -236,7 +234,7 @@ export const testbedCommand: Command = {
           trials: int(v['trials'], '--trials', 3),
           rate: num(v['rate'], '--rate', 200),
           checkpointsDuringBackup: !bool(v['no-checkpoints']),
-          ballastMiB: parseSize(str(v['ballast']) ?? '0') / (1024 * 1024),
+          ballastMiB: parseSize(str(v['ballast']) ?? '0', '--ballast') / (1024 * 1024),
           fullBackups: bool(v['full']),
           ...(methods.length > 0 ? { methods: methods as ConsistencyMethod[] } : {}),
           log,

@@ -10,7 +10,7 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { parseSize } from '../../lab/cli/demo.ts';
+import { parseSize } from '../../src/util/units.ts';
 import { UsageError } from '../../src/errors/index.ts';
 import { generateDataset, generateSmallFiles, mutateDataset } from '../../lab/gen/bench-data.ts';
 
@@ -72,7 +72,7 @@ async function main(): Promise<void> {
   if (cmd === 'generate') {
     if (rest.length) throw new UsageError(`unexpected argument ${JSON.stringify(rest[0])}`);
     const out = path.resolve(need('out', v.out));
-    const size = parseSize(need('size', v.size));
+    const size = parseSize(need('size', v.size), '--size');
     const info = await generateDataset(out, { size, seed: int('seed', v.seed, 1), postgres: !v['no-postgres'], log });
     const pg = info.postgres ? `, postgres scale ${info.postgres.scale}: ${info.postgres.files} files, ${info.postgres.bytes} bytes` : ', no postgres';
     print(`generated ${out}: ${info.files} files, ${info.bytes} bytes (mesh ${info.mesh.files} files, ${info.mesh.bytes} bytes${pg}) in ${info.seconds.toFixed(1)} s`, { out, ...info });

@@ -10,7 +10,8 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULT_TOOLS, parseSize, runPeers, unknownTools } from '../../lab/bench/peers.ts';
+import { DEFAULT_TOOLS, runPeers, unknownTools } from '../../lab/bench/peers.ts';
+import { sizeOf } from '../../src/util/units.ts';
 import { ROOT } from '../../src/host/self.ts';
 
 const USAGE = `usage: npm run bench:peers -- [--data DIR] [--size 2GiB] [--seed 1] [--tools ${DEFAULT_TOOLS.join(',')}]
@@ -64,7 +65,7 @@ const smallTools = list(v['small-tools']);
 if (tools.length === 0) usage('--tools is empty');
 const unknown = unknownTools([...tools, ...smallTools]);
 if (unknown.length > 0) usage(`unknown tool ${unknown.map((t) => JSON.stringify(t)).join(', ')}: choose from ${DEFAULT_TOOLS.join(',')}`);
-const size = parseSize(v.size);
+const size = sizeOf(v.size);
 if (size === undefined || size <= 0) usage(`--size ${JSON.stringify(v.size)} is not a size: use e.g. 512MiB or 2GiB`);
 const seed = Number(v.seed);
 if (!Number.isInteger(seed)) usage(`--seed must be an integer, not ${JSON.stringify(v.seed)}`);

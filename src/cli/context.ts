@@ -126,18 +126,3 @@ export async function openRepo(ctx: Context, opts: OpenOptions): Promise<Reposit
   return repo;
 }
 
-/** "30s", "5m", "1h", "500ms", "1h30m"; a bare number is seconds. */
-export function parseDuration(s: string, what: string): number {
-  const t = s.trim();
-  if (/^\d+(\.\d+)?$/.test(t)) return Math.round(Number(t) * 1000);
-  const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
-  let total = 0;
-  let pos = 0;
-  for (let m = re.exec(t); m !== null; m = re.exec(t)) {
-    total += Number(m[1]) * unit[m[2]!]!;
-    pos = re.lastIndex;
-  }
-  if (t === '' || pos !== t.length) throw new UsageError(`${what} ${JSON.stringify(s)} is not a duration: give e.g. 30s, 5m, 1h or 1h30m`);
-  return Math.round(total);
-}

@@ -22,7 +22,7 @@ import { snapshotsCommand } from './commands/snapshots.ts';
 import { unlockCommand } from './commands/unlock.ts';
 import { LAB_COMMAND_NAMES, labInstalled, loadLabCommands } from './lab.ts';
 import type { Context } from './context.ts';
-import { parseDuration } from './context.ts';
+import { parseDuration } from '../util/units.ts';
 import { EXIT, EXIT_DOC, exitCodeFor } from './exit.ts';
 import { createOutput } from './output.ts';
 import type { Output } from './output.ts';
@@ -160,7 +160,7 @@ export async function run(argv: string[]): Promise<number> {
         ...(typeof v['password-file'] === 'string' ? { passwordFile: v['password-file'] } : {}),
         json: v['json'] === true,
         quiet: v['quiet'] === true,
-        ...(typeof v['retry-lock'] === 'string' ? { retryLockMs: parseDuration(v['retry-lock'], '--retry-lock') } : {}),
+        ...(typeof v['retry-lock'] === 'string' ? { retryLockMs: parseDuration(v['retry-lock'], '--retry-lock', { zero: true }) } : {}),
       },
       out,
     };

@@ -5,6 +5,7 @@
  * - --json: JSON lines on stdout, {"message_type":"status"|"error"|"warning"|"summary", ...}.
  */
 import type { EventSink, MeshEvent } from '../events/index.ts';
+import { fmtBytes } from '../util/units.ts';
 
 export interface Output {
   readonly json: boolean;
@@ -18,17 +19,6 @@ export interface Output {
   warn(line: string): void;
   sink: EventSink;
   done(): void;
-}
-
-export function fmtBytes(n: number): string {
-  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < u.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v.toFixed(0) : v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${u[i]}`;
 }
 
 export function fmtDuration(s: number): string {

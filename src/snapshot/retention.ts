@@ -19,6 +19,7 @@
  *   keeps it is listed as a reason.
  */
 import { UsageError } from '../errors/index.ts';
+import { formatDuration } from '../util/units.ts';
 
 /** The part of a snapshot manifest that retention looks at. */
 export interface RetentionSnapshot {
@@ -116,64 +117,6 @@ export function parseGroupBy(s: string): GroupField[] {
   }
   // a fixed order, so "paths,host" and "host,paths" give the same groups and keys
   return GROUP_FIELDS.filter((f) => out.includes(f));
-}
-
-// ---- durations
-
-const UNIT_MS: Record<string, number> = {
-  s: 1000,
-  min: 60_000,
-  h: 3_600_000,
-  d: 86_400_000,
-  w: 7 * 86_400_000,
-  mo: 30 * 86_400_000,
-  y: 365 * 86_400_000,
-};
-const UNIT_ORDER = ['y', 'mo', 'w', 'd', 'h', 'min', 's'];
-
-/**
- * Parses a duration: one or more `<n><unit>` terms, summed, e.g. `7d`, `1y6mo`, `36h`, `2w3d`.
- * n is a whole decimal number; units: s, min, h, d (24 h), w (7 d), mo (30 d), y (365 d); each
- * unit at most once. A bare `m` is refused as ambiguous (minutes or months). Returns
- * milliseconds (> 0); throws UsageError otherwise.
- */
-export function parseDuration(s: string, flag = '--keep-within'): number {
-  const bad = (why: string): never => {
-    throw new UsageError(`${flag} ${JSON.stringify(s)}: ${why}; write terms like 7d, 12h, 2w, 6mo, 1y6mo (units s, min, h, d, w, mo, y)`);
-  };
-  if (s === '') bad('empty duration');
-  const re = /(\d+)([a-z]+)/gy;
-  let total = 0;
-  const seen = new Set<string>();
-  let pos = 0;
-  for (let m = re.exec(s); m !== null; m = re.exec(s)) {
-    pos = re.lastIndex;
-    const unit = m[2]!;
-    if (unit === 'm') bad("'m' is ambiguous: write 'min' for minutes or 'mo' for months");
-    const ms = UNIT_MS[unit];
-    if (ms === undefined) bad(`unknown unit ${JSON.stringify(unit)}`);
-    if (seen.has(unit)) bad(`unit ${JSON.stringify(unit)} given twice`);
-    seen.add(unit);
-    total += Number(m[1]) * ms!;
-  }
-  if (pos !== s.length) bad(`cannot read ${JSON.stringify(s.slice(pos))}`);
-  if (!Number.isSafeInteger(total)) bad('too long');
-  if (total <= 0) bad('must be longer than zero');
-  return total;
-}
-
-/** Writes milliseconds in the grammar of parseDuration, largest units first (e.g. 1w3d). */
-export function formatDuration(ms: number): string {
-  let rest = Math.floor(ms / 1000) * 1000;
-  let out = '';
-  for (const u of UNIT_ORDER) {
-    const n = Math.floor(rest / UNIT_MS[u]!);
-    if (n > 0) {
-      out += `${n}${u}`;
-      rest -= n * UNIT_MS[u]!;
-    }
-  }
-  return out === '' ? '0s' : out;
 }
 
 // ---- buckets (UTC)

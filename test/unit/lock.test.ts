@@ -15,7 +15,6 @@ import * as path from 'node:path';
 import type { Handle } from '../../src/storage/backend.ts';
 import { LocalBackend } from '../../src/storage/local.ts';
 import { MemoryBackend } from '../../src/storage/memory.ts';
-import { parseDuration } from '../../src/cli/context.ts';
 import { BackendError, MeshbackError } from '../../src/errors/index.ts';
 import type { MeshEvent } from '../../src/events/index.ts';
 import { Repository } from '../../src/repository/index.ts';
@@ -315,13 +314,4 @@ describe('lock settings', () => {
     assert.throws(() => lockTimings({ MESHBACK_LOCK_REFRESH_MS: '3600000' }), /must be positive and shorter than the stale age/);
   });
 
-  test('--retry-lock durations', () => {
-    assert.equal(parseDuration('30s', 'x'), 30_000);
-    assert.equal(parseDuration('5m', 'x'), 300_000);
-    assert.equal(parseDuration('1h30m', 'x'), 5_400_000);
-    assert.equal(parseDuration('250ms', 'x'), 250);
-    assert.equal(parseDuration('2', 'x'), 2000);
-    assert.equal(parseDuration('0', 'x'), 0);
-    for (const bad of ['', '5x', 'm', '1 h', '-1s', '5m3']) assert.throws(() => parseDuration(bad, '--retry-lock'), /--retry-lock .* is not a duration/);
-  });
 });

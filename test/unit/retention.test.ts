@@ -6,19 +6,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { UsageError } from '../../src/errors/index.ts';
-import {
-  BAD_TIME_REASON,
-  NO_RULE_REASON,
-  applyPolicy,
-  applyToGroup,
-  bucketOf,
-  formatDuration,
-  hasKeepRule,
-  isoWeek,
-  parseDuration,
-  parseGroupBy,
-  validatePolicy,
-} from '../../src/snapshot/retention.ts';
+import { BAD_TIME_REASON, NO_RULE_REASON, applyPolicy, applyToGroup, bucketOf, hasKeepRule, isoWeek, parseGroupBy, validatePolicy } from '../../src/snapshot/retention.ts';
 import type { RetentionItem, RetentionPolicy } from '../../src/snapshot/retention.ts';
 import { Rng } from '../../lab/gen/rng.ts';
 
@@ -40,42 +28,6 @@ function decide(items: RetentionItem[], p: RetentionPolicy): { keep: Record<stri
   const r = applyToGroup(items, p);
   return { keep: Object.fromEntries(r.keep.map((d) => [d.item.snapshot.time, d.reasons])), remove: r.remove.map((d) => d.item.snapshot.time) };
 }
-
-describe('parseDuration', () => {
-  it('reads sums of <n><unit> terms with fixed-length units', () => {
-    const cases: [string, number][] = [
-      ['90s', 90_000],
-      ['30min', 30 * MIN],
-      ['12h', 12 * HOUR],
-      ['7d', 7 * DAY],
-      ['2w', 14 * DAY],
-      ['1mo', 30 * DAY],
-      ['1y', 365 * DAY],
-      ['1y6mo', (365 + 180) * DAY],
-      ['1d12h', 36 * HOUR],
-      ['2w3d4h5min6s', 17 * DAY + 4 * HOUR + 5 * MIN + 6000],
-      ['6mo1y', (365 + 180) * DAY],
-      ['007d', 7 * DAY],
-    ];
-    for (const [s, ms] of cases) assert.equal(parseDuration(s), ms, s);
-  });
-
-  it('refuses malformed, ambiguous, repeated, zero and signed input with a usage error', () => {
-    for (const s of ['', '7', 'd', '6m', '1y6m', '7D', '1x', '1d1d', '0d', '0s0h', '-1d', '+1d', '1.5d', ' 7d', '7d ', '1d 2h', 'd7', '7dd', '99999999999999999999y']) {
-      assert.throws(() => parseDuration(s), isUsage, JSON.stringify(s));
-    }
-    assert.throws(() => parseDuration('6m'), /ambiguous.*'min' for minutes or 'mo' for months/);
-    assert.throws(() => parseDuration('3q'), /^UsageError: --keep-within "3q": unknown unit "q"/);
-  });
-
-  it('formats milliseconds back into the same grammar, largest units first', () => {
-    assert.equal(formatDuration(parseDuration('10d')), '1w3d');
-    assert.equal(formatDuration(parseDuration('1y6mo')), '1y6mo');
-    assert.equal(formatDuration(parseDuration('90min')), '1h30min');
-    assert.equal(formatDuration(0), '0s');
-    for (const s of ['1y', '2mo', '3w', '4d', '5h', '6min', '7s', '1y1mo1w1d1h1min1s']) assert.equal(formatDuration(parseDuration(s)), s);
-  });
-});
 
 describe('buckets', () => {
   it('ISO weeks around the 2026/2027 year end (2026 has 53 weeks)', () => {

@@ -3,7 +3,7 @@ import type { Command } from '../command.ts';
 import { bool } from '../command.ts';
 import { openRepo } from '../context.ts';
 import { EXIT } from '../exit.ts';
-import { fmtBytes } from '../output.ts';
+import { fmtBytes } from '../../util/units.ts';
 import { resourceUsage } from '../resources.ts';
 
 export const checkCommand: Command = {

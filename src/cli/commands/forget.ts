@@ -8,7 +8,8 @@ import { UsageError } from '../../errors/index.ts';
 import { prune } from '../../maintenance/prune.ts';
 import type { PruneResult } from '../../maintenance/prune.ts';
 import type { SnapshotRef } from '../../snapshot/manifest.ts';
-import { DEFAULT_GROUP_BY, applyPolicy, parseDuration, parseGroupBy } from '../../snapshot/retention.ts';
+import { DEFAULT_GROUP_BY, applyPolicy, parseGroupBy } from '../../snapshot/retention.ts';
+import { parseDuration } from '../../util/units.ts';
 import type { Decision, GroupKey, GroupResult, RetentionPolicy } from '../../snapshot/retention.ts';
 import { parallel } from '../../util/parallel.ts';
 import type { Command } from '../command.ts';
@@ -47,7 +48,7 @@ function policyFrom(v: Record<string, unknown>): RetentionPolicy | undefined {
   }
   const within = str(v['keep-within']);
   if (within !== undefined) {
-    p.within = parseDuration(within);
+    p.within = parseDuration(within, '--keep-within');
     p.withinLabel = within;
     any = true;
   }

@@ -5,7 +5,7 @@ import { bool, str, strs } from '../command.ts';
 import { openRepo } from '../context.ts';
 import type { Context } from '../context.ts';
 import { EXIT } from '../exit.ts';
-import { fmtBytes } from '../output.ts';
+import { fmtBytes } from '../../util/units.ts';
 import { resourceUsage } from '../resources.ts';
 
 export const pruneCommand: Command = {

@@ -4,7 +4,7 @@ import { bool } from '../command.ts';
 import type { Context } from '../context.ts';
 import { openRepo } from '../context.ts';
 import { EXIT } from '../exit.ts';
-import { fmtBytes } from '../output.ts';
+import { fmtBytes } from '../../util/units.ts';
 import { resourceUsage } from '../resources.ts';
 
 /**

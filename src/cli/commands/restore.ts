@@ -4,7 +4,7 @@ import type { Command } from '../command.ts';
 import { bool, str, strs } from '../command.ts';
 import { openRepo } from '../context.ts';
 import { EXIT } from '../exit.ts';
-import { fmtBytes } from '../output.ts';
+import { fmtBytes } from '../../util/units.ts';
 import { resourceUsage } from '../resources.ts';
 
 export const restoreCommand: Command = {

@@ -2,7 +2,7 @@ import type { Command } from '../command.ts';
 import { str, strs } from '../command.ts';
 import { openRepo } from '../context.ts';
 import { EXIT } from '../exit.ts';
-import { fmtBytes } from '../output.ts';
+import { fmtBytes } from '../../util/units.ts';
 
 export const snapshotsCommand: Command = {
   name: 'snapshots',

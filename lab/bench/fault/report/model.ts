@@ -14,6 +14,7 @@
 import type { BenchResults, Cell, RepeatResult, ScenarioId, Spread, Strategy, ToolEntry } from '../types.ts';
 import { paretoFront } from './pareto.ts';
 import type { ParetoResult } from './pareto.ts';
+import { fmtBytes } from '../../../../src/util/units.ts';
 
 export const MiB = 1024 * 1024;
 const STRATEGY_ORDER: readonly Strategy[] = ['full-copy', 'incremental', 'snapshot'];
@@ -98,12 +99,6 @@ export function fmtNum(x: number): string {
 
 export const fmtMiB = (bytes: number): string => fmtNum(bytes / MiB);
 
-export function fmtBytes(bytes: number): string {
-  if (bytes < 1024) return `${Math.round(bytes)} B`;
-  if (bytes < MiB) return `${fmtNum(bytes / 1024)} KiB`;
-  if (bytes < 1024 * MiB) return `${fmtNum(bytes / MiB)} MiB`;
-  return `${fmtNum(bytes / 1024 / MiB)} GiB`;
-}
 
 export function fmtInt(x: number): string {
   return Math.round(x).toLocaleString('en-US');

@@ -17,7 +17,8 @@ import type { MasterKey } from '../crypto/index.ts';
 import { IntegrityError, MeshbackError, NotFoundError } from '../errors/index.ts';
 import { BLOB_DATA, BLOB_TREE, ChunkIndex } from './index-table.ts';
 import type { BlobType } from './index-table.ts';
-import { KIND_RAW, KIND_ZSTD, decodeIndex, encodeIndexRecord, encodeIndexRecords, encodePackHeader, sha256hex } from './pack.ts';
+import { KIND_RAW, KIND_ZSTD, decodeIndex, encodeIndexRecord, encodePackHeader, sha256hex } from './pack.ts';
+import { IndexWriter } from './index-writer.ts';
 import type { PackEntry } from './pack.ts';
 import { parallel } from '../util/parallel.ts';
 import type { ParityScheme } from '../parity/index.ts';
@@ -29,8 +30,6 @@ const MAX_BUSY = Math.max(1, Number(process.env['MESHBACK_COMPRESSORS'] ?? 4));
 const MAX_UPLOADS = 2;
 /** bytes of an open pack queued for writing before add() waits for the disk */
 const MAX_UNWRITTEN = 8 * 1024 * 1024;
-/** index records gathered before an index file is written during a backup (about 90,000 blobs) */
-const INDEX_FILE_BYTES = 4 * 1024 * 1024;
 /**
  * Blobs this small are stored uncompressed: zstd's per-call context setup cost more than the
  * few bytes it saves (measured: 1.8 s of 10 s for 200,000 files of 50-200 bytes).
@@ -72,10 +71,8 @@ export class ContentStore {
   readonly stats: StoreStats = { blobsAdded: 0, bytesAdded: 0, bytesStored: 0, packsWritten: 0, bytesParity: 0 };
   private readonly pending = new Set<string>();
   private readonly open: Record<BlobType, OpenPack> = { 0: newPack(), 1: newPack() };
-  /** index records (encodeIndexRecord) of packs written since the last index file: about 45 B per blob */
-  private readonly unindexed: Buffer[] = [];
-  private unindexedBytes = 0;
-  private indexing: Promise<void> = Promise.resolve();
+  /** index records (about 45 B per blob) of packs written since the last index file, and their writer */
+  private readonly indexWriter: IndexWriter;
   private uploads = new Set<Promise<void>>();
   private failure: unknown;
   /** removals of the temporary files of packs given up after a failure (see fail()) */
@@ -97,6 +94,12 @@ export class ContentStore {
     this.opts = opts;
     this.keys = new AsyncKeys(key.encKey, key.idKey);
     this.parity = opts.parity !== undefined ? new ParityWriter(backend, opts.parity) : undefined;
+    this.indexWriter = new IndexWriter(backend, key.encKey, {
+      onWritten: (name, bytes) => {
+        this.indexFiles.add(name);
+        this.stats.bytesStored += bytes;
+      },
+    });
   }
 
   id(data: Uint8Array): Buffer {
@@ -299,9 +302,9 @@ export class ContentStore {
     }
     const record = encodeIndexRecord({ id: name, size: p.size, entries: p.entries });
     p.entries.length = 0;
-    this.unindexed.push(record);
-    this.unindexedBytes += record.length;
-    if (this.unindexedBytes >= INDEX_FILE_BYTES) await this.writeIndex();
+    // index files go out during a backup too (every INDEX_FILE_BYTES of records), so that memory
+    // stays flat with millions of blobs and the packs of a long backup are indexed
+    await this.indexWriter.add(record);
     this.stats.packsWritten++;
     this.stats.bytesStored += p.size;
   }
@@ -315,7 +318,7 @@ export class ContentStore {
       await Promise.all(this.discards);
       throw this.failure;
     }
-    await this.writeIndex();
+    await this.indexWriter.flush();
   }
 
   /**
@@ -332,26 +335,6 @@ export class ContentStore {
       this.discards.push(discard(p));
     }
     return Promise.all(this.discards).then(() => undefined);
-  }
-
-  /**
-   * Writes the index records gathered so far as one index file. Serialised: a call waits for
-   * the one before it. Runs during a backup too (every INDEX_FILE_BYTES of records), so that
-   * memory stays flat with millions of blobs and the packs of a long backup are indexed.
-   */
-  private writeIndex(): Promise<void> {
-    const run = async (): Promise<void> => {
-      if (this.unindexed.length === 0) return;
-      const records = this.unindexed.splice(0);
-      this.unindexedBytes = 0;
-      const file = encodeIndexRecords(this.key.encKey, records);
-      const name = sha256hex(file);
-      await this.backend.put({ type: 'index', name }, file);
-      this.indexFiles.add(name);
-      this.stats.bytesStored += file.length;
-    };
-    this.indexing = this.indexing.then(run, run);
-    return this.indexing;
   }
 
   /** Reads, authenticates, decompresses and re-hashes one blob. */

@@ -30,7 +30,8 @@ import { lockTimings } from '../repository/lock.ts';
 import { HOLE_PREFIX } from '../snapshot/tree.ts';
 import { walkTree } from '../snapshot/walker.ts';
 import { parallel } from '../util/parallel.ts';
-import { EntriesByPack, EntryBits, INDEX_ENTRY_BYTES, INDEX_FILE_BYTES, INDEX_FILE_OVERHEAD, INDEX_PACK_BYTES, IndexWriter, reachPhase } from './shared.ts';
+import { EntriesByPack, EntryBits, reachPhase } from './shared.ts';
+import { INDEX_ENTRY_BYTES, INDEX_FILE_BYTES, INDEX_FILE_OVERHEAD, INDEX_PACK_BYTES, IndexWriter } from '../content/index-writer.ts';
 
 /**
  * Points at which prune can be stopped for crash tests (PAUSE_ENV, or onPhase throwing). A phase
@@ -452,7 +453,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
       if (action[pn] !== 0) continue;
       await writer.add(encodeIndexRecord({ id: index.packs[pn]!, size: index.packSizes[pn]!, entries: byPack.packEntries(pn) }));
     }
-    await writer.finish();
+    await writer.flush();
     for (const n of writer.written) newIndexFiles.add(n);
     res.bytesWritten += writer.bytesWritten;
     await reachPhase('indexed', emit, opts.onPhase);

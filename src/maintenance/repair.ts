@@ -25,7 +25,8 @@ import { HOLE_PREFIX, displayName, encodeTree, nodeNameBytes } from '../snapshot
 import type { Node } from '../snapshot/tree.ts';
 import { foldTrees } from '../snapshot/walker.ts';
 import { parallel } from '../util/parallel.ts';
-import { IndexWriter, reachPhase } from './shared.ts';
+import { reachPhase } from './shared.ts';
+import { IndexWriter } from '../content/index-writer.ts';
 
 // ---------------------------------------------------------------- repair index
 
@@ -98,7 +99,7 @@ export async function repairIndex(repo: Repository, opts: RepairIndexOptions = {
     indexFilesDeleted: 0,
   };
   const fresh = new ChunkIndex();
-  const writer = new IndexWriter(repo.backend, repo.key.encKey, dryRun);
+  const writer = new IndexWriter(repo.backend, repo.key.encKey, { dryRun });
   let done = 0;
   await parallel(packs, 2, async ({ name }) => {
     let data: Buffer;
@@ -136,7 +137,7 @@ export async function repairIndex(repo: Repository, opts: RepairIndexOptions = {
     res.blobsIndexed += entries.length;
     await writer.add(encodeIndexRecord({ id: name, size: data.length, entries }));
   });
-  await writer.finish();
+  await writer.flush();
   res.damagedPacks.sort((a, b) => (a.pack < b.pack ? -1 : 1));
   const inStorage = new Set(packs.map((p) => p.name));
   for (const [pack, blobs] of oldCount) if (!inStorage.has(pack)) res.missingPacks.push({ pack, blobs });

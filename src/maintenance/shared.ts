@@ -5,67 +5,12 @@
  * files durably before it deletes anything, so a crash at any instant leaves a valid
  * repository (see docs/design.md, "Prune" and "Repair").
  *
- * This file: what they share: an index-file writer, the phase hook used to test crash points,
- * and the per-pack view of the in-memory index.
+ * This file: what they share: the phase hook used to test crash points and the per-pack view of
+ * the in-memory index (index files are written by content/index-writer.ts).
  */
-import type { Backend } from '../storage/backend.ts';
 import type { ChunkIndex } from '../content/index-table.ts';
-import { encodeIndexRecords, sha256hex } from '../content/pack.ts';
 import type { PackEntry } from '../content/pack.ts';
-import { SEAL_OVERHEAD } from '../crypto/index.ts';
 import type { EventSink } from '../events/index.ts';
-
-/** index records gathered before one index file is written (as the content store does) */
-export const INDEX_FILE_BYTES = 4 * 1024 * 1024;
-/** bytes of an index record per pack (id, size, count) and per blob entry */
-export const INDEX_PACK_BYTES = 32 + 8;
-export const INDEX_ENTRY_BYTES = 1 + 32 + 12;
-/** sealed index file overhead: seal + magic, version, pack count */
-export const INDEX_FILE_OVERHEAD = SEAL_OVERHEAD + 9;
-
-/**
- * Writes pack records (encodeIndexRecord) as sealed index files of about INDEX_FILE_BYTES each.
- * A resolved add()/finish() means the files written so far are durable (Backend.put). In a dry
- * run nothing is stored, but names and sizes are computed the same way.
- */
-export class IndexWriter {
-  private readonly backend: Backend;
-  private readonly encKey: Buffer;
-  private readonly dryRun: boolean;
-  private records: Buffer[] = [];
-  private bytes = 0;
-  readonly written: string[] = [];
-  bytesWritten = 0;
-  packs = 0;
-
-  constructor(backend: Backend, encKey: Buffer, dryRun = false) {
-    this.backend = backend;
-    this.encKey = encKey;
-    this.dryRun = dryRun;
-  }
-
-  async add(record: Buffer): Promise<void> {
-    this.records.push(record);
-    this.bytes += record.length;
-    this.packs++;
-    if (this.bytes >= INDEX_FILE_BYTES) await this.write();
-  }
-
-  async finish(): Promise<void> {
-    await this.write();
-  }
-
-  private async write(): Promise<void> {
-    if (this.records.length === 0) return;
-    const file = encodeIndexRecords(this.encKey, this.records);
-    this.records = [];
-    this.bytes = 0;
-    const name = sha256hex(file);
-    if (!this.dryRun) await this.backend.put({ type: 'index', name }, file);
-    this.written.push(name);
-    this.bytesWritten += file.length;
-  }
-}
 
 /**
  * Environment variable naming a phase at which prune or repair stops and waits forever, after

@@ -12,7 +12,7 @@
  * symlink target and SHA-256 of every file. Repository size (allocated bytes, du -s -B1) is taken
  * after every backup. Small-files mode adds one measured first backup per file count and tool.
  *
- * Nothing here prints: progress goes to the `log` callback; results are returned and written
+ * Nothing here prints: progress goes out as typed events (src/events, `note` per step); results are returned and written
  * as results.json and results.md.
  */
 import { promises as fsp } from 'node:fs';
@@ -28,6 +28,8 @@ import { TOOLS, newContext, toolByName } from './tools.ts';
 import { ROOT } from '../../src/host/self.ts';
 import type { Tool, ToolContext } from './tools.ts';
 import { sizeOf } from '../../src/util/units.ts';
+import { nullSink, reportOp } from '../../src/events/index.ts';
+import type { EventSink } from '../../src/events/index.ts';
 
 export const OPS = ['init', 'backup-first', 'backup-nochange', 'backup-2pct', 'restore', 'check'] as const;
 export type MainOp = (typeof OPS)[number];
@@ -92,7 +94,8 @@ export interface PeersOptions {
   /** install missing peer packages with apt-get when root (default true) */
   install?: boolean;
   dataProvider?: DataProvider;
-  log?: (line: string) => void;
+  /** the run's account as typed events (see src/events) */
+  events?: EventSink;
 }
 
 export interface Row {
@@ -527,8 +530,13 @@ async function resolveTools(names: string[], install: boolean, log: (l: string) 
 }
 
 /** Run the benchmark; writes results.json and results.md into opts.out and returns the results. */
-export async function runPeers(opts: PeersOptions): Promise<Results> {
-  const log = opts.log ?? (() => {});
+export function runPeers(opts: PeersOptions): Promise<Results> {
+  const emit = opts.events ?? nullSink;
+  return reportOp(emit, 'bench-peers', { tools: opts.tools, repeat: opts.repeat }, () => runPeersOps(opts, emit));
+}
+
+async function runPeersOps(opts: PeersOptions, emit: EventSink): Promise<Results> {
+  const log = (message: string): void => emit({ type: 'note', op: 'bench-peers', message });
   const t0 = performance.now();
   const startedAt = new Date().toISOString();
   const work = path.resolve(opts.work);

@@ -86,8 +86,8 @@ async function runCmd(ctx: Context, v: Record<string, unknown>): Promise<number>
       ...(work !== undefined ? { work: path.resolve(work) } : {}),
       env,
       install: !bool(v['no-install']),
-      log: (line) => {
-        if (!quiet) process.stderr.write(`bench: ${line}\n`);
+      events: (e) => {
+        if (!quiet && e.type === 'note') process.stderr.write(`bench: ${e.subject !== undefined ? `${e.subject}: ` : ''}${e.message}\n`);
       },
     });
   } catch (err) {

@@ -95,7 +95,9 @@ try {
     repeatSmall: posInt('repeat-small', v['repeat-small']),
     env: extraEnv,
     install: !v['no-install'],
-    log: (line) => process.stderr.write(`bench:peers: ${line}\n`),
+    events: (e) => {
+      if (e.type === 'note' || e.type === 'warning') process.stderr.write(`bench:peers: ${e.message}\n`);
+    },
   });
   process.stdout.write(readFileSync(path.join(out, 'results.md'), 'utf8'));
   process.stderr.write(`bench:peers: total ${res.totalSeconds.toFixed(1)} s; results in ${path.join(out, 'results.json')} and ${path.join(out, 'results.md')}\n`);

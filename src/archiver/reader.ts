@@ -12,14 +12,13 @@
  * bounded by a byte window; files of at most SMALL bytes are read synchronously into one
  * shared scratch buffer (cheaper than four thread-pool round trips per file).
  */
-import { closeSync, constants as fsc, fstatSync, openSync, promises as fsp, readSync } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
 import type { Chunker } from '../chunker/fastcdc.ts';
 import { BLOB_DATA } from '../content/index-table.ts';
 import type { ContentStore } from '../content/store.ts';
 import { contentId } from '../crypto/index.ts';
 import { errnoCode } from '../errors/index.ts';
+import type { AsyncFile, Source } from '../source/index.ts';
 
 export interface FileStat {
   ino: number;
@@ -69,10 +68,9 @@ function storeFailure(err: unknown): never {
   throw new StoreFailure(err);
 }
 
-const OPEN_FLAGS = fsc.O_RDONLY | fsc.O_NOFOLLOW;
-
 export class FileReader {
   private readonly store: ContentStore;
+  private readonly source: Source;
   private readonly chunker: Chunker;
   private readonly idKey: Buffer;
   private readonly window: Semaphore;
@@ -81,8 +79,9 @@ export class FileReader {
   private readonly scratch = Buffer.allocUnsafeSlow(SMALL + 1);
   private readonly zero: Buffer;
 
-  constructor(store: ContentStore, chunker: Chunker, idKey: Buffer, windowBytes: number) {
+  constructor(store: ContentStore, source: Source, chunker: Chunker, idKey: Buffer, windowBytes: number) {
     this.store = store;
+    this.source = source;
     this.chunker = chunker;
     this.idKey = idKey;
     this.window = new Semaphore(windowBytes);
@@ -114,47 +113,28 @@ export class FileReader {
     return Number(s.ino) !== st.ino || s.mtimeNs.toString() !== st.mtime || s.ctimeNs.toString() !== st.ctime || Number(s.size) !== st.size;
   }
 
-  private openSync(path: Buffer): number {
-    try {
-      return openSync(path, OPEN_FLAGS | fsc.O_NOATIME);
-    } catch (err) {
-      // O_NOATIME is refused (EPERM) for files the caller does not own
-      if (errnoCode(err) !== 'EPERM') throw err;
-      return openSync(path, OPEN_FLAGS);
-    }
-  }
-
-  private async openAsync(path: Buffer): Promise<FileHandle> {
-    try {
-      return await fsp.open(path, OPEN_FLAGS | fsc.O_NOATIME);
-    } catch (err) {
-      if (errnoCode(err) !== 'EPERM') throw err;
-      return fsp.open(path, OPEN_FLAGS);
-    }
-  }
-
   /** Small file: synchronous read into the scratch buffer. Undefined when it has grown past SMALL. */
   private async readSmall(path: Buffer, st: FileStat): Promise<FileOutcome | undefined> {
-    const fd = this.openSync(path);
+    const f = this.source.openSync(path);
     let len = 0;
     let changed: boolean;
     try {
-      const s0 = fstatSync(fd, { bigint: true });
+      const s0 = f.stat();
       changed = this.changedFrom(st, s0);
       // a regular file's short read is its end: asking for one byte more than its size tells
       // whether it grew, in one read(2) for the common case
       const want = Math.min(this.scratch.length, Number(s0.size) + 1);
       for (;;) {
-        const n = readSync(fd, this.scratch, len, (len < want ? want : this.scratch.length) - len, null);
+        const n = f.read(this.scratch, len, (len < want ? want : this.scratch.length) - len);
         if (n === 0) break;
         len += n;
         if (len < want) break;
         if (len === this.scratch.length) return undefined; // grew: read it as a large file
       }
-      const s1 = fstatSync(fd, { bigint: true });
+      const s1 = f.stat();
       if (s1.mtimeNs !== s0.mtimeNs || s1.ctimeNs !== s0.ctimeNs || s1.size !== s0.size || BigInt(len) !== s1.size) changed = true;
     } finally {
-      closeSync(fd);
+      f.close();
     }
     if (len === 0) return { ok: true, content: [], bytes: 0, changed };
     if (this.isZero(this.scratch, 0, len)) return { ok: true, content: [`0:${len}`], bytes: len, changed };
@@ -168,11 +148,11 @@ export class FileReader {
     await this.lanes.acquire(1);
     const max = this.chunker.params.max;
     const buf = this.buffers.pop() ?? Buffer.allocUnsafeSlow(2 * max);
-    let fh: FileHandle | undefined;
+    let fh: AsyncFile | undefined;
     const stores: Promise<void>[] = [];
     try {
-      fh = await this.openAsync(path);
-      const s0 = await fh.stat({ bigint: true });
+      fh = await this.source.open(path);
+      const s0 = await fh.stat();
       let changed = this.changedFrom(st, s0);
       const content: string[] = [];
       let total = 0;
@@ -180,7 +160,7 @@ export class FileReader {
       let eof = false;
       while (!eof || fill > 0) {
         while (!eof && fill < buf.length) {
-          const { bytesRead } = await fh.read(buf, fill, buf.length - fill, null);
+          const bytesRead = await fh.read(buf, fill, buf.length - fill);
           if (bytesRead === 0) eof = true;
           fill += bytesRead;
         }
@@ -206,7 +186,7 @@ export class FileReader {
         buf.copyWithin(0, pos, fill);
         fill -= pos;
       }
-      const s1 = await fh.stat({ bigint: true });
+      const s1 = await fh.stat();
       if (s1.mtimeNs !== s0.mtimeNs || s1.ctimeNs !== s0.ctimeNs || s1.size !== s0.size || BigInt(total) !== s1.size) changed = true;
       await Promise.all(stores);
       return { ok: true, content, bytes: total, changed };

@@ -17,7 +17,7 @@
  */
 import { MeshbackError, errMessage } from '../errors/index.ts';
 import type { EventSink } from '../events/index.ts';
-import { nullSink } from '../events/index.ts';
+import { nullSink, reportOp } from '../events/index.ts';
 import { decodePackHeader, sha256hex } from '../content/pack.ts';
 import { parityFileState, rebuildFromParity } from '../content/parity.ts';
 import type { Repository } from '../repository/index.ts';
@@ -63,7 +63,12 @@ export interface CheckResult {
   affected: Affected[];
 }
 
-export async function check(repo: Repository, opts: CheckOptions = {}): Promise<CheckResult> {
+/** check, between its op-start and summary events. */
+export function check(repo: Repository, opts: CheckOptions = {}): Promise<CheckResult> {
+  return reportOp(opts.events ?? nullSink, 'check', { readData: opts.readData === true }, () => runCheck(repo, opts));
+}
+
+async function runCheck(repo: Repository, opts: CheckOptions = {}): Promise<CheckResult> {
   const emit = opts.events ?? nullSink;
   const findings: Finding[] = [];
   const res: CheckResult = { ok: true, snapshots: 0, trees: 0, packs: 0, packsRead: 0, bytesRead: 0, blobsChecked: 0, findings, unindexedPacks: [], damagedPacks: [], repairablePacks: [], parityProblems: [], affected: [] };

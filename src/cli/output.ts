@@ -58,6 +58,14 @@ export function createOutput(opts: { json: boolean; quiet: boolean; tty?: boolea
     return `${e.op} ${pct}${files}, ${fmtBytes(e.bytes)}${total}, ${fmtBytes(rate)}/s, ${fmtDuration(el)}${eta}`;
   };
   const sink: EventSink = (e) => {
+    // an operation's start and summary are the command's own business: it prints its result
+    if (e.type === 'op-start' || e.type === 'summary' || e.type === 'phase') return;
+    if (e.type === 'note') {
+      // the lab's running account: stderr, so that --json output and reports on stdout stay clean
+      clearLine();
+      process.stderr.write(`${e.message}\n`);
+      return;
+    }
     if (opts.json) {
       if (e.type === 'progress') {
         const now = performance.now();

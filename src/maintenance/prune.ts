@@ -24,7 +24,7 @@ import { HEADER_ENTRY_LEN, encodeIndexRecord } from '../content/pack.ts';
 import { SEAL_OVERHEAD } from '../crypto/index.ts';
 import { IntegrityError, MeshbackError, NotFoundError, UsageError, errMessage } from '../errors/index.ts';
 import type { EventSink } from '../events/index.ts';
-import { nullSink } from '../events/index.ts';
+import { nullSink, reportOp } from '../events/index.ts';
 import type { Repository } from '../repository/index.ts';
 import { lockTimings } from '../repository/lock.ts';
 import { HOLE_PREFIX } from '../snapshot/tree.ts';
@@ -125,7 +125,12 @@ function compactSize(bytes: number, count: number): number {
   return bytes + SEAL_OVERHEAD + count * HEADER_ENTRY_LEN + 4;
 }
 
-export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<PruneResult> {
+/** prune, between its op-start and summary events. */
+export function prune(repo: Repository, opts: PruneOptions = {}): Promise<PruneResult> {
+  return reportOp(opts.events ?? nullSink, 'prune', undefined, () => runPrune(repo, opts));
+}
+
+async function runPrune(repo: Repository, opts: PruneOptions = {}): Promise<PruneResult> {
   const emit = opts.events ?? nullSink;
   const pct = opts.maxUnusedPercent ?? DEFAULT_MAX_UNUSED_PERCENT;
   if (Number.isNaN(pct) || pct < 0) throw new UsageError(`max unused ${pct}% is not a valid percentage: give 0 to 100`);

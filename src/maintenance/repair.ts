@@ -18,7 +18,7 @@ import { decodePackHeader, encodeIndexRecord, sha256hex } from '../content/pack.
 import type { PackEntry } from '../content/pack.ts';
 import { IntegrityError, MeshbackError, NotFoundError, UsageError, errMessage } from '../errors/index.ts';
 import type { EventSink } from '../events/index.ts';
-import { nullSink } from '../events/index.ts';
+import { nullSink, reportOp } from '../events/index.ts';
 import type { Repository } from '../repository/index.ts';
 import type { Snapshot } from '../snapshot/manifest.ts';
 import { HOLE_PREFIX, displayName, encodeTree, nodeNameBytes } from '../snapshot/tree.ts';
@@ -69,7 +69,12 @@ export interface RepairIndexResult {
 }
 
 /** Rebuilds the index from the pack files. The repository's loaded index is used only to report losses. */
-export async function repairIndex(repo: Repository, opts: RepairIndexOptions = {}): Promise<RepairIndexResult> {
+/** repairIndex, between its op-start and summary events. */
+export function repairIndex(repo: Repository, opts: RepairIndexOptions = {}): Promise<RepairIndexResult> {
+  return reportOp(opts.events ?? nullSink, 'repair', { what: 'index' }, () => runRepairIndex(repo, opts));
+}
+
+async function runRepairIndex(repo: Repository, opts: RepairIndexOptions = {}): Promise<RepairIndexResult> {
   const emit = opts.events ?? nullSink;
   const dryRun = opts.dryRun === true;
   const old = repo.store.index;
@@ -222,7 +227,12 @@ const GOOD = 1;
 const LOST = 2;
 
 /** Rewrites snapshots without the files and directories whose data is lost. */
-export async function repairSnapshots(repo: Repository, opts: RepairSnapshotsOptions = {}): Promise<RepairSnapshotsResult> {
+/** repairSnapshots, between its op-start and summary events. */
+export function repairSnapshots(repo: Repository, opts: RepairSnapshotsOptions = {}): Promise<RepairSnapshotsResult> {
+  return reportOp(opts.events ?? nullSink, 'repair', { what: 'snapshots' }, () => runRepairSnapshots(repo, opts));
+}
+
+async function runRepairSnapshots(repo: Repository, opts: RepairSnapshotsOptions = {}): Promise<RepairSnapshotsResult> {
   const emit = opts.events ?? nullSink;
   const dryRun = opts.dryRun === true;
   const readData = opts.readData === true;

@@ -22,7 +22,7 @@
 import { idEquals } from '../crypto/index.ts';
 import { IntegrityError, MeshbackError } from '../errors/index.ts';
 import type { EventSink } from '../events/index.ts';
-import { nullSink } from '../events/index.ts';
+import { nullSink, reportOp } from '../events/index.ts';
 import type { Repository } from '../repository/index.ts';
 import type { SnapshotRef } from '../snapshot/manifest.ts';
 import { HOLE_PREFIX, displayName } from '../snapshot/tree.ts';
@@ -115,7 +115,12 @@ const RANGE_MAX = 16 * 1024 * 1024;
 /** blobs up to this size decode on the calling thread without taking a decode slot */
 const SMALL_BLOB = 64 * 1024;
 
-export async function restore(repo: RestoreRepo, opts: RestoreOptions): Promise<RestoreResult> {
+/** restore, between its op-start and summary events. */
+export function restore(repo: RestoreRepo, opts: RestoreOptions): Promise<RestoreResult> {
+  return reportOp(opts.events ?? nullSink, 'restore', { snapshot: opts.snapshot, target: typeof opts.target === 'string' ? opts.target : opts.target.location, includes: opts.includes ?? [], verify: opts.verify === true }, () => runRestore(repo, opts));
+}
+
+async function runRestore(repo: RestoreRepo, opts: RestoreOptions): Promise<RestoreResult> {
   const t0 = performance.now();
   const emit = opts.events ?? nullSink;
   const ref = await repo.findSnapshot(opts.snapshot);

@@ -15,7 +15,8 @@
  * devices), makes its cells 'skipped' with the reason. results.json is rewritten (atomically)
  * after every repeat, so a crash keeps what was measured; at the end the report is rendered.
  *
- * Nothing here prints: progress goes to the `log` callback.
+ * Nothing here prints: the run reports through typed events (src/events: op-start, phase, note
+ * per step and repeat, warning, summary) that the CLI renders.
  */
 import { promises as fsp, rmSync } from 'node:fs';
 import * as os from 'node:os';
@@ -49,6 +50,8 @@ import type {
 } from './types.ts';
 import { btrfsSupport, createVolume, unmountAllSync } from '../../../src/volumes/index.ts';
 import { killWriters } from './workload.ts';
+import { nullSink, reportOp } from '../../../src/events/index.ts';
+import type { EventSink } from '../../../src/events/index.ts';
 
 export const DEFAULT_TOOLS = ['meshback', 'restic', 'borg', 'rsync', 'tar'] as const;
 export const DEFAULT_SNAPSHOT_TOOLS = ['meshback', 'restic'] as const;
@@ -81,7 +84,8 @@ export interface BenchOptions {
   /** apt-get install missing peers and btrfs-progs when root (default true) */
   install?: boolean;
   meshbackVersion?: string;
-  log?: (line: string) => void;
+  /** the run's account as typed events (see src/events) */
+  events?: EventSink;
   /** the scenarios to draw from (default the registry) */
   registry?: readonly Scenario[];
 }
@@ -249,7 +253,7 @@ interface Resolved {
   entry: ToolEntry;
 }
 
-async function resolveTools(names: string[], install: boolean, log: (l: string) => void): Promise<Resolved[]> {
+async function resolveTools(names: string[], install: boolean, log: (l: string, subject?: string) => void): Promise<Resolved[]> {
   const tools = names.map((n) => toolByName(n)!);
   const missing: Tool[] = [];
   for (const t of tools) if (!(await t.available())) missing.push(t);
@@ -257,7 +261,7 @@ async function resolveTools(names: string[], install: boolean, log: (l: string) 
   let installErr: string | undefined;
   if (packages.length > 0) {
     if (install) {
-      log(`installing missing Debian packages: ${packages.join(' ')}`);
+      log(`installing missing Debian packages: ${packages.join(' ')}`, 'install');
       installErr = await aptInstall(packages);
     } else installErr = 'installation is off (--no-install)';
   }
@@ -289,8 +293,13 @@ interface Plan {
   scenario: Scenario;
 }
 
-export async function runBench(o: BenchOptions): Promise<BenchResults> {
-  const log = o.log ?? (() => {});
+export function runBench(o: BenchOptions): Promise<BenchResults> {
+  const emit = o.events ?? nullSink;
+  return reportOp(emit, 'bench', { tools: o.tools, scenarios: o.scenarios, strategies: o.strategies, sizeBytes: o.sizeBytes, repeat: o.repeat }, () => runBenchOps(o, emit));
+}
+
+async function runBenchOps(o: BenchOptions, emit: EventSink): Promise<BenchResults> {
+  const log = (message: string, subject?: string): void => emit({ type: 'note', op: 'bench', ...(subject !== undefined ? { subject } : {}), message });
   const registry = o.registry ?? SCENARIOS;
   const bad = validateNames({ tools: o.tools, scenarios: o.scenarios, strategies: o.strategies, snapshotTools: o.snapshotTools }, registry);
   if (bad !== undefined) throw new Error(bad);
@@ -390,9 +399,9 @@ export async function runBench(o: BenchOptions): Promise<BenchResults> {
         for (const p of cells) {
           done++;
           const tag = `[${done}/${total}] ${scenario.id} ${p.cell.tool}/${p.strategy} repeat ${rep}`;
-          const rr = await runRepeat(p, { rep, seed, dataset, work: path.join(work, 'run'), env, sizeBytes: o.sizeBytes, install, log: (l) => log(`${tag}: ${l}`) });
+          const rr = await runRepeat(p, { rep, seed, dataset, work: path.join(work, 'run'), env, sizeBytes: o.sizeBytes, install, log: (l) => log(l, tag) });
           p.cell.repeats.push(rr);
-          log(`${tag}: ${rr.status}${rr.reason !== undefined ? `: ${rr.reason}` : ''}${rr.rtoSeconds !== undefined ? `; RTO ${rr.rtoSeconds.toFixed(2)} s` : ''}${rr.rpo !== undefined ? `; RPO ${rr.rpo.seconds.toFixed(2)} s, ${rr.rpo.writesLost} writes lost` : ''}${rr.app !== undefined ? `; service ${rr.app.healthy ? 'healthy' : 'NOT healthy'} after recovery` : ''}`);
+          log(`${rr.status}${rr.reason !== undefined ? `: ${rr.reason}` : ''}${rr.rtoSeconds !== undefined ? `; RTO ${rr.rtoSeconds.toFixed(2)} s` : ''}${rr.rpo !== undefined ? `; RPO ${rr.rpo.seconds.toFixed(2)} s, ${rr.rpo.writesLost} writes lost` : ''}${rr.app !== undefined ? `; service ${rr.app.healthy ? 'healthy' : 'NOT healthy'} after recovery` : ''}`, tag);
           await save();
         }
         await fsp.rm(dataset, { recursive: true, force: true });

@@ -1,26 +1,25 @@
 /**
  * forget: removes snapshots, either those a retention policy lets go (per group of host and
  * paths by default) or those named by id. Only snapshot files are deleted; the data they used
- * stays in the repository until it is pruned. The policy itself is src/snapshot/retention.ts.
+ * stays in the repository until it is pruned. The operation is src/maintenance/forget.ts, the
+ * policy src/snapshot/retention.ts; this file parses the flags and prints the decisions.
  */
 import * as path from 'node:path';
 import { UsageError } from '../../errors/index.ts';
 import { prune } from '../../maintenance/prune.ts';
 import type { PruneResult } from '../../maintenance/prune.ts';
 import type { SnapshotRef } from '../../snapshot/manifest.ts';
-import { DEFAULT_GROUP_BY, applyPolicy, parseGroupBy } from '../../snapshot/retention.ts';
+import { parseGroupBy } from '../../snapshot/retention.ts';
+import { checkForgetOptions, forget } from '../../maintenance/forget.ts';
+import type { ForgetOptions } from '../../maintenance/forget.ts';
 import { parseDuration } from '../../util/units.ts';
-import type { Decision, GroupKey, GroupResult, RetentionPolicy } from '../../snapshot/retention.ts';
-import { parallel } from '../../util/parallel.ts';
+import type { Decision, GroupKey, RetentionPolicy } from '../../snapshot/retention.ts';
 import type { Command } from '../command.ts';
 import { bool, str, strs } from '../command.ts';
 import type { Context } from '../context.ts';
 import { openRepo } from '../context.ts';
 import { EXIT } from '../exit.ts';
 import { reportPrune } from './prune.ts';
-
-/** The reason given for a snapshot named on the command line. */
-const BY_ID_REASON = 'given by id';
 
 const COUNT_FLAGS = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const;
 
@@ -36,7 +35,7 @@ function checkTags(flag: string, tags: string[]): void {
 }
 
 /** Builds the policy from the --keep-* flags (undefined when none is given). */
-function policyFrom(v: Record<string, unknown>): RetentionPolicy | undefined {
+function policyFrom(v: Record<string, unknown>, warnings: string[]): RetentionPolicy | undefined {
   const p: RetentionPolicy = {};
   let any = false;
   for (const f of COUNT_FLAGS) {
@@ -50,6 +49,8 @@ function policyFrom(v: Record<string, unknown>): RetentionPolicy | undefined {
   if (within !== undefined) {
     p.within = parseDuration(within, '--keep-within');
     p.withinLabel = within;
+    // restic reads m as months here: say what meshback reads
+    if (/\d(\.\d+)?m(?![a-z])/.test(within)) warnings.push(`--keep-within ${within}: m is minutes (${Math.round(p.within / 60_000)} min in all); write mo for months (e.g. 6mo)`);
     any = true;
   }
   const tags = strs(v['keep-tag']);
@@ -143,55 +144,33 @@ export const forgetCommand: Command = {
   },
   async run(ctx, v, positionals) {
     const dryRun = bool(v['dry-run']);
-    const policy = policyFrom(v);
-    const hosts = strs(v['host']);
-    const paths = strs(v['path']).map((p) => path.resolve(p));
+    const warnings: string[] = [];
+    const policy = policyFrom(v, warnings);
+    for (const w of warnings) ctx.out.warn(w);
     const tags = strs(v['tag']);
     checkTags('--tag', tags);
     const groupByText = str(v['group-by']);
-    const groupBy = groupByText !== undefined ? parseGroupBy(groupByText) : [...DEFAULT_GROUP_BY];
-    if (positionals.length > 0) {
-      if (policy !== undefined) throw new UsageError('forget takes either snapshot ids or --keep-* rules, not both: run it twice');
-      if (hosts.length > 0 || paths.length > 0 || tags.length > 0 || groupByText !== undefined) throw new UsageError('--host, --path, --tag and --group-by select snapshots for a --keep-* policy; with snapshot ids they are not used: leave them out');
-    } else if (policy === undefined) {
-      throw new UsageError('no keep rule given: pass at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly, --keep-within, --keep-tag, or the ids of the snapshots to forget');
-    }
     const withPrune = bool(v['prune']);
+    const opts: ForgetOptions = {
+      ids: positionals,
+      ...(policy !== undefined ? { policy } : {}),
+      ...(groupByText !== undefined ? { groupBy: parseGroupBy(groupByText) } : {}),
+      hosts: strs(v['host']),
+      paths: strs(v['path']).map((p) => path.resolve(p)),
+      tags,
+      dryRun,
+      events: ctx.out.sink,
+    };
+    checkForgetOptions(opts); // before the repository is opened
 
     // deleting snapshots (and pruning) takes the exclusive lock; a dry run only reads
     const repo = await openRepo(ctx, { lock: dryRun ? 'shared' : 'exclusive', command: withPrune ? 'forget --prune' : 'forget', loadIndex: withPrune && !dryRun });
-    let groups: { key?: GroupKey; keep: Row[]; remove: Row[] }[];
-    if (positionals.length > 0) {
-      // resolve every id before removing anything: one unknown id changes nothing
-      const all = await repo.listSnapshots();
-      const found = new Map<string, SnapshotRef>();
-      for (const ref of positionals) {
-        const s = await repo.findSnapshot(ref, undefined, all);
-        found.set(s.id, s);
-      }
-      const remove = all.filter((s) => found.has(s.id)).reverse().map((item) => row({ item, reasons: [BY_ID_REASON] }));
-      groups = [{ keep: [], remove }];
-    } else {
-      const all = (await repo.listSnapshots()).filter(
-        (s) => (hosts.length === 0 || hosts.includes(s.snapshot.host)) && paths.every((p) => s.snapshot.paths.includes(p)) && tags.every((t) => s.snapshot.tags.includes(t)),
-      );
-      const res: GroupResult<SnapshotRef>[] = applyPolicy(all, policy!, groupBy);
-      groups = res.map((g) => ({ key: g.key, keep: g.keep.map(row), remove: g.remove.map(row) }));
-      if (all.length === 0) ctx.out.info('no snapshot matches: nothing to do');
-    }
-
+    const r = await forget(repo, opts);
+    if (r.mode === 'policy' && r.matched === 0) ctx.out.info('no snapshot matches: nothing to do');
+    const groups = r.groups.map((g) => ({ ...(g.key !== undefined ? { key: g.key } : {}), keep: g.keep.map(row), remove: g.remove.map(row) }));
     for (const g of groups) printGroup(ctx, g.key, g.keep, g.remove, dryRun);
-    const toRemove = groups.flatMap((g) => g.remove.map((r) => r.id));
-    const kept = groups.reduce((n, g) => n + g.keep.length, 0);
-    let removed = 0;
-    if (!dryRun) {
-      await parallel(toRemove, 8, async (id) => {
-        await repo.removeSnapshot(id);
-        removed++;
-      });
-    }
-    if (dryRun) ctx.out.result(`dry run: would remove ${toRemove.length} snapshot(s) and keep ${kept}; nothing was removed`);
-    else ctx.out.result(`removed ${removed} snapshot(s), kept ${kept}${removed > 0 && !withPrune ? '; the data only they used stays in the repository until it is pruned' : ''}`);
+    if (dryRun) ctx.out.result(`dry run: would remove ${r.wouldRemove} snapshot(s) and keep ${r.kept}; nothing was removed`);
+    else ctx.out.result(`removed ${r.removed} snapshot(s), kept ${r.kept}${r.removed > 0 && !withPrune ? '; the data only they used stays in the repository until it is pruned' : ''}`);
     let pruned: PruneResult | undefined;
     if (withPrune && dryRun) ctx.out.info('--prune: prune runs after a real forget (its effect is not estimated in a dry run)');
     else if (withPrune) {
@@ -202,12 +181,12 @@ export const forgetCommand: Command = {
     ctx.out.jsonOut({
       message_type: 'summary',
       dry_run: dryRun,
-      mode: positionals.length > 0 ? 'ids' : 'policy',
-      ...(policy !== undefined ? { policy: policyJson(policy), group_by: groupBy } : {}),
+      mode: r.mode,
+      ...(policy !== undefined ? { policy: policyJson(policy), group_by: r.groupBy } : {}),
       groups: groups.map((g) => ({ key: g.key ?? {}, keep: g.keep, remove: g.remove })),
-      kept,
-      removed: dryRun ? 0 : removed,
-      would_remove: dryRun ? toRemove.length : 0,
+      kept: r.kept,
+      removed: r.removed,
+      would_remove: r.wouldRemove,
       pruned: pruned !== undefined,
       ...(pruned !== undefined ? { prune: pruned } : {}),
     });

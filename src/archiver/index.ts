@@ -25,6 +25,9 @@ import type { FileOutcome } from './reader.ts';
 import { localSource } from '../source/index.ts';
 import type { Source } from '../source/index.ts';
 
+/** What a backup uses of a repository: snapshots to find its parent and save itself, trees, the content store it adds chunks to, the id key for small files. */
+export type BackupRepo = Pick<Repository, 'chunker' | 'findSnapshot' | 'loadTree' | 'saveTree' | 'saveSnapshot' | 'store' | 'key'>;
+
 export interface BackupOptions {
   paths: string[];
   tags?: string[];
@@ -50,11 +53,11 @@ const MAX_INFLIGHT_FILES = 512;
 const MAX_INFLIGHT_BYTES = 256 * 1024 * 1024;
 
 /** backup, between its op-start and summary events. */
-export function backup(repo: Repository, opts: BackupOptions): Promise<BackupResult> {
+export function backup(repo: BackupRepo, opts: BackupOptions): Promise<BackupResult> {
   return reportOp(opts.events ?? nullSink, 'backup', { paths: opts.paths }, () => runBackup(repo, opts));
 }
 
-async function runBackup(repo: Repository, opts: BackupOptions): Promise<BackupResult> {
+async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupResult> {
   const started = new Date();
   const t0 = performance.now();
   const emit = opts.events ?? nullSink;

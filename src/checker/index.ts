@@ -25,6 +25,9 @@ import { HOLE_PREFIX } from '../snapshot/tree.ts';
 import { childPath, displayPath, walkTree } from '../snapshot/walker.ts';
 import { parallel } from '../util/parallel.ts';
 
+/** What a check uses of a repository: it reads every file kind directly (packs, indexes, parity) to judge them, so the backend, config, key and content store, plus snapshots and trees. */
+export type CheckRepo = Pick<Repository, 'backend' | 'config' | 'key' | 'store' | 'loadSnapshot' | 'loadTree'>;
+
 export interface CheckOptions {
   readData?: boolean;
   events?: EventSink;
@@ -64,11 +67,11 @@ export interface CheckResult {
 }
 
 /** check, between its op-start and summary events. */
-export function check(repo: Repository, opts: CheckOptions = {}): Promise<CheckResult> {
+export function check(repo: CheckRepo, opts: CheckOptions = {}): Promise<CheckResult> {
   return reportOp(opts.events ?? nullSink, 'check', { readData: opts.readData === true }, () => runCheck(repo, opts));
 }
 
-async function runCheck(repo: Repository, opts: CheckOptions = {}): Promise<CheckResult> {
+async function runCheck(repo: CheckRepo, opts: CheckOptions = {}): Promise<CheckResult> {
   const emit = opts.events ?? nullSink;
   const findings: Finding[] = [];
   const res: CheckResult = { ok: true, snapshots: 0, trees: 0, packs: 0, packsRead: 0, bytesRead: 0, blobsChecked: 0, findings, unindexedPacks: [], damagedPacks: [], repairablePacks: [], parityProblems: [], affected: [] };

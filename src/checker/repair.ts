@@ -20,6 +20,9 @@ import { schemeString } from '../parity/index.ts';
 import type { Repository } from '../repository/index.ts';
 import { parallel } from '../util/parallel.ts';
 
+/** What repair packs uses of a repository: the pack and parity files (backend), the parity scheme (config), the index. */
+export type RepairPacksRepo = Pick<Repository, 'backend' | 'config' | 'store'>;
+
 export interface RepairPacksOptions {
   /** pack names or unique prefixes; all packs (indexed or in storage) when empty */
   packs?: string[];
@@ -59,7 +62,7 @@ export interface RepairPacksResult {
   orphanParity: string[];
 }
 
-export async function repairPacks(repo: Repository, opts: RepairPacksOptions = {}): Promise<RepairPacksResult> {
+export async function repairPacks(repo: RepairPacksRepo, opts: RepairPacksOptions = {}): Promise<RepairPacksResult> {
   const emit = opts.events ?? nullSink;
   const dryRun = opts.dryRun === true;
   const scheme = repo.config.parity;

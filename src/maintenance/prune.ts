@@ -33,6 +33,9 @@ import { parallel } from '../util/parallel.ts';
 import { EntriesByPack, EntryBits, reachPhase } from './shared.ts';
 import { INDEX_ENTRY_BYTES, INDEX_FILE_BYTES, INDEX_FILE_OVERHEAD, INDEX_PACK_BYTES, IndexWriter } from '../content/index-writer.ts';
 
+/** What prune uses of a repository: it rewrites and deletes packs and index files itself, so the backend, config, key and content store, plus snapshots and trees to mark what is used. */
+export type PruneRepo = Pick<Repository, 'backend' | 'config' | 'key' | 'store' | 'loadSnapshot' | 'loadTree'>;
+
 /**
  * Points at which prune can be stopped for crash tests (PAUSE_ENV, or onPhase throwing). A phase
  * is reached only when its step has work: no repack means no 'repacking'/'repacked', and so on.
@@ -126,11 +129,11 @@ function compactSize(bytes: number, count: number): number {
 }
 
 /** prune, between its op-start and summary events. */
-export function prune(repo: Repository, opts: PruneOptions = {}): Promise<PruneResult> {
+export function prune(repo: PruneRepo, opts: PruneOptions = {}): Promise<PruneResult> {
   return reportOp(opts.events ?? nullSink, 'prune', undefined, () => runPrune(repo, opts));
 }
 
-async function runPrune(repo: Repository, opts: PruneOptions = {}): Promise<PruneResult> {
+async function runPrune(repo: PruneRepo, opts: PruneOptions = {}): Promise<PruneResult> {
   const emit = opts.events ?? nullSink;
   const pct = opts.maxUnusedPercent ?? DEFAULT_MAX_UNUSED_PERCENT;
   if (Number.isNaN(pct) || pct < 0) throw new UsageError(`max unused ${pct}% is not a valid percentage: give 0 to 100`);
@@ -488,7 +491,7 @@ async function runPrune(repo: Repository, opts: PruneOptions = {}): Promise<Prun
 }
 
 /** Deletes files: the first alone (then `afterFirst`), the rest 4 at a time. */
-async function deleteAll(repo: Repository, type: 'index' | 'pack', names: readonly string[], emit: EventSink, what: string, afterFirst: () => Promise<void>): Promise<void> {
+async function deleteAll(repo: PruneRepo, type: 'index' | 'pack', names: readonly string[], emit: EventSink, what: string, afterFirst: () => Promise<void>): Promise<void> {
   if (names.length === 0) return;
   await repo.backend.delete({ type, name: names[0]! });
   await afterFirst();
@@ -503,7 +506,7 @@ async function deleteAll(repo: Repository, type: 'index' | 'pack', names: readon
 }
 
 /** Deletes parity files whose pack is not in storage; returns how many. */
-async function deleteOrphanParity(repo: Repository): Promise<number> {
+async function deleteOrphanParity(repo: PruneRepo): Promise<number> {
   const packs = new Set<string>();
   for await (const f of repo.backend.list('pack')) packs.add(f.name);
   const orphans: string[] = [];

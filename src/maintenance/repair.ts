@@ -28,6 +28,9 @@ import { parallel } from '../util/parallel.ts';
 import { reachPhase } from './shared.ts';
 import { IndexWriter } from '../content/index-writer.ts';
 
+/** What repair uses of a repository: pack headers and index files through the backend and key, the content store, and snapshots and trees to rewrite. */
+export type RepairRepo = Pick<Repository, 'backend' | 'key' | 'store' | 'loadSnapshot' | 'loadTree' | 'saveTree' | 'saveSnapshot' | 'removeSnapshot' | 'listSnapshots'>;
+
 // ---------------------------------------------------------------- repair index
 
 export const REPAIR_INDEX_PHASES = ['repair-index-indexed', 'repair-index-deleting', 'repair-index-done'] as const;
@@ -70,11 +73,11 @@ export interface RepairIndexResult {
 
 /** Rebuilds the index from the pack files. The repository's loaded index is used only to report losses. */
 /** repairIndex, between its op-start and summary events. */
-export function repairIndex(repo: Repository, opts: RepairIndexOptions = {}): Promise<RepairIndexResult> {
+export function repairIndex(repo: RepairRepo, opts: RepairIndexOptions = {}): Promise<RepairIndexResult> {
   return reportOp(opts.events ?? nullSink, 'repair', { what: 'index' }, () => runRepairIndex(repo, opts));
 }
 
-async function runRepairIndex(repo: Repository, opts: RepairIndexOptions = {}): Promise<RepairIndexResult> {
+async function runRepairIndex(repo: RepairRepo, opts: RepairIndexOptions = {}): Promise<RepairIndexResult> {
   const emit = opts.events ?? nullSink;
   const dryRun = opts.dryRun === true;
   const old = repo.store.index;
@@ -228,11 +231,11 @@ const LOST = 2;
 
 /** Rewrites snapshots without the files and directories whose data is lost. */
 /** repairSnapshots, between its op-start and summary events. */
-export function repairSnapshots(repo: Repository, opts: RepairSnapshotsOptions = {}): Promise<RepairSnapshotsResult> {
+export function repairSnapshots(repo: RepairRepo, opts: RepairSnapshotsOptions = {}): Promise<RepairSnapshotsResult> {
   return reportOp(opts.events ?? nullSink, 'repair', { what: 'snapshots' }, () => runRepairSnapshots(repo, opts));
 }
 
-async function runRepairSnapshots(repo: Repository, opts: RepairSnapshotsOptions = {}): Promise<RepairSnapshotsResult> {
+async function runRepairSnapshots(repo: RepairRepo, opts: RepairSnapshotsOptions = {}): Promise<RepairSnapshotsResult> {
   const emit = opts.events ?? nullSink;
   const dryRun = opts.dryRun === true;
   const readData = opts.readData === true;
@@ -457,7 +460,7 @@ async function runRepairSnapshots(repo: Repository, opts: RepairSnapshotsOptions
  * Reads those packs (whole: the same test as repair index, so a pack it would leave out does not
  * stop the repair) and refuses if one holds a missing blob.
  */
-async function refuseIfIndexable(repo: Repository, stored: Map<string, number>, missing: Set<string>): Promise<void> {
+async function refuseIfIndexable(repo: RepairRepo, stored: Map<string, number>, missing: Set<string>): Promise<void> {
   const unindexed = [...stored.keys()].filter((n) => !repo.store.index.hasPack(n));
   let found: { pack: string; blob: string } | undefined;
   await parallel(unindexed, 2, async (name) => {

@@ -1,5 +1,5 @@
 /**
- * `meshback bench run|report`: the fault-tolerance benchmark (engine: src/bench/fault/).
+ * `meshback bench run|report`: the fault-tolerance benchmark (engine: lab/bench/fault/).
  */
 import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';

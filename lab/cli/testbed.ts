@@ -1,6 +1,6 @@
 /**
  * meshback testbed up|down|status|load|fault|verify|consistency: the service-mesh testbed of
- * src/testbed/ from the command line. Every subcommand finds the testbed by --dir (default
+ * lab/testbed/ from the command line. Every subcommand finds the testbed by --dir (default
  * ./meshback-testbed), so each can run from another process than the one that made it.
  */
 import * as path from 'node:path';

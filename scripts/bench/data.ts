@@ -1,5 +1,5 @@
 /**
- * Benchmark datasets (npm run bench:data -- ...). See src/testing/bench-data.ts.
+ * Benchmark datasets (npm run bench:data -- ...). See lab/gen/bench-data.ts.
  *
  *   bin/node scripts/bench/data.ts generate --size 2GiB --seed 1 --out DIR [--no-postgres] [--json]
  *   bin/node scripts/bench/data.ts mutate --percent 2 --seed 2 DIR [--json]

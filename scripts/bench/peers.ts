@@ -5,7 +5,7 @@
  *     [--repeat-small 1] [--env KEY=VALUE]... [--no-install] [--no-postgres]
  * Progress goes to stderr; the Markdown report to stdout; results.json and results.md to --out.
  * Exit 0: every step succeeded; 1: some step failed (recorded in the results); 2: bad command line.
- * The engine is src/bench/peers.ts.
+ * The engine is lab/bench/peers.ts.
  */
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';

@@ -1,7 +1,7 @@
 /**
  * A small stand-in for the fault benchmark's runner, for the scenario tests: a 'dir' volume, a
  * loop-mounted btrfs volume, and a ScenarioContext whose backup/restore/check call the real tool
- * adapters of src/bench/tools.ts and turn their measurements into StepResults.
+ * adapters of lab/bench/tools.ts and turn their measurements into StepResults.
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';

@@ -1,5 +1,5 @@
 /**
- * The Backend contract (see src/blob/backend.ts), run against every implementation, plus the
+ * The Backend contract (see src/storage/backend.ts), run against every implementation, plus the
  * layout and crash-safety details specific to the local backend.
  */
 import { describe, it, before, after } from 'node:test';

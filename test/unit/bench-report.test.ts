@@ -1,5 +1,5 @@
 /**
- * The fault-tolerance benchmark's report (src/bench/fault/report): the Pareto front on hand
+ * The fault-tolerance benchmark's report (lab/bench/fault/report): the Pareto front on hand
  * examples, the categorisation on a hand-made result, and the rendering of the fixture
  * (test/fixtures/bench-results-256MiB.json, made by test/fixtures/make-bench-results.ts) to
  * Markdown and to a self-contained, well-formed HTML page that escapes what tools print.

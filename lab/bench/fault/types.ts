@@ -20,7 +20,7 @@ export const RESULTS_SCHEMA = 'meshback-bench-results';
 export const RESULTS_VERSION = 1;
 
 /**
- * The file-level scenarios, then the application-level ones (app-*: the testbed of src/testbed,
+ * The file-level scenarios, then the application-level ones (app-*: the testbed of lab/testbed,
  * a service mesh with PostgreSQL and Redis, recovered with the tool and verified as a service).
  */
 export const SCENARIO_IDS = ['container-crash', 'node-outage', 'volume-corruption', 'repo-corruption', 'disk-full', 'app-container-crash', 'app-node-outage'] as const;

@@ -1,6 +1,6 @@
 /**
  * bench/fault/writer: the workload process (see workload.ts for what it writes and the journal).
- *   bin/node src/bench/fault/writer.ts --volume DIR --journal FILE --seed N [--rate 100]
+ *   bin/node lab/bench/fault/writer.ts --volume DIR --journal FILE --seed N [--rate 100]
  *     [--duration 300] [--logs 4] [--states 8]
  * Prints "ready" on stdout once its files are open, then writes until the duration is over, its
  * parent is gone, or it is killed. Exit 0 when it stopped by itself, 1 on an error (one line on

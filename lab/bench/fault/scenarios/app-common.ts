@@ -1,7 +1,7 @@
 /**
  * The application-level scenarios (app-container-crash, app-node-outage): the same tool, strategy
  * and repository as every other cell, but what is protected is a running service mesh, the
- * testbed of src/testbed (docs/design.md, "Testbed"), and recovery is judged as a service: does
+ * testbed of lab/testbed (docs/design.md, "Testbed"), and recovery is judged as a service: does
  * it start on the restored volumes, pass its own checks, serve, and hold the acknowledged writes.
  *
  *   setup     a fresh testbed in the repeat's work directory: 2 services (orders -> PostgreSQL,

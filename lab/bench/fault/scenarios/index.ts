@@ -1,7 +1,7 @@
 /**
  * bench/fault/scenarios: the registry. A scenario is one module exporting a Scenario
  * (types.ts); adding one is one import and one entry in SCENARIOS (the report's order). The app-*
- * scenarios run on the testbed (src/testbed) and judge recovery at application level.
+ * scenarios run on the testbed (lab/testbed) and judge recovery at application level.
  */
 import type { Scenario, ScenarioId } from '../types.ts';
 import { appContainerCrash } from './app-container-crash.ts';

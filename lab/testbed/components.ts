@@ -27,8 +27,8 @@ import type { UserIds } from './deps.ts';
 import { groupAlive, httpRequest, isAlive, logTail, procStat, sleep, stopGroup, waitFor } from './procs.ts';
 import type { ProcRef } from './procs.ts';
 import { paths } from './state.ts';
-import { pgModule, pgQuery, redisOnce } from './stores.ts';
 import type { ProcRecord, ServiceConfig, ServiceSpec, Store, TestbedState, VolumeRecord } from './state.ts';
+import { pgModule, pgQuery, redisOnce } from './stores.ts';
 
 /** The services a testbed of N services has: the first N of these. */
 export const SERVICE_CATALOG: readonly { name: string; store: Store }[] = [

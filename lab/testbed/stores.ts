@@ -21,7 +21,7 @@
  * talk to a store does not load them (node-redis with its modules takes about 0.3 s to import).
  */
 import * as net from 'node:net';
-import type { Client, QueryConfig, QueryResult, QueryResultRow } from 'pg';
+import type { Client, ClientConfig, QueryConfig, QueryResult, QueryResultRow } from 'pg';
 import type { RedisClientType } from 'redis';
 
 export const STORE_HOST = '127.0.0.1';
@@ -46,8 +46,8 @@ let pgLoading: Promise<Pg> | undefined;
 export const pgModule = (): Promise<Pg> => (pgLoading ??= import('pg'));
 
 /** What a connection or pool of the testbed's PostgreSQL is made with. */
-export function pgConfig(port: number, connectTimeoutMs: number): { host: string; port: number; user: string; database: string; password: string; ssl: false; application_name: string; connectionTimeoutMillis: number } {
-  return { host: STORE_HOST, port, user: 'postgres', database: 'postgres', password: '', ssl: false, application_name: 'meshback-testbed', connectionTimeoutMillis: connectTimeoutMs };
+export function pgConfig(port: number, connectTimeoutMs: number): ClientConfig {
+  return { host: STORE_HOST, port, user: 'postgres', database: 'postgres', ssl: false, application_name: 'meshback-testbed', connectionTimeoutMillis: connectTimeoutMs };
 }
 
 /** A pg error as a one-line StoreError; `sql` names the query, `timeoutMs` its bound. */
@@ -86,13 +86,17 @@ export class PgSession {
       sock.destroy();
       const e = await pgError(err);
       if (e.code !== undefined) throw e;
+      // pg's connectionTimeoutMillis ends the attempt with "timeout expired"
       if (/timeout/i.test(firstLine(err))) throw new StoreError(`PostgreSQL at ${STORE_HOST}:${port} did not answer within ${timeoutMs} ms`, { cause: err });
       throw new StoreError(`cannot connect to PostgreSQL at ${STORE_HOST}:${port}: ${firstLine(err)}`, { cause: err });
     }
     return new PgSession(client, sock);
   }
 
-  /** Runs `sql` with its parameters ($1, ...; none: `sql` may hold several statements) within `timeoutMs`. */
+  /**
+   * Runs `sql` with its parameters ($1, ...) within `timeoutMs`. Without parameters `sql` may hold
+   * several statements (pg then resolves with one result per statement).
+   */
   async query<R extends QueryResultRow = QueryResultRow>(sql: string, values?: unknown[], timeoutMs = 30_000): Promise<QueryResult<R>> {
     const q: QueryConfig & { query_timeout: number } = { text: sql, query_timeout: timeoutMs, ...(values !== undefined ? { values } : {}) };
     try {
@@ -177,7 +181,7 @@ export async function redisConnect(port: number, timeoutMs = 5000): Promise<Redi
 /** Runs `run` on the client with a bound of `timeoutMs` for each command it sends; `command` names it in errors. */
 export async function redisCall<T>(client: RedisClient, command: string, timeoutMs: number, run: (c: RedisClient) => Promise<T>): Promise<T> {
   try {
-    return await run(client.withCommandOptions({ timeout: timeoutMs, rejectInFlight: true }) as unknown as RedisClient);
+    return await run(client.withCommandOptions({ timeout: timeoutMs, rejectInFlight: true }));
   } catch (err) {
     throw await redisError(err, command, timeoutMs);
   }

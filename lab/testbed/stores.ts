@@ -60,6 +60,8 @@ export async function pgError(err: unknown, sql?: string, timeoutMs?: number): P
   }
   const m = firstLine(err);
   if (m === 'Query read timeout' && sql !== undefined) return new StoreError(`query did not finish within ${timeoutMs} ms: ${sql.slice(0, 80)}`, { cause: err });
+  const sys = err as { syscall?: string; address?: string; port?: number };
+  if (sys.syscall === 'connect') return new StoreError(`cannot connect to PostgreSQL at ${sys.address}:${sys.port}: ${m}`, { cause: err });
   return new StoreError(`PostgreSQL: ${m}`, { cause: err });
 }
 
@@ -88,6 +90,7 @@ export class PgSession {
       if (e.code !== undefined) throw e;
       // pg's connectionTimeoutMillis ends the attempt with "timeout expired"
       if (/timeout/i.test(firstLine(err))) throw new StoreError(`PostgreSQL at ${STORE_HOST}:${port} did not answer within ${timeoutMs} ms`, { cause: err });
+      if (e.message.startsWith('cannot connect')) throw e;
       throw new StoreError(`cannot connect to PostgreSQL at ${STORE_HOST}:${port}: ${firstLine(err)}`, { cause: err });
     }
     return new PgSession(client, sock);

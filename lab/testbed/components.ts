@@ -24,12 +24,11 @@ import { MeshbackError, errMessage } from '../../src/errors/index.ts';
 import { run } from '../../src/host/process.ts';
 import { postgresUser, redisUser } from './deps.ts';
 import type { UserIds } from './deps.ts';
-import { PgConnection, PgError, ident, pgQuery } from './pgwire.ts';
 import { groupAlive, httpRequest, isAlive, logTail, procStat, sleep, stopGroup, waitFor } from './procs.ts';
 import type { ProcRef } from './procs.ts';
-import { RedisConnection } from './resp.ts';
 import { paths } from './state.ts';
 import type { ProcRecord, ServiceConfig, ServiceSpec, Store, TestbedState, VolumeRecord } from './state.ts';
+import { pgModule, pgQuery, redisOnce } from './stores.ts';
 
 /** The services a testbed of N services has: the first N of these. */
 export const SERVICE_CATALOG: readonly { name: string; store: Store }[] = [
@@ -229,8 +228,8 @@ export async function nginxTest(nginx: string, v: VolumeRecord): Promise<{ ok: b
   }
 }
 
-/** The orders-style table of a PostgreSQL-backed service, with its three B-tree indexes. */
-export function schemaSql(s: TestbedState): string {
+/** The orders-style table of a PostgreSQL-backed service, with its three B-tree indexes; `ident` quotes an identifier (pg's escapeIdentifier). */
+export function schemaSql(s: TestbedState, ident: (name: string) => string): string {
   return s.services
     .filter((x) => x.store === 'postgres')
     .map(
@@ -242,8 +241,9 @@ export function schemaSql(s: TestbedState): string {
 }
 
 export async function createSchema(s: TestbedState): Promise<void> {
-  const sql = schemaSql(s);
-  if (sql !== '') await pgQuery({ port: s.postgres.port }, sql);
+  if (!s.services.some((x) => x.store === 'postgres')) return;
+  const { escapeIdentifier } = await pgModule();
+  await pgQuery(s.postgres.port, schemaSql(s, escapeIdentifier));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -382,22 +382,12 @@ async function readiness(s: TestbedState, c: Component, rec: ProcRecord, timeout
     try {
       switch (c.role) {
         case 'postgres': {
-          const conn = await PgConnection.connect({ port: s.postgres.port, timeoutMs: 2000 });
-          try {
-            await conn.query('SELECT 1', 5000);
-          } finally {
-            conn.close();
-          }
+          await pgQuery(s.postgres.port, 'SELECT 1', { connectMs: 2000, timeoutMs: 5000 });
           return true;
         }
         case 'redis': {
-          const conn = await RedisConnection.connect(s.redis.port, '127.0.0.1', 2000);
-          try {
-            const info = await conn.command(['INFO', 'persistence'], 5000);
-            if (typeof info === 'string' && /\bloading:1\b/.test(info)) throw new Error('still loading its data');
-          } finally {
-            conn.close();
-          }
+          const info = await redisOnce(s.redis.port, 'INFO persistence', { connectMs: 2000, timeoutMs: 5000 }, (r) => r.info('persistence'));
+          if (/\bloading:1\b/.test(info)) throw new Error('still loading its data');
           return true;
         }
         case 'app': {
@@ -413,7 +403,8 @@ async function readiness(s: TestbedState, c: Component, rec: ProcRecord, timeout
         }
       }
     } catch (err) {
-      last = err instanceof PgError && err.sqlstate !== '' ? `${err.message} (${err.sqlstate})` : errMessage(err);
+      // a store's errors are one line and keep PostgreSQL's SQLSTATE (e.g. 57P03: starting up)
+      last = errMessage(err);
       return groupAlive(rec) ? undefined : false;
     }
   };

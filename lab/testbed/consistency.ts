@@ -36,7 +36,7 @@ import { MESHBACK_BIN } from '../../src/host/self.ts';
 import { pgData, volumeOf } from './components.ts';
 import { postgresUser } from './deps.ts';
 import { runLoad } from './load.ts';
-import { PgConnection, ident, lit, pgQuery } from './pgwire.ts';
+import { PgSession, pgQuery } from './stores.ts';
 import { freePort, groupAlive, logTail, procStat, sleep, stopGroup, waitFor } from './procs.ts';
 import { paths, readJournal } from './state.ts';
 import type { TestbedState } from './state.ts';
@@ -183,7 +183,7 @@ async function startRestored(data: string, logFile: string, bindir: string, time
     async () => {
       if (exited) return false;
       try {
-        await pgQuery({ port, timeoutMs: 1000 }, 'SELECT 1', 5000);
+        await pgQuery(port, 'SELECT 1', { connectMs: 1000, timeoutMs: 5000 });
         return true;
       } catch {
         return undefined;
@@ -204,7 +204,7 @@ async function stopRestored(child: ChildProcess | undefined): Promise<void> {
 }
 
 async function checkRestored(port: number, tables: string[], expected: Map<string, Set<string>>): Promise<{ amcheck: 'pass' | 'fail'; amcheckMessage: string; lost: number }> {
-  const conn = await PgConnection.connect({ port, timeoutMs: 5000 });
+  const conn = await PgSession.connect(port, 5000);
   const problems: string[] = [];
   let lost = 0;
   let indexes = 0;
@@ -212,18 +212,18 @@ async function checkRestored(port: number, tables: string[], expected: Map<strin
     await conn.query('CREATE EXTENSION IF NOT EXISTS amcheck');
     for (const t of tables) {
       try {
-        const ix = (await conn.query(`SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = ${lit(t)}::regclass`)).rows;
-        for (const [name] of ix) {
+        const ix = (await conn.query<{ relname: string }>('SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = $1::regclass', [t])).rows;
+        for (const { relname: name } of ix) {
           indexes++;
           try {
-            await conn.query(`SELECT bt_index_check(index => ${lit(name!)}::regclass, heapallindexed => true)`, 120_000);
+            await conn.query('SELECT bt_index_check(index => $1::regclass, heapallindexed => true)', [name], 120_000);
           } catch (err) {
             problems.push(`index ${name}: ${errMessage(err)}`);
           }
         }
-        const heap = await conn.query(`SELECT blkno, offnum, msg FROM verify_heapam(${lit(t)}::regclass) LIMIT 3`, 120_000);
-        for (const [b, off, msg] of heap.rows) problems.push(`${t} block ${b} item ${off}: ${msg}`);
-        const ids = new Set((await conn.query(`SELECT id FROM ${ident(t)}`, 120_000)).rows.map((r) => r[0]!));
+        const heap = await conn.query<{ blkno: string; offnum: number; msg: string }>('SELECT blkno, offnum, msg FROM verify_heapam($1::regclass) LIMIT 3', [t], 120_000);
+        for (const { blkno, offnum, msg } of heap.rows) problems.push(`${t} block ${blkno} item ${offnum}: ${msg}`);
+        const ids = new Set((await conn.query<{ id: string }>(`SELECT id FROM ${conn.client.escapeIdentifier(t)}`, undefined, 120_000)).rows.map((r) => r.id));
         for (const id of expected.get(t) ?? []) if (!ids.has(id)) lost++;
       } catch (err) {
         problems.push(`${t}: ${errMessage(err)}`);
@@ -231,7 +231,7 @@ async function checkRestored(port: number, tables: string[], expected: Map<strin
       }
     }
   } finally {
-    conn.close();
+    await conn.close();
   }
   return { amcheck: problems.length === 0 ? 'pass' : 'fail', amcheckMessage: problems.length === 0 ? `bt_index_check (heapallindexed) on ${indexes} index(es) and verify_heapam: no problem` : problems.slice(0, 3).join('; '), lost };
 }
@@ -265,19 +265,19 @@ async function trialIn(c: Ctx, method: ConsistencyMethod, n: number): Promise<Co
   const checkpointer = (async () => {
     if (c.o.checkpointsDuringBackup === false) return;
     while (reading) {
-      await pgQuery({ port: s.postgres.port }, 'CHECKPOINT').then(() => checkpoints++, () => undefined);
+      await pgQuery(s.postgres.port, 'CHECKPOINT').then(() => checkpoints++, () => undefined);
       await sleep(200);
     }
   })();
   const snapshots: string[] = [];
   let bytesRead: number | undefined;
   let label: string | undefined;
-  let hookConn: PgConnection | undefined;
+  let hookConn: PgSession | undefined;
   try {
-    if (method === 'checkpoint') await pgQuery({ port: s.postgres.port }, 'CHECKPOINT');
+    if (method === 'checkpoint') await pgQuery(s.postgres.port, 'CHECKPOINT');
     if (method === 'backup-api') {
-      hookConn = await PgConnection.connect({ port: s.postgres.port });
-      await hookConn.query(`SELECT pg_backup_start(${lit(`meshback-${method}-${n}`)}, true)`, 120_000);
+      hookConn = await PgSession.connect(s.postgres.port);
+      await hookConn.query('SELECT pg_backup_start($1, true)', [`meshback-${method}-${n}`], 120_000);
     }
     if (method === 'btrfs-snapshot') {
       const snap = await openVolume(vol).snapshot();
@@ -294,8 +294,8 @@ async function trialIn(c: Ctx, method: ConsistencyMethod, n: number): Promise<Co
       bytesRead = b.bytesRead;
     }
     if (hookConn !== undefined) {
-      const r = await hookConn.query('SELECT labelfile FROM pg_backup_stop(true)', 120_000);
-      label = r.rows[0]?.[0] ?? undefined;
+      const r = await hookConn.query<{ labelfile: string | null }>('SELECT labelfile FROM pg_backup_stop(true)', undefined, 120_000);
+      label = r.rows[0]?.labelfile ?? undefined;
       if (label === undefined) throw new Error('pg_backup_stop returned no backup_label');
       // the label and the WAL written while the backup ran: a second snapshot
       const extra = path.join(c.work, `${method}-${n}-label`);
@@ -306,7 +306,7 @@ async function trialIn(c: Ctx, method: ConsistencyMethod, n: number): Promise<Co
     }
   } finally {
     reading = false;
-    hookConn?.close();
+    await hookConn?.close();
     await checkpointer;
     ac.abort();
   }
@@ -372,7 +372,7 @@ export async function consistencyExperiment(s: TestbedState, o: ConsistencyOptio
   const vol = volumeOf(s, 'postgres');
   if (vol.destroyed === true) throw new UsageError('the postgres volume was thrown away: restore it first');
   try {
-    await pgQuery({ port: s.postgres.port, timeoutMs: 3000 }, 'SELECT 1', 5000);
+    await pgQuery(s.postgres.port, 'SELECT 1', { connectMs: 3000, timeoutMs: 5000 });
   } catch (err) {
     throw new UsageError(`the testbed's PostgreSQL does not answer (${errMessage(err)}): start it with 'meshback testbed verify --dir ${s.dir}' (or 'up' after a 'down')`);
   }
@@ -388,9 +388,9 @@ export async function consistencyExperiment(s: TestbedState, o: ConsistencyOptio
     // about 330 bytes per row on disk
     const rows = Math.ceil((ballast * 1024 * 1024) / 330);
     await pgQuery(
-      { port: s.postgres.port },
+      s.postgres.port,
       `DROP TABLE IF EXISTS testbed_ballast; CREATE UNLOGGED TABLE testbed_ballast AS SELECT g AS id, repeat(md5(g::text), 8) AS pad FROM generate_series(1, ${rows}) g; CHECKPOINT`,
-      30 * 60_000,
+      { timeoutMs: 30 * 60_000 },
     );
   }
   const out: ConsistencyTrial[] = [];

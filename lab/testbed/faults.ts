@@ -22,7 +22,7 @@ import { UsageError, errMessage } from '../../src/errors/index.ts';
 import { damageImage, takeManifest } from '../faults/damage.ts';
 import { Rng } from '../gen/rng.ts';
 import { components, containerNames, pgData, stopSupervisor, volumeOf } from './components.ts';
-import { pgQuery } from './pgwire.ts';
+import { pgQuery } from './stores.ts';
 import { groupAlive, killPids, processTree, sleep, waitPidsGone } from './procs.ts';
 import { appendLine, paths } from './state.ts';
 import type { FaultKind, FaultRecord, TestbedState, VolumeRecord } from './state.ts';
@@ -159,15 +159,14 @@ async function pgTargetFiles(s: TestbedState, v: VolumeRecord): Promise<{ heap: 
   const tables = s.services.filter((x) => x.store === 'postgres').map((x) => x.name);
   if (tables.length > 0) {
     try {
-      const inList = tables.map((t) => `'${t}'`).join(',');
-      const r = await pgQuery(
-        { port: s.postgres.port, timeoutMs: 2000 },
-        `SELECT c.relkind, pg_relation_filepath(c.oid) FROM pg_class c WHERE c.relname IN (${inList}) OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid IN (SELECT oid FROM pg_class WHERE relname IN (${inList})))`,
-        5000,
+      const r = await pgQuery<{ relkind: string; file: string | null }>(
+        s.postgres.port,
+        'SELECT c.relkind, pg_relation_filepath(c.oid) AS file FROM pg_class c WHERE c.relname = ANY($1) OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid IN (SELECT oid FROM pg_class WHERE relname = ANY($1)))',
+        { connectMs: 2000, timeoutMs: 5000, values: [tables] },
       );
       const heap: string[] = [];
       const index: string[] = [];
-      for (const [kind, rel] of r.rows) if (rel !== null && rel !== undefined) (kind === 'i' ? index : heap).push(path.join(data, rel));
+      for (const { relkind, file } of r.rows) if (file !== null) (relkind === 'i' ? index : heap).push(path.join(data, file));
       if (heap.length > 0) return { heap, index };
     } catch {
       /* the server is down: pick by size below */
@@ -183,7 +182,7 @@ async function corruptVolume(s: TestbedState, name: string, rng: Rng): Promise<s
   const details: string[] = [];
   if (name === 'postgres') {
     // rot hits what is on the disk: have the server write its dirty pages to the data files first
-    const done = await pgQuery({ port: s.postgres.port, timeoutMs: 2000 }, 'CHECKPOINT', 60_000).then(() => true, () => false);
+    const done = await pgQuery(s.postgres.port, 'CHECKPOINT', { connectMs: 2000, timeoutMs: 60_000 }).then(() => true, () => false);
     if (done) details.push(`${name}: CHECKPOINT first, so that the table's pages are in its data files`);
   }
   const rel = (f: string): string => path.relative(v.path, f);

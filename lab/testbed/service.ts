@@ -20,9 +20,9 @@ import { randomUUID } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { PgConnection, ident, lit } from './pgwire.ts';
-import { RedisConnection } from './resp.ts';
+import type { Pool, QueryResultRow } from 'pg';
 import type { ServiceConfig } from './state.ts';
+import type { RedisClient } from './stores.ts';
 import { readBody } from './http.ts';
 
 const cfg = JSON.parse(process.argv[2] ?? '{}') as ServiceConfig;
@@ -32,103 +32,73 @@ const log = (line: string): void => {
 
 // --- store access -----------------------------------------------------------------------------
 
+// The store's client library (pg or node-redis) is imported once the service listens, in the
+// background (node-redis takes a few tenths of a second): requests that come first wait for it.
+const stores = import('./stores.ts');
+const preload = (): void => void (cfg.store === 'postgres' ? pgPool() : stores.then((st) => st.redisModule())).catch(() => undefined);
+
 const POOL = 4;
 const QUEUE_MAX = 256;
 
-/** A small pool of PostgreSQL connections; a broken one is dropped and replaced on demand. */
-class PgPool {
-  private idle: PgConnection[] = [];
-  private open = 0;
-  private waiting: ((c: PgConnection | Error) => void)[] = [];
+/**
+ * PostgreSQL: a pg.Pool of 4 connections. Taking a connection (a new one or a free one) waits at
+ * most 5 s, a query 10 s (a connection whose query timed out is dropped); a broken connection is
+ * dropped and replaced on demand.
+ */
+let pool: Pool | undefined;
+/** the service's table, quoted (pg's escapeIdentifier) */
+let table = '';
+async function pgPool(): Promise<Pool> {
+  if (pool !== undefined) return pool;
+  const { pgConfig, pgModule } = await stores;
+  const pg = await pgModule();
+  if (pool !== undefined) return pool;
+  table = pg.escapeIdentifier(cfg.name);
+  pool = new pg.Pool({ ...pgConfig(cfg.pgPort, 5000), max: POOL, query_timeout: 10_000, statement_timeout: 10_000 });
+  // an idle connection lost (the server crashed or restarts): the pool drops it
+  pool.on('error', (err) => log(`PostgreSQL connection lost: ${err.message.split('\n')[0]}`));
+  return pool;
+}
 
-  private async get(): Promise<PgConnection> {
-    for (;;) {
-      const c = this.idle.pop();
-      if (c === undefined) break;
-      if (!c.closed) return c;
-      this.open--;
-    }
-    if (this.open < POOL) {
-      this.open++;
-      try {
-        return await PgConnection.connect({ port: cfg.pgPort, timeoutMs: 3000 });
-      } catch (err) {
-        this.open--;
-        throw err;
-      }
-    }
-    if (this.waiting.length >= QUEUE_MAX) throw new Error('too many requests waiting for the database');
-    return new Promise((resolve, reject) => {
-      const t = setTimeout(() => {
-        this.waiting = this.waiting.filter((w) => w !== cb);
-        reject(new Error('no database connection became free within 5 s'));
-      }, 5000);
-      const cb = (c: PgConnection | Error): void => {
-        clearTimeout(t);
-        if (c instanceof Error) reject(c);
-        else resolve(c);
-      };
-      this.waiting.push(cb);
-    });
-  }
-
-  private put(c: PgConnection): void {
-    if (c.closed) {
-      this.open--;
-      const w = this.waiting.shift();
-      if (w !== undefined) {
-        this.open++;
-        PgConnection.connect({ port: cfg.pgPort, timeoutMs: 3000 }).then(w, (e: unknown) => {
-          this.open--;
-          w(e instanceof Error ? e : new Error(String(e)));
-        });
-      }
-      return;
-    }
-    const w = this.waiting.shift();
-    if (w !== undefined) w(c);
-    else this.idle.push(c);
-  }
-
-  async query(sql: string): Promise<(string | null)[][]> {
-    const c = await this.get();
-    try {
-      return (await c.query(sql, 10_000)).rows;
-    } finally {
-      this.put(c);
-    }
-  }
-
-  close(): void {
-    for (const c of this.idle) c.close();
-    this.idle = [];
+/** Runs a prepared statement (`name`) made by `sql(table)`. */
+async function pgRows<R extends QueryResultRow>(name: string, sql: (table: string) => string, values: unknown[]): Promise<R[]> {
+  const p = await pgPool();
+  const text = sql(table);
+  if (p.waitingCount >= QUEUE_MAX) throw new Error('too many requests waiting for the database');
+  try {
+    return (await p.query<R>({ name, text, values })).rows;
+  } catch (err) {
+    const { pgError } = await stores;
+    throw await pgError(err, text, 10_000);
   }
 }
 
-let redis: RedisConnection | undefined;
-let redisConnecting: Promise<RedisConnection> | undefined;
-async function redisConn(): Promise<RedisConnection> {
-  if (redis !== undefined && !redis.closed) return redis;
-  redisConnecting ??= RedisConnection.connect(cfg.redisPort, '127.0.0.1', 3000).finally(() => (redisConnecting = undefined));
-  redis = await redisConnecting;
-  return redis;
+/** Redis: one connection, made again on demand once it is lost (the client does not reconnect by itself). */
+let redis: RedisClient | undefined;
+let redisConnecting: Promise<RedisClient> | undefined;
+async function redisCall<T>(command: string, timeoutMs: number, run: (c: RedisClient) => Promise<T>): Promise<T> {
+  const st = await stores;
+  if (redis === undefined || !redis.isReady) {
+    if (redis !== undefined) st.redisClose(redis);
+    redis = undefined;
+    redisConnecting ??= st.redisConnect(cfg.redisPort, 3000).finally(() => (redisConnecting = undefined));
+    redis = await redisConnecting;
+  }
+  return st.redisCall(redis, command, timeoutMs, run);
 }
-
-const pool = new PgPool();
-const table = ident(cfg.name);
 
 async function health(): Promise<void> {
-  if (cfg.store === 'postgres') await pool.query('SELECT 1');
-  else if ((await (await redisConn()).command(['PING'], 3000)) !== 'PONG') throw new Error('Redis did not answer PONG');
+  if (cfg.store === 'postgres') await pgRows('health', () => 'SELECT 1', []);
+  else if ((await redisCall('PING', 3000, (c) => c.ping())) !== 'PONG') throw new Error('Redis did not answer PONG');
 }
 
 async function create(ref: string, value: string): Promise<string> {
   if (cfg.store === 'postgres') {
-    const rows = await pool.query(`INSERT INTO ${table} (ref, value) VALUES (${lit(ref)}, ${lit(value)}) RETURNING id`);
-    return rows[0]![0]!;
+    const rows = await pgRows<{ id: string }>('create', (t) => `INSERT INTO ${t} (ref, value) VALUES ($1, $2) RETURNING id`, [ref, value]);
+    return rows[0]!.id;
   }
   const key = `${cfg.name}:${randomUUID()}`;
-  const r = await (await redisConn()).command(['SET', key, value], 5000);
+  const r = await redisCall('SET', 5000, (c) => c.set(key, value));
   if (r !== 'OK') throw new Error(`Redis answered ${JSON.stringify(r)} to SET`);
   return key;
 }
@@ -136,10 +106,10 @@ async function create(ref: string, value: string): Promise<string> {
 async function read(id: string): Promise<string | undefined> {
   if (cfg.store === 'postgres') {
     if (!/^\d{1,18}$/.test(id)) return undefined;
-    const rows = await pool.query(`SELECT value FROM ${table} WHERE id = ${id}`);
-    return rows[0]?.[0] ?? undefined;
+    const rows = await pgRows<{ value: string }>('read', (t) => `SELECT value FROM ${t} WHERE id = $1`, [id]);
+    return rows[0]?.value;
   }
-  const v = await (await redisConn()).command(['GET', id], 5000);
+  const v = await redisCall('GET', 5000, (c) => c.get(id));
   return typeof v === 'string' ? v : undefined;
 }
 
@@ -258,15 +228,18 @@ server.on('error', (err) => {
   log(`cannot listen on 127.0.0.1:${cfg.port}: ${err.message}`);
   process.exit(1);
 });
-server.listen(cfg.port, '127.0.0.1', () => log(`listening on 127.0.0.1:${cfg.port}, store ${cfg.store}`));
+server.listen(cfg.port, '127.0.0.1', () => {
+  log(`listening on 127.0.0.1:${cfg.port}, store ${cfg.store}`);
+  preload();
+});
 
 function stop(sig: string): void {
   log(`${sig}: stopping`);
   clearInterval(metricsTimer);
   server.close();
   server.closeAllConnections();
-  pool.close();
-  redis?.close();
+  void pool?.end().catch(() => undefined);
+  if (redis !== undefined) void stores.then((st) => st.redisClose(redis!));
   setTimeout(() => process.exit(0), 200).unref();
 }
 process.on('SIGTERM', () => stop('SIGTERM'));

@@ -35,11 +35,11 @@ import { existsSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { UsageError, errMessage } from '../../src/errors/index.ts';
 import { components, ensureComponent, ensureSupervisor, nginxTest, pgData, running, stopComponent, volumeOf } from './components.ts';
-import { PgConnection, ident, lit } from './pgwire.ts';
 import { httpRequest, waitFor } from './procs.ts';
-import { RedisConnection } from './resp.ts';
 import { appendLine, appendLines, paths, readFaults, readJournal, readWriteOffs, writeOffKey } from './state.ts';
 import type { JournalEntry, Store, TestbedState, WriteOff } from './state.ts';
+import { PgSession, redisCall, redisClose, redisConnect } from './stores.ts';
+import type { RedisClient } from './stores.ts';
 import { openVolume } from '../../src/volumes/index.ts';
 
 export interface VerifyOptions {
@@ -140,9 +140,9 @@ async function pgChecks(s: TestbedState, checks: Check[]): Promise<Map<string, M
   const held = new Map<string, Map<string, string> | undefined>();
   const tables = s.services.filter((x) => x.store === 'postgres');
   if (tables.length === 0) return held;
-  let conn: PgConnection;
+  let conn: PgSession;
   try {
-    conn = await PgConnection.connect({ port: s.postgres.port, timeoutMs: 5000 });
+    conn = await PgSession.connect(s.postgres.port, 5000);
   } catch (err) {
     for (const t of tables) {
       checks.push({ name: 'read-back', target: t.name, ok: false, message: `PostgreSQL is not reachable: ${errMessage(err)}` });
@@ -159,7 +159,7 @@ async function pgChecks(s: TestbedState, checks: Check[]): Promise<Map<string, M
       for (const t of tables) checks.push({ name: 'amcheck', target: t.name, ok: false, message: `CREATE EXTENSION amcheck failed: ${errMessage(err)}` });
     }
     for (const t of tables) {
-      const exists = await conn.query(`SELECT to_regclass(${lit(t.name)}) IS NOT NULL`).then((r) => r.rows[0]?.[0] === 't', () => false);
+      const exists = await conn.query<{ exists: boolean }>('SELECT to_regclass($1) IS NOT NULL AS exists', [t.name]).then((r) => r.rows[0]?.exists === true, () => false);
       checks.push({ name: 'schema', target: t.name, ok: exists, message: exists ? `table ${t.name} exists` : `table ${t.name} is missing` });
       if (!exists) {
         held.set(t.name, undefined);
@@ -167,18 +167,18 @@ async function pgChecks(s: TestbedState, checks: Check[]): Promise<Map<string, M
       }
       if (amcheck) {
         const problems: string[] = [];
-        let indexes: (string | null)[][] = [];
+        let indexes: string[] = [];
         try {
-          indexes = (await conn.query(`SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = ${lit(t.name)}::regclass ORDER BY 1`)).rows;
-          for (const [ix] of indexes) {
+          indexes = (await conn.query<{ relname: string }>('SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = $1::regclass ORDER BY 1', [t.name])).rows.map((r) => r.relname);
+          for (const ix of indexes) {
             try {
-              await conn.query(`SELECT bt_index_check(index => ${lit(ix!)}::regclass, heapallindexed => true)`, 120_000);
+              await conn.query('SELECT bt_index_check(index => $1::regclass, heapallindexed => true)', [ix], 120_000);
             } catch (err) {
               problems.push(`index ${ix}: ${errMessage(err)}`);
             }
           }
-          const heap = await conn.query(`SELECT blkno, offnum, msg FROM verify_heapam(${lit(t.name)}::regclass) LIMIT 5`, 120_000);
-          for (const [blk, off, msg] of heap.rows) problems.push(`heap block ${blk} item ${off}: ${msg}`);
+          const heap = await conn.query<{ blkno: string; offnum: number; msg: string }>('SELECT blkno, offnum, msg FROM verify_heapam($1::regclass) LIMIT 5', [t.name], 120_000);
+          for (const { blkno, offnum, msg } of heap.rows) problems.push(`heap block ${blkno} item ${offnum}: ${msg}`);
         } catch (err) {
           problems.push(errMessage(err));
         }
@@ -186,13 +186,13 @@ async function pgChecks(s: TestbedState, checks: Check[]): Promise<Map<string, M
           name: 'amcheck',
           target: t.name,
           ok: problems.length === 0,
-          message: problems.length === 0 ? `bt_index_check (heapallindexed) passed on ${indexes.length} index(es) (${indexes.map((r) => r[0]).join(', ')}); verify_heapam found nothing` : problems.slice(0, 3).join('; '),
+          message: problems.length === 0 ? `bt_index_check (heapallindexed) passed on ${indexes.length} index(es) (${indexes.join(', ')}); verify_heapam found nothing` : problems.slice(0, 3).join('; '),
         });
       }
       try {
-        const r = await conn.query(`SELECT id, value FROM ${ident(t.name)}`, 120_000);
+        const r = await conn.query<{ id: string; value: string | null }>(`SELECT id, value FROM ${conn.client.escapeIdentifier(t.name)}`, undefined, 120_000);
         const m = new Map<string, string>();
-        for (const [id, value] of r.rows) if (id !== null && id !== undefined) m.set(id, value ?? '');
+        for (const { id, value } of r.rows) m.set(id, value ?? '');
         held.set(t.name, m);
         checks.push({ name: 'read-back', target: t.name, ok: true, message: `${m.size} row(s) read` });
       } catch (err) {
@@ -201,7 +201,7 @@ async function pgChecks(s: TestbedState, checks: Check[]): Promise<Map<string, M
       }
     }
   } finally {
-    conn.close();
+    await conn.close();
   }
   return held;
 }
@@ -209,17 +209,17 @@ async function pgChecks(s: TestbedState, checks: Check[]): Promise<Map<string, M
 async function redisChecks(s: TestbedState, journal: JournalEntry[], checks: Check[]): Promise<Map<string, Map<string, string | null> | undefined>> {
   const held = new Map<string, Map<string, string | null> | undefined>();
   const svcs = s.services.filter((x) => x.store === 'redis');
-  let conn: RedisConnection;
+  let conn: RedisClient;
   try {
-    conn = await RedisConnection.connect(s.redis.port, '127.0.0.1', 5000);
+    conn = await redisConnect(s.redis.port, 5000);
   } catch (err) {
     checks.push({ name: 'redis-data', target: 'redis', ok: false, message: `Redis is not reachable: ${errMessage(err)}` });
     for (const x of svcs) held.set(x.name, undefined);
     return held;
   }
   try {
-    const info = String(await conn.command(['INFO', 'persistence']));
-    const size = Number(await conn.command(['DBSIZE']));
+    const info = await redisCall(conn, 'INFO persistence', 10_000, (r) => r.info('persistence'));
+    const size = await redisCall(conn, 'DBSIZE', 10_000, (r) => r.dbSize());
     const loading = /\bloading:1\b/.test(info);
     const aof = /\baof_enabled:1\b/.test(info);
     const ok = !loading && aof;
@@ -230,9 +230,8 @@ async function redisChecks(s: TestbedState, journal: JournalEntry[], checks: Che
       try {
         for (let i = 0; i < keys.length; i += 500) {
           const batch = keys.slice(i, i + 500);
-          const vals = await conn.command(['MGET', ...batch], 30_000);
-          if (!Array.isArray(vals)) throw new Error('MGET did not answer an array');
-          batch.forEach((k, j) => m.set(k, typeof vals[j] === 'string' ? (vals[j] as string) : null));
+          const vals = await redisCall(conn, 'MGET', 30_000, (r) => r.mGet(batch));
+          batch.forEach((k, j) => m.set(k, vals[j] ?? null));
         }
         held.set(x.name, m);
         checks.push({ name: 'read-back', target: x.name, ok: true, message: `${keys.length} key(s) looked up` });
@@ -242,7 +241,7 @@ async function redisChecks(s: TestbedState, journal: JournalEntry[], checks: Che
       }
     }
   } finally {
-    conn.close();
+    redisClose(conn);
   }
   return held;
 }

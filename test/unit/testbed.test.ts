@@ -1,7 +1,8 @@
 /**
  * The testbed's small parts without its servers: the missing-program error (naming the Debian
- * packages), the PostgreSQL and Redis protocol clients against scripted servers, and the process
- * tree that a container crash kills (PostgreSQL's children leave the postmaster's process group).
+ * packages), the bounded waits and one-line errors of its PostgreSQL and Redis clients (pg and
+ * node-redis, see stores.ts) against scripted servers, and the process tree that a container crash
+ * kills (PostgreSQL's children leave the postmaster's process group).
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,9 +13,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { MeshbackError } from '../../src/errors/index.ts';
 import { ensurePrograms } from '../../lab/testbed/deps.ts';
-import { PgConnection, PgError, lit } from '../../lab/testbed/pgwire.ts';
+import { escapeIdentifier } from 'pg';
+import { schemaSql } from '../../lab/testbed/components.ts';
 import { groupAlive, killPids, procStat, processTree, waitFor, waitPidsGone } from '../../lab/testbed/procs.ts';
-import { RedisConnection, RedisError } from '../../lab/testbed/resp.ts';
+import type { TestbedState } from '../../lab/testbed/state.ts';
+import { PgSession, StoreError, pgQuery, redisCall, redisClose, redisConnect } from '../../lab/testbed/stores.ts';
 
 const base = mkdtempSync(path.join(os.tmpdir(), 'meshback-testbed-unit-'));
 after(() => rmSync(base, { recursive: true, force: true }));
@@ -47,12 +50,46 @@ describe('missing programs', () => {
   });
 });
 
-/** A one-connection server that answers each chunk it receives with `reply(chunk)`. */
+/** A server that answers each chunk it receives with `reply(chunk)`. */
 async function scripted(reply: (chunk: Buffer, sock: net.Socket) => void): Promise<{ port: number; close(): void }> {
-  const server = net.createServer((sock) => sock.on('data', (d: Buffer) => reply(d, sock)));
+  const socks = new Set<net.Socket>();
+  const server = net.createServer((sock) => {
+    socks.add(sock);
+    sock.on('close', () => socks.delete(sock));
+    sock.on('data', (d: Buffer) => reply(d, sock));
+  });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const a = server.address() as net.AddressInfo;
-  return { port: a.port, close: () => server.close() };
+  return {
+    port: a.port,
+    close: () => {
+      for (const x of socks) x.destroy();
+      server.close();
+    },
+  };
+}
+
+/** A port nothing listens on (it did a moment ago). */
+async function deadPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+/** Rejects like `p`, within `ms`; returns the error. */
+async function rejectsWithin(p: Promise<unknown>, ms: number, re: RegExp): Promise<StoreError> {
+  const t0 = Date.now();
+  const err = await p.then(
+    () => assert.fail('resolved'),
+    (e: unknown) => e,
+  );
+  assert.ok(err instanceof StoreError, String(err));
+  assert.match(err.message, re);
+  assert.doesNotMatch(err.message, /\n/);
+  assert.ok(Date.now() - t0 < ms, `took ${Date.now() - t0} ms`);
+  return err;
 }
 
 function pgMsg(type: string, body: Buffer): Buffer {
@@ -73,73 +110,148 @@ const int16 = (n: number): Buffer => {
 };
 const ready = pgMsg('Z', Buffer.from('I'));
 
-describe('PostgreSQL protocol client', () => {
-  test('startup, rows with NULLs, an error with its SQLSTATE, then the next query', async () => {
-    const srv = await scripted((d, sock) => {
-      if (d[0] === 0x58) return; // Terminate
-      if (d.readInt32BE(4) === 196608) {
-        sock.write(Buffer.concat([pgMsg('R', int32(0)), pgMsg('S', Buffer.from('server_version\x0015\x00')), pgMsg('K', Buffer.alloc(8)), ready]));
-        return;
-      }
-      const sql = d.toString('utf8', 5, d.length - 1);
+/** A PostgreSQL server that completes the startup (trust) and hands each simple query to `query`. */
+function pgServer(query: (sql: string, sock: net.Socket) => void): ReturnType<typeof scripted> {
+  return scripted((d, sock) => {
+    if (d[0] === 0x58) {
+      sock.end(); // Terminate
+      return;
+    }
+    if (d.readInt32BE(4) === 196608) {
+      sock.write(Buffer.concat([pgMsg('R', int32(0)), pgMsg('S', Buffer.from('server_version\x0015\x00')), pgMsg('K', Buffer.alloc(8)), ready]));
+      return;
+    }
+    if (d[0] === 0x51) query(d.toString('utf8', 5, d.length - 1), sock);
+  });
+}
+
+describe('PostgreSQL client (pg)', () => {
+  test('rows with NULLs, an error with its SQLSTATE in one line, then the next query', async () => {
+    const srv = await pgServer((sql, sock) => {
       if (sql.startsWith('SELECT')) {
         const field = (name: string): Buffer => Buffer.concat([Buffer.from(name + '\0'), Buffer.alloc(18)]);
         const row = Buffer.concat([int16(2), int32(2), Buffer.from('42'), int32(-1)]);
         sock.write(Buffer.concat([pgMsg('T', Buffer.concat([int16(2), field('id'), field('value')])), pgMsg('D', row), pgMsg('C', Buffer.from('SELECT 1\0')), ready]));
       } else {
-        sock.write(Buffer.concat([pgMsg('E', Buffer.from('SERROR\0C57P03\0Mthe database system is starting up\0\0')), ready]));
+        sock.write(Buffer.concat([pgMsg('E', Buffer.from('SERROR\0C57P03\0Mthe database system is starting up\0Dline one\nline two\0\0')), ready]));
       }
     });
     try {
-      const c = await PgConnection.connect({ port: srv.port });
+      const c = await PgSession.connect(srv.port);
       const [bad, good] = await Promise.allSettled([c.query('BAD'), c.query('SELECT id, value')]);
       assert.equal(bad.status, 'rejected');
-      assert.ok((bad as PromiseRejectedResult).reason instanceof PgError);
-      assert.equal(((bad as PromiseRejectedResult).reason as PgError).sqlstate, '57P03');
+      const e = (bad as PromiseRejectedResult).reason as StoreError;
+      assert.ok(e instanceof StoreError);
+      assert.equal(e.code, '57P03');
+      assert.equal(e.message, 'the database system is starting up (line one line two) [SQLSTATE 57P03]');
       assert.equal(good.status, 'fulfilled');
-      const r = (good as PromiseFulfilledResult<{ fields: string[]; rows: (string | null)[][]; command: string }>).value;
-      assert.deepEqual(r.fields, ['id', 'value']);
-      assert.deepEqual(r.rows, [['42', null]]);
-      assert.equal(r.command, 'SELECT 1');
-      c.close();
+      const r = (good as PromiseFulfilledResult<Awaited<ReturnType<typeof c.query>>>).value;
+      assert.deepEqual(r.fields.map((f) => f.name), ['id', 'value']);
+      assert.deepEqual(r.rows, [{ id: '42', value: null }]);
+      assert.equal(r.command, 'SELECT');
+      await c.close();
     } finally {
       srv.close();
     }
   });
 
-  test('a server that never answers: the connection times out', async () => {
+  test('a server that never answers: connecting times out', async () => {
     const srv = await scripted(() => undefined);
     try {
-      await assert.rejects(PgConnection.connect({ port: srv.port, timeoutMs: 200 }), /did not answer within 200 ms/);
+      await rejectsWithin(PgSession.connect(srv.port, 200), 2000, /^PostgreSQL at 127\.0\.0\.1:\d+ did not answer within 200 ms$/);
     } finally {
       srv.close();
     }
   });
 
-  test('literals are quoted', () => {
-    assert.equal(lit("it's"), "'it''s'");
-    assert.equal(lit(7), '7');
+  test('a query that does not finish times out and closes its connection', async () => {
+    const srv = await pgServer(() => undefined);
+    try {
+      const c = await PgSession.connect(srv.port);
+      await rejectsWithin(c.query('SELECT pg_sleep(3600)', undefined, 200), 2000, /^query did not finish within 200 ms: SELECT pg_sleep\(3600\)$/);
+      await rejectsWithin(c.query('SELECT 1'), 2000, /^PostgreSQL: /);
+      await c.close();
+    } finally {
+      srv.close();
+    }
+  });
+
+  test('nothing listening: fails at once', async () => {
+    await rejectsWithin(pgQuery(await deadPort(), 'SELECT 1'), 2000, /^cannot connect to PostgreSQL at 127\.0\.0\.1:\d+: connect ECONNREFUSED /);
+  });
+
+  test('identifiers in the schema are quoted (pg escapeIdentifier)', () => {
+    const s = { services: [{ name: 'or"ders', store: 'postgres' }] } as unknown as TestbedState;
+    assert.match(schemaSql(s, escapeIdentifier), /^CREATE TABLE IF NOT EXISTS "or""ders" \(/);
   });
 });
 
-describe('Redis protocol client', () => {
-  test('pipelined replies of every type, split across packets', async () => {
-    const srv = await scripted((d, sock) => {
-      const text = d.toString();
+/** A Redis server that answers the handshake (HELLO 3) and hands each later chunk to `command`. */
+function redisServer(command: (text: string, sock: net.Socket) => void): ReturnType<typeof scripted> {
+  return scripted((d, sock) => {
+    const text = d.toString();
+    if (text.includes('HELLO')) sock.write('%2\r\n+server\r\n+redis\r\n+proto\r\n:3\r\n');
+    else command(text, sock);
+  });
+}
+
+describe('Redis client (node-redis)', () => {
+  test('replies split across packets; an error reply is one line naming its command', async () => {
+    const srv = await redisServer((text, sock) => {
       if (text.includes('PING')) {
         // all four replies, cut in the middle of a bulk string
-        const all = Buffer.from('+PONG\r\n$5\r\nhello\r\n*3\r\n:1\r\n$-1\r\n$2\r\nok\r\n-ERR wrong type\r\n');
+        const all = Buffer.from('+PONG\r\n$5\r\nhello\r\n*3\r\n$1\r\n1\r\n_\r\n$2\r\nok\r\n-ERR wrong type\r\n');
         sock.write(all.subarray(0, 12));
         setTimeout(() => sock.write(all.subarray(12)), 20);
       }
     });
     try {
-      const c = await RedisConnection.connect(srv.port);
-      const rs = await Promise.allSettled([c.command(['PING']), c.command(['GET', 'a']), c.command(['MGET', 'a', 'b', 'c']), c.command(['INCR', 'x'])]);
-      assert.deepEqual(rs.slice(0, 3).map((r) => (r as PromiseFulfilledResult<unknown>).value), ['PONG', 'hello', [1, null, 'ok']]);
-      assert.ok((rs[3] as PromiseRejectedResult).reason instanceof RedisError);
-      assert.match(String((rs[3] as PromiseRejectedResult).reason), /ERR wrong type/);
-      c.close();
+      const c = await redisConnect(srv.port);
+      const rs = await Promise.allSettled([
+        redisCall(c, 'PING', 2000, (r) => r.ping()),
+        redisCall(c, 'GET', 2000, (r) => r.get('a')),
+        redisCall(c, 'MGET', 2000, (r) => r.mGet(['a', 'b', 'c'])),
+        redisCall(c, 'INCR', 2000, (r) => r.incr('x')),
+      ]);
+      assert.deepEqual(rs.slice(0, 3).map((r) => (r as PromiseFulfilledResult<unknown>).value), ['PONG', 'hello', ['1', null, 'ok']]);
+      const e = (rs[3] as PromiseRejectedResult).reason as StoreError;
+      assert.ok(e instanceof StoreError);
+      assert.equal(e.message, 'Redis: ERR wrong type (INCR)');
+      redisClose(c);
+    } finally {
+      srv.close();
+    }
+  });
+
+  test('a server that never answers: connecting times out', async () => {
+    const srv = await scripted(() => undefined);
+    try {
+      await rejectsWithin(redisConnect(srv.port, 200), 2000, /^Redis at 127\.0\.0\.1:\d+ did not answer within 200 ms$/);
+    } finally {
+      srv.close();
+    }
+  });
+
+  test('a command without an answer times out', async () => {
+    const srv = await redisServer(() => undefined);
+    try {
+      const c = await redisConnect(srv.port);
+      await rejectsWithin(redisCall(c, 'GET', 200, (r) => r.get('a')), 2000, /^Redis did not answer GET within 200 ms$/);
+      redisClose(c);
+    } finally {
+      srv.close();
+    }
+  });
+
+  test('nothing listening: fails at once; a lost connection is not made again behind the caller', async () => {
+    await rejectsWithin(redisConnect(await deadPort()), 2000, /^cannot connect to Redis at 127\.0\.0\.1:\d+: connect ECONNREFUSED /);
+    const srv = await redisServer((_text, sock) => sock.destroy());
+    try {
+      const c = await redisConnect(srv.port);
+      await rejectsWithin(redisCall(c, 'GET', 2000, (r) => r.get('a')), 1000, /^the Redis connection was closed \(GET\)$/);
+      assert.equal(c.isReady, false);
+      await rejectsWithin(redisCall(c, 'GET', 2000, (r) => r.get('a')), 1000, /^the Redis connection was closed \(GET\)$/);
+      redisClose(c);
     } finally {
       srv.close();
     }

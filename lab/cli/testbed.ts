@@ -12,6 +12,7 @@ import { bool, str, strs } from '../../src/cli/command.ts';
 import type { Context } from '../../src/cli/context.ts';
 import { fmtBytes, parseDuration, parseSize } from '../../src/util/units.ts';
 import { EXIT } from '../../src/cli/exit.ts';
+import type { MeshEvent } from '../../src/events/index.ts';
 
 const SUBCOMMANDS = ['up', 'down', 'status', 'load', 'fault', 'verify', 'consistency'] as const;
 
@@ -129,7 +130,9 @@ export const testbedCommand: Command = {
       throw new UsageError(`testbed needs a subcommand: ${SUBCOMMANDS.join(', ')} (see 'meshback testbed --help')`);
     }
     const dir = path.resolve(str(v['dir']) ?? 'meshback-testbed');
-    const log = (m: string): void => ctx.out.info(`testbed: ${m}`);
+    const events = (e: MeshEvent): void => {
+      if (e.type === 'note') ctx.out.info(`testbed: ${e.message}`);
+    };
     const extra = positionals.slice(sub === 'fault' ? 2 : 1);
     if (extra.length > 0) throw new UsageError(`testbed ${sub}: unexpected argument ${JSON.stringify(extra[0])}`);
 
@@ -145,7 +148,7 @@ export const testbedCommand: Command = {
           ttlSeconds: seconds(v['ttl'], '--ttl', 12 * 3600),
           fresh: bool(v['fresh']),
           install: !bool(v['no-install']),
-          log,
+          events,
         });
         const s = await tb.status();
         if (ctx.out.json) ctx.out.jsonOut({ message_type: 'summary', ...s });
@@ -220,7 +223,7 @@ export const testbedCommand: Command = {
           ...(backupTime !== undefined ? { backupTime } : {}),
           ...(faultTime !== undefined ? { faultTime } : {}),
           timeoutSeconds: seconds(v['timeout'], '--timeout', 60),
-          log,
+          events,
         });
         if (ctx.out.json) ctx.out.jsonOut({ message_type: 'summary', ...r });
         else printVerify(ctx, r);
@@ -237,7 +240,7 @@ export const testbedCommand: Command = {
           ballastMiB: parseSize(str(v['ballast']) ?? '0', '--ballast') / (1024 * 1024),
           fullBackups: bool(v['full']),
           ...(methods.length > 0 ? { methods: methods as ConsistencyMethod[] } : {}),
-          log,
+          events,
         });
         if (ctx.out.json) ctx.out.jsonOut({ message_type: 'summary', ...r });
         else printConsistency(ctx, r);

@@ -41,6 +41,7 @@ import { freePort, groupAlive, logTail, procStat, sleep, stopGroup, waitFor } fr
 import { paths, readJournal } from './state.ts';
 import type { TestbedState } from './state.ts';
 import { openVolume } from '../../src/volumes/index.ts';
+import type { EventSink } from '../../src/events/index.ts';
 
 export const CONSISTENCY_METHODS = ['plain', 'btrfs-snapshot', 'checkpoint', 'backup-api'] as const;
 export type ConsistencyMethod = (typeof CONSISTENCY_METHODS)[number];
@@ -71,7 +72,8 @@ export interface ConsistencyOptions {
   keepRestored?: boolean;
   /** extra environment for meshback (e.g. MESHBACK_TEST_SCRYPT_N in tests) */
   env?: Record<string, string>;
-  log?: (m: string) => void;
+  /** the experiment's account, as typed events (`note`, op testbed) */
+  events?: EventSink;
 }
 
 export interface ConsistencyTrial {
@@ -380,7 +382,7 @@ export async function consistencyExperiment(s: TestbedState, o: ConsistencyOptio
   const env = await ensureRepo(s.dir, bin, o.env ?? {});
   const work = path.join(s.dir, 'consistency', 'work');
   await fsp.mkdir(work, { recursive: true, mode: 0o755 });
-  const c: Ctx = { s, o, bin, env, work, log: o.log ?? ((): void => undefined) };
+  const c: Ctx = { s, o, bin, env, work, log: (message: string): void => o.events?.({ type: 'note', op: 'testbed', message }) };
   const ballast = o.ballastMiB ?? 0;
   if (!(ballast >= 0 && ballast <= 64 * 1024)) throw new UsageError('--ballast must be from 0 to 64 GiB');
   if (ballast > 0) {

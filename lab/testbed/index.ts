@@ -38,6 +38,7 @@ import { verifyTestbed } from './verify.ts';
 import type { VerifyOptions, VerifyReport } from './verify.ts';
 import { createVolume, isMountPoint, openVolume } from '../../src/volumes/index.ts';
 import type { Volume } from '../../src/volumes/index.ts';
+import type { EventSink } from '../../src/events/index.ts';
 
 export type { FaultKind, FaultRecord, JournalEntry, ServiceSpec, TestbedState, VolumeKind } from './state.ts';
 export { FAULT_KINDS } from './state.ts';
@@ -64,7 +65,8 @@ export interface StartOptions {
   ttlSeconds?: number;
   /** remove a stopped testbed in `dir` first instead of starting it again */
   fresh?: boolean;
-  log?: (m: string) => void;
+  /** what the testbed does, as typed events (`note`, op testbed) */
+  events?: EventSink;
 }
 
 /** A volume of the testbed, usable as the benchmark's Volume. */
@@ -282,7 +284,7 @@ async function startAll(s: TestbedState, ttlMs: number, log: (m: string) => void
 /** `up`: makes a new testbed in o.dir and starts it (or starts a stopped one there again). */
 export async function startTestbed(o: StartOptions): Promise<Testbed> {
   const dir = path.resolve(o.dir);
-  const log = o.log ?? ((): void => undefined);
+  const log = (message: string): void => o.events?.({ type: 'note', op: 'testbed', message });
   const n = o.services ?? 2;
   if (!Number.isInteger(n) || n < 1 || n > MAX_SERVICES) throw new UsageError(`--services ${n}: give 1 to ${MAX_SERVICES}`);
   const kind = o.volumes ?? 'dir';

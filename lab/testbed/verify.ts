@@ -41,6 +41,7 @@ import type { JournalEntry, Store, TestbedState, WriteOff } from './state.ts';
 import { PgSession, redisCall, redisClose, redisConnect } from './stores.ts';
 import type { RedisClient } from './stores.ts';
 import { openVolume } from '../../src/volumes/index.ts';
+import type { EventSink } from '../../src/events/index.ts';
 
 export interface VerifyOptions {
   /** restored volumes by name (a service, 'postgres', 'redis'): absolute directories that replace the current ones */
@@ -53,7 +54,8 @@ export interface VerifyOptions {
   timeoutSeconds?: number;
   /** supervisor time to live when verify has to start one (default: the testbed's, from up --ttl) */
   ttlSeconds?: number;
-  log?: (m: string) => void;
+  /** what verify does, as typed events (`note`, op testbed) */
+  events?: EventSink;
 }
 
 export interface Check {
@@ -248,7 +250,7 @@ async function redisChecks(s: TestbedState, journal: JournalEntry[], checks: Che
 
 export async function verifyTestbed(s: TestbedState, o: VerifyOptions = {}): Promise<VerifyReport> {
   const t0 = Date.now();
-  const log = o.log ?? ((): void => undefined);
+  const log = (message: string): void => o.events?.({ type: 'note', op: 'testbed', message });
   const timeoutMs = (o.timeoutSeconds ?? 60) * 1000;
   const checks: Check[] = [];
   if (o.volumes !== undefined) await adopt(s, o.volumes, checks);

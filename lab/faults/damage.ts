@@ -10,7 +10,8 @@
  */
 import { constants as fsc, promises as fsp } from 'node:fs';
 import { run } from '../../src/host/process.ts';
-import { displayPath, pool, sha256File, walk } from '../gen/compare.ts';
+import { displayPath, sha256File, walk } from '../gen/compare.ts';
+import { parallel } from '../../src/util/parallel.ts';
 import type { Rng } from '../gen/rng.ts';
 
 /** The size of one damaged region: a 4 KiB page. */
@@ -51,7 +52,7 @@ export async function takeManifest(root: string): Promise<Manifest> {
     type: st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other',
     size: Number(st.size),
   }));
-  await pool(entries, 4, async (e, i) => {
+  await parallel(entries, 4, async (e, i) => {
     const abs = items[i]!.abs;
     if (e.type === 'symlink') e.link = ((await fsp.readlink(abs, { encoding: 'buffer' })) as Buffer).toString('hex');
     else if (e.type === 'file') {

@@ -6,6 +6,7 @@
  * human-readable escaping of the relative path bytes (see there).
  */
 import { createHash } from 'node:crypto';
+import { parallel } from '../../src/util/parallel.ts';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
@@ -149,9 +150,6 @@ export function sha256File(path: string | Buffer): Promise<string> {
   });
 }
 
-/** Run `fn` over `items` with at most `limit` calls in flight (the project's shared helper). */
-import { parallel as pool } from '../../src/util/parallel.ts';
-export { pool };
 
 /**
  * Manifest of everything below `dir` (the root itself is not included),
@@ -186,7 +184,7 @@ export async function manifest(dir: string, opts: { hash?: boolean } = {}): Prom
   );
   if (opts.hash) {
     const files = items.flatMap((it, i) => (entries[i]?.type === 'file' ? [i] : []));
-    await pool(files, 4, async (i) => {
+    await parallel(files, 4, async (i) => {
       (entries[i] as Entry).sha256 = await sha256File((items[i] as WalkItem).abs);
     });
   }

@@ -18,7 +18,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { Rng, deriveSeed } from './rng.ts';
-import { pool, walk } from './compare.ts';
+import { walk } from './compare.ts';
+import { parallel } from '../../src/util/parallel.ts';
 import type { WalkItem } from './compare.ts';
 
 export interface GenStats {
@@ -148,7 +149,7 @@ class TreeWriter {
       // Same-depth directories do not affect each other: do them concurrently.
       let j = i;
       while (j < order.length && order[j]?.depth === order[i]?.depth) j++;
-      await pool(order.slice(i, j), 32, (d) => setTimes(d.p, d.t));
+      await parallel(order.slice(i, j), 32, (d) => setTimes(d.p, d.t));
       i = j;
     }
     return this.stats;
@@ -776,7 +777,7 @@ export async function generateMeshVolume(dir: string, opts: MeshVolumeOptions): 
     return () => w.write(rel, smallContent(new Rng(fileSeed), kind, n, base), mtime);
   });
 
-  await Promise.all([pool(tasks, 4, (t) => t()), pool(smallTasks, 32, (t) => t())]);
+  await Promise.all([parallel(tasks, 4, (t) => t()), parallel(smallTasks, 32, (t) => t())]);
   return w.finish();
 }
 
@@ -919,7 +920,7 @@ export async function generateTrickyTree(dir: string, opts: TrickyTreeOptions): 
     return { rel: `many/d${String(d1).padStart(2, '0')}/s${d2}/f${String(i).padStart(5, '0')}.dat`, seed: deriveSeed(seed, 'tricky-small', i) };
   });
   // Per-file generators: the rest of the tree does not depend on `smallFiles`.
-  await pool(small, 32, async (f) => {
+  await parallel(small, 32, async (f) => {
     const r = new Rng(f.seed);
     const n = r.int(1, 4096);
     await w.write(f.rel, r.chance(0.5) ? r.bytes(n) : Buffer.from(words(r, n)), someTime(r));

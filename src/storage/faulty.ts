@@ -125,7 +125,19 @@ export class FaultyBackend implements Backend, Wrapper {
     this.sleep = opts.sleep ?? realSleep;
     const { openWriter, replace, removeTemporary, deleteSync } = inner;
     if (openWriter !== undefined) {
-      this.openWriter = (type) => this.faulted('openWriter', type, undefined, async () => this.writer(await openWriter.call(inner, type), type));
+      this.openWriter = async (type) => {
+        if (this.rules.length === 0) return this.writer(await openWriter.call(inner, type), type);
+        const plan = this.plan('openWriter', type, undefined);
+        if (plan.delayMs > 0) await this.sleep(plan.delayMs);
+        if (plan.error?.when === 'before') throw this.error(plan.error.kind, 'openWriter', type);
+        const w = await openWriter.call(inner, type);
+        if (plan.error !== undefined) {
+          // the store opened the file and the reply was lost: the writer nobody will use is given up
+          await w.abort();
+          throw this.error(plan.error.kind, 'openWriter', type);
+        }
+        return this.writer(w, type);
+      };
     }
     if (replace !== undefined) this.replace = (h, data) => this.faulted('replace', h.type, h, () => replace.call(inner, h, data));
     if (removeTemporary !== undefined) this.removeTemporary = (ms) => this.faulted('removeTemporary', undefined, undefined, () => removeTemporary.call(inner, ms));

@@ -37,7 +37,16 @@ export function repoLocation(g: GlobalOptions): string {
  */
 export function backendFor(location: string, events?: EventSink): Backend {
   const faults = process.env['MESHBACK_FAULTS'];
-  return openBackend(location, { ...(events !== undefined ? { events } : {}), ...(faults !== undefined && faults !== '' ? { faults: parseFaultSpec(faults) } : {}) });
+  const b = openBackend(location, { ...(events !== undefined ? { events } : {}), ...(faults !== undefined && faults !== '' ? { faults: parseFaultSpec(faults) } : {}) });
+  opened.push(b);
+  return b;
+}
+
+const opened: Backend[] = [];
+
+/** Closes every backend this process opened (main.ts, when a command has ended): calls still retrying stop. */
+export async function closeBackends(): Promise<void> {
+  for (const b of opened.splice(0)) await b.close().catch(() => undefined);
 }
 
 function readPasswordFile(file: string, what: string): string {

@@ -22,7 +22,7 @@ import { snapshotsCommand } from './commands/snapshots.ts';
 import { unlockCommand } from './commands/unlock.ts';
 import { LAB_COMMAND_NAMES, labInstalled, loadLabCommands } from './lab.ts';
 import type { Context } from './context.ts';
-import { parseDuration } from './context.ts';
+import { closeBackends, parseDuration } from './context.ts';
 import { EXIT, EXIT_DOC, exitCodeFor } from './exit.ts';
 import { createOutput } from './output.ts';
 import type { Output } from './output.ts';
@@ -179,6 +179,7 @@ export async function run(argv: string[]): Promise<number> {
     return EXIT.FATAL;
   } finally {
     await releaseLocks(out);
+    await closeBackends();
   }
 }
 

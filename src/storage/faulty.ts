@@ -192,7 +192,7 @@ export class FaultyBackend implements Backend, Wrapper {
   private error(kind: 'transient' | 'io' | 'nospace', op: FaultOp, what: Handle | FileType | undefined): Error {
     const w = what === undefined ? '' : ` ${typeof what === 'string' ? what : handleString(what)}`;
     if (kind === 'nospace') return new NoSpaceError(`the repository ${this.inner.location} (injected fault)`);
-    if (kind === 'transient') return new BackendError(`injected transient fault: ${op}${w} failed (a retry may succeed)`, { retryable: true, data: { injected: true } });
+    if (kind === 'transient') return new BackendError(`injected transient fault: ${op}${w} failed`, { retryable: true, data: { injected: true } });
     return new BackendError(`injected I/O error: ${op}${w} failed`, { retryable: false, data: { injected: true } });
   }
 

@@ -115,7 +115,7 @@ export interface OpenBackendOptions extends StackOptions {
 
 /** One line about a retry, for a warning. */
 export function retryMessage(r: RetryReport): string {
-  return `storage: ${r.op}${r.what !== '' ? ` ${r.what}` : ''} failed (${errMessage(r.error)}); retrying in ${(r.delayMs / 1000).toFixed(1)} s (attempt ${r.attempt + 1} of ${r.attempts})`;
+  return `storage: retrying ${r.op}${r.what !== '' ? ` ${r.what}` : ''} in ${(r.delayMs / 1000).toFixed(1)} s (attempt ${r.attempt + 1} of ${r.attempts}) after: ${errMessage(r.error)}`;
 }
 
 /** Parses a location and opens its backend (inside the storage stack unless `stack: false`). */

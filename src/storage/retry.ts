@@ -28,6 +28,7 @@
  */
 import type { Backend, BlobWriter, FileInfo, FileType, Handle, Wrapper } from './backend.ts';
 import { handleString } from './backend.ts';
+import { setTimeout as delay } from 'node:timers/promises';
 import { isRetryable } from '../errors/index.ts';
 
 /** The calls the retry wrapper retries (openWriter: opening only; see above). */
@@ -54,8 +55,8 @@ export interface RetryOptions {
   baseDelayMs?: number;
   /** The largest backoff cap (default 20 s). */
   maxDelayMs?: number;
-  /** Waits (tests pass one that records and returns at once). */
-  sleep?: (ms: number) => Promise<void>;
+  /** Waits, or stops waiting when `signal` aborts (tests pass one that records and returns at once). */
+  sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
   /** Uniform in [0, 1) (tests pass a fixed one). */
   random?: () => number;
   /** Called before each wait. */
@@ -72,7 +73,7 @@ export function backoffDelay(attempt: number, baseMs: number, maxMs: number, ran
   return Math.min(cap, Math.floor(random() * cap));
 }
 
-const realSleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+const realSleep = (ms: number, signal: AbortSignal): Promise<void> => delay(ms, undefined, { signal });
 
 function whatString(what: Handle | FileType | undefined): string {
   if (what === undefined) return '';
@@ -88,10 +89,13 @@ export class RetryBackend implements Backend, Wrapper {
   private readonly attempts: number;
   private readonly baseDelayMs: number;
   private readonly maxDelayMs: number;
-  private readonly sleep: (ms: number) => Promise<void>;
+  private readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
   private readonly random: () => number;
   private readonly onRetry: ((r: RetryReport) => void) | undefined;
   private readonly retryable: (err: unknown) => boolean;
+  /** The backoffs being waited out (close() ends them). */
+  private readonly waits = new Set<AbortController>();
+  private closed = false;
 
   constructor(inner: Backend, opts: RetryOptions = {}) {
     this.inner = inner;
@@ -118,10 +122,19 @@ export class RetryBackend implements Backend, Wrapper {
 
   /** Throws `err` when it is not to be retried (or attempts are used up); else reports and waits. */
   private async backoff(op: RetriedOp, what: Handle | FileType | undefined, attempt: number, err: unknown): Promise<void> {
-    if (attempt >= this.attempts || !this.retryable(err)) throw err;
+    if (this.closed || attempt >= this.attempts || !this.retryable(err)) throw err;
     const delayMs = backoffDelay(attempt, this.baseDelayMs, this.maxDelayMs, this.random);
     this.onRetry?.({ op, what: whatString(what), attempt, attempts: this.attempts, delayMs, error: err });
-    await this.sleep(delayMs);
+    const ac = new AbortController();
+    this.waits.add(ac);
+    try {
+      await this.sleep(delayMs, ac.signal);
+    } catch {
+      /* the wait was ended by close() */
+    } finally {
+      this.waits.delete(ac);
+    }
+    if (this.closed) throw err;
   }
 
   private async call<T>(op: RetriedOp, what: Handle | FileType | undefined, fn: () => Promise<T>): Promise<T> {
@@ -167,7 +180,14 @@ export class RetryBackend implements Backend, Wrapper {
       }
     }
   }
+  /**
+   * Closes the backend under it; a call waiting out its backoff stops waiting and fails with its
+   * last error, and no call is retried any more (a command that failed ends at once, without
+   * calls it no longer waits for retrying in the background).
+   */
   close(): Promise<void> {
+    this.closed = true;
+    for (const ac of this.waits) ac.abort();
     return this.inner.close();
   }
 }

@@ -135,7 +135,7 @@ describe('backend registry', () => {
       const events: MeshEvent[] = [];
       const f = openBackend('flaky:', { events: (e) => events.push(e), retry: { sleep: async () => undefined, random: () => 0.5 } });
       await f.put({ type: 'key', name: 'k1' }, Buffer.from('k'));
-      assert.deepEqual(events, [{ type: 'warning', message: 'storage: put key/k1 failed (injected transient fault: put key/k1 failed (a retry may succeed)); retrying in 0.1 s (attempt 2 of 6)' }]);
+      assert.deepEqual(events, [{ type: 'warning', message: 'storage: retrying put key/k1 in 0.1 s (attempt 2 of 6) after: injected transient fault: put key/k1 failed' }]);
     } finally {
       off();
     }

@@ -201,6 +201,21 @@ describe('retry', () => {
     assert.equal(RETRY_DEFAULTS.attempts, 6);
   });
 
+  it('close() ends the backoffs being waited out: those calls fail with their last error, and nothing is retried any more', async () => {
+    const inner = new Scripted();
+    inner.fail = (n) => transient(n);
+    const b = new RetryBackend(inner, { attempts: 6, baseDelayMs: 60_000, maxDelayMs: 60_000, random: () => 0.9 });
+    const started = Date.now();
+    const pending = b.get(pk('gg'));
+    while (inner.calls < 1) await tick();
+    for (let i = 0; i < 5; i++) await tick();
+    await b.close();
+    await assert.rejects(pending, /flaky 1/);
+    assert.ok(Date.now() - started < 5000, 'the 54 s backoff was cut short');
+    await assert.rejects(b.stat(pk('gg')), /flaky 2/);
+    assert.equal(inner.calls, 2, 'a closed retry wrapper makes each call once');
+  });
+
   it('a listing that breaks off is started again and yields each file once', async () => {
     const mem = new MemoryBackend();
     for (const n of ['a1', 'a2', 'a3', 'a4', 'a5']) await mem.put(pk(n), Buffer.from(n));

@@ -76,28 +76,34 @@ export class LimitBackend implements Backend, Wrapper {
   delete(h: Handle): Promise<void> {
     return this.slots.run(() => this.inner.delete(h));
   }
-  async *list(type: FileType): AsyncIterable<FileInfo> {
-    const it = this.inner.list(type)[Symbol.asyncIterator]();
-    let finished = false;
-    try {
-      for (;;) {
-        let r: IteratorResult<FileInfo>;
-        try {
-          r = await this.slots.run(() => it.next());
-        } catch (err) {
-          finished = true;
-          throw err;
-        }
-        if (r.done === true) {
-          finished = true;
-          return;
-        }
-        yield r.value;
-      }
-    } finally {
-      // the consumer stopped early: let the inner listing clean up
-      if (!finished) await it.return?.();
-    }
+  /**
+   * A slot per step of the inner listing. Written as a plain async iterator, not an async
+   * generator: one promise per file instead of a generator's several (listings run to 100,000s).
+   */
+  list(type: FileType): AsyncIterable<FileInfo> {
+    const { inner, slots } = this;
+    const release = (): void => slots.release();
+    return {
+      [Symbol.asyncIterator](): AsyncIterator<FileInfo> {
+        const it = inner.list(type)[Symbol.asyncIterator]();
+        const step = (): Promise<IteratorResult<FileInfo>> => {
+          let p: Promise<IteratorResult<FileInfo>>;
+          try {
+            p = it.next();
+          } catch (err) {
+            release();
+            return Promise.reject(err);
+          }
+          p.then(release, release);
+          return p;
+        };
+        return {
+          next: () => (slots.tryAcquire() ? step() : slots.acquire().then(step)),
+          // the consumer stopped early: let the inner listing clean up
+          return: async (value?: unknown) => (it.return !== undefined ? it.return(value) : { done: true, value: undefined }),
+        };
+      },
+    };
   }
   close(): Promise<void> {
     return this.inner.close();

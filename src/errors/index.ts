@@ -83,12 +83,13 @@ export class NoSpaceError extends MeshbackError {
 /**
  * errno codes of passing conditions: a busy or exhausted resource (EAGAIN, EBUSY, EMFILE, ENFILE,
  * EINTR) or a network that failed this once (connection reset, refused, aborted, timed out, a
- * broken pipe, an unreachable network or host, a failed DNS lookup). EIO is here too: on a
- * network filesystem it is usually a lost connection; on a dying local disk retrying costs a
- * few seconds before the same error is reported. Never here: ENOENT, EEXIST, EACCES, EPERM,
- * EROFS, ENOSPC, EDQUOT (retrying cannot help; ENOSPC and EDQUOT are NoSpaceError anyway).
+ * broken pipe, an unreachable network or host, a failed DNS lookup). Not EIO: from a local disk
+ * it is persistent (a bad sector, a btrfs checksum), and a network filesystem has already retried
+ * (NFS timeo/retrans) before it returns one; a network backend that knows an I/O error came from
+ * its connection marks that error retryable itself. Never here either: ENOENT, EEXIST, EACCES,
+ * EPERM, EROFS, ENOSPC, EDQUOT (retrying cannot help; ENOSPC and EDQUOT are NoSpaceError anyway).
  */
-const TRANSIENT_ERRNO: ReadonlySet<string> = new Set(['EAGAIN', 'EBUSY', 'EMFILE', 'ENFILE', 'EINTR', 'EIO', 'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE', 'ENETDOWN', 'ENETUNREACH', 'ENETRESET', 'EHOSTUNREACH', 'EHOSTDOWN', 'EAI_AGAIN']);
+const TRANSIENT_ERRNO: ReadonlySet<string> = new Set(['EAGAIN', 'EBUSY', 'EMFILE', 'ENFILE', 'EINTR', 'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE', 'ENETDOWN', 'ENETUNREACH', 'ENETRESET', 'EHOSTUNREACH', 'EHOSTDOWN', 'EAI_AGAIN']);
 
 /** For backends classifying an errno error: true when retrying the call may succeed. */
 export function isTransientErrno(code: string | undefined): boolean {

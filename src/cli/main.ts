@@ -43,7 +43,7 @@ const READ_HEAP_FLAGS = '--external-memory-accounted-in-global-limit --external-
 const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, forgetCommand, pruneCommand, checkCommand, repairCommand, keyCommand, unlockCommand];
 
 const GLOBAL: Record<string, OptionSpec> = {
-  repo: { type: 'string', short: 'r', argument: 'DIR', description: 'repository location (or MESHBACK_REPO)' },
+  repo: { type: 'string', short: 'r', argument: 'LOCATION', description: 'repository location: a directory, local:PATH or file:///PATH (or MESHBACK_REPO)' },
   'password-file': { type: 'string', argument: 'FILE', description: 'read the password from FILE (or MESHBACK_PASSWORD, MESHBACK_PASSWORD_FILE, else a prompt on a terminal)' },
   json: { type: 'boolean', description: 'machine-readable JSON output on stdout' },
   quiet: { type: 'boolean', short: 'q', description: 'no progress and no informational lines' },

@@ -1,7 +1,9 @@
 /** Shared command context: global options, repository location and password. */
 import { readFileSync } from 'node:fs';
 import type { Backend } from '../storage/backend.ts';
-import { LocalBackend } from '../storage/local.ts';
+import { openBackend } from '../storage/registry.ts';
+import { parseFaultSpec } from '../storage/faulty.ts';
+import type { EventSink } from '../events/index.ts';
 import { MeshbackError, UsageError, errMessage } from '../errors/index.ts';
 import { Repository } from '../repository/index.ts';
 import { acquireLock } from '../repository/lock.ts';
@@ -27,10 +29,24 @@ export function repoLocation(g: GlobalOptions): string {
   return r;
 }
 
-export function backendFor(location: string): Backend {
-  if (location.startsWith('local:')) return new LocalBackend(location.slice('local:'.length));
-  if (/^[a-z0-9]+:\/\//.test(location)) throw new UsageError(`repository location ${location}: this build supports local directories only (a path or local:/path)`);
-  return new LocalBackend(location);
+/**
+ * The backend of a repository location, found by scheme in the registry (src/storage/registry.ts)
+ * and wrapped in the storage stack (retry with backoff, connection limit); retries are reported
+ * to `events` as warnings. MESHBACK_FAULTS (tests and the benchmark) adds the fault-injection
+ * wrapper with that plan (src/storage/faulty.ts, parseFaultSpec).
+ */
+export function backendFor(location: string, events?: EventSink): Backend {
+  const faults = process.env['MESHBACK_FAULTS'];
+  const b = openBackend(location, { ...(events !== undefined ? { events } : {}), ...(faults !== undefined && faults !== '' ? { faults: parseFaultSpec(faults) } : {}) });
+  opened.push(b);
+  return b;
+}
+
+const opened: Backend[] = [];
+
+/** Closes every backend this process opened (main.ts, when a command has ended): calls still retrying stop. */
+export async function closeBackends(): Promise<void> {
+  for (const b of opened.splice(0)) await b.close().catch(() => undefined);
 }
 
 function readPasswordFile(file: string, what: string): string {
@@ -113,7 +129,7 @@ export interface OpenOptions {
 
 /** Opens the repository, takes the lock, then loads the index (so it is read under the lock). */
 export async function openRepo(ctx: Context, opts: OpenOptions): Promise<Repository> {
-  const backend = backendFor(repoLocation(ctx.g));
+  const backend = backendFor(repoLocation(ctx.g), ctx.out.sink);
   if (!(await backend.exists())) {
     throw new MeshbackError('REPO_NOT_FOUND', `no repository at ${backend.location}: check --repo / MESHBACK_REPO, or create one with 'meshback init'`);
   }

@@ -22,6 +22,7 @@ import { snapshotsCommand } from './commands/snapshots.ts';
 import { unlockCommand } from './commands/unlock.ts';
 import { LAB_COMMAND_NAMES, labInstalled, loadLabCommands } from './lab.ts';
 import type { Context } from './context.ts';
+import { closeBackends } from './context.ts';
 import { parseDuration } from '../util/units.ts';
 import { EXIT, EXIT_DOC, exitCodeFor } from './exit.ts';
 import { createOutput } from './output.ts';
@@ -43,7 +44,7 @@ const READ_HEAP_FLAGS = '--external-memory-accounted-in-global-limit --external-
 const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, forgetCommand, pruneCommand, checkCommand, repairCommand, keyCommand, unlockCommand];
 
 const GLOBAL: Record<string, OptionSpec> = {
-  repo: { type: 'string', short: 'r', argument: 'DIR', description: 'repository location (or MESHBACK_REPO)' },
+  repo: { type: 'string', short: 'r', argument: 'LOCATION', description: 'repository location: a directory, local:PATH or file:///PATH (or MESHBACK_REPO)' },
   'password-file': { type: 'string', argument: 'FILE', description: 'read the password from FILE (or MESHBACK_PASSWORD, MESHBACK_PASSWORD_FILE, else a prompt on a terminal)' },
   json: { type: 'boolean', description: 'machine-readable JSON output on stdout' },
   quiet: { type: 'boolean', short: 'q', description: 'no progress and no informational lines' },
@@ -179,6 +180,7 @@ export async function run(argv: string[]): Promise<number> {
     return EXIT.FATAL;
   } finally {
     await releaseLocks(out);
+    await closeBackends();
   }
 }
 

@@ -57,7 +57,12 @@ export class IntegrityError extends MeshbackError {
   }
 }
 
-/** A storage operation failed; `retryable` is decided at the backend boundary only. */
+/**
+ * A storage operation failed; `retryable` is decided at the backend boundary only: true when the
+ * same call may succeed if made again (a passing condition: see isTransientErrno), false when it
+ * will fail the same way (permission denied, a refused overwrite, a damaged file). The retry
+ * wrapper (src/storage/retry.ts) retries exactly the errors isRetryable() accepts.
+ */
 export class BackendError extends MeshbackError {
   readonly retryable: boolean;
   constructor(message: string, options: { cause?: unknown; retryable: boolean; data?: Record<string, unknown> }) {
@@ -73,6 +78,30 @@ export class NoSpaceError extends MeshbackError {
     super('NO_SPACE', `no space left on the device holding ${where}: ${whatToDo}`, { cause });
     this.name = 'NoSpaceError';
   }
+}
+
+/**
+ * errno codes of passing conditions: a busy or exhausted resource (EAGAIN, EBUSY, EMFILE, ENFILE,
+ * EINTR) or a network that failed this once (connection reset, refused, aborted, timed out, a
+ * broken pipe, an unreachable network or host, a failed DNS lookup). Not EIO: from a local disk
+ * it is persistent (a bad sector, a btrfs checksum), and a network filesystem has already retried
+ * (NFS timeo/retrans) before it returns one; a network backend that knows an I/O error came from
+ * its connection marks that error retryable itself. Never here either: ENOENT, EEXIST, EACCES,
+ * EPERM, EROFS, ENOSPC, EDQUOT (retrying cannot help; ENOSPC and EDQUOT are NoSpaceError anyway).
+ */
+const TRANSIENT_ERRNO: ReadonlySet<string> = new Set(['EAGAIN', 'EBUSY', 'EMFILE', 'ENFILE', 'EINTR', 'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE', 'ENETDOWN', 'ENETUNREACH', 'ENETRESET', 'EHOSTUNREACH', 'EHOSTDOWN', 'EAI_AGAIN']);
+
+/** For backends classifying an errno error: true when retrying the call may succeed. */
+export function isTransientErrno(code: string | undefined): boolean {
+  return code !== undefined && TRANSIENT_ERRNO.has(code);
+}
+
+/**
+ * True only for a BackendError its backend marked retryable. Never for NotFoundError,
+ * NoSpaceError, a refused overwrite, a usage error, or an error no backend classified.
+ */
+export function isRetryable(err: unknown): boolean {
+  return err instanceof BackendError && err.retryable;
 }
 
 export function isErrno(err: unknown, code: string): boolean {

@@ -1,8 +1,8 @@
 /**
- * blob: the storage layer. A Backend stores immutable named files ("blobs" at this layer:
+ * storage: the storage layer. A Backend stores immutable named files ("blobs" at this layer:
  * opaque byte strings) grouped by type. It knows nothing of encryption, packs or snapshots.
  *
- * Contract every Backend MUST keep (checked by test/unit/backend-conformance.test.ts):
+ * Contract every Backend MUST keep (checked by backendConformance in src/storage/conformance.ts):
  * - put is atomic: a reader sees either no file or the whole file, never a prefix, even if
  *   the writer crashes midway.
  * - put never overwrites: putting a name that exists with different content is an error;
@@ -99,6 +99,30 @@ export interface BlobWriter {
 export function joinParts(data: Uint8Array | readonly Uint8Array[]): Buffer {
   if (data instanceof Uint8Array) return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   return Buffer.concat(data);
+}
+
+/**
+ * A Backend that wraps another (retry, connection limit, fault injection: see stack.ts). It
+ * delegates every method, and has an optional method exactly when `inner` has it.
+ */
+export interface Wrapper {
+  readonly inner: Backend;
+}
+
+function isWrapper(b: Backend): b is Backend & Wrapper {
+  return (b as Partial<Wrapper>).inner !== undefined;
+}
+
+/** The concrete backend under any wrappers. */
+export function unwrap(b: Backend): Backend {
+  while (isWrapper(b)) b = b.inner;
+  return b;
+}
+
+/** The outermost layer of `b` (itself, a wrapper, or the concrete backend) that is a `cls`. */
+export function findLayer<T extends Backend>(b: Backend, cls: abstract new (...args: never[]) => T): T | undefined {
+  for (let l: Backend | undefined = b; l !== undefined; l = isWrapper(l) ? l.inner : undefined) if (l instanceof cls) return l;
+  return undefined;
 }
 
 export function handleString(h: Handle): string {

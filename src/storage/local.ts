@@ -21,7 +21,7 @@ import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Backend, BlobWriter, FileInfo, FileType, Handle } from './backend.ts';
 import { REPLACEABLE, handleString, joinParts } from './backend.ts';
-import { BackendError, NoSpaceError, NotFoundError, errnoCode, errMessage } from '../errors/index.ts';
+import { BackendError, NoSpaceError, NotFoundError, errnoCode, errMessage, isTransientErrno } from '../errors/index.ts';
 
 const DIRS: Record<FileType, string> = {
   config: '',
@@ -37,7 +37,11 @@ const TMP_PREFIX = '.tmp-';
 
 export class LocalBackend implements Backend {
   readonly location: string;
-  readonly properties = { connections: 4 };
+  /**
+   * A disk serves many requests at once (its queue, the page cache): the connection limit of the
+   * storage stack is there to stop runaway fan-out (EMFILE), not to throttle.
+   */
+  readonly properties = { connections: 32 };
   private readonly root: string;
   private readonly madeDirs = new Set<string>();
 
@@ -59,8 +63,7 @@ export class LocalBackend implements Backend {
     const code = errnoCode(err);
     if (code === 'ENOSPC' || code === 'EDQUOT') return new NoSpaceError(`the repository ${this.root}`, err);
     if (code === 'ENOENT') return new NotFoundError(`${what} does not exist in the repository at ${this.root}`);
-    const retryable = code === 'EIO' || code === 'EAGAIN' || code === 'EBUSY' || code === 'EMFILE' || code === 'ENFILE';
-    return new BackendError(`storage error on ${what} in ${this.root}: ${errMessage(err)}`, { cause: err, retryable });
+    return new BackendError(`storage error on ${what} in ${this.root}: ${errMessage(err)}`, { cause: err, retryable: isTransientErrno(code) });
   }
 
   async exists(): Promise<boolean> {

@@ -12,10 +12,10 @@ import { spawnSync } from 'node:child_process';
 import { readlinkSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { Handle } from '../../src/storage/backend.ts';
 import { LocalBackend } from '../../src/storage/local.ts';
 import { MemoryBackend } from '../../src/storage/memory.ts';
-import { BackendError, MeshbackError } from '../../src/errors/index.ts';
+import { FaultyBackend } from '../../src/storage/faulty.ts';
+import { MeshbackError } from '../../src/errors/index.ts';
 import type { MeshEvent } from '../../src/events/index.ts';
 import { Repository } from '../../src/repository/index.ts';
 import { acquireLock, heldLocks, listLocks, lockTimings, releaseHeldLocks, releaseHeldLocksSync, removeLocks, writeLockFile } from '../../src/repository/lock.ts';
@@ -53,14 +53,6 @@ function ownPidNs(): string | undefined {
 }
 
 const snapshot = { version: 1, time: new Date().toISOString(), endTime: new Date().toISOString(), host: 'h', username: 'u', paths: ['/x'], tags: [], tree: '00'.repeat(32), summary: {}, program: 'test' } as unknown as Snapshot;
-
-class FlakyBackend extends MemoryBackend {
-  failLockPuts = false;
-  override async put(h: Handle, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
-    if (this.failLockPuts && h.type === 'lock') throw new BackendError('injected: lock put failed', { retryable: true });
-    return super.put(h, data);
-  }
-}
 
 describe('repository locks', () => {
   let dir: string;
@@ -265,16 +257,16 @@ describe('repository locks', () => {
 
 describe('lock refresh failures', () => {
   test('a failed refresh makes assertHeld throw; a later success (verify) restores it', async () => {
-    const backend = new FlakyBackend();
+    const backend = new FaultyBackend(new MemoryBackend());
     const repo = await Repository.init(backend, PW);
     const events: MeshEvent[] = [];
     const l = await acquireLock(repo, { exclusive: false, command: 'backup', events: (e) => events.push(e) });
-    backend.failLockPuts = true;
+    backend.rules = [{ kind: 'transient', op: 'put', type: 'lock' }];
     await l.refresh();
-    assert.throws(() => l.assertHeld('writing the snapshot'), /refreshing it failed: injected: lock put failed/);
+    assert.throws(() => l.assertHeld('writing the snapshot'), /refreshing it failed: injected transient fault: put lock\//);
     assert.ok(events.some((e) => e.type === 'warning' && /could not refresh the repository lock/.test(e.message)));
     await assert.rejects(repo.saveSnapshot(snapshot), /stopped before writing the snapshot/);
-    backend.failLockPuts = false;
+    backend.rules = [];
     await l.verify();
     l.assertHeld();
     await repo.saveSnapshot(snapshot);

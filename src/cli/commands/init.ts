@@ -29,7 +29,7 @@ export const initCommand: Command = {
         throw new UsageError(`--parity ${errMessage(err)}`);
       }
     }
-    const backend = backendFor(repoLocation(ctx.g));
+    const backend = backendFor(repoLocation(ctx.g), ctx.out.sink);
     if (await backend.exists()) throw new MeshbackError('REPO_EXISTS', `a repository already exists at ${backend.location}: use it, or choose another --repo`);
     const password = await getPassword(ctx.g, { confirm: true });
     const repo = await Repository.init(backend, password, parity !== undefined ? { parity } : {});

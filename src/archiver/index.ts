@@ -24,6 +24,7 @@ import { FileReader } from './reader.ts';
 import type { FileOutcome } from './reader.ts';
 import { localSource } from '../source/index.ts';
 import type { Source } from '../source/index.ts';
+import { Semaphore } from '../util/semaphore.ts';
 
 /** What a backup uses of a repository: snapshots to find its parent and save itself, trees, the content store it adds chunks to, the id key for small files. */
 export type BackupRepo = Pick<Repository, 'chunker' | 'findSnapshot' | 'loadTree' | 'saveTree' | 'saveSnapshot' | 'store' | 'key'>;
@@ -120,22 +121,17 @@ async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupR
     }).catch(() => undefined);
   }
 
-  // bounded in-flight file jobs
-  let inflight = 0;
-  let inflightBytes = 0;
-  const waiters: (() => void)[] = [];
+  // bounded in-flight file jobs: by count and by bytes (one file larger than the byte bound runs alone)
+  const inflightFiles = new Semaphore(MAX_INFLIGHT_FILES);
+  const inflightBytes = new Semaphore(MAX_INFLIGHT_BYTES);
   const acquire = async (size: number): Promise<void> => {
-    while (inflight >= MAX_INFLIGHT_FILES || (inflight > 0 && inflightBytes + size > MAX_INFLIGHT_BYTES)) {
-      await new Promise<void>((r) => waiters.push(r));
-    }
-    inflight++;
-    inflightBytes += size;
+    if (!inflightFiles.tryAcquire()) await inflightFiles.acquire();
+    const n = Math.max(1, size);
+    if (!inflightBytes.tryAcquire(n)) await inflightBytes.acquire(n);
   };
   const release = (size: number): void => {
-    inflight--;
-    inflightBytes -= size;
-    const w = waiters.shift();
-    if (w !== undefined) w();
+    inflightBytes.release(Math.max(1, size));
+    inflightFiles.release();
   };
 
   const hardlinks = new Map<string, Promise<FileOutcome | undefined>>();
@@ -304,7 +300,7 @@ async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupR
           });
           fileJobs.push(job);
           // let the walk run ahead, but start the bounded queue's jobs in order
-          if (inflight >= MAX_INFLIGHT_FILES) await Promise.race([job, new Promise((r) => setImmediate(r))]);
+          if (inflightFiles.inUse >= MAX_INFLIGHT_FILES) await Promise.race([job, new Promise((r) => setImmediate(r))]);
         }
       }
     }

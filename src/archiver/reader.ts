@@ -19,6 +19,7 @@ import type { ContentStore } from '../content/store.ts';
 import { contentId } from '../crypto/index.ts';
 import { errnoCode } from '../errors/index.ts';
 import type { AsyncFile, Source } from '../source/index.ts';
+import { Semaphore } from '../util/semaphore.ts';
 
 export interface FileStat {
   ino: number;
@@ -38,24 +39,6 @@ const LANES = 2;
 /** Zero runs shorter than this are stored as data, not as holes. */
 const MIN_HOLE = 4096;
 
-class Semaphore {
-  private used = 0;
-  private readonly waiters: { n: number; wake: () => void }[] = [];
-  private readonly limit: number;
-  constructor(limit: number) {
-    this.limit = limit;
-  }
-  async acquire(n: number): Promise<void> {
-    // one request larger than the limit still runs, alone
-    while (this.used > 0 && this.used + n > this.limit) await new Promise<void>((wake) => this.waiters.push({ n, wake }));
-    this.used += n;
-  }
-  release(n: number): void {
-    this.used -= n;
-    const w = this.waiters.shift();
-    if (w !== undefined) w.wake();
-  }
-}
 
 /** An error of the content store (the repository), as opposed to one of the file being read. */
 class StoreFailure extends Error {

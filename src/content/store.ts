@@ -23,6 +23,7 @@ import type { PackEntry } from './pack.ts';
 import { parallel } from '../util/parallel.ts';
 import type { ParityScheme } from '../parity/index.ts';
 import { ParityWriter } from './parity.ts';
+import { Semaphore } from '../util/semaphore.ts';
 
 /** large blobs compressed and sealed at once on the libuv pool: each holds a zstd context and buffers */
 const MAX_BUSY = Math.max(1, Number(process.env['MESHBACK_COMPRESSORS'] ?? 4));
@@ -83,8 +84,8 @@ export class ContentStore {
   readonly indexFiles = new Set<string>();
   /** index files that could not be read when the index was loaded */
   readonly damagedIndexes: { name: string; message: string }[] = [];
-  private busy = 0;
-  private readonly busyWaiters: (() => void)[] = [];
+  /** large blobs being compressed and sealed on the thread pool at once */
+  private readonly compressors = new Semaphore(MAX_BUSY);
   private readonly keys: AsyncKeys;
   private readonly parity: ParityWriter | undefined;
 
@@ -169,15 +170,13 @@ export class ContentStore {
       framed.set(body, 1);
       parts = [seal(this.key.encKey, framed)];
     } else {
-      while (this.busy >= MAX_BUSY) await new Promise<void>((r) => this.busyWaiters.push(r));
-      this.busy++;
+      if (!this.compressors.tryAcquire()) await this.compressors.acquire();
       try {
         const z = await zstdCompress(plain, level);
         const pays = z.length < plain.byteLength - (plain.byteLength >>> 5);
         parts = await this.keys.sealFramed(pays ? KIND_ZSTD : KIND_RAW, pays ? z : plain);
       } finally {
-        this.busy--;
-        this.busyWaiters.shift()?.();
+        this.compressors.release();
       }
     }
     // a failure while this blob was being sealed gave up the open packs: start no new one

@@ -31,6 +31,7 @@ import { childPath, walkTree } from '../snapshot/walker.ts';
 import { DirectoryTarget } from '../target/index.ts';
 import type { FileMeta, RestoreTarget, TargetFile } from '../target/index.ts';
 import { parallel } from '../util/parallel.ts';
+import { Semaphore } from '../util/semaphore.ts';
 
 /** What a restore uses of a repository. */
 export type RestoreRepo = Pick<Repository, 'findSnapshot' | 'rootView' | 'loadTree' | 'dropTreeCache' | 'index' | 'readPack' | 'decodeBlob' | 'rebuildPack' | 'chunkId'>;
@@ -344,16 +345,7 @@ async function fetchAndWrite(repo: RestoreRepo, target: RestoreTarget, states: F
   };
 
   // large blobs decoded at once (each holds its sealed, decrypted and decompressed bytes)
-  let decoding = 0;
-  const decodeWaiters: (() => void)[] = [];
-  const decodeSlot = async (): Promise<void> => {
-    while (decoding >= BLOBS_AT_ONCE) await new Promise<void>((r) => decodeWaiters.push(r));
-    decoding++;
-  };
-  const decodeDone = (): void => {
-    decoding--;
-    decodeWaiters.shift()?.();
-  };
+  const decoding = new Semaphore(BLOBS_AT_ONCE);
 
   // one read buffer per pack reader, reused for every range (fresh buffers per read made
   // V8 collect garbage far more often)
@@ -395,14 +387,14 @@ async function fetchAndWrite(repo: RestoreRepo, target: RestoreTarget, states: F
           let msg = readErr;
           if (data !== undefined) {
             const large = need.rawLength > SMALL_BLOB;
-            if (large) await decodeSlot();
+            if (large) await decoding.acquire();
             try {
               plain = await repo.decodeBlob(data.subarray(need.offset - start, need.offset - start + need.length), index.entryId(need.entry), need.rawLength, pack, 'chunk');
             } catch (err) {
               if (!(err instanceof IntegrityError)) throw err;
               msg = err.message;
             } finally {
-              if (large) decodeDone();
+              if (large) decoding.release();
             }
           }
           if (plain === undefined) {

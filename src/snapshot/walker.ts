@@ -22,6 +22,7 @@
 import { IntegrityError } from '../errors/index.ts';
 import { displayName, nodeNameBytes } from './tree.ts';
 import type { Node, Tree } from './tree.ts';
+import { parallel } from '../util/parallel.ts';
 
 /** What a walk needs of a repository: the trees, by id. */
 export interface TreeLoader {
@@ -135,15 +136,10 @@ export async function walkTree(loader: TreeLoader, root: WalkRoot, visit: (node:
       }
     }
     const next: { nodes: Node[]; dir: Buffer }[] = [];
-    let i = 0;
-    const worker = async (): Promise<void> => {
-      while (i < pending.length) {
-        const p = pending[i++]!;
-        const nodes = await load(p.id, p.dir);
-        if (nodes !== undefined) next.push({ nodes, dir: p.dir });
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(limit, pending.length) }, worker));
+    await parallel(pending, limit, async (p) => {
+      const nodes = await load(p.id, p.dir);
+      if (nodes !== undefined) next.push({ nodes, dir: p.dir });
+    });
     level = next;
   }
 }

@@ -70,7 +70,7 @@ class Bed {
     return JSON.parse(ok(await this.tb(['status', '--json']), 'status').stdout) as StatusReport;
   }
   async load(seconds: number, rate = 40): Promise<Record<string, unknown>> {
-    const s = summary(ok(await this.tb(['load', '--rate', String(rate), '--duration', String(seconds), '--json']), 'load').stdout);
+    const s = summary(ok(await this.tb(['load', '--rate', String(rate), '--duration', `${seconds}s`, '--json']), 'load').stdout);
     return s;
   }
   /** Backs up `paths` in one snapshot; returns when it started and ended. */

@@ -19,11 +19,13 @@ export interface BackendFixture {
   cleanup(): Promise<void>;
 }
 
-function hexName(s: string): string {
+/** A content-addressed-looking name for test data. */
+export function hexName(s: string): string {
   return createHash('sha256').update(s).digest('hex');
 }
 
-async function names(b: Backend, type: FileType): Promise<string[]> {
+/** The names a backend lists for a file type. */
+export async function names(b: Backend, type: FileType): Promise<string[]> {
   const out: string[] = [];
   for await (const f of b.list(type)) out.push(f.name);
   return out;

@@ -5,12 +5,11 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import type { Backend, FileType } from '../../src/storage/backend.ts';
+import type { Backend } from '../../src/storage/backend.ts';
 import { unwrap } from '../../src/storage/backend.ts';
-import { backendConformance } from '../../src/storage/conformance.ts';
+import { backendConformance, hexName, names } from '../../src/storage/conformance.ts';
 import type { BackendFixture } from '../../src/storage/conformance.ts';
 import { FaultyBackend } from '../../src/storage/faulty.ts';
 import { findLayer } from '../../src/storage/backend.ts';
@@ -22,15 +21,6 @@ import type { StackOptions } from '../../src/storage/stack.ts';
 import { MeshbackError } from '../../src/errors/index.ts';
 import { listTree, removeDir, tempDir } from './helpers.ts';
 
-function hexName(s: string): string {
-  return createHash('sha256').update(s).digest('hex');
-}
-
-async function names(b: Backend, type: FileType): Promise<string[]> {
-  const out: string[] = [];
-  for await (const f of b.list(type)) out.push(f.name);
-  return out;
-}
 
 const noSleep = async (): Promise<void> => undefined;
 

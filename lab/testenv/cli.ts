@@ -11,10 +11,7 @@ import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { build, cacheRoot, isBuilt, parseComponents, type BuildResult } from './build.ts';
 import { TestenvError } from './errors.ts';
-import { startK8s } from './k8s.ts';
 import { alive, stopPid, type ProcInfo } from './proc.ts';
-import { startS3 } from './s3.ts';
-import { startToxiproxy } from './toxiproxy.ts';
 import { COMPONENTS, COMPONENT_NAMES } from './versions.ts';
 
 const ENVS = ['s3', 'k8s', 'toxiproxy'] as const;
@@ -86,7 +83,8 @@ async function up(name: EnvName): Promise<State> {
   await fsp.mkdir(dir, { recursive: true });
   const t0 = performance.now();
   const opts = { mode: 'detached' as const, dir, log };
-  const e = name === 's3' ? await startS3(opts) : name === 'k8s' ? await startK8s(opts) : await startToxiproxy(opts);
+  // imported here: the S3 and Kubernetes clients take a moment to load, which status and down need not wait for
+  const e = name === 's3' ? await (await import('./s3.ts')).startS3(opts) : name === 'k8s' ? await (await import('./k8s.ts')).startK8s(opts) : await (await import('./toxiproxy.ts')).startToxiproxy(opts);
   const seconds = (performance.now() - t0) / 1000;
   const state: State = { name, dir, startedAt: new Date().toISOString(), seconds: Math.round(seconds * 10) / 10, procs: e.procs.map((p) => ({ name: p.name, pid: p.pid, log: p.log })), env: e.env };
   await fsp.writeFile(path.join(dir, 'state.json'), JSON.stringify(state, null, 2) + '\n');

@@ -3,13 +3,14 @@
  * npm run testenv -- up s3|k8s|toxiproxy|all... [--json]     prints `export` lines (eval them)
  * npm run testenv -- down NAME...|all
  * npm run testenv -- status [--json]
+ * npm run testenv -- path BINARY                            the path of a pinned binary (kubectl, helm, restic, ...), built if missing
  *
  * Progress goes to stderr; stdout carries only the exports (or one JSON object with --json).
  * Servers started by `up` run until `down`; their state is in ~/.cache/meshback-testenv/run/NAME/.
  */
 import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { build, cacheRoot, isBuilt, parseComponents, type BuildResult } from './build.ts';
+import { binary, build, cacheRoot, isBuilt, parseComponents, type BuildResult } from './build.ts';
 import { TestenvError } from './errors.ts';
 import { alive, stopPid, type ProcInfo } from './proc.ts';
 import { COMPONENTS, COMPONENT_NAMES } from './versions.ts';
@@ -26,7 +27,7 @@ interface State {
   env: Record<string, string>;
 }
 
-const USAGE = 'usage: npm run testenv -- build [COMPONENT...|all] | up s3|k8s|toxiproxy|all | down NAME...|all | status [--json]';
+const USAGE = 'usage: npm run testenv -- build [COMPONENT...|all] | up s3|k8s|toxiproxy|all | down NAME...|all | status [--json] | path BINARY';
 
 class UsageError extends TestenvError {}
 
@@ -145,6 +146,12 @@ async function main(argv: string[]): Promise<number> {
         out(`${s.name.padEnd(10)} ${state.padEnd(9)} since ${s.startedAt}  ${s.procs.map((p) => `${p.name}:${p.pid}${p.alive ? '' : '(exited)'}`).join(' ')}  ${Object.entries(s.env).filter(([k]) => !k.startsWith('AWS_SECRET')).map(([k, v]) => `${k}=${v}`).join(' ')}\n`);
       }
       out(`built: ${components.map((c) => `${c.name} ${c.version}${c.built ? '' : ' (not built)'}`).join(', ')}\n`);
+      return 0;
+    }
+    case 'path': {
+      if (rest.length !== 1) throw new UsageError('path needs one binary name', 'e.g. npm run -s testenv -- path kubectl');
+      const p = await binary(rest[0]!, log);
+      out(json ? JSON.stringify({ path: p }) + '\n' : p + '\n');
       return 0;
     }
     default:

@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { TestenvError } from './errors.ts';
+import { TestenvError, UsageError } from './errors.ts';
 import { COMPONENTS, COMPONENT_NAMES, type Component, type ComponentName, type FilesComponent, type GoComponent } from './versions.ts';
 
 export type Log = (line: string) => void;
@@ -51,7 +51,7 @@ export function isBuilt(name: ComponentName): boolean {
 export function parseComponents(names: string[]): ComponentName[] {
   if (names.length === 0 || names.includes('all')) return [...COMPONENT_NAMES];
   for (const n of names) {
-    if (!(COMPONENT_NAMES as string[]).includes(n)) throw new TestenvError(`unknown component ${n}`, `name one of ${COMPONENT_NAMES.join(', ')} or all`);
+    if (!(COMPONENT_NAMES as string[]).includes(n)) throw new UsageError(`unknown component ${n}`, `name one of ${COMPONENT_NAMES.join(', ')} or all`);
   }
   return names as ComponentName[];
 }
@@ -285,7 +285,7 @@ for (const n of COMPONENT_NAMES) {
 /** The path of a pinned binary (restic, kopia, minio, etcd, kube-apiserver, kubectl, helm, ...), built first if missing. */
 export async function binary(bin: string, log: Log = (l) => process.stderr.write(l + '\n')): Promise<string> {
   const owner = BINARY_OWNER[bin];
-  if (owner === undefined) throw new TestenvError(`no component builds a binary named ${bin}`, `name one of ${Object.keys(BINARY_OWNER).join(', ')}`);
+  if (owner === undefined) throw new UsageError(`no component builds a binary named ${bin}`, `name one of ${Object.keys(BINARY_OWNER).join(', ')}`);
   const r = await build(owner, log);
   return path.join(r.dir, 'bin', bin);
 }

@@ -6,12 +6,13 @@
  * npm run testenv -- path BINARY                            the path of a pinned binary (kubectl, helm, restic, ...), built if missing
  *
  * Progress goes to stderr; stdout carries only the exports (or one JSON object with --json).
- * Servers started by `up` run until `down`; their state is in ~/.cache/meshback-testenv/run/NAME/.
+ * Servers started by `up` run until `down`; their state is in ~/.cache/meshback-testenv/run/NAME/
+ * (or $MESHBACK_TESTENV_RUN/NAME/).
  */
 import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { binary, build, cacheRoot, isBuilt, parseComponents, type BuildResult } from './build.ts';
-import { TestenvError } from './errors.ts';
+import { TestenvError, UsageError } from './errors.ts';
 import { alive, stopPid, type ProcInfo } from './proc.ts';
 import { COMPONENTS, COMPONENT_NAMES } from './versions.ts';
 
@@ -29,13 +30,11 @@ interface State {
 
 const USAGE = 'usage: npm run testenv -- build [COMPONENT...|all] | up s3|k8s|toxiproxy|all | down NAME...|all | status [--json] | path BINARY';
 
-class UsageError extends TestenvError {}
-
 const log = (l: string): void => void process.stderr.write(l + '\n');
 const out = (s: string): void => void process.stdout.write(s);
 
 function runDir(name: EnvName): string {
-  return path.join(cacheRoot(), 'run', name);
+  return path.join(process.env['MESHBACK_TESTENV_RUN'] ?? path.join(cacheRoot(), 'run'), name);
 }
 
 function readState(name: EnvName): State | undefined {

@@ -9,3 +9,6 @@ export class TestenvError extends Error {
     this.todo = todo;
   }
 }
+
+/** A bad command line or an unknown name: exit 2. */
+export class UsageError extends TestenvError {}

@@ -195,3 +195,40 @@ test('testenv: a server started by the library stops and its data is removed whe
   assert.equal(existsSync(info.dir), false, 'its data directory is still there');
   assert.equal(guardAlive(), false, 'the guard process is still there');
 });
+
+test('testenv CLI: up prints only export lines, status shows it, down stops it and removes its data; bad input is one line', { timeout: 10 * 60_000 }, async () => {
+  const cli = (args: string[]): ReturnType<typeof runProcess> => runProcess(path.join(ROOT, 'bin/node'), [path.join(ROOT, 'lab/testenv/cli.ts'), ...args], { MESHBACK_TESTENV_RUN: path.join(base, 'run') });
+  const up = await cli(['up', 'toxiproxy']);
+  assert.equal(up.code, 0, up.stderr);
+  const lines = up.stdout.trim().split('\n');
+  for (const l of lines) assert.match(l, /^export [A-Z_]+=\S+$/);
+  const url = /^export TOXIPROXY_URL=(\S+)$/m.exec(up.stdout)?.[1];
+  assert.ok(url, up.stdout);
+  assert.ok((await fetch(`${url}/version`)).ok);
+  const again = await cli(['up', 'toxiproxy', '--json']);
+  assert.equal(again.code, 0, again.stderr);
+  const j = JSON.parse(again.stdout) as { env: Record<string, string>; components: { name: string; dir: string; procs: { pid: number }[] }[] };
+  assert.equal(j.env['TOXIPROXY_URL'], url, 'a second up reports the running one');
+  const st = JSON.parse((await cli(['status', '--json'])).stdout) as { running: { name: string; up: boolean }[] };
+  assert.deepEqual(
+    st.running.map((r) => [r.name, r.up]),
+    [['toxiproxy', true]],
+  );
+  const down = await cli(['down', 'toxiproxy']);
+  assert.equal(down.code, 0, down.stderr);
+  assert.equal(
+    await fetch(`${url}/version`).then(
+      () => 'answers',
+      () => 'gone',
+    ),
+    'gone',
+  );
+  assert.equal(existsSync(j.components[0]!.dir), false);
+  assert.deepEqual((JSON.parse((await cli(['status', '--json'])).stdout) as { running: unknown[] }).running, []);
+  for (const bad of [['up', 'mainframe'], ['frobnicate'], ['up', 's3', '--fast'], ['build', 'nosuch']]) {
+    const r = await cli(bad);
+    assert.equal(r.code, 2, `${bad.join(' ')}: exit ${r.code}`);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /^testenv: [^\n]+: [^\n]+\n$/, r.stderr);
+  }
+});

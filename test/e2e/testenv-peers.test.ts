@@ -96,6 +96,21 @@ test('testenv: kopia (current release, built from its Go module) prints its vers
   await assertTree(target, want);
 });
 
+test('testenv: helm (v4, built from its Go module) prints its version, creates a chart and renders it offline', { timeout: 30 * 60_000 }, async () => {
+  const helm = await binary('helm');
+  const env = { HELM_CACHE_HOME: path.join(base, 'helm-cache'), HELM_CONFIG_HOME: path.join(base, 'helm-config'), HELM_DATA_HOME: path.join(base, 'helm-data') };
+  const v = await runProcess(helm, ['version', '--short'], env);
+  assert.equal(v.code, 0, v.stderr);
+  assert.match(v.stdout, new RegExp(`^${COMPONENTS.helm.version.replace(/\./g, '\\.')}`));
+  const chart = path.join(base, 'meshback-chart');
+  const c = await runProcess(helm, ['create', chart], env);
+  assert.equal(c.code, 0, c.stderr);
+  const t = await runProcess(helm, ['template', 'demo', chart, '--set', 'replicaCount=3'], env);
+  assert.equal(t.code, 0, t.stderr);
+  assert.match(t.stdout, /^kind: Deployment$/m);
+  assert.match(t.stdout, /^ {2}replicas: 3$/m);
+});
+
 /** one line through `addr` to an echo server and back: the reply and the round-trip milliseconds, or the error */
 function roundTrip(addr: string): Promise<{ reply?: string; error?: string; ms: number }> {
   const [host, port] = addr.split(':');

@@ -33,7 +33,7 @@ interface Stamp {
 }
 
 function outputs(c: Component): string[] {
-  return c.kind === 'go' ? Object.keys(c.binaries).map((b) => path.join('bin', b)) : c.files.map((f) => path.join('files', f));
+  return c.kind === 'go' ? [...Object.keys(c.binaries).map((b) => path.join('bin', b)), ...(c.files ?? []).map((f) => path.join('files', path.basename(f)))] : c.files.map((f) => path.join('files', f));
 }
 
 export function isBuilt(name: ComponentName): boolean {
@@ -167,10 +167,15 @@ async function buildGo(name: ComponentName, c: GoComponent, tmp: string, work: s
     await run('go', ['build', '-v', '-trimpath', `-ldflags=${ldflags}`, '-o', path.join(tmp, 'bin', bin), pkg], { ...o, label: `${o.label}: ${bin}` });
     o.log(`${o.label}: ${bin} built in ${fmtSeconds((performance.now() - t) / 1000)}`);
   }
+  if (c.files !== undefined) {
+    const { Dir } = await download(c.module, c.version, o);
+    await fsp.mkdir(path.join(tmp, 'files'), { recursive: true });
+    for (const f of c.files) await fsp.copyFile(path.join(Dir, f), path.join(tmp, 'files', path.basename(f)));
+  }
   const reported: Record<string, string> = {};
   for (const bin of Object.keys(c.binaries)) {
     const out = await new Promise<string>((resolve) => {
-      const p = spawn(path.join(tmp, 'bin', bin), c.versionArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
+      const p = spawn(path.join(tmp, 'bin', bin), c.versionArgsOf?.[bin] ?? c.versionArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
       let s = '';
       p.stdout.setEncoding('utf8').on('data', (d: string) => (s += d));
       p.stderr.setEncoding('utf8').on('data', (d: string) => (s += d));
@@ -183,7 +188,7 @@ async function buildGo(name: ComponentName, c: GoComponent, tmp: string, work: s
     });
     reported[bin] = out.split('\n').slice(0, 3).join(' ');
     if (bin !== 'toxiproxy-cli' && !out.includes(c.reports)) {
-      throw new TestenvError(`${o.label}: ${bin} ${c.versionArgs.join(' ')} printed "${reported[bin]}", not ${c.reports}`, 'fix the version flags in lab/testenv/versions.ts');
+      throw new TestenvError(`${o.label}: ${bin} ${(c.versionArgsOf?.[bin] ?? c.versionArgs).join(' ')} printed "${reported[bin]}", not ${c.reports}`, 'fix the version flags in lab/testenv/versions.ts');
     }
   }
   return reported;
@@ -290,8 +295,8 @@ export async function binary(bin: string, log: Log = (l) => process.stderr.write
   return path.join(r.dir, 'bin', bin);
 }
 
-/** The directory holding a files component's files (the VolumeSnapshot CRDs), fetched first if missing. */
-export async function filesOf(name: 'snapshot-crds', log: Log = (l) => process.stderr.write(l + '\n')): Promise<string[]> {
+/** The files a component keeps (the VolumeSnapshot CRDs, kwok's stages), built or fetched first if missing. */
+export async function filesOf(name: 'snapshot-crds' | 'kwok', log: Log = (l) => process.stderr.write(l + '\n')): Promise<string[]> {
   const r = await build(name, log);
-  return COMPONENTS[name].files.map((f) => path.join(r.dir, 'files', f));
+  return COMPONENTS[name].files.map((f) => path.join(r.dir, 'files', path.basename(f)));
 }

@@ -101,6 +101,7 @@ export async function startK8s(o: StartOpts = {}): Promise<K8sEnv> {
   const bins: Record<string, string> = {};
   for (const b of ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kwok']) bins[b] = await binary(b, log);
   const crds = await filesOf('snapshot-crds', log);
+  const stages = await filesOf('kwok', log);
   const dir = o.dir ?? (await fsp.mkdtemp(path.join(os.tmpdir(), 'meshback-testenv-k8s-')));
   await fsp.mkdir(path.join(dir, 'logs'), { recursive: true });
   const procs: Proc[] = [];
@@ -196,6 +197,7 @@ export async function startK8s(o: StartOpts = {}): Promise<K8sEnv> {
       '--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake',
       '--cidr=10.244.0.0/16',
       '--node-ip=127.0.0.1',
+      ...stages.map((f) => `--config=${f}`),
     ]);
     const kc = new KubeConfig();
     kc.loadFromFile(admin);

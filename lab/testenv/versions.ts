@@ -24,6 +24,10 @@ export interface GoComponent {
   /** the version the binary reports, as a substring of its `version` output */
   reports: string;
   versionArgs: string[];
+  /** per binary, where one answers other arguments */
+  versionArgsOf?: Record<string, string[]>;
+  /** files of the module kept beside the binaries (in files/, by base name) */
+  files?: string[];
 }
 
 export interface FilesComponent {
@@ -88,6 +92,7 @@ export const COMPONENTS = {
     },
     reports: K8S,
     versionArgs: ['--version'],
+    versionArgsOf: { kubectl: ['version', '--client'] },
   },
   kwok: {
     kind: 'go',
@@ -95,6 +100,15 @@ export const COMPONENTS = {
     version: 'v0.8.0',
     binaries: { kwok: 'sigs.k8s.io/kwok/cmd/kwok' },
     xflags: { 'sigs.k8s.io/kwok/pkg/consts.Version': 'v0.8.0' },
+    // the stages kwokctl gives its nodes and pods by default: nodes become Ready and renew their
+    // Lease, pods bound to them run, pods of Jobs complete, deleted pods go
+    files: [
+      'kustomize/stage/node/fast/node-initialize.yaml',
+      'kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml',
+      'kustomize/stage/pod/fast/pod-ready.yaml',
+      'kustomize/stage/pod/fast/pod-complete.yaml',
+      'kustomize/stage/pod/fast/pod-delete.yaml',
+    ],
     reports: 'v0.8.0',
     versionArgs: ['--version'],
   },

@@ -16,6 +16,30 @@ import type { StartOpts } from './s3.ts';
 
 export const KWOK_NODES = ['kwok-node-0', 'kwok-node-1'];
 
+const KCM_CONTROLLERS = [
+  'serviceaccount-controller',
+  'root-ca-certificate-publisher-controller',
+  'clusterrole-aggregation-controller',
+  'namespace-controller',
+  'garbage-collector-controller',
+  'pod-garbage-collector-controller',
+  'job-controller',
+  'cronjob-controller',
+  'ttl-after-finished-controller',
+  'replicaset-controller',
+  'deployment-controller',
+  'statefulset-controller',
+  'daemonset-controller',
+  'disruption-controller',
+  'endpoints-controller',
+  'endpointslice-controller',
+  'node-lifecycle-controller',
+  'taint-eviction-controller',
+  'persistentvolume-binder-controller',
+  'persistentvolume-protection-controller',
+  'persistentvolumeclaim-protection-controller',
+];
+
 export interface K8sEnv {
   /** the admin kubeconfig (client certificate in system:masters) */
   kubeconfig: string;
@@ -98,6 +122,9 @@ function code(e: unknown): number | undefined {
 export async function startK8s(o: StartOpts = {}): Promise<K8sEnv> {
   const mode = o.mode ?? 'owned';
   const log: Log = o.log ?? ((l) => process.stderr.write(l + '\n'));
+  const t0 = performance.now();
+  // phase lines only for the CLI (o.log given); tests stay quiet unless something must be built
+  const phase = (what: string): void => o.log?.(`testenv: k8s: ${what} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
   const bins: Record<string, string> = {};
   for (const b of ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kwok']) bins[b] = await binary(b, log);
   const crds = await filesOf('snapshot-crds', log);
@@ -118,6 +145,7 @@ export async function startK8s(o: StartOpts = {}): Promise<K8sEnv> {
   };
   try {
     const certs = await pki(path.join(dir, 'pki'));
+    phase('certificates made');
     const [etcdPort, etcdPeer, apiPort, kcmPort, schedPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
     const etcdUrl = `http://127.0.0.1:${etcdPort}`;
     const etcd = start('etcd', [
@@ -135,6 +163,7 @@ export async function startK8s(o: StartOpts = {}): Promise<K8sEnv> {
       const r = await fetch(`${etcdUrl}/health`);
       return r.ok && ((await r.json()) as { health?: string }).health === 'true' ? true : undefined;
     });
+    phase(`etcd healthy on ${etcdUrl}`);
     const server = `https://127.0.0.1:${apiPort}`;
     const apiserver = start('kube-apiserver', [
       `--etcd-servers=${etcdUrl}`,
@@ -164,6 +193,7 @@ export async function startK8s(o: StartOpts = {}): Promise<K8sEnv> {
       const r = await httpsStatus(`${server}/readyz`, certs.ca.crt, certs.admin);
       return r.status === 200 ? true : undefined;
     });
+    phase(`kube-apiserver ready on ${server}`);
     start('kube-controller-manager', [
       `--kubeconfig=${kcmConf}`,
       `--authentication-kubeconfig=${kcmConf}`,
@@ -177,7 +207,10 @@ export async function startK8s(o: StartOpts = {}): Promise<K8sEnv> {
       `--root-ca-file=${certs.ca.crt}`,
       `--cluster-signing-cert-file=${certs.ca.crt}`,
       `--cluster-signing-key-file=${certs.ca.key}`,
-      '--controllers=*',
+      // what a backup controller meets in a cluster (workloads, Jobs, CronJobs, garbage collection,
+      // namespaces, service accounts, volumes, node lifecycle); leaving out the rest (quota, autoscaling,
+      // CSR signing, DRA, ...) halves the controller manager's start on two busy cores
+      `--controllers=${KCM_CONTROLLERS.join(',')}`,
       '--cluster-name=meshback-testenv',
       '--profiling=false',
     ]);
@@ -232,15 +265,18 @@ export async function startK8s(o: StartOpts = {}): Promise<K8sEnv> {
       const established = list.items.filter((c) => c.spec.group === 'snapshot.storage.k8s.io' && (c.status?.conditions ?? []).some((x) => x.type === 'Established' && x.status === 'True'));
       return established.length >= 3 ? true : undefined;
     });
+    phase('VolumeSnapshot CRDs established');
     await waitFor('the two kwok nodes to be Ready', 60_000, procs, async () => {
       const list = await core.listNode();
       const ready = list.items.filter((n) => KWOK_NODES.includes(n.metadata?.name ?? '') && (n.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True'));
       return ready.length === KWOK_NODES.length ? true : undefined;
     });
+    phase(`kwok nodes ${KWOK_NODES.join(', ')} Ready`);
     await waitFor('the default service account', 30_000, procs, async () => {
       await core.readNamespacedServiceAccount({ name: 'default', namespace: 'default' });
       return true;
     });
+    phase('the controller manager made the default service account');
     const caPem = await fsp.readFile(certs.ca.crt, 'utf8');
     return {
       kubeconfig: admin,

@@ -255,14 +255,16 @@ export async function build(name: ComponentName, log: Log = () => {}): Promise<B
   return withLock(`${name}-${c.version}`, log, async () => {
     if (isBuilt(name)) return { name, version: c.version, dir, cached: true, seconds: 0 };
     const t0 = performance.now();
-    const label = `testenv: ${name} ${c.version}`;
-    log(`${label}: building from ${c.module} (log: ${dir}.log)`);
+    // errors carry the bare label (the CLI prefixes `testenv: `), progress lines the prefixed one
+    const label = `${name} ${c.version}`;
+    const plog: Log = (l) => log(`testenv: ${l}`);
+    plog(`${label}: building from ${c.module} (log: ${dir}.log)`);
     const tmp = `${dir}.tmp-${process.pid}`;
     const work = await fsp.mkdtemp(path.join(os.tmpdir(), `meshback-testenv-build-${name}-`));
     await fsp.rm(tmp, { recursive: true, force: true });
     await fsp.mkdir(tmp, { recursive: true });
     await fsp.writeFile(`${dir}.log`, '');
-    const o: RunOpts = { cwd: work, log, label, logFile: `${dir}.log` };
+    const o: RunOpts = { cwd: work, log: plog, label, logFile: `${dir}.log` };
     try {
       let reported: Record<string, string> | undefined;
       if (c.kind === 'go') reported = await buildGo(name, c, tmp, work, o);
@@ -272,7 +274,7 @@ export async function build(name: ComponentName, log: Log = () => {}): Promise<B
       await fsp.writeFile(path.join(tmp, 'stamp.json'), JSON.stringify(stamp, null, 2) + '\n');
       await fsp.rm(dir, { recursive: true, force: true });
       await fsp.rename(tmp, dir);
-      log(`${label}: done in ${fmtSeconds(seconds)}`);
+      plog(`${label}: done in ${fmtSeconds(seconds)}`);
       return { name, version: c.version, dir, cached: false, seconds };
     } finally {
       await fsp.rm(tmp, { recursive: true, force: true });

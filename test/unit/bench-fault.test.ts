@@ -50,7 +50,10 @@ test('workload: every acknowledged write is found, and each kind of loss is coun
     const [s0, s1] = ['workload/state/state-0.dat', 'workload/state/state-1.dat'];
     const torn = await fsp.readFile(path.join(vol, s0));
     assert.equal(torn.length, STATE_BYTES);
-    assert.equal(stateVersion(torn), stateWrites(s0).length);
+    // the kill may land after a state file was written and before its write was journaled: the
+    // volume is then one version ahead of what was acknowledged (a write not acknowledged is not lost)
+    const version = stateVersion(torn);
+    assert.ok(version === stateWrites(s0).length || version === stateWrites(s0).length + 1, `state-0 version ${version}, journaled writes ${stateWrites(s0).length}`);
     torn[2000] = torn[2000]! ^ 0xff;
     await fsp.writeFile(path.join(vol, s0), torn);
     await fsp.rm(path.join(vol, s1));

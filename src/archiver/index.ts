@@ -212,11 +212,12 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     return true;
   };
 
-  const archiveNode = async (abs: Buffer, nameRaw: Buffer, st: BigIntStats, old: Node | undefined): Promise<Node | undefined> => {
+  /** `rootLen`: length of the backed-up PATH `abs` lies under, as a string (for exclude patterns with a '/') */
+  const archiveNode = async (abs: Buffer, nameRaw: Buffer, st: BigIntStats, old: Node | undefined, rootLen: number): Promise<Node | undefined> => {
     const n = nodeFromStat(nameRaw, st);
     if (n.type === 'dir') {
       summary.dirs++;
-      const sub = await archiveDir(abs, old?.type === 'dir' ? old.subtree : undefined);
+      const sub = await archiveDir(abs, old?.type === 'dir' ? old.subtree : undefined, rootLen);
       if (sub === undefined) return undefined;
       n.subtree = sub;
       return n;
@@ -246,7 +247,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
   };
 
   /** Archives a directory; returns its tree id, or undefined if it could not be read. */
-  const archiveDir = async (abs: Buffer, parentTree: string | undefined): Promise<string | undefined> => {
+  const archiveDir = async (abs: Buffer, parentTree: string | undefined, rootLen: number): Promise<string | undefined> => {
     let entries: Buffer[];
     try {
       // synchronous metadata calls: on a local volume they cost microseconds, far less than a
@@ -284,13 +285,17 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
       for (let k = 0; k < stats.length; k++) {
         const s = stats[k];
         if (s === undefined) continue;
-        if (!excluder.empty && excluder.excluded(s.child.toString('utf8'), s.name.toString('utf8'))) continue;
+        if (!excluder.empty) {
+          // the path is decoded only when a pattern looks at it; the path below PATH skips PATH and its '/'
+          const abs = excluder.needsPath ? s.child.toString('utf8') : '';
+          if (excluder.excluded(s.name.toString('utf8'), s.st.isDirectory(), abs, abs.slice(rootLen + 1))) continue;
+        }
         const idx = i + k;
         const old = oldNodes?.get(s.name.toString('latin1'));
         if (s.st.isDirectory()) {
-          nodes[idx] = await archiveNode(s.child, s.name, s.st, old);
+          nodes[idx] = await archiveNode(s.child, s.name, s.st, old, rootLen);
         } else {
-          const job = archiveNode(s.child, s.name, s.st, old).then((n) => {
+          const job = archiveNode(s.child, s.name, s.st, old, rootLen).then((n) => {
             nodes[idx] = n;
           });
           fileJobs.push(job);
@@ -318,7 +323,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
         itemError(abs, err);
         continue;
       }
-      const n = await archiveNode(abs, name, st, oldRoot?.get(name.toString('latin1')));
+      const n = await archiveNode(abs, name, st, oldRoot?.get(name.toString('latin1')), p.length);
       if (n !== undefined) rootNodes.push(n);
     }
     rootId = await repo.saveTree(encodeTree({ nodes: rootNodes }));
@@ -355,34 +360,45 @@ async function scanTotals(paths: string[], excluder: Excluder, report: (files: n
   let files = 0;
   let bytes = 0;
   let last = 0;
-  const walk = async (p: string): Promise<void> => {
+  const walk = async (p: string, rootLen: number): Promise<void> => {
+    let names: string[];
+    try {
+      names = await fsp.readdir(p);
+    } catch {
+      return;
+    }
+    for (const n of names) {
+      const c = p === '/' ? `/${n}` : `${p}/${n}`;
+      let st;
+      try {
+        st = await fsp.lstat(c);
+      } catch {
+        continue;
+      }
+      if (!excluder.empty && excluder.excluded(n, st.isDirectory(), c, c.slice(rootLen + 1))) continue;
+      if (st.isDirectory()) await walk(c, rootLen);
+      else if (st.isFile()) {
+        files++;
+        bytes += st.size;
+        if (performance.now() - last > 500) {
+          last = performance.now();
+          report(files, bytes, false);
+        }
+      }
+    }
+  };
+  for (const p of paths) {
     let st;
     try {
       st = await fsp.lstat(p);
     } catch {
-      return;
+      continue;
     }
-    if (st.isDirectory()) {
-      let names: string[];
-      try {
-        names = await fsp.readdir(p);
-      } catch {
-        return;
-      }
-      for (const n of names) {
-        const c = path.join(p, n);
-        if (!excluder.empty && excluder.excluded(c, n)) continue;
-        await walk(c);
-      }
-    } else if (st.isFile()) {
+    if (st.isDirectory()) await walk(p, p === '/' ? 0 : p.length);
+    else if (st.isFile()) {
       files++;
       bytes += st.size;
-      if (performance.now() - last > 500) {
-        last = performance.now();
-        report(files, bytes, false);
-      }
     }
-  };
-  for (const p of paths) await walk(p);
+  }
   report(files, bytes, true);
 }

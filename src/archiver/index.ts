@@ -217,11 +217,12 @@ async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupR
     return true;
   };
 
-  const archiveNode = async (abs: Buffer, nameRaw: Buffer, st: BigIntStats, old: Node | undefined): Promise<Node | undefined> => {
+  /** `rootLen`: length of the backed-up PATH `abs` lies under, as a string (for exclude patterns with a '/') */
+  const archiveNode = async (abs: Buffer, nameRaw: Buffer, st: BigIntStats, old: Node | undefined, rootLen: number): Promise<Node | undefined> => {
     const n = nodeFromStat(nameRaw, st);
     if (n.type === 'dir') {
       summary.dirs++;
-      const sub = await archiveDir(abs, old?.type === 'dir' ? old.subtree : undefined);
+      const sub = await archiveDir(abs, old?.type === 'dir' ? old.subtree : undefined, rootLen);
       if (sub === undefined) return undefined;
       n.subtree = sub;
       return n;
@@ -251,7 +252,7 @@ async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupR
   };
 
   /** Archives a directory; returns its tree id, or undefined if it could not be read. */
-  const archiveDir = async (abs: Buffer, parentTree: string | undefined): Promise<string | undefined> => {
+  const archiveDir = async (abs: Buffer, parentTree: string | undefined, rootLen: number): Promise<string | undefined> => {
     let entries: Buffer[];
     try {
       // synchronous metadata calls: on a local volume they cost microseconds, far less than a
@@ -289,13 +290,17 @@ async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupR
       for (let k = 0; k < stats.length; k++) {
         const s = stats[k];
         if (s === undefined) continue;
-        if (!excluder.empty && excluder.excluded(s.child.toString('utf8'), s.name.toString('utf8'))) continue;
+        if (!excluder.empty) {
+          // the path is decoded only when a pattern looks at it; the path below PATH skips PATH and its '/'
+          const abs = excluder.needsPath ? s.child.toString('utf8') : '';
+          if (excluder.excluded(s.name.toString('utf8'), s.st.isDirectory(), abs, abs.slice(rootLen + 1))) continue;
+        }
         const idx = i + k;
         const old = oldNodes?.get(s.name.toString('latin1'));
         if (s.st.isDirectory()) {
-          nodes[idx] = await archiveNode(s.child, s.name, s.st, old);
+          nodes[idx] = await archiveNode(s.child, s.name, s.st, old, rootLen);
         } else {
-          const job = archiveNode(s.child, s.name, s.st, old).then((n) => {
+          const job = archiveNode(s.child, s.name, s.st, old, rootLen).then((n) => {
             nodes[idx] = n;
           });
           fileJobs.push(job);
@@ -323,7 +328,7 @@ async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupR
         itemError(abs, err);
         continue;
       }
-      const n = await archiveNode(abs, name, st, oldRoot?.get(name.toString('latin1')));
+      const n = await archiveNode(abs, name, st, oldRoot?.get(name.toString('latin1')), p.length);
       if (n !== undefined) rootNodes.push(n);
     }
     rootId = await repo.saveTree(encodeTree({ nodes: rootNodes }));
@@ -360,35 +365,46 @@ async function scanTotals(source: Source, paths: string[], excluder: Excluder, r
   let files = 0;
   let bytes = 0;
   let last = 0;
-  const sep = Buffer.from('/');
-  const walk = async (p: Buffer): Promise<void> => {
-    let st;
+  const walk = async (p: string, rootLen: number): Promise<void> => {
+    let names: Buffer[];
     try {
-      st = await source.lstat(p);
+      names = await source.readdir(Buffer.from(p));
     } catch {
       return;
     }
-    if (st.isDirectory()) {
-      let names: Buffer[];
+    for (const nb of names) {
+      const n = nb.toString('utf8');
+      const c = p === '/' ? `/${n}` : `${p}/${n}`;
+      let st;
       try {
-        names = await source.readdir(p);
+        st = await source.lstat(Buffer.from(c));
       } catch {
-        return;
+        continue;
       }
-      for (const n of names) {
-        const c = Buffer.concat([p, sep, n]);
-        if (!excluder.empty && excluder.excluded(c.toString('utf8'), n.toString('utf8'))) continue;
-        await walk(c);
-      }
-    } else if (st.isFile()) {
-      files++;
-      bytes += Number(st.size);
-      if (performance.now() - last > 500) {
-        last = performance.now();
-        report(files, bytes, false);
+      if (!excluder.empty && excluder.excluded(n, st.isDirectory(), c, c.slice(rootLen + 1))) continue;
+      if (st.isDirectory()) await walk(c, rootLen);
+      else if (st.isFile()) {
+        files++;
+        bytes += Number(st.size);
+        if (performance.now() - last > 500) {
+          last = performance.now();
+          report(files, bytes, false);
+        }
       }
     }
   };
-  for (const p of paths) await walk(Buffer.from(p));
+  for (const p of paths) {
+    let st;
+    try {
+      st = await source.lstat(Buffer.from(p));
+    } catch {
+      continue;
+    }
+    if (st.isDirectory()) await walk(p, p === '/' ? 0 : p.length);
+    else if (st.isFile()) {
+      files++;
+      bytes += Number(st.size);
+    }
+  }
   report(files, bytes, true);
 }

@@ -156,6 +156,30 @@ describe('failure modes', () => {
     assert.match(d.stdout, /^- +\/conf\/envoy\/envoy\.yaml$/m, 'excluded file is gone from the new snapshot');
   });
 
+  test('--exclude-file and --exclude: dotfiles, re-include, anchored paths; bad patterns and files are refused', async () => {
+    const s = path.join(base, 'src-excl');
+    await makeTree(s);
+    await fsp.writeFile(path.join(s, 'logs/.hidden.log'), 'dot');
+    await fsp.writeFile(path.join(s, 'logs/keep.log'), 'keep');
+    await fsp.writeFile(path.join(s, 'data/.env'), 'SECRET=1');
+    const list = path.join(base, 'excludes.txt');
+    await fsp.writeFile(list, '# logs, but keep one\n*.log\n!keep.log\n\n/data/*.bin\n');
+    const b = await mb(['backup', s, '--host', 'hx', '--exclude-file', list, '--exclude', 'conf/', '--json'], { env });
+    assert.equal(b.code, 0, b.stderr);
+    const id = summary(b.stdout)['snapshot_id'] as string;
+    const ls = await mb(['ls', id], { env });
+    assert.equal(ls.code, 0, ls.stderr);
+    const names = ls.stdout.trim().split('\n').sort();
+    assert.deepEqual(names, ['/data', '/data/.env', '/data/small.txt', '/logs', '/logs/keep.log']);
+
+    const missing = await mb(['backup', s, '--exclude-file', path.join(base, 'no-such-list')], { env });
+    assert.equal(missing.code, 5);
+    assert.match(missing.stderr, /^meshback: --exclude-file .*no-such-list does not exist: .*\n$/);
+    const bad = await mb(['backup', s, '--exclude', 'x\\'], { env });
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /^meshback: exclude pattern "x\\\\" ends with a lone '\\': .*\n$/);
+  });
+
   test('unreadable file: reported, skipped, snapshot marked incomplete, exit 3', async () => {
     // root reads everything, so the backup runs without the capabilities that bypass file
     // permissions (as the files' owner, it still reaches everything else)

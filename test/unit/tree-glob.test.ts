@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import { IntegrityError } from '../../src/errors/index.ts';
 import { decodeTree, displayName, encodeName, encodeTree, linkTargetBytes, nodeNameBytes } from '../../src/snapshot/tree.ts';
 import type { Node, Tree } from '../../src/snapshot/tree.ts';
-import { Excluder, globToRegExp } from '../../src/archiver/glob.ts';
 
 function node(name: string | Buffer, extra: Partial<Node> = {}): Node {
   const n: Node = { ...(typeof name === 'string' ? { name } : encodeName(name)), type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: '0', ctime: '0', inode: 1, dev: 1, nlink: 1, size: 0, content: [] };
@@ -126,81 +125,5 @@ describe('encodeTree', () => {
     const a = encodeTree({ nodes: [node('x'), node('y'), node('z')] });
     const b = encodeTree({ nodes: [node('z'), node('x'), node('y')] });
     assert.deepEqual(a, b);
-  });
-});
-
-describe('Excluder', () => {
-  it("'*.log' matches names at any depth, and only whole names", () => {
-    const x = new Excluder(['*.log']);
-    assert.equal(x.excluded('/a.log', 'a.log'), true);
-    assert.equal(x.excluded('/var/lib/envoy/access.log', 'access.log'), true);
-    assert.equal(x.excluded('/x/.log', '.log'), true);
-    assert.equal(x.excluded('/x/a.log.1', 'a.log.1'), false);
-    assert.equal(x.excluded('/x/alog', 'alog'), false, "'.' is literal");
-    assert.equal(x.excluded('/x.log/y', 'y'), false, 'a parent name does not count');
-  });
-
-  it("'/abs/path/**' matches everything below that absolute path", () => {
-    const x = new Excluder(['/abs/path/**']);
-    assert.equal(x.excluded('/abs/path/a', 'a'), true);
-    assert.equal(x.excluded('/abs/path/a/b/c.txt', 'c.txt'), true);
-    assert.equal(x.excluded('/abs/pathology/a', 'a'), false);
-    assert.equal(x.excluded('/other/abs/path/a', 'a'), false, 'anchored at the root');
-    assert.equal(x.excluded('/abs/other/a', 'a'), false);
-  });
-
-  it("'**/cache/*' matches direct children of any directory named cache", () => {
-    const x = new Excluder(['**/cache/*']);
-    assert.equal(x.excluded('/var/cache/apt', 'apt'), true);
-    assert.equal(x.excluded('/cache/x', 'x'), true);
-    assert.equal(x.excluded('/a/b/c/cache/x', 'x'), true);
-    assert.equal(x.excluded('/var/cache/apt/archives', 'archives'), false, "'*' does not cross '/'");
-    assert.equal(x.excluded('/var/cache', 'cache'), false);
-    assert.equal(x.excluded('/var/mycache/x', 'x'), false);
-  });
-
-  it("'**' in the middle matches zero or more directories", () => {
-    const x = new Excluder(['/srv/**/tmp']);
-    assert.equal(x.excluded('/srv/tmp', 'tmp'), true);
-    assert.equal(x.excluded('/srv/a/b/tmp', 'tmp'), true);
-    assert.equal(x.excluded('/srv/a/tmpx', 'tmpx'), false);
-  });
-
-  it("'?' matches exactly one character, never '/'", () => {
-    const x = new Excluder(['file?.txt', '/d/?/e']);
-    assert.equal(x.excluded('/q/file1.txt', 'file1.txt'), true);
-    assert.equal(x.excluded('/q/fileé.txt', 'fileé.txt'), true, 'one character, not one byte');
-    assert.equal(x.excluded('/q/file.txt', 'file.txt'), false);
-    assert.equal(x.excluded('/q/file10.txt', 'file10.txt'), false);
-    assert.equal(x.excluded('/d/x/e', 'e'), true);
-    assert.equal(x.excluded('/d//e', 'e'), false);
-  });
-
-  it('character classes, ranges and negation', () => {
-    const x = new Excluder(['[abc].txt', 'v[0-9]', 'n[!xy]']);
-    assert.equal(x.excluded('/a.txt', 'a.txt'), true);
-    assert.equal(x.excluded('/c.txt', 'c.txt'), true);
-    assert.equal(x.excluded('/d.txt', 'd.txt'), false);
-    assert.equal(x.excluded('/v7', 'v7'), true);
-    assert.equal(x.excluded('/vx', 'vx'), false);
-    assert.equal(x.excluded('/v10', 'v10'), false);
-    assert.equal(x.excluded('/nz', 'nz'), true);
-    assert.equal(x.excluded('/nx', 'nx'), false);
-    assert.equal(x.excluded('/ny', 'ny'), false);
-  });
-
-  it('treats regex metacharacters literally and strips a trailing slash', () => {
-    const x = new Excluder(['a+b(1).$x', 'node_modules/']);
-    assert.equal(x.excluded('/q/a+b(1).$x', 'a+b(1).$x'), true);
-    assert.equal(x.excluded('/q/aab(1)x$x', 'aab(1)x$x'), false);
-    assert.equal(x.excluded('/p/node_modules', 'node_modules'), true, "'dir/' is a name pattern");
-    assert.equal(globToRegExp('[unclosed').test('[unclosed'), true);
-  });
-
-  it('an empty Excluder excludes nothing', () => {
-    const x = new Excluder([]);
-    assert.equal(x.empty, true);
-    assert.equal(x.excluded('/a', 'a'), false);
-    assert.equal(new Excluder(['*']).empty, false);
   });
 });

@@ -1,5 +1,7 @@
 import { backup } from '../../archiver/index.ts';
-import { UsageError } from '../../errors/index.ts';
+import { promises as fsp } from 'node:fs';
+import { Excluder, parseExcludeFile } from '../../archiver/glob.ts';
+import { NotFoundError, UsageError, errMessage, isErrno } from '../../errors/index.ts';
 import type { Command } from '../command.ts';
 import { str, strs } from '../command.ts';
 import { openRepo } from '../context.ts';
@@ -10,17 +12,20 @@ import { resourceUsage } from '../resources.ts';
 export const backupCommand: Command = {
   name: 'backup',
   summary: 'back up files and directories into a new snapshot',
-  usage: 'meshback backup PATH... [--tag KEY=VALUE]... [--host NAME] [--exclude GLOB]... [--parent ID] [--json]',
+  usage: 'meshback backup PATH... [--tag KEY=VALUE]... [--host NAME] [--exclude PATTERN]... [--exclude-file FILE]... [--parent ID] [--json]',
   options: {
     tag: { type: 'string', multiple: true, argument: 'KEY=VALUE', description: 'add a tag to the snapshot (repeatable)' },
     host: { type: 'string', argument: 'NAME', description: 'host name recorded in the snapshot (default: this host)' },
-    exclude: { type: 'string', multiple: true, argument: 'GLOB', description: "leave out matching entries (repeatable); a pattern without '/' matches names at any depth" },
+    exclude: { type: 'string', multiple: true, argument: 'PATTERN', description: "leave out matching entries (repeatable, gitignore-style): without '/' a name at any depth ('*.log', 'cache/'), with '/' a path below PATH or an absolute path; '!PATTERN' re-includes; the last match wins" },
+    'exclude-file': { type: 'string', multiple: true, argument: 'FILE', description: "read exclude patterns from FILE, one per line ('#' comments); they come before the --exclude patterns" },
     parent: { type: 'string', argument: 'ID', description: 'snapshot to compare with to skip unchanged files (default: latest of same host and paths)' },
   },
   async run(ctx, v, positionals) {
     if (positionals.length === 0) throw new UsageError('backup needs at least one PATH: meshback backup PATH...');
     const tags = strs(v['tag']);
     for (const t of tags) if (!/^[^=\s]+=.*$/.test(t)) throw new UsageError(`--tag ${JSON.stringify(t)} is not KEY=VALUE`);
+    const excludes = [...(await readExcludeFiles(strs(v['exclude-file']))), ...strs(v['exclude'])];
+    new Excluder(excludes); // a bad pattern is refused before the repository is opened
     const repo = await openRepo(ctx, { lock: 'shared', command: 'backup' });
     const host = str(v['host']);
     const parent = str(v['parent']);
@@ -28,7 +33,7 @@ export const backupCommand: Command = {
       paths: positionals,
       tags,
       ...(host !== undefined ? { host } : {}),
-      excludes: strs(v['exclude']),
+      excludes,
       ...(parent !== undefined ? { parent } : {}),
       events: ctx.out.sink,
       scan: process.stderr.isTTY === true && !ctx.g.json,
@@ -45,3 +50,19 @@ export const backupCommand: Command = {
     return r.errors.length > 0 ? EXIT.INCOMPLETE : EXIT.OK;
   },
 };
+
+/** The patterns of every --exclude-file, in order. */
+async function readExcludeFiles(files: string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const f of files) {
+    let text: string;
+    try {
+      text = await fsp.readFile(f, 'utf8');
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) throw new NotFoundError(`--exclude-file ${f} does not exist: give an existing file of patterns`, { path: f });
+      throw new UsageError(`--exclude-file ${f} cannot be read (${errMessage(err)}): check its permissions`);
+    }
+    out.push(...parseExcludeFile(text));
+  }
+  return out;
+}

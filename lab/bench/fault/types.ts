@@ -11,6 +11,7 @@
  */
 import type { Volume as EngineVolume, VolumeKind } from '../../../src/volumes/index.ts';
 import type { Tool, ToolContext } from '../tools.ts';
+import { isoDate, z } from '../../../src/util/schema.ts';
 
 export type { VolumeKind };
 /** One volume under test (src/volumes): the live data the services write and the tools back up. */
@@ -36,193 +37,178 @@ export type ScenarioId = (typeof SCENARIO_IDS)[number];
 export type Strategy = 'full-copy' | 'incremental' | 'snapshot';
 
 
+
+// The results file (results.json) is defined by the schemas below (docs/schemas/bench-results.json);
+// the types are inferred from them, and `meshback bench report` checks a file with them.
+
+const seconds = () => z.number().min(0);
+const count = () => z.int().min(0);
+
 /** One measured command (see bench/measure.ts Measurement). */
-export interface StepResult {
-  /** e.g. 'backup-1', 'backup-2', 'restore', 'check', 'restore-after-repair' */
-  name: string;
-  wallSeconds: number;
-  cpuSeconds: number;
-  peakRssBytes: number;
-  exitCode: number;
-  /** the tool's own one-line account when it failed or warned (last stderr line) */
-  message?: string;
-  /** when the step started (ms since the epoch); for a backup, the start of its RPO window */
-  startedAt?: number;
-  /**
-   * the tool exited with its warning status and still stored the backup (tar 1 "file changed as
-   * we read it", borg 1, restic 3 and meshback 3 "incomplete snapshot"): the step counts as done
-   */
-  warning?: boolean;
-  /** snapshot strategy: seconds spent creating (and, once released, deleting) the btrfs snapshot (not in wallSeconds) */
-  snapshotSeconds?: number;
-}
+export const StepResultSchema = z.object({
+  name: z.string().describe("e.g. 'backup-1', 'backup-2', 'restore', 'check', 'restore-after-repair'"),
+  wallSeconds: seconds(),
+  cpuSeconds: seconds(),
+  peakRssBytes: count(),
+  exitCode: z.int(),
+  message: z.string().optional().describe("the tool's own one-line account when it failed or warned (last stderr line)"),
+  startedAt: z.number().optional().describe('when the step started (ms since the epoch); for a backup, the start of its RPO window'),
+  warning: z
+    .boolean()
+    .optional()
+    .describe('the tool exited with its warning status and still stored the backup (tar 1 "file changed as we read it", borg 1, restic 3 and meshback 3 "incomplete snapshot"): the step counts as done'),
+  snapshotSeconds: seconds().optional().describe('snapshot strategy: seconds spent creating (and, once released, deleting) the btrfs snapshot (not in wallSeconds)'),
+});
+export type StepResult = z.infer<typeof StepResultSchema>;
 
 /** Files after recovery, compared by path, type, size and sha256 with the reference manifest. */
-export interface Integrity {
-  /** files in the reference (the manifest the scenario says the restore must reproduce) */
-  files: number;
-  matching: number;
-  /** present but different content, size or type */
-  damaged: number;
-  missing: number;
-  /** present after recovery, absent from the reference */
-  extra: number;
-  /** up to 20 example paths per kind, for the report */
-  examples?: { damaged?: string[]; missing?: string[]; extra?: string[] };
-}
+export const IntegritySchema = z.object({
+  files: count().describe('files in the reference (the manifest the scenario says the restore must reproduce)'),
+  matching: count(),
+  damaged: count().describe('present but different content, size or type'),
+  missing: count(),
+  extra: count().describe('present after recovery, absent from the reference'),
+  examples: z
+    .object({ damaged: z.array(z.string()).optional(), missing: z.array(z.string()).optional(), extra: z.array(z.string()).optional() })
+    .optional()
+    .describe('up to 20 example paths per kind, for the report'),
+});
+export type Integrity = z.infer<typeof IntegritySchema>;
 
 /** Data loss: what was written (acknowledged by the workload) after the last good backup and not recovered. */
-export interface Rpo {
-  /**
-   * seconds between the last good backup's start and the fault (the window of writes at risk);
-   * app-* scenarios: the testbed's RPO, the fault minus the acknowledgement of the last write the
-   * recovered service still holds (0 when it lost nothing), the largest over its services
-   */
-  seconds: number;
-  /** bytes written in that window that the recovery did not bring back (app-* scenarios: 0, not measured: the testbed counts writes) */
-  bytesLost: number;
-  /** writes (records appended by the workload) lost */
-  writesLost: number;
-}
+export const RpoSchema = z.object({
+  seconds: z
+    .number()
+    .describe(
+      "seconds between the last good backup's start and the fault (the window of writes at risk); app-* scenarios: the testbed's RPO, the fault minus the acknowledgement of the last write the recovered service still holds (0 when it lost nothing), the largest over its services",
+    ),
+  bytesLost: count().describe('bytes written in that window that the recovery did not bring back (app-* scenarios: 0, not measured: the testbed counts writes)'),
+  writesLost: count().describe('writes (records appended by the workload) lost'),
+});
+export type Rpo = z.infer<typeof RpoSchema>;
 
 /** One application-level check after recovery (the testbed's verify: nginx-config, start, traffic, amcheck, ...). */
-export interface AppCheck {
-  /** the check and what it checked, e.g. "amcheck orders", "traffic sessions", "start postgres" */
-  name: string;
-  ok: boolean;
-  /** its one-line account */
-  detail?: string;
-}
+export const AppCheckSchema = z.object({
+  name: z.string().describe('the check and what it checked, e.g. "amcheck orders", "traffic sessions", "start postgres"'),
+  ok: z.boolean(),
+  detail: z.string().optional().describe('its one-line account'),
+});
+export type AppCheck = z.infer<typeof AppCheckSchema>;
 
 /** Recovery judged at application level (the app-* scenarios; see docs/design.md, "Testbed"). */
-export interface AppRecovery {
-  /** every check passed: each component started on the restored volumes and every service answered through its sidecar */
-  healthy: boolean;
-  checks: AppCheck[];
-  /** writes (orders, sessions) acknowledged to the load generator up to the fault */
-  writesAcknowledged: number;
-  /** of those, the ones the recovered stores do not hold (or hold with another value) */
-  writesLost: number;
-  /** of the lost, those acknowledged before the restored backup started: must be 0 (else the backup or restore lost durable data) */
-  lostBeforeBackup: number;
-}
+export const AppRecoverySchema = z.object({
+  healthy: z.boolean().describe('every check passed: each component started on the restored volumes and every service answered through its sidecar'),
+  checks: z.array(AppCheckSchema),
+  writesAcknowledged: count().describe('writes (orders, sessions) acknowledged to the load generator up to the fault'),
+  writesLost: count().describe('of those, the ones the recovered stores do not hold (or hold with another value)'),
+  lostBeforeBackup: count().describe('of the lost, those acknowledged before the restored backup started: must be 0 (else the backup or restore lost durable data)'),
+});
+export type AppRecovery = z.infer<typeof AppRecoverySchema>;
 
 /** One repeat of one cell. */
-export interface RepeatResult {
-  repeat: number;
-  /** the seed this repeat's data, workload and fault moments derive from */
-  seed: number;
-  status: 'ok' | 'failed';
-  /** why it failed (one line), when status is failed */
-  reason?: string;
-  steps: StepResult[];
-  /** allocated bytes of the repository after the last backup */
-  bytesStored?: number;
-  integrity?: Integrity;
-  /**
-   * Did the tool notice the fault (a check or a restore that failed or warned, naming the
-   * damage)? null when the scenario has nothing for the tool to detect.
-   */
-  corruptionDetected?: boolean | null;
-  /** how the tool reported it (its message), when it did */
-  detectionMessage?: string;
-  rpo?: Rpo;
-  /** seconds from the fault to the end of a verified recovery */
-  rtoSeconds?: number;
-  /** anything the report should show as a footnote */
-  notes?: string[];
-  /** application-level scenarios: the service after recovery (absent in the file-level scenarios) */
-  app?: AppRecovery;
-}
+export const RepeatResultSchema = z.object({
+  repeat: z.int().min(1),
+  seed: z.int().describe("the seed this repeat's data, workload and fault moments derive from"),
+  status: z.enum(['ok', 'failed']),
+  reason: z.string().optional().describe('why it failed (one line), when status is failed'),
+  steps: z.array(StepResultSchema),
+  bytesStored: count().optional().describe('allocated bytes of the repository after the last backup'),
+  integrity: IntegritySchema.optional(),
+  corruptionDetected: z
+    .boolean()
+    .nullable()
+    .optional()
+    .describe('did the tool notice the fault (a check or a restore that failed or warned, naming the damage)? null when the scenario has nothing for the tool to detect'),
+  detectionMessage: z.string().optional().describe('how the tool reported it (its message), when it did'),
+  rpo: RpoSchema.optional(),
+  rtoSeconds: seconds().optional().describe('seconds from the fault to the end of a verified recovery'),
+  notes: z.array(z.string()).optional().describe('anything the report should show as a footnote'),
+  app: AppRecoverySchema.optional().describe('application-level scenarios: the service after recovery (absent in the file-level scenarios)'),
+});
+export type RepeatResult = z.infer<typeof RepeatResultSchema>;
 
-export interface Spread {
-  median: number;
-  min: number;
-  max: number;
-  n: number;
-}
+export const SpreadSchema = z.object({ median: z.number(), min: z.number(), max: z.number(), n: count() });
+export type Spread = z.infer<typeof SpreadSchema>;
 
 /** The summary metrics of a cell over its ok repeats (absent when no repeat measured it). */
-export interface CellSummary {
-  backupWallSeconds?: Spread;
-  backupCpuSeconds?: Spread;
-  backupPeakRssBytes?: Spread;
-  restoreWallSeconds?: Spread;
-  restoreCpuSeconds?: Spread;
-  restorePeakRssBytes?: Spread;
-  bytesStored?: Spread;
-  filesMatchingFraction?: Spread;
-  filesDamaged?: Spread;
-  filesMissing?: Spread;
-  /** fraction of repeats in which the tool detected the fault (0..1) */
-  detectionRate?: number;
-  rpoSeconds?: Spread;
-  rpoBytesLost?: Spread;
-  rtoSeconds?: Spread;
-  /** application-level scenarios: fraction of the ok repeats with `app` whose service was healthy after recovery (0..1) */
-  appHealthyRate?: number;
-  /** application-level scenarios: acknowledged writes lost */
-  appWritesLost?: Spread;
-}
+export const CellSummarySchema = z.object({
+  backupWallSeconds: SpreadSchema.optional(),
+  backupCpuSeconds: SpreadSchema.optional(),
+  backupPeakRssBytes: SpreadSchema.optional(),
+  restoreWallSeconds: SpreadSchema.optional(),
+  restoreCpuSeconds: SpreadSchema.optional(),
+  restorePeakRssBytes: SpreadSchema.optional(),
+  bytesStored: SpreadSchema.optional(),
+  filesMatchingFraction: SpreadSchema.optional(),
+  filesDamaged: SpreadSchema.optional(),
+  filesMissing: SpreadSchema.optional(),
+  detectionRate: z.number().min(0).max(1).optional().describe('fraction of repeats in which the tool detected the fault (0..1)'),
+  rpoSeconds: SpreadSchema.optional(),
+  rpoBytesLost: SpreadSchema.optional(),
+  rtoSeconds: SpreadSchema.optional(),
+  appHealthyRate: z.number().min(0).max(1).optional().describe('application-level scenarios: fraction of the ok repeats with `app` whose service was healthy after recovery (0..1)'),
+  appWritesLost: SpreadSchema.optional().describe('application-level scenarios: acknowledged writes lost'),
+});
+export type CellSummary = z.infer<typeof CellSummarySchema>;
+
+const strategySchema = z.enum(['full-copy', 'incremental', 'snapshot']);
 
 /** One tool (with one strategy) in one scenario. */
-export interface Cell {
-  tool: string;
-  strategy: Strategy;
-  volume: VolumeKind;
-  scenario: ScenarioId;
-  /** ok: every repeat ran; partial: some repeats failed; failed: none ran; skipped: not applicable or tool missing */
-  status: 'ok' | 'partial' | 'failed' | 'skipped';
-  reason?: string;
-  repeats: RepeatResult[];
-  summary: CellSummary;
-}
+export const CellSchema = z.object({
+  tool: z.string(),
+  strategy: strategySchema,
+  volume: z.enum(['dir', 'btrfs']) satisfies z.ZodType<VolumeKind>,
+  scenario: z.enum(SCENARIO_IDS),
+  status: z.enum(['ok', 'partial', 'failed', 'skipped']).describe('ok: every repeat ran; partial: some repeats failed; failed: none ran; skipped: not applicable or tool missing'),
+  reason: z.string().optional(),
+  repeats: z.array(RepeatResultSchema),
+  summary: CellSummarySchema,
+});
+export type Cell = z.infer<typeof CellSchema>;
 
-export interface ToolEntry {
-  name: string;
-  version: string;
-  label: string;
-  encryption: boolean;
-  /** the strategy the tool itself implements (full-copy or incremental) */
-  strategy: Strategy;
-  /** e.g. "restic is the engine under Stash and Velero's file-system backup" */
-  note?: string;
-  /** set when the tool could not be used (binary missing and not installable) */
-  unavailable?: string;
-}
+export const ToolEntrySchema = z.object({
+  name: z.string(),
+  version: z.string(),
+  label: z.string(),
+  encryption: z.boolean(),
+  strategy: strategySchema.describe('the strategy the tool itself implements (full-copy or incremental)'),
+  note: z.string().optional().describe('e.g. "restic is the engine under Stash and Velero\'s file-system backup"'),
+  unavailable: z.string().optional().describe('set when the tool could not be used (binary missing and not installable)'),
+});
+export type ToolEntry = z.infer<typeof ToolEntrySchema>;
 
-export interface ScenarioEntry {
-  id: ScenarioId;
-  title: string;
-  /** what the scenario does, in one or two sentences, for the report */
-  description: string;
-}
+export const ScenarioEntrySchema = z.object({
+  id: z.enum(SCENARIO_IDS),
+  title: z.string(),
+  description: z.string().describe('what the scenario does, in one or two sentences, for the report'),
+});
+export type ScenarioEntry = z.infer<typeof ScenarioEntrySchema>;
 
-export interface BenchResults {
-  schema: typeof RESULTS_SCHEMA;
-  version: typeof RESULTS_VERSION;
-  meshbackVersion: string;
-  startedAt: string;
-  finishedAt: string;
-  machine: { cpus: number; cpuModel: string; memoryBytes: number; kernel: string; node: string; hostname: string };
-  options: {
-    tools: string[];
-    scenarios: ScenarioId[];
-    strategies: Strategy[];
-    sizeBytes: number;
-    seed: number;
-    repeat: number;
-    /** the tools that ran the snapshot strategy (when 'snapshot' is in strategies) */
-    snapshotTools?: string[];
-    /** extra environment given to every tool command (--env): a run with it is not representative */
-    extraEnv?: Record<string, string>;
-  };
-  tools: ToolEntry[];
-  scenarios: ScenarioEntry[];
-  cells: Cell[];
-  /** run-wide footnotes (e.g. why the snapshot strategy could not run) */
-  notes?: string[];
-}
+export const BenchResultsSchema = z
+  .object({
+    schema: z.literal(RESULTS_SCHEMA),
+    version: z.literal(RESULTS_VERSION),
+    meshbackVersion: z.string(),
+    startedAt: isoDate(),
+    finishedAt: isoDate(),
+    machine: z.object({ cpus: count(), cpuModel: z.string(), memoryBytes: count(), kernel: z.string(), node: z.string(), hostname: z.string() }),
+    options: z.object({
+      tools: z.array(z.string()),
+      scenarios: z.array(z.enum(SCENARIO_IDS)),
+      strategies: z.array(strategySchema),
+      sizeBytes: count(),
+      seed: z.int(),
+      repeat: z.int().min(1),
+      snapshotTools: z.array(z.string()).optional().describe("the tools that ran the snapshot strategy (when 'snapshot' is in strategies)"),
+      extraEnv: z.record(z.string(), z.string()).optional().describe('extra environment given to every tool command (--env): a run with it is not representative'),
+    }),
+    tools: z.array(ToolEntrySchema),
+    scenarios: z.array(ScenarioEntrySchema),
+    cells: z.array(CellSchema),
+    notes: z.array(z.string()).optional().describe('run-wide footnotes (e.g. why the snapshot strategy could not run)'),
+  })
+  .meta({ title: 'meshback fault-tolerance benchmark results', description: '`meshback bench run --out DIR` writes DIR/results.json; `meshback bench report DIR` renders from it alone (docs/design.md, "Fault-tolerance benchmark").' });
+export type BenchResults = z.infer<typeof BenchResultsSchema>;
 
 export interface BackupOptions {
   /**

@@ -137,7 +137,7 @@ export class Repository {
     }
     const { key, keyId } = await unlockMasterKey(backend, password);
     const raw = await backend.get({ type: 'config', name: 'config' });
-    const bad = (m: string) => new IntegrityError(`the repository config at ${backend.location}: ${m}: the config is malformed (it authenticated, so it was written so); restore it from a copy of the repository`);
+    const bad = (m: string) => new IntegrityError(`the repository config at ${backend.location}: ${m}: the config is malformed; restore it from a copy of the repository`);
     const json = parseJson(open(key.encKey, raw, 'repository config').toString('utf8'), (m) => bad(`the file ${m}`));
     // another format is named as such before the fields this format needs are checked
     const head = z.object({ version: z.unknown(), chunker: z.object({ name: z.unknown() }).optional(), cipher: z.unknown(), parity: z.object({ name: z.unknown() }).optional() }).safeParse(json);

@@ -34,9 +34,10 @@ const FORMATS: Record<string, string> = {
 function problem(i: z.core.$ZodIssue): string {
   // a schema may say it itself: { error: 'must be 64 hex digits' }
   if (i.message.startsWith('must ') || i.message.startsWith('is ')) return i.message;
+  // a field that is absent (zod reports it as a wrong type, or as not one of the allowed values)
+  if ((i.code === 'invalid_type' || i.code === 'invalid_value') && 'input' in i && i.input === undefined) return 'is missing';
   switch (i.code) {
     case 'invalid_type':
-      if (i.input === undefined) return 'is missing';
       return `must be ${EXPECTED[i.expected] ?? `a ${i.expected}`} (it is ${shown(i.input)})`;
     case 'invalid_value':
       return i.values.length === 1 ? `must be ${JSON.stringify(i.values[0])} (it is ${shown(i.input)})` : `must be one of ${i.values.map((v) => JSON.stringify(v)).join(', ')} (it is ${shown(i.input)})`;

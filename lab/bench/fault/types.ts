@@ -11,7 +11,7 @@
  */
 import type { Volume as EngineVolume, VolumeKind } from '../../../src/volumes/index.ts';
 import type { Tool, ToolContext } from '../tools.ts';
-import { isoDate, z } from '../../../src/util/schema.ts';
+import { issueText, isoDate, z } from '../../../src/util/schema.ts';
 
 export type { VolumeKind };
 /** One volume under test (src/volumes): the live data the services write and the tools back up. */
@@ -209,6 +209,19 @@ export const BenchResultsSchema = z
   })
   .meta({ title: 'meshback fault-tolerance benchmark results', description: '`meshback bench run --out DIR` writes DIR/results.json; `meshback bench report DIR` renders from it alone (docs/design.md, "Fault-tolerance benchmark").' });
 export type BenchResults = z.infer<typeof BenchResultsSchema>;
+
+/**
+ * Why `json` is not a results file this version reads, as the rest of a sentence about the file
+ * ("is not a meshback bench results file (...)", "holds results version 2; ...", "is malformed:
+ * field "cells[3].status" must be ...; ..."), or undefined when it is one.
+ */
+export function resultsProblem(json: unknown): string | undefined {
+  const obj = typeof json === 'object' && json !== null && !Array.isArray(json) ? (json as Record<string, unknown>) : undefined;
+  if (obj?.['schema'] !== RESULTS_SCHEMA) return `is not a meshback bench results file (its "schema" is ${obj !== undefined ? JSON.stringify(obj['schema']) ?? 'missing' : 'missing'}, not "${RESULTS_SCHEMA}")`;
+  if (obj['version'] !== RESULTS_VERSION) return `holds results version ${JSON.stringify(obj['version'])}; this meshback reads version ${RESULTS_VERSION}: render it with the meshback version that wrote it`;
+  const r = BenchResultsSchema.safeParse(json, { reportInput: true });
+  return r.success ? undefined : `is malformed: ${issueText(r.error)}; re-run \`meshback bench run\` or restore the file`;
+}
 
 export interface BackupOptions {
   /**

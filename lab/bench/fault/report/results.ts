@@ -7,11 +7,9 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { isErrno, NotFoundError, UsageError } from '../../../../src/errors/index.ts';
-import { BenchResultsSchema, RESULTS_SCHEMA, RESULTS_VERSION } from '../types.ts';
-import { checked, parseJson } from '../../../../src/util/schema.ts';
+import { BenchResultsSchema, resultsProblem } from '../types.ts';
+import { parseJson } from '../../../../src/util/schema.ts';
 import type { BenchResults } from '../types.ts';
-
-const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 
 /**
  * Parses and checks the text of a results file; `source` names it in messages. Throws UsageError
@@ -19,13 +17,9 @@ const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'obj
  */
 export function parseResults(text: string, source = 'results.json'): BenchResults {
   const j = parseJson(text, (m) => new UsageError(`${source} ${m}: give the results.json that \`meshback bench run\` wrote`));
-  if (!isObject(j) || j['schema'] !== RESULTS_SCHEMA) {
-    throw new UsageError(`${source} is not a meshback bench results file (its "schema" is ${isObject(j) ? JSON.stringify(j['schema']) ?? 'missing' : 'missing'}, not "${RESULTS_SCHEMA}")`);
-  }
-  if (j['version'] !== RESULTS_VERSION) {
-    throw new UsageError(`${source} holds results version ${JSON.stringify(j['version'])}; this meshback reads version ${RESULTS_VERSION}: render it with the meshback version that wrote it`);
-  }
-  return checked(BenchResultsSchema, j, (m) => new UsageError(`${source} is malformed: ${m}; re-run \`meshback bench run\` or restore the file`));
+  const problem = resultsProblem(j);
+  if (problem !== undefined) throw new UsageError(`${source} ${problem}`);
+  return BenchResultsSchema.parse(j);
 }
 
 /**

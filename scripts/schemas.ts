@@ -1,12 +1,14 @@
 /**
  * npm run schemas: writes the JSON Schema of every documented file format to docs/schemas/, from
- * the zod schemas the code reads those files with (the schemas are also the docs). `--check`
+ * the valibot schemas the code reads those files with (the schemas are also the docs), through
+ * @valibot/to-json-schema (a devDependency: only this script imports it, never src/). `--check`
  * writes nothing and exits 1 when a file in docs/schemas/ differs from what the code says (the
  * unit test test/unit/schemas.test.ts runs the same comparison).
  */
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { z } from '../src/util/schema.ts';
+import { toJsonSchema } from '@valibot/to-json-schema';
+import type { v } from '../src/util/schema.ts';
 import { SnapshotSchema } from '../src/snapshot/manifest.ts';
 import { TreeSchema } from '../src/snapshot/tree.ts';
 import { KeyFileSchema, RepoConfigSchema } from '../src/repository/index.ts';
@@ -16,7 +18,7 @@ import { BenchResultsSchema } from '../lab/bench/fault/types.ts';
 export const SCHEMA_DIR = path.resolve(import.meta.dirname, '../docs/schemas');
 
 /** File name in docs/schemas/ -> the schema the code checks that format with. */
-export const DOCUMENTED: Record<string, z.ZodType> = {
+export const DOCUMENTED: Record<string, v.GenericSchema> = {
   'snapshot.json': SnapshotSchema,
   'tree.json': TreeSchema,
   'config.json': RepoConfigSchema,
@@ -29,10 +31,13 @@ export const DOCUMENTED: Record<string, z.ZodType> = {
 export function schemaFiles(): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [name, schema] of Object.entries(DOCUMENTED)) {
-    // io 'input': what a file may hold (the same as what the code gets: no schema transforms);
-    // refinements (a power of 2, a dir node's subtree) are not expressible and are in descriptions
-    const json = z.toJSONSchema(schema, { target: 'draft-2020-12', io: 'input', unrepresentable: 'throw' });
-    out[name] = JSON.stringify(json, null, 2) + '\n';
+    // typeMode 'input': what a file may hold (the same as what the code gets: no schema
+    // transforms). Refinements (a power of 2, a dir node's subtree) are not expressible: they are
+    // left out here (ignoreActions) and said in descriptions; anything else that cannot be
+    // converted throws.
+    const json = toJsonSchema(schema, { target: 'draft-2020-12', typeMode: 'input', errorMode: 'throw', ignoreActions: ['check', 'partial_check'] });
+    const { $schema, ...rest } = json; // $schema first, as JSON Schema files usually begin
+    out[name] = JSON.stringify({ $schema, ...rest }, null, 2) + '\n';
   }
   return out;
 }

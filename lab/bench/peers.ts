@@ -29,7 +29,7 @@ import { ROOT } from '../../src/host/self.ts';
 import type { Tool, ToolContext } from './tools.ts';
 import { sizeOf } from '../../src/util/units.ts';
 import { isErrno, UsageError } from '../../src/errors/index.ts';
-import { checked, parseJson, z } from '../../src/util/schema.ts';
+import { checked, int, parseJson, v } from '../../src/util/schema.ts';
 
 export const OPS = ['init', 'backup-first', 'backup-nochange', 'backup-2pct', 'restore', 'check'] as const;
 export type MainOp = (typeof OPS)[number];
@@ -186,35 +186,35 @@ function errText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-const sizeLike = () => z.union([z.number().min(0), z.string()]);
+const sizeLike = () => v.optional(v.union([v.pipe(v.number(), v.minValue(0)), v.string()]));
 
 /**
  * What bench:peers reads of a dataset's dataset.json (lab/gen/bench-data.ts DatasetInfo, or another
  * generator's: the fields datasetMatches compares, each optional, must have these types; anything
  * else is kept and copied into results.json).
  */
-export const DatasetJsonSchema = z.looseObject({
-  generator: z.string().optional(),
-  seed: z.union([z.int(), z.string().regex(/^-?\d+$/, { error: 'must be a whole number' })]).optional(),
-  size: sizeLike().optional(),
-  sizeBytes: sizeLike().optional(),
-  targetBytes: sizeLike().optional(),
-  requestedBytes: sizeLike().optional(),
-  requestedSize: sizeLike().optional(),
-  files: sizeLike().optional(),
-  fileCount: sizeLike().optional(),
-  requestedFiles: sizeLike().optional(),
-  postgresScale: z.number().nullable().optional(),
+export const DatasetJsonSchema = v.looseObject({
+  generator: v.optional(v.string()),
+  seed: v.optional(v.union([int(), v.pipe(v.string(), v.regex(/^-?\d+$/, 'must be a whole number'))])),
+  size: sizeLike(),
+  sizeBytes: sizeLike(),
+  targetBytes: sizeLike(),
+  requestedBytes: sizeLike(),
+  requestedSize: sizeLike(),
+  files: sizeLike(),
+  fileCount: sizeLike(),
+  requestedFiles: sizeLike(),
+  postgresScale: v.optional(v.nullable(v.number())),
 });
 
 /** WORK/small-N.json: what made the small-files tree WORK/small-N beside it. */
-export const SmallMarkerSchema = z.object({ files: z.int().min(1), seed: z.int(), generator: z.string() });
+export const SmallMarkerSchema = v.object({ files: int(1), seed: int(), generator: v.string() });
 
 /**
  * A JSON file checked by `schema`: `{}` when it does not exist, `{ problem }` (one line naming the
  * file and the field) when it cannot be read, is not JSON or has the wrong shape.
  */
-export async function readJson<S extends z.ZodType>(file: string, schema: S): Promise<{ value?: z.output<S>; problem?: string }> {
+export async function readJson<S extends v.GenericSchema>(file: string, schema: S): Promise<{ value?: v.InferOutput<S>; problem?: string }> {
   let text: string;
   try {
     text = await fsp.readFile(file, 'utf8');
@@ -706,7 +706,7 @@ export async function runPeers(opts: PeersOptions): Promise<Results> {
     const dir = path.join(work, `small-${n}`);
     // what was generated is recorded beside the tree (inside it, it would be backed up too)
     const marker = `${dir}.json`;
-    const want: z.infer<typeof SmallMarkerSchema> = { files: n, seed: opts.seed, generator: data.name };
+    const want: v.InferOutput<typeof SmallMarkerSchema> = { files: n, seed: opts.seed, generator: data.name };
     const marked = await readJson(marker, SmallMarkerSchema);
     if (marked.problem !== undefined) log(`${marked.problem}: the tree is generated again`);
     const have = marked.value;

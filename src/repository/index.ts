@@ -16,7 +16,7 @@ import type { MasterKey } from '../crypto/index.ts';
 import { IntegrityError, MeshbackError, NotFoundError, UsageError } from '../errors/index.ts';
 import { SnapshotSchema } from '../snapshot/manifest.ts';
 import type { Snapshot, SnapshotRef } from '../snapshot/manifest.ts';
-import { checked, isoDate, parseJson, z } from '../util/schema.ts';
+import { about, checked, int, isoDate, parseJson, safeParse, v } from '../util/schema.ts';
 import { decodeTree } from '../snapshot/tree.ts';
 import type { Node, Tree } from '../snapshot/tree.ts';
 import { BLOB_TREE } from '../content/index-table.ts';
@@ -27,49 +27,62 @@ import type { ParityScheme } from '../parity/index.ts';
 
 export const REPO_VERSION = 1;
 
-const base64 = (what: string) => z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, { error: `must be base64 (${what})` });
+const base64 = (what: string) => v.pipe(v.string(), v.regex(/^[A-Za-z0-9+/]*={0,2}$/, `must be base64 (${what})`));
+const atLeast1 = () => int(1);
 
 /** The sealed `config` file: every format parameter of the repository (docs/schemas/config.json). */
-export const RepoConfigSchema = z
-  .object({
-    version: z.int().describe('format version; this meshback reads 1'),
-    id: z.string().regex(/^[0-9a-f]{32}$/, { error: 'must be 32 hex digits' }),
+export const RepoConfigSchema = v.pipe(
+  v.object({
+    version: about(int(), 'format version; this meshback reads 1'),
+    id: v.pipe(v.string(), v.regex(/^[0-9a-f]{32}$/, 'must be 32 hex digits')),
     created: isoDate(),
-    chunker: z.object({ name: z.string(), min: z.int().min(1), avg: z.int().min(1), max: z.int().min(1), seed: base64('32 bytes') }),
-    compression: z.object({ name: z.literal('zstd'), level: z.int() }),
-    cipher: z.literal('aes-256-gcm'),
-    idHash: z.literal('hmac-sha256'),
-    packSize: z.int().min(1),
-    parity: z
-      .object({ name: z.literal(PARITY_SCHEME_NAME), k: z.int().min(1), m: z.int().min(1), blockSize: z.int().min(1) })
-      .optional()
-      .describe('Reed-Solomon parity for every pack (init --parity); absent in repositories without parity'),
-  })
-  .meta({ title: 'meshback repository config', description: 'The file config: Seal(encKey, this JSON); a repository never guesses its format (docs/design.md, "Repository layout").' });
-export type RepoConfig = z.infer<typeof RepoConfigSchema>;
+    chunker: v.object({ name: v.string(), min: atLeast1(), avg: atLeast1(), max: atLeast1(), seed: base64('32 bytes') }),
+    compression: v.object({ name: v.literal('zstd'), level: int() }),
+    cipher: v.literal('aes-256-gcm'),
+    idHash: v.literal('hmac-sha256'),
+    packSize: atLeast1(),
+    parity: v.optional(
+      about(
+        v.object({ name: v.literal(PARITY_SCHEME_NAME), k: atLeast1(), m: atLeast1(), blockSize: atLeast1() }),
+        'Reed-Solomon parity for every pack (init --parity); absent in repositories without parity',
+      ),
+    ),
+  }),
+  v.metadata({ title: 'meshback repository config', description: 'The file config: Seal(encKey, this JSON); a repository never guesses its format (docs/design.md, "Repository layout").' }),
+);
+export type RepoConfig = v.InferOutput<typeof RepoConfigSchema>;
 
 /** A key file under keys/, plain JSON: the master key sealed under a key derived from one password (docs/schemas/key.json). */
-export const KeyFileSchema = z
-  .object({
-    version: z.literal(1),
+export const KeyFileSchema = v.pipe(
+  v.object({
+    version: v.literal(1),
     created: isoDate(),
-    host: z.string(),
-    username: z.string(),
-    kdf: z.object({
-      name: z.literal('scrypt'),
+    host: v.string(),
+    username: v.string(),
+    kdf: v.object({
+      name: v.literal('scrypt'),
       // bounded: a key file is read before anything is authenticated, and N*r sets scrypt's memory
-      N: z.int().min(2).max(2 ** 22).refine((n) => (n & (n - 1)) === 0, { error: 'must be a power of 2' }),
-      r: z.int().min(1).max(64),
-      p: z.int().min(1).max(64),
+      N: v.pipe(v.number(), v.safeInteger(), v.minValue(2), v.maxValue(2 ** 22), v.check((n) => (n & (n - 1)) === 0, 'must be a power of 2'), v.description('scrypt cost: a power of 2, at most 2^22')),
+      r: v.pipe(v.number(), v.safeInteger(), v.minValue(1), v.maxValue(64)),
+      p: v.pipe(v.number(), v.safeInteger(), v.minValue(1), v.maxValue(64)),
       salt: base64('the scrypt salt'),
     }),
-    data: base64('Seal(KEK, JSON {encKey, idKey})').describe('base64 of Seal(kek, JSON {encKey, idKey})'),
-  })
-  .meta({ title: 'meshback key file', description: 'A file under keys/, plain JSON, named by its SHA-256 (docs/design.md, "Keys and encryption").' });
-export type KeyFile = z.infer<typeof KeyFileSchema>;
+    data: about(base64('Seal(KEK, JSON {encKey, idKey})'), 'base64 of Seal(kek, JSON {encKey, idKey})'),
+  }),
+  v.metadata({ title: 'meshback key file', description: 'A file under keys/, plain JSON, named by its SHA-256 (docs/design.md, "Keys and encryption").' }),
+);
+export type KeyFile = v.InferOutput<typeof KeyFileSchema>;
 
 /** The plaintext sealed in a key file's `data`. */
-const MasterKeyJsonSchema = z.object({ encKey: base64('32 bytes'), idKey: base64('32 bytes') });
+const MasterKeyJsonSchema = v.object({ encKey: base64('32 bytes'), idKey: base64('32 bytes') });
+
+/** What identifies a config's format, read before the fields this format needs are checked. */
+const ConfigHeadSchema = v.object({
+  version: v.optional(v.unknown()),
+  chunker: v.optional(v.object({ name: v.optional(v.unknown()) })),
+  cipher: v.optional(v.unknown()),
+  parity: v.optional(v.object({ name: v.optional(v.unknown()) })),
+});
 
 /** A key file's content checked, or a one-line account of what is wrong with it (`field "kdf.N" is missing`). */
 function readKeyFile(bytes: Buffer): KeyFile | string {
@@ -140,12 +153,12 @@ export class Repository {
     const bad = (m: string) => new IntegrityError(`the repository config at ${backend.location}: ${m}: the config is malformed; restore it from a copy of the repository`);
     const json = parseJson(open(key.encKey, raw, 'repository config').toString('utf8'), (m) => bad(`the file ${m}`));
     // another format is named as such before the fields this format needs are checked
-    const head = z.object({ version: z.unknown(), chunker: z.object({ name: z.unknown() }).optional(), cipher: z.unknown(), parity: z.object({ name: z.unknown() }).optional() }).safeParse(json);
-    if (head.success && (head.data.version !== REPO_VERSION || (head.data.chunker !== undefined && head.data.chunker.name !== CHUNKER_NAME) || head.data.cipher !== 'aes-256-gcm')) {
-      throw new MeshbackError('UNSUPPORTED_FORMAT', `the repository at ${backend.location} has format version ${JSON.stringify(head.data.version)} (${JSON.stringify(head.data.chunker?.name)}, ${JSON.stringify(head.data.cipher)}), which this meshback does not support: upgrade meshback`);
+    const head = safeParse(ConfigHeadSchema, json);
+    if (head.success && (head.output.version !== REPO_VERSION || (head.output.chunker !== undefined && head.output.chunker.name !== CHUNKER_NAME) || head.output.cipher !== 'aes-256-gcm')) {
+      throw new MeshbackError('UNSUPPORTED_FORMAT', `the repository at ${backend.location} has format version ${JSON.stringify(head.output.version)} (${JSON.stringify(head.output.chunker?.name)}, ${JSON.stringify(head.output.cipher)}), which this meshback does not support: upgrade meshback`);
     }
-    if (head.success && head.data.parity !== undefined && head.data.parity.name !== PARITY_SCHEME_NAME) {
-      throw new MeshbackError('UNSUPPORTED_FORMAT', `the repository at ${backend.location} uses parity scheme ${JSON.stringify(head.data.parity.name)}, which this meshback does not support: upgrade meshback`);
+    if (head.success && head.output.parity !== undefined && head.output.parity.name !== PARITY_SCHEME_NAME) {
+      throw new MeshbackError('UNSUPPORTED_FORMAT', `the repository at ${backend.location} uses parity scheme ${JSON.stringify(head.output.parity.name)}, which this meshback does not support: upgrade meshback`);
     }
     const config = checked(RepoConfigSchema, json, bad);
     if (config.parity !== undefined && (config.parity.name !== PARITY_SCHEME_NAME || schemeProblem(config.parity) !== undefined)) {

@@ -21,7 +21,7 @@ import { IntegrityError, MeshbackError, NotFoundError, UsageError, errMessage, e
 import type { EventSink } from '../events/index.ts';
 import { nullSink } from '../events/index.ts';
 import type { Repository } from './index.ts';
-import { checked, isoDate, parseJson, z } from '../util/schema.ts';
+import { about, checked, int, isoDate, parseJson, v } from '../util/schema.ts';
 
 export const LOCK_VERSION = 1;
 /** How often a held lock is refreshed. */
@@ -30,20 +30,21 @@ export const DEFAULT_REFRESH_MS = 5 * 60_000;
 export const DEFAULT_STALE_MS = 30 * 60_000;
 
 /** The content of a lock file (sealed; the file is named by the SHA-256 of the sealed bytes; docs/schemas/lock.json). */
-export const LockInfoSchema = z
-  .object({
-    version: z.literal(LOCK_VERSION),
-    exclusive: z.boolean(),
-    host: z.string(),
-    pid: z.int().min(0),
-    username: z.string(),
-    time: isoDate().describe('last refresh'),
-    created: isoDate().describe('when the holder first took the lock'),
-    command: z.string().describe('the meshback command holding it, e.g. "backup"'),
-    pidNamespace: z.string().optional().describe('the holder\'s PID namespace (Linux, /proc/self/ns/pid), so a PID is judged only where it means the same process'),
-  })
-  .meta({ title: 'meshback lock', description: 'A file under locks/: Seal(encKey, this JSON), named by the SHA-256 of the sealed file (docs/design.md, "Locks").' });
-export type LockInfo = z.infer<typeof LockInfoSchema>;
+export const LockInfoSchema = v.pipe(
+  v.object({
+    version: v.literal(LOCK_VERSION),
+    exclusive: v.boolean(),
+    host: v.string(),
+    pid: int(0),
+    username: v.string(),
+    time: about(isoDate(), 'last refresh'),
+    created: about(isoDate(), 'when the holder first took the lock'),
+    command: about(v.string(), 'the meshback command holding it, e.g. "backup"'),
+    pidNamespace: v.optional(about(v.string(), "the holder's PID namespace (Linux, /proc/self/ns/pid), so a PID is judged only where it means the same process")),
+  }),
+  v.metadata({ title: 'meshback lock', description: 'A file under locks/: Seal(encKey, this JSON), named by the SHA-256 of the sealed file (docs/design.md, "Locks").' }),
+);
+export type LockInfo = v.InferOutput<typeof LockInfoSchema>;
 
 export interface LockEntry {
   /** file name under locks/ */

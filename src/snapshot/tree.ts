@@ -8,50 +8,141 @@
  * `nameRaw`/`linkTargetRaw`.
  */
 import { IntegrityError } from '../errors/index.ts';
-import { checked, hexId, parseJson, z } from '../util/schema.ts';
+import { HEX_ID, checked, hexId, int, parseJson, v } from '../util/schema.ts';
 
 export const NODE_TYPES = ['file', 'dir', 'symlink', 'fifo', 'socket', 'chardev', 'blockdev'] as const;
 export type NodeType = (typeof NODE_TYPES)[number];
 
 export const HOLE_PREFIX = '0:';
 
-const nsTime = () => z.string().regex(/^-?\d+$/, { error: 'must be nanoseconds since the epoch as a decimal string' });
-const base64 = () => z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, { error: 'must be base64' });
+const NS_TIME = /^-?\d+$/;
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+const CHUNK_REF = /^(?:[0-9a-f]{64}|0:\d+)$/;
+const nsTime = () => v.pipe(v.string(), v.regex(NS_TIME, 'must be nanoseconds since the epoch as a decimal string'), v.description('nanoseconds since the epoch, decimal'));
+const base64 = (description: string) => v.pipe(v.string(), v.regex(BASE64, 'must be base64'), v.description(description));
 
 /** One entry of a tree (docs/design.md, "Trees and nodes"; docs/schemas/tree.json). */
-export const NodeSchema = z
-  .object({
-    name: z.string().describe('the name as UTF-8; "" when the bytes are not valid UTF-8 (then nameRaw holds them)'),
-    nameRaw: base64().optional().describe('the name\'s bytes in base64, when they are not valid UTF-8'),
-    type: z.enum(NODE_TYPES),
-    mode: z.int().min(0).max(0o7777).describe('permission bits including setuid, setgid, sticky (st_mode & 0o7777)'),
-    uid: z.int().min(0),
-    gid: z.int().min(0),
-    mtime: nsTime().describe('nanoseconds since the epoch, decimal'),
-    ctime: nsTime().describe('nanoseconds since the epoch, decimal'),
-    inode: z.number().describe('from lstat; change detection and hard links'),
-    dev: z.number().describe('from lstat; change detection and hard links'),
-    nlink: z.int().min(0),
-    size: z.int().min(0).optional().describe('files: bytes in the file'),
-    content: z
-      .array(z.string().regex(/^(?:[0-9a-f]{64}|0:\d+)$/, { error: 'must be a chunk id (64 hex digits) or a hole "0:<bytes>"' }))
-      .optional()
-      .describe('files: chunk ids (hex) in order; "0:<n>" stands for a hole of n zero bytes'),
-    subtree: hexId().optional().describe('directories: id of the directory\'s tree'),
-    linkTarget: z.string().optional().describe('symlinks: the target as UTF-8'),
-    linkTargetRaw: base64().optional().describe('symlinks: the target\'s bytes in base64, when they are not valid UTF-8'),
-    rdev: z.number().optional().describe('devices: device number'),
-    changed: z.boolean().optional().describe('the file changed while it was read: the stored content may mix versions'),
-  })
-  .refine((n) => n.type !== 'dir' || n.subtree !== undefined, { error: 'is missing (a directory node needs the id of its tree)', path: ['subtree'] });
-export type Node = z.infer<typeof NodeSchema>;
+export const NodeSchema = v.pipe(
+  v.object({
+    name: v.pipe(v.string(), v.description('the name as UTF-8; "" when the bytes are not valid UTF-8 (then nameRaw holds them)')),
+    nameRaw: v.optional(base64("the name's bytes in base64, when they are not valid UTF-8")),
+    type: v.picklist(NODE_TYPES),
+    mode: v.pipe(v.number(), v.safeInteger(), v.minValue(0), v.maxValue(0o7777), v.description('permission bits including setuid, setgid, sticky (st_mode & 0o7777)')),
+    uid: int(0),
+    gid: int(0),
+    mtime: nsTime(),
+    ctime: nsTime(),
+    inode: v.pipe(v.number(), v.description('from lstat; change detection and hard links')),
+    dev: v.pipe(v.number(), v.description('from lstat; change detection and hard links')),
+    nlink: int(0),
+    size: v.optional(v.pipe(v.number(), v.safeInteger(), v.minValue(0), v.description('files: bytes in the file'))),
+    content: v.optional(
+      v.pipe(
+        v.array(v.pipe(v.string(), v.regex(CHUNK_REF, 'must be a chunk id (64 hex digits) or a hole "0:<bytes>"'))),
+        v.description('files: chunk ids (hex) in order; "0:<n>" stands for a hole of n zero bytes'),
+      ),
+    ),
+    subtree: v.optional(v.pipe(hexId(), v.description("directories: id of the directory's tree (required when type is dir)"))),
+    linkTarget: v.optional(v.pipe(v.string(), v.description('symlinks: the target as UTF-8'))),
+    linkTargetRaw: v.optional(base64("symlinks: the target's bytes in base64, when they are not valid UTF-8")),
+    rdev: v.optional(v.pipe(v.number(), v.description('devices: device number'))),
+    changed: v.optional(v.pipe(v.boolean(), v.description('the file changed while it was read: the stored content may mix versions'))),
+  }),
+  v.forward(
+    v.partialCheck([['type'], ['subtree']], (n) => n.type !== 'dir' || n.subtree !== undefined, 'is missing (a directory node needs the id of its tree)'),
+    ['subtree'],
+  ),
+);
+export type Node = v.InferOutput<typeof NodeSchema>;
 
 /** One directory's listing: nodes sorted by the bytes of their names. */
-export const TreeSchema = z.object({ nodes: z.array(NodeSchema) }).meta({ title: 'meshback tree', description: 'One directory\'s listing, stored as a tree blob (JSON); nodes sorted by the bytes of their names, names unique and single path components.' });
-export type Tree = z.infer<typeof TreeSchema>;
-// trees are decoded on the hot path of restore and check: the schema compiled to one function
-// (zod 4's compiler; it falls back to the ordinary parser, with the same issues, on a failure)
-const treeParser = z.compile(TreeSchema);
+export const TreeSchema = v.pipe(
+  v.object({ nodes: v.array(NodeSchema) }),
+  v.metadata({ title: 'meshback tree', description: "One directory's listing, stored as a tree blob (JSON); nodes sorted by the bytes of their names, names unique and single path components." }),
+);
+export type Tree = v.InferOutput<typeof TreeSchema>;
+
+const NODE_TYPE_SET: ReadonlySet<string> = new Set(NODE_TYPES);
+// name, type, mode, uid, gid, mtime, ctime, inode, dev, nlink
+const REQUIRED_NODE_FIELDS = Object.values(NodeSchema.entries).filter((e) => e.type !== 'optional').length;
+const isNumber = (x: unknown): x is number => typeof x === 'number' && !Number.isNaN(x);
+const isCount = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0;
+const isText = (x: unknown, re: RegExp): boolean => typeof x === 'string' && re.test(x);
+
+/**
+ * NodeSchema's checks written out as one function, for the hot path of restore and check (what
+ * zod's compiled parser was): true when `x` passes the schema and holds no other field, so that
+ * the schema would return it unchanged. Anything else goes through the schema, which gives the
+ * messages and drops unknown fields. test/unit/schemas.test.ts holds the two together.
+ */
+export function isPlainNode(x: unknown): x is Node {
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) return false;
+  const n = x as Record<string, unknown>;
+  const type = n['type'];
+  const mode = n['mode'];
+  if (
+    typeof n['name'] !== 'string' ||
+    typeof type !== 'string' ||
+    !NODE_TYPE_SET.has(type) ||
+    !isCount(mode) ||
+    mode > 0o7777 ||
+    !isCount(n['uid']) ||
+    !isCount(n['gid']) ||
+    !isText(n['mtime'], NS_TIME) ||
+    !isText(n['ctime'], NS_TIME) ||
+    !isNumber(n['inode']) ||
+    !isNumber(n['dev']) ||
+    !isCount(n['nlink'])
+  ) {
+    return false;
+  }
+  let fields = REQUIRED_NODE_FIELDS;
+  if ('nameRaw' in n) {
+    if (!isText(n['nameRaw'], BASE64)) return false;
+    fields++;
+  }
+  if ('size' in n) {
+    if (!isCount(n['size'])) return false;
+    fields++;
+  }
+  if ('content' in n) {
+    const c = n['content'];
+    if (!Array.isArray(c)) return false;
+    for (const ref of c) if (!isText(ref, CHUNK_REF)) return false;
+    fields++;
+  }
+  if ('subtree' in n) {
+    if (!isText(n['subtree'], HEX_ID)) return false;
+    fields++;
+  } else if (type === 'dir') return false;
+  if ('linkTarget' in n) {
+    if (typeof n['linkTarget'] !== 'string') return false;
+    fields++;
+  }
+  if ('linkTargetRaw' in n) {
+    if (!isText(n['linkTargetRaw'], BASE64)) return false;
+    fields++;
+  }
+  if ('rdev' in n) {
+    if (!isNumber(n['rdev'])) return false;
+    fields++;
+  }
+  if ('changed' in n) {
+    if (typeof n['changed'] !== 'boolean') return false;
+    fields++;
+  }
+  return Object.keys(n).length === fields;
+}
+
+/** `{ nodes: [...] }` and nothing else, every node plain (isPlainNode): TreeSchema would return it unchanged. */
+function isPlainTree(x: unknown): x is Tree {
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) return false;
+  const nodes = (x as Record<string, unknown>)['nodes'];
+  if (!Array.isArray(nodes)) return false;
+  if (Object.keys(x).length !== 1) return false;
+  for (const n of nodes) if (!isPlainNode(n)) return false;
+  return true;
+}
 
 // ignoreBOM: a leading EF BB BF is part of the name, not a byte-order mark to strip
 const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -97,7 +188,8 @@ export function encodeTree(t: Tree): Buffer {
  */
 export function decodeTree(data: Buffer, id: string): Tree {
   const fail = (m: string): IntegrityError => new IntegrityError(`tree ${id.slice(0, 16)}: ${m}: the repository holds a malformed tree: run 'meshback check', then 'meshback repair snapshots' to drop it`, { tree: id });
-  const t = checked(treeParser, parseJson(data.toString('utf8'), (m) => fail(`the tree ${m}`)), fail);
+  const json = parseJson(data.toString('utf8'), (m) => fail(`the tree ${m}`));
+  const t = isPlainTree(json) ? json : checked(TreeSchema, json, fail);
   // names: each a single path component, unique by its bytes. The key of a name is the name
   // itself when it is valid UTF-8 (nameRaw that decodes is spelled the same way), else NUL
   // (which no valid name holds) and its bytes.

@@ -1,11 +1,15 @@
 /**
- * util/schema: the one way untrusted JSON is read (zod 4). A schema lives beside the type it
- * checks (the type is `z.infer` of it where that removes a copy); `checked()` runs it and turns
- * the first problem into one line that names the field, `field "time" must be an ISO date`, for
- * the caller to wrap in its own error class (IntegrityError for repository data, UsageError for
- * a user's file). `npm run schemas` exports the documented formats as JSON Schema (docs/schemas/).
+ * util/schema: the one way untrusted JSON is read (valibot). A schema lives beside the type it
+ * checks (the type is `v.InferOutput` of it where that removes a copy); `checked()` runs it and
+ * turns the first problem into one line that names the field, `field "time" must be an ISO date`,
+ * for the caller to wrap in its own error class (IntegrityError for repository data, UsageError
+ * for a user's file). `npm run schemas` exports the documented formats as JSON Schema
+ * (docs/schemas/).
+ *
+ * valibot rather than zod: it is one module of plain functions (importing it costs about 5 ms at
+ * the start of every command; zod's module graph cost 60-90 ms and 10 MB; docs/design.md).
  */
-import { z } from 'zod';
+import * as v from 'valibot';
 
 /** A field path as people write it: `summary.files`, `nodes[3].content[0]`; `(top level)` for none. */
 export function fieldPath(p: readonly PropertyKey[]): string {
@@ -22,59 +26,112 @@ function shown(x: unknown): string {
   return String(x);
 }
 
-const EXPECTED: Record<string, string> = { array: 'a list', object: 'an object', int: 'a whole number', boolean: 'true or false', null: 'null' };
-
-const FORMATS: Record<string, string> = {
-  datetime: 'an ISO date (e.g. 2026-11-22T10:00:00.000Z)',
-  base64: 'base64',
-  hex: 'hexadecimal',
+/** What a schema of this type wants, for `must be ...`. */
+const EXPECTED: Record<string, string> = {
+  array: 'a list',
+  object: 'an object',
+  loose_object: 'an object',
+  strict_object: 'an object',
+  object_with_rest: 'an object',
+  record: 'an object',
+  string: 'a string',
+  number: 'a number',
+  boolean: 'true or false',
+  null: 'null',
 };
 
+const OBJECTS = new Set(['object', 'loose_object', 'strict_object', 'object_with_rest']);
+
+export type Issue = v.BaseIssue<unknown>;
+
+/** The allowed values of a literal or picklist issue, from valibot's `expected` (`"x"`, `("x" | "y")`). */
+function allowed(expected: string | null): string[] {
+  if (expected === null) return [];
+  const inner = expected.startsWith('(') && expected.endsWith(')') ? expected.slice(1, -1) : expected;
+  return inner.split(' | ');
+}
+
 /** What is wrong with one value, as the end of `field "x" ...`. */
-function problem(i: z.core.$ZodIssue): string {
-  // a schema may say it itself: { error: 'must be 64 hex digits' }
-  if (i.message.startsWith('must ') || i.message.startsWith('is ')) return i.message;
-  // a field that is absent (zod reports it as a wrong type, or as not one of the allowed values)
-  if ((i.code === 'invalid_type' || i.code === 'invalid_value') && 'input' in i && i.input === undefined) return 'is missing';
-  switch (i.code) {
-    case 'invalid_type':
-      return `must be ${EXPECTED[i.expected] ?? `a ${i.expected}`} (it is ${shown(i.input)})`;
-    case 'invalid_value':
-      return i.values.length === 1 ? `must be ${JSON.stringify(i.values[0])} (it is ${shown(i.input)})` : `must be one of ${i.values.map((v) => JSON.stringify(v)).join(', ')} (it is ${shown(i.input)})`;
-    case 'invalid_format':
-      return `must be ${FORMATS[i.format] ?? (i.format === 'regex' && 'pattern' in i ? `text matching ${String(i.pattern)}` : i.format)} (it is ${shown(i.input)})`;
-    case 'too_small':
-      return i.origin === 'array' || i.origin === 'string' ? `must have at least ${String(i.minimum)} ${i.origin === 'array' ? 'entries' : 'characters'}` : `must be ${i.inclusive === false ? 'more than' : 'at least'} ${String(i.minimum)} (it is ${shown(i.input)})`;
-    case 'too_big':
-      return i.origin === 'array' || i.origin === 'string' ? `must have at most ${String(i.maximum)} ${i.origin === 'array' ? 'entries' : 'characters'}` : `must be ${i.inclusive === false ? 'less than' : 'at most'} ${String(i.maximum)} (it is ${shown(i.input)})`;
-    case 'not_multiple_of':
-      return `must be a multiple of ${String(i.divisor)}`;
-    case 'unrecognized_keys':
-      return `has unknown field(s) ${i.keys.map((k) => JSON.stringify(k)).join(', ')}`;
-    case 'invalid_union':
+function problem(i: Issue): string {
+  // a field that is absent (an object reports a missing key with the input undefined)
+  if (i.input === undefined && !i.message.startsWith('is ')) return 'is missing';
+  // a schema may say it itself: v.regex(..., 'must be 64 hex digits'), v.check(..., 'is missing (...)')
+  if (i.message.startsWith('must ')) return `${i.message} (it is ${shown(i.input)})`;
+  if (i.message.startsWith('is ')) return i.message;
+  switch (i.type) {
+    case 'literal':
+    case 'picklist':
+    case 'enum': {
+      const vals = allowed(i.expected);
+      return vals.length === 1 ? `must be ${vals[0]!} (it is ${shown(i.input)})` : `must be one of ${vals.join(', ')} (it is ${shown(i.input)})`;
+    }
+    case 'integer':
+    case 'safe_integer':
+      return `must be a whole number (it is ${shown(i.input)})`;
+    case 'min_value':
+      return `must be at least ${String(i.requirement)} (it is ${shown(i.input)})`;
+    case 'max_value':
+      return `must be at most ${String(i.requirement)} (it is ${shown(i.input)})`;
+    case 'gt_value':
+      return `must be more than ${String(i.requirement)} (it is ${shown(i.input)})`;
+    case 'lt_value':
+      return `must be less than ${String(i.requirement)} (it is ${shown(i.input)})`;
+    case 'min_length':
+      return `must have at least ${String(i.requirement)} ${Array.isArray(i.input) ? 'entries' : 'characters'}`;
+    case 'max_length':
+      return `must have at most ${String(i.requirement)} ${Array.isArray(i.input) ? 'entries' : 'characters'}`;
+    case 'multiple_of':
+      return `must be a multiple of ${String(i.requirement)}`;
+    case 'regex':
+      return `must be text matching ${String(i.requirement)} (it is ${shown(i.input)})`;
+    case 'union':
+    case 'variant':
       return 'matches none of the allowed shapes';
-    default:
-      return i.message;
+    default: {
+      const want = i.kind === 'schema' ? EXPECTED[i.type] : undefined;
+      return want !== undefined ? `must be ${want} (it is ${shown(i.input)})` : i.message;
+    }
   }
 }
 
+function keys(path: Issue['path']): PropertyKey[] {
+  return (path ?? []).map((p) => p.key as PropertyKey);
+}
+
 /** One line for a failed parse: the first problem, and how many more there are. */
-export function issueText(err: z.ZodError): string {
-  const first = err.issues[0];
-  if (first === undefined) return 'is not valid';
-  const where = first.path.length === 0 ? 'the top level' : `field "${fieldPath(first.path)}"`;
-  const more = err.issues.length > 1 ? ` (and ${err.issues.length - 1} more problem${err.issues.length > 2 ? 's' : ''})` : '';
-  return `${where} ${problem(first)}${more}`;
+export function issueText(issues: readonly Issue[] | undefined): string {
+  const first = issues?.[0];
+  if (issues === undefined || first === undefined) return 'is not valid';
+  let path = keys(first.path);
+  let text: string;
+  let more = issues.length - 1;
+  const last = first.path?.at(-1);
+  if (first.input === undefined && OBJECTS.has(first.type) && last?.origin === 'key' && Array.isArray(last.input)) {
+    // valibot takes a list for an object and finds its fields missing: say what it is instead
+    path = path.slice(0, -1);
+    text = 'must be an object (it is a list)';
+    more = issues.filter((i) => i.path?.at(-1)?.input !== last.input).length;
+  } else text = problem(first);
+  const where = path.length === 0 ? 'the top level' : `field "${fieldPath(path)}"`;
+  return `${where} ${text}${more > 0 ? ` (and ${more} more problem${more > 1 ? 's' : ''})` : ''}`;
+}
+
+// one problem per field: a value's pipe stops at its first failing check
+const CONFIG = { abortPipeEarly: true } as const;
+
+/** valibot's safeParse with the configuration checked() uses (for callers that want the issues). */
+export function safeParse<S extends v.GenericSchema>(schema: S, value: unknown): v.SafeParseResult<S> {
+  return v.safeParse(schema, value, CONFIG);
 }
 
 /**
  * `value` checked by `schema`, or the error `fail` makes from the one-line account of the first
  * problem (e.g. `(m) => new IntegrityError(\`snapshot 1a2b3c4d: ${m}: ...\`)`).
  */
-export function checked<S extends z.ZodType>(schema: S, value: unknown, fail: (problem: string) => Error): z.output<S> {
-  const r = schema.safeParse(value, { reportInput: true });
-  if (!r.success) throw fail(issueText(r.error));
-  return r.data;
+export function checked<S extends v.GenericSchema>(schema: S, value: unknown, fail: (problem: string) => Error): v.InferOutput<S> {
+  const r = v.safeParse(schema, value, CONFIG);
+  if (!r.success) throw fail(issueText(r.issues));
+  return r.output;
 }
 
 /** JSON.parse that reports failure as `fail(one line)` instead of a SyntaxError. */
@@ -86,10 +143,25 @@ export function parseJson(text: string, fail: (problem: string) => Error): unkno
   }
 }
 
+// RFC 3339 as Date.prototype.toISOString writes it: a real calendar date, 'T', seconds, optional
+// fraction, 'Z' or a +hh:mm offset (what zod's iso.datetime({ offset: true }) accepted)
+const ISO_DATE = new RegExp(
+  '^(?:(?:\\d\\d[2468][048]|\\d\\d[13579][26]|\\d\\d0[48]|[02468][048]00|[13579][26]00)-02-29|\\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\\d|30)|(?:02)-(?:0[1-9]|1\\d|2[0-8])))' +
+    'T(?:[01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(?:\\.\\d+)?(?:Z|[+-](?:[01]\\d|2[0-3]):[0-5]\\d)$',
+);
+const ISO_DATE_TEXT = 'must be an ISO date (e.g. 2026-11-22T10:00:00.000Z)';
+
 /** An ISO-8601 date-time as `Date.prototype.toISOString` writes it (any offset accepted). */
-export const isoDate = () => z.iso.datetime({ offset: true, error: 'must be an ISO date (e.g. 2026-11-22T10:00:00.000Z)' });
+export const isoDate = () => v.pipe(v.string(ISO_DATE_TEXT), v.regex(ISO_DATE, ISO_DATE_TEXT), v.metadata({ format: 'date-time' }));
 
 /** 64 lowercase hex digits: a blob, snapshot, pack or key id. */
-export const hexId = () => z.string().regex(/^[0-9a-f]{64}$/, { error: 'must be 64 lowercase hex digits (an id)' });
+export const HEX_ID = /^[0-9a-f]{64}$/;
+export const hexId = () => v.pipe(v.string(), v.regex(HEX_ID, 'must be 64 lowercase hex digits (an id)'));
 
-export { z };
+/** A whole number (a safe integer, as JSON numbers go), at least `min` when given. */
+export const int = (min?: number) => (min === undefined ? v.pipe(v.number(), v.safeInteger()) : v.pipe(v.number(), v.safeInteger(), v.minValue(min)));
+
+/** `schema` with a description (the JSON Schema in docs/schemas/ shows it). */
+export const about = <S extends v.GenericSchema>(schema: S, description: string) => v.pipe(schema, v.description(description));
+
+export { v };

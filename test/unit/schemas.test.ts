@@ -1,6 +1,6 @@
 process.env.MESHBACK_TEST_SCRYPT_N = '1024';
 /**
- * Untrusted JSON read through zod schemas (src/util/schema.ts and the schemas beside their types):
+ * Untrusted JSON read through valibot schemas (src/util/schema.ts and the schemas beside their types):
  * malformed snapshots, trees, key files, the config, lock files and benchmark files give one-line
  * errors that name the file and the field, with the error class that maps to the right exit code;
  * docs/schemas/ is what the code's schemas say.
@@ -8,6 +8,7 @@ process.env.MESHBACK_TEST_SCRYPT_N = '1024';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
+import { isDeepStrictEqual } from 'node:util';
 import * as path from 'node:path';
 import { MemoryBackend } from '../../src/storage/memory.ts';
 import { IntegrityError, MeshbackError } from '../../src/errors/index.ts';
@@ -15,9 +16,9 @@ import { seal } from '../../src/crypto/index.ts';
 import { sha256hex } from '../../src/content/pack.ts';
 import { Repository } from '../../src/repository/index.ts';
 import { listLocks } from '../../src/repository/lock.ts';
-import { decodeTree } from '../../src/snapshot/tree.ts';
+import { NodeSchema, decodeTree, isPlainNode } from '../../src/snapshot/tree.ts';
 import { SnapshotSchema } from '../../src/snapshot/manifest.ts';
-import { checked, issueText, z } from '../../src/util/schema.ts';
+import { checked, int, issueText, safeParse, v } from '../../src/util/schema.ts';
 import { DatasetJsonSchema, SmallMarkerSchema, readJson } from '../../lab/bench/peers.ts';
 import { staleSchemaFiles } from '../../scripts/schemas.ts';
 import { removeDir, tempDir } from './helpers.ts';
@@ -40,19 +41,22 @@ const goodSnapshot = () => ({
 });
 
 describe('issueText: one line naming the field', () => {
-  const text = (schema: z.ZodType, v: unknown): string => {
-    const r = schema.safeParse(v, { reportInput: true });
+  const text = (schema: v.GenericSchema, x: unknown): string => {
+    const r = safeParse(schema, x);
     assert.equal(r.success, false);
-    return issueText((r as { error: z.ZodError }).error);
+    return issueText(r.issues);
   };
   it('names nested fields with dots and indexes, says what was found', () => {
-    const s = z.object({ a: z.object({ b: z.array(z.number()) }) });
+    const s = v.object({ a: v.object({ b: v.array(v.number()) }) });
     assert.equal(text(s, { a: { b: [1, 'x'] } }), 'field "a.b[1]" must be a number (it is "x")');
     assert.equal(text(s, { a: {} }), 'field "a.b" is missing');
     assert.equal(text(s, []), 'the top level must be an object (it is a list)');
-    assert.equal(text(z.object({ n: z.int() }), { n: 1.5 }), 'field "n" must be a whole number (it is 1.5)');
-    assert.equal(text(z.object({ k: z.enum(['x', 'y']) }), { k: 'z' }), 'field "k" must be one of "x", "y" (it is "z")');
-    assert.equal(text(z.object({ a: z.string(), b: z.string() }), {}), 'field "a" is missing (and 1 more problem)');
+    assert.equal(text(s, { a: [] }), 'field "a" must be an object (it is a list)');
+    assert.equal(text(v.object({ n: int() }), { n: 1.5 }), 'field "n" must be a whole number (it is 1.5)');
+    assert.equal(text(v.object({ n: int(0) }), { n: -1.5 }), 'field "n" must be a whole number (it is -1.5)', 'one problem per field');
+    assert.equal(text(v.object({ k: v.picklist(['x', 'y']) }), { k: 'z' }), 'field "k" must be one of "x", "y" (it is "z")');
+    assert.equal(text(v.object({ k: v.literal('x') }), { k: 'z' }), 'field "k" must be "x" (it is "z")');
+    assert.equal(text(v.object({ a: v.string(), b: v.string() }), {}), 'field "a" is missing (and 1 more problem)');
   });
   it('checked() returns the value or throws what the caller makes of the line', () => {
     assert.deepEqual(checked(SnapshotSchema, goodSnapshot(), (m) => new Error(m)), goodSnapshot());
@@ -94,6 +98,40 @@ describe('repository files', () => {
     assert.throws(() => decodeTree(Buffer.from('{"nodes":[1'), 't'), isCode('INTEGRITY', /^tree t: the tree is not JSON/));
     // a name that is not well-formed UTF-16 cannot stand for bytes
     assert.throws(() => decodeTree(enc([{ ...node, name: 'a\ud800' }]), 't'), isCode('INTEGRITY', /unsafe name/));
+  });
+
+  it("decodeTree's fast check of a node agrees with NodeSchema (valid and broken nodes of every kind)", () => {
+    const id = 'cd'.repeat(32);
+    const kinds: Record<string, unknown>[] = [
+      { name: 'f', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: '1764000000000000000', ctime: '-5', inode: 7, dev: 2049, nlink: 2, size: 10, content: [id, '0:4096'] },
+      { name: 'f', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: '1', ctime: '1', inode: 7, dev: 2049, nlink: 1, size: 0, content: [], changed: true },
+      { name: '', nameRaw: '/w==', type: 'dir', mode: 0o7777, uid: 1000, gid: 1000, mtime: '1', ctime: '1', inode: 1.5, dev: -1, nlink: 0, subtree: id },
+      { name: 'l', type: 'symlink', mode: 0o777, uid: 0, gid: 0, mtime: '1', ctime: '1', inode: 1, dev: 1, nlink: 1, linkTarget: '', linkTargetRaw: 'YWI=' },
+      { name: 'c', type: 'chardev', mode: 0o600, uid: 0, gid: 0, mtime: '1', ctime: '1', inode: 1, dev: 1, nlink: 1, rdev: 259 },
+    ];
+    const fields = Object.keys(NodeSchema.entries);
+    const values: unknown[] = [null, true, false, 0, -1, 1.5, 0o7777, 0o10000, 2 ** 53, '', '1', '-1', '1.5', 'x', 'dir', 'pipe', id, id.toUpperCase(), '0:12', 'YWI=', 'a=b', [], [id], ['0:1', 'x'], {}, { a: 1 }];
+    let fast = 0;
+    const agree = (n: Record<string, unknown>, what: string): void => {
+      const r = safeParse(NodeSchema, n);
+      const same = r.success && isDeepStrictEqual(r.output, n);
+      assert.equal(isPlainNode(n), same, `${what}: ${JSON.stringify(n)}`);
+      if (same) fast++;
+    };
+    for (const k of kinds) {
+      agree(k, 'as is');
+      agree({ ...k, extra: 1 }, 'an unknown field');
+      for (const f of [...fields, 'type']) {
+        const without = { ...k };
+        delete without[f];
+        agree(without, `without ${f}`);
+        for (const x of values) agree({ ...k, [f]: x }, `${f} = ${JSON.stringify(x)}`);
+      }
+    }
+    assert.ok(fast > kinds.length * 20, `the fast check took ${fast} nodes`);
+    // a tree that is not plain (an unknown field) is decoded by the schema, which drops the field
+    const node = { ...kinds[0]!, extra: 'x' };
+    assert.deepEqual(decodeTree(Buffer.from(JSON.stringify({ nodes: [node], more: 1 })), id), { nodes: [kinds[0]] });
   });
 
   it('a key file missing a field: named; the repository opens with another key, else IntegrityError (not "wrong password")', async () => {
@@ -165,6 +203,8 @@ describe('bench:peers files', () => {
       await fsp.writeFile(f, JSON.stringify({ generator: 'g', seed: 1, size: 1024, mesh: { files: 3 } }));
       assert.deepEqual((await readJson(f, DatasetJsonSchema)).value, { generator: 'g', seed: 1, size: 1024, mesh: { files: 3 } }, 'other fields are kept');
       await fsp.writeFile(f, JSON.stringify({ seed: 1.5 }));
+      assert.match((await readJson(f, DatasetJsonSchema)).problem!, new RegExp(`^${f}: field "seed" must be a whole number \\(it is 1\\.5\\)$`));
+      await fsp.writeFile(f, JSON.stringify({ seed: true }));
       assert.match((await readJson(f, DatasetJsonSchema)).problem!, new RegExp(`^${f}: field "seed" matches none of the allowed shapes$`));
       await fsp.writeFile(f, JSON.stringify({ seed: 1, postgresScale: 'ten' }));
       assert.match((await readJson(f, DatasetJsonSchema)).problem!, /field "postgresScale" must be a number \(it is "ten"\)/);

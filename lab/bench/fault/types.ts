@@ -11,7 +11,7 @@
  */
 import type { Volume as EngineVolume, VolumeKind } from '../../../src/volumes/index.ts';
 import type { Tool, ToolContext } from '../tools.ts';
-import { issueText, isoDate, z } from '../../../src/util/schema.ts';
+import { about, int, issueText, isoDate, safeParse, v } from '../../../src/util/schema.ts';
 
 export type { VolumeKind };
 /** One volume under test (src/volumes): the live data the services write and the tools back up. */
@@ -41,174 +41,177 @@ export type Strategy = 'full-copy' | 'incremental' | 'snapshot';
 // The results file (results.json) is defined by the schemas below (docs/schemas/bench-results.json);
 // the types are inferred from them, and `meshback bench report` checks a file with them.
 
-const seconds = () => z.number().min(0);
-const count = () => z.int().min(0);
+const seconds = () => v.pipe(v.number(), v.minValue(0));
+const count = () => int(0);
+const fraction = (description: string) => v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(1), v.description(description)));
 
 /** One measured command (see bench/measure.ts Measurement). */
-export const StepResultSchema = z.object({
-  name: z.string().describe("e.g. 'backup-1', 'backup-2', 'restore', 'check', 'restore-after-repair'"),
+export const StepResultSchema = v.object({
+  name: about(v.string(), "e.g. 'backup-1', 'backup-2', 'restore', 'check', 'restore-after-repair'"),
   wallSeconds: seconds(),
   cpuSeconds: seconds(),
   peakRssBytes: count(),
-  exitCode: z.int(),
-  message: z.string().optional().describe("the tool's own one-line account when it failed or warned (last stderr line)"),
-  startedAt: z.number().optional().describe('when the step started (ms since the epoch); for a backup, the start of its RPO window'),
-  warning: z
-    .boolean()
-    .optional()
-    .describe('the tool exited with its warning status and still stored the backup (tar 1 "file changed as we read it", borg 1, restic 3 and meshback 3 "incomplete snapshot"): the step counts as done'),
-  snapshotSeconds: seconds().optional().describe('snapshot strategy: seconds spent creating (and, once released, deleting) the btrfs snapshot (not in wallSeconds)'),
+  exitCode: int(),
+  message: v.optional(about(v.string(), "the tool's own one-line account when it failed or warned (last stderr line)")),
+  startedAt: v.optional(about(v.number(), 'when the step started (ms since the epoch); for a backup, the start of its RPO window')),
+  warning: v.optional(
+    about(
+      v.boolean(),
+      'the tool exited with its warning status and still stored the backup (tar 1 "file changed as we read it", borg 1, restic 3 and meshback 3 "incomplete snapshot"): the step counts as done',
+    ),
+  ),
+  snapshotSeconds: v.optional(about(seconds(), 'snapshot strategy: seconds spent creating (and, once released, deleting) the btrfs snapshot (not in wallSeconds)')),
 });
-export type StepResult = z.infer<typeof StepResultSchema>;
+export type StepResult = v.InferOutput<typeof StepResultSchema>;
 
 /** Files after recovery, compared by path, type, size and sha256 with the reference manifest. */
-export const IntegritySchema = z.object({
-  files: count().describe('files in the reference (the manifest the scenario says the restore must reproduce)'),
+export const IntegritySchema = v.object({
+  files: about(count(), 'files in the reference (the manifest the scenario says the restore must reproduce)'),
   matching: count(),
-  damaged: count().describe('present but different content, size or type'),
+  damaged: about(count(), 'present but different content, size or type'),
   missing: count(),
-  extra: count().describe('present after recovery, absent from the reference'),
-  examples: z
-    .object({ damaged: z.array(z.string()).optional(), missing: z.array(z.string()).optional(), extra: z.array(z.string()).optional() })
-    .optional()
-    .describe('up to 20 example paths per kind, for the report'),
+  extra: about(count(), 'present after recovery, absent from the reference'),
+  examples: v.optional(
+    about(v.object({ damaged: v.optional(v.array(v.string())), missing: v.optional(v.array(v.string())), extra: v.optional(v.array(v.string())) }), 'up to 20 example paths per kind, for the report'),
+  ),
 });
-export type Integrity = z.infer<typeof IntegritySchema>;
+export type Integrity = v.InferOutput<typeof IntegritySchema>;
 
 /** Data loss: what was written (acknowledged by the workload) after the last good backup and not recovered. */
-export const RpoSchema = z.object({
-  seconds: z
-    .number()
-    .describe(
-      "seconds between the last good backup's start and the fault (the window of writes at risk); app-* scenarios: the testbed's RPO, the fault minus the acknowledgement of the last write the recovered service still holds (0 when it lost nothing), the largest over its services",
-    ),
-  bytesLost: count().describe('bytes written in that window that the recovery did not bring back (app-* scenarios: 0, not measured: the testbed counts writes)'),
-  writesLost: count().describe('writes (records appended by the workload) lost'),
+export const RpoSchema = v.object({
+  seconds: about(
+    v.number(),
+    "seconds between the last good backup's start and the fault (the window of writes at risk); app-* scenarios: the testbed's RPO, the fault minus the acknowledgement of the last write the recovered service still holds (0 when it lost nothing), the largest over its services",
+  ),
+  bytesLost: about(count(), 'bytes written in that window that the recovery did not bring back (app-* scenarios: 0, not measured: the testbed counts writes)'),
+  writesLost: about(count(), 'writes (records appended by the workload) lost'),
 });
-export type Rpo = z.infer<typeof RpoSchema>;
+export type Rpo = v.InferOutput<typeof RpoSchema>;
 
 /** One application-level check after recovery (the testbed's verify: nginx-config, start, traffic, amcheck, ...). */
-export const AppCheckSchema = z.object({
-  name: z.string().describe('the check and what it checked, e.g. "amcheck orders", "traffic sessions", "start postgres"'),
-  ok: z.boolean(),
-  detail: z.string().optional().describe('its one-line account'),
+export const AppCheckSchema = v.object({
+  name: about(v.string(), 'the check and what it checked, e.g. "amcheck orders", "traffic sessions", "start postgres"'),
+  ok: v.boolean(),
+  detail: v.optional(about(v.string(), 'its one-line account')),
 });
-export type AppCheck = z.infer<typeof AppCheckSchema>;
+export type AppCheck = v.InferOutput<typeof AppCheckSchema>;
 
 /** Recovery judged at application level (the app-* scenarios; see docs/design.md, "Testbed"). */
-export const AppRecoverySchema = z.object({
-  healthy: z.boolean().describe('every check passed: each component started on the restored volumes and every service answered through its sidecar'),
-  checks: z.array(AppCheckSchema),
-  writesAcknowledged: count().describe('writes (orders, sessions) acknowledged to the load generator up to the fault'),
-  writesLost: count().describe('of those, the ones the recovered stores do not hold (or hold with another value)'),
-  lostBeforeBackup: count().describe('of the lost, those acknowledged before the restored backup started: must be 0 (else the backup or restore lost durable data)'),
+export const AppRecoverySchema = v.object({
+  healthy: about(v.boolean(), 'every check passed: each component started on the restored volumes and every service answered through its sidecar'),
+  checks: v.array(AppCheckSchema),
+  writesAcknowledged: about(count(), 'writes (orders, sessions) acknowledged to the load generator up to the fault'),
+  writesLost: about(count(), 'of those, the ones the recovered stores do not hold (or hold with another value)'),
+  lostBeforeBackup: about(count(), 'of the lost, those acknowledged before the restored backup started: must be 0 (else the backup or restore lost durable data)'),
 });
-export type AppRecovery = z.infer<typeof AppRecoverySchema>;
+export type AppRecovery = v.InferOutput<typeof AppRecoverySchema>;
 
 /** One repeat of one cell. */
-export const RepeatResultSchema = z.object({
-  repeat: z.int().min(1),
-  seed: z.int().describe("the seed this repeat's data, workload and fault moments derive from"),
-  status: z.enum(['ok', 'failed']),
-  reason: z.string().optional().describe('why it failed (one line), when status is failed'),
-  steps: z.array(StepResultSchema),
-  bytesStored: count().optional().describe('allocated bytes of the repository after the last backup'),
-  integrity: IntegritySchema.optional(),
-  corruptionDetected: z
-    .boolean()
-    .nullable()
-    .optional()
-    .describe('did the tool notice the fault (a check or a restore that failed or warned, naming the damage)? null when the scenario has nothing for the tool to detect'),
-  detectionMessage: z.string().optional().describe('how the tool reported it (its message), when it did'),
-  rpo: RpoSchema.optional(),
-  rtoSeconds: seconds().optional().describe('seconds from the fault to the end of a verified recovery'),
-  notes: z.array(z.string()).optional().describe('anything the report should show as a footnote'),
-  app: AppRecoverySchema.optional().describe('application-level scenarios: the service after recovery (absent in the file-level scenarios)'),
+export const RepeatResultSchema = v.object({
+  repeat: int(1),
+  seed: about(int(), "the seed this repeat's data, workload and fault moments derive from"),
+  status: v.picklist(['ok', 'failed']),
+  reason: v.optional(about(v.string(), 'why it failed (one line), when status is failed')),
+  steps: v.array(StepResultSchema),
+  bytesStored: v.optional(about(count(), 'allocated bytes of the repository after the last backup')),
+  integrity: v.optional(IntegritySchema),
+  corruptionDetected: v.optional(
+    about(
+      v.nullable(v.boolean()),
+      'did the tool notice the fault (a check or a restore that failed or warned, naming the damage)? null when the scenario has nothing for the tool to detect',
+    ),
+  ),
+  detectionMessage: v.optional(about(v.string(), 'how the tool reported it (its message), when it did')),
+  rpo: v.optional(RpoSchema),
+  rtoSeconds: v.optional(about(seconds(), 'seconds from the fault to the end of a verified recovery')),
+  notes: v.optional(about(v.array(v.string()), 'anything the report should show as a footnote')),
+  app: v.optional(about(AppRecoverySchema, 'application-level scenarios: the service after recovery (absent in the file-level scenarios)')),
 });
-export type RepeatResult = z.infer<typeof RepeatResultSchema>;
+export type RepeatResult = v.InferOutput<typeof RepeatResultSchema>;
 
-export const SpreadSchema = z.object({ median: z.number(), min: z.number(), max: z.number(), n: count() });
-export type Spread = z.infer<typeof SpreadSchema>;
+export const SpreadSchema = v.object({ median: v.number(), min: v.number(), max: v.number(), n: count() });
+export type Spread = v.InferOutput<typeof SpreadSchema>;
 
 /** The summary metrics of a cell over its ok repeats (absent when no repeat measured it). */
-export const CellSummarySchema = z.object({
-  backupWallSeconds: SpreadSchema.optional(),
-  backupCpuSeconds: SpreadSchema.optional(),
-  backupPeakRssBytes: SpreadSchema.optional(),
-  restoreWallSeconds: SpreadSchema.optional(),
-  restoreCpuSeconds: SpreadSchema.optional(),
-  restorePeakRssBytes: SpreadSchema.optional(),
-  bytesStored: SpreadSchema.optional(),
-  filesMatchingFraction: SpreadSchema.optional(),
-  filesDamaged: SpreadSchema.optional(),
-  filesMissing: SpreadSchema.optional(),
-  detectionRate: z.number().min(0).max(1).optional().describe('fraction of repeats in which the tool detected the fault (0..1)'),
-  rpoSeconds: SpreadSchema.optional(),
-  rpoBytesLost: SpreadSchema.optional(),
-  rtoSeconds: SpreadSchema.optional(),
-  appHealthyRate: z.number().min(0).max(1).optional().describe('application-level scenarios: fraction of the ok repeats with `app` whose service was healthy after recovery (0..1)'),
-  appWritesLost: SpreadSchema.optional().describe('application-level scenarios: acknowledged writes lost'),
+export const CellSummarySchema = v.object({
+  backupWallSeconds: v.optional(SpreadSchema),
+  backupCpuSeconds: v.optional(SpreadSchema),
+  backupPeakRssBytes: v.optional(SpreadSchema),
+  restoreWallSeconds: v.optional(SpreadSchema),
+  restoreCpuSeconds: v.optional(SpreadSchema),
+  restorePeakRssBytes: v.optional(SpreadSchema),
+  bytesStored: v.optional(SpreadSchema),
+  filesMatchingFraction: v.optional(SpreadSchema),
+  filesDamaged: v.optional(SpreadSchema),
+  filesMissing: v.optional(SpreadSchema),
+  detectionRate: fraction('fraction of repeats in which the tool detected the fault (0..1)'),
+  rpoSeconds: v.optional(SpreadSchema),
+  rpoBytesLost: v.optional(SpreadSchema),
+  rtoSeconds: v.optional(SpreadSchema),
+  appHealthyRate: fraction('application-level scenarios: fraction of the ok repeats with `app` whose service was healthy after recovery (0..1)'),
+  appWritesLost: v.optional(about(SpreadSchema, 'application-level scenarios: acknowledged writes lost')),
 });
-export type CellSummary = z.infer<typeof CellSummarySchema>;
+export type CellSummary = v.InferOutput<typeof CellSummarySchema>;
 
-const strategySchema = z.enum(['full-copy', 'incremental', 'snapshot']);
+const strategySchema = v.picklist(['full-copy', 'incremental', 'snapshot']);
 
 /** One tool (with one strategy) in one scenario. */
-export const CellSchema = z.object({
-  tool: z.string(),
+export const CellSchema = v.object({
+  tool: v.string(),
   strategy: strategySchema,
-  volume: z.enum(['dir', 'btrfs']) satisfies z.ZodType<VolumeKind>,
-  scenario: z.enum(SCENARIO_IDS),
-  status: z.enum(['ok', 'partial', 'failed', 'skipped']).describe('ok: every repeat ran; partial: some repeats failed; failed: none ran; skipped: not applicable or tool missing'),
-  reason: z.string().optional(),
-  repeats: z.array(RepeatResultSchema),
+  volume: v.picklist(['dir', 'btrfs']) satisfies v.GenericSchema<unknown, VolumeKind>,
+  scenario: v.picklist(SCENARIO_IDS),
+  status: about(v.picklist(['ok', 'partial', 'failed', 'skipped']), 'ok: every repeat ran; partial: some repeats failed; failed: none ran; skipped: not applicable or tool missing'),
+  reason: v.optional(v.string()),
+  repeats: v.array(RepeatResultSchema),
   summary: CellSummarySchema,
 });
-export type Cell = z.infer<typeof CellSchema>;
+export type Cell = v.InferOutput<typeof CellSchema>;
 
-export const ToolEntrySchema = z.object({
-  name: z.string(),
-  version: z.string(),
-  label: z.string(),
-  encryption: z.boolean(),
-  strategy: strategySchema.describe('the strategy the tool itself implements (full-copy or incremental)'),
-  note: z.string().optional().describe('e.g. "restic is the engine under Stash and Velero\'s file-system backup"'),
-  unavailable: z.string().optional().describe('set when the tool could not be used (binary missing and not installable)'),
+export const ToolEntrySchema = v.object({
+  name: v.string(),
+  version: v.string(),
+  label: v.string(),
+  encryption: v.boolean(),
+  strategy: about(strategySchema, 'the strategy the tool itself implements (full-copy or incremental)'),
+  note: v.optional(about(v.string(), 'e.g. "restic is the engine under Stash and Velero\'s file-system backup"')),
+  unavailable: v.optional(about(v.string(), 'set when the tool could not be used (binary missing and not installable)')),
 });
-export type ToolEntry = z.infer<typeof ToolEntrySchema>;
+export type ToolEntry = v.InferOutput<typeof ToolEntrySchema>;
 
-export const ScenarioEntrySchema = z.object({
-  id: z.enum(SCENARIO_IDS),
-  title: z.string(),
-  description: z.string().describe('what the scenario does, in one or two sentences, for the report'),
+export const ScenarioEntrySchema = v.object({
+  id: v.picklist(SCENARIO_IDS),
+  title: v.string(),
+  description: about(v.string(), 'what the scenario does, in one or two sentences, for the report'),
 });
-export type ScenarioEntry = z.infer<typeof ScenarioEntrySchema>;
+export type ScenarioEntry = v.InferOutput<typeof ScenarioEntrySchema>;
 
-export const BenchResultsSchema = z
-  .object({
-    schema: z.literal(RESULTS_SCHEMA),
-    version: z.literal(RESULTS_VERSION),
-    meshbackVersion: z.string(),
+export const BenchResultsSchema = v.pipe(
+  v.object({
+    schema: v.literal(RESULTS_SCHEMA),
+    version: v.literal(RESULTS_VERSION),
+    meshbackVersion: v.string(),
     startedAt: isoDate(),
     finishedAt: isoDate(),
-    machine: z.object({ cpus: count(), cpuModel: z.string(), memoryBytes: count(), kernel: z.string(), node: z.string(), hostname: z.string() }),
-    options: z.object({
-      tools: z.array(z.string()),
-      scenarios: z.array(z.enum(SCENARIO_IDS)),
-      strategies: z.array(strategySchema),
+    machine: v.object({ cpus: count(), cpuModel: v.string(), memoryBytes: count(), kernel: v.string(), node: v.string(), hostname: v.string() }),
+    options: v.object({
+      tools: v.array(v.string()),
+      scenarios: v.array(v.picklist(SCENARIO_IDS)),
+      strategies: v.array(strategySchema),
       sizeBytes: count(),
-      seed: z.int(),
-      repeat: z.int().min(1),
-      snapshotTools: z.array(z.string()).optional().describe("the tools that ran the snapshot strategy (when 'snapshot' is in strategies)"),
-      extraEnv: z.record(z.string(), z.string()).optional().describe('extra environment given to every tool command (--env): a run with it is not representative'),
+      seed: int(),
+      repeat: int(1),
+      snapshotTools: v.optional(about(v.array(v.string()), "the tools that ran the snapshot strategy (when 'snapshot' is in strategies)")),
+      extraEnv: v.optional(about(v.record(v.string(), v.string()), 'extra environment given to every tool command (--env): a run with it is not representative')),
     }),
-    tools: z.array(ToolEntrySchema),
-    scenarios: z.array(ScenarioEntrySchema),
-    cells: z.array(CellSchema),
-    notes: z.array(z.string()).optional().describe('run-wide footnotes (e.g. why the snapshot strategy could not run)'),
-  })
-  .meta({ title: 'meshback fault-tolerance benchmark results', description: '`meshback bench run --out DIR` writes DIR/results.json; `meshback bench report DIR` renders from it alone (docs/design.md, "Fault-tolerance benchmark").' });
-export type BenchResults = z.infer<typeof BenchResultsSchema>;
+    tools: v.array(ToolEntrySchema),
+    scenarios: v.array(ScenarioEntrySchema),
+    cells: v.array(CellSchema),
+    notes: v.optional(about(v.array(v.string()), 'run-wide footnotes (e.g. why the snapshot strategy could not run)')),
+  }),
+  v.metadata({ title: 'meshback fault-tolerance benchmark results', description: '`meshback bench run --out DIR` writes DIR/results.json; `meshback bench report DIR` renders from it alone (docs/design.md, "Fault-tolerance benchmark").' }),
+);
+export type BenchResults = v.InferOutput<typeof BenchResultsSchema>;
 
 /**
  * Why `json` is not a results file this version reads, as the rest of a sentence about the file
@@ -219,8 +222,8 @@ export function resultsProblem(json: unknown): string | undefined {
   const obj = typeof json === 'object' && json !== null && !Array.isArray(json) ? (json as Record<string, unknown>) : undefined;
   if (obj?.['schema'] !== RESULTS_SCHEMA) return `is not a meshback bench results file (its "schema" is ${obj !== undefined ? JSON.stringify(obj['schema']) ?? 'missing' : 'missing'}, not "${RESULTS_SCHEMA}")`;
   if (obj['version'] !== RESULTS_VERSION) return `holds results version ${JSON.stringify(obj['version'])}; this meshback reads version ${RESULTS_VERSION}: render it with the meshback version that wrote it`;
-  const r = BenchResultsSchema.safeParse(json, { reportInput: true });
-  return r.success ? undefined : `is malformed: ${issueText(r.error)}; re-run \`meshback bench run\` or restore the file`;
+  const r = safeParse(BenchResultsSchema, json);
+  return r.success ? undefined : `is malformed: ${issueText(r.issues)}; re-run \`meshback bench run\` or restore the file`;
 }
 
 export interface BackupOptions {

@@ -8,7 +8,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { isErrno, NotFoundError, UsageError } from '../../../../src/errors/index.ts';
 import { BenchResultsSchema, resultsProblem } from '../types.ts';
-import { parseJson } from '../../../../src/util/schema.ts';
+import { checked, parseJson } from '../../../../src/util/schema.ts';
 import type { BenchResults } from '../types.ts';
 
 /**
@@ -19,7 +19,7 @@ export function parseResults(text: string, source = 'results.json'): BenchResult
   const j = parseJson(text, (m) => new UsageError(`${source} ${m}: give the results.json that \`meshback bench run\` wrote`));
   const problem = resultsProblem(j);
   if (problem !== undefined) throw new UsageError(`${source} ${problem}`);
-  return BenchResultsSchema.parse(j);
+  return checked(BenchResultsSchema, j, (m) => new UsageError(`${source} is malformed: ${m}`));
 }
 
 /**

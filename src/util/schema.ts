@@ -6,7 +6,7 @@
  * for a user's file). `npm run schemas` exports the documented formats as JSON Schema
  * (docs/schemas/).
  *
- * valibot rather than zod: it is one module of plain functions (importing it costs about 5 ms at
+ * valibot rather than zod: it is one module of plain functions (importing it costs about 6 ms at
  * the start of every command; zod's module graph cost 60-90 ms and 10 MB; docs/design.md).
  */
 import * as v from 'valibot';

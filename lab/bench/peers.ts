@@ -30,6 +30,8 @@ import type { Tool, ToolContext } from './tools.ts';
 import { sizeOf } from '../../src/util/units.ts';
 import { nullSink, reportOp } from '../../src/events/index.ts';
 import type { EventSink } from '../../src/events/index.ts';
+import { isErrno, UsageError } from '../../src/errors/index.ts';
+import { checked, int, parseJson, v } from '../../src/util/schema.ts';
 
 export const OPS = ['init', 'backup-first', 'backup-nochange', 'backup-2pct', 'restore', 'check'] as const;
 export type MainOp = (typeof OPS)[number];
@@ -187,11 +189,46 @@ function errText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-async function readJson(file: string): Promise<Record<string, unknown> | undefined> {
+const sizeLike = () => v.optional(v.union([v.pipe(v.number(), v.minValue(0)), v.string()]));
+
+/**
+ * What bench:peers reads of a dataset's dataset.json (lab/gen/bench-data.ts DatasetInfo, or another
+ * generator's: the fields datasetMatches compares, each optional, must have these types; anything
+ * else is kept and copied into results.json).
+ */
+export const DatasetJsonSchema = v.looseObject({
+  generator: v.optional(v.string()),
+  seed: v.optional(v.union([int(), v.pipe(v.string(), v.regex(/^-?\d+$/, 'must be a whole number'))])),
+  size: sizeLike(),
+  sizeBytes: sizeLike(),
+  targetBytes: sizeLike(),
+  requestedBytes: sizeLike(),
+  requestedSize: sizeLike(),
+  files: sizeLike(),
+  fileCount: sizeLike(),
+  requestedFiles: sizeLike(),
+  postgresScale: v.optional(v.nullable(v.number())),
+});
+
+/** WORK/small-N.json: what made the small-files tree WORK/small-N beside it. */
+export const SmallMarkerSchema = v.object({ files: int(1), seed: int(), generator: v.string() });
+
+/**
+ * A JSON file checked by `schema`: `{}` when it does not exist, `{ problem }` (one line naming the
+ * file and the field) when it cannot be read, is not JSON or has the wrong shape.
+ */
+export async function readJson<S extends v.GenericSchema>(file: string, schema: S): Promise<{ value?: v.InferOutput<S>; problem?: string }> {
+  let text: string;
   try {
-    return JSON.parse(await fsp.readFile(file, 'utf8')) as Record<string, unknown>;
-  } catch {
-    return undefined;
+    text = await fsp.readFile(file, 'utf8');
+  } catch (err) {
+    return isErrno(err, 'ENOENT') ? {} : { problem: `${file} cannot be read (${errText(err)})` };
+  }
+  try {
+    const fail = (m: string) => new Error(`${file}: ${m}`);
+    return { value: checked(schema, parseJson(text, (m) => fail(`the file ${m}`)), fail) };
+  } catch (err) {
+    return { problem: errText(err) };
   }
 }
 
@@ -557,10 +594,14 @@ async function runPeersOps(opts: PeersOptions, emit: EventSink): Promise<Results
   if (opts.data !== undefined) {
     dataDir = path.resolve(opts.data);
     if (!(await fsp.stat(dataDir)).isDirectory()) throw new Error(`--data ${dataDir} is not a directory`);
-    dataset = (await readJson(path.join(dataDir, 'dataset.json'))) ?? {};
+    const given = await readJson(path.join(dataDir, 'dataset.json'), DatasetJsonSchema);
+    if (given.problem !== undefined) throw new UsageError(`${given.problem}: fix or remove the dataset.json of --data`);
+    dataset = given.value ?? {};
   } else {
     dataDir = path.join(work, 'data');
-    const json = await readJson(path.join(dataDir, 'dataset.json'));
+    const cached = await readJson(path.join(dataDir, 'dataset.json'), DatasetJsonSchema);
+    if (cached.problem !== undefined) log(`${cached.problem}: the dataset is generated again`);
+    const json = cached.value;
     const postgres = opts.postgres ?? true;
     if (datasetMatches(json, { size: opts.size, seed: opts.seed, postgres })) {
       log(`reusing the dataset in ${dataDir} (${opts.sizeText}, seed ${opts.seed})`);
@@ -571,7 +612,9 @@ async function runPeersOps(opts: PeersOptions, emit: EventSink): Promise<Results
       const g0 = performance.now();
       await data.generate(dataDir, opts.sizeText, opts.seed, postgres);
       log(`  generated in ${((performance.now() - g0) / 1000).toFixed(1)} s`);
-      dataset = (await readJson(path.join(dataDir, 'dataset.json'))) ?? { size: opts.sizeText, seed: opts.seed };
+      const made = await readJson(path.join(dataDir, 'dataset.json'), DatasetJsonSchema);
+      if (made.problem !== undefined) log(`${made.problem}: the generator wrote a malformed dataset.json; the results record only the size and seed asked for`);
+      dataset = made.value ?? { size: opts.sizeText, seed: opts.seed };
     }
   }
   dataset = { ...dataset, path: dataDir, tree: await treeStats(dataDir) };
@@ -671,9 +714,11 @@ async function runPeersOps(opts: PeersOptions, emit: EventSink): Promise<Results
     const dir = path.join(work, `small-${n}`);
     // what was generated is recorded beside the tree (inside it, it would be backed up too)
     const marker = `${dir}.json`;
-    const want = { files: n, seed: opts.seed, generator: data.name };
-    const have = await readJson(marker);
-    if (have !== undefined && have['files'] === n && have['seed'] === opts.seed && have['generator'] === data.name && (await isDir(dir))) log(`reusing ${dir}`);
+    const want: v.InferOutput<typeof SmallMarkerSchema> = { files: n, seed: opts.seed, generator: data.name };
+    const marked = await readJson(marker, SmallMarkerSchema);
+    if (marked.problem !== undefined) log(`${marked.problem}: the tree is generated again`);
+    const have = marked.value;
+    if (have !== undefined && have.files === n && have.seed === opts.seed && have.generator === data.name && (await isDir(dir))) log(`reusing ${dir}`);
     else {
       log(`generating ${n} small files (seed ${opts.seed}) in ${dir} with ${data.name} ...`);
       await fsp.rm(marker, { force: true });

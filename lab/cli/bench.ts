@@ -4,8 +4,8 @@
 import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { sizeOf } from '../../src/util/units.ts';
-import { ALL_STRATEGIES, DEFAULT_SNAPSHOT_TOOLS, DEFAULT_TOOLS, checkResults, runBench, validateNames } from '../bench/fault/runner.ts';
-import { writeReport } from '../bench/fault/report/index.ts';
+import { ALL_STRATEGIES, DEFAULT_SNAPSHOT_TOOLS, DEFAULT_TOOLS, runBench, validateNames } from '../bench/fault/runner.ts';
+import { parseResults, writeReport } from '../bench/fault/report/index.ts';
 import { SCENARIOS } from '../bench/fault/scenarios/index.ts';
 import type { BenchResults, Cell, ScenarioId, Strategy } from '../bench/fault/types.ts';
 import { MeshbackError, NotFoundError, UsageError, errMessage } from '../../src/errors/index.ts';
@@ -117,15 +117,7 @@ async function reportCmd(ctx: Context, dir: string | undefined): Promise<number>
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`${file} does not exist: give the --out directory of a 'meshback bench run'`);
     throw new MeshbackError('BACKEND', `cannot read ${file}: ${errMessage(err)}`);
   }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new UsageError(`${file} is not valid JSON (${errMessage(err).split('\n')[0]}): give the --out directory of a 'meshback bench run'`);
-  }
-  const why = checkResults(json);
-  if (why !== undefined) throw new UsageError(`${file}: ${why}`);
-  const written = await writeReport(path.resolve(dir), json as BenchResults);
+  const written = await writeReport(path.resolve(dir), parseResults(text, file));
   ctx.out.result(`report: ${written.markdown}, ${written.html}`);
   ctx.out.jsonOut({ message_type: 'summary', results: file, report: written });
   return EXIT.OK;

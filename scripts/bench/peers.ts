@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import { DEFAULT_TOOLS, runPeers, unknownTools } from '../../lab/bench/peers.ts';
 import { sizeOf } from '../../src/util/units.ts';
 import { ROOT } from '../../src/host/self.ts';
+import { UsageError } from '../../src/errors/index.ts';
 
 const USAGE = `usage: npm run bench:peers -- [--data DIR] [--size 2GiB] [--seed 1] [--tools ${DEFAULT_TOOLS.join(',')}]
     [--repeat 3] [--work DIR] [--out DIR] [--small 250000,500000,1000000|none] [--small-tools meshback,restic]
@@ -104,5 +105,6 @@ try {
   process.exitCode = res.rows.every((r) => r.ok) ? 0 : 1;
 } catch (err) {
   process.stderr.write(`bench:peers: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exitCode = 1;
+  // a wrong input (a malformed dataset.json of --data) is a usage error, as a bad flag is
+  process.exitCode = err instanceof UsageError ? 2 : 1;
 }

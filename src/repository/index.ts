@@ -12,9 +12,11 @@ import type { ChunkerParams } from '../chunker/fastcdc.ts';
 import { ContentStore } from '../content/store.ts';
 import { sha256hex } from '../content/pack.ts';
 import { defaultScryptParams, deriveKey, newMasterKey, open, seal } from '../crypto/index.ts';
-import type { MasterKey, ScryptParams } from '../crypto/index.ts';
+import type { MasterKey } from '../crypto/index.ts';
 import { IntegrityError, MeshbackError, NotFoundError, UsageError } from '../errors/index.ts';
+import { SnapshotSchema } from '../snapshot/manifest.ts';
 import type { Snapshot, SnapshotRef } from '../snapshot/manifest.ts';
+import { about, checked, int, isoDate, parseJson, safeParse, v } from '../util/schema.ts';
 import { decodeTree } from '../snapshot/tree.ts';
 import type { Node, Tree } from '../snapshot/tree.ts';
 import { BLOB_TREE } from '../content/index-table.ts';
@@ -25,27 +27,71 @@ import type { ParityScheme } from '../parity/index.ts';
 
 export const REPO_VERSION = 1;
 
-export interface RepoConfig {
-  version: number;
-  id: string;
-  created: string;
-  chunker: { name: string; min: number; avg: number; max: number; seed: string };
-  compression: { name: 'zstd'; level: number };
-  cipher: 'aes-256-gcm';
-  idHash: 'hmac-sha256';
-  packSize: number;
-  /** Reed-Solomon parity for every pack (init --parity); absent in repositories without parity */
-  parity?: ParityScheme;
-}
+const base64 = (what: string) => v.pipe(v.string(), v.regex(/^[A-Za-z0-9+/]*={0,2}$/, `must be base64 (${what})`));
+const atLeast1 = () => int(1);
 
-export interface KeyFile {
-  version: 1;
-  created: string;
-  host: string;
-  username: string;
-  kdf: { name: 'scrypt' } & ScryptParams;
-  /** base64 of Seal(kek, JSON {encKey, idKey}) */
-  data: string;
+/** The sealed `config` file: every format parameter of the repository (docs/schemas/config.json). */
+export const RepoConfigSchema = v.pipe(
+  v.object({
+    version: about(int(), 'format version; this meshback reads 1'),
+    id: v.pipe(v.string(), v.regex(/^[0-9a-f]{32}$/, 'must be 32 hex digits')),
+    created: isoDate(),
+    chunker: v.object({ name: v.string(), min: atLeast1(), avg: atLeast1(), max: atLeast1(), seed: base64('32 bytes') }),
+    compression: v.object({ name: v.literal('zstd'), level: int() }),
+    cipher: v.literal('aes-256-gcm'),
+    idHash: v.literal('hmac-sha256'),
+    packSize: atLeast1(),
+    parity: v.optional(
+      about(
+        v.object({ name: v.literal(PARITY_SCHEME_NAME), k: atLeast1(), m: atLeast1(), blockSize: atLeast1() }),
+        'Reed-Solomon parity for every pack (init --parity); absent in repositories without parity',
+      ),
+    ),
+  }),
+  v.metadata({ title: 'meshback repository config', description: 'The file config: Seal(encKey, this JSON); a repository never guesses its format (docs/design.md, "Repository layout").' }),
+);
+export type RepoConfig = v.InferOutput<typeof RepoConfigSchema>;
+
+/** A key file under keys/, plain JSON: the master key sealed under a key derived from one password (docs/schemas/key.json). */
+export const KeyFileSchema = v.pipe(
+  v.object({
+    version: v.literal(1),
+    created: isoDate(),
+    host: v.string(),
+    username: v.string(),
+    kdf: v.object({
+      name: v.literal('scrypt'),
+      // bounded: a key file is read before anything is authenticated, and N*r sets scrypt's memory
+      N: v.pipe(v.number(), v.safeInteger(), v.minValue(2), v.maxValue(2 ** 22), v.check((n) => (n & (n - 1)) === 0, 'must be a power of 2'), v.description('scrypt cost: a power of 2, at most 2^22')),
+      r: v.pipe(v.number(), v.safeInteger(), v.minValue(1), v.maxValue(64)),
+      p: v.pipe(v.number(), v.safeInteger(), v.minValue(1), v.maxValue(64)),
+      salt: base64('the scrypt salt'),
+    }),
+    data: about(base64('Seal(KEK, JSON {encKey, idKey})'), 'base64 of Seal(kek, JSON {encKey, idKey})'),
+  }),
+  v.metadata({ title: 'meshback key file', description: 'A file under keys/, plain JSON, named by its SHA-256 (docs/design.md, "Keys and encryption").' }),
+);
+export type KeyFile = v.InferOutput<typeof KeyFileSchema>;
+
+/** The plaintext sealed in a key file's `data`. */
+const MasterKeyJsonSchema = v.object({ encKey: base64('32 bytes'), idKey: base64('32 bytes') });
+
+/** What identifies a config's format, read before the fields this format needs are checked. */
+const ConfigHeadSchema = v.object({
+  version: v.optional(v.unknown()),
+  chunker: v.optional(v.object({ name: v.optional(v.unknown()) })),
+  cipher: v.optional(v.unknown()),
+  parity: v.optional(v.object({ name: v.optional(v.unknown()) })),
+});
+
+/** A key file's content checked, or a one-line account of what is wrong with it (`field "kdf.N" is missing`). */
+function readKeyFile(bytes: Buffer): KeyFile | string {
+  try {
+    const fail = (m: string) => new IntegrityError(m);
+    return checked(KeyFileSchema, parseJson(bytes.toString('utf8'), (m) => fail(`the file ${m}`)), fail);
+  } catch (err) {
+    return (err as Error).message;
+  }
 }
 
 export interface InitOptions {
@@ -104,10 +150,17 @@ export class Repository {
     }
     const { key, keyId } = await unlockMasterKey(backend, password);
     const raw = await backend.get({ type: 'config', name: 'config' });
-    const config = JSON.parse(open(key.encKey, raw, 'repository config').toString('utf8')) as RepoConfig;
-    if (config.version !== REPO_VERSION || config.chunker.name !== CHUNKER_NAME || config.cipher !== 'aes-256-gcm') {
-      throw new MeshbackError('UNSUPPORTED_FORMAT', `the repository at ${backend.location} has format version ${config.version} (${config.chunker.name}), which this meshback does not support: upgrade meshback`);
+    const bad = (m: string) => new IntegrityError(`the repository config at ${backend.location}: ${m}: the config is malformed; restore it from a copy of the repository`);
+    const json = parseJson(open(key.encKey, raw, 'repository config').toString('utf8'), (m) => bad(`the file ${m}`));
+    // another format is named as such before the fields this format needs are checked
+    const head = safeParse(ConfigHeadSchema, json);
+    if (head.success && (head.output.version !== REPO_VERSION || (head.output.chunker !== undefined && head.output.chunker.name !== CHUNKER_NAME) || head.output.cipher !== 'aes-256-gcm')) {
+      throw new MeshbackError('UNSUPPORTED_FORMAT', `the repository at ${backend.location} has format version ${JSON.stringify(head.output.version)} (${JSON.stringify(head.output.chunker?.name)}, ${JSON.stringify(head.output.cipher)}), which this meshback does not support: upgrade meshback`);
     }
+    if (head.success && head.output.parity !== undefined && head.output.parity.name !== PARITY_SCHEME_NAME) {
+      throw new MeshbackError('UNSUPPORTED_FORMAT', `the repository at ${backend.location} uses parity scheme ${JSON.stringify(head.output.parity.name)}, which this meshback does not support: upgrade meshback`);
+    }
+    const config = checked(RepoConfigSchema, json, bad);
     if (config.parity !== undefined && (config.parity.name !== PARITY_SCHEME_NAME || schemeProblem(config.parity) !== undefined)) {
       throw new MeshbackError('UNSUPPORTED_FORMAT', `the repository at ${backend.location} uses parity scheme ${config.parity.name} ${config.parity.k}+${config.parity.m}, which this meshback does not support: upgrade meshback`);
     }
@@ -144,7 +197,8 @@ export class Repository {
   async loadSnapshot(id: string): Promise<Snapshot> {
     const file = await this.backend.get({ type: 'snapshot', name: id });
     if (sha256hex(file) !== id) throw new IntegrityError(`snapshot file ${id.slice(0, 8)} is damaged (its content does not match its name)`, { snapshot: id });
-    return JSON.parse(open(this.key.encKey, file, `snapshot ${id.slice(0, 8)}`).toString('utf8')) as Snapshot;
+    const fail = (m: string) => new IntegrityError(`snapshot ${id.slice(0, 8)}: ${m}: the snapshot file is malformed; delete it from the repository's snapshots/ directory (its data stays until a prune)`, { snapshot: id });
+    return checked(SnapshotSchema, parseJson(open(this.key.encKey, file, `snapshot ${id.slice(0, 8)}`).toString('utf8'), (m) => fail(`the file ${m}`)), fail);
   }
 
   /** All snapshots, oldest first. */
@@ -246,16 +300,12 @@ export class Repository {
 
   // ---- keys
 
-  /** All key files; a damaged one is listed without `file`, so that it can still be removed. */
-  async listKeys(): Promise<{ id: string; file?: KeyFile }[]> {
-    const out: { id: string; file?: KeyFile }[] = [];
+  /** All key files; a damaged one is listed without `file` (`damaged` says why), so that it can still be removed. */
+  async listKeys(): Promise<{ id: string; file?: KeyFile; damaged?: string }[]> {
+    const out: { id: string; file?: KeyFile; damaged?: string }[] = [];
     for await (const f of this.backend.list('key')) {
-      const raw = await this.backend.get({ type: 'key', name: f.name });
-      try {
-        out.push({ id: f.name, file: JSON.parse(raw.toString('utf8')) as KeyFile });
-      } catch {
-        out.push({ id: f.name });
-      }
+      const kf = readKeyFile(await this.backend.get({ type: 'key', name: f.name }));
+      out.push(typeof kf === 'string' ? { id: f.name, damaged: kf } : { id: f.name, file: kf });
     }
     out.sort((a, b) => ((a.file?.created ?? '') < (b.file?.created ?? '') ? -1 : 1));
     return out;
@@ -312,14 +362,13 @@ async function unlockMasterKey(backend: Backend, password: string): Promise<{ ke
   const files: string[] = [];
   for await (const f of backend.list('key')) files.push(f.name);
   if (files.length === 0) throw new MeshbackError('WRONG_PASSWORD', `the repository at ${backend.location} has no key files left: it cannot be opened`);
+  const malformed: string[] = [];
   for (const name of files) {
-    let kf: KeyFile;
-    try {
-      kf = JSON.parse((await backend.get({ type: 'key', name })).toString('utf8')) as KeyFile;
-    } catch {
-      continue; // a damaged key file: try the others
+    const kf = readKeyFile(await backend.get({ type: 'key', name }));
+    if (typeof kf === 'string') {
+      malformed.push(`key file ${name.slice(0, 8)}: ${kf}`); // a damaged key file: try the others
+      continue;
     }
-    if (kf.kdf?.name !== 'scrypt') continue;
     const kek = await deriveKey(password, kf.kdf);
     let plain: Buffer;
     try {
@@ -327,8 +376,14 @@ async function unlockMasterKey(backend: Backend, password: string): Promise<{ ke
     } catch {
       continue;
     }
-    const j = JSON.parse(plain.toString('utf8')) as { encKey: string; idKey: string };
+    // authenticated under the password's key: malformed here means it was written so
+    const fail = (m: string) => new IntegrityError(`key file ${name.slice(0, 8)}: its sealed master key ${m}: open the repository with another password and remove this key`);
+    const j = checked(MasterKeyJsonSchema, parseJson(plain.toString('utf8'), (m) => fail(`is ${m.replace(/^is /, '')}`)), fail);
     return { key: { encKey: Buffer.from(j.encKey, 'base64'), idKey: Buffer.from(j.idKey, 'base64') }, keyId: name };
   }
-  throw new MeshbackError('WRONG_PASSWORD', `wrong password for the repository at ${backend.location}: no key file opens with it; check MESHBACK_PASSWORD / --password-file`);
+  if (malformed.length === files.length) {
+    throw new IntegrityError(`no key file of the repository at ${backend.location} can be read: ${malformed[0]}${malformed.length > 1 ? ` (and ${malformed.length - 1} more)` : ''}: restore keys/ from a copy of the repository`);
+  }
+  const also = malformed.length > 0 ? ` (and ${malformed[0]}${malformed.length > 1 ? `, ${malformed.length - 1} more malformed` : ''})` : '';
+  throw new MeshbackError('WRONG_PASSWORD', `wrong password for the repository at ${backend.location}: no key file opens with it${also}; check MESHBACK_PASSWORD / --password-file`);
 }

@@ -21,6 +21,7 @@ import { IntegrityError, MeshbackError, NotFoundError, UsageError, errMessage, e
 import type { EventSink } from '../events/index.ts';
 import { nullSink } from '../events/index.ts';
 import type { Repository } from './index.ts';
+import { about, checked, int, isoDate, parseJson, v } from '../util/schema.ts';
 
 export const LOCK_VERSION = 1;
 /** How often a held lock is refreshed. */
@@ -28,22 +29,22 @@ export const DEFAULT_REFRESH_MS = 5 * 60_000;
 /** A lock not refreshed for this long is stale. */
 export const DEFAULT_STALE_MS = 30 * 60_000;
 
-/** The content of a lock file (sealed; the file is named by the SHA-256 of the sealed bytes). */
-export interface LockInfo {
-  version: 1;
-  exclusive: boolean;
-  host: string;
-  pid: number;
-  username: string;
-  /** last refresh, ISO-8601 */
-  time: string;
-  /** when the holder first took the lock, ISO-8601 */
-  created: string;
-  /** the meshback command holding it, e.g. "backup" */
-  command: string;
-  /** the holder's PID namespace (Linux, `/proc/self/ns/pid`), so a PID is judged only where it means the same process */
-  pidNamespace?: string;
-}
+/** The content of a lock file (sealed; the file is named by the SHA-256 of the sealed bytes; docs/schemas/lock.json). */
+export const LockInfoSchema = v.pipe(
+  v.object({
+    version: v.literal(LOCK_VERSION),
+    exclusive: v.boolean(),
+    host: v.string(),
+    pid: int(0),
+    username: v.string(),
+    time: about(isoDate(), 'last refresh'),
+    created: about(isoDate(), 'when the holder first took the lock'),
+    command: about(v.string(), 'the meshback command holding it, e.g. "backup"'),
+    pidNamespace: v.optional(about(v.string(), "the holder's PID namespace (Linux, /proc/self/ns/pid), so a PID is judged only where it means the same process")),
+  }),
+  v.metadata({ title: 'meshback lock', description: 'A file under locks/: Seal(encKey, this JSON), named by the SHA-256 of the sealed file (docs/design.md, "Locks").' }),
+);
+export type LockInfo = v.InferOutput<typeof LockInfoSchema>;
 
 export interface LockEntry {
   /** file name under locks/ */
@@ -146,20 +147,8 @@ function encodeLock(encKey: Buffer, info: LockInfo): { name: string; bytes: Buff
 
 function decodeLock(encKey: Buffer, name: string, bytes: Buffer): LockInfo {
   if (sha256hex(bytes) !== name) throw new IntegrityError(`its content does not match its name`);
-  const j = JSON.parse(open(encKey, bytes, `lock ${name.slice(0, 8)}`).toString('utf8')) as Partial<LockInfo>;
-  const ok =
-    j.version === LOCK_VERSION &&
-    typeof j.exclusive === 'boolean' &&
-    typeof j.host === 'string' &&
-    typeof j.pid === 'number' &&
-    typeof j.username === 'string' &&
-    typeof j.time === 'string' &&
-    !Number.isNaN(Date.parse(j.time)) &&
-    typeof j.created === 'string' &&
-    typeof j.command === 'string' &&
-    (j.pidNamespace === undefined || typeof j.pidNamespace === 'string');
-  if (!ok) throw new IntegrityError(`it is not a version ${LOCK_VERSION} lock`);
-  return j as LockInfo;
+  const fail = (m: string) => new IntegrityError(m);
+  return checked(LockInfoSchema, parseJson(open(encKey, bytes, `lock ${name.slice(0, 8)}`).toString('utf8'), (m) => fail(`the lock ${m}`)), fail);
 }
 
 /** Reads every lock file; a file that vanishes while being read (a refresh or release) makes it list again. */

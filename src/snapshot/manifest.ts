@@ -1,61 +1,61 @@
-/** Snapshot manifests: what was backed up, when, from where, and the root tree. */
+/**
+ * Snapshot manifests: what was backed up, when, from where, and the root tree. The schema is the
+ * format's definition (docs/schemas/snapshot.json); the types are inferred from it.
+ */
+import { about, hexId, int, isoDate, v } from '../util/schema.ts';
 
-export interface SnapshotSummary {
-  files: number;
-  dirs: number;
-  symlinks: number;
-  others: number;
-  /** bytes of all files in the snapshot */
-  totalBytes: number;
-  /** bytes actually read from the source during this backup */
-  bytesRead: number;
-  filesRead: number;
-  filesUnchanged: number;
-  filesChangedDuringRead: number;
-  errors: number;
-  blobsAdded: number;
-  /** raw (uncompressed) bytes of new blobs */
-  bytesAdded: number;
-  /** bytes of new files written to the repository */
-  bytesStored: number;
-  /** seconds */
-  duration: number;
-}
+const count = () => int(0);
 
-export interface Snapshot {
-  version: 1;
-  time: string;
-  endTime: string;
-  host: string;
-  username: string;
-  /** absolute source paths, as given on the command line after resolution */
-  paths: string[];
-  tags: string[];
-  parent?: string;
-  /** root tree id (hex): one node per backed-up path, named by its base name */
-  tree: string;
-  /** set when items could not be read; the snapshot is then incomplete */
-  incomplete?: string;
-  summary: SnapshotSummary;
-  program: string;
-  /**
-   * Set by 'repair snapshots' on the snapshot it writes in place of a damaged one (which it
-   * then deletes); the snapshot also gets the tag 'repaired'. `summary` still describes the
-   * original backup run.
-   */
-  repaired?: SnapshotRepair;
-}
+export const SnapshotSummarySchema = v.object({
+  files: count(),
+  dirs: count(),
+  symlinks: count(),
+  others: count(),
+  totalBytes: about(count(), 'bytes of all files in the snapshot'),
+  bytesRead: about(count(), 'bytes actually read from the source during this backup'),
+  filesRead: count(),
+  filesUnchanged: count(),
+  filesChangedDuringRead: count(),
+  errors: count(),
+  blobsAdded: count(),
+  bytesAdded: about(count(), 'raw (uncompressed) bytes of new blobs'),
+  bytesStored: about(count(), 'bytes of new files written to the repository'),
+  duration: v.pipe(v.number(), v.minValue(0), v.description('seconds')),
+});
+export type SnapshotSummary = v.InferOutput<typeof SnapshotSummarySchema>;
 
-export interface SnapshotRepair {
-  /** id of the snapshot this one replaces */
-  original: string;
-  /** ISO-8601 time of the repair */
-  time: string;
-  /** files left out because some of their data is missing or damaged (paths from the root tree) */
-  droppedFiles: string[];
-  /** directories left out because their listing (tree) is missing or damaged */
-  droppedDirs: string[];
-}
+/**
+ * Set by 'repair snapshots' on the snapshot it writes in place of a damaged one (which it then
+ * deletes); the snapshot also gets the tag 'repaired'. `summary` still describes the original
+ * backup run.
+ */
+export const SnapshotRepairSchema = v.object({
+  original: about(hexId(), 'id of the snapshot this one replaces'),
+  time: about(isoDate(), 'when the repair ran'),
+  droppedFiles: about(v.array(v.string()), 'files left out because some of their data is missing or damaged (paths from the root tree)'),
+  droppedDirs: about(v.array(v.string()), 'directories left out because their listing (tree) is missing or damaged'),
+});
+export type SnapshotRepair = v.InferOutput<typeof SnapshotRepairSchema>;
+
+export const SnapshotSchema = v.pipe(
+  v.object({
+    version: v.literal(1),
+    time: about(isoDate(), 'start of the backup'),
+    endTime: about(isoDate(), 'end of the backup'),
+    host: about(v.string(), 'host name (or --host)'),
+    username: about(v.string(), 'user running the backup'),
+    paths: about(v.array(v.string()), 'absolute source paths, as given on the command line after resolution'),
+    tags: about(v.array(v.string()), 'sorted; the CLI accepts KEY=VALUE'),
+    parent: v.optional(about(hexId(), 'id of the snapshot used for change detection')),
+    tree: about(hexId(), 'root tree id: one node per backed-up path, named by its base name'),
+    incomplete: v.optional(about(v.string(), 'set when items could not be read; the snapshot is then incomplete')),
+    summary: about(SnapshotSummarySchema, 'the backup run (a repaired snapshot keeps it unchanged)'),
+    program: about(v.string(), 'e.g. "meshback 0.1.0"'),
+    repaired: v.optional(about(SnapshotRepairSchema, "written by 'repair snapshots' only")),
+  }),
+  v.metadata({ title: 'meshback snapshot manifest', description: 'A file under snapshots/: Seal(encKey, this JSON), named by the SHA-256 of the sealed file (docs/design.md, "Snapshot manifest").' }),
+);
+export type Snapshot = v.InferOutput<typeof SnapshotSchema>;
 
 export interface SnapshotRef {
   id: string;

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { hashedManifest, integrityOf, under } from '../../lab/bench/fault/common.ts';
@@ -128,13 +128,17 @@ test('summaries: medians and spreads over the ok repeats only', () => {
 });
 
 test('results file check: schema, version and shape', () => {
-  const good = { schema: RESULTS_SCHEMA, version: RESULTS_VERSION, tools: [], scenarios: [], cells: [{ tool: 't', scenario: 's', repeats: [] }], options: {}, machine: {} };
+  // a results file as a run writes it (test/fixtures, made by make-bench-results.ts)
+  const good = JSON.parse(readFileSync(path.resolve(import.meta.dirname, '../fixtures/bench-results-256MiB.json'), 'utf8')) as Record<string, unknown>;
+  assert.equal(good['schema'], RESULTS_SCHEMA);
+  assert.equal(good['version'], RESULTS_VERSION);
   assert.equal(checkResults(good), undefined);
-  assert.match(checkResults([]) ?? '', /not a JSON object/);
+  assert.equal(checkResults({ ...good, tools: [], scenarios: [], cells: [] }), undefined, 'an empty run is a results file');
+  assert.match(checkResults([]) ?? '', /^it is not a meshback bench results file \(its "schema" is missing/);
   assert.match(checkResults({ ...good, schema: 'other' }) ?? '', /not a meshback bench results file/);
   assert.match(checkResults({ ...good, version: 2 }) ?? '', /results version 2; this meshback reads version 1/);
-  assert.match(checkResults({ ...good, cells: {} }) ?? '', /"cells" is not a list/);
-  assert.match(checkResults({ ...good, cells: [{ tool: 't' }] }) ?? '', /a cell lacks/);
+  assert.match(checkResults({ ...good, cells: {} }) ?? '', /^it is malformed: field "cells" must be a list \(it is an object\)/);
+  assert.match(checkResults({ ...good, cells: [{ tool: 't' }] }) ?? '', /^it is malformed: field "cells\[0\]\.strategy" is missing \(and \d+ more problems\)/);
 });
 
 test('procs: killAllBelow kills children and grandchildren, keeps GNU time wrappers', { timeout: 20_000 }, async () => {

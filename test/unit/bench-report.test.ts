@@ -579,13 +579,21 @@ describe('reading a results file', () => {
     err('{"schema":"other"}', /its "schema" is "other", not "meshback-bench-results"/);
     err(JSON.stringify({ schema: RESULTS_SCHEMA, version: 99 }), /holds results version 99; this meshback reads version 1/);
     const ok = JSON.parse(readFileSync(FIXTURE, 'utf8')) as Record<string, unknown>;
-    err(JSON.stringify({ ...ok, cells: {} }), /malformed: "cells" is not a list/);
+    err(JSON.stringify({ ...ok, cells: {} }), /^x\.json is malformed: field "cells" must be a list \(it is an object\); re-run `meshback bench run` or restore the file$/);
     const cells = structuredClone(ok['cells']) as Record<string, unknown>[];
     cells[3]!['status'] = 'great';
-    err(JSON.stringify({ ...ok, cells }), /malformed: cells\[3\]\.status is "great"/);
+    err(JSON.stringify({ ...ok, cells }), /malformed: field "cells\[3\]\.status" must be one of "ok", "partial", "failed", "skipped" \(it is "great"\)/);
     delete cells[3]!['status'];
     cells[3]!['status'] = 'ok';
     cells[4]!['repeats'] = [{}];
-    err(JSON.stringify({ ...ok, cells }), /malformed: cells\[4\]\.repeats\[0\] has no list of steps/);
+    err(JSON.stringify({ ...ok, cells }), /malformed: field "cells\[4\]\.repeats\[0\]\.repeat" is missing \(and \d+ more problems\)/);
+    // deeper fields than the report's first look: a wrong type, a bad date, a missing tool name
+    const deep = structuredClone(ok) as { cells: { repeats: { steps: Record<string, unknown>[] }[] }[]; startedAt: string; tools: Record<string, unknown>[] };
+    deep.cells[0]!.repeats[0]!.steps[0]!['wallSeconds'] = '2.5';
+    err(JSON.stringify(deep), /malformed: field "cells\[0\]\.repeats\[0\]\.steps\[0\]\.wallSeconds" must be a number \(it is "2\.5"\);/);
+    err(JSON.stringify({ ...ok, startedAt: 'yesterday' }), /malformed: field "startedAt" must be an ISO date/);
+    const noName = structuredClone(ok) as { tools: Record<string, unknown>[] };
+    delete noName.tools[1]!['name'];
+    err(JSON.stringify(noName), /malformed: field "tools\[1\]\.name" is missing;/);
   });
 });

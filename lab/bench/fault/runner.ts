@@ -33,7 +33,7 @@ import { ROOT } from '../../../src/host/self.ts';
 import type { Tool, ToolContext } from '../tools.ts';
 import { writeReport } from './report/index.ts';
 import { SCENARIOS } from './scenarios/index.ts';
-import { RESULTS_SCHEMA, RESULTS_VERSION } from './types.ts';
+import { RESULTS_SCHEMA, RESULTS_VERSION, resultsProblem } from './types.ts';
 import type {
   BenchResults,
   Cell,
@@ -574,19 +574,10 @@ async function runRepeat(p: Plan, e: RepeatEnv): Promise<RepeatResult> {
 }
 
 /**
- * Is `json` a results file this version reads? Returns the reason it is not (one line), or
- * undefined. Checks the schema name, the version and the shape the report relies on.
+ * Is `json` a results file this version reads? Returns the reason it is not (one line, about "it"),
+ * or undefined: the schema name, the version, then every field (BenchResultsSchema in types.ts).
  */
 export function checkResults(json: unknown): string | undefined {
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) return 'it is not a JSON object';
-  const r = json as Record<string, unknown>;
-  if (r['schema'] !== RESULTS_SCHEMA) return `its schema is ${JSON.stringify(r['schema'])}, not ${JSON.stringify(RESULTS_SCHEMA)}: it is not a meshback bench results file`;
-  if (r['version'] !== RESULTS_VERSION) return `it is results version ${JSON.stringify(r['version'])}; this meshback reads version ${RESULTS_VERSION}: render it with the meshback that wrote it, or run the benchmark again`;
-  for (const k of ['tools', 'scenarios', 'cells'] as const) if (!Array.isArray(r[k])) return `its "${k}" is not a list: the file is damaged`;
-  for (const k of ['options', 'machine'] as const) if (typeof r[k] !== 'object' || r[k] === null) return `its "${k}" is missing: the file is damaged`;
-  for (const c of r['cells'] as unknown[]) {
-    const cell = c as Record<string, unknown>;
-    if (typeof cell !== 'object' || cell === null || typeof cell['tool'] !== 'string' || typeof cell['scenario'] !== 'string' || !Array.isArray(cell['repeats'])) return 'a cell lacks its tool, scenario or repeats: the file is damaged';
-  }
-  return undefined;
+  const p = resultsProblem(json);
+  return p === undefined ? undefined : `it ${p}`;
 }

@@ -11,6 +11,7 @@
  */
 import type { Volume as EngineVolume, VolumeKind } from '../../../src/volumes/index.ts';
 import type { Tool, ToolContext } from '../tools.ts';
+import { about, int, issueText, isoDate, safeParse, v } from '../../../src/util/schema.ts';
 
 export type { VolumeKind };
 /** One volume under test (src/volumes): the live data the services write and the tools back up. */
@@ -36,192 +37,193 @@ export type ScenarioId = (typeof SCENARIO_IDS)[number];
 export type Strategy = 'full-copy' | 'incremental' | 'snapshot';
 
 
+
+// The results file (results.json) is defined by the schemas below (docs/schemas/bench-results.json);
+// the types are inferred from them, and `meshback bench report` checks a file with them.
+
+const seconds = () => v.pipe(v.number(), v.minValue(0));
+const count = () => int(0);
+const fraction = (description: string) => v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(1), v.description(description)));
+
 /** One measured command (see bench/measure.ts Measurement). */
-export interface StepResult {
-  /** e.g. 'backup-1', 'backup-2', 'restore', 'check', 'restore-after-repair' */
-  name: string;
-  wallSeconds: number;
-  cpuSeconds: number;
-  peakRssBytes: number;
-  exitCode: number;
-  /** the tool's own one-line account when it failed or warned (last stderr line) */
-  message?: string;
-  /** when the step started (ms since the epoch); for a backup, the start of its RPO window */
-  startedAt?: number;
-  /**
-   * the tool exited with its warning status and still stored the backup (tar 1 "file changed as
-   * we read it", borg 1, restic 3 and meshback 3 "incomplete snapshot"): the step counts as done
-   */
-  warning?: boolean;
-  /** snapshot strategy: seconds spent creating (and, once released, deleting) the btrfs snapshot (not in wallSeconds) */
-  snapshotSeconds?: number;
-}
+export const StepResultSchema = v.object({
+  name: about(v.string(), "e.g. 'backup-1', 'backup-2', 'restore', 'check', 'restore-after-repair'"),
+  wallSeconds: seconds(),
+  cpuSeconds: seconds(),
+  peakRssBytes: count(),
+  exitCode: int(),
+  message: v.optional(about(v.string(), "the tool's own one-line account when it failed or warned (last stderr line)")),
+  startedAt: v.optional(about(v.number(), 'when the step started (ms since the epoch); for a backup, the start of its RPO window')),
+  warning: v.optional(
+    about(
+      v.boolean(),
+      'the tool exited with its warning status and still stored the backup (tar 1 "file changed as we read it", borg 1, restic 3 and meshback 3 "incomplete snapshot"): the step counts as done',
+    ),
+  ),
+  snapshotSeconds: v.optional(about(seconds(), 'snapshot strategy: seconds spent creating (and, once released, deleting) the btrfs snapshot (not in wallSeconds)')),
+});
+export type StepResult = v.InferOutput<typeof StepResultSchema>;
 
 /** Files after recovery, compared by path, type, size and sha256 with the reference manifest. */
-export interface Integrity {
-  /** files in the reference (the manifest the scenario says the restore must reproduce) */
-  files: number;
-  matching: number;
-  /** present but different content, size or type */
-  damaged: number;
-  missing: number;
-  /** present after recovery, absent from the reference */
-  extra: number;
-  /** up to 20 example paths per kind, for the report */
-  examples?: { damaged?: string[]; missing?: string[]; extra?: string[] };
-}
+export const IntegritySchema = v.object({
+  files: about(count(), 'files in the reference (the manifest the scenario says the restore must reproduce)'),
+  matching: count(),
+  damaged: about(count(), 'present but different content, size or type'),
+  missing: count(),
+  extra: about(count(), 'present after recovery, absent from the reference'),
+  examples: v.optional(
+    about(v.object({ damaged: v.optional(v.array(v.string())), missing: v.optional(v.array(v.string())), extra: v.optional(v.array(v.string())) }), 'up to 20 example paths per kind, for the report'),
+  ),
+});
+export type Integrity = v.InferOutput<typeof IntegritySchema>;
 
 /** Data loss: what was written (acknowledged by the workload) after the last good backup and not recovered. */
-export interface Rpo {
-  /**
-   * seconds between the last good backup's start and the fault (the window of writes at risk);
-   * app-* scenarios: the testbed's RPO, the fault minus the acknowledgement of the last write the
-   * recovered service still holds (0 when it lost nothing), the largest over its services
-   */
-  seconds: number;
-  /** bytes written in that window that the recovery did not bring back (app-* scenarios: 0, not measured: the testbed counts writes) */
-  bytesLost: number;
-  /** writes (records appended by the workload) lost */
-  writesLost: number;
-}
+export const RpoSchema = v.object({
+  seconds: about(
+    v.number(),
+    "seconds between the last good backup's start and the fault (the window of writes at risk); app-* scenarios: the testbed's RPO, the fault minus the acknowledgement of the last write the recovered service still holds (0 when it lost nothing), the largest over its services",
+  ),
+  bytesLost: about(count(), 'bytes written in that window that the recovery did not bring back (app-* scenarios: 0, not measured: the testbed counts writes)'),
+  writesLost: about(count(), 'writes (records appended by the workload) lost'),
+});
+export type Rpo = v.InferOutput<typeof RpoSchema>;
 
 /** One application-level check after recovery (the testbed's verify: nginx-config, start, traffic, amcheck, ...). */
-export interface AppCheck {
-  /** the check and what it checked, e.g. "amcheck orders", "traffic sessions", "start postgres" */
-  name: string;
-  ok: boolean;
-  /** its one-line account */
-  detail?: string;
-}
+export const AppCheckSchema = v.object({
+  name: about(v.string(), 'the check and what it checked, e.g. "amcheck orders", "traffic sessions", "start postgres"'),
+  ok: v.boolean(),
+  detail: v.optional(about(v.string(), 'its one-line account')),
+});
+export type AppCheck = v.InferOutput<typeof AppCheckSchema>;
 
 /** Recovery judged at application level (the app-* scenarios; see docs/design.md, "Testbed"). */
-export interface AppRecovery {
-  /** every check passed: each component started on the restored volumes and every service answered through its sidecar */
-  healthy: boolean;
-  checks: AppCheck[];
-  /** writes (orders, sessions) acknowledged to the load generator up to the fault */
-  writesAcknowledged: number;
-  /** of those, the ones the recovered stores do not hold (or hold with another value) */
-  writesLost: number;
-  /** of the lost, those acknowledged before the restored backup started: must be 0 (else the backup or restore lost durable data) */
-  lostBeforeBackup: number;
-}
+export const AppRecoverySchema = v.object({
+  healthy: about(v.boolean(), 'every check passed: each component started on the restored volumes and every service answered through its sidecar'),
+  checks: v.array(AppCheckSchema),
+  writesAcknowledged: about(count(), 'writes (orders, sessions) acknowledged to the load generator up to the fault'),
+  writesLost: about(count(), 'of those, the ones the recovered stores do not hold (or hold with another value)'),
+  lostBeforeBackup: about(count(), 'of the lost, those acknowledged before the restored backup started: must be 0 (else the backup or restore lost durable data)'),
+});
+export type AppRecovery = v.InferOutput<typeof AppRecoverySchema>;
 
 /** One repeat of one cell. */
-export interface RepeatResult {
-  repeat: number;
-  /** the seed this repeat's data, workload and fault moments derive from */
-  seed: number;
-  status: 'ok' | 'failed';
-  /** why it failed (one line), when status is failed */
-  reason?: string;
-  steps: StepResult[];
-  /** allocated bytes of the repository after the last backup */
-  bytesStored?: number;
-  integrity?: Integrity;
-  /**
-   * Did the tool notice the fault (a check or a restore that failed or warned, naming the
-   * damage)? null when the scenario has nothing for the tool to detect.
-   */
-  corruptionDetected?: boolean | null;
-  /** how the tool reported it (its message), when it did */
-  detectionMessage?: string;
-  rpo?: Rpo;
-  /** seconds from the fault to the end of a verified recovery */
-  rtoSeconds?: number;
-  /** anything the report should show as a footnote */
-  notes?: string[];
-  /** application-level scenarios: the service after recovery (absent in the file-level scenarios) */
-  app?: AppRecovery;
-}
+export const RepeatResultSchema = v.object({
+  repeat: int(1),
+  seed: about(int(), "the seed this repeat's data, workload and fault moments derive from"),
+  status: v.picklist(['ok', 'failed']),
+  reason: v.optional(about(v.string(), 'why it failed (one line), when status is failed')),
+  steps: v.array(StepResultSchema),
+  bytesStored: v.optional(about(count(), 'allocated bytes of the repository after the last backup')),
+  integrity: v.optional(IntegritySchema),
+  corruptionDetected: v.optional(
+    about(
+      v.nullable(v.boolean()),
+      'did the tool notice the fault (a check or a restore that failed or warned, naming the damage)? null when the scenario has nothing for the tool to detect',
+    ),
+  ),
+  detectionMessage: v.optional(about(v.string(), 'how the tool reported it (its message), when it did')),
+  rpo: v.optional(RpoSchema),
+  rtoSeconds: v.optional(about(seconds(), 'seconds from the fault to the end of a verified recovery')),
+  notes: v.optional(about(v.array(v.string()), 'anything the report should show as a footnote')),
+  app: v.optional(about(AppRecoverySchema, 'application-level scenarios: the service after recovery (absent in the file-level scenarios)')),
+});
+export type RepeatResult = v.InferOutput<typeof RepeatResultSchema>;
 
-export interface Spread {
-  median: number;
-  min: number;
-  max: number;
-  n: number;
-}
+export const SpreadSchema = v.object({ median: v.number(), min: v.number(), max: v.number(), n: count() });
+export type Spread = v.InferOutput<typeof SpreadSchema>;
 
 /** The summary metrics of a cell over its ok repeats (absent when no repeat measured it). */
-export interface CellSummary {
-  backupWallSeconds?: Spread;
-  backupCpuSeconds?: Spread;
-  backupPeakRssBytes?: Spread;
-  restoreWallSeconds?: Spread;
-  restoreCpuSeconds?: Spread;
-  restorePeakRssBytes?: Spread;
-  bytesStored?: Spread;
-  filesMatchingFraction?: Spread;
-  filesDamaged?: Spread;
-  filesMissing?: Spread;
-  /** fraction of repeats in which the tool detected the fault (0..1) */
-  detectionRate?: number;
-  rpoSeconds?: Spread;
-  rpoBytesLost?: Spread;
-  rtoSeconds?: Spread;
-  /** application-level scenarios: fraction of the ok repeats with `app` whose service was healthy after recovery (0..1) */
-  appHealthyRate?: number;
-  /** application-level scenarios: acknowledged writes lost */
-  appWritesLost?: Spread;
-}
+export const CellSummarySchema = v.object({
+  backupWallSeconds: v.optional(SpreadSchema),
+  backupCpuSeconds: v.optional(SpreadSchema),
+  backupPeakRssBytes: v.optional(SpreadSchema),
+  restoreWallSeconds: v.optional(SpreadSchema),
+  restoreCpuSeconds: v.optional(SpreadSchema),
+  restorePeakRssBytes: v.optional(SpreadSchema),
+  bytesStored: v.optional(SpreadSchema),
+  filesMatchingFraction: v.optional(SpreadSchema),
+  filesDamaged: v.optional(SpreadSchema),
+  filesMissing: v.optional(SpreadSchema),
+  detectionRate: fraction('fraction of repeats in which the tool detected the fault (0..1)'),
+  rpoSeconds: v.optional(SpreadSchema),
+  rpoBytesLost: v.optional(SpreadSchema),
+  rtoSeconds: v.optional(SpreadSchema),
+  appHealthyRate: fraction('application-level scenarios: fraction of the ok repeats with `app` whose service was healthy after recovery (0..1)'),
+  appWritesLost: v.optional(about(SpreadSchema, 'application-level scenarios: acknowledged writes lost')),
+});
+export type CellSummary = v.InferOutput<typeof CellSummarySchema>;
+
+const strategySchema = v.picklist(['full-copy', 'incremental', 'snapshot']);
 
 /** One tool (with one strategy) in one scenario. */
-export interface Cell {
-  tool: string;
-  strategy: Strategy;
-  volume: VolumeKind;
-  scenario: ScenarioId;
-  /** ok: every repeat ran; partial: some repeats failed; failed: none ran; skipped: not applicable or tool missing */
-  status: 'ok' | 'partial' | 'failed' | 'skipped';
-  reason?: string;
-  repeats: RepeatResult[];
-  summary: CellSummary;
-}
+export const CellSchema = v.object({
+  tool: v.string(),
+  strategy: strategySchema,
+  volume: v.picklist(['dir', 'btrfs']) satisfies v.GenericSchema<unknown, VolumeKind>,
+  scenario: v.picklist(SCENARIO_IDS),
+  status: about(v.picklist(['ok', 'partial', 'failed', 'skipped']), 'ok: every repeat ran; partial: some repeats failed; failed: none ran; skipped: not applicable or tool missing'),
+  reason: v.optional(v.string()),
+  repeats: v.array(RepeatResultSchema),
+  summary: CellSummarySchema,
+});
+export type Cell = v.InferOutput<typeof CellSchema>;
 
-export interface ToolEntry {
-  name: string;
-  version: string;
-  label: string;
-  encryption: boolean;
-  /** the strategy the tool itself implements (full-copy or incremental) */
-  strategy: Strategy;
-  /** e.g. "restic is the engine under Stash and Velero's file-system backup" */
-  note?: string;
-  /** set when the tool could not be used (binary missing and not installable) */
-  unavailable?: string;
-}
+export const ToolEntrySchema = v.object({
+  name: v.string(),
+  version: v.string(),
+  label: v.string(),
+  encryption: v.boolean(),
+  strategy: about(strategySchema, 'the strategy the tool itself implements (full-copy or incremental)'),
+  note: v.optional(about(v.string(), 'e.g. "restic is the engine under Stash and Velero\'s file-system backup"')),
+  unavailable: v.optional(about(v.string(), 'set when the tool could not be used (binary missing and not installable)')),
+});
+export type ToolEntry = v.InferOutput<typeof ToolEntrySchema>;
 
-export interface ScenarioEntry {
-  id: ScenarioId;
-  title: string;
-  /** what the scenario does, in one or two sentences, for the report */
-  description: string;
-}
+export const ScenarioEntrySchema = v.object({
+  id: v.picklist(SCENARIO_IDS),
+  title: v.string(),
+  description: about(v.string(), 'what the scenario does, in one or two sentences, for the report'),
+});
+export type ScenarioEntry = v.InferOutput<typeof ScenarioEntrySchema>;
 
-export interface BenchResults {
-  schema: typeof RESULTS_SCHEMA;
-  version: typeof RESULTS_VERSION;
-  meshbackVersion: string;
-  startedAt: string;
-  finishedAt: string;
-  machine: { cpus: number; cpuModel: string; memoryBytes: number; kernel: string; node: string; hostname: string };
-  options: {
-    tools: string[];
-    scenarios: ScenarioId[];
-    strategies: Strategy[];
-    sizeBytes: number;
-    seed: number;
-    repeat: number;
-    /** the tools that ran the snapshot strategy (when 'snapshot' is in strategies) */
-    snapshotTools?: string[];
-    /** extra environment given to every tool command (--env): a run with it is not representative */
-    extraEnv?: Record<string, string>;
-  };
-  tools: ToolEntry[];
-  scenarios: ScenarioEntry[];
-  cells: Cell[];
-  /** run-wide footnotes (e.g. why the snapshot strategy could not run) */
-  notes?: string[];
+export const BenchResultsSchema = v.pipe(
+  v.object({
+    schema: v.literal(RESULTS_SCHEMA),
+    version: v.literal(RESULTS_VERSION),
+    meshbackVersion: v.string(),
+    startedAt: isoDate(),
+    finishedAt: isoDate(),
+    machine: v.object({ cpus: count(), cpuModel: v.string(), memoryBytes: count(), kernel: v.string(), node: v.string(), hostname: v.string() }),
+    options: v.object({
+      tools: v.array(v.string()),
+      scenarios: v.array(v.picklist(SCENARIO_IDS)),
+      strategies: v.array(strategySchema),
+      sizeBytes: count(),
+      seed: int(),
+      repeat: int(1),
+      snapshotTools: v.optional(about(v.array(v.string()), "the tools that ran the snapshot strategy (when 'snapshot' is in strategies)")),
+      extraEnv: v.optional(about(v.record(v.string(), v.string()), 'extra environment given to every tool command (--env): a run with it is not representative')),
+    }),
+    tools: v.array(ToolEntrySchema),
+    scenarios: v.array(ScenarioEntrySchema),
+    cells: v.array(CellSchema),
+    notes: v.optional(about(v.array(v.string()), 'run-wide footnotes (e.g. why the snapshot strategy could not run)')),
+  }),
+  v.metadata({ title: 'meshback fault-tolerance benchmark results', description: '`meshback bench run --out DIR` writes DIR/results.json; `meshback bench report DIR` renders from it alone (docs/design.md, "Fault-tolerance benchmark").' }),
+);
+export type BenchResults = v.InferOutput<typeof BenchResultsSchema>;
+
+/**
+ * Why `json` is not a results file this version reads, as the rest of a sentence about the file
+ * ("is not a meshback bench results file (...)", "holds results version 2; ...", "is malformed:
+ * field "cells[3].status" must be ...; ..."), or undefined when it is one.
+ */
+export function resultsProblem(json: unknown): string | undefined {
+  const obj = typeof json === 'object' && json !== null && !Array.isArray(json) ? (json as Record<string, unknown>) : undefined;
+  if (obj?.['schema'] !== RESULTS_SCHEMA) return `is not a meshback bench results file (its "schema" is ${obj !== undefined ? JSON.stringify(obj['schema']) ?? 'missing' : 'missing'}, not "${RESULTS_SCHEMA}")`;
+  if (obj['version'] !== RESULTS_VERSION) return `holds results version ${JSON.stringify(obj['version'])}; this meshback reads version ${RESULTS_VERSION}: render it with the meshback version that wrote it`;
+  const r = safeParse(BenchResultsSchema, json);
+  return r.success ? undefined : `is malformed: ${issueText(r.issues)}; re-run \`meshback bench run\` or restore the file`;
 }
 
 export interface BackupOptions {

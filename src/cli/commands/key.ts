@@ -18,13 +18,13 @@ export const keyCommand: Command = {
     if (sub === 'list') {
       const keys = await repo.listKeys();
       if (ctx.out.json) {
-        ctx.out.jsonOut(keys.map((k) => ({ id: k.id, current: k.id === repo.keyId, ...(k.file === undefined ? { damaged: true } : { created: k.file.created, host: k.file.host, username: k.file.username, kdf: { name: k.file.kdf.name, N: k.file.kdf.N, r: k.file.kdf.r, p: k.file.kdf.p } }) })));
+        ctx.out.jsonOut(keys.map((k) => ({ id: k.id, current: k.id === repo.keyId, ...(k.file === undefined ? { damaged: true, problem: k.damaged } : { created: k.file.created, host: k.file.host, username: k.file.username, kdf: { name: k.file.kdf.name, N: k.file.kdf.N, r: k.file.kdf.r, p: k.file.kdf.p } }) })));
         return EXIT.OK;
       }
       ctx.out.result(' ID        Host                 User       Created');
       for (const k of keys) {
         const f = k.file;
-        ctx.out.result(`${k.id === repo.keyId ? '*' : ' '}${k.id.slice(0, 8)}  ${f === undefined ? 'DAMAGED: not a valid key file; remove it with meshback key remove ' + k.id.slice(0, 8) : `${f.host.padEnd(20)} ${f.username.padEnd(10)} ${f.created}`}`);
+        ctx.out.result(`${k.id === repo.keyId ? '*' : ' '}${k.id.slice(0, 8)}  ${f === undefined ? `DAMAGED: not a valid key file (${k.damaged ?? 'unreadable'}); remove it with meshback key remove ${k.id.slice(0, 8)}` : `${f.host.padEnd(20)} ${f.username.padEnd(10)} ${f.created}`}`);
       }
       return EXIT.OK;
     }

@@ -8,18 +8,6 @@ import type { ParseArgsOptionsConfig } from 'node:util';
 import { MeshbackError, UsageError, errMessage } from '../errors/index.ts';
 import { releaseHeldLocks, releaseHeldLocksSync } from '../repository/lock.ts';
 import type { Command, OptionSpec } from './command.ts';
-import { backupCommand } from './commands/backup.ts';
-import { checkCommand } from './commands/check.ts';
-import { diffCommand } from './commands/diff.ts';
-import { forgetCommand } from './commands/forget.ts';
-import { initCommand } from './commands/init.ts';
-import { keyCommand } from './commands/key.ts';
-import { lsCommand } from './commands/ls.ts';
-import { pruneCommand } from './commands/prune.ts';
-import { repairCommand } from './commands/repair.ts';
-import { restoreCommand } from './commands/restore.ts';
-import { snapshotsCommand } from './commands/snapshots.ts';
-import { unlockCommand } from './commands/unlock.ts';
 import { LAB_COMMAND_NAMES, labInstalled, loadLabCommands } from './lab.ts';
 import type { Context } from './context.ts';
 import { closeBackends } from './context.ts';
@@ -41,7 +29,27 @@ export const VERSION = '0.1.0';
 const READS_PACKS = new Set(['restore', 'check', 'prune', 'repair']);
 const READ_HEAP_FLAGS = '--external-memory-accounted-in-global-limit --external-memory-max-growing-factor=2';
 
-const COMMANDS: Command[] = [initCommand, backupCommand, restoreCommand, snapshotsCommand, lsCommand, diffCommand, forgetCommand, pruneCommand, checkCommand, repairCommand, keyCommand, unlockCommand];
+/**
+ * The engine's commands, each loaded only when it runs (or for the help listing): `meshback
+ * snapshots` need not load the archiver, the restorer, the checker or picomatch (start-up figures:
+ * docs/bench/house-2026-12-06/snapshots-startup.md).
+ */
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  init: async () => (await import('./commands/init.ts')).initCommand,
+  backup: async () => (await import('./commands/backup.ts')).backupCommand,
+  restore: async () => (await import('./commands/restore.ts')).restoreCommand,
+  snapshots: async () => (await import('./commands/snapshots.ts')).snapshotsCommand,
+  ls: async () => (await import('./commands/ls.ts')).lsCommand,
+  diff: async () => (await import('./commands/diff.ts')).diffCommand,
+  forget: async () => (await import('./commands/forget.ts')).forgetCommand,
+  prune: async () => (await import('./commands/prune.ts')).pruneCommand,
+  check: async () => (await import('./commands/check.ts')).checkCommand,
+  repair: async () => (await import('./commands/repair.ts')).repairCommand,
+  key: async () => (await import('./commands/key.ts')).keyCommand,
+  unlock: async () => (await import('./commands/unlock.ts')).unlockCommand,
+};
+
+const loadCommands = (): Promise<Command[]> => Promise.all(Object.values(COMMANDS).map((load) => load()));
 
 const GLOBAL: Record<string, OptionSpec> = {
   repo: { type: 'string', short: 'r', argument: 'LOCATION', description: 'repository location: a directory, local:PATH or file:///PATH (or MESHBACK_REPO)' },
@@ -59,6 +67,7 @@ function optionHelp(opts: Record<string, OptionSpec>): string {
 }
 
 async function mainHelp(): Promise<string> {
+  const commands = await loadCommands();
   const lab = labInstalled() ? await loadLabCommands() : [];
   return [
     `meshback ${VERSION}: encrypted, deduplicating backup and verified restore for service-mesh volumes`,
@@ -66,7 +75,7 @@ async function mainHelp(): Promise<string> {
     'usage: meshback COMMAND [options]',
     '',
     'commands:',
-    ...COMMANDS.map((c) => `  ${c.name.padEnd(12)}${c.summary}`),
+    ...commands.map((c) => `  ${c.name.padEnd(12)}${c.summary}`),
     ...(lab.length > 0 ? ['', 'lab commands (the benchmark, the testbed, the demo):', ...lab.map((c) => `  ${c.name.padEnd(12)}${c.summary}`)] : []),
     '',
     'global options:',
@@ -135,7 +144,7 @@ export async function run(argv: string[]): Promise<number> {
       process.stdout.write(`meshback ${VERSION} (node ${process.versions.node})\n`);
       return EXIT.OK;
     }
-    const cmd = LAB_COMMAND_NAMES.includes(name) ? (await loadLabCommands()).find((c) => c.name === name) : COMMANDS.find((c) => c.name === name);
+    const cmd = LAB_COMMAND_NAMES.includes(name) ? (await loadLabCommands()).find((c) => c.name === name) : Object.hasOwn(COMMANDS, name) ? await COMMANDS[name]!() : undefined;
     if (cmd === undefined) throw new UsageError(`unknown command ${JSON.stringify(name)}: run 'meshback --help' for the list`);
     if (READS_PACKS.has(cmd.name)) setFlagsFromString(READ_HEAP_FLAGS);
     const rest = withOptionalValues([...argv.slice(0, idx), ...argv.slice(idx + 1)], cmd.options);

@@ -141,35 +141,11 @@ export class S3Backend implements Backend {
   }
 
   private bucketMissing(): NotFoundError {
-    return new NotFoundError(`the bucket ${this.bucket} does not exist${this.endpoint !== undefined ? ` at ${this.endpoint}` : ''}: create it first, or correct the bucket in --repo ${this.location}`, { bucket: this.bucket });
+    return bucketMissing(this);
   }
 
-  /** Maps an SDK or network error to the project's errors, with a one-line message. */
   private wrap(err: unknown, what: string): Error {
-    if (err instanceof MeshbackError) return err;
-    const e = (typeof err === 'object' && err !== null ? err : {}) as SdkError;
-    const name = e.name ?? '';
-    const status = e.$metadata?.httpStatusCode;
-    const msg = errMessage(err).replace(/\s+/g, ' ').trim();
-    const where = `${what} in ${this.location}`;
-    if (name === 'NoSuchBucket') return this.bucketMissing();
-    if (name === 'NoSuchKey' || name === 'NotFound' || status === 404) return new NotFoundError(`${what} does not exist in the repository at ${this.location}`);
-    if (DENIED_NAMES.has(name) || status === 403) {
-      return new BackendError(`storage error on ${where}: the server refused access (${name !== '' && name !== 'Unknown' ? name : `HTTP ${status}`}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the profile or role the AWS credential chain found) and the bucket's permissions`, { cause: err, retryable: false });
-    }
-    if (name === 'CredentialsProviderError') {
-      return new BackendError(`storage error on ${where}: no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE`, { cause: err, retryable: false });
-    }
-    if (/region is missing/i.test(msg)) return new BackendError(`storage error on ${where}: no AWS region: set AWS_REGION (or a region in the profile)`, { cause: err, retryable: false });
-    const code = errnoCode(err);
-    const retryable =
-      (status !== undefined && status >= 500) ||
-      RETRYABLE_NAMES.has(name) ||
-      isTransientErrno(code) ||
-      code === 'ECONNRESET' ||
-      code === 'ERR_STREAM_PREMATURE_CLOSE' ||
-      /socket hang up|ECONNRESET|ETIMEDOUT|EPIPE|aborted|timed? ?out/i.test(msg);
-    return new BackendError(`storage error on ${where}: ${name !== '' && name !== 'Error' && !msg.startsWith(name) ? `${name}: ` : ''}${msg}${status !== undefined ? ` (HTTP ${status})` : ''}`, { cause: err, retryable });
+    return s3Error(err, what, this);
   }
 
   private async headBucket(): Promise<void> {
@@ -356,6 +332,42 @@ export class S3Backend implements Backend {
     this.clientP = undefined;
     if (p !== undefined) (await p.catch(() => undefined))?.c.destroy();
   }
+}
+
+function bucketMissing(at: { bucket: string; endpoint: string | undefined; location: string }): NotFoundError {
+  return new NotFoundError(`the bucket ${at.bucket} does not exist${at.endpoint !== undefined ? ` at ${at.endpoint}` : ''}: create it first, or correct the bucket in --repo ${at.location}`, { bucket: at.bucket });
+}
+
+/**
+ * Maps an SDK or network error of a request about `what` to the project's errors, with a one-line
+ * message: a missing bucket or key is a NotFoundError; refused credentials, no credentials or no
+ * region a BackendError not retryable; 5xx, SlowDown, timeouts and connection failures a retryable
+ * BackendError; anything else a BackendError not retryable.
+ */
+export function s3Error(err: unknown, what: string, at: { bucket: string; endpoint: string | undefined; location: string }): Error {
+  if (err instanceof MeshbackError) return err;
+  const e = (typeof err === 'object' && err !== null ? err : {}) as SdkError;
+  const name = e.name ?? '';
+  const status = e.$metadata?.httpStatusCode;
+  const msg = errMessage(err).replace(/\s+/g, ' ').trim();
+  const where = `${what} in ${at.location}`;
+  if (name === 'NoSuchBucket') return bucketMissing(at);
+  if (name === 'NoSuchKey' || name === 'NotFound' || status === 404) return new NotFoundError(`${what} does not exist in the repository at ${at.location}`);
+  if (DENIED_NAMES.has(name) || status === 403) {
+    return new BackendError(`storage error on ${where}: the server refused access (${name !== '' && name !== 'Unknown' ? name : `HTTP ${status}`}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the profile or role the AWS credential chain found) and the bucket's permissions`, { cause: err, retryable: false });
+  }
+  if (name === 'CredentialsProviderError') {
+    return new BackendError(`storage error on ${where}: no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE`, { cause: err, retryable: false });
+  }
+  if (/region is missing/i.test(msg)) return new BackendError(`storage error on ${where}: no AWS region: set AWS_REGION (or a region in the profile)`, { cause: err, retryable: false });
+  const code = errnoCode(err);
+  const retryable =
+    (status !== undefined && status >= 500) ||
+    RETRYABLE_NAMES.has(name) ||
+    isTransientErrno(code) ||
+    code === 'ERR_STREAM_PREMATURE_CLOSE' ||
+    /socket hang up|ECONNRESET|ETIMEDOUT|EPIPE|aborted|timed? ?out/i.test(msg);
+  return new BackendError(`storage error on ${where}: ${name !== '' && name !== 'Error' && !msg.startsWith(name) ? `${name}: ` : ''}${msg}${status !== undefined ? ` (HTTP ${status})` : ''}`, { cause: err, retryable });
 }
 
 function md5(b: Buffer): string {

@@ -261,7 +261,7 @@ export class S3Backend implements Backend {
         got += chunk.length;
       }
     } catch (err) {
-      throw this.wrap(err, what);
+      throw this.wrap(err, `${what} (reading the reply's body)`);
     }
     if (got !== want) {
       await discard(r.Body);

@@ -137,6 +137,23 @@ describe('s3 backend on MinIO', () => {
     }
   });
 
+  test('create() moves key files without a config aside, never deleting them', async () => {
+    const b = fresh();
+    try {
+      const k: Handle = { type: 'key', name: hexName('orphan') };
+      await b.put(k, Buffer.from('an old master key'));
+      await b.create();
+      assert.deepEqual(await names(b, 'key'), []);
+      const l = await c.send(new ListObjectsV2Command({ Bucket: b.bucket, Prefix: `${b.prefix}/keys-orphaned-` }));
+      assert.deepEqual(
+        (l.Contents ?? []).map((o) => o.Key!.replace(/keys-orphaned-[^/]+/, 'keys-orphaned-T')),
+        [`${b.prefix}/keys-orphaned-T/${k.name}`],
+      );
+    } finally {
+      await b.close();
+    }
+  });
+
   test('a missing bucket is a NotFoundError naming it; exists() and create() say so', async () => {
     const b = new S3Backend({ endpoint: s3.endpoint, bucket: 'no-such-bucket', prefix: 'x' });
     try {

@@ -10,7 +10,8 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { startS3, type S3Env } from '../../lab/testenv/index.ts';
-import { mb, rmrf, tmpdir } from '../helpers/cli.ts';
+import { spawn } from 'node:child_process';
+import { BIN, mb, rmrf, tmpdir } from '../helpers/cli.ts';
 
 let s3: S3Env;
 let c: S3Client;
@@ -105,6 +106,28 @@ describe('the CLI on an S3 repository (MinIO)', () => {
     assert.ok(keys.includes('config'));
     for (const k of keys) assert.match(k, /^(config|keys\/[0-9a-f]{64}|data\/([0-9a-f]{2})\/\2[0-9a-f]{62}|index\/[0-9a-f]{64}|snapshots\/[0-9a-f]{64})$/, k);
     assert.ok(keys.some((k) => k.startsWith('data/')) && keys.some((k) => k.startsWith('index/')) && keys.some((k) => k.startsWith('snapshots/')));
+  });
+
+  test('a backup stopped with SIGTERM exits 130 and removes its lock object (the backend has no deleteSync)', { timeout: 2 * 60_000 }, async () => {
+    const loc = `s3:${s3.endpoint}/${s3.bucket}/sigterm`;
+    const init = await mb(['init', '--repo', loc], { env });
+    assert.equal(init.code, 0, init.stderr);
+    const locks = async (): Promise<string[]> => ((await c.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: 'sigterm/locks/' }))).Contents ?? []).map((o) => o.Key!);
+    const childEnv: Record<string, string> = {};
+    for (const [k, v] of Object.entries({ ...process.env, ...env, MESHBACK_TEST_SCRYPT_N: '1024', MESHBACK_FAULTS: 'delay,op=put,type=pack|index,ms=20000' })) if (v !== undefined) childEnv[k] = v;
+    const child = spawn(BIN, ['backup', src, '--repo', loc], { env: childEnv, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const done = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const until = Date.now() + 60_000;
+    while ((await locks()).length === 0) {
+      assert.ok(Date.now() < until, 'the backup never wrote its lock');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    child.kill('SIGTERM');
+    assert.equal(await done, 130, stderr);
+    assert.match(stderr, /interrupted \(SIGTERM\)/);
+    assert.deepEqual(await locks(), [], 'the lock object was removed before exit');
   });
 
   test('a missing bucket is one line naming it, exit 5; init there too', async () => {

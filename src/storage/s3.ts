@@ -239,6 +239,11 @@ export class S3Backend implements Backend {
       if (range !== undefined && (e.$metadata?.httpStatusCode === 416 || e.name === 'InvalidRange')) throw this.pastEnd(what, range);
       throw this.wrap(err, what);
     }
+    if (range !== undefined && r.ContentRange === undefined) {
+      // a 200 with the whole object: reading its first bytes as the range would be wrong data
+      await discard(r.Body);
+      throw new BackendError(`storage error on ${what} in ${this.location}: the server ignored the Range header of a ranged read (no Content-Range in its reply)`, { retryable: false });
+    }
     const total = range === undefined ? r.ContentLength : totalOf(r.ContentRange);
     if (range !== undefined && total !== undefined && range.offset + range.length > total) {
       await discard(r.Body);
@@ -265,7 +270,7 @@ export class S3Backend implements Backend {
     }
     if (got !== want) {
       await discard(r.Body);
-      throw new BackendError(`storage error on ${what} in ${this.location}: truncated read (${got} bytes of ${want})`, { retryable: true, data: { file: what } });
+      throw new BackendError(`storage error on ${what} in ${this.location}: ${got < want ? 'truncated read' : 'the reply is longer than announced'} (${got < want ? got : `over ${want}`} bytes of ${want})`, { retryable: true, data: { file: what } });
     }
     return buf;
   }

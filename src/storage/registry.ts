@@ -6,8 +6,8 @@
  *   local:PATH                    the same, spelled out (for a PATH that starts like a scheme)
  *   file:PATH                     the same (PATH taken as written)
  *   file:///abs/path              a file URL (percent-decoded; host empty or localhost)
- *   s3:...                        object storage: not in this build yet (a clear error until
- *                                 its factory is registered)
+ *   s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]   an S3-compatible server (path-style addressing)
+ *   s3:BUCKET[/PREFIX]            AWS S3 (region and credentials from the AWS SDK's chain)
  *
  * A location that starts with `WORD:` is a scheme, so a relative directory whose name has a
  * colon is written `./name:x` or `local:name:x`.
@@ -19,6 +19,8 @@
 import { fileURLToPath } from 'node:url';
 import type { Backend } from './backend.ts';
 import { LocalBackend } from './local.ts';
+import { S3Backend, parseS3Location } from './s3.ts';
+import type { S3Location } from './s3.ts';
 import { stack } from './stack.ts';
 import type { StackOptions } from './stack.ts';
 import type { RetryReport } from './retry.ts';
@@ -41,9 +43,7 @@ export interface BackendFactory<C> {
 }
 
 /** Schemes announced but not built yet: what the error says about them. */
-const PLANNED: Record<string, string> = {
-  s3: 's3: comes with object storage, in a later version',
-};
+const PLANNED: Record<string, string> = {};
 
 /** The scheme a location starts with ('s3' for 's3:bucket/x'), lowercase; undefined for a plain path. */
 export function schemeOf(location: string): string | undefined {
@@ -81,7 +81,16 @@ const localFactory: BackendFactory<{ path: string }> = {
   open: (c) => new LocalBackend(c.path),
 };
 
-const factories: BackendFactory<unknown>[] = [localFactory as BackendFactory<unknown>];
+/** S3: s3.ts imports the AWS SDK on the first request, so a local repository never loads it. */
+const s3Factory: BackendFactory<S3Location> = {
+  scheme: 's3',
+  describe: 'S3 (s3:https://HOST[:PORT]/BUCKET[/PREFIX], s3:BUCKET[/PREFIX] on AWS)',
+  accepts: (location) => schemeOf(location) === 's3',
+  parse: parseS3Location,
+  open: (c) => new S3Backend(c),
+};
+
+const factories: BackendFactory<unknown>[] = [localFactory as BackendFactory<unknown>, s3Factory as BackendFactory<unknown>];
 
 /**
  * Registers a backend factory; the most recently registered one that accepts a location opens

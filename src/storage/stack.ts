@@ -1,7 +1,7 @@
 /**
  * The storage stack: one fixed order of wrappers around a concrete backend. From the store up:
  *
- *   concrete backend (local directory; s3 next)
+ *   concrete backend (local directory, S3)
  *     faults   (tests and the benchmark only) injects the store's own failures
  *     limit    at most N calls in the store at once (default its properties.connections)
  *     retry    makes again a call that failed for a passing reason, with backoff and jitter

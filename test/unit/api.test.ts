@@ -81,6 +81,9 @@ test('api: the engine never loads the lab; a lab command does', () => {
   const snapshots = loadedModules([main, 'snapshots', '--repo', path.join(os.tmpdir(), 'meshback-no-such-repo'), '--password-file', '/dev/null']);
   assert.ok(snapshots.some((u) => u.includes('/src/cli/commands/snapshots.ts')));
   assert.deepEqual(snapshots.filter((u) => u.includes('/lab/')), []);
+  // the S3 backend's factory is registered, but the AWS SDK loads on an S3 repository's first request only
+  assert.ok(snapshots.some((u) => u.endsWith('/src/storage/s3.ts')));
+  assert.deepEqual(snapshots.filter((u) => u.includes('@aws-sdk') || u.includes('@smithy')), [], 'a local repository never loads the AWS SDK');
   const bench = loadedModules([main, 'bench', '--help']);
   assert.ok(bench.some((u) => u.includes('/lab/cli/bench.ts')), 'meshback bench loads the lab');
 });

@@ -13,6 +13,7 @@ import { LimitBackend } from '../../src/storage/limit.ts';
 import { LocalBackend } from '../../src/storage/local.ts';
 import { MemoryBackend } from '../../src/storage/memory.ts';
 import { RetryBackend } from '../../src/storage/retry.ts';
+import { S3Backend } from '../../src/storage/s3.ts';
 import { factoryFor, openBackend, redactLocation, registerBackend, schemeOf } from '../../src/storage/registry.ts';
 import type { BackendFactory } from '../../src/storage/registry.ts';
 import { UsageError } from '../../src/errors/index.ts';
@@ -55,11 +56,32 @@ describe('backend registry', () => {
     for (const [location, want] of cases) assert.equal(root(openBackend(location)), want, location);
   });
 
-  it('refuses an unknown scheme in one line that says what is supported (s3: not yet)', () => {
-    assert.throws(() => openBackend('s3:my-bucket/repo'), usage(/^no backend for s3:my-bucket\/repo: meshback supports local directories \(a path, local:PATH, file:PATH or file:\/\/\/PATH\); s3: comes with object storage, in a later version$/));
-    assert.throws(() => openBackend('S3:https://s3.example.com/bucket'), usage(/no backend for S3:https:\/\/s3\.example\.com\/bucket: .*s3: comes with object storage/));
+  it('refuses an unknown scheme in one line that says what is supported', () => {
+    assert.throws(() => openBackend('gs:my-bucket/repo'), usage(/^no backend for gs:my-bucket\/repo: meshback supports local directories \(a path, local:PATH, file:PATH or file:\/\/\/PATH\), S3 \(s3:https:\/\/HOST\[:PORT\]\/BUCKET\[\/PREFIX\], s3:BUCKET\[\/PREFIX\] on AWS\); for a directory whose name has a colon write \.\/gs:my-bucket\/repo$/));
     assert.throws(() => openBackend('sftp://backup@host/srv/repo'), usage(/^no backend for sftp:\/\/\*\*\*@host\/srv\/repo: meshback supports local directories .*; for a directory whose name has a colon write \.\/sftp:/));
     assert.throws(() => openBackend('backups:2024'), usage(/for a directory whose name has a colon write \.\/backups:2024$/));
+  });
+
+  it('opens s3: locations without I/O: custom endpoints (path-style) and AWS buckets, with a prefix', () => {
+    const cases: [string, { endpoint?: string; bucket: string; prefix: string }, string][] = [
+      ['s3:http://127.0.0.1:9000/bucket/some/prefix', { endpoint: 'http://127.0.0.1:9000', bucket: 'bucket', prefix: 'some/prefix' }, 's3:http://127.0.0.1:9000/bucket/some/prefix'],
+      ['S3:https://minio.example.com/my-bucket/', { endpoint: 'https://minio.example.com', bucket: 'my-bucket', prefix: '' }, 's3:https://minio.example.com/my-bucket'],
+      ['s3:my-bucket', { bucket: 'my-bucket', prefix: '' }, 's3:my-bucket'],
+      ['s3:my-bucket/repo//x/', { bucket: 'my-bucket', prefix: 'repo/x' }, 's3:my-bucket/repo/x'],
+    ];
+    for (const [location, want, shown] of cases) {
+      const b = openBackend(location, { stack: false }) as S3Backend;
+      assert.ok(b instanceof S3Backend, location);
+      assert.deepEqual({ ...(b.endpoint !== undefined ? { endpoint: b.endpoint } : {}), bucket: b.bucket, prefix: b.prefix }, want, location);
+      assert.equal(b.location, shown);
+      assert.equal(b.properties.connections, 16);
+    }
+    assert.ok(openBackend('s3:bucket') instanceof RetryBackend, 'inside the stack');
+    assert.throws(() => openBackend('s3:'), usage(/names no bucket: write s3:https:\/\/HOST/));
+    assert.throws(() => openBackend('s3:http://127.0.0.1:9000/'), usage(/names no bucket/));
+    assert.throws(() => openBackend('s3:Bad_Bucket/x'), usage(/"Bad_Bucket" is not a valid bucket name/));
+    assert.throws(() => openBackend('s3:bucket/../x'), usage(/may not contain \.\./));
+    assert.throws(() => openBackend('s3:https://AKIA:secret@host/bucket'), (e: unknown) => e instanceof UsageError && !e.message.includes('secret') && /AWS_ACCESS_KEY_ID/.test(e.message));
   });
 
   it('never shows a password of a location', () => {
@@ -112,7 +134,7 @@ describe('backend registry', () => {
       assert.deepEqual(opened, ['one']);
       assert.throws(() => openBackend('mem:'), usage(/mem: needs a name/));
       assert.throws(() => registerBackend({ ...mem }), /already registered/);
-      assert.throws(() => openBackend('s3:x'), usage(/meshback supports local directories .*, memory \(mem:NAME, tests\); s3:/));
+      assert.throws(() => openBackend('gs:x'), usage(/meshback supports local directories .*, S3 .*, memory \(mem:NAME, tests\); for a directory/));
     } finally {
       off();
     }
@@ -146,7 +168,7 @@ describe('backend registry', () => {
     assert.ok(b instanceof RetryBackend);
     assert.ok(unwrap(b) instanceof LocalBackend);
     assert.equal(findLayer(b, FaultyBackend), undefined);
-    assert.throws(() => backendFor('s3:bucket'), usage(/s3: comes with object storage/));
+    assert.ok(unwrap(backendFor('s3:bucket')) instanceof S3Backend);
     process.env['MESHBACK_FAULTS'] = 'seed=3;transient,op=put,p=0.5';
     try {
       const f = findLayer(backendFor('/srv/repo'), FaultyBackend);

@@ -1,0 +1,392 @@
+/**
+ * The S3 backend: a repository in an S3 bucket (AWS S3, or any S3-compatible server such as MinIO
+ * reached at its own endpoint with path-style addressing).
+ *
+ * Locations:
+ *   s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]   a custom endpoint, path-style addressing
+ *   s3:BUCKET[/PREFIX]                          AWS S3, region from the SDK's chain (AWS_REGION, profile)
+ * Credentials come from the SDK's default chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, shared
+ * config and profiles, web identity, instance metadata); never from the location.
+ *
+ * Layout under PREFIX/: the local backend's paths as keys (config, keys/<id>, data/<xx>/<id>,
+ * parity/<xx>/<id>, index/<id>, snapshots/<id>, locks/<id>).
+ *
+ * - put: one PutObject of the whole buffer (ContentLength and Content-MD5 set; no streaming, so a
+ *   retry resends the same bytes) with `If-None-Match: *`, so nothing is ever overwritten. A 412
+ *   means the key exists: it is read back, identical bytes (a retry whose reply was lost) are a
+ *   no-op, different bytes the contract's refused overwrite. An object appears whole or not at all.
+ * - get: GetObject, with `Range: bytes=A-B` for a range; the body is read whole and its length
+ *   checked (a short body is a retryable truncated read).
+ * - replace (repairs of packs and parity only): an unconditional PutObject.
+ * - Errors are classified here (see wrap()): retryable for 5xx, SlowDown, timeouts, connection resets.
+ *
+ * The SDK (several MB of modules) is imported on the first request, not when this module loads,
+ * so the CLI does not pay for it on a local repository.
+ */
+import { createHash } from 'node:crypto';
+import type { GetObjectCommandOutput, S3Client } from '@aws-sdk/client-s3';
+import type { Backend, FileInfo, FileType, Handle } from './backend.ts';
+import { REPLACEABLE, handleString, joinParts } from './backend.ts';
+import { BackendError, MeshbackError, NotFoundError, UsageError, errMessage, errnoCode, isTransientErrno } from '../errors/index.ts';
+
+const DIRS: Record<FileType, string> = {
+  config: '',
+  key: 'keys',
+  pack: 'data',
+  index: 'index',
+  snapshot: 'snapshots',
+  lock: 'locks',
+  parity: 'parity',
+};
+
+export interface S3Location {
+  /** `http[s]://host[:port]` for a custom endpoint (path-style); undefined for AWS */
+  endpoint?: string;
+  bucket: string;
+  /** key prefix without leading or trailing slash; '' for the bucket's root */
+  prefix: string;
+}
+
+const BUCKET_RE = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+/** Parses `s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]` or `s3:BUCKET[/PREFIX]`. */
+export function parseS3Location(location: string): S3Location {
+  const rest = location.replace(/^s3:/i, '');
+  const forms = 'write s3:https://HOST[:PORT]/BUCKET[/PREFIX] or s3:BUCKET[/PREFIX] (AWS)';
+  let endpoint: string | undefined;
+  let pathPart: string;
+  if (/^https?:\/\//i.test(rest)) {
+    let u: URL;
+    try {
+      u = new URL(rest);
+    } catch (err) {
+      throw new UsageError(`repository location ${location} is not a usable URL (${errMessage(err)}): ${forms}`);
+    }
+    if (u.username !== '' || u.password !== '') throw new UsageError(`repository location s3:${u.protocol}//***@${u.host}/...: credentials do not go in the location; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile)`);
+    if (u.search !== '' || u.hash !== '') throw new UsageError(`repository location ${location} has a query or fragment: ${forms}`);
+    endpoint = `${u.protocol}//${u.host}`;
+    pathPart = decodeURIComponent(u.pathname);
+  } else {
+    pathPart = rest;
+  }
+  const segs = pathPart.split('/').filter((s) => s !== '');
+  const bucket = segs.shift();
+  if (bucket === undefined) throw new UsageError(`repository location ${location} names no bucket: ${forms}`);
+  if (!BUCKET_RE.test(bucket)) throw new UsageError(`repository location ${location}: ${JSON.stringify(bucket)} is not a valid bucket name (3 to 63 characters: lowercase letters, digits, dots, hyphens): ${forms}`);
+  for (const s of segs) if (s === '.' || s === '..') throw new UsageError(`repository location ${location}: the prefix may not contain ${s}`);
+  return { ...(endpoint !== undefined ? { endpoint } : {}), bucket, prefix: segs.join('/') };
+}
+
+/** `s3:` + the location as the user would write it (no secrets: there are none in it). */
+export function s3LocationString(l: S3Location): string {
+  return `s3:${l.endpoint !== undefined ? `${l.endpoint}/` : ''}${l.bucket}${l.prefix !== '' ? `/${l.prefix}` : ''}`;
+}
+
+type Sdk = typeof import('@aws-sdk/client-s3');
+
+interface SdkError {
+  name?: string;
+  message?: string;
+  code?: string;
+  $fault?: string;
+  $metadata?: { httpStatusCode?: number };
+}
+
+const RETRYABLE_NAMES = new Set(['SlowDown', 'RequestTimeout', 'RequestTimeoutException', 'TimeoutError', 'InternalError', 'ServiceUnavailable', 'ConditionalRequestConflict', 'OperationAborted', 'RequestTimeTooSkewed', 'ThrottlingException', 'Throttling', 'XMinioServerNotInitialized']);
+const DENIED_NAMES = new Set(['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'Forbidden', 'InvalidToken', 'ExpiredToken', 'TokenRefreshRequired', 'AllAccessDisabled']);
+
+export class S3Backend implements Backend {
+  readonly location: string;
+  /** An object store serves many requests at once; 16 keeps the number of sockets modest. */
+  readonly properties = { connections: 16 };
+  readonly bucket: string;
+  readonly prefix: string;
+  readonly endpoint: string | undefined;
+  private clientP: Promise<{ sdk: Sdk; c: S3Client }> | undefined;
+
+  constructor(l: S3Location) {
+    this.bucket = l.bucket;
+    this.prefix = l.prefix;
+    this.endpoint = l.endpoint;
+    this.location = s3LocationString(l);
+  }
+
+  /** The SDK and a client, made on the first request. */
+  private client(): Promise<{ sdk: Sdk; c: S3Client }> {
+    this.clientP ??= import('@aws-sdk/client-s3').then((sdk) => {
+      const env = process.env;
+      const c = new sdk.S3Client({
+        ...(this.endpoint !== undefined ? { endpoint: this.endpoint, forcePathStyle: true, region: env['AWS_REGION'] || env['AWS_DEFAULT_REGION'] || 'us-east-1' } : {}),
+        // the SDK's default CRC32 trailers (aws-chunked bodies) are an AWS extension that a
+        // non-AWS server may store as part of the object: checksums only where S3 requires them
+        requestChecksumCalculation: 'WHEN_REQUIRED',
+        responseChecksumValidation: 'WHEN_REQUIRED',
+        // the storage stack's retry wrapper is the one retry policy (its attempts are reported)
+        maxAttempts: 1,
+        requestHandler: { requestTimeout: 120_000, connectionTimeout: 30_000 },
+      });
+      return { sdk, c };
+    });
+    return this.clientP;
+  }
+
+  private keyOf(h: Handle): string {
+    const root = this.prefix === '' ? '' : `${this.prefix}/`;
+    if (h.type === 'config') return `${root}config`;
+    if (!/^[0-9a-zA-Z._-]+$/.test(h.name) || h.name.startsWith('.')) {
+      throw new BackendError(`invalid file name ${JSON.stringify(h.name)} for ${h.type}`, { retryable: false });
+    }
+    if (h.type === 'pack' || h.type === 'parity') return `${root}${DIRS[h.type]}/${h.name.slice(0, 2)}/${h.name}`;
+    return `${root}${DIRS[h.type]}/${h.name}`;
+  }
+
+  private bucketMissing(): NotFoundError {
+    return bucketMissing(this);
+  }
+
+  private wrap(err: unknown, what: string): Error {
+    return s3Error(err, what, this);
+  }
+
+  private async headBucket(): Promise<void> {
+    const { sdk, c } = await this.client();
+    try {
+      await c.send(new sdk.HeadBucketCommand({ Bucket: this.bucket }));
+    } catch (err) {
+      const status = (err as SdkError).$metadata?.httpStatusCode;
+      if (status === 404 || (err as SdkError).name === 'NotFound' || (err as SdkError).name === 'NoSuchBucket') throw this.bucketMissing();
+      throw this.wrap(err, `bucket ${this.bucket}`);
+    }
+  }
+
+  async exists(): Promise<boolean> {
+    try {
+      await this.stat({ type: 'config', name: 'config' });
+      return true;
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err;
+    }
+    // HEAD has no body, so a missing bucket looks like a missing key: tell them apart
+    await this.headBucket();
+    return false;
+  }
+
+  async create(): Promise<void> {
+    await this.headBucket();
+    if (await this.exists()) throw new BackendError(`a repository already exists at ${this.location}`, { retryable: false });
+    // Key files without a config (an init that died before writing its config) are moved aside,
+    // never deleted: they may be the only copy of an old master key.
+    const stale: string[] = [];
+    for await (const f of this.list('key')) stale.push(f.name);
+    if (stale.length > 0) {
+      const { sdk, c } = await this.client();
+      const aside = `${this.prefix === '' ? '' : `${this.prefix}/`}keys-orphaned-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+      for (const n of stale) {
+        const from = this.keyOf({ type: 'key', name: n });
+        try {
+          await c.send(new sdk.CopyObjectCommand({ Bucket: this.bucket, Key: `${aside}/${n}`, CopySource: `${this.bucket}/${from}` }));
+          await c.send(new sdk.DeleteObjectCommand({ Bucket: this.bucket, Key: from }));
+        } catch (err) {
+          throw this.wrap(err, `key/${n}`);
+        }
+      }
+    }
+  }
+
+  async put(h: Handle, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    const key = this.keyOf(h);
+    const body = joinParts(data);
+    const { sdk, c } = await this.client();
+    try {
+      await c.send(new sdk.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ContentMD5: md5(body), IfNoneMatch: '*' }));
+      return;
+    } catch (err) {
+      const e = err as SdkError;
+      if (e.$metadata?.httpStatusCode !== 412 && e.name !== 'PreconditionFailed') throw this.wrap(err, handleString(h));
+    }
+    // the name exists: the same bytes (a retry whose reply was lost) are a no-op
+    const existing = await this.get(h);
+    if (!existing.equals(body)) {
+      throw new BackendError(`refusing to overwrite ${handleString(h)} in ${this.location}: a different file of that name exists`, { retryable: false });
+    }
+  }
+
+  async replace(h: Handle, data: Uint8Array): Promise<void> {
+    if (!REPLACEABLE.includes(h.type)) throw new BackendError(`replace is only for repairs of packs and parity files, not ${h.type}`, { retryable: false });
+    const body = joinParts(data);
+    const { sdk, c } = await this.client();
+    try {
+      await c.send(new sdk.PutObjectCommand({ Bucket: this.bucket, Key: this.keyOf(h), Body: body, ContentLength: body.length, ContentMD5: md5(body) }));
+    } catch (err) {
+      throw this.wrap(err, handleString(h));
+    }
+  }
+
+  async get(h: Handle, range?: { offset: number; length: number }, into?: Buffer): Promise<Buffer> {
+    const key = this.keyOf(h);
+    const what = handleString(h);
+    if (range !== undefined && range.length === 0) {
+      const st = await this.stat(h);
+      if (range.offset > st.size) throw this.pastEnd(what, range, st.size);
+      return Buffer.alloc(0);
+    }
+    const { sdk, c } = await this.client();
+    let r: GetObjectCommandOutput;
+    try {
+      r = await c.send(new sdk.GetObjectCommand({ Bucket: this.bucket, Key: key, ...(range !== undefined ? { Range: `bytes=${range.offset}-${range.offset + range.length - 1}` } : {}) }));
+    } catch (err) {
+      const e = err as SdkError;
+      if (range !== undefined && (e.$metadata?.httpStatusCode === 416 || e.name === 'InvalidRange')) throw this.pastEnd(what, range);
+      throw this.wrap(err, what);
+    }
+    if (range !== undefined && r.ContentRange === undefined) {
+      // a 200 with the whole object: reading its first bytes as the range would be wrong data
+      await discard(r.Body);
+      throw new BackendError(`storage error on ${what} in ${this.location}: the server ignored the Range header of a ranged read (no Content-Range in its reply)`, { retryable: false });
+    }
+    const total = range === undefined ? r.ContentLength : totalOf(r.ContentRange);
+    if (range !== undefined && total !== undefined && range.offset + range.length > total) {
+      await discard(r.Body);
+      throw this.pastEnd(what, range, total);
+    }
+    const want = range?.length ?? r.ContentLength;
+    if (want === undefined) {
+      await discard(r.Body);
+      throw new BackendError(`storage error on ${what} in ${this.location}: the reply has no Content-Length`, { retryable: true });
+    }
+    const buf = into !== undefined && into.length >= want ? into.subarray(0, want) : Buffer.allocUnsafe(want);
+    let got = 0;
+    try {
+      for await (const chunk of r.Body as AsyncIterable<Uint8Array>) {
+        if (got + chunk.length > want) {
+          got += chunk.length;
+          break;
+        }
+        buf.set(chunk, got);
+        got += chunk.length;
+      }
+    } catch (err) {
+      throw this.wrap(err, `${what} (reading the reply's body)`);
+    }
+    if (got !== want) {
+      await discard(r.Body);
+      throw new BackendError(`storage error on ${what} in ${this.location}: ${got < want ? 'truncated read' : 'the reply is longer than announced'} (${got < want ? got : `over ${want}`} bytes of ${want})`, { retryable: true, data: { file: what } });
+    }
+    return buf;
+  }
+
+  private pastEnd(what: string, range: { offset: number; length: number }, size?: number): BackendError {
+    return new BackendError(`${what} is shorter than expected (wanted bytes ${range.offset}..${range.offset + range.length}, ${size !== undefined ? `the object has ${size}` : 'the object ends earlier'}): the file is truncated; run 'meshback check --read-data'`, { retryable: false, data: { file: what } });
+  }
+
+  async stat(h: Handle): Promise<FileInfo> {
+    const { sdk, c } = await this.client();
+    try {
+      const r = await c.send(new sdk.HeadObjectCommand({ Bucket: this.bucket, Key: this.keyOf(h) }));
+      return { name: h.name, size: r.ContentLength ?? 0 };
+    } catch (err) {
+      throw this.wrap(err, handleString(h));
+    }
+  }
+
+  async *list(type: FileType): AsyncIterable<FileInfo> {
+    if (type === 'config') {
+      try {
+        yield await this.stat({ type, name: 'config' });
+      } catch (err) {
+        if (!(err instanceof NotFoundError)) throw err;
+      }
+      return;
+    }
+    const { sdk, c } = await this.client();
+    const base = `${this.prefix === '' ? '' : `${this.prefix}/`}${DIRS[type]}/`;
+    const sharded = type === 'pack' || type === 'parity';
+    let token: string | undefined;
+    for (;;) {
+      let r: { Contents?: { Key?: string; Size?: number }[]; IsTruncated?: boolean; NextContinuationToken?: string };
+      try {
+        r = await c.send(new sdk.ListObjectsV2Command({ Bucket: this.bucket, Prefix: base, ...(token !== undefined ? { ContinuationToken: token } : {}) }));
+      } catch (err) {
+        throw this.wrap(err, `listing of ${DIRS[type]}/`);
+      }
+      for (const o of r.Contents ?? []) {
+        if (o.Key === undefined) continue;
+        const parts = o.Key.slice(base.length).split('/');
+        const name = parts[parts.length - 1]!;
+        if (parts.length !== (sharded ? 2 : 1) || name === '' || name.startsWith('.')) continue;
+        yield { name, size: o.Size ?? 0 };
+      }
+      if (r.IsTruncated !== true || r.NextContinuationToken === undefined) return;
+      token = r.NextContinuationToken;
+    }
+  }
+
+  async delete(h: Handle): Promise<void> {
+    const { sdk, c } = await this.client();
+    try {
+      await c.send(new sdk.DeleteObjectCommand({ Bucket: this.bucket, Key: this.keyOf(h) }));
+    } catch (err) {
+      const w = this.wrap(err, handleString(h));
+      if (w instanceof NotFoundError && (err as SdkError).name !== 'NoSuchBucket') return;
+      throw w;
+    }
+  }
+
+  async close(): Promise<void> {
+    const p = this.clientP;
+    this.clientP = undefined;
+    if (p !== undefined) (await p.catch(() => undefined))?.c.destroy();
+  }
+}
+
+function bucketMissing(at: { bucket: string; endpoint: string | undefined; location: string }): NotFoundError {
+  return new NotFoundError(`the bucket ${at.bucket} does not exist${at.endpoint !== undefined ? ` at ${at.endpoint}` : ''}: create it first, or correct the bucket in --repo ${at.location}`, { bucket: at.bucket });
+}
+
+/**
+ * Maps an SDK or network error of a request about `what` to the project's errors, with a one-line
+ * message: a missing bucket or key is a NotFoundError; refused credentials, no credentials or no
+ * region a BackendError not retryable; 5xx, SlowDown, timeouts and connection failures a retryable
+ * BackendError; anything else a BackendError not retryable.
+ */
+export function s3Error(err: unknown, what: string, at: { bucket: string; endpoint: string | undefined; location: string }): Error {
+  if (err instanceof MeshbackError) return err;
+  const e = (typeof err === 'object' && err !== null ? err : {}) as SdkError;
+  const name = e.name ?? '';
+  const status = e.$metadata?.httpStatusCode;
+  const msg = errMessage(err).replace(/\s+/g, ' ').trim();
+  const where = `${what} in ${at.location}`;
+  if (name === 'NoSuchBucket') return bucketMissing(at);
+  if (name === 'NoSuchKey' || name === 'NotFound' || status === 404) return new NotFoundError(`${what} does not exist in the repository at ${at.location}`);
+  if (DENIED_NAMES.has(name) || status === 403) {
+    return new BackendError(`storage error on ${where}: the server refused access (${name !== '' && name !== 'Unknown' ? name : `HTTP ${status}`}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the profile or role the AWS credential chain found) and the bucket's permissions`, { cause: err, retryable: false });
+  }
+  if (name === 'CredentialsProviderError') {
+    return new BackendError(`storage error on ${where}: no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE`, { cause: err, retryable: false });
+  }
+  if (/region is missing/i.test(msg)) return new BackendError(`storage error on ${where}: no AWS region: set AWS_REGION (or a region in the profile)`, { cause: err, retryable: false });
+  const code = errnoCode(err);
+  const retryable =
+    (status !== undefined && status >= 500) ||
+    RETRYABLE_NAMES.has(name) ||
+    isTransientErrno(code) ||
+    code === 'ERR_STREAM_PREMATURE_CLOSE' ||
+    /socket hang up|ECONNRESET|ETIMEDOUT|EPIPE|aborted|timed? ?out/i.test(msg);
+  return new BackendError(`storage error on ${where}: ${name !== '' && name !== 'Error' && !msg.startsWith(name) ? `${name}: ` : ''}${msg}${status !== undefined ? ` (HTTP ${status})` : ''}`, { cause: err, retryable });
+}
+
+function md5(b: Buffer): string {
+  return createHash('md5').update(b).digest('base64');
+}
+
+/** The object's size from a Content-Range reply header (`bytes 0-9/100`). */
+function totalOf(contentRange: string | undefined): number | undefined {
+  const m = contentRange === undefined ? null : /\/(\d+)\s*$/.exec(contentRange);
+  return m === null ? undefined : Number(m[1]);
+}
+
+/** Lets go of a reply body not read to its end. */
+async function discard(body: unknown): Promise<void> {
+  const b = body as { destroy?: () => void } | undefined;
+  b?.destroy?.();
+}

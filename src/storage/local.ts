@@ -1,14 +1,8 @@
 /**
  * The local-filesystem backend, meshback's embedded default.
  *
- * Layout under the repository directory:
- *   config            the encrypted repository config
- *   keys/<id>         key files (master key encrypted under a password-derived key)
- *   data/<xx>/<id>    pack files, sharded by the first two hex digits of their id
- *   parity/<xx>/<id>  parity files of packs, named and sharded like the pack they protect
- *   index/<id>        index files
- *   snapshots/<id>    snapshot manifests
- *   locks/<id>        lock files
+ * The repository directory holds the layout of storage/layout.ts (config, keys/, data/XX/,
+ * parity/XX/, index/, snapshots/, locks/).
  *
  * A file is written to a temporary name in its final directory, fsynced, then hard-linked
  * to its final name (link(2) fails if the name exists, so nothing is ever overwritten) and
@@ -21,17 +15,9 @@ import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Backend, BlobWriter, FileInfo, FileType, Handle } from './backend.ts';
 import { REPLACEABLE, handleString, joinParts } from './backend.ts';
+import { LAYOUT_DIRS, isSharded, layoutPath } from './layout.ts';
 import { BackendError, NoSpaceError, NotFoundError, errnoCode, errMessage, isTransientErrno } from '../errors/index.ts';
 
-const DIRS: Record<FileType, string> = {
-  config: '',
-  key: 'keys',
-  pack: 'data',
-  index: 'index',
-  snapshot: 'snapshots',
-  lock: 'locks',
-  parity: 'parity',
-};
 
 const TMP_PREFIX = '.tmp-';
 
@@ -51,12 +37,7 @@ export class LocalBackend implements Backend {
   }
 
   private pathOf(h: Handle): string {
-    if (h.type === 'config') return path.join(this.root, 'config');
-    if (!/^[0-9a-zA-Z._-]+$/.test(h.name) || h.name.startsWith('.')) {
-      throw new BackendError(`invalid file name ${JSON.stringify(h.name)} for ${h.type}`, { retryable: false });
-    }
-    if (h.type === 'pack' || h.type === 'parity') return path.join(this.root, DIRS[h.type], h.name.slice(0, 2), h.name);
-    return path.join(this.root, DIRS[h.type], h.name);
+    return path.join(this.root, layoutPath(h));
   }
 
   private wrap(err: unknown, what: string): Error {
@@ -173,7 +154,7 @@ export class LocalBackend implements Backend {
   }
 
   async openWriter(type: FileType): Promise<BlobWriter> {
-    const dir = path.join(this.root, DIRS[type]);
+    const dir = path.join(this.root, LAYOUT_DIRS[type]);
     const tmp = path.join(dir, TMP_PREFIX + randomBytes(8).toString('hex'));
     let fh: FileHandle;
     try {
@@ -274,11 +255,11 @@ export class LocalBackend implements Backend {
   async removeTemporary(olderThanMs: number): Promise<{ files: number; bytes: number }> {
     const now = Date.now();
     const dirs: string[] = [this.root];
-    for (const t of Object.keys(DIRS) as FileType[]) {
+    for (const t of Object.keys(LAYOUT_DIRS) as FileType[]) {
       if (t === 'config') continue;
-      const base = path.join(this.root, DIRS[t]);
+      const base = path.join(this.root, LAYOUT_DIRS[t]);
       dirs.push(base);
-      if (t === 'pack' || t === 'parity') for (const d of await this.readdirSafe(base)) if (!d.startsWith('.')) dirs.push(path.join(base, d));
+      if (isSharded(t)) for (const d of await this.readdirSafe(base)) if (!d.startsWith('.')) dirs.push(path.join(base, d));
     }
     let files = 0;
     let bytes = 0;
@@ -306,8 +287,8 @@ export class LocalBackend implements Backend {
       if (await this.exists()) yield await this.stat({ type, name: 'config' });
       return;
     }
-    const base = path.join(this.root, DIRS[type]);
-    const dirs = type === 'pack' || type === 'parity' ? await this.readdirSafe(base).then((ds) => ds.filter((d) => !d.startsWith('.')).sort().map((d) => path.join(base, d))) : [base];
+    const base = path.join(this.root, LAYOUT_DIRS[type]);
+    const dirs = isSharded(type) ? await this.readdirSafe(base).then((ds) => ds.filter((d) => !d.startsWith('.')).sort().map((d) => path.join(base, d))) : [base];
     for (const dir of dirs) {
       const names = (await this.readdirSafe(dir)).filter((n) => !n.startsWith('.')).sort();
       // stat in parallel, bounded

@@ -27,17 +27,9 @@ import { createHash } from 'node:crypto';
 import type { GetObjectCommandOutput, S3Client } from '@aws-sdk/client-s3';
 import type { Backend, FileInfo, FileType, Handle } from './backend.ts';
 import { REPLACEABLE, handleString, joinParts } from './backend.ts';
+import { LAYOUT_DIRS, isSharded, layoutPath } from './layout.ts';
 import { BackendError, MeshbackError, NotFoundError, UsageError, errMessage, errnoCode, isTransientErrno } from '../errors/index.ts';
 
-const DIRS: Record<FileType, string> = {
-  config: '',
-  key: 'keys',
-  pack: 'data',
-  index: 'index',
-  snapshot: 'snapshots',
-  lock: 'locks',
-  parity: 'parity',
-};
 
 export interface S3Location {
   /** `http[s]://host[:port]` for a custom endpoint (path-style); undefined for AWS */
@@ -131,13 +123,7 @@ export class S3Backend implements Backend {
   }
 
   private keyOf(h: Handle): string {
-    const root = this.prefix === '' ? '' : `${this.prefix}/`;
-    if (h.type === 'config') return `${root}config`;
-    if (!/^[0-9a-zA-Z._-]+$/.test(h.name) || h.name.startsWith('.')) {
-      throw new BackendError(`invalid file name ${JSON.stringify(h.name)} for ${h.type}`, { retryable: false });
-    }
-    if (h.type === 'pack' || h.type === 'parity') return `${root}${DIRS[h.type]}/${h.name.slice(0, 2)}/${h.name}`;
-    return `${root}${DIRS[h.type]}/${h.name}`;
+    return `${this.prefix === '' ? '' : `${this.prefix}/`}${layoutPath(h)}`;
   }
 
   private bucketMissing(): NotFoundError {
@@ -299,15 +285,15 @@ export class S3Backend implements Backend {
       return;
     }
     const { sdk, c } = await this.client();
-    const base = `${this.prefix === '' ? '' : `${this.prefix}/`}${DIRS[type]}/`;
-    const sharded = type === 'pack' || type === 'parity';
+    const base = `${this.prefix === '' ? '' : `${this.prefix}/`}${LAYOUT_DIRS[type]}/`;
+    const sharded = isSharded(type);
     let token: string | undefined;
     for (;;) {
       let r: { Contents?: { Key?: string; Size?: number }[]; IsTruncated?: boolean; NextContinuationToken?: string };
       try {
         r = await c.send(new sdk.ListObjectsV2Command({ Bucket: this.bucket, Prefix: base, ...(token !== undefined ? { ContinuationToken: token } : {}) }));
       } catch (err) {
-        throw this.wrap(err, `listing of ${DIRS[type]}/`);
+        throw this.wrap(err, `listing of ${LAYOUT_DIRS[type]}/`);
       }
       for (const o of r.Contents ?? []) {
         if (o.Key === undefined) continue;

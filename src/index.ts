@@ -16,7 +16,6 @@ import { reportOp } from './events/index.ts';
 import type { EventSink } from './events/index.ts';
 import { Repository } from './repository/index.ts';
 import type { InitOptions } from './repository/index.ts';
-import { acquireLock } from './repository/lock.ts';
 import { openBackend } from './storage/registry.ts';
 import type { OpenBackendOptions } from './storage/registry.ts';
 
@@ -35,6 +34,8 @@ export { stack } from './storage/stack.ts';
 
 // repository, snapshots, trees
 export { Repository } from './repository/index.ts';
+export { openRepository } from './repository/open.ts';
+export type { OpenRepository, OpenRepositoryOptions } from './repository/open.ts';
 export type { InitOptions, RepoConfig } from './repository/index.ts';
 export { acquireLock, listLocks } from './repository/lock.ts';
 export type { Snapshot, SnapshotRef, SnapshotSummary } from './snapshot/manifest.ts';
@@ -68,46 +69,6 @@ export { prune } from './maintenance/prune.ts';
 export type { PruneOptions, PruneResult, PruneRepo } from './maintenance/prune.ts';
 export { repairIndex, repairSnapshots } from './maintenance/repair.ts';
 export type { RepairIndexResult, RepairSnapshotsResult, RepairRepo } from './maintenance/repair.ts';
-
-export interface OpenRepositoryOptions {
-  /** 'none' (read snapshots only), 'shared' (backup, check, restore) or 'exclusive' (forget, prune, repair) */
-  lock?: 'none' | 'shared' | 'exclusive';
-  /** the command named in the lock file (default 'library') */
-  command?: string;
-  /** keep trying a locked repository this long (milliseconds; default 0: fail at once) */
-  retryLockMs?: number;
-  /** load the index of the repository's blobs (default true; false for snapshot listings) */
-  loadIndex?: boolean;
-  events?: EventSink;
-  /** options of the storage stack (retries, connection limit) */
-  storage?: OpenBackendOptions;
-}
-
-export interface OpenRepository {
-  repo: Repository;
-  /** releases the lock and closes the backend */
-  close(): Promise<void>;
-}
-
-/** Opens the repository at `location` (a path, `file:`, or a registered scheme) with its password. */
-export async function openRepository(location: string, password: string, opts: OpenRepositoryOptions = {}): Promise<OpenRepository> {
-  const backend = openBackend(location, opts.storage ?? {});
-  try {
-    const repo = await Repository.open(backend, password, { loadIndex: false });
-    const lock = opts.lock !== undefined && opts.lock !== 'none' ? await acquireLock(repo, { exclusive: opts.lock === 'exclusive', command: opts.command ?? 'library', retryMs: opts.retryLockMs ?? 0, ...(opts.events !== undefined ? { events: opts.events } : {}) }) : undefined;
-    if (opts.loadIndex !== false) await repo.store.loadIndex();
-    return {
-      repo,
-      close: async () => {
-        await lock?.release();
-        await backend.close();
-      },
-    };
-  } catch (err) {
-    await backend.close().catch(() => undefined);
-    throw err;
-  }
-}
 
 /** Creates a repository at `location`. */
 export async function initRepository(location: string, password: string, opts: InitOptions & { events?: EventSink; storage?: OpenBackendOptions } = {}): Promise<Repository> {

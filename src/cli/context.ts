@@ -6,7 +6,7 @@ import { parseFaultSpec } from '../storage/faulty.ts';
 import type { EventSink } from '../events/index.ts';
 import { MeshbackError, UsageError, errMessage } from '../errors/index.ts';
 import { Repository } from '../repository/index.ts';
-import { acquireLock } from '../repository/lock.ts';
+import { openRepository } from '../repository/open.ts';
 import type { Output } from './output.ts';
 
 export interface GlobalOptions {
@@ -127,18 +127,19 @@ export interface OpenOptions {
   loadIndex?: boolean;
 }
 
-/** Opens the repository, takes the lock, then loads the index (so it is read under the lock). */
+/**
+ * Opens the repository through the library's openRepository (password asked once the repository
+ * is found; lock before index). The lock and the backend are released by main.ts when the
+ * command ends (releaseHeldLocks, closeBackends), on success, error or signal.
+ */
 export async function openRepo(ctx: Context, opts: OpenOptions): Promise<Repository> {
-  const backend = backendFor(repoLocation(ctx.g), ctx.out.sink);
-  if (!(await backend.exists())) {
-    throw new MeshbackError('REPO_NOT_FOUND', `no repository at ${backend.location}: check --repo / MESHBACK_REPO, or create one with 'meshback init'`);
-  }
-  const password = await getPassword(ctx.g);
-  const repo = await Repository.open(backend, password, { loadIndex: false });
-  if (opts.lock !== 'none') {
-    await acquireLock(repo, { exclusive: opts.lock === 'exclusive', command: opts.command, retryMs: ctx.g.retryLockMs ?? 0, events: ctx.out.sink });
-  }
-  if (opts.loadIndex !== false) await repo.store.loadIndex();
+  const { repo } = await openRepository(backendFor(repoLocation(ctx.g), ctx.out.sink), () => getPassword(ctx.g), {
+    lock: opts.lock,
+    command: opts.command,
+    retryLockMs: ctx.g.retryLockMs ?? 0,
+    events: ctx.out.sink,
+    ...(opts.loadIndex !== undefined ? { loadIndex: opts.loadIndex } : {}),
+  });
   return repo;
 }
 

@@ -249,16 +249,13 @@ async function planRestore(repo: RestoreRepo, ref: SnapshotRef, includes: Buffer
     return some ? 'some' : 'none';
   };
   const plan: Plan = { dirs: [], files: [], links: [], others: [], ...(view.rootDir !== undefined ? { rootDir: view.rootDir } : {}) };
-  /** directories whose whole contents are selected (their descendants need no more matching) */
-  const wholeByPath = new Map<string, boolean>();
   await walkTree(repo, { nodes: view.nodes }, (n, dir) => {
     const rel = childPath(dir, n);
-    const all = dir.length > 0 && wholeByPath.get(dir.toString('latin1')) === true;
-    const sel = all ? 'all' : selection(rel);
+    // a path below an --include is 'all' by itself: selection() needs no state from its parents
+    const sel = selection(rel);
     if (sel === 'none') return 'skip';
     if (n.type === 'dir') {
       plan.dirs.push({ rel, node: n });
-      if (sel === 'all' && includes.length > 0) wholeByPath.set(rel.toString('latin1'), true);
       return undefined;
     }
     if (sel !== 'all') return undefined;

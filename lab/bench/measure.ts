@@ -11,12 +11,11 @@
  * error message of a failed command and for tools that report a summary on stdout.
  */
 import { promises as fsp } from 'node:fs';
-import { CommandError, isExecutable, run, spawnCaptured } from '../../src/host/process.ts';
-import type { Captured, Exit, Measurement, RunOptions } from '../../src/host/process.ts';
-import { aptInstall } from '../../src/host/packages.ts';
 import * as os from 'node:os';
 import * as path from 'node:path';
-
+import { aptInstall } from '../../src/host/packages.ts';
+import { CommandError, isExecutable, run, spawnCaptured } from '../../src/host/process.ts';
+import type { Captured, Exit, Measurement, RunOptions } from '../../src/host/process.ts';
 
 /** Flush dirty pages to disk (`sync`), so that one step's writeback does not bill the next. */
 export async function flush(): Promise<void> {

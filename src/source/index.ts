@@ -86,11 +86,7 @@ export class LocalSource implements Source {
       if (errnoCode(err) !== 'EPERM') throw err;
       fd = openSync(path, OPEN_FLAGS);
     }
-    return {
-      stat: () => fstatSync(fd, { bigint: true }),
-      read: (buf, offset, length) => readSync(fd, buf, offset, length, null),
-      close: () => closeSync(fd),
-    };
+    return new LocalSyncFile(fd);
   }
 
   async open(path: Buffer): Promise<AsyncFile> {
@@ -106,6 +102,23 @@ export class LocalSource implements Source {
       read: async (buf, offset, length) => (await fh.read(buf, offset, length, null)).bytesRead,
       close: () => fh.close(),
     };
+  }
+}
+
+/** A descriptor; one small object per file (the archiver opens millions of small files). */
+class LocalSyncFile implements SyncFile {
+  private readonly fd: number;
+  constructor(fd: number) {
+    this.fd = fd;
+  }
+  stat(): BigIntStats {
+    return fstatSync(this.fd, { bigint: true });
+  }
+  read(buf: Buffer, offset: number, length: number): number {
+    return readSync(this.fd, buf, offset, length, null);
+  }
+  close(): void {
+    closeSync(this.fd);
   }
 }
 

@@ -136,7 +136,7 @@ export class DirectoryTarget implements RestoreTarget {
   }
 
   /** A write failure as the error the user sees: a full disk (exit 6), else TARGET (exit 8). */
-  fail(err: unknown, rel: Buffer): never {
+  private fail(err: unknown, rel: Buffer): never {
     if (err instanceof MeshbackError) throw err;
     if (errnoCode(err) === 'ENOSPC' || errnoCode(err) === 'EDQUOT') throw this.full(err);
     throw new MeshbackError('TARGET', `cannot restore ${displayName(rel)}: ${errMessage(err)}`, { cause: err });

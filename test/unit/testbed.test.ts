@@ -125,7 +125,7 @@ function pgServer(query: (sql: string, sock: net.Socket) => void): ReturnType<ty
   });
 }
 
-describe('PostgreSQL client (pg)', () => {
+describe('PostgreSQL client (pg) against a scripted stand-in server (timeouts and error framing; the real PostgreSQL runs in test/e2e/testbed*.test.ts)', () => {
   test('rows with NULLs, an error with its SQLSTATE in one line, then the next query', async () => {
     const srv = await pgServer((sql, sock) => {
       if (sql.startsWith('SELECT')) {
@@ -195,7 +195,7 @@ function redisServer(command: (text: string, sock: net.Socket) => void): ReturnT
   });
 }
 
-describe('Redis client (node-redis)', () => {
+describe('Redis client (node-redis) against a scripted stand-in server (timeouts and error framing; the real Redis runs in test/e2e/testbed*.test.ts)', () => {
   test('replies split across packets; an error reply is one line naming its command', async () => {
     const srv = await redisServer((text, sock) => {
       if (text.includes('PING')) {

@@ -47,6 +47,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   repair: async () => (await import('./commands/repair.ts')).repairCommand,
   key: async () => (await import('./commands/key.ts')).keyCommand,
   unlock: async () => (await import('./commands/unlock.ts')).unlockCommand,
+  lock: async () => (await import('./commands/lock.ts')).lockCommand,
 };
 
 const loadCommands = (): Promise<Command[]> => Promise.all(Object.values(COMMANDS).map((load) => load()));

@@ -35,6 +35,40 @@ export interface FileInfo {
   readonly size: number;
 }
 
+/** How an Object Lock retention may be lifted: never (compliance), or by a user allowed to bypass it (governance). */
+export type LockMode = 'compliance' | 'governance';
+
+/** Immutability for new files: each is kept from deletion and overwriting for `days` after it is written. */
+export interface ObjectLockPolicy {
+  readonly mode: LockMode;
+  readonly days: number;
+}
+
+/** A stored file's retention: until when it cannot be deleted (none: undefined), and when it was written. */
+export interface FileRetention {
+  readonly until?: Date;
+  readonly mode?: LockMode;
+  readonly modified?: Date;
+}
+
+/**
+ * Object Lock (write once, read many) of a store that has it (S3 with Object Lock). Files of
+ * every type except `lock` are written with a retention date once a policy is set; a file under
+ * retention cannot be deleted or overwritten, by anyone (compliance) or by anyone without the
+ * right to bypass it (governance), until that date.
+ */
+export interface ObjectLock {
+  /** Checks the store can keep files immutable; undefined when it can, else a one-line reason and what to do. */
+  support(): Promise<string | undefined>;
+  /** The policy for files written from now on (undefined: no retention). */
+  readonly policy: ObjectLockPolicy | undefined;
+  setPolicy(p: ObjectLockPolicy | undefined): void;
+  /** The retention of a stored file (NotFoundError when it does not exist). */
+  retention(h: Handle): Promise<FileRetention>;
+  /** Extends the file's retention to `until`, in the policy's mode (a retention is never shortened). */
+  extend(h: Handle, until: Date): Promise<void>;
+}
+
 export interface BackendProperties {
   /** How many operations may usefully run at once. */
   readonly connections: number;
@@ -79,6 +113,8 @@ export interface Backend {
    * the lock file of the process before it exits). A missing file is not an error.
    */
   deleteSync?(h: Handle): void;
+  /** Optional: Object Lock, on a store that can keep files immutable. */
+  readonly objectLock?: ObjectLock;
   close(): Promise<void>;
 }
 
@@ -93,6 +129,22 @@ export interface BlobWriter {
   commit(name: string): Promise<void>;
   /** Removes the partial file. */
   abort(): Promise<void>;
+}
+
+/**
+ * An ObjectLock whose requests (support, retention, extend) each go through `around` (a wrapper's
+ * retry or connection slot); setPolicy and policy are the inner one's.
+ */
+export function wrapObjectLock(inner: ObjectLock, around: <T>(op: 'lockSupport' | 'retention' | 'extendRetention', h: Handle | undefined, fn: () => Promise<T>) => Promise<T>): ObjectLock {
+  return {
+    support: () => around('lockSupport', undefined, () => inner.support()),
+    get policy() {
+      return inner.policy;
+    },
+    setPolicy: (p) => inner.setPolicy(p),
+    retention: (h) => around('retention', h, () => inner.retention(h)),
+    extend: (h, until) => around('extendRetention', h, () => inner.extend(h, until)),
+  };
 }
 
 /** The bytes of a put, as one buffer. */

@@ -27,14 +27,14 @@
  * Cost on the happy path: one closure and one async frame per call; a listing costs one promise
  * and one set entry per file.
  */
-import type { Backend, BlobWriter, FileInfo, FileType, Handle, Wrapper } from './backend.ts';
-import { handleString } from './backend.ts';
+import type { Backend, BlobWriter, FileInfo, FileType, Handle, ObjectLock, Wrapper } from './backend.ts';
+import { handleString, wrapObjectLock } from './backend.ts';
 import { setTimeout as delay } from 'node:timers/promises';
 import { isRetryable } from '../errors/index.ts';
 
 /** The calls the retry wrapper retries (openWriter: opening only; see above). */
-export type RetriedOp = 'exists' | 'create' | 'put' | 'get' | 'stat' | 'list' | 'delete' | 'replace' | 'openWriter' | 'removeTemporary';
-export const RETRIED_OPS: readonly RetriedOp[] = ['exists', 'create', 'put', 'get', 'stat', 'list', 'delete', 'replace', 'openWriter', 'removeTemporary'];
+export type RetriedOp = 'exists' | 'create' | 'put' | 'get' | 'stat' | 'list' | 'delete' | 'replace' | 'openWriter' | 'removeTemporary' | 'lockSupport' | 'retention' | 'extendRetention';
+export const RETRIED_OPS: readonly RetriedOp[] = ['exists', 'create', 'put', 'get', 'stat', 'list', 'delete', 'replace', 'openWriter', 'removeTemporary', 'lockSupport', 'retention', 'extendRetention'];
 
 export interface RetryReport {
   readonly op: RetriedOp;
@@ -87,6 +87,7 @@ export class RetryBackend implements Backend, Wrapper {
   readonly replace?: (h: Handle, data: Uint8Array) => Promise<void>;
   readonly removeTemporary?: (olderThanMs: number) => Promise<{ files: number; bytes: number }>;
   readonly deleteSync?: (h: Handle) => void;
+  readonly objectLock?: ObjectLock;
   private readonly attempts: number;
   private readonly baseDelayMs: number;
   private readonly maxDelayMs: number;
@@ -112,6 +113,8 @@ export class RetryBackend implements Backend, Wrapper {
     if (replace !== undefined) this.replace = (h, data) => this.call('replace', h, () => replace.call(inner, h, data));
     if (removeTemporary !== undefined) this.removeTemporary = (ms) => this.call('removeTemporary', undefined, () => removeTemporary.call(inner, ms));
     if (deleteSync !== undefined) this.deleteSync = (h) => deleteSync.call(inner, h);
+    // extending a retention to the same date again is harmless, so each of these is retried
+    if (inner.objectLock !== undefined) this.objectLock = wrapObjectLock(inner.objectLock, (op, h, fn) => this.call(op, h, fn));
   }
 
   get location(): string {

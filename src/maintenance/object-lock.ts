@@ -25,7 +25,8 @@ import { UsageError } from '../errors/index.ts';
 import type { EventSink } from '../events/index.ts';
 import { nullSink, reportOp } from '../events/index.ts';
 import type { Repository } from '../repository/index.ts';
-import type { FileRetention, FileType, Handle, ObjectLock, ObjectLockPolicy } from '../storage/backend.ts';
+import type { Backend, FileRetention, FileType, Handle, ObjectLock, ObjectLockPolicy } from '../storage/backend.ts';
+import { FILE_TYPES } from '../storage/backend.ts';
 import { HOLE_PREFIX } from '../snapshot/tree.ts';
 import { walkTree } from '../snapshot/walker.ts';
 import { parallel } from '../util/parallel.ts';
@@ -187,4 +188,39 @@ export function latestDate(dates: Iterable<Date>): string | undefined {
   let m = 0;
   for (const d of dates) m = Math.max(m, d.getTime());
   return m > 0 ? new Date(m).toISOString() : undefined;
+}
+
+export interface UndeleteResult {
+  /** files found hidden behind delete markers, by type and name */
+  hidden: { type: FileType; name: string; size: number; modified?: string; markers: number }[];
+  /** of them, brought back (0 in a dry run) */
+  restored: number;
+  dryRun: boolean;
+}
+
+/**
+ * `repair undelete`: brings back the repository's files that a delete without a version hid behind
+ * a delete marker (their versions are still stored: under Object Lock they cannot be removed), by
+ * removing the markers. Needs neither the password nor a lock, since a hidden config or key file
+ * would stop the repository from opening; lock files are left hidden (they would come back stale).
+ */
+export async function undeleteFiles(backend: Backend, opts: { dryRun?: boolean; events?: EventSink } = {}): Promise<UndeleteResult> {
+  return reportOp(opts.events ?? nullSink, 'repair', { undelete: true, dryRun: opts.dryRun === true }, async () => {
+    const ol = backend.objectLock;
+    if (ol === undefined) throw new UsageError(`repair undelete brings back files hidden by S3 delete markers; ${backend.location} is not on an S3 bucket, so nothing there can be hidden`);
+    const emit = opts.events ?? nullSink;
+    const res: UndeleteResult = { hidden: [], restored: 0, dryRun: opts.dryRun === true };
+    for (const type of FILE_TYPES) {
+      if (type === 'lock') continue;
+      const found = await ol.hidden(type);
+      for (const f of found) res.hidden.push({ type, name: f.name, size: f.size, ...(f.modified !== undefined ? { modified: f.modified.toISOString() } : {}), markers: f.markers.length });
+      if (res.dryRun) continue;
+      await parallel(found, 8, async (f) => {
+        await ol.unhide(f);
+        res.restored++;
+        if (res.restored % 64 === 0) emit({ type: 'progress', op: 'repair', files: res.restored, bytes: 0, current: 'removing delete markers' });
+      });
+    }
+    return res;
+  });
 }

@@ -67,6 +67,24 @@ export interface ObjectLock {
   retention(h: Handle): Promise<FileRetention>;
   /** Extends the file's retention to `until`, in the policy's mode (a retention is never shortened). */
   extend(h: Handle, until: Date): Promise<void>;
+  /**
+   * Files of a type that are hidden, not deleted: a delete without a version (by hand, or by a
+   * client that was not meshback) put a delete marker over versions that still exist.
+   */
+  hidden(type: FileType): Promise<HiddenFile[]>;
+  /** Removes a hidden file's delete markers: its newest stored version is the file again. */
+  unhide(f: HiddenFile): Promise<void>;
+}
+
+/** A file hidden behind delete markers (see ObjectLock.hidden). */
+export interface HiddenFile {
+  readonly type: FileType;
+  readonly name: string;
+  /** the version ids of the delete markers over it, newest first */
+  readonly markers: readonly string[];
+  /** the newest stored version: its size, and when it was written */
+  readonly size: number;
+  readonly modified?: Date;
 }
 
 export interface BackendProperties {
@@ -135,7 +153,7 @@ export interface BlobWriter {
  * An ObjectLock whose requests (support, retention, extend) each go through `around` (a wrapper's
  * retry or connection slot); setPolicy and policy are the inner one's.
  */
-export function wrapObjectLock(inner: ObjectLock, around: <T>(op: 'lockSupport' | 'retention' | 'extendRetention', h: Handle | undefined, fn: () => Promise<T>) => Promise<T>): ObjectLock {
+export function wrapObjectLock(inner: ObjectLock, around: <T>(op: 'lockSupport' | 'retention' | 'extendRetention' | 'list' | 'delete', h: Handle | undefined, fn: () => Promise<T>) => Promise<T>): ObjectLock {
   return {
     support: () => around('lockSupport', undefined, () => inner.support()),
     get policy() {
@@ -144,6 +162,9 @@ export function wrapObjectLock(inner: ObjectLock, around: <T>(op: 'lockSupport' 
     setPolicy: (p) => inner.setPolicy(p),
     retention: (h) => around('retention', h, () => inner.retention(h)),
     extend: (h, until) => around('extendRetention', h, () => inner.extend(h, until)),
+    hidden: (type) => around('list', undefined, () => inner.hidden(type)),
+    // removing a marker again is harmless (it is gone), so this is retried like a delete
+    unhide: (f) => around('delete', f, () => inner.unhide(f)),
   };
 }
 

@@ -26,7 +26,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { GetObjectCommandOutput, S3Client } from '@aws-sdk/client-s3';
-import type { Backend, FileInfo, FileRetention, FileType, Handle, ObjectLock, ObjectLockPolicy } from './backend.ts';
+import type { Backend, FileInfo, FileRetention, FileType, Handle, HiddenFile, ObjectLock, ObjectLockPolicy } from './backend.ts';
 import { REPLACEABLE, handleString, joinParts } from './backend.ts';
 import { LAYOUT_DIRS, isSharded, layoutPath } from './layout.ts';
 import { BackendError, MeshbackError, NotFoundError, ObjectLockedError, UsageError, errMessage, errnoCode, isTransientErrno } from '../errors/index.ts';
@@ -172,6 +172,8 @@ export class S3Backend implements Backend {
       },
       retention: (h) => this.retention(h),
       extend: (h, until) => this.extendRetention(h, until),
+      hidden: (type) => this.hidden(type),
+      unhide: (f) => this.unhide(f),
     };
   }
 
@@ -537,6 +539,74 @@ export class S3Backend implements Backend {
       return { ...(r.ObjectLockRetainUntilDate !== undefined ? { until: new Date(r.ObjectLockRetainUntilDate) } : {}), ...(mode !== undefined ? { mode } : {}), ...(r.LastModified !== undefined ? { modified: new Date(r.LastModified) } : {}) };
     } catch (err) {
       throw this.wrap(err, handleString(h));
+    }
+  }
+
+  private async hidden(type: FileType): Promise<HiddenFile[]> {
+    const { sdk, c } = await this.client();
+    const base = `${this.prefix === '' ? '' : `${this.prefix}/`}${type === 'config' ? 'config' : `${LAYOUT_DIRS[type]}/`}`;
+    const sharded = isSharded(type);
+    const byKey = new Map<string, { markers: { id: string; at: number; latest: boolean }[]; newest?: { at: number; size: number } }>();
+    let keyMarker: string | undefined;
+    let versionMarker: string | undefined;
+    for (;;) {
+      let page: {
+        Versions?: { Key?: string; VersionId?: string; LastModified?: Date; Size?: number }[];
+        DeleteMarkers?: { Key?: string; VersionId?: string; LastModified?: Date; IsLatest?: boolean }[];
+        IsTruncated?: boolean;
+        NextKeyMarker?: string;
+        NextVersionIdMarker?: string;
+      };
+      try {
+        page = await c.send(new sdk.ListObjectVersionsCommand({ Bucket: this.bucket, Prefix: base, ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}), ...(versionMarker !== undefined ? { VersionIdMarker: versionMarker } : {}) }));
+      } catch (err) {
+        throw this.wrap(err, `the versions under ${base}`);
+      }
+      const entry = (key: string) => {
+        let e = byKey.get(key);
+        if (e === undefined) byKey.set(key, (e = { markers: [] }));
+        return e;
+      };
+      for (const m of page.DeleteMarkers ?? []) if (m.Key !== undefined && m.VersionId !== undefined) entry(m.Key).markers.push({ id: m.VersionId, at: m.LastModified?.getTime() ?? 0, latest: m.IsLatest === true });
+      for (const v of page.Versions ?? []) {
+        if (v.Key === undefined) continue;
+        const e = entry(v.Key);
+        const at = v.LastModified?.getTime() ?? 0;
+        if (e.newest === undefined || e.newest.at < at) e.newest = { at, size: v.Size ?? 0 };
+      }
+      if (page.IsTruncated !== true) break;
+      keyMarker = page.NextKeyMarker;
+      versionMarker = page.NextVersionIdMarker;
+    }
+    const out: HiddenFile[] = [];
+    for (const [key, e] of byKey) {
+      // hidden: the latest version is a delete marker, and a stored version is under it
+      if (e.newest === undefined || !e.markers.some((m) => m.latest)) continue;
+      let name: string;
+      if (type === 'config') {
+        if (key !== base) continue;
+        name = 'config';
+      } else {
+        const parts = key.slice(base.length).split('/');
+        name = parts[parts.length - 1]!;
+        if (parts.length !== (sharded ? 2 : 1) || name === '' || name.startsWith('.')) continue;
+      }
+      const markers = e.markers.filter((m) => m.at >= e.newest!.at).sort((a, b) => b.at - a.at).map((m) => m.id);
+      out.push({ type, name, markers, size: e.newest.size, modified: new Date(e.newest.at) });
+    }
+    return out.sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
+  private async unhide(f: HiddenFile): Promise<void> {
+    const key = this.keyOf(f);
+    for (const id of f.markers) {
+      try {
+        await this.deleteKey(key, id);
+      } catch (err) {
+        const e = err as SdkError;
+        if (e.$metadata?.httpStatusCode === 404 || e.name === 'NoSuchVersion') continue;
+        throw this.wrap(err, `the delete marker of ${handleString(f)}`);
+      }
     }
   }
 

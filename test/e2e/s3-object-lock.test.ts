@@ -165,6 +165,33 @@ describe('Object Lock on MinIO', () => {
     assert.deepEqual(await compareTrees(src, out, { sparse: true, hardlinks: true }), []);
   });
 
+  test('a delete without a version (aws s3 rm --recursive) only hides the files; repair undelete brings every one back', async () => {
+    const objs = await listAll(s3.lockedBucket, prefix);
+    for (const o of objs) await c.send(new DeleteObjectCommand({ Bucket: s3.lockedBucket, Key: o.key }));
+    assert.equal((await listAll(s3.lockedBucket, prefix)).length, 0, 'every file is hidden');
+    const gone = await mb(['snapshots', '--repo', repo], { env });
+    assert.equal(gone.code, 10, gone.stderr);
+    const dry = await mb(['repair', 'undelete', '--repo', repo, '--dry-run', '--json'], { env: { ...env, MESHBACK_PASSWORD: undefined } });
+    assert.equal(dry.code, 0, dry.stderr);
+    const d = summary(dry.stdout);
+    assert.equal((d['hidden'] as unknown[]).length, objs.length);
+    assert.equal(d['restored'], 0);
+    assert.equal((await listAll(s3.lockedBucket, prefix)).length, 0, 'a dry run changes nothing');
+    // no password needed: the config and the key files are among the hidden
+    const r = await mb(['repair', 'undelete', '--repo', repo], { env: { ...env, MESHBACK_PASSWORD: undefined } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`${objs.length} hidden file\\(s\\) brought back: ${objs.length}; run 'meshback check' next`));
+    assert.deepEqual((await listAll(s3.lockedBucket, prefix)).map((o) => o.key).sort(), objs.map((o) => o.key).sort());
+    await assertStoredIntact(s3.lockedBucket, prefix);
+    const chk = await mb(['check', '--read-data', '--repo', repo], { env });
+    assert.equal(chk.code, 0, chk.stderr + chk.stdout);
+    const again = await mb(['repair', 'undelete', '--repo', repo], { env });
+    assert.match(again.stdout, /no file of the repository is hidden by a delete marker/);
+    const local = await mb(['repair', 'undelete', '--repo', path.join(base, 'no-such-local')], { env });
+    assert.equal(local.code, 2, local.stderr);
+    assert.match(local.stderr, /is not on an S3 bucket/);
+  });
+
   test('forget and prune leave locked files in place and say until when; nothing is lost', async () => {
     const f = await mb(['forget', '--repo', repo, '--keep-last', '1', '--json'], { env });
     assert.equal(f.code, 0, f.stderr);

@@ -7,6 +7,8 @@
 import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
 import type { Backend, ObjectLockPolicy } from '../storage/backend.ts';
+import { findLayer } from '../storage/backend.ts';
+import { CacheBackend } from '../storage/cache.ts';
 import { Chunker, CHUNKER_NAME, DEFAULT_CHUNKER } from '../chunker/fastcdc.ts';
 import type { ChunkerParams } from '../chunker/fastcdc.ts';
 import { ContentStore } from '../content/store.ts';
@@ -126,6 +128,8 @@ export class Repository {
     this.key = key;
     this.keyId = keyId;
     this.config = config;
+    // the metadata cache (if the stack has one) is the cache of this repository, by its id
+    findLayer(backend, CacheBackend)?.bind(config.id);
     this.store = new ContentStore(backend, key, { packSize: config.packSize, compressionLevel: config.compression.level, ...(config.parity !== undefined ? { parity: config.parity } : {}) });
   }
 

@@ -18,6 +18,8 @@
  * from such a pack). It is atomic: a reader sees the old file or the new one, never a mix.
  */
 
+import type { RequestCounter } from './requests.ts';
+
 export type FileType = 'config' | 'key' | 'pack' | 'index' | 'snapshot' | 'lock' | 'parity';
 
 export const FILE_TYPES: readonly FileType[] = ['config', 'key', 'pack', 'index', 'snapshot', 'lock', 'parity'];
@@ -90,12 +92,20 @@ export interface HiddenFile {
 export interface BackendProperties {
   /** How many operations may usefully run at once. */
   readonly connections: number;
+  /** True for a store reached over a network (S3): each request costs time and money, so metadata is cached locally (cache.ts). */
+  readonly remote?: boolean;
 }
 
 export interface Backend {
   /** Human-readable location, without secrets. */
   readonly location: string;
   readonly properties: BackendProperties;
+  /**
+   * Optional: the counts of the requests this backend sent (a backend that talks to a server
+   * counts its own; the stack counts the calls of any other: see requests.ts). Wrappers do not
+   * forward it: requestCounter() finds it in a stack.
+   */
+  readonly requests?: RequestCounter;
   /** True when the repository's config file exists. */
   exists(): Promise<boolean>;
   /** Creates the layout of an empty repository; fails if a config already exists. */

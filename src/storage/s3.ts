@@ -19,16 +19,19 @@
  *   checked (a short body is a retryable truncated read).
  * - replace (repairs of packs and parity only): an unconditional PutObject.
  * - Errors are classified here (see wrap()): retryable for 5xx, SlowDown, timeouts, connection resets.
+ * - Every request goes through send(), which counts it by kind in `requests` (src/storage/requests.ts).
  *
  * The SDK (several MB of modules) is imported on the first request, not when this module loads,
  * so the CLI does not pay for it on a local repository.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { GetObjectCommandOutput, S3Client } from '@aws-sdk/client-s3';
+import type { GetObjectCommandOutput, HeadObjectCommandOutput, S3Client } from '@aws-sdk/client-s3';
 import type { Backend, FileInfo, FileRetention, FileType, Handle, HiddenFile, ObjectLock, ObjectLockPolicy } from './backend.ts';
 import { REPLACEABLE, handleString, joinParts } from './backend.ts';
 import { LAYOUT_DIRS, isSharded, layoutPath } from './layout.ts';
+import { RequestCounter } from './requests.ts';
+import type { RequestKind } from './requests.ts';
 import { BackendError, MeshbackError, NotFoundError, ObjectLockedError, UsageError, errMessage, errnoCode, isTransientErrno } from '../errors/index.ts';
 
 
@@ -146,7 +149,9 @@ const DENIED_NAMES = new Set(['AccessDenied', 'InvalidAccessKeyId', 'SignatureDo
 export class S3Backend implements Backend {
   readonly location: string;
   /** An object store serves many requests at once; 16 keeps the number of sockets modest. */
-  readonly properties = { connections: 16 };
+  readonly properties = { connections: 16, remote: true };
+  /** Every request sent, by kind (what S3 bills): each attempt of a retried call, each page of a listing. */
+  readonly requests = new RequestCounter();
   readonly bucket: string;
   readonly prefix: string;
   readonly endpoint: string | undefined;
@@ -221,7 +226,13 @@ export class S3Backend implements Backend {
     return { ObjectLockMode: p.mode === 'compliance' ? 'COMPLIANCE' : 'GOVERNANCE', ObjectLockRetainUntilDate: new Date(Date.now() + p.days * 86_400_000) };
   }
 
-  private keyOf(h: Handle): string {
+  /** The one way a request is sent: counted first, whatever its outcome. */
+  private send<O = unknown>(c: S3Client, kind: RequestKind, type: FileType | undefined, cmd: object): Promise<O> {
+    this.requests.add(kind, type);
+    return (c.send as (cmd: object) => Promise<O>).call(c, cmd);
+  }
+
+    private keyOf(h: Handle): string {
     return `${this.prefix === '' ? '' : `${this.prefix}/`}${layoutPath(h)}`;
   }
 
@@ -236,7 +247,7 @@ export class S3Backend implements Backend {
   private async headBucket(): Promise<void> {
     const { sdk, c } = await this.client();
     try {
-      await c.send(new sdk.HeadBucketCommand({ Bucket: this.bucket }));
+      await this.send(c, 'HEAD', undefined, new sdk.HeadBucketCommand({ Bucket: this.bucket }));
     } catch (err) {
       const status = (err as SdkError).$metadata?.httpStatusCode;
       if (status === 404 || (err as SdkError).name === 'NotFound' || (err as SdkError).name === 'NoSuchBucket') throw this.bucketMissing();
@@ -270,8 +281,8 @@ export class S3Backend implements Backend {
       for (const n of stale) {
         const from = this.keyOf({ type: 'key', name: n });
         try {
-          await c.send(new sdk.CopyObjectCommand({ Bucket: this.bucket, Key: `${aside}/${n}`, CopySource: `${this.bucket}/${from}` }));
-          await c.send(new sdk.DeleteObjectCommand({ Bucket: this.bucket, Key: from }));
+          await this.send(c, 'COPY', 'key', new sdk.CopyObjectCommand({ Bucket: this.bucket, Key: `${aside}/${n}`, CopySource: `${this.bucket}/${from}` }));
+          await this.send(c, 'DELETE', 'key', new sdk.DeleteObjectCommand({ Bucket: this.bucket, Key: from }));
         } catch (err) {
           throw this.wrap(err, `key/${n}`);
         }
@@ -288,7 +299,7 @@ export class S3Backend implements Backend {
     const { sdk, c } = await this.client();
     const key = `${this.prefix === '' ? '' : `${this.prefix}/`}.meshback-probe-${randomBytes(8).toString('hex')}`;
     const body = Buffer.from('meshback: does this server honour If-None-Match?\n');
-    const put = () => c.send(new sdk.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ContentMD5: md5(body), IfNoneMatch: '*' }));
+    const put = () => this.send(c, 'PUT', undefined, new sdk.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ContentMD5: md5(body), IfNoneMatch: '*' }));
     let honoured = false;
     let problem: string | undefined;
     try {
@@ -325,7 +336,7 @@ export class S3Backend implements Backend {
     const exists = head && (await this.stat(h).then(() => true, (err: unknown) => (err instanceof NotFoundError ? false : Promise.reject(err))));
     if (!exists) {
       try {
-        await c.send(new sdk.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ContentMD5: md5(body), ...(head ? {} : { IfNoneMatch: '*' }), ...this.lockFields(h.type) }));
+        await this.send(c, 'PUT', h.type, new sdk.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ContentMD5: md5(body), ...(head ? {} : { IfNoneMatch: '*' }), ...this.lockFields(h.type) }));
         return;
       } catch (err) {
         const e = err as SdkError;
@@ -344,7 +355,7 @@ export class S3Backend implements Backend {
     const body = joinParts(data);
     const { sdk, c } = await this.client();
     try {
-      await c.send(new sdk.PutObjectCommand({ Bucket: this.bucket, Key: this.keyOf(h), Body: body, ContentLength: body.length, ContentMD5: md5(body), ...this.lockFields(h.type) }));
+      await this.send(c, 'PUT', h.type, new sdk.PutObjectCommand({ Bucket: this.bucket, Key: this.keyOf(h), Body: body, ContentLength: body.length, ContentMD5: md5(body), ...this.lockFields(h.type) }));
     } catch (err) {
       throw this.wrap(err, handleString(h));
     }
@@ -361,7 +372,7 @@ export class S3Backend implements Backend {
     const { sdk, c } = await this.client();
     let r: GetObjectCommandOutput;
     try {
-      r = await c.send(new sdk.GetObjectCommand({ Bucket: this.bucket, Key: key, ...(range !== undefined ? { Range: `bytes=${range.offset}-${range.offset + range.length - 1}` } : {}) }));
+      r = await this.send<GetObjectCommandOutput>(c, 'GET', h.type, new sdk.GetObjectCommand({ Bucket: this.bucket, Key: key, ...(range !== undefined ? { Range: `bytes=${range.offset}-${range.offset + range.length - 1}` } : {}) }));
     } catch (err) {
       const e = err as SdkError;
       if (range !== undefined && (e.$metadata?.httpStatusCode === 416 || e.name === 'InvalidRange')) throw this.pastEnd(what, range);
@@ -396,6 +407,7 @@ export class S3Backend implements Backend {
     } catch (err) {
       throw this.wrap(err, `${what} (reading the reply's body)`);
     }
+    this.requests.received(Math.min(got, want));
     if (got !== want) {
       await discard(r.Body);
       throw new BackendError(`storage error on ${what} in ${this.location}: ${got < want ? 'truncated read' : 'the reply is longer than announced'} (${got < want ? got : `over ${want}`} bytes of ${want})`, { retryable: true, data: { file: what } });
@@ -410,7 +422,7 @@ export class S3Backend implements Backend {
   async stat(h: Handle): Promise<FileInfo> {
     const { sdk, c } = await this.client();
     try {
-      const r = await c.send(new sdk.HeadObjectCommand({ Bucket: this.bucket, Key: this.keyOf(h) }));
+      const r = await this.send<HeadObjectCommandOutput>(c, 'HEAD', h.type, new sdk.HeadObjectCommand({ Bucket: this.bucket, Key: this.keyOf(h) }));
       return { name: h.name, size: r.ContentLength ?? 0 };
     } catch (err) {
       throw this.wrap(err, handleString(h));
@@ -433,7 +445,7 @@ export class S3Backend implements Backend {
     for (;;) {
       let r: { Contents?: { Key?: string; Size?: number }[]; IsTruncated?: boolean; NextContinuationToken?: string };
       try {
-        r = await c.send(new sdk.ListObjectsV2Command({ Bucket: this.bucket, Prefix: base, ...(token !== undefined ? { ContinuationToken: token } : {}) }));
+        r = await this.send<typeof r>(c, 'LIST', type, new sdk.ListObjectsV2Command({ Bucket: this.bucket, Prefix: base, ...(token !== undefined ? { ContinuationToken: token } : {}) }));
       } catch (err) {
         throw this.wrap(err, `listing of ${LAYOUT_DIRS[type]}/`);
       }
@@ -462,7 +474,7 @@ export class S3Backend implements Backend {
 
   private async deleteKey(key: string, versionId?: string): Promise<void> {
     const { sdk, c } = await this.client();
-    await c.send(new sdk.DeleteObjectCommand({ Bucket: this.bucket, Key: key, ...(versionId !== undefined ? { VersionId: versionId } : {}) }));
+    await this.send(c, 'DELETE', undefined, new sdk.DeleteObjectCommand({ Bucket: this.bucket, Key: key, ...(versionId !== undefined ? { VersionId: versionId } : {}) }));
   }
 
   /**
@@ -483,7 +495,7 @@ export class S3Backend implements Backend {
     for (;;) {
       let page: { Versions?: { Key?: string; VersionId?: string }[]; DeleteMarkers?: { Key?: string; VersionId?: string }[]; IsTruncated?: boolean; NextKeyMarker?: string; NextVersionIdMarker?: string };
       try {
-        page = await c.send(new sdk.ListObjectVersionsCommand({ Bucket: this.bucket, Prefix: key, ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}), ...(versionMarker !== undefined ? { VersionIdMarker: versionMarker } : {}) }));
+        page = await this.send<typeof page>(c, 'LIST', undefined, new sdk.ListObjectVersionsCommand({ Bucket: this.bucket, Prefix: key, ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}), ...(versionMarker !== undefined ? { VersionIdMarker: versionMarker } : {}) }));
       } catch (err) {
         throw this.wrap(err, `versions of ${what}`);
       }
@@ -514,7 +526,7 @@ export class S3Backend implements Backend {
     const { sdk, c } = await this.client();
     let cfg: { ObjectLockConfiguration?: { ObjectLockEnabled?: string; Rule?: { DefaultRetention?: { Mode?: string; Days?: number; Years?: number } } } };
     try {
-      cfg = await c.send(new sdk.GetObjectLockConfigurationCommand({ Bucket: this.bucket }));
+      cfg = await this.send<typeof cfg>(c, 'GET', undefined, new sdk.GetObjectLockConfigurationCommand({ Bucket: this.bucket }));
     } catch (err) {
       const e = err as SdkError;
       if (e.name === 'ObjectLockConfigurationNotFoundError' || /object lock configuration does not exist/i.test(e.message ?? '')) {
@@ -534,7 +546,7 @@ export class S3Backend implements Backend {
   private async retention(h: Handle): Promise<FileRetention> {
     const { sdk, c } = await this.client();
     try {
-      const r = await c.send(new sdk.HeadObjectCommand({ Bucket: this.bucket, Key: this.keyOf(h) }));
+      const r = await this.send<HeadObjectCommandOutput>(c, 'HEAD', h.type, new sdk.HeadObjectCommand({ Bucket: this.bucket, Key: this.keyOf(h) }));
       const mode = r.ObjectLockMode === 'COMPLIANCE' ? 'compliance' : r.ObjectLockMode === 'GOVERNANCE' ? 'governance' : undefined;
       return { ...(r.ObjectLockRetainUntilDate !== undefined ? { until: new Date(r.ObjectLockRetainUntilDate) } : {}), ...(mode !== undefined ? { mode } : {}), ...(r.LastModified !== undefined ? { modified: new Date(r.LastModified) } : {}) };
     } catch (err) {
@@ -558,7 +570,7 @@ export class S3Backend implements Backend {
         NextVersionIdMarker?: string;
       };
       try {
-        page = await c.send(new sdk.ListObjectVersionsCommand({ Bucket: this.bucket, Prefix: base, ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}), ...(versionMarker !== undefined ? { VersionIdMarker: versionMarker } : {}) }));
+        page = await this.send<typeof page>(c, 'LIST', undefined, new sdk.ListObjectVersionsCommand({ Bucket: this.bucket, Prefix: base, ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}), ...(versionMarker !== undefined ? { VersionIdMarker: versionMarker } : {}) }));
       } catch (err) {
         throw this.wrap(err, `the versions under ${base}`);
       }
@@ -615,7 +627,7 @@ export class S3Backend implements Backend {
     if (p === undefined) throw new BackendError(`cannot extend the retention of ${handleString(h)}: the repository at ${this.location} has no Object Lock policy`, { retryable: false });
     const { sdk, c } = await this.client();
     try {
-      await c.send(new sdk.PutObjectRetentionCommand({ Bucket: this.bucket, Key: this.keyOf(h), Retention: { Mode: p.mode === 'compliance' ? 'COMPLIANCE' : 'GOVERNANCE', RetainUntilDate: until } }));
+      await this.send(c, 'PUT', h.type, new sdk.PutObjectRetentionCommand({ Bucket: this.bucket, Key: this.keyOf(h), Retention: { Mode: p.mode === 'compliance' ? 'COMPLIANCE' : 'GOVERNANCE', RetainUntilDate: until } }));
     } catch (err) {
       throw this.wrap(err, `the retention of ${handleString(h)}`);
     }

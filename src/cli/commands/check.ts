@@ -14,7 +14,7 @@ export const checkCommand: Command = {
     'read-data': { type: 'boolean', description: 'read, decrypt and re-hash every pack and blob' },
   },
   async run(ctx, v) {
-    const repo = await openRepo(ctx, { lock: 'shared', command: 'check' });
+    const repo = await openRepo(ctx, { lock: 'shared', command: 'check', cache: false });
     const readData = bool(v['read-data']);
     const r = await check(repo, { readData, events: ctx.out.sink });
     ctx.out.done();

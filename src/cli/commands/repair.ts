@@ -39,7 +39,7 @@ export const repairCommand: Command = {
       if (positionals.length > 1) throw new UsageError('repair index takes no arguments');
       if (bool(v['read-data'])) throw new UsageError('--read-data applies to repair snapshots; repair index always reads every pack');
       // repair index deletes index files: no other process may use the repository meanwhile
-      const repo = await openRepo(ctx, { lock: 'exclusive', command: 'repair index' });
+      const repo = await openRepo(ctx, { lock: 'exclusive', command: 'repair index', cache: false });
       const r = await repairIndex(repo, { dryRun, events: ctx.out.sink });
       ctx.out.done();
       const would = dryRun ? 'would be ' : '';
@@ -59,7 +59,7 @@ export const repairCommand: Command = {
     const ids = positionals.slice(1);
     const readData = bool(v['read-data']);
     // repair snapshots deletes snapshot files: no other process may use the repository meanwhile
-    const repo = await openRepo(ctx, { lock: 'exclusive', command: 'repair snapshots' });
+    const repo = await openRepo(ctx, { lock: 'exclusive', command: 'repair snapshots', cache: false });
     const r = await repairSnapshots(repo, { snapshots: ids, readData, dryRun, events: ctx.out.sink });
     ctx.out.done();
     if (dryRun) ctx.out.result('dry run: nothing was changed');

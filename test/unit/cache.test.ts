@@ -143,7 +143,7 @@ describe('metadata cache', () => {
   it('stays within its size bound, evicting the least recently used files first', async () => {
     const dir = await cacheDir();
     const a = setup(dir, { maxBytes: 10_500 });
-    const files = [];
+    const files: { name: string; data: Buffer }[] = [];
     for (let i = 0; i < 30; i++) files.push(await putFile(a.mem, 'snapshot', `lru${i}`, 1000));
     const keep = files[0]!;
     for (const f of files) {
@@ -171,7 +171,7 @@ describe('metadata cache', () => {
   it('survives its directory being deleted mid-way: reads fall back to the repository, writes make it again', async () => {
     const dir = await cacheDir();
     const a = setup(dir);
-    const fs1 = [];
+    const fs1: { name: string; data: Buffer }[] = [];
     for (let i = 0; i < 5; i++) fs1.push(await putFile(a.mem, 'index', `del${i}`));
     const pack = await putFile(a.mem, 'pack', 'del pack', 50_000);
     a.cache.markTreePacks([pack.name]);
@@ -194,7 +194,7 @@ describe('metadata cache', () => {
   it('lets several processes read, write and evict the same directory at once; every read is right', async () => {
     const dir = await cacheDir();
     const mem = new MemoryBackend();
-    const files = [];
+    const files: { name: string; data: Buffer }[] = [];
     for (let i = 0; i < 40; i++) files.push(await putFile(mem, i % 2 === 0 ? 'index' : 'snapshot', `conc${i}`, 2000 + i));
     const procs = [0, 1, 2, 3].map(() => setup(dir, { mem, maxBytes: 30_000 }));
     let seed = 7;
@@ -237,7 +237,7 @@ describe('metadata cache', () => {
     await it.next();
     await it.return!();
     assert.equal((await fsp.readdir(path.join(dir, REPO_ID, 'snapshots'))).length, 2, 'an unfinished listing removes nothing');
-    const listed = [];
+    const listed: string[] = [];
     for await (const f of a.cache.list('snapshot')) listed.push(f.name);
     assert.deepEqual(listed, [s2.name]);
     assert.deepEqual(await fsp.readdir(path.join(dir, REPO_ID, 'snapshots')), [s2.name]);

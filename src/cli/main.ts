@@ -141,6 +141,7 @@ export async function run(argv: string[]): Promise<number> {
   const json = argv.includes('--json');
   const quietFlag = argv.includes('--quiet') || argv.includes('-q');
   const out = createOutput({ json, quiet: quietFlag });
+  let failed = false;
   try {
     if (name === undefined || name === 'help') {
       if (argv.includes('--version')) {
@@ -187,6 +188,7 @@ export async function run(argv: string[]): Promise<number> {
     };
     return await cmd.run(ctx, v, parsed.positionals);
   } catch (err) {
+    failed = true;
     out.done();
     if (err instanceof MeshbackError) {
       if (json) process.stdout.write(JSON.stringify({ message_type: 'error', fatal: true, ...err.toJSON() }) + '\n');
@@ -200,7 +202,9 @@ export async function run(argv: string[]): Promise<number> {
     return EXIT.FATAL;
   } finally {
     await releaseLocks(out);
-    reportStorage(out);
+    // a failed command's message stays its one line
+    if (!failed) reportStorage(out);
+    out.flushSummary({});
     await closeBackends();
   }
 }
@@ -223,9 +227,9 @@ function cacheOptions(v: Record<string, unknown>): CacheOptions | false {
 }
 
 /**
- * The requests the command's repository was sent, and the cache's hits and misses: in the --json
- * summary (`requests`, `cache`) when the command writes one, else a line on stderr for a remote
- * repository (not with --quiet).
+ * The requests the command's repository was sent, and the cache's hits and misses, once a
+ * command succeeded: in the --json summary (`requests`, `cache`) when the command writes one,
+ * else a line on stderr for a remote repository (not with --quiet).
  */
 function reportStorage(out: Output): void {
   const reports = storageReports();

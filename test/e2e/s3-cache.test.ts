@@ -264,7 +264,7 @@ describe('metadata cache and request counts on MinIO', () => {
       for (const n of names) {
         const f = path.join(dir, d, n);
         const b = await fsp.readFile(f);
-        b[b.length >> 1] ^= 0xff;
+        b[b.length >> 1] = b[b.length >> 1]! ^ 0xff;
         await fsp.writeFile(f, b);
       }
     }

@@ -144,7 +144,7 @@ function ok(r: Run, what: string): void {
 }
 
 const metadataGets = (r: Run): number => (r.proxiedGets['index'] ?? 0) + (r.proxiedGets['snapshots'] ?? 0) + (r.proxiedGets['data'] ?? 0);
-const fmt = (c: Counts): string => KINDS.filter((k) => c[k] > 0 || ['PUT', 'GET', 'HEAD', 'LIST', 'DELETE'].includes(k)).map((k) => `${c[k]} ${k}`).join(', ');
+const fmt = (r: Run): string => `${KINDS.filter((k) => r.proxied[k] > 0 || ['PUT', 'GET', 'HEAD', 'LIST', 'DELETE'].includes(k)).map((k) => `${r.proxied[k]} ${k}`).join(', ')} (GET ${JSON.stringify(r.proxiedGets)})`;
 
 before(async () => {
   s3 = await startS3();
@@ -172,14 +172,14 @@ describe('metadata cache and request counts on MinIO', () => {
     const init = await run(['init'], { json: true });
     ok(init, 'init');
     repoId = summary(init.stdout)['id'] as string;
-    figures.push(`init: ${fmt(init.proxied)}`);
+    figures.push(`init: ${fmt(init)}`);
     const b = await run(['backup', src], { json: true });
     ok(b, 'backup');
-    assert.ok(b.proxied.PUT > 5, fmt(b.proxied));
+    assert.ok(b.proxied.PUT > 5, fmt(b));
     assert.equal(b.proxiedGets['data'] ?? 0, 0);
     const s = summary(b.stdout);
     assert.equal((s['cache'] as { misses: number }).misses, 0, 'a first backup reads no metadata');
-    figures.push(`backup (1,000 files, 50 MB): ${fmt(b.proxied)}`);
+    figures.push(`backup (1,000 files, 50 MB): ${fmt(b)}`);
     for (const d of ['index', 'snapshots', 'packs']) assert.ok((await fsp.readdir(path.join(cacheBase, repoId, d))).length >= 1, `${d} cached`);
     t.diagnostic(figures.join('\n'));
   });
@@ -192,12 +192,12 @@ describe('metadata cache and request counts on MinIO', () => {
     ok(snaps, 'snapshots');
     assert.equal(metadataGets(snaps), 0, JSON.stringify(snaps.proxiedGets));
     assert.match(snaps.cacheLine ?? '', /^cache: 1 hits, 0 misses/);
-    figures.push(`snapshots, warm: ${fmt(snaps.proxied)} (${snaps.cacheLine})`);
+    figures.push(`snapshots, warm: ${fmt(snaps)} (${snaps.cacheLine})`);
     const ls = await run(['ls', 'latest']);
     ok(ls, 'ls');
     assert.equal(metadataGets(ls), 0, JSON.stringify(ls.proxiedGets));
     assert.equal(ls.stdout.split('\n').filter((l) => l.endsWith('.bin')).length, 1000);
-    figures.push(`ls, warm: ${fmt(ls.proxied)} (${ls.cacheLine})`);
+    figures.push(`ls, warm: ${fmt(ls)} (${ls.cacheLine})`);
     first = (JSON.parse((await mb(['snapshots', '--json', '--repo', repo], { env })).stdout) as { id: string }[])[0]!.id;
     warm = { ls: ls.stdout, diff: '' };
   });
@@ -211,14 +211,14 @@ describe('metadata cache and request counts on MinIO', () => {
     const s = summary(b.stdout);
     assert.equal(s['parent'], first);
     assert.ok((s['cache'] as { hits: number }).hits > 0);
-    figures.push(`incremental backup (11 files changed): ${fmt(b.proxied)}`);
+    figures.push(`incremental backup (11 files changed): ${fmt(b)}`);
     const d = await run(['diff', first, 'latest'], { json: true });
     ok(d, 'diff');
     assert.equal(metadataGets(d), 0, JSON.stringify(d.proxiedGets));
     const ds = summary(d.stdout);
     assert.equal(ds['modified'], 10);
     assert.equal(ds['added'], 1);
-    figures.push(`diff, warm: ${fmt(d.proxied)}`);
+    figures.push(`diff, warm: ${fmt(d)}`);
     warm!.diff = JSON.stringify(ds['changes']);
   });
 
@@ -231,19 +231,19 @@ describe('metadata cache and request counts on MinIO', () => {
     ok(snaps, 'snapshots');
     assert.ok((snaps.proxiedGets['snapshots'] ?? 0) === 2, JSON.stringify(snaps.proxiedGets));
     assert.equal(snaps.stdout, warmSnaps.stdout);
-    figures.push(`snapshots, cold: ${fmt(snaps.proxied)}`);
+    figures.push(`snapshots, cold: ${fmt(snaps)}`);
     await fsp.rm(cacheBase, { recursive: true });
     const ls = await run(['ls', first]);
     ok(ls, 'ls');
     assert.ok((ls.proxiedGets['index'] ?? 0) > 0 && (ls.proxiedGets['data'] ?? 0) > 0, JSON.stringify(ls.proxiedGets));
     assert.equal(ls.stdout, warm!.ls);
-    figures.push(`ls, cold: ${fmt(ls.proxied)} (${ls.cacheLine})`);
+    figures.push(`ls, cold: ${fmt(ls)} (${ls.cacheLine})`);
     await fsp.rm(cacheBase, { recursive: true });
     const d = await run(['diff', first, 'latest'], { json: true });
     ok(d, 'diff');
     assert.ok(metadataGets(d) > 0);
     assert.equal(JSON.stringify(summary(d.stdout)['changes']), warm!.diff);
-    figures.push(`diff, cold: ${fmt(d.proxied)}`);
+    figures.push(`diff, cold: ${fmt(d)}`);
     // warm again
     const d2 = await run(['diff', first, 'latest'], { json: true });
     ok(d2, 'diff');
@@ -254,7 +254,7 @@ describe('metadata cache and request counts on MinIO', () => {
     assert.ok((nc.proxiedGets['data'] ?? 0) > 0);
     assert.equal(nc.cacheLine, undefined);
     assert.equal(nc.stdout, warm!.ls);
-    figures.push(`ls --no-cache: ${fmt(nc.proxied)}`);
+    figures.push(`ls --no-cache: ${fmt(nc)}`);
   });
 
   test('a damaged cached file (a tree pack, an index) is detected and fetched again', { timeout: 2 * 60_000 }, async () => {

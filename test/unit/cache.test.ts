@@ -278,3 +278,29 @@ describe('metadata cache in a repository', () => {
     assert.ok(storageReport(s).requests !== undefined);
   });
 });
+
+describe('request counting', () => {
+  it('counts the calls that reach a backend by kind, GETs by type, and formats them as S3 bills them', async () => {
+    const dir = await cacheDir();
+    const { LocalBackend } = await import('../../src/storage/local.ts');
+    const s = stack(new LocalBackend(path.join(dir, 'repo')), { count: true, retry: false });
+    await s.create();
+    const data = prngBytes('count', 5000);
+    await s.put({ type: 'index', name: sha(data) }, data);
+    const w = await s.openWriter!('pack');
+    w.write([data]);
+    await w.drain();
+    await w.commit(sha(data));
+    await s.get({ type: 'pack', name: sha(data) }, { offset: 0, length: 100 });
+    await s.get({ type: 'index', name: sha(data) });
+    await s.stat({ type: 'index', name: sha(data) });
+    for await (const f of s.list('index')) void f;
+    await s.delete({ type: 'index', name: sha(data) });
+    const r = storageReport(s).requests!;
+    assert.deepEqual(r.counts, { PUT: 2, GET: 2, HEAD: 1, LIST: 1, DELETE: 1, COPY: 0, OTHER: 1 });
+    assert.deepEqual(r.getsByType, { pack: 1, index: 1 });
+    assert.equal(r.bytesDown, 5100);
+    assert.equal(formatRequests(r), '2 PUT, 2 GET (pack 1, index 1), 1 HEAD, 1 LIST, 1 DELETE, 1 OTHER');
+    assert.equal(formatRequests({ counts: { PUT: 1204, GET: 310, HEAD: 12, LIST: 4, DELETE: 0, COPY: 0, OTHER: 0 }, getsByType: {}, bytesDown: 0 }), '1,204 PUT, 310 GET, 12 HEAD, 4 LIST, 0 DELETE');
+  });
+});

@@ -41,7 +41,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { Backend, BlobWriter, FileInfo, FileType, Handle, Wrapper } from './backend.ts';
+import type { Backend, BlobWriter, FileInfo, FileType, Handle, ObjectLock, Wrapper } from './backend.ts';
 import { joinParts } from './backend.ts';
 
 export const DEFAULT_CACHE_BYTES = 1024 ** 3;
@@ -110,6 +110,8 @@ export class CacheBackend implements Backend, Wrapper {
   readonly replace?: (h: Handle, data: Uint8Array) => Promise<void>;
   readonly removeTemporary?: (olderThanMs: number) => Promise<{ files: number; bytes: number }>;
   readonly deleteSync?: (h: Handle) => void;
+  /** Passed through: retention calls make no cacheable reads. */
+  readonly objectLock?: ObjectLock;
   /** BASE/<repository id> once bound. */
   private root: string | undefined;
   private scanned: Promise<void> | undefined;
@@ -138,6 +140,7 @@ export class CacheBackend implements Backend, Wrapper {
     }
     if (removeTemporary !== undefined) this.removeTemporary = (ms) => removeTemporary.call(inner, ms);
     if (deleteSync !== undefined) this.deleteSync = (h) => deleteSync.call(inner, h);
+    if (inner.objectLock !== undefined) this.objectLock = inner.objectLock;
   }
 
   get location(): string {

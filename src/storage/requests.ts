@@ -7,12 +7,15 @@
  *   exposes as `requests` (Backend.requests).
  * - For any other backend the stack puts a CountingBackend directly on it (stack.ts): it counts
  *   the calls that reach the backend under the same names (put and a writer's commit PUT, get
- *   GET, stat and exists HEAD, one listing LIST, delete DELETE, create and removeTemporary OTHER).
+ *   GET, stat and exists HEAD, one listing LIST, delete DELETE, create and removeTemporary OTHER;
+ *   the Object Lock calls as S3 makes them: support GET, retention HEAD, extend PUT, hidden LIST,
+ *   unhide DELETE).
  *
  * requestCounter(b) finds the counter in a stack. GETs are also counted per file type, which
  * says what a metadata cache saved (a warm `snapshots` fetches the key and config, nothing else).
  */
-import type { Backend, BlobWriter, FileInfo, FileType, Handle, Wrapper } from './backend.ts';
+import type { Backend, BlobWriter, FileInfo, FileType, Handle, ObjectLock, Wrapper } from './backend.ts';
+import { wrapObjectLock } from './backend.ts';
 
 export type RequestKind = 'PUT' | 'GET' | 'HEAD' | 'LIST' | 'DELETE' | 'COPY' | 'OTHER';
 export const REQUEST_KINDS: readonly RequestKind[] = ['PUT', 'GET', 'HEAD', 'LIST', 'DELETE', 'COPY', 'OTHER'];
@@ -102,6 +105,7 @@ export class CountingBackend implements Backend, Wrapper {
   readonly replace?: (h: Handle, data: Uint8Array) => Promise<void>;
   readonly removeTemporary?: (olderThanMs: number) => Promise<{ files: number; bytes: number }>;
   readonly deleteSync?: (h: Handle) => void;
+  readonly objectLock?: ObjectLock;
 
   constructor(inner: Backend) {
     this.inner = inner;
@@ -125,6 +129,13 @@ export class CountingBackend implements Backend, Wrapper {
         c.add('DELETE', h.type);
         deleteSync.call(inner, h);
       };
+    }
+    if (inner.objectLock !== undefined) {
+      const kinds = { lockSupport: 'GET', retention: 'HEAD', extendRetention: 'PUT', list: 'LIST', delete: 'DELETE' } as const;
+      this.objectLock = wrapObjectLock(inner.objectLock, (op, h, fn) => {
+        c.add(kinds[op], h?.type);
+        return fn();
+      });
     }
   }
 

@@ -32,7 +32,8 @@ export function runProcess(cmd: string, argv: string[], extraEnv: Record<string,
 export function mb(args: string[], opts: { env?: Record<string, string | undefined>; prefix?: string[] } = {}): Promise<RunResult> {
   const cmd = opts.prefix !== undefined ? opts.prefix[0]! : BIN;
   const argv = opts.prefix !== undefined ? [...opts.prefix.slice(1), BIN, ...args] : args;
-  return runProcess(cmd, argv, { MESHBACK_TEST_SCRYPT_N: '1024', ...opts.env });
+  // the metadata cache of S3 repositories goes to one directory under the system's temp dir, not the user's ~/.cache
+  return runProcess(cmd, argv, { MESHBACK_TEST_SCRYPT_N: '1024', MESHBACK_CACHE_DIR: path.join(os.tmpdir(), 'meshback-test-cache'), ...opts.env });
 }
 
 export function tmpdir(prefix: string): string {

@@ -234,6 +234,7 @@ test('bench run s3-outage: MinIO through toxiproxy goes down mid-backup; borg is
     }
     const md = await fsp.readFile(path.join(out, 'report.md'), 'utf8');
     assert.match(md, /\| borg \| not applicable \|/);
+    assert.match(md, /\| borg \| incremental \| not applicable: borg cannot keep its repository in S3 \| — \|/);
     assert.match(md, /rode out the outage|backup failed \(exit \d+\)/);
   } finally {
     await rmrf(base);

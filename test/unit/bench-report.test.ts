@@ -511,7 +511,10 @@ describe('empty and partial results', () => {
     const m = renderMarkdown(r);
     assert.match(m, /No tool has figures to rank/);
     assert.match(m, /\| A \| incremental \| \*\*failed\*\*: A broke in container-crash \|/);
-    assert.match(m, /\| B \| incremental \| \*\*skipped\*\*: not applicable \|/);
+    // a scenario that does not apply to a tool is said so, not shown as a skip
+    assert.match(m, /\| B \| incremental \| not applicable \|/);
+    const skipped = renderMarkdown(results([cell('A', 'container-crash'), { ...cell('B', 'container-crash'), status: 'skipped', reason: 'B is unavailable: b not found on PATH', repeats: [] }], ['A', 'B']));
+    assert.match(skipped, /\| B \| incremental \| \*\*skipped\*\*: B is unavailable: b not found on PATH \|/);
     const h = renderHtml(r);
     checkWellFormed(h);
     assert.match(h, /no tool has figures for both axes/);

@@ -25,6 +25,8 @@ export interface ToxiproxyEnv {
   createProxy(name: string, upstream: string): Promise<string>;
   addToxic(proxy: string, toxic: Toxic): Promise<void>;
   removeToxic(proxy: string, toxic: string): Promise<void>;
+  /** disable (listener closed, open connections cut) or enable a proxy */
+  setEnabled(proxy: string, enabled: boolean): Promise<void>;
   deleteProxy(name: string): Promise<void>;
   stop(): Promise<void>;
 }
@@ -69,6 +71,9 @@ export async function startToxiproxy(o: StartOpts = {}): Promise<ToxiproxyEnv> {
     },
     removeToxic: async (proxy, toxic) => {
       await api(url, 'DELETE', `/proxies/${encodeURIComponent(proxy)}/toxics/${encodeURIComponent(toxic)}`);
+    },
+    setEnabled: async (proxy, enabled) => {
+      await api(url, 'POST', `/proxies/${encodeURIComponent(proxy)}`, { enabled });
     },
     deleteProxy: async (name) => {
       await api(url, 'DELETE', `/proxies/${encodeURIComponent(name)}`);

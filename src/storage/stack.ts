@@ -38,7 +38,7 @@ import type { FaultyOptions } from './faulty.ts';
 import { LimitBackend } from './limit.ts';
 import { CountingBackend, requestCounter } from './requests.ts';
 import type { RequestCounts } from './requests.ts';
-import { RetryBackend } from './retry.ts';
+import { REMOTE_RETRY_DEFAULTS, RetryBackend } from './retry.ts';
 import type { RetryOptions } from './retry.ts';
 
 export interface StackOptions {
@@ -59,7 +59,8 @@ export function stack(backend: Backend, opts: StackOptions = {}): Backend {
   if (opts.count === true && backend.requests === undefined) b = new CountingBackend(b);
   if (opts.faults !== undefined) b = new FaultyBackend(b, opts.faults);
   if (opts.connections !== false) b = new LimitBackend(b, opts.connections ?? backend.properties.connections);
-  if (opts.retry !== false) b = new RetryBackend(b, opts.retry ?? {});
+  // a remote store gets the longer retry budget; options given override it field by field
+  if (opts.retry !== false) b = new RetryBackend(b, { ...(backend.properties.remote === true ? REMOTE_RETRY_DEFAULTS : {}), ...(opts.retry ?? {}) });
   if (opts.cache !== undefined && opts.cache !== false && (backend.properties.remote === true || opts.cache.local === true)) b = new CacheBackend(b, opts.cache);
   return b;
 }

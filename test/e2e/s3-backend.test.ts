@@ -12,9 +12,9 @@ import { HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Clien
 import { startS3, type S3Env } from '../../lab/testenv/index.ts';
 import { startFaultProxy } from '../../lab/faults/http-proxy.ts';
 import { backendConformance, hexName, names } from '../../src/storage/conformance.ts';
-import { S3Backend } from '../../src/storage/s3.ts';
+import { S3Backend, s3TimeoutMs } from '../../src/storage/s3.ts';
 import { stack } from '../../src/storage/stack.ts';
-import { BackendError, NotFoundError, isRetryable } from '../../src/errors/index.ts';
+import { BackendError, NotFoundError, UsageError, isRetryable } from '../../src/errors/index.ts';
 import type { Handle } from '../../src/storage/backend.ts';
 import type { RetryReport } from '../../src/storage/retry.ts';
 
@@ -197,6 +197,29 @@ describe('s3 backend on MinIO', () => {
       await assert.rejects(b.stat({ type: 'config', name: 'config' }), (e: unknown) => e instanceof BackendError && isRetryable(e) && !e.message.includes('\n'));
     } finally {
       await b.close();
+    }
+  });
+
+  test('a reply that never comes is a retryable timeout after MESHBACK_S3_TIMEOUT_MS, not a hang; a bad value is refused', async () => {
+    const proxy = await startFaultProxy(s3.endpoint);
+    const before = process.env['MESHBACK_S3_TIMEOUT_MS'];
+    process.env['MESHBACK_S3_TIMEOUT_MS'] = '1000';
+    // read when the client is made, on the first request
+    const b = new S3Backend({ endpoint: proxy.endpoint, bucket: s3.bucket, prefix: `timeout/${randomBytes(4).toString('hex')}` });
+    try {
+      proxy.inject({ fault: 'slow-first-byte', delayMs: 60_000 });
+      const t0 = performance.now();
+      await assert.rejects(b.stat({ type: 'config', name: 'config' }), (e: unknown) => e instanceof BackendError && isRetryable(e) && /timed out after 1000 ms/.test(e.message) && !e.message.includes('\n'));
+      const ms = performance.now() - t0;
+      assert.ok(ms >= 900 && ms < 10_000, `gave up after ${ms.toFixed(0)} ms`);
+      process.env['MESHBACK_S3_TIMEOUT_MS'] = '2s';
+      assert.throws(() => s3TimeoutMs(), (e: unknown) => e instanceof UsageError && /MESHBACK_S3_TIMEOUT_MS=2s is not a positive whole number of milliseconds/.test(e.message));
+      assert.equal(s3TimeoutMs({}), 120_000);
+    } finally {
+      if (before === undefined) delete process.env['MESHBACK_S3_TIMEOUT_MS'];
+      else process.env['MESHBACK_S3_TIMEOUT_MS'] = before;
+      await b.close();
+      await proxy.stop();
     }
   });
 

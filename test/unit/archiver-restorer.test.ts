@@ -324,32 +324,41 @@ describe('damaged data', () => {
 });
 
 describe('an unreachable store', () => {
-  it('restore stops with the storage error when pack reads keep failing for a passing reason, naming no file damaged', async () => {
-    const dir = await tempDir('unreachable');
-    try {
-      const src = await makeSource(dir);
-      const first = await newRepo(dir);
-      const snap = await backup(first, { paths: [src], parent: null });
-      const dataPack = first.store.index.lookup(Buffer.from((await nodeAt(first, snap.snapshot, 'a.txt')).content![0]!, 'hex'))!.pack;
-      // every read of the file data's pack fails as a dropped connection would, through all the retries
-      class Unreachable extends LocalBackend {
-        override get(h: Handle, range?: { offset: number; length: number }, into?: Buffer): Promise<Buffer> {
-          if (h.type === 'pack' && h.name === dataPack) return Promise.reject(new BackendError(`storage error on pack/${h.name}: read ECONNRESET`, { retryable: true }));
-          return super.get(h, range, into);
-        }
+  let dir: string;
+  let snap: BackupResult;
+  let attempts = 0;
+  /** the repository, with every read of the file data's pack failing as a dropped connection would, through all the retries */
+  let open: () => Promise<Repository>;
+  before(async () => {
+    dir = await tempDir('unreachable');
+    const src = await makeSource(dir);
+    const first = await newRepo(dir);
+    snap = await backup(first, { paths: [src], parent: null });
+    const dataPack = first.store.index.lookup(Buffer.from((await nodeAt(first, snap.snapshot, 'a.txt')).content![0]!, 'hex'))!.pack;
+    class Unreachable extends LocalBackend {
+      override get(h: Handle, range?: { offset: number; length: number }, into?: Buffer): Promise<Buffer> {
+        if (h.type === 'pack' && h.name === dataPack) return Promise.reject(new BackendError(`storage error on pack/${h.name}: read ECONNRESET`, { retryable: true }));
+        return super.get(h, range, into);
       }
-      let attempts = 0;
-      const repo = await Repository.open(stack(new Unreachable(path.join(dir, 'repo')), { retry: { sleep: async () => void attempts++ } }), PW);
-      const events: string[] = [];
-      await assert.rejects(
-        restore(repo, { snapshot: snap.id, target: path.join(dir, 'out'), events: (e) => void (e.type === 'item-error' && events.push(e.message)) }),
-        (e: unknown) => e instanceof BackendError && isRetryable(e) && !e.message.includes('\n'),
-      );
-      assert.deepEqual(events, [], 'no file reported damaged');
-      assert.ok(attempts > 0, 'the reads were retried first');
-    } finally {
-      await removeDir(dir);
     }
+    open = () => Repository.open(stack(new Unreachable(path.join(dir, 'repo')), { retry: { sleep: async () => void attempts++ } }), PW);
+  });
+  after(() => removeDir(dir));
+  const unreachable = (e: unknown): boolean => e instanceof BackendError && isRetryable(e) && /ECONNRESET/.test(e.message) && !e.message.includes('\n');
+
+  it('restore stops with the storage error, naming no file damaged', async () => {
+    const repo = await open();
+    const events: string[] = [];
+    attempts = 0;
+    await assert.rejects(restore(repo, { snapshot: snap.id, target: path.join(dir, 'out'), events: (e) => void (e.type === 'item-error' && events.push(e.message)) }), unreachable);
+    assert.deepEqual(events, [], 'no file reported damaged');
+    assert.ok(attempts > 0, 'the reads were retried first');
+  });
+
+  it('check --read-data stops with the storage error instead of reporting the pack damaged', async () => {
+    attempts = 0;
+    await assert.rejects(check(await open(), { readData: true }), unreachable);
+    assert.ok(attempts > 0, 'the reads were retried first');
   });
 });
 

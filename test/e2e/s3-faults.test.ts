@@ -18,7 +18,11 @@
  * checked when it completed (the new snapshot restores identical; the restored tree is identical;
  * prune freed space) or is absent when it failed (no new snapshot).
  *
- * Adding an operation (copy, when it lands) is one more entry in OPS and rows in ROWS.
+ * Adding an operation (copy, when it lands) is one more entry in OPS and rows in ROWS: for copy,
+ * prepare() inits the other repository (a local directory under r.dir, or a second prefix), args()
+ * puts the row's repository (through the proxy) on one side, completed() restores the copied
+ * snapshot from the destination and compares it with wantB, failed() checks the destination holds no
+ * partial snapshot and that a rerun without the fault completes.
  */
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -69,6 +73,8 @@ interface RowEnv {
 }
 
 interface Op {
+  /** before the fault: what the operation needs beside the row's repository (copy: its other repository) */
+  prepare?(r: RowEnv): Promise<void>;
   /** the CLI arguments of the operation, --repo included */
   args(r: RowEnv): string[];
   /** true once the run is in the middle of its work (polled while it runs; a fault marked mid-run starts then) */
@@ -79,7 +85,7 @@ interface Op {
   failed(r: RowEnv, run: RunResult): Promise<void>;
 }
 
-type OpName = 'backup' | 'restore' | 'prune';
+type OpName = 'backup' | 'restore' | 'prune' | 'check';
 
 const OPS: Record<OpName, Op> = {
   backup: {
@@ -112,6 +118,14 @@ const OPS: Record<OpName, Op> = {
     async completed(r) {
       assert.ok((await dataBytes(r.prefix)) < seedDataBytes, 'prune freed the space of the forgotten snapshot');
     },
+    async failed() {},
+  },
+  // a storage failure is not damage: check must not send the user to repair intact data (exit 4)
+  check: {
+    args: (r) => ['check', '--read-data', '--repo', r.viaProxy],
+    // its lock is written; the snapshots, trees and packs are read next
+    mid: async (r) => (await listKeys(`${r.prefix}/locks`)).length > 0,
+    async completed() {},
     async failed() {},
   },
 };
@@ -308,6 +322,10 @@ const ROWS: Row[] = [
   { fault: F.truncateGetsAll, op: 'restore', expect: BACKEND },
   { fault: F.slowFirstAll, op: 'restore', expect: BACKEND },
   { fault: F.internalDeletesAll, op: 'prune', expect: BACKEND },
+  { fault: F.slowdown3, op: 'check', expect: OK },
+  { fault: F.truncate3, op: 'check', expect: OK },
+  { fault: F.internalGetsAll, op: 'check', expect: BACKEND },
+  { fault: F.outageLong, op: 'check', expect: BACKEND },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -427,6 +445,7 @@ async function runRow(t: TestContext, row: Row): Promise<void> {
   try {
     await copySeed(prefix);
     const op = OPS[row.op];
+    await op.prepare?.(r);
     const fault = row.fault.make({ ...(proxy !== undefined ? { http: proxy } : { toxi }), op, r });
     const started = (async (): Promise<RunResult> => {
       await sleep(0);

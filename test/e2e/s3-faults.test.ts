@@ -70,6 +70,8 @@ interface RowEnv {
   direct: string;
   prefix: string;
   dir: string;
+  /** the CLI's environment for this row: its own metadata cache, cold when the faulty run starts */
+  env: Record<string, string | undefined>;
 }
 
 interface Op {
@@ -332,14 +334,14 @@ const ROWS: Row[] = [
 // checks
 
 async function snapshotIds(r: RowEnv): Promise<string[]> {
-  const s = await mb(['snapshots', '--json', '--repo', r.direct], { env, timeoutMs: RUN_LIMIT_MS });
+  const s = await mb(['snapshots', '--json', '--repo', r.direct], { env: r.env, timeoutMs: RUN_LIMIT_MS });
   assert.equal(s.code, 0, s.stderr);
   return (JSON.parse(s.stdout) as { id: string }[]).map((x) => x.id.slice(0, 8));
 }
 
 async function restoresIdentical(r: RowEnv, id: string, want: string): Promise<void> {
   const target = path.join(r.dir, `check-${id}`);
-  const res = await mb(['restore', id, '--target', target, '--repo', r.direct], { env, timeoutMs: RUN_LIMIT_MS });
+  const res = await mb(['restore', id, '--target', target, '--repo', r.direct], { env: r.env, timeoutMs: RUN_LIMIT_MS });
   assert.equal(res.code, 0, res.stderr);
   assert.deepEqual(await compareTrees(want, target), [], `snapshot ${id} restores identical`);
 }
@@ -365,9 +367,9 @@ async function dataBytes(prefix: string): Promise<number> {
   return (await listKeys(prefix)).filter((o) => o.key.startsWith(`${prefix}/data/`)).reduce((a, o) => a + o.size, 0);
 }
 
-/** stderr without retry warnings and the plain progress line (every 30 s): the lines a failure prints (exactly one) */
+/** stderr without retry warnings, the plain progress line (every 30 s) and a success's requests and cache lines: the lines a failure prints (exactly one) */
 function errorLines(stderr: string): string[] {
-  return stderr.split('\n').filter((l) => l !== '' && !l.startsWith('warning: ') && !/^[a-z-]+ \[[^\]]*\] +\d+% /.test(l));
+  return stderr.split('\n').filter((l) => l !== '' && !l.startsWith('warning: ') && !/^[a-z-]+ \[[^\]]*\] +\d+% /.test(l) && !/^(requests|cache): /.test(l));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -441,7 +443,7 @@ async function runRow(t: TestContext, row: Row): Promise<void> {
     proxy = await startFaultProxy(s3.endpoint);
     endpoint = proxy.endpoint;
   }
-  const r: RowEnv = { viaProxy: `s3:${endpoint}/${s3.bucket}/${prefix}`, direct: `s3:${s3.endpoint}/${s3.bucket}/${prefix}`, prefix, dir };
+  const r: RowEnv = { viaProxy: `s3:${endpoint}/${s3.bucket}/${prefix}`, direct: `s3:${s3.endpoint}/${s3.bucket}/${prefix}`, prefix, dir, env: { ...env, MESHBACK_CACHE_DIR: path.join(dir, 'cache') } };
   try {
     await copySeed(prefix);
     const op = OPS[row.op];
@@ -449,7 +451,7 @@ async function runRow(t: TestContext, row: Row): Promise<void> {
     const fault = row.fault.make({ ...(proxy !== undefined ? { http: proxy } : { toxi }), op, r });
     const started = (async (): Promise<RunResult> => {
       await sleep(0);
-      return mb(op.args(r), { env: { ...env, ...row.fault.env }, timeoutMs: RUN_LIMIT_MS });
+      return mb(op.args(r), { env: { ...r.env, ...row.fault.env }, timeoutMs: RUN_LIMIT_MS });
     })();
     let run: RunResult;
     try {
@@ -460,8 +462,9 @@ async function runRow(t: TestContext, row: Row): Promise<void> {
     }
     const lines = errorLines(run.stderr);
     const retries = run.stderr.split('\n').filter((l) => l.startsWith('warning: storage: retrying')).length;
+    const requests = /^requests: (.*)$/m.exec(run.stderr)?.[1];
     const outcome = run.timedOut ? `HUNG: killed after ${RUN_LIMIT_MS / 1000} s` : run.code === 0 ? 'completed' : `exit ${run.code}: ${lines.join(' | ')}`;
-    t.diagnostic(`${row.fault.name} | ${row.op} | ${outcome} | ${(run.ms / 1000).toFixed(1)} s | ${retries} retries | fault met: ${fault.met()}`);
+    t.diagnostic(`${row.fault.name} | ${row.op} | ${outcome} | ${(run.ms / 1000).toFixed(1)} s | ${retries} retries | fault met: ${fault.met()}${requests !== undefined ? ` | requests: ${requests}` : ''}`);
     assert.ok(!run.timedOut, `the run hung: ${run.stderr.slice(-2000)}`);
     // the outcome the row expects, and its one line
     const e = row.expect;
@@ -476,7 +479,7 @@ async function runRow(t: TestContext, row: Row): Promise<void> {
     if (row.fault.via === 'http') assert.match(fault.met(), /x[1-9]/, `the HTTP fault was met: ${fault.met()}`);
     else assert.doesNotMatch(fault.met(), /^never/, 'the toxiproxy fault was met');
     // with the fault gone, straight to MinIO: the repository checks clean, B is intact
-    const chk = await mb(['check', '--read-data', '--repo', r.direct], { env, timeoutMs: RUN_LIMIT_MS });
+    const chk = await mb(['check', '--read-data', '--repo', r.direct], { env: r.env, timeoutMs: RUN_LIMIT_MS });
     assert.equal(chk.code, 0, `check --read-data after the fault: ${chk.stdout}${chk.stderr}`);
     if (run.code === 0) await op.completed(r, run);
     else await op.failed(r, run);

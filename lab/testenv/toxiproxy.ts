@@ -1,4 +1,4 @@
-/** toxiproxy on 127.0.0.1: network faults (latency, reset_peer, bandwidth, timeout) between a client and a server. */
+/** toxiproxy on 127.0.0.1: network faults (latency, reset_peer, bandwidth, timeout, slicer, an outage) between a client and a server. */
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -28,6 +28,8 @@ export interface ToxiproxyEnv {
   /** disable (listener closed, open connections cut) or enable a proxy */
   setEnabled(proxy: string, enabled: boolean): Promise<void>;
   deleteProxy(name: string): Promise<void>;
+  /** disabled: the proxy closes its connections and refuses new ones (an outage); enabled: it listens again */
+  setEnabled(name: string, enabled: boolean): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -77,6 +79,9 @@ export async function startToxiproxy(o: StartOpts = {}): Promise<ToxiproxyEnv> {
     },
     deleteProxy: async (name) => {
       await api(url, 'DELETE', `/proxies/${encodeURIComponent(name)}`);
+    },
+    setEnabled: async (name, enabled) => {
+      await api(url, 'POST', `/proxies/${encodeURIComponent(name)}`, { enabled });
     },
     stop,
   };

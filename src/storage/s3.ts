@@ -212,7 +212,10 @@ export class S3Backend implements Backend {
         responseChecksumValidation: 'WHEN_REQUIRED',
         // the storage stack's retry wrapper is the one retry policy (its attempts are reported)
         maxAttempts: 1,
-        requestHandler: { requestTimeout: 120_000, connectionTimeout: 30_000, ...(httpsAgent !== undefined ? { httpsAgent } : {}) },
+        // socketTimeout, not requestTimeout: the SDK's requestTimeout only logs a warning unless
+        // throwOnRequestTimeout is set, and would bound a large upload's whole time. A request with
+        // no byte moving for this long fails (retryably) instead of waiting forever.
+        requestHandler: { connectionTimeout: 30_000, socketTimeout: s3TimeoutMs(), ...(httpsAgent !== undefined ? { httpsAgent } : {}) },
       });
       return { sdk, c };
     });
@@ -681,6 +684,15 @@ function isLockRefusal(err: unknown): boolean {
   const e = (typeof err === 'object' && err !== null ? err : {}) as SdkError;
   const status = e.$metadata?.httpStatusCode;
   return (status === 403 || status === 400) && /lock|retention|WORM|protected/i.test(`${e.name ?? ''} ${e.message ?? ''}`);
+}
+
+/** MESHBACK_S3_TIMEOUT_MS: how long a request may go with no byte moving before it fails (default 120 s; tests set it shorter). */
+export function s3TimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env['MESHBACK_S3_TIMEOUT_MS'];
+  if (v === undefined || v === '') return 120_000;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`MESHBACK_S3_TIMEOUT_MS=${v} is not a positive whole number of milliseconds: fix or unset it`);
+  return n;
 }
 
 function md5(b: Buffer): string {

@@ -213,7 +213,7 @@ describe('parity (init --parity, check, repair packs)', () => {
     }
     const u = await mb(['repair', 'nothing'], { env });
     assert.equal(u.code, 2);
-    assert.match(u.stderr, /repair needs a subcommand: 'repair packs \[PACK...\]', 'repair index' or 'repair snapshots/);
+    assert.match(u.stderr, /repair needs a subcommand: 'repair packs \[PACK...\]', 'repair index', 'repair snapshots \[ID...\]' or 'repair undelete/);
   });
 
   test('a repository without parity: no parity files, check and repair packs work; a damaged pack is unrepairable (exit 4)', async () => {

@@ -14,7 +14,8 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TestenvError } from './errors.ts';
 
-const GUARD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'guard.ts');
+// guard.ts beside this file when run from the sources, guard.js when built into dist/
+const GUARD = path.join(path.dirname(fileURLToPath(import.meta.url)), `guard${path.extname(fileURLToPath(import.meta.url))}`);
 
 export type Mode = 'owned' | 'detached';
 

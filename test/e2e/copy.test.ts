@@ -191,6 +191,8 @@ describe('meshback copy', () => {
       await closed;
     }
     assert.equal((await snapshotsOf(repoD)).length, 0, 'an interrupted copy leaves no snapshot');
+    // SIGKILL left its locks: stale (its process is gone), removed as a user would
+    for (const [repo, pw] of [[repoA, 'source pw'], [repoD, 'destination pw']] as const) assert.equal((await mb(['unlock', '--repo', repo], { env: { MESHBACK_PASSWORD: pw } })).code, 0);
 
     const before = await openRepository(repoD, 'destination pw', { lock: 'none' });
     const indexed = before.repo.index.size;

@@ -1,0 +1,81 @@
+/**
+ * The copy map (src/copier): the compact id map, and its cache file: entries survive a reopen, a
+ * damaged record is ignored, a record cut short by a crash is dropped and the next append starts
+ * after the last whole record, a file that is not a copy map is replaced.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { CopyMap, KIND_CHUNK, KIND_TREE } from '../../src/copier/cache.ts';
+import { IdMap } from '../../src/copier/idmap.ts';
+import { rmrf, tmpdir } from '../helpers/cli.ts';
+
+test('IdMap: set, get, overwrite and growth past its first capacity', () => {
+  const m = new IdMap(4);
+  const pairs = Array.from({ length: 5000 }, () => [randomBytes(32), randomBytes(32)] as const);
+  for (const [k, v] of pairs) m.set(k, v);
+  assert.equal(m.size, 5000);
+  for (const [k, v] of pairs) assert.ok(Buffer.from(m.get(k)!).equals(v));
+  assert.equal(m.get(randomBytes(32)), undefined);
+  const other = randomBytes(32);
+  m.set(pairs[7]![0], other);
+  assert.equal(m.size, 5000);
+  assert.ok(Buffer.from(m.get(pairs[7]![0])!).equals(other));
+  m.clear();
+  assert.equal(m.get(pairs[0]![0]), undefined);
+  assert.throws(() => m.set(Buffer.alloc(31), Buffer.alloc(32)));
+});
+
+test('CopyMap: the file keeps entries between runs; damaged and cut-short records are ignored', async () => {
+  const dir = tmpdir('copymap');
+  try {
+    const src = 'a'.repeat(32);
+    const dst = 'b'.repeat(32);
+    const m = await CopyMap.open(dir, src, dst);
+    const chunks = Array.from({ length: 10 }, () => [randomBytes(32), randomBytes(32)] as const);
+    for (const [a, b] of chunks) m.add(KIND_CHUNK, a, b);
+    const tree = [randomBytes(32), randomBytes(32)] as const;
+    m.add(KIND_TREE, tree[0], tree[1]);
+    assert.equal(await m.persist(), undefined);
+    const file = m.file!;
+    assert.equal(file, path.join(dir, 'copy', `${src}-${dst}.map`));
+
+    const again = await CopyMap.open(dir, src, dst);
+    assert.equal(again.loaded, 11);
+    assert.ok(Buffer.from(again.trees.get(tree[0])!).equals(tree[1]));
+    assert.equal(again.chunks.get(tree[0]), undefined, 'chunks and trees are apart');
+
+    // one flipped byte in the third record's destination id: that record alone is ignored
+    const bytes = await fsp.readFile(file);
+    bytes[8 + 2 * 73 + 40]! ^= 1;
+    // and a record cut short at the end
+    await fsp.writeFile(file, Buffer.concat([bytes, Buffer.alloc(30, 7)]));
+    const damaged = await CopyMap.open(dir, src, dst);
+    assert.equal(damaged.loaded, 10);
+    assert.equal(damaged.chunks.get(chunks[2]![0]), undefined);
+    // the next append starts after the last whole record
+    const late = [randomBytes(32), randomBytes(32)] as const;
+    damaged.add(KIND_CHUNK, late[0], late[1]);
+    assert.equal(await damaged.persist(), undefined);
+    const after = await CopyMap.open(dir, src, dst);
+    assert.equal(after.loaded, 11);
+    assert.ok(Buffer.from(after.chunks.get(late[0])!).equals(late[1]));
+
+    // not a copy map: replaced by an empty one
+    await fsp.writeFile(file, 'something else');
+    assert.equal((await CopyMap.open(dir, src, dst)).loaded, 0);
+    await assert.rejects(fsp.access(file));
+
+    // no cache directory: the map lives in memory only
+    const mem = await CopyMap.open(undefined, src, dst);
+    mem.add(KIND_CHUNK, late[0], late[1]);
+    assert.equal(await mem.persist(), undefined);
+    assert.equal(mem.file, undefined);
+    await mem.drop();
+    assert.equal(mem.chunks.get(late[0]), undefined);
+  } finally {
+    await rmrf(dir);
+  }
+});

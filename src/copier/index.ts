@@ -81,7 +81,7 @@ export interface CopiedSnapshot {
   bytesStored: number;
   /** references to chunks the destination had already (known from the copy map, or read and found there) */
   chunksSkipped: number;
-  /** trees stored in the destination; subtrees taken whole from the copy map (not read again) */
+  /** trees stored in the destination; subtrees met before in this run or found in the copy map (not read again) */
   treesWritten: number;
   treesReused: number;
   /** nodes compared with the source; chunks read back from the destination (readData) */
@@ -283,7 +283,10 @@ class Translator {
 
   private async visit(aHex: string): Promise<Slot> {
     const hit = this.memo.get(aHex);
-    if (hit !== undefined) return hit;
+    if (hit !== undefined) {
+      this.c.treesReused++;
+      return hit;
+    }
     const aId = Buffer.from(aHex, 'hex');
     const known = this.knownTree(aId);
     if (known !== undefined) {

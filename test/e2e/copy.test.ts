@@ -210,7 +210,8 @@ describe('meshback copy', () => {
   });
 
   test('errors are one line naming the repository, with the exit code of their kind', async () => {
-    const repoB = path.join(base, 'B');
+    const repoB = path.join(base, 'E');
+    assert.equal((await mb(['init', '--repo', repoB], { env })).code, 0);
     const wrong = await mb(['copy', '--from-repo', repoA, '--repo', repoB], { env: { ...env, MESHBACK_FROM_PASSWORD: 'not it' } });
     assert.equal(wrong.code, 12, wrong.stderr);
     assert.equal(wrong.stderr, `meshback: source repository: wrong password for the repository at ${repoA}: no key file opens with it; check MESHBACK_FROM_PASSWORD / --from-password-file\n`);
@@ -225,6 +226,13 @@ describe('meshback copy', () => {
     const self = await mb(['copy', '--from-repo', repoB, '--repo', repoB], { env: { ...env, MESHBACK_FROM_PASSWORD: 'destination pw' } });
     assert.equal(self.code, 2, self.stderr);
     assert.match(self.stderr, /are the same repository/);
+    // a storage failure of the destination (an injected permanent I/O error on its first pack): exit 7, named
+    const repoE = repoB;
+    const io = await mb(['copy', '--from-repo', repoA, '--repo', repoE], { env: { ...env, MESHBACK_FAULTS: 'io,op=commit,type=pack' } });
+    assert.equal(io.code, 7, io.stderr);
+    assert.match(io.stderr, /^meshback: destination repository \S+\/E: injected I\/O error: commit pack\/[0-9a-f]{64} failed\n$/);
+    assert.equal((await snapshotsOf(repoE)).length, 0);
+    await checkReadData(repoE);
     const noneSelected = await mb(['copy', '--host', 'no-such-host', '--from-repo', repoA, '--repo', repoB], { env });
     assert.equal(noneSelected.code, 0, noneSelected.stderr);
     assert.match(noneSelected.stdout, /nothing to copy/);

@@ -1,7 +1,8 @@
 /**
  * The copy map (src/copier): the compact id map, and its cache file: entries survive a reopen, a
  * damaged record is ignored, a record cut short by a crash is dropped and the next append starts
- * after the last whole record, a file that is not a copy map is replaced.
+ * after the last whole record, a file that is not a copy map is replaced. And a copy between two
+ * repositories that share their id key (the shortcut: no id recomputed).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +11,10 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { CopyMap, KIND_CHUNK, KIND_TREE } from '../../src/copier/cache.ts';
 import { IdMap } from '../../src/copier/idmap.ts';
+import { seal } from '../../src/crypto/index.ts';
+import { backup, check, copy, initRepository, openBackend, openRepository } from '../../src/index.ts';
 import { rmrf, tmpdir } from '../helpers/cli.ts';
+import { prngBytes, removeDir, tempDir } from './helpers.ts';
 
 test('IdMap: set, get, overwrite and growth past its first capacity', () => {
   const m = new IdMap(4);
@@ -77,5 +81,48 @@ test('CopyMap: the file keeps entries between runs; damaged and cut-short record
     assert.equal(mem.chunks.get(late[0]), undefined);
   } finally {
     await rmrf(dir);
+  }
+});
+
+test('copy between repositories that share their id key: no id recomputed, a chunk the destination has is never read', async () => {
+  process.env['MESHBACK_TEST_SCRYPT_N'] = '1024';
+  const dir = await tempDir('copy-same');
+  const src = path.join(dir, 'src');
+  try {
+    await fsp.mkdir(path.join(src, 'sub'), { recursive: true });
+    await fsp.writeFile(path.join(src, 'big.bin'), prngBytes('big', 3 * 1024 * 1024));
+    await fsp.writeFile(path.join(src, 'sub', 'small.txt'), 'small\n');
+    const a = await initRepository(path.join(dir, 'A'), 'pw');
+    const first = await backup(a, { paths: [src], host: 'h' });
+
+    // B: A's key file under another repository id (as a repository cloned with its keys would be)
+    const locB = path.join(dir, 'B');
+    const bBackend = openBackend(locB);
+    await bBackend.create();
+    for await (const f of a.backend.list('key')) await bBackend.put({ type: 'key', name: f.name }, await a.backend.get({ type: 'key', name: f.name }));
+    await bBackend.put({ type: 'config', name: 'config' }, seal(a.key.encKey, Buffer.from(JSON.stringify({ ...a.config, id: randomBytes(16).toString('hex') }))));
+    const { repo: b, close } = await openRepository(bBackend, 'pw', { lock: 'shared' });
+    try {
+      const r1 = await copy(a, b);
+      assert.equal(r1.sameIds, true);
+      assert.equal(r1.copied, 1);
+      const c1 = r1.snapshots[0]!;
+      assert.equal(c1.chunksSent, c1.chunksRead);
+      assert.equal((await b.loadSnapshot(c1.id)).tree, first.snapshot.tree, 'the same ids: the same root tree');
+
+      await fsp.writeFile(path.join(src, 'sub', 'new.txt'), 'new\n');
+      await backup(a, { paths: [src], host: 'h' });
+      const r2 = await copy(a, b, { readData: true });
+      const c2 = r2.snapshots.find((s) => s.copied)!;
+      assert.equal(c2.chunksRead, 1, `only the new chunk is read: ${JSON.stringify(c2)}`);
+      assert.equal(c2.chunksSent, 1);
+      assert.ok(c2.chunksVerified >= 1);
+      const chk = await check(b, { readData: true });
+      assert.ok(chk.ok, JSON.stringify(chk.findings));
+    } finally {
+      await close();
+    }
+  } finally {
+    await removeDir(dir);
   }
 });

@@ -162,7 +162,7 @@ describe('meshback copy', () => {
     const r3 = await copyJson(['--repo', repoB, 'latest']);
     const c3 = r3.snapshots[0]!;
     assert.equal(c3.chunksSent, 1, JSON.stringify(c3));
-    assert.ok(c3.chunksRead > 3000 && c3.treesReused === 0, JSON.stringify(c3));
+    assert.ok(c3.chunksRead > 3000, `without the cache every chunk is read again: ${JSON.stringify(c3)}`);
     await restoreAndCompare(repoB);
   });
 

@@ -34,8 +34,8 @@ import { CopyMap, KIND_CHUNK, KIND_TREE } from './cache.ts';
 
 export { defaultCacheDir } from './cache.ts';
 
-/** What copy uses of the source: snapshots, trees, and its chunks, read pack by pack. */
-export type CopySource = Pick<Repository, 'config' | 'key' | 'backend' | 'listSnapshots' | 'findSnapshot' | 'loadTree' | 'index' | 'readPack' | 'decodeBlob'>;
+/** What copy uses of the source: snapshots, trees, and its chunks, read pack by pack (a damaged pack rebuilt from its parity file). */
+export type CopySource = Pick<Repository, 'config' | 'key' | 'backend' | 'listSnapshots' | 'findSnapshot' | 'loadTree' | 'index' | 'readPack' | 'decodeBlob' | 'rebuildPack'>;
 /** What copy uses of the destination: the content store it adds chunks and trees to, its snapshots, trees and chunks (to verify). */
 export type CopyDest = Pick<Repository, 'config' | 'key' | 'backend' | 'listSnapshots' | 'loadSnapshot' | 'loadTree' | 'saveSnapshot' | 'store' | 'index' | 'readPack' | 'decodeBlob'>;
 
@@ -142,9 +142,16 @@ type ReadRepo = Pick<Repository, 'index' | 'readPack'>;
 
 /**
  * Reads the blobs of `entries` (index entry numbers of `repo`) pack by pack, in coalesced ranges,
- * and calls `onBlob` with each sealed blob (a view of a buffer reused for the next range).
+ * and calls `onBlob` with each sealed blob (a view of a buffer reused for the next range). A range
+ * that cannot be read goes to `onUnreadable` when given (else its error is thrown).
  */
-async function readEntries(repo: ReadRepo, entries: Iterable<number>, onBlob: (entry: number, sealed: Buffer, pack: string) => Promise<void>, onRange: (bytes: number) => void): Promise<void> {
+async function readEntries(
+  repo: ReadRepo,
+  entries: Iterable<number>,
+  onBlob: (entry: number, sealed: Buffer, pack: string) => Promise<void>,
+  onRange: (bytes: number) => void,
+  onUnreadable?: (entries: number[], pack: string, err: unknown) => Promise<void>,
+): Promise<void> {
   const index = repo.index;
   const byPack = new Map<number, number[]>();
   for (const e of entries) {
@@ -173,7 +180,14 @@ async function readEntries(repo: ReadRepo, entries: Iterable<number>, onBlob: (e
       const group = list.slice(i, j);
       i = j;
       if (buf === undefined || buf.length < end - start) buf = Buffer.allocUnsafeSlow(Math.max(end - start, RANGE_MAX));
-      const data = await repo.readPack(pack, { offset: start, length: end - start }, buf);
+      let data: Buffer;
+      try {
+        data = await repo.readPack(pack, { offset: start, length: end - start }, buf);
+      } catch (err) {
+        if (onUnreadable === undefined || !(err instanceof MeshbackError) || err.code === 'NO_SPACE') throw err;
+        await onUnreadable(group, pack, err);
+        continue;
+      }
       onRange(end - start);
       await parallel(group, BLOBS_AT_ONCE, async (e) => {
         const o = index.offsetOf(e) - start;
@@ -200,6 +214,7 @@ interface Sides {
   sameIds: boolean;
   fromSource: Sided;
   toDest: Sided;
+  emit: EventSink;
 }
 
 /** Counters of one snapshot's copy. */
@@ -240,6 +255,9 @@ class Translator {
   private readonly sameIds: boolean;
   private readonly fromSource: Sided;
   private readonly toDest: Sided;
+  private readonly emit: EventSink;
+  /** source packs rebuilt from their parity files in this run (undefined: not rebuildable) */
+  private readonly rebuilt = new Map<string, Promise<Buffer | undefined>>();
 
   constructor(sides: Sides) {
     this.src = sides.src;
@@ -248,6 +266,24 @@ class Translator {
     this.sameIds = sides.sameIds;
     this.fromSource = sides.fromSource;
     this.toDest = sides.toDest;
+    this.emit = sides.emit;
+  }
+
+  /** A damaged source pack rebuilt in memory from its parity file (once per run), or undefined. */
+  private fromParity(pack: string): Promise<Buffer | undefined> {
+    let p = this.rebuilt.get(pack);
+    if (p === undefined) {
+      p = this.src.rebuildPack(pack).then(
+        (r) => {
+          if (r === undefined) return undefined;
+          this.emit({ type: 'warning', message: `source repository: pack ${pack} is damaged: its chunks were taken from a copy rebuilt from its parity file (${r.badBlocks} of ${r.blocks} blocks); run 'meshback repair packs' on the source` });
+          return r.data;
+        },
+        () => undefined,
+      );
+      this.rebuilt.set(pack, p);
+    }
+    return p;
   }
 
   /** Forgets what this run learnt (after a verification failure, before the retry). */
@@ -375,23 +411,47 @@ class Translator {
       entries,
       async (e, sealed, pack) => {
         const aId = Buffer.from(sIndex.entryId(e));
-        const plain = await this.fromSource(this.src.decodeBlob(sealed, aId, sIndex.rawLengthOf(e), pack, 'chunk'));
-        this.c.chunksRead++;
-        this.c.plainRead += plain.length;
-        const bId = this.sameIds ? aId : await this.dst.store.idOf(plain);
-        if (await this.toDest(this.dst.store.add(BLOB_DATA, bId, plain))) {
-          this.c.chunksSent++;
-          this.c.bytesSent += plain.length;
-        } else this.c.chunksSkipped++;
-        this.map.add(KIND_CHUNK, aId, bId);
+        let plain: Buffer;
+        try {
+          plain = await this.src.decodeBlob(sealed, aId, sIndex.rawLengthOf(e), pack, 'chunk');
+        } catch (err) {
+          if (!(err instanceof IntegrityError)) throw sided(err, 'source', this.src.backend.location);
+          plain = await this.repaired(e, pack, err);
+        }
+        await this.store(aId, plain);
       },
       (bytes) => {
         this.c.bytesRead += bytes;
+      },
+      async (group, pack, err) => {
+        for (const e of group) await this.store(Buffer.from(sIndex.entryId(e)), await this.repaired(e, pack, err));
       },
     ).catch((err: unknown) => {
       // a failed read of a pack (the blob calls name their side already)
       throw sided(err, 'source', this.src.backend.location);
     });
+  }
+
+  /** A source chunk taken from its pack rebuilt from parity; else the error that made it needed. */
+  private async repaired(e: number, pack: string, err: unknown): Promise<Buffer> {
+    const sIndex = this.src.index;
+    const whole = await this.fromParity(pack);
+    const off = sIndex.offsetOf(e);
+    const len = sIndex.lengthOf(e);
+    if (whole === undefined || off + len > whole.length) throw sided(err, 'source', this.src.backend.location);
+    return this.fromSource(this.src.decodeBlob(whole.subarray(off, off + len), Buffer.from(sIndex.entryId(e)), sIndex.rawLengthOf(e), pack, 'chunk'));
+  }
+
+  /** Stores one source chunk's plaintext in the destination under its destination id. */
+  private async store(aId: Buffer, plain: Buffer): Promise<void> {
+    this.c.chunksRead++;
+    this.c.plainRead += plain.length;
+    const bId = this.sameIds ? aId : await this.dst.store.idOf(plain);
+    if (await this.toDest(this.dst.store.add(BLOB_DATA, bId, plain))) {
+      this.c.chunksSent++;
+      this.c.bytesSent += plain.length;
+    } else this.c.chunksSkipped++;
+    this.map.add(KIND_CHUNK, aId, bId);
   }
 }
 
@@ -576,7 +636,7 @@ async function runCopy(src: CopySource, dst: CopyDest, opts: CopyOptions): Promi
 
   const map = await CopyMap.open(opts.cacheDir, src.config.id, dst.config.id);
   const cacheEntries = map.loaded;
-  const sides: Sides = { src, dst, map, sameIds, fromSource, toDest };
+  const sides: Sides = { src, dst, map, sameIds, fromSource, toDest, emit };
   const translator = new Translator(sides);
   const verifier = new Verifier(sides);
   const store = dst.store;

@@ -10,6 +10,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { compareTrees } from '../../lab/gen/compare.ts';
@@ -207,6 +208,36 @@ describe('meshback copy', () => {
     assert.equal(c.chunksSent, c.chunksRead - indexed, JSON.stringify(c));
     assert.equal((await snapshotsOf(repoD)).length, 1);
     await checkReadData(repoD);
+  });
+
+  test('a damaged pack of the source is taken from its parity file: the copy is whole', { timeout: 3 * 60_000 }, async () => {
+    const psrc = path.join(base, 'psrc');
+    await fsp.mkdir(path.join(psrc, 'd'), { recursive: true });
+    await fsp.writeFile(path.join(psrc, 'd', 'blob.bin'), randomBytes(3 * 1024 * 1024));
+    await fsp.writeFile(path.join(psrc, 'small.txt'), 'small\n');
+    const repoP = path.join(base, 'P');
+    const penv = { MESHBACK_PASSWORD: 'source pw' };
+    assert.equal((await mb(['init', '--parity', '--repo', repoP], { env: penv })).code, 0);
+    assert.equal((await mb(['backup', psrc, '--repo', repoP], { env: penv })).code, 0);
+    // one byte of the largest pack (the data) flipped
+    const packs = await Promise.all((await listPacks(repoP)).map(async (p) => ({ p, size: (await fsp.stat(p)).size })));
+    const big = packs.sort((a, b) => b.size - a.size)[0]!;
+    const fh = await fsp.open(big.p, 'r+');
+    const one = Buffer.alloc(1);
+    await fh.read(one, 0, 1, Math.floor(big.size / 2));
+    one[0] = one[0]! ^ 0xff;
+    await fh.write(one, 0, 1, Math.floor(big.size / 2));
+    await fh.close();
+
+    const repoQ = path.join(base, 'Q');
+    assert.equal((await mb(['init', '--repo', repoQ], { env })).code, 0);
+    const r = await mb(['copy', '--from-repo', repoP, '--repo', repoQ], { env });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /warning: source repository: pack [0-9a-f]{64} is damaged: its chunks were taken from a copy rebuilt from its parity file/);
+    const dst = path.join(base, 'restored-parity');
+    assert.equal((await mb(['restore', 'latest', '--target', dst, '--repo', repoQ], { env })).code, 0);
+    assert.deepEqual(await compareTrees(psrc, dst, { owner: true, mtime: true }), []);
+    await checkReadData(repoQ);
   });
 
   test('errors are one line naming the repository, with the exit code of their kind', async () => {

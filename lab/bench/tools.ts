@@ -1,6 +1,11 @@
 /**
  * bench/tools: one small adapter per backup tool, so that the benchmark drives meshback and its
- * peers (restic, borg, tar+zstd, rsync, cp -a) through the same five operations.
+ * peers (restic, kopia, borg, tar+zstd, rsync, cp -a) through the same five operations.
+ *
+ * Peers built by the lab's test environment (restic and kopia, current releases, cached in
+ * ~/.cache/meshback-testenv) are used when built; otherwise the binary on PATH (peerBinary).
+ * Tools with `s3: true` (meshback, restic, kopia) also keep their repository in an S3 bucket
+ * when the context has an `s3` target (newContext's last argument).
  *
  * A *tool context* is one fresh repository and the tool's private state (caches, temp files)
  * under one directory; the runner deletes the whole directory between repeats, so that no run
@@ -11,13 +16,77 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { duBytes, measure } from './measure.ts';
-import { isExecutable, run, which } from '../../src/host/process.ts';
+import { CommandError, isExecutable, run, which } from '../../src/host/process.ts';
 import type { Measurement } from '../../src/host/process.ts';
 
 import { MESHBACK_BIN, ROOT } from '../../src/host/self.ts';
+import { DeleteObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { componentDir, isBuilt, s3Client } from '../testenv/index.ts';
+import type { ComponentName } from '../testenv/index.ts';
 
 /** The password of every encrypted benchmark repository (they are deleted after each repeat). */
 const PASSWORD = 'meshback-bench-peers';
+
+/** An S3 location for a tool's repository: a prefix in a bucket of an S3-compatible server. */
+export interface S3Target {
+  /** http://HOST:PORT (path-style, no TLS: MinIO on loopback, possibly through a proxy) */
+  endpoint: string;
+  bucket: string;
+  /** key prefix, without leading or trailing slash */
+  prefix: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  region: string;
+}
+
+/** `s3:http://HOST:PORT/BUCKET/PREFIX`, the location meshback and restic take. */
+export const s3Location = (t: S3Target): string => `s3:${t.endpoint}/${t.bucket}/${t.prefix}`;
+
+/** The AWS SDK's credential variables for a target (meshback, restic and kopia read them). */
+function awsEnv(t: S3Target): Record<string, string> {
+  return { AWS_ACCESS_KEY_ID: t.accessKeyId, AWS_SECRET_ACCESS_KEY: t.secretAccessKey, AWS_REGION: t.region, AWS_DEFAULT_REGION: t.region };
+}
+
+/** Bytes of every object under the target's prefix (ListObjectsV2, page by page). */
+export async function s3StoredBytes(t: S3Target): Promise<number> {
+  const c = s3Client(t);
+  try {
+    let total = 0;
+    let token: string | undefined;
+    for (let page = 0; page < 100_000; page++) {
+      const r = await c.send(new ListObjectsV2Command({ Bucket: t.bucket, Prefix: `${t.prefix}/`, ...(token !== undefined ? { ContinuationToken: token } : {}) }));
+      for (const o of r.Contents ?? []) total += o.Size ?? 0;
+      if (r.IsTruncated !== true || r.NextContinuationToken === undefined) break;
+      token = r.NextContinuationToken;
+    }
+    return total;
+  } finally {
+    c.destroy();
+  }
+}
+
+/** Delete every object under the target's prefix (what a benchmark repeat left in the bucket). */
+export async function s3DeletePrefix(t: S3Target): Promise<void> {
+  const c = s3Client(t);
+  try {
+    for (let page = 0; page < 100_000; page++) {
+      const r = await c.send(new ListObjectsV2Command({ Bucket: t.bucket, Prefix: `${t.prefix}/` }));
+      const keys = (r.Contents ?? []).flatMap((o) => (o.Key !== undefined ? [{ Key: o.Key }] : []));
+      if (keys.length === 0) break;
+      await c.send(new DeleteObjectsCommand({ Bucket: t.bucket, Delete: { Objects: keys, Quiet: true } }));
+    }
+  } finally {
+    c.destroy();
+  }
+}
+
+/**
+ * The binary of a peer the lab's test environment builds (restic, kopia: the releases pinned in
+ * lab/testenv/versions.ts) when it is built, else the name, looked up on PATH.
+ */
+export function peerBinary(name: ComponentName & ('restic' | 'kopia')): string {
+  return isBuilt(name) ? path.join(componentDir(name), 'bin', name) : name;
+}
 
 export interface ToolContext {
   /** this tool's private directory for one repeat: repository, caches, temp files */
@@ -32,8 +101,16 @@ export interface ToolContext {
   attempts?: number;
   /** absolute path of the last backed-up source directory */
   lastSource?: string;
-  /** the tool's name for the last backup (borg archive, tar file, cp copy), where it has one */
+  /** the tool's name for the last backup (borg archive, tar file, cp copy, kopia root object), where it has one */
   lastBackup?: string;
+  /** the repository is in this S3 bucket and prefix (then `repo` is its location, not a directory) */
+  s3?: S3Target;
+}
+
+/** A repair of the repository: its measurement (exitCode non-zero when it left damage) and its whole stdout (meshback `repair packs --json`). */
+export interface RepairRun {
+  measurement: Measurement;
+  stdout: string;
 }
 
 export interface Tool {
@@ -60,20 +137,30 @@ export interface Tool {
   restore(ctx: ToolContext, target: string): Promise<Measurement>;
   /** full data check, where the tool has one */
   check?(ctx: ToolContext): Promise<Measurement>;
-  /** allocated bytes of the repository directory (du -s -B1) */
+  /** repair of a damaged repository, where the tool has one the benchmark runs (meshback with parity: repair packs) */
+  repair?(ctx: ToolContext): Promise<RepairRun>;
+  /** allocated bytes of the repository directory (du -s -B1), or of its objects on S3 */
   bytesStored(ctx: ToolContext): Promise<number>;
+  /** can the tool keep its repository on S3 (a context with `s3`)? */
+  s3?: boolean;
+  /** run only in these fault scenarios (e.g. the parity variant: where the repository is damaged) */
+  onlyScenarios?: readonly string[];
 }
+
+/** Bytes stored: du of the repository directory, or the objects under the S3 prefix. */
+const storedBytes = (ctx: ToolContext): Promise<number> => (ctx.s3 !== undefined ? s3StoredBytes(ctx.s3) : duBytes(ctx.repo));
 
 /**
  * A fresh context for `tool` in `dir` (created; anything in it is removed). `env` is the base
  * environment; the tool's own variables and TMPDIR (inside `dir`, so that temporary caches such
  * as restic check's stay in the run's own state) are added.
  */
-export async function newContext(tool: Tool, dir: string, env: Record<string, string>): Promise<ToolContext> {
+export async function newContext(tool: Tool, dir: string, env: Record<string, string>, s3?: S3Target): Promise<ToolContext> {
+  if (s3 !== undefined && tool.s3 !== true) throw new Error(`${tool.name} cannot keep its repository on S3`);
   await fsp.rm(dir, { recursive: true, force: true });
   await fsp.mkdir(path.join(dir, 'tmp'), { recursive: true });
-  const where = { dir, repo: path.join(dir, 'repo') };
-  return { ...where, env: { ...env, TMPDIR: path.join(dir, 'tmp'), ...tool.env?.(where) }, backups: 0 };
+  const where = s3 !== undefined ? { dir, repo: s3Location(s3), s3 } : { dir, repo: path.join(dir, 'repo') };
+  return { ...where, env: { ...env, TMPDIR: path.join(dir, 'tmp'), ...(s3 !== undefined ? awsEnv(s3) : {}), ...tool.env?.(where) }, backups: 0 };
 }
 
 async function allAvailable(binaries: string[]): Promise<boolean> {
@@ -155,26 +242,56 @@ export const meshback: Tool = {
   async check(ctx) {
     return (await measure([MESHBACK_BIN, 'check', '--read-data', '--json'], { env: ctx.env })).measurement;
   },
-  bytesStored: (ctx) => duBytes(ctx.repo),
+  bytesStored: storedBytes,
+  s3: true,
+};
+
+/**
+ * meshback with parity (`init --parity`, 16+2): the row that shows what parity repairs where the
+ * repository is damaged; its recovery step is `repair packs`.
+ */
+export const meshbackParity: Tool = {
+  ...meshback,
+  name: 'meshback-parity',
+  label: 'meshback (parity)',
+  setup: 'as meshback, with init --parity (Reed-Solomon 16+2 per pack); after damage: repair packs --json, then restore',
+  async init(ctx) {
+    return (await measure([MESHBACK_BIN, 'init', '--parity', '--json'], { env: ctx.env })).measurement;
+  },
+  async repair(ctx) {
+    // the JSON summary lists every damaged pack: kept whole in a file (a failed command's output is kept only in part)
+    const out = path.join(ctx.dir, 'repair-packs.json');
+    const read = () => fsp.readFile(out, 'utf8').catch(() => '');
+    try {
+      const r = await measure(['bash', '-c', 'out=$1; shift; exec "$@" > "$out"', 'repair-packs', out, MESHBACK_BIN, 'repair', 'packs', '--json'], { env: ctx.env });
+      return { measurement: r.measurement, stdout: await read() };
+    } catch (err) {
+      if (err instanceof CommandError && err.measurement !== undefined) return { measurement: err.measurement, stdout: await read() };
+      throw err;
+    }
+  },
+  onlyScenarios: ['repo-corruption'],
 };
 
 export const restic: Tool = {
   name: 'restic',
   label: 'restic',
   packages: ['restic'],
-  binaries: ['restic'],
+  get binaries() {
+    return [peerBinary('restic')];
+  },
   encryption: true,
-  setup: 'restic init --repository-version 2 | backup SRC | restore latest --target T | check --read-data; defaults otherwise (compression auto), cache in the run directory',
+  setup: 'restic init --repository-version 2 | backup SRC | restore latest --target T | check --read-data; defaults otherwise (compression auto), cache in the run directory; S3: -r s3:http://HOST:PORT/BUCKET/PREFIX',
   async version() {
-    return firstLine((await run(['restic', 'version'])).stdout);
+    return firstLine((await run([peerBinary('restic'), 'version'])).stdout);
   },
   env: (ctx) => ({ RESTIC_REPOSITORY: ctx.repo, RESTIC_PASSWORD: PASSWORD, RESTIC_CACHE_DIR: path.join(ctx.dir, 'cache') }),
-  available: () => allAvailable(['restic']),
+  available: () => allAvailable([peerBinary('restic')]),
   async init(ctx) {
-    return (await measure(['restic', 'init', '--repository-version', '2'], { env: ctx.env })).measurement;
+    return (await measure([peerBinary('restic'), 'init', '--repository-version', '2'], { env: ctx.env })).measurement;
   },
   async backup(ctx, src) {
-    const r = await measure(['restic', 'backup', src], { env: ctx.env });
+    const r = await measure([peerBinary('restic'), 'backup', src], { env: ctx.env });
     ctx.backups++;
     ctx.lastSource = src;
     return r.measurement;
@@ -186,12 +303,75 @@ export const restic: Tool = {
     const scratch = `${target}.restic-layout`;
     await fsp.rm(scratch, { recursive: true, force: true });
     await fsp.mkdir(scratch);
-    return restoreViaScratch(async () => (await measure(['restic', 'restore', 'latest', '--target', scratch], { env: ctx.env })).measurement, path.join(scratch, src), target, scratch);
+    return restoreViaScratch(async () => (await measure([peerBinary('restic'), 'restore', 'latest', '--target', scratch], { env: ctx.env })).measurement, path.join(scratch, src), target, scratch);
   },
   async check(ctx) {
-    return (await measure(['restic', 'check', '--read-data'], { env: ctx.env })).measurement;
+    return (await measure([peerBinary('restic'), 'check', '--read-data'], { env: ctx.env })).measurement;
   },
-  bytesStored: (ctx) => duBytes(ctx.repo),
+  bytesStored: storedBytes,
+  s3: true,
+};
+
+/** kopia's root object of the latest snapshot of `src` (`snapshot list --json`), not measured. */
+async function kopiaLatestRoot(ctx: ToolContext, src: string): Promise<string> {
+  const list = JSON.parse((await run([peerBinary('kopia'), 'snapshot', 'list', src, '--json'], { env: ctx.env })).stdout) as { rootEntry?: { obj?: string } }[];
+  const root = list.at(-1)?.rootEntry?.obj;
+  if (root === undefined) throw new Error(`kopia lists no snapshot of ${src}`);
+  return root;
+}
+
+export const kopia: Tool = {
+  name: 'kopia',
+  label: 'kopia',
+  packages: [],
+  get binaries() {
+    return [peerBinary('kopia')];
+  },
+  encryption: true,
+  setup:
+    'kopia repository create filesystem --path REPO (S3: create s3 --bucket B --prefix P/ --endpoint HOST:PORT --disable-tls), policy set --global --compression zstd (not timed) | snapshot create SRC | snapshot restore ROOT T | snapshot verify --verify-files-percent 100; config, cache and logs in the run directory',
+  async version() {
+    return firstLine((await run([peerBinary('kopia'), '--version'])).stdout);
+  },
+  env: (ctx) => ({
+    KOPIA_PASSWORD: PASSWORD,
+    KOPIA_CONFIG_PATH: path.join(ctx.dir, 'kopia', 'repository.config'),
+    KOPIA_CACHE_DIRECTORY: path.join(ctx.dir, 'cache'),
+    KOPIA_LOG_DIR: path.join(ctx.dir, 'kopia-logs'),
+    KOPIA_CHECK_FOR_UPDATES: 'false',
+  }),
+  available: () => allAvailable([peerBinary('kopia')]),
+  async init(ctx) {
+    const k = peerBinary('kopia');
+    const where =
+      ctx.s3 !== undefined
+        ? ['s3', '--bucket', ctx.s3.bucket, '--prefix', `${ctx.s3.prefix}/`, '--endpoint', ctx.s3.endpoint.replace(/^https?:\/\//, ''), '--disable-tls', '--region', ctx.s3.region]
+        : ['filesystem', '--path', ctx.repo];
+    const m = (await measure([k, 'repository', 'create', ...where], { env: ctx.env })).measurement;
+    // compression is off by default in kopia; the others compress (zstd level 3 or restic's auto)
+    await run([k, 'policy', 'set', '--global', '--compression', 'zstd'], { env: ctx.env });
+    return m;
+  },
+  async backup(ctx, src) {
+    nextAttempt(ctx);
+    const r = await measure([peerBinary('kopia'), 'snapshot', 'create', src, '--json'], { env: ctx.env });
+    ctx.backups++;
+    ctx.lastSource = src;
+    const root = (JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}') as { rootEntry?: { obj?: string } }).rootEntry?.obj;
+    if (root !== undefined) ctx.lastBackup = root;
+    else delete ctx.lastBackup;
+    return r.measurement;
+  },
+  async restore(ctx, target) {
+    // the latest snapshot the repository holds (as restic's `latest`), not the adapter's memory
+    const root = await kopiaLatestRoot(ctx, needSource(ctx));
+    return (await measure([peerBinary('kopia'), 'snapshot', 'restore', root, target], { env: ctx.env })).measurement;
+  },
+  async check(ctx) {
+    return (await measure([peerBinary('kopia'), 'snapshot', 'verify', '--verify-files-percent', '100'], { env: ctx.env })).measurement;
+  },
+  bytesStored: storedBytes,
+  s3: true,
 };
 
 export const borg: Tool = {
@@ -339,7 +519,7 @@ export const cp: Tool = {
 };
 
 /** Every tool, in the benchmark's default order. */
-export const TOOLS: readonly Tool[] = [meshback, restic, borg, tar, rsync, cp];
+export const TOOLS: readonly Tool[] = [meshback, meshbackParity, restic, kopia, borg, tar, rsync, cp];
 
 export function toolByName(name: string): Tool | undefined {
   return TOOLS.find((t) => t.name === name);

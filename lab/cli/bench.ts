@@ -4,7 +4,8 @@
 import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { sizeOf } from '../../src/util/units.ts';
-import { ALL_STRATEGIES, DEFAULT_SNAPSHOT_TOOLS, DEFAULT_TOOLS, runBench, validateNames } from '../bench/fault/runner.ts';
+import { ALL_STRATEGIES, DEFAULT_OUTAGE_SECONDS, DEFAULT_SNAPSHOT_TOOLS, DEFAULT_TOOLS, runBench, validateNames } from '../bench/fault/runner.ts';
+import { TOOLS } from '../bench/tools.ts';
 import { parseResults, writeReport } from '../bench/fault/report/index.ts';
 import { SCENARIOS } from '../bench/fault/scenarios/index.ts';
 import type { BenchResults, Cell, ScenarioId, Strategy } from '../bench/fault/types.ts';
@@ -14,7 +15,7 @@ import { bool, str, strs } from '../../src/cli/command.ts';
 import type { Context } from '../../src/cli/context.ts';
 import { EXIT } from '../../src/cli/exit.ts';
 
-const USAGE = 'meshback bench run [--tools LIST] [--scenarios LIST] [--strategies LIST] [--snapshot-tools LIST] [--size SIZE] [--seed N] [--repeat N] [--env KEY=VALUE]... [--no-install] --out DIR | meshback bench report DIR';
+const USAGE = 'meshback bench run [--tools LIST] [--scenarios LIST] [--strategies LIST] [--snapshot-tools LIST] [--size SIZE] [--seed N] [--repeat N] [--outage-seconds N] [--env KEY=VALUE]... [--no-install] --out DIR | meshback bench report DIR';
 
 const list = (s: string | undefined, dflt: readonly string[]): string[] => [...new Set((s ?? dflt.join(',')).split(',').map((x) => x.trim()).filter((x) => x !== ''))];
 
@@ -57,6 +58,7 @@ async function runCmd(ctx: Context, v: Record<string, unknown>): Promise<number>
   if (sizeBytes === undefined || sizeBytes < 1024 * 1024) throw new UsageError(`--size ${JSON.stringify(sizeText)} is not a size of at least 1MiB: use e.g. 16MiB or 256MiB`);
   const seed = intOption('seed', str(v['seed']), 1, 0);
   const repeat = intOption('repeat', str(v['repeat']), 3, 1);
+  const outageSeconds = intOption('outage-seconds', str(v['outage-seconds']), DEFAULT_OUTAGE_SECONDS, 1);
   const env: Record<string, string> = {};
   for (const kv of strs(v['env'])) {
     const i = kv.indexOf('=');
@@ -82,6 +84,7 @@ async function runCmd(ctx: Context, v: Record<string, unknown>): Promise<number>
       sizeBytes,
       seed,
       repeat,
+      outageSeconds,
       out: path.resolve(out),
       ...(work !== undefined ? { work: path.resolve(work) } : {}),
       env,
@@ -129,9 +132,10 @@ export const benchCommand: Command = {
   usage: USAGE,
   options: {
     out: { type: 'string', argument: 'DIR', description: 'run: where results.json, report.md and report.html go (required)' },
-    tools: { type: 'string', argument: 'LIST', description: `run: tools, from meshback,restic,borg,rsync,tar,cp (default ${DEFAULT_TOOLS.join(',')})` },
+    tools: { type: 'string', argument: 'LIST', description: `run: tools, from ${TOOLS.map((t) => t.name).join(',')} (default ${DEFAULT_TOOLS.join(',')}; meshback-parity runs in repo-corruption only)` },
     scenarios: { type: 'string', argument: 'LIST', description: `run: scenarios (default all: ${SCENARIOS.map((s) => s.id).join(',')})` },
-    strategies: { type: 'string', argument: 'LIST', description: `run: full-copy (tar, rsync, cp), incremental (meshback, restic, borg), snapshot (btrfs snapshot, then back it up; root) (default all)` },
+    'outage-seconds': { type: 'string', argument: 'N', description: `run: s3-outage: seconds the object store stays unreachable (default ${DEFAULT_OUTAGE_SECONDS})` },
+    strategies: { type: 'string', argument: 'LIST', description: `run: full-copy (tar, rsync, cp), incremental (meshback, restic, kopia, borg), snapshot (btrfs snapshot, then back it up; root) (default all)` },
     'snapshot-tools': { type: 'string', argument: 'LIST', description: `run: the tools that run the snapshot strategy (default ${DEFAULT_SNAPSHOT_TOOLS.join(',')})` },
     size: { type: 'string', argument: 'SIZE', description: 'run: size of the generated volume data set (default 256MiB)' },
     seed: { type: 'string', argument: 'N', description: 'run: seed of the data sets, workloads and fault moments (default 1)' },

@@ -29,6 +29,8 @@ export interface StartOpts {
   /** where data and logs go (default: a new temporary directory, removed by stop()) */
   dir?: string;
   log?: Log;
+  /** serve MinIO's Prometheus metrics (/minio/v2/metrics/cluster) without authentication (MINIO_PROMETHEUS_AUTH_TYPE=public) */
+  metrics?: boolean;
 }
 
 export function s3Client(e: { endpoint: string; region: string; accessKeyId: string; secretAccessKey: string }): S3Client {
@@ -58,7 +60,7 @@ export async function startS3(o: StartOpts = {}): Promise<S3Env> {
     name: 'minio',
     cmd: minio,
     args: ['server', path.join(dir, 'data'), '--address', `127.0.0.1:${port}`, '--console-address', `127.0.0.1:${consolePort}`, '--quiet', '--anonymous'],
-    env: { MINIO_ROOT_USER: accessKeyId, MINIO_ROOT_PASSWORD: secretAccessKey, MINIO_BROWSER: 'off', MINIO_UPDATE: 'off', MINIO_CALLHOME_ENABLE: 'off' },
+    env: { MINIO_ROOT_USER: accessKeyId, MINIO_ROOT_PASSWORD: secretAccessKey, MINIO_BROWSER: 'off', MINIO_UPDATE: 'off', MINIO_CALLHOME_ENABLE: 'off', ...(o.metrics === true ? { MINIO_PROMETHEUS_AUTH_TYPE: 'public' } : {}) },
     log: path.join(dir, 'minio.log'),
     mode,
     ...(mode === 'owned' ? { cleanup: dir } : {}),

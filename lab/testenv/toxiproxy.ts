@@ -1,4 +1,4 @@
-/** toxiproxy on 127.0.0.1: network faults (latency, reset_peer, bandwidth, timeout) between a client and a server. */
+/** toxiproxy on 127.0.0.1: network faults (latency, reset_peer, bandwidth, timeout, slicer, an outage) between a client and a server. */
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -25,7 +25,11 @@ export interface ToxiproxyEnv {
   createProxy(name: string, upstream: string): Promise<string>;
   addToxic(proxy: string, toxic: Toxic): Promise<void>;
   removeToxic(proxy: string, toxic: string): Promise<void>;
+  /** disable (listener closed, open connections cut) or enable a proxy */
+  setEnabled(proxy: string, enabled: boolean): Promise<void>;
   deleteProxy(name: string): Promise<void>;
+  /** disabled: the proxy closes its connections and refuses new ones (an outage); enabled: it listens again */
+  setEnabled(name: string, enabled: boolean): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -70,8 +74,14 @@ export async function startToxiproxy(o: StartOpts = {}): Promise<ToxiproxyEnv> {
     removeToxic: async (proxy, toxic) => {
       await api(url, 'DELETE', `/proxies/${encodeURIComponent(proxy)}/toxics/${encodeURIComponent(toxic)}`);
     },
+    setEnabled: async (proxy, enabled) => {
+      await api(url, 'POST', `/proxies/${encodeURIComponent(proxy)}`, { enabled });
+    },
     deleteProxy: async (name) => {
       await api(url, 'DELETE', `/proxies/${encodeURIComponent(name)}`);
+    },
+    setEnabled: async (name, enabled) => {
+      await api(url, 'POST', `/proxies/${encodeURIComponent(name)}`, { enabled });
     },
     stop,
   };

@@ -8,14 +8,16 @@
  * every blob must decrypt, decompress and re-hash to its id.
  *
  * Findings are collected, never thrown per item. Damage is mapped back to the snapshots
- * and files it affects.
+ * and files it affects. A read that fails for a passing reason after the storage stack's retries
+ * (isRetryable: the store unreachable) is no finding: the check stops with that error (exit 7),
+ * rather than call intact data damaged (exit 4) and send the user to repair it.
  *
  * Parity: a damaged pack is tried against its parity file (nothing is written) and reported
  * as repairable or not. In a repository with parity, packs without a parity file, and with
  * readData packs whose parity file differs from the one their bytes give, are listed apart:
  * they are intact but unprotected, which is not an error.
  */
-import { MeshbackError, errMessage } from '../errors/index.ts';
+import { MeshbackError, errMessage, isRetryable } from '../errors/index.ts';
 import type { EventSink } from '../events/index.ts';
 import { nullSink, reportOp } from '../events/index.ts';
 import { decodePackHeader, sha256hex } from '../content/pack.ts';
@@ -84,6 +86,7 @@ async function runCheck(repo: CheckRepo, opts: CheckOptions = {}): Promise<Check
       const s = await repo.loadSnapshot(f.name);
       snaps.push({ id: f.name, tree: s.tree, time: s.time });
     } catch (err) {
+      if (isRetryable(err)) throw err;
       findings.push({ kind: 'snapshot-damaged', snapshot: f.name, message: `snapshot ${f.name.slice(0, 8)}: ${errMessage(err)}` });
     }
   }
@@ -145,6 +148,7 @@ async function runCheck(repo: CheckRepo, opts: CheckOptions = {}): Promise<Check
         uniqueTrees: seenTrees,
         onTree: () => void res.trees++,
         onTreeError: (err, id) => {
+          if (isRetryable(err)) throw err;
           findings.push({ kind: 'tree-damaged', blob: id, snapshot, message: `tree ${id.slice(0, 16)} (snapshot ${snapshot.slice(0, 8)}): ${errMessage(err)}` });
           if (err instanceof MeshbackError && typeof err.data['pack'] === 'string') badPacks.add(err.data['pack']);
           badBlobs.add(id);
@@ -169,6 +173,7 @@ async function runCheck(repo: CheckRepo, opts: CheckOptions = {}): Promise<Check
         try {
           data = await repo.backend.get({ type: 'pack', name });
         } catch (err) {
+          if (isRetryable(err)) throw err;
           findings.push({ kind: 'pack-damaged', pack: name, message: `pack ${name} cannot be read: ${errMessage(err)}` });
           badPacks.add(name);
           lostPacks.add(name);
@@ -249,7 +254,10 @@ async function runCheck(repo: CheckRepo, opts: CheckOptions = {}): Promise<Check
             unreadable(dir);
             return false;
           },
-          onTreeError: (_err, _id, dir) => unreadable(dir),
+          onTreeError: (err, _id, dir) => {
+            if (isRetryable(err)) throw err;
+            unreadable(dir);
+          },
         },
       );
       if (files.length > 0) res.affected.push({ snapshot: s.id, time: s.time, files });

@@ -1,6 +1,11 @@
 /** Shared command context: global options, repository location and password. */
 import { readFileSync } from 'node:fs';
-import type { Backend } from '../storage/backend.ts';
+import type { Backend, FileType } from '../storage/backend.ts';
+import type { CacheOptions } from '../storage/cache.ts';
+import { REQUEST_KINDS } from '../storage/requests.ts';
+import type { RequestCounts, RequestKind } from '../storage/requests.ts';
+import { storageReport } from '../storage/stack.ts';
+import type { StorageReport } from '../storage/stack.ts';
 import { openBackend } from '../storage/registry.ts';
 import { parseFaultSpec } from '../storage/faulty.ts';
 import type { EventSink } from '../events/index.ts';
@@ -16,6 +21,8 @@ export interface GlobalOptions {
   quiet: boolean;
   /** --retry-lock: how long to wait for a locked repository */
   retryLockMs?: number;
+  /** the metadata cache of remote repositories (--cache-dir, --cache-size), or false (--no-cache); absent: none */
+  cache?: CacheOptions | false;
 }
 
 export interface Context {
@@ -35,14 +42,36 @@ export function repoLocation(g: GlobalOptions): string {
  * to `events` as warnings. MESHBACK_FAULTS (tests and the benchmark) adds the fault-injection
  * wrapper with that plan (src/storage/faulty.ts, parseFaultSpec).
  */
-export function backendFor(location: string, events?: EventSink): Backend {
+export function backendFor(location: string, events?: EventSink, cache?: CacheOptions | false): Backend {
   const faults = process.env['MESHBACK_FAULTS'];
-  const b = openBackend(location, { ...(events !== undefined ? { events } : {}), ...(faults !== undefined && faults !== '' ? { faults: parseFaultSpec(faults) } : {}) });
+  const b = openBackend(location, { ...(events !== undefined ? { events } : {}), ...(faults !== undefined && faults !== '' ? { faults: parseFaultSpec(faults) } : {}), ...(cache !== undefined ? { cache } : {}) });
   opened.push(b);
   return b;
 }
 
 const opened: Backend[] = [];
+
+/** What the backends this process opened did (requests, cache), for the end of the command (main.ts). */
+export function storageReports(): StorageReport[] {
+  return opened.map(storageReport);
+}
+
+/** The requests of several reports added up; undefined when none counted. */
+export function sumRequests(reports: readonly StorageReport[]): RequestCounts | undefined {
+  const rs = reports.flatMap((r) => (r.requests !== undefined ? [r.requests] : []));
+  if (rs.length === 0) return undefined;
+  const counts = Object.fromEntries(REQUEST_KINDS.map((k) => [k, rs.reduce((n, r) => n + r.counts[k], 0)])) as Record<RequestKind, number>;
+  const getsByType: Partial<Record<FileType, number>> = {};
+  for (const r of rs) for (const [t, n] of Object.entries(r.getsByType) as [FileType, number][]) getsByType[t] = (getsByType[t] ?? 0) + n;
+  return { counts, getsByType, bytesDown: rs.reduce((n, r) => n + r.bytesDown, 0) };
+}
+
+/** The `requests` object of a --json summary: {PUT, GET, HEAD, LIST, DELETE, COPY, OTHER, total, get_by_type, bytes_down}. */
+export function requestsJson(r: RequestCounts): Record<string, unknown> {
+  let total = 0;
+  for (const k of REQUEST_KINDS) total += r.counts[k];
+  return { ...r.counts, total, get_by_type: r.getsByType, bytes_down: r.bytesDown };
+}
 
 /** Closes every backend this process opened (main.ts, when a command has ended): calls still retrying stop. */
 export async function closeBackends(): Promise<void> {
@@ -135,6 +164,11 @@ export interface OpenOptions {
   /** the command name recorded in the lock */
   command: string;
   loadIndex?: boolean;
+  /**
+   * false: read the repository itself, never the metadata cache (check and repair verify what is
+   * stored, not a local copy of it, as restic's check does).
+   */
+  cache?: boolean;
 }
 
 /**
@@ -143,7 +177,7 @@ export interface OpenOptions {
  * command ends (releaseHeldLocks, closeBackends), on success, error or signal.
  */
 export async function openRepo(ctx: Context, opts: OpenOptions & { prompt?: string }): Promise<Repository> {
-  const { repo } = await openRepository(backendFor(repoLocation(ctx.g), ctx.out.sink), () => getPassword(ctx.g, opts.prompt !== undefined ? { prompt: opts.prompt } : {}), {
+  const { repo } = await openRepository(backendFor(repoLocation(ctx.g), ctx.out.sink, opts.cache === false ? false : ctx.g.cache), () => getPassword(ctx.g, opts.prompt !== undefined ? { prompt: opts.prompt } : {}), {
     lock: opts.lock,
     command: opts.command,
     retryLockMs: ctx.g.retryLockMs ?? 0,

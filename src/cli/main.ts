@@ -14,6 +14,12 @@ import { closeBackends } from './context.ts';
 import { parseDuration } from '../util/units.ts';
 import { EXIT, EXIT_DOC, exitCodeFor } from './exit.ts';
 import { createOutput } from './output.ts';
+import * as path from 'node:path';
+import { defaultCacheDir } from '../storage/cache.ts';
+import type { CacheOptions } from '../storage/cache.ts';
+import { formatRequests } from '../storage/requests.ts';
+import { parseSize, fmtBytes } from '../util/units.ts';
+import { requestsJson, storageReports, sumRequests } from './context.ts';
 import type { Output } from './output.ts';
 
 export const VERSION = '0.1.0';
@@ -48,6 +54,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   repair: async () => (await import('./commands/repair.ts')).repairCommand,
   key: async () => (await import('./commands/key.ts')).keyCommand,
   unlock: async () => (await import('./commands/unlock.ts')).unlockCommand,
+  lock: async () => (await import('./commands/lock.ts')).lockCommand,
 };
 
 const loadCommands = (): Promise<Command[]> => Promise.all(Object.values(COMMANDS).map((load) => load()));
@@ -57,6 +64,9 @@ const GLOBAL: Record<string, OptionSpec> = {
   'password-file': { type: 'string', argument: 'FILE', description: 'read the password from FILE (or MESHBACK_PASSWORD, MESHBACK_PASSWORD_FILE, else a prompt on a terminal)' },
   json: { type: 'boolean', description: 'machine-readable JSON output on stdout' },
   quiet: { type: 'boolean', short: 'q', description: 'no progress and no informational lines' },
+  'cache-dir': { type: 'string', argument: 'DIR', description: 'keep the metadata cache of remote repositories in DIR (or MESHBACK_CACHE_DIR; default $XDG_CACHE_HOME/meshback, else ~/.cache/meshback)' },
+  'cache-size': { type: 'string', argument: 'SIZE', description: 'the most the cache of one repository holds, e.g. 512MiB (or MESHBACK_CACHE_SIZE; default 1GiB)' },
+  'no-cache': { type: 'boolean', description: 'no metadata cache: download index, snapshot and tree data from a remote repository every time' },
   'retry-lock': { type: 'string', argument: 'DURATION', description: 'if the repository is locked, keep trying for this long (e.g. 30s, 5m; default: fail at once)' },
   help: { type: 'boolean', short: 'h', description: 'show help' },
 };
@@ -132,6 +142,7 @@ export async function run(argv: string[]): Promise<number> {
   const json = argv.includes('--json');
   const quietFlag = argv.includes('--quiet') || argv.includes('-q');
   const out = createOutput({ json, quiet: quietFlag });
+  let failed = false;
   try {
     if (name === undefined || name === 'help') {
       if (argv.includes('--version')) {
@@ -172,11 +183,13 @@ export async function run(argv: string[]): Promise<number> {
         json: v['json'] === true,
         quiet: v['quiet'] === true,
         ...(typeof v['retry-lock'] === 'string' ? { retryLockMs: parseDuration(v['retry-lock'], '--retry-lock', { zero: true }) } : {}),
+        cache: cacheOptions(v),
       },
       out,
     };
     return await cmd.run(ctx, v, parsed.positionals);
   } catch (err) {
+    failed = true;
     out.done();
     if (err instanceof MeshbackError) {
       if (json) process.stdout.write(JSON.stringify({ message_type: 'error', fatal: true, ...err.toJSON() }) + '\n');
@@ -190,7 +203,47 @@ export async function run(argv: string[]): Promise<number> {
     return EXIT.FATAL;
   } finally {
     await releaseLocks(out);
+    // a failed command's message stays its one line
+    if (!failed) reportStorage(out);
+    out.flushSummary({});
     await closeBackends();
+  }
+}
+
+/** The metadata cache the global options and the environment ask for (false: --no-cache). */
+function cacheOptions(v: Record<string, unknown>): CacheOptions | false {
+  if (v['no-cache'] === true) {
+    if (typeof v['cache-dir'] === 'string') throw new UsageError('--no-cache and --cache-dir contradict each other: give one of them');
+    return false;
+  }
+  const env = process.env;
+  const dirOpt = typeof v['cache-dir'] === 'string' ? v['cache-dir'] : undefined;
+  const envDir = env['MESHBACK_CACHE_DIR'];
+  if (dirOpt === '') throw new UsageError('--cache-dir is empty: give a directory, or --no-cache');
+  const dir = dirOpt ?? (envDir !== undefined && envDir !== '' ? envDir : defaultCacheDir());
+  const sizeOpt = typeof v['cache-size'] === 'string' ? v['cache-size'] : undefined;
+  const envSize = env['MESHBACK_CACHE_SIZE'];
+  const size = sizeOpt !== undefined ? parseSize(sizeOpt, '--cache-size') : envSize !== undefined && envSize !== '' ? parseSize(envSize, 'MESHBACK_CACHE_SIZE') : undefined;
+  return { dir: path.resolve(dir), ...(size !== undefined ? { maxBytes: size } : {}) };
+}
+
+/**
+ * The requests the command's repository was sent, and the cache's hits and misses, once a
+ * command succeeded: in the --json summary (`requests`, `cache`) when the command writes one,
+ * else a line on stderr for a remote repository (not with --quiet).
+ */
+function reportStorage(out: Output): void {
+  const reports = storageReports();
+  if (reports.length === 0) return;
+  const requests = sumRequests(reports);
+  const cache = reports.find((r) => r.cache !== undefined)?.cache;
+  const json = requests === undefined ? {} : { requests: requestsJson(requests), ...(cache !== undefined ? { cache } : {}) };
+  if (out.json && out.flushSummary(json)) return;
+  if (out.quiet || !reports.some((r) => r.remote) || requests === undefined) return;
+  out.done();
+  process.stderr.write(`requests: ${formatRequests(requests)}\n`);
+  if (cache !== undefined && cache.hits + cache.misses > 0) {
+    process.stderr.write(`cache: ${cache.hits.toLocaleString('en-US')} hits, ${cache.misses.toLocaleString('en-US')} misses (${fmtBytes(cache.bytesRead)} read from it, ${fmtBytes(cache.bytesWritten)} written${cache.damaged > 0 ? `, ${cache.damaged} damaged file(s) fetched again` : ''})\n`);
   }
 }
 

@@ -14,8 +14,13 @@ export interface Output {
   info(line: string): void;
   /** a line for people that is a result (suppressed only with --json) */
   result(line: string): void;
-  /** one JSON value on stdout (only with --json) */
+  /**
+   * one JSON value on stdout (only with --json); a summary ({"message_type":"summary"}) is held
+   * until flushSummary, so that the figures of the whole command (requests) can join it
+   */
   jsonOut(v: unknown): void;
+  /** writes the held summary with `extra` added; false when no summary was held */
+  flushSummary(extra: Record<string, unknown>): boolean;
   warn(line: string): void;
   sink: EventSink;
   done(): void;
@@ -35,6 +40,7 @@ export function createOutput(opts: { json: boolean; quiet: boolean; tty?: boolea
   let lastPlain = performance.now();
   let drawn = false;
   let lastJson = 0;
+  let held: Record<string, unknown> | undefined;
   const clearLine = (): void => {
     if (drawn) {
       process.stderr.write('\r\x1b[2K');
@@ -115,7 +121,19 @@ export function createOutput(opts: { json: boolean; quiet: boolean; tty?: boolea
       process.stdout.write(line + '\n');
     },
     jsonOut(v) {
-      if (opts.json) process.stdout.write(JSON.stringify(v) + '\n');
+      if (!opts.json) return;
+      if (typeof v === 'object' && v !== null && !Array.isArray(v) && (v as Record<string, unknown>)['message_type'] === 'summary') {
+        if (held !== undefined) process.stdout.write(JSON.stringify(held) + '\n');
+        held = v as Record<string, unknown>;
+        return;
+      }
+      process.stdout.write(JSON.stringify(v) + '\n');
+    },
+    flushSummary(extra) {
+      if (held === undefined) return false;
+      process.stdout.write(JSON.stringify({ ...held, ...extra }) + '\n');
+      held = undefined;
+      return true;
     },
     warn(line) {
       clearLine();

@@ -68,6 +68,11 @@ export class ChunkIndex {
     return this.packMap.has(pack);
   }
 
+  /** The number of a pack the index knows, or undefined. */
+  packNumberOf(pack: string): number | undefined {
+    return this.packMap.get(pack);
+  }
+
   private slotOf(id: Uint8Array): number {
     // ids are uniformly distributed (HMAC output): the first 4 bytes are a good hash.
     return ((id[0]! | (id[1]! << 8) | (id[2]! << 16) | (id[3]! << 24)) >>> 0) & (this.table.length - 1);

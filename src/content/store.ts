@@ -11,6 +11,8 @@ import * as zlib from 'node:zlib';
 import { createHash } from 'node:crypto';
 import type { Hash } from 'node:crypto';
 import type { Backend, BlobWriter } from '../storage/backend.ts';
+import { findLayer } from '../storage/backend.ts';
+import { CacheBackend } from '../storage/cache.ts';
 import { contentId, idEquals, seal } from '../crypto/index.ts';
 import { ASYNC_MIN, AsyncKeys } from '../crypto/async.ts';
 import type { MasterKey } from '../crypto/index.ts';
@@ -96,6 +98,8 @@ export class ContentStore {
    */
   checkpointMs: number | undefined;
   private lastIndexFile = performance.now();
+  /** The metadata cache of the storage stack, if any: told which packs hold trees (see loadIndex, upload). */
+  private readonly cache: CacheBackend | undefined;
 
   constructor(backend: Backend, key: MasterKey, opts: StoreOptions) {
     this.backend = backend;
@@ -103,6 +107,7 @@ export class ContentStore {
     this.opts = opts;
     this.keys = new AsyncKeys(key.encKey, key.idKey);
     this.parity = opts.parity !== undefined ? new ParityWriter(backend, opts.parity) : undefined;
+    this.cache = findLayer(backend, CacheBackend);
     this.indexWriter = new IndexWriter(backend, key.encKey, {
       onWritten: (name, bytes) => {
         this.lastIndexFile = performance.now();
@@ -123,7 +128,10 @@ export class ContentStore {
 
   /** Loads the index files of the repository into memory; called again, it loads only files it has not seen. */
   async loadIndex(): Promise<void> {
+    const started = Date.now();
+    const first = this.indexFiles.size === 0 && this.damagedIndexes.length === 0;
     const names: string[] = [];
+    const treePacks: string[] = [];
     const damaged = new Set(this.damagedIndexes.map((d) => d.name));
     for await (const f of this.backend.list('index')) if (!this.indexFiles.has(f.name) && !damaged.has(f.name)) names.push(f.name);
     await parallel(names, 8, async (name) => {
@@ -134,6 +142,7 @@ export class ContentStore {
           const packs: { pack: string; size: number; entries: PackEntry[] }[] = [];
           decodeIndex(this.key.encKey, file, name, (pack, size, entries) => packs.push({ pack, size, entries }));
           for (const p of packs) {
+            if (p.entries[0]?.type === BLOB_TREE) treePacks.push(p.pack);
             const pn = this.index.packNumber(p.pack, p.size);
             for (const e of p.entries) this.index.add(e.id, e.type, pn, e.offset, e.length, e.rawLength);
           }
@@ -145,6 +154,12 @@ export class ContentStore {
           this.damagedIndexes.push({ name, message: err.message });
         }
     });
+    if (this.cache !== undefined) {
+      // packs hold blobs of one type: a pack whose first blob is a tree is a tree pack
+      this.cache.markTreePacks(treePacks);
+      // cached packs that no index lists any more were pruned (by another machine, too)
+      if (first && this.damagedIndexes.length === 0) await this.cache.retainPacks((p) => this.index.hasPack(p), started);
+    }
   }
 
   /** True when the blob is stored or queued for storing in this session. */
@@ -285,6 +300,8 @@ export class ContentStore {
 
   private async upload(p: OpenPack): Promise<void> {
     const name = p.hash.digest('hex');
+    // a tree pack written through a metadata cache is kept there (the next backup reads it locally)
+    if (p.entries[0]?.type === BLOB_TREE) this.cache?.markTreePacks([name]);
     if (p.sink !== undefined) {
       const w = await p.sink;
       try {

@@ -15,7 +15,6 @@
  */
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { ID_LEN } from '../crypto/index.ts';
 import { IdMap } from './idmap.ts';
@@ -25,14 +24,6 @@ const RECORD = 1 + 2 * ID_LEN + 8;
 export const KIND_CHUNK = 0;
 export const KIND_TREE = 1;
 type Kind = typeof KIND_CHUNK | typeof KIND_TREE;
-
-/** The cache directory: MESHBACK_CACHE_DIR, else $XDG_CACHE_HOME/meshback, else ~/.cache/meshback. */
-export function defaultCacheDir(): string {
-  const own = process.env['MESHBACK_CACHE_DIR'];
-  if (own !== undefined && own !== '') return own;
-  const xdg = process.env['XDG_CACHE_HOME'];
-  return path.join(xdg !== undefined && xdg !== '' ? xdg : path.join(os.homedir(), '.cache'), 'meshback');
-}
 
 function check(kind: number, a: Uint8Array, b: Uint8Array): Buffer {
   return createHash('sha256').update(Buffer.of(kind)).update(a).update(b).digest().subarray(0, 8);

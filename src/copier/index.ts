@@ -32,8 +32,6 @@ import { parallel } from '../util/parallel.ts';
 import { Semaphore } from '../util/semaphore.ts';
 import { CopyMap, KIND_CHUNK, KIND_TREE } from './cache.ts';
 
-export { defaultCacheDir } from './cache.ts';
-
 /** What copy uses of the source: snapshots, trees, and its chunks, read pack by pack (a damaged pack rebuilt from its parity file). */
 export type CopySource = Pick<Repository, 'config' | 'key' | 'backend' | 'listSnapshots' | 'findSnapshot' | 'loadTree' | 'index' | 'readPack' | 'decodeBlob' | 'rebuildPack'>;
 /** What copy uses of the destination: the content store it adds chunks and trees to, its snapshots, trees and chunks (to verify). */
@@ -51,7 +49,7 @@ export interface CopyOptions {
   tags?: string[];
   /** verify by reading back every chunk each copied snapshot references in the destination */
   readData?: boolean;
-  /** directory of the copy map kept between runs (default: none, the map lives for this run) */
+  /** the cache directory the copy map is kept in between runs (the CLI's --cache-dir; default: none, the map lives for this run) */
   cacheDir?: string;
   /** write an index file of the destination at least this often (ms; default DEFAULT_CHECKPOINT_MS) */
   checkpointMs?: number;

@@ -72,6 +72,16 @@ export class BackendError extends MeshbackError {
   }
 }
 
+/** A delete or overwrite the store refused because the file is under Object Lock retention until `until`. */
+export class ObjectLockedError extends BackendError {
+  readonly until: Date | undefined;
+  constructor(message: string, until?: Date, cause?: unknown) {
+    super(message, { retryable: false, cause, data: until !== undefined ? { until: until.toISOString() } : {} });
+    this.name = 'ObjectLockedError';
+    this.until = until;
+  }
+}
+
 /** The device is full (ENOSPC, EDQUOT). `what to do` defaults to the advice for the repository's device. */
 export class NoSpaceError extends MeshbackError {
   constructor(where: string, cause?: unknown, whatToDo = 'free some space (or prune old snapshots) and run again; nothing already stored was changed') {

@@ -12,9 +12,10 @@ import type { SnapshotRef } from '../snapshot/manifest.ts';
 import { DEFAULT_GROUP_BY, applyPolicy } from '../snapshot/retention.ts';
 import type { Decision, GroupField, GroupKey, RetentionPolicy } from '../snapshot/retention.ts';
 import { parallel } from '../util/parallel.ts';
+import { lockedFiles } from './object-lock.ts';
 
 /** What forget uses of a repository. */
-export type ForgetRepo = Pick<Repository, 'listSnapshots' | 'findSnapshot' | 'removeSnapshot'>;
+export type ForgetRepo = Pick<Repository, 'listSnapshots' | 'findSnapshot' | 'removeSnapshot' | 'backend' | 'config'>;
 
 /** The reason given for a snapshot named by id. */
 export const BY_ID_REASON = 'given by id';
@@ -50,6 +51,8 @@ export interface ForgetResult {
   removed: number;
   /** in a dry run: what would have been removed */
   wouldRemove: number;
+  /** snapshots to remove that Object Lock keeps: left in place, with the date their retention ends */
+  locked: { id: string; until: string }[];
   dryRun: boolean;
 }
 
@@ -97,7 +100,11 @@ async function runForget(repo: ForgetRepo, opts: ForgetOptions): Promise<ForgetR
     groups = applyPolicy(selected, opts.policy!, groupBy).map((g) => ({ key: g.key, keep: g.keep, remove: g.remove }));
     matched = selected.length;
   }
-  const toRemove = groups.flatMap((g) => g.remove.map((d) => d.item.id));
+  const chosen = groups.flatMap((g) => g.remove.map((d) => d.item.id));
+  // a snapshot file under Object Lock retention cannot be deleted yet: it is left in place
+  const lockedUntil = await lockedFiles(repo, chosen.map((name) => ({ type: 'snapshot' as const, name })));
+  const toRemove = chosen.filter((id) => !lockedUntil.has(id));
+  const locked = [...lockedUntil].map(([id, until]) => ({ id, until: until.toISOString() })).sort((a, b) => (a.until < b.until ? -1 : 1));
   const kept = groups.reduce((n, g) => n + g.keep.length, 0);
   let removed = 0;
   if (!dryRun) {
@@ -107,5 +114,5 @@ async function runForget(repo: ForgetRepo, opts: ForgetOptions): Promise<ForgetR
       emit({ type: 'progress', op: 'forget', files: removed, bytes: 0, totalFiles: toRemove.length });
     });
   }
-  return { mode: ids.length > 0 ? 'ids' : 'policy', ...(groupBy !== undefined ? { groupBy } : {}), matched, groups, kept, removed, wouldRemove: dryRun ? toRemove.length : 0, dryRun };
+  return { mode: ids.length > 0 ? 'ids' : 'policy', ...(groupBy !== undefined ? { groupBy } : {}), matched, groups, kept, removed, wouldRemove: dryRun ? toRemove.length : 0, locked, dryRun };
 }

@@ -20,9 +20,9 @@
  */
 import { ContentStore } from '../content/store.ts';
 import { BLOB_TREE } from '../content/index-table.ts';
-import { HEADER_ENTRY_LEN, encodeIndexRecord } from '../content/pack.ts';
+import { HEADER_ENTRY_LEN, decodeIndex, encodeIndexRecord } from '../content/pack.ts';
 import { SEAL_OVERHEAD } from '../crypto/index.ts';
-import { IntegrityError, MeshbackError, NotFoundError, UsageError, errMessage } from '../errors/index.ts';
+import { IntegrityError, MeshbackError, NotFoundError, ObjectLockedError, UsageError, errMessage } from '../errors/index.ts';
 import type { EventSink } from '../events/index.ts';
 import { nullSink, reportOp } from '../events/index.ts';
 import type { Repository } from '../repository/index.ts';
@@ -31,6 +31,7 @@ import { HOLE_PREFIX } from '../snapshot/tree.ts';
 import { walkTree } from '../snapshot/walker.ts';
 import { parallel } from '../util/parallel.ts';
 import { EntriesByPack, EntryBits, reachPhase } from './shared.ts';
+import { latestDate, lockedFiles } from './object-lock.ts';
 import { INDEX_ENTRY_BYTES, INDEX_FILE_BYTES, INDEX_FILE_OVERHEAD, INDEX_PACK_BYTES, IndexWriter } from '../content/index-writer.ts';
 
 /** What prune uses of a repository: it rewrites and deletes packs and index files itself, so the backend, config, key and content store, plus snapshots and trees to mark what is used. */
@@ -107,6 +108,8 @@ export interface PruneResult {
   bytesWritten: number;
   /** bytesDeleted - bytesWritten */
   bytesFreed: number;
+  /** Object Lock: packs and index files prune would delete but left in place (under retention, or listed by an index file under retention), and when the last retention among them ends */
+  locked: { packs: number; indexes: number; until?: string };
   /** names of the packs deleted (or to delete) and repacked (or to repack) */
   deletedPacks: string[];
   repackedPacks: string[];
@@ -321,6 +324,49 @@ async function runPrune(repo: PruneRepo, opts: PruneOptions = {}): Promise<Prune
     unusedAfter -= c.unused;
   }
 
+  // ---- Object Lock: a file under retention cannot be deleted yet. Such packs stay (kept, listed by
+  // the new index), and so do the packs an old index file under retention lists: that file stays,
+  // and an index file must never list a pack that is gone.
+  const locked: PruneResult['locked'] = { packs: 0, indexes: 0 };
+  const lockedOldIndexes = new Set<string>();
+  if (repo.config.objectLock !== undefined) {
+    const pin = (pn: number): void => {
+      if (action[pn] === 0) return;
+      const size = stored.get(index.packs[pn]!);
+      if (action[pn] === REMOVE) {
+        if (size === undefined) packsMissing--;
+        else packsUnused--;
+      } else if (size !== index.packSizes[pn]) packsResized--;
+      action[pn] = 0;
+      locked.packs++;
+    };
+    const dates: Date[] = [];
+    const oldIndexes = await lockedFiles(repo, [...store.indexFiles].map((name) => ({ type: 'index' as const, name })));
+    for (const [name, until] of oldIndexes) {
+      lockedOldIndexes.add(name);
+      dates.push(until);
+      decodeIndex(repo.key.encKey, await repo.backend.get({ type: 'index', name }), name, (pack) => {
+        const pn = index.packNumberOf(pack);
+        if (pn !== undefined) pin(pn);
+      });
+    }
+    const doomed: { type: 'pack'; name: string }[] = [];
+    for (let pn = 0; pn < P; pn++) if (action[pn] !== 0 && stored.has(index.packs[pn]!)) doomed.push({ type: 'pack', name: index.packs[pn]! });
+    for (const name of unindexed) doomed.push({ type: 'pack', name });
+    const lockedPacks = await lockedFiles(repo, doomed);
+    for (const [name, until] of lockedPacks) {
+      dates.push(until);
+      const pn = index.packNumberOf(name);
+      if (pn !== undefined) pin(pn);
+      else {
+        unindexed.splice(unindexed.indexOf(name), 1);
+        locked.packs++;
+      }
+    }
+    const until = latestDate(dates);
+    if (until !== undefined) locked.until = until;
+  }
+
   const byPack = new EntriesByPack(index);
   const deletedPacks: string[] = [];
   const repackedPacks: string[] = [];
@@ -355,7 +401,8 @@ async function runPrune(repo: PruneRepo, opts: PruneOptions = {}): Promise<Prune
     bytesDeleted += stored.get(name)!;
   }
   const rewriteIndex = packsUnused + packsMissing + repackedPacks.length > 0;
-  if (rewriteIndex) for (const name of store.indexFiles) bytesDeleted += indexSizes.get(name) ?? 0;
+  if (rewriteIndex) for (const name of store.indexFiles) if (!lockedOldIndexes.has(name)) bytesDeleted += indexSizes.get(name) ?? 0;
+  if (rewriteIndex) locked.indexes = lockedOldIndexes.size;
 
   const res: PruneResult = {
     dryRun,
@@ -375,7 +422,7 @@ async function runPrune(repo: PruneRepo, opts: PruneOptions = {}): Promise<Prune
     packsResized,
     packsWritten: 0,
     indexFilesWritten: 0,
-    indexFilesDeleted: rewriteIndex ? store.indexFiles.size : 0,
+    indexFilesDeleted: rewriteIndex ? store.indexFiles.size - lockedOldIndexes.size : 0,
     parityFilesDeleted: 0,
     temporaryFilesDeleted: 0,
     bytesUsed,
@@ -388,6 +435,7 @@ async function runPrune(repo: PruneRepo, opts: PruneOptions = {}): Promise<Prune
     bytesFreed: 0,
     deletedPacks,
     repackedPacks,
+    locked,
   };
   const finish = (): PruneResult => {
     res.bytesFreed = res.bytesDeleted - res.bytesWritten;
@@ -470,7 +518,7 @@ async function runPrune(repo: PruneRepo, opts: PruneOptions = {}): Promise<Prune
 
   // ---- 5. delete: old index files first, then the packs no index lists any more
   if (rewriteIndex) {
-    const old = [...store.indexFiles].filter((n) => !newIndexFiles.has(n));
+    const old = [...store.indexFiles].filter((n) => !newIndexFiles.has(n) && !lockedOldIndexes.has(n));
     res.indexFilesDeleted = old.length;
     await deleteAll(repo, 'index', old, emit, 'deleting old index files', () => reachPhase('deleting-indexes', emit, opts.onPhase));
     await reachPhase('indexes-deleted', emit, opts.onPhase);
@@ -511,6 +559,14 @@ async function deleteOrphanParity(repo: PruneRepo): Promise<number> {
   for await (const f of repo.backend.list('pack')) packs.add(f.name);
   const orphans: string[] = [];
   for await (const f of repo.backend.list('parity')) if (!packs.has(f.name)) orphans.push(f.name);
-  await parallel(orphans, 4, (name) => repo.backend.delete({ type: 'parity', name }));
-  return orphans.length;
+  let deleted = 0;
+  await parallel(orphans, 4, async (name) => {
+    try {
+      await repo.backend.delete({ type: 'parity', name });
+      deleted++;
+    } catch (err) {
+      if (!(err instanceof ObjectLockedError)) throw err; // under retention: a later prune removes it
+    }
+  });
+  return deleted;
 }

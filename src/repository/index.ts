@@ -6,7 +6,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
-import type { Backend } from '../storage/backend.ts';
+import type { Backend, ObjectLockPolicy } from '../storage/backend.ts';
+import { findLayer } from '../storage/backend.ts';
+import { CacheBackend } from '../storage/cache.ts';
 import { Chunker, CHUNKER_NAME, DEFAULT_CHUNKER } from '../chunker/fastcdc.ts';
 import type { ChunkerParams } from '../chunker/fastcdc.ts';
 import { ContentStore } from '../content/store.ts';
@@ -45,6 +47,12 @@ export const RepoConfigSchema = v.pipe(
       about(
         v.object({ name: v.literal(PARITY_SCHEME_NAME), k: atLeast1(), m: atLeast1(), blockSize: atLeast1() }),
         'Reed-Solomon parity for every pack (init --parity); absent in repositories without parity',
+      ),
+    ),
+    objectLock: v.optional(
+      about(
+        v.object({ mode: v.picklist(['compliance', 'governance']), days: v.pipe(int(1), v.maxValue(36_500)) }),
+        'Object Lock (init --object-lock DAYS): every file but lock files is written with a retention of `days`, extended while snapshots use it; absent when the repository has none',
       ),
     ),
   }),
@@ -99,7 +107,12 @@ export interface InitOptions {
   packSize?: number;
   compressionLevel?: number;
   parity?: ParityScheme;
+  /** Object Lock: every file written immutable for `days` (the backend must support it). */
+  objectLock?: ObjectLockPolicy;
 }
+
+/** The most days of retention init accepts (100 years). */
+export const MAX_LOCK_DAYS = 36_500;
 
 export class Repository {
   readonly backend: Backend;
@@ -115,6 +128,8 @@ export class Repository {
     this.key = key;
     this.keyId = keyId;
     this.config = config;
+    // the metadata cache (if the stack has one) is the cache of this repository, by its id
+    findLayer(backend, CacheBackend)?.bind(config.id);
     this.store = new ContentStore(backend, key, { packSize: config.packSize, compressionLevel: config.compression.level, ...(config.parity !== undefined ? { parity: config.parity } : {}) });
   }
 
@@ -126,6 +141,14 @@ export class Repository {
       const problem = schemeProblem(opts.parity);
       if (problem !== undefined || opts.parity.name !== PARITY_SCHEME_NAME) throw new UsageError(`parity ${opts.parity.k}+${opts.parity.m}: ${problem ?? `unknown scheme ${opts.parity.name}`}`);
     }
+    if (opts.objectLock !== undefined) {
+      const { days, mode } = opts.objectLock;
+      if (!Number.isSafeInteger(days) || days < 1 || days > MAX_LOCK_DAYS) throw new UsageError(`object lock of ${days} days: give a whole number of days from 1 to ${MAX_LOCK_DAYS}`);
+      if (backend.objectLock === undefined) throw new UsageError(`--object-lock needs a store that can keep files immutable (an S3 bucket with Object Lock enabled); ${backend.location} cannot`);
+      const reason = await backend.objectLock.support();
+      if (reason !== undefined) throw new UsageError(`--object-lock: ${reason}`);
+      backend.objectLock.setPolicy({ mode, days });
+    }
     const config: RepoConfig = {
       version: REPO_VERSION,
       id: randomBytes(16).toString('hex'),
@@ -136,6 +159,7 @@ export class Repository {
       idHash: 'hmac-sha256',
       packSize: opts.packSize ?? 16 * 1024 * 1024,
       ...(opts.parity !== undefined ? { parity: { ...opts.parity } } : {}),
+      ...(opts.objectLock !== undefined ? { objectLock: { mode: opts.objectLock.mode, days: opts.objectLock.days } } : {}),
     };
     const key = newMasterKey();
     await backend.create();
@@ -164,9 +188,19 @@ export class Repository {
     if (config.parity !== undefined && (config.parity.name !== PARITY_SCHEME_NAME || schemeProblem(config.parity) !== undefined)) {
       throw new MeshbackError('UNSUPPORTED_FORMAT', `the repository at ${backend.location} uses parity scheme ${config.parity.name} ${config.parity.k}+${config.parity.m}, which this meshback does not support: upgrade meshback`);
     }
+    // files written from now on get the repository's retention (a copy of an Object Lock
+    // repository on a store without it, a local directory say, is read and written without)
+    if (config.objectLock !== undefined) backend.objectLock?.setPolicy(config.objectLock);
     const repo = new Repository(backend, key, keyId, config);
     if (opts.loadIndex !== false) await repo.store.loadIndex();
     return repo;
+  }
+
+  /** The same repository opened again with the key it holds, its index loaded afresh (after a prune rewrote it). */
+  async reopen(): Promise<Repository> {
+    const r = new Repository(this.backend, this.key, this.keyId, this.config);
+    await r.store.loadIndex();
+    return r;
   }
 
   chunker(): Chunker {

@@ -14,13 +14,16 @@
  * reported. With `verify`, each file is synced, read back from disk and compared chunk by
  * chunk with the snapshot.
  *
+ * A pack read that fails for a passing reason (isRetryable: the store unreachable, after the
+ * storage stack's retries) stops the restore with that error: the data is not known damaged.
+ *
  * Parity: when chunks of a pack cannot be read or fail verification, and the pack has a
  * parity file, the pack is rebuilt in memory (verified against its name) and the chunks are
  * taken from the rebuilt copy; a warning says so. The repository itself is not changed
  * ('meshback repair packs' does that).
  */
 import { idEquals } from '../crypto/index.ts';
-import { IntegrityError, MeshbackError } from '../errors/index.ts';
+import { IntegrityError, MeshbackError, isRetryable } from '../errors/index.ts';
 import type { EventSink } from '../events/index.ts';
 import { nullSink, reportOp } from '../events/index.ts';
 import type { Repository } from '../repository/index.ts';
@@ -374,6 +377,10 @@ async function fetchAndWrite(repo: RestoreRepo, target: RestoreTarget, states: F
           data = await repo.readPack(pack, { offset: start, length: end - start }, readBuf);
         } catch (err) {
           if (err instanceof MeshbackError && err.code === 'NO_SPACE') throw err;
+          // a passing failure (connection, timeout, 5xx) that outlasted the storage stack's retries:
+          // the store is unreachable, the data not damaged; the restore stops with it (exit 7)
+          // instead of failing every file of the pack as damaged (exit 4, one line per file)
+          if (isRetryable(err)) throw err;
           readErr = `pack ${pack} cannot be read: ${err instanceof Error ? err.message : String(err)}`;
         }
         // blobs of a group decode concurrently (large ones on the thread pool) and are written as they come

@@ -18,6 +18,8 @@
  * from such a pack). It is atomic: a reader sees the old file or the new one, never a mix.
  */
 
+import type { RequestCounter } from './requests.ts';
+
 export type FileType = 'config' | 'key' | 'pack' | 'index' | 'snapshot' | 'lock' | 'parity';
 
 export const FILE_TYPES: readonly FileType[] = ['config', 'key', 'pack', 'index', 'snapshot', 'lock', 'parity'];
@@ -35,15 +37,75 @@ export interface FileInfo {
   readonly size: number;
 }
 
+/** How an Object Lock retention may be lifted: never (compliance), or by a user allowed to bypass it (governance). */
+export type LockMode = 'compliance' | 'governance';
+
+/** Immutability for new files: each is kept from deletion and overwriting for `days` after it is written. */
+export interface ObjectLockPolicy {
+  readonly mode: LockMode;
+  readonly days: number;
+}
+
+/** A stored file's retention: until when it cannot be deleted (none: undefined), and when it was written. */
+export interface FileRetention {
+  readonly until?: Date;
+  readonly mode?: LockMode;
+  readonly modified?: Date;
+}
+
+/**
+ * Object Lock (write once, read many) of a store that has it (S3 with Object Lock). Files of
+ * every type except `lock` are written with a retention date once a policy is set; a file under
+ * retention cannot be deleted or overwritten, by anyone (compliance) or by anyone without the
+ * right to bypass it (governance), until that date.
+ */
+export interface ObjectLock {
+  /** Checks the store can keep files immutable; undefined when it can, else a one-line reason and what to do. */
+  support(): Promise<string | undefined>;
+  /** The policy for files written from now on (undefined: no retention). */
+  readonly policy: ObjectLockPolicy | undefined;
+  setPolicy(p: ObjectLockPolicy | undefined): void;
+  /** The retention of a stored file (NotFoundError when it does not exist). */
+  retention(h: Handle): Promise<FileRetention>;
+  /** Extends the file's retention to `until`, in the policy's mode (a retention is never shortened). */
+  extend(h: Handle, until: Date): Promise<void>;
+  /**
+   * Files of a type that are hidden, not deleted: a delete without a version (by hand, or by a
+   * client that was not meshback) put a delete marker over versions that still exist.
+   */
+  hidden(type: FileType): Promise<HiddenFile[]>;
+  /** Removes a hidden file's delete markers: its newest stored version is the file again. */
+  unhide(f: HiddenFile): Promise<void>;
+}
+
+/** A file hidden behind delete markers (see ObjectLock.hidden). */
+export interface HiddenFile {
+  readonly type: FileType;
+  readonly name: string;
+  /** the version ids of the delete markers over it, newest first */
+  readonly markers: readonly string[];
+  /** the newest stored version: its size, and when it was written */
+  readonly size: number;
+  readonly modified?: Date;
+}
+
 export interface BackendProperties {
   /** How many operations may usefully run at once. */
   readonly connections: number;
+  /** True for a store reached over a network (S3): each request costs time and money, so metadata is cached locally (cache.ts). */
+  readonly remote?: boolean;
 }
 
 export interface Backend {
   /** Human-readable location, without secrets. */
   readonly location: string;
   readonly properties: BackendProperties;
+  /**
+   * Optional: the counts of the requests this backend sent (a backend that talks to a server
+   * counts its own; the stack counts the calls of any other: see requests.ts). Wrappers do not
+   * forward it: requestCounter() finds it in a stack.
+   */
+  readonly requests?: RequestCounter;
   /** True when the repository's config file exists. */
   exists(): Promise<boolean>;
   /** Creates the layout of an empty repository; fails if a config already exists. */
@@ -79,6 +141,8 @@ export interface Backend {
    * the lock file of the process before it exits). A missing file is not an error.
    */
   deleteSync?(h: Handle): void;
+  /** Optional: Object Lock, on a store that can keep files immutable. */
+  readonly objectLock?: ObjectLock;
   close(): Promise<void>;
 }
 
@@ -93,6 +157,25 @@ export interface BlobWriter {
   commit(name: string): Promise<void>;
   /** Removes the partial file. */
   abort(): Promise<void>;
+}
+
+/**
+ * An ObjectLock whose requests (support, retention, extend) each go through `around` (a wrapper's
+ * retry or connection slot); setPolicy and policy are the inner one's.
+ */
+export function wrapObjectLock(inner: ObjectLock, around: <T>(op: 'lockSupport' | 'retention' | 'extendRetention' | 'list' | 'delete', h: Handle | undefined, fn: () => Promise<T>) => Promise<T>): ObjectLock {
+  return {
+    support: () => around('lockSupport', undefined, () => inner.support()),
+    get policy() {
+      return inner.policy;
+    },
+    setPolicy: (p) => inner.setPolicy(p),
+    retention: (h) => around('retention', h, () => inner.retention(h)),
+    extend: (h, until) => around('extendRetention', h, () => inner.extend(h, until)),
+    hidden: (type) => around('list', undefined, () => inner.hidden(type)),
+    // removing a marker again is harmless (it is gone), so this is retried like a delete
+    unhide: (f) => around('delete', f, () => inner.unhide(f)),
+  };
 }
 
 /** The bytes of a put, as one buffer. */

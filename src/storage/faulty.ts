@@ -22,12 +22,12 @@
  * A writer (openWriter) is faulted at its commit (op 'commit'): `before` aborts the inner
  * writer (no partial file stays) and throws, as a failed commit of a real backend does.
  */
-import type { Backend, BlobWriter, FileInfo, FileType, Handle, Wrapper } from './backend.ts';
-import { FILE_TYPES, handleString } from './backend.ts';
+import type { Backend, BlobWriter, FileInfo, FileType, Handle, ObjectLock, Wrapper } from './backend.ts';
+import { FILE_TYPES, handleString, wrapObjectLock } from './backend.ts';
 import { BackendError, NoSpaceError, UsageError } from '../errors/index.ts';
 
-export type FaultOp = 'exists' | 'create' | 'put' | 'get' | 'stat' | 'list' | 'delete' | 'deleteSync' | 'replace' | 'openWriter' | 'commit' | 'removeTemporary';
-export const FAULT_OPS: readonly FaultOp[] = ['exists', 'create', 'put', 'get', 'stat', 'list', 'delete', 'deleteSync', 'replace', 'openWriter', 'commit', 'removeTemporary'];
+export type FaultOp = 'exists' | 'create' | 'put' | 'get' | 'stat' | 'list' | 'delete' | 'deleteSync' | 'replace' | 'openWriter' | 'commit' | 'removeTemporary' | 'lockSupport' | 'retention' | 'extendRetention';
+export const FAULT_OPS: readonly FaultOp[] = ['exists', 'create', 'put', 'get', 'stat', 'list', 'delete', 'deleteSync', 'replace', 'openWriter', 'commit', 'removeTemporary', 'lockSupport', 'retention', 'extendRetention'];
 
 export type FaultKind = 'transient' | 'io' | 'nospace' | 'short-read' | 'corrupt' | 'delay';
 export const FAULT_KINDS: readonly FaultKind[] = ['transient', 'io', 'nospace', 'short-read', 'corrupt', 'delay'];
@@ -113,6 +113,7 @@ export class FaultyBackend implements Backend, Wrapper {
   readonly replace?: (h: Handle, data: Uint8Array) => Promise<void>;
   readonly removeTemporary?: (olderThanMs: number) => Promise<{ files: number; bytes: number }>;
   readonly deleteSync?: (h: Handle) => void;
+  readonly objectLock?: ObjectLock;
   private readonly random: () => number;
   private readonly sleep: (ms: number) => Promise<void>;
   /** Per rule (by identity): matching calls seen, faults fired. */
@@ -124,6 +125,7 @@ export class FaultyBackend implements Backend, Wrapper {
     this.random = seededRandom(opts.seed ?? 1);
     this.sleep = opts.sleep ?? realSleep;
     const { openWriter, replace, removeTemporary, deleteSync } = inner;
+    if (inner.objectLock !== undefined) this.objectLock = wrapObjectLock(inner.objectLock, (op, h, fn) => this.faulted(op, h?.type, h, fn));
     if (openWriter !== undefined) {
       this.openWriter = async (type) => {
         if (this.rules.length === 0) return this.writer(await openWriter.call(inner, type), type);

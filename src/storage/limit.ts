@@ -16,7 +16,8 @@
  * Cost on the happy path: one closure and one async frame per call; a free slot is taken
  * without allocating (Semaphore.tryAcquire).
  */
-import type { Backend, BlobWriter, FileInfo, FileType, Handle, Wrapper } from './backend.ts';
+import type { Backend, BlobWriter, FileInfo, FileType, Handle, ObjectLock, Wrapper } from './backend.ts';
+import { wrapObjectLock } from './backend.ts';
 import { Semaphore } from '../util/semaphore.ts';
 
 function limitedWriter(w: BlobWriter, sem: Semaphore): BlobWriter {
@@ -39,6 +40,7 @@ export class LimitBackend implements Backend, Wrapper {
   readonly replace?: (h: Handle, data: Uint8Array) => Promise<void>;
   readonly removeTemporary?: (olderThanMs: number) => Promise<{ files: number; bytes: number }>;
   readonly deleteSync?: (h: Handle) => void;
+  readonly objectLock?: ObjectLock;
 
   constructor(inner: Backend, connections: number = inner.properties.connections) {
     this.inner = inner;
@@ -49,6 +51,7 @@ export class LimitBackend implements Backend, Wrapper {
     if (replace !== undefined) this.replace = (h, data) => sem.run(() => replace.call(inner, h, data));
     if (removeTemporary !== undefined) this.removeTemporary = (ms) => sem.run(() => removeTemporary.call(inner, ms));
     if (deleteSync !== undefined) this.deleteSync = (h) => deleteSync.call(inner, h);
+    if (inner.objectLock !== undefined) this.objectLock = wrapObjectLock(inner.objectLock, (_op, _h, fn) => sem.run(fn));
   }
 
   get location(): string {

@@ -12,8 +12,9 @@
  * A location that starts with `WORD:` is a scheme, so a relative directory whose name has a
  * colon is written `./name:x` or `local:name:x`.
  *
- * openBackend() returns the backend inside the storage stack (stack.ts: retry and connection
- * limit) unless told otherwise. Opening does no I/O: `exists()` tells whether a repository is
+ * openBackend() returns the backend inside the storage stack (stack.ts: request counting, retry,
+ * connection limit, and the metadata cache when `cache` is given and the backend is remote)
+ * unless told otherwise. Opening does no I/O: `exists()` tells whether a repository is
  * there and `create()` makes the layout of a new one (init).
  */
 import { fileURLToPath } from 'node:url';
@@ -137,5 +138,5 @@ export function openBackend(location: string, opts: OpenBackendOptions = {}): Ba
   if (retry !== false && retry?.onRetry === undefined && events !== undefined) {
     retry = { ...retry, onRetry: (r) => events({ type: 'warning', message: retryMessage(r) }) };
   }
-  return stack(backend, { ...opts, retry });
+  return stack(backend, { count: true, ...opts, retry });
 }

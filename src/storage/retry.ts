@@ -27,14 +27,14 @@
  * Cost on the happy path: one closure and one async frame per call; a listing costs one promise
  * and one set entry per file.
  */
-import type { Backend, BlobWriter, FileInfo, FileType, Handle, Wrapper } from './backend.ts';
-import { handleString } from './backend.ts';
+import type { Backend, BlobWriter, FileInfo, FileType, Handle, ObjectLock, Wrapper } from './backend.ts';
+import { handleString, wrapObjectLock } from './backend.ts';
 import { setTimeout as delay } from 'node:timers/promises';
 import { isRetryable } from '../errors/index.ts';
 
 /** The calls the retry wrapper retries (openWriter: opening only; see above). */
-export type RetriedOp = 'exists' | 'create' | 'put' | 'get' | 'stat' | 'list' | 'delete' | 'replace' | 'openWriter' | 'removeTemporary';
-export const RETRIED_OPS: readonly RetriedOp[] = ['exists', 'create', 'put', 'get', 'stat', 'list', 'delete', 'replace', 'openWriter', 'removeTemporary'];
+export type RetriedOp = 'exists' | 'create' | 'put' | 'get' | 'stat' | 'list' | 'delete' | 'replace' | 'openWriter' | 'removeTemporary' | 'lockSupport' | 'retention' | 'extendRetention';
+export const RETRIED_OPS: readonly RetriedOp[] = ['exists', 'create', 'put', 'get', 'stat', 'list', 'delete', 'replace', 'openWriter', 'removeTemporary', 'lockSupport', 'retention', 'extendRetention'];
 
 export interface RetryReport {
   readonly op: RetriedOp;
@@ -56,6 +56,12 @@ export interface RetryOptions {
   baseDelayMs?: number;
   /** The largest backoff cap (default 20 s). */
   maxDelayMs?: number;
+  /**
+   * The least part of the cap a wait takes, 0 to 1 (default 0: full jitter, uniform in [0, cap));
+   * 0.5 is "equal jitter", uniform in [cap/2, cap): the waits then add up to at least half the
+   * caps' sum, so a given number of attempts rides out an outage of a known length.
+   */
+  minDelayFraction?: number;
   /** Waits, or stops waiting when `signal` aborts (tests pass one that records and returns at once). */
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
   /** Uniform in [0, 1) (tests pass a fixed one). */
@@ -68,10 +74,22 @@ export interface RetryOptions {
 
 export const RETRY_DEFAULTS = { attempts: 6, baseDelayMs: 250, maxDelayMs: 20_000 } as const;
 
-/** Full jitter: uniform in [0, min(maxMs, baseMs * 2^(attempt-1))), attempt counted from 1. */
-export function backoffDelay(attempt: number, baseMs: number, maxMs: number, random: () => number): number {
+/**
+ * For a store reached over a network (properties.remote: S3): an outage of a minute or so (a
+ * restarting server, a failing-over load balancer, a flapping link) is ridden out, not turned into
+ * a failed backup. 12 attempts with equal jitter: the 11 waits' caps add up to 111.75 s, so the
+ * waits last from 55.9 s to 111.75 s in all. (restic retries for up to 15 minutes.)
+ */
+export const REMOTE_RETRY_DEFAULTS = { attempts: 12, baseDelayMs: 250, maxDelayMs: 20_000, minDelayFraction: 0.5 } as const;
+
+/**
+ * Jittered exponential backoff: uniform in [f * cap, cap) with cap = min(maxMs, baseMs * 2^(attempt-1)),
+ * attempt counted from 1; f = 0 is full jitter.
+ */
+export function backoffDelay(attempt: number, baseMs: number, maxMs: number, random: () => number, minFraction = 0): number {
   const cap = Math.min(maxMs, baseMs * 2 ** (attempt - 1));
-  return Math.min(cap, Math.floor(random() * cap));
+  const f = Math.min(1, Math.max(0, minFraction));
+  return Math.min(cap, Math.floor(cap * (f + (1 - f) * random())));
 }
 
 const realSleep = (ms: number, signal: AbortSignal): Promise<void> => delay(ms, undefined, { signal });
@@ -87,9 +105,11 @@ export class RetryBackend implements Backend, Wrapper {
   readonly replace?: (h: Handle, data: Uint8Array) => Promise<void>;
   readonly removeTemporary?: (olderThanMs: number) => Promise<{ files: number; bytes: number }>;
   readonly deleteSync?: (h: Handle) => void;
+  readonly objectLock?: ObjectLock;
   private readonly attempts: number;
   private readonly baseDelayMs: number;
   private readonly maxDelayMs: number;
+  private readonly minDelayFraction: number;
   private readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
   private readonly random: () => number;
   private readonly onRetry: ((r: RetryReport) => void) | undefined;
@@ -103,6 +123,7 @@ export class RetryBackend implements Backend, Wrapper {
     this.attempts = Math.max(1, Math.floor(opts.attempts ?? RETRY_DEFAULTS.attempts));
     this.baseDelayMs = Math.max(0, opts.baseDelayMs ?? RETRY_DEFAULTS.baseDelayMs);
     this.maxDelayMs = Math.max(0, opts.maxDelayMs ?? RETRY_DEFAULTS.maxDelayMs);
+    this.minDelayFraction = opts.minDelayFraction ?? 0;
     this.sleep = opts.sleep ?? realSleep;
     this.random = opts.random ?? Math.random;
     this.onRetry = opts.onRetry;
@@ -112,6 +133,8 @@ export class RetryBackend implements Backend, Wrapper {
     if (replace !== undefined) this.replace = (h, data) => this.call('replace', h, () => replace.call(inner, h, data));
     if (removeTemporary !== undefined) this.removeTemporary = (ms) => this.call('removeTemporary', undefined, () => removeTemporary.call(inner, ms));
     if (deleteSync !== undefined) this.deleteSync = (h) => deleteSync.call(inner, h);
+    // extending a retention to the same date again is harmless, so each of these is retried
+    if (inner.objectLock !== undefined) this.objectLock = wrapObjectLock(inner.objectLock, (op, h, fn) => this.call(op, h, fn));
   }
 
   get location(): string {
@@ -124,7 +147,7 @@ export class RetryBackend implements Backend, Wrapper {
   /** Throws `err` when it is not to be retried (or attempts are used up); else reports and waits. */
   private async backoff(op: RetriedOp, what: Handle | FileType | undefined, attempt: number, err: unknown): Promise<void> {
     if (this.closed || attempt >= this.attempts || !this.retryable(err)) throw err;
-    const delayMs = backoffDelay(attempt, this.baseDelayMs, this.maxDelayMs, this.random);
+    const delayMs = backoffDelay(attempt, this.baseDelayMs, this.maxDelayMs, this.random, this.minDelayFraction);
     this.onRetry?.({ op, what: whatString(what), attempt, attempts: this.attempts, delayMs, error: err });
     const ac = new AbortController();
     this.waits.add(ac);

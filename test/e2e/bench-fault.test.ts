@@ -151,7 +151,7 @@ test('bench run: unknown tool or scenario is one line and exit 2', async () => {
   const a = await mb(['bench', 'run', '--tools', 'meshback,zfs', '--out', '/nonexistent/x']);
   assert.equal(a.code, 2);
   assert.equal(a.stderr.trim().split('\n').length, 1, a.stderr);
-  assert.match(a.stderr, /unknown tool "zfs": choose from meshback,restic,borg,rsync,tar,cp/);
+  assert.match(a.stderr, /unknown tool "zfs": choose from meshback,meshback-parity,restic,kopia,borg,tar,rsync,cp$/m);
   const b = await mb(['bench', 'run', '--scenarios', 'container-crash,meteor', '--out', '/nonexistent/x']);
   assert.equal(b.code, 2);
   assert.equal(b.stderr.trim().split('\n').length, 1, b.stderr);
@@ -195,6 +195,77 @@ test('bench run: a tool whose binary is missing is skipped with the reason; the 
     assert.match(res.tools.find((x) => x.name === 'borg')!.unavailable ?? '', /not found on PATH/);
     assert.equal(res.cells.find((c) => c.tool === 'tar')!.status, 'ok');
     assert.match(r.stderr, /borg: unavailable/);
+  } finally {
+    await rmrf(base);
+  }
+});
+
+test('bench run s3-outage: MinIO through toxiproxy goes down mid-backup; borg is not applicable', { timeout: 120_000 }, async () => {
+  const base = tmpdir('bench-s3-outage');
+  try {
+    const out = path.join(base, 'out');
+    const r = await mb(['bench', 'run', '--tools', 'meshback,restic,kopia,borg', '--scenarios', 's3-outage', '--strategies', 'incremental', '--size', '8MiB', '--repeat', '1', '--seed', '3', '--outage-seconds', '3', '--no-install', '--out', out, ...FAST]);
+    assert.equal(r.code, 0, `exit ${r.code}\n${r.stderr.slice(-4000)}`);
+    assert.match(r.stderr, /s3-outage meshback\/incremental repeat 1: backup-2; the object store goes down [\d.]+ s into it, for 3 s/);
+    const res = await results(out);
+    assert.equal(res.options.outageSeconds, 3);
+    const borg = res.cells.find((c) => c.tool === 'borg')!;
+    assert.equal(borg.status, 'skipped');
+    assert.match(borg.reason ?? '', /^not applicable: borg cannot keep its repository in S3/);
+    for (const tool of ['meshback', 'restic', 'kopia']) {
+      const c = res.cells.find((x) => x.tool === tool)!;
+      assert.equal(c.status, 'ok', `${tool}: ${JSON.stringify(c.repeats.map((x) => x.reason))}`);
+      const rep = c.repeats[0]!;
+      const o = rep.outage!;
+      assert.ok(o !== undefined && o.seconds === 3 && o.startedAfterSeconds >= 0.2, `${tool}: ${JSON.stringify(o)}`);
+      assert.equal(o.hit, true, `${tool}: the outage missed backup-2: ${JSON.stringify(rep.steps)}`);
+      const b2 = rep.steps.find((s) => s.name === 'backup-2')!;
+      // the backup either waited the outage out, or failed with the tool's own line and was rerun
+      if (o.backup === 'finished') assert.ok(b2.wallSeconds >= 2.5 && !o.rerun, `${tool}: ${JSON.stringify(b2)}`);
+      else {
+        assert.ok(b2.exitCode !== 0 && (b2.message ?? '') !== '' && o.rerun && o.rerunOk === true, `${tool}: ${JSON.stringify({ b2, o })}`);
+        assert.ok(rep.steps.some((s) => s.name === 'backup-3' && s.exitCode === 0), tool);
+      }
+      // nothing stored is lost: the check passes and the restore has every file, the new ones included
+      assert.ok(rep.steps.some((s) => s.name === 'check' && s.exitCode === 0), `${tool}: ${JSON.stringify(rep.notes)}`);
+      assert.ok(rep.integrity !== undefined && rep.integrity.files > 10 && rep.integrity.matching === rep.integrity.files && rep.integrity.extra === 0, `${tool}: ${JSON.stringify(rep.integrity)}`);
+      assert.ok(rep.rpo !== undefined && rep.rpo.bytesLost === 0 && rep.rtoSeconds !== undefined && rep.rtoSeconds > 0, tool);
+      assert.ok((rep.bytesStored ?? 0) > 8 * 1024 * 1024, `${tool}: stored ${rep.bytesStored}`);
+    }
+    const md = await fsp.readFile(path.join(out, 'report.md'), 'utf8');
+    assert.match(md, /\| borg \| not applicable \|/);
+    assert.match(md, /\| borg \| incremental \| not applicable: borg cannot keep its repository in S3 \| — \|/);
+    assert.match(md, /rode out the outage|backup failed \(exit \d+\)/);
+  } finally {
+    await rmrf(base);
+  }
+});
+
+test('bench run repo-corruption: the meshback (parity) row repairs from parity what plain meshback loses', { timeout: 90_000 }, async () => {
+  const base = tmpdir('bench-parity');
+  try {
+    const out = path.join(base, 'out');
+    const r = await mb(['bench', 'run', '--tools', 'meshback,meshback-parity', '--scenarios', 'repo-corruption,container-crash', '--strategies', 'incremental', '--size', '16MiB', '--repeat', '1', '--seed', '5', '--no-install', '--out', out, ...FAST]);
+    assert.equal(r.code, 0, `exit ${r.code}\n${r.stderr.slice(-4000)}`);
+    const res = await results(out);
+    // the parity variant runs only where the repository is damaged
+    assert.deepEqual(res.cells.map((c) => `${c.scenario} ${c.tool}`).sort(), ['container-crash meshback', 'repo-corruption meshback', 'repo-corruption meshback-parity']);
+    assert.equal(res.tools.find((x) => x.name === 'meshback-parity')!.label, 'meshback (parity)');
+    const plain = res.cells.find((c) => c.scenario === 'repo-corruption' && c.tool === 'meshback')!.repeats[0]!;
+    const par = res.cells.find((c) => c.tool === 'meshback-parity')!.repeats[0]!;
+    assert.equal(plain.repair, undefined);
+    assert.ok(plain.integrity!.damaged + plain.integrity!.missing > 0, JSON.stringify(plain.integrity));
+    assert.equal(par.status, 'ok', par.reason ?? '');
+    assert.equal(par.corruptionDetected, true);
+    const rep = par.repair!;
+    assert.ok(rep !== undefined && rep.exitCode === 0 && rep.packsLost === 0 && rep.packsDamaged + rep.parityRewritten >= 1 && rep.packsRepaired === rep.packsDamaged, JSON.stringify(rep));
+    assert.deepEqual(par.steps.map((s) => s.name), ['backup', 'check', 'repair', 'restore']);
+    assert.ok(par.integrity!.matching === par.integrity!.files && par.integrity!.files > 100, JSON.stringify(par.integrity));
+    assert.ok(par.rtoSeconds !== undefined && par.rtoSeconds > 0);
+    const md = await fsp.readFile(path.join(out, 'report.md'), 'utf8');
+    // the matrix's columns follow --scenarios: repo-corruption, then container-crash
+    assert.match(md, /\| meshback \(parity\) \| (repaired from parity \d+\/\d+ packs; )?detected; intact \| — \|/);
+    assert.match(md, /\| meshback \| detected; incomplete, reported 1\/1 [^|]+ \| intact \|/);
   } finally {
     await rmrf(base);
   }

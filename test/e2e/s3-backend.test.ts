@@ -3,19 +3,18 @@
  * the Backend conformance suite on the backend alone and inside the storage stack (each fixture a
  * fresh prefix in the bucket), stored sizes checked with HeadObject, listing pages over more than
  * 1,000 objects, the 412 of a conditional PUT, the error mapping (missing bucket, wrong
- * credentials, a server that is not there), and a proxy that cuts bodies short or answers 503 SlowDown.
+ * credentials, a server that is not there), and the fault proxy (lab/faults/http-proxy.ts) cutting bodies short and answering 503 SlowDown.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import * as http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { startS3, type S3Env } from '../../lab/testenv/index.ts';
+import { startFaultProxy } from '../../lab/faults/http-proxy.ts';
 import { backendConformance, hexName, names } from '../../src/storage/conformance.ts';
-import { S3Backend } from '../../src/storage/s3.ts';
+import { S3Backend, s3TimeoutMs } from '../../src/storage/s3.ts';
 import { stack } from '../../src/storage/stack.ts';
-import { BackendError, NotFoundError, isRetryable } from '../../src/errors/index.ts';
+import { BackendError, NotFoundError, UsageError, isRetryable } from '../../src/errors/index.ts';
 import type { Handle } from '../../src/storage/backend.ts';
 import type { RetryReport } from '../../src/storage/retry.ts';
 
@@ -42,8 +41,8 @@ after(async () => {
 });
 
 let n = 0;
-function fresh(): S3Backend {
-  return new S3Backend({ endpoint: s3.endpoint, bucket: s3.bucket, prefix: `conformance/${process.pid}-${n++}-${randomBytes(3).toString('hex')}` });
+function fresh(opts: { bucket?: string; overwriteCheck?: 'head' } = {}): S3Backend {
+  return new S3Backend({ endpoint: s3.endpoint, bucket: opts.bucket ?? s3.bucket, prefix: `conformance/${process.pid}-${n++}-${randomBytes(3).toString('hex')}`, ...(opts.overwriteCheck !== undefined ? { overwriteCheck: opts.overwriteCheck } : {}) });
 }
 
 const md5 = (b: Buffer): string => createHash('md5').update(b).digest('hex');
@@ -56,6 +55,18 @@ async function head(b: S3Backend, key: string): Promise<{ size: number; etag: st
 
 backendConformance('s3 (MinIO)', async () => {
   const backend = fresh();
+  return { backend, cleanup: () => backend.close() };
+});
+
+// the bucket with Object Lock is versioned: conditional PUTs, listing and deletes must hold there too
+backendConformance('s3 (MinIO, versioned bucket with Object Lock)', async () => {
+  const backend = fresh({ bucket: s3.lockedBucket });
+  return { backend, cleanup: () => backend.close() };
+});
+
+// the alternative for servers that ignore If-None-Match: a HEAD before each PUT
+backendConformance('s3 (MinIO, overwrite-check=head)', async () => {
+  const backend = fresh({ overwriteCheck: 'head' });
   return { backend, cleanup: () => backend.close() };
 });
 
@@ -189,9 +200,31 @@ describe('s3 backend on MinIO', () => {
     }
   });
 
+  test('a reply that never comes is a retryable timeout after MESHBACK_S3_TIMEOUT_MS, not a hang; a bad value is refused', async () => {
+    const proxy = await startFaultProxy(s3.endpoint);
+    const before = process.env['MESHBACK_S3_TIMEOUT_MS'];
+    process.env['MESHBACK_S3_TIMEOUT_MS'] = '1000';
+    // read when the client is made, on the first request
+    const b = new S3Backend({ endpoint: proxy.endpoint, bucket: s3.bucket, prefix: `timeout/${randomBytes(4).toString('hex')}` });
+    try {
+      proxy.inject({ fault: 'slow-first-byte', delayMs: 60_000 });
+      const t0 = performance.now();
+      await assert.rejects(b.stat({ type: 'config', name: 'config' }), (e: unknown) => e instanceof BackendError && isRetryable(e) && /timed out after 1000 ms/.test(e.message) && !e.message.includes('\n'));
+      const ms = performance.now() - t0;
+      assert.ok(ms >= 900 && ms < 10_000, `gave up after ${ms.toFixed(0)} ms`);
+      process.env['MESHBACK_S3_TIMEOUT_MS'] = '2s';
+      assert.throws(() => s3TimeoutMs(), (e: unknown) => e instanceof UsageError && /MESHBACK_S3_TIMEOUT_MS=2s is not a positive whole number of milliseconds/.test(e.message));
+      assert.equal(s3TimeoutMs({}), 120_000);
+    } finally {
+      if (before === undefined) delete process.env['MESHBACK_S3_TIMEOUT_MS'];
+      else process.env['MESHBACK_S3_TIMEOUT_MS'] = before;
+      await b.close();
+      await proxy.stop();
+    }
+  });
+
   test('behind a faulty proxy: a body cut short is a retryable truncated read, 503 SlowDown is retryable, and the stack recovers from both', async () => {
-    const plan = { cut: 0, slowdown: 0 };
-    const proxy = await startProxy(s3.endpoint, plan);
+    const proxy = await startFaultProxy(s3.endpoint);
     const prefix = `proxy/${randomBytes(4).toString('hex')}`;
     const direct = new S3Backend({ endpoint: s3.endpoint, bucket: s3.bucket, prefix });
     const viaProxy = new S3Backend({ endpoint: proxy.endpoint, bucket: s3.bucket, prefix });
@@ -202,14 +235,15 @@ describe('s3 backend on MinIO', () => {
       const data = randomBytes(300_000);
       await direct.put(h, data);
       assert.ok((await viaProxy.get(h)).equals(data), 'the proxy passes requests through');
-      plan.cut = 1;
+      proxy.inject({ fault: 'truncate', on: ['get'], times: 1 });
       await assert.rejects(viaProxy.get(h), (e: unknown) => e instanceof BackendError && isRetryable(e) && !e.message.includes('\n'));
-      plan.cut = 1;
+      proxy.inject({ fault: 'truncate', on: ['get'], times: 1 });
       await assert.rejects(viaProxy.get(h, { offset: 1000, length: 200_000 }), (e: unknown) => e instanceof BackendError && isRetryable(e));
-      plan.slowdown = 1;
+      proxy.inject({ fault: 'slowdown', on: ['get'], times: 1 });
       await assert.rejects(viaProxy.get(h), (e: unknown) => e instanceof BackendError && isRetryable(e) && /SlowDown/.test(e.message) && /HTTP 503/.test(e.message));
-      plan.cut = 2;
-      plan.slowdown = 2;
+      proxy.clear();
+      proxy.inject({ fault: 'slowdown', on: ['get'], times: 2 });
+      proxy.inject({ fault: 'truncate', on: ['get'], times: 2 });
       assert.ok((await stacked.get(h)).equals(data), 'the retry wrapper gets the whole file in the end');
       assert.equal(retries.length, 4, retries.map((r) => String(r.error)).join('; '));
       assert.ok((await stacked.get(h, { offset: 5, length: 10 })).equals(data.subarray(5, 15)));
@@ -220,48 +254,3 @@ describe('s3 backend on MinIO', () => {
     }
   });
 });
-
-/**
- * An HTTP proxy in front of MinIO that passes requests through (Host header included, so signatures
- * hold), except: while plan.slowdown > 0 a GET is answered 503 SlowDown; while plan.cut > 0 a GET of
- * an object gets its headers and half its first chunk, then the connection is closed.
- */
-async function startProxy(target: string, plan: { cut: number; slowdown: number }): Promise<{ endpoint: string; stop(): Promise<void> }> {
-  const t = new URL(target);
-  const server = http.createServer((req, res) => {
-    const isGetObject = req.method === 'GET' && !(req.url ?? '').includes('list-type');
-    if (isGetObject && plan.slowdown > 0) {
-      plan.slowdown--;
-      req.resume();
-      res.writeHead(503, { 'content-type': 'application/xml' });
-      res.end('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>');
-      return;
-    }
-    const up = http.request({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers: req.headers }, (ur) => {
-      res.writeHead(ur.statusCode ?? 502, ur.headers);
-      if (isGetObject && plan.cut > 0 && (ur.statusCode ?? 0) < 300) {
-        plan.cut--;
-        ur.once('data', (chunk: Buffer) => {
-          res.write(chunk.subarray(0, Math.floor(chunk.length / 2)), () => {
-            res.socket?.destroy();
-            ur.destroy();
-          });
-        });
-        return;
-      }
-      ur.pipe(res);
-    });
-    up.on('error', () => res.destroy());
-    req.pipe(up);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
-  return {
-    endpoint: `http://127.0.0.1:${port}`,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
-}

@@ -60,7 +60,7 @@ before(async () => {
   src = path.join(base, 'src');
   await makeTree(src);
   repo = `s3:${s3.endpoint}/${s3.bucket}/some/prefix`;
-  env = { ...s3.env, AWS_PROFILE: undefined, AWS_SESSION_TOKEN: undefined, MESHBACK_PASSWORD: 'pw', MESHBACK_REPO: undefined };
+  env = { ...s3.env, AWS_PROFILE: undefined, AWS_SESSION_TOKEN: undefined, MESHBACK_PASSWORD: 'pw', MESHBACK_REPO: undefined, MESHBACK_CACHE_DIR: path.join(base, 'cache') };
 });
 after(async () => {
   c?.destroy();

@@ -12,27 +12,43 @@ export interface RunResult {
   code: number;
   stdout: string;
   stderr: string;
+  /** wall time, ms */
+  ms: number;
+  /** it ran past `timeoutMs` and was killed with SIGKILL */
+  timedOut: boolean;
+}
+
+export interface RunOptions {
+  /** kill it with SIGKILL after this long (default: never): a hung program fails its test instead of hanging it */
+  timeoutMs?: number;
 }
 
 /** Runs a program to completion with the given environment added to this process's; undefined values unset. */
-export function runProcess(cmd: string, argv: string[], extraEnv: Record<string, string | undefined> = {}): Promise<RunResult> {
+export function runProcess(cmd: string, argv: string[], extraEnv: Record<string, string | undefined> = {}, o: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const env: Record<string, string> = {};
     for (const [k, v] of Object.entries({ ...process.env, ...extraEnv })) if (v !== undefined) env[k] = v;
+    const t0 = performance.now();
     const p = spawn(cmd, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
+    let timedOut = false;
+    const timer = o.timeoutMs === undefined ? undefined : setTimeout(() => (timedOut = p.kill('SIGKILL')), o.timeoutMs);
     p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     p.on('error', reject);
-    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr, ms: performance.now() - t0, timedOut });
+    });
   });
 }
 
-export function mb(args: string[], opts: { env?: Record<string, string | undefined>; prefix?: string[] } = {}): Promise<RunResult> {
+export function mb(args: string[], opts: { env?: Record<string, string | undefined>; prefix?: string[] } & RunOptions = {}): Promise<RunResult> {
   const cmd = opts.prefix !== undefined ? opts.prefix[0]! : BIN;
   const argv = opts.prefix !== undefined ? [...opts.prefix.slice(1), BIN, ...args] : args;
-  return runProcess(cmd, argv, { MESHBACK_TEST_SCRYPT_N: '1024', ...opts.env });
+  // the metadata cache of S3 repositories goes to one directory under the system's temp dir, not the user's ~/.cache
+  return runProcess(cmd, argv, { MESHBACK_TEST_SCRYPT_N: '1024', MESHBACK_CACHE_DIR: path.join(os.tmpdir(), 'meshback-test-cache'), ...opts.env }, opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {});
 }
 
 export function tmpdir(prefix: string): string {

@@ -12,7 +12,9 @@ import type { BackupResult } from '../../src/archiver/index.ts';
 import { restore } from '../../src/restorer/index.ts';
 import { check } from '../../src/checker/index.ts';
 import type { ChunkerParams } from '../../src/chunker/fastcdc.ts';
-import { IntegrityError, MeshbackError } from '../../src/errors/index.ts';
+import { BackendError, IntegrityError, MeshbackError, isRetryable } from '../../src/errors/index.ts';
+import { stack } from '../../src/storage/stack.ts';
+import type { Handle } from '../../src/storage/backend.ts';
 import { Repository } from '../../src/repository/index.ts';
 import type { Snapshot } from '../../src/snapshot/manifest.ts';
 import { HOLE_PREFIX, encodeTree } from '../../src/snapshot/tree.ts';
@@ -318,6 +320,45 @@ describe('damaged data', () => {
     assert.ok(files.includes(`/${path.basename(src)}/a.txt`), JSON.stringify(files));
     const res = await restore(repo, { snapshot: snap.id, target: path.join(dir, 'out-missing') });
     assert.ok(res.damaged.includes('a.txt'));
+  });
+});
+
+describe('an unreachable store', () => {
+  let dir: string;
+  let snap: BackupResult;
+  let attempts = 0;
+  /** the repository, with every read of the file data's pack failing as a dropped connection would, through all the retries */
+  let open: () => Promise<Repository>;
+  before(async () => {
+    dir = await tempDir('unreachable');
+    const src = await makeSource(dir);
+    const first = await newRepo(dir);
+    snap = await backup(first, { paths: [src], parent: null });
+    const dataPack = first.store.index.lookup(Buffer.from((await nodeAt(first, snap.snapshot, 'a.txt')).content![0]!, 'hex'))!.pack;
+    class Unreachable extends LocalBackend {
+      override get(h: Handle, range?: { offset: number; length: number }, into?: Buffer): Promise<Buffer> {
+        if (h.type === 'pack' && h.name === dataPack) return Promise.reject(new BackendError(`storage error on pack/${h.name}: read ECONNRESET`, { retryable: true }));
+        return super.get(h, range, into);
+      }
+    }
+    open = () => Repository.open(stack(new Unreachable(path.join(dir, 'repo')), { retry: { sleep: async () => void attempts++ } }), PW);
+  });
+  after(() => removeDir(dir));
+  const unreachable = (e: unknown): boolean => e instanceof BackendError && isRetryable(e) && /ECONNRESET/.test(e.message) && !e.message.includes('\n');
+
+  it('restore stops with the storage error, naming no file damaged', async () => {
+    const repo = await open();
+    const events: string[] = [];
+    attempts = 0;
+    await assert.rejects(restore(repo, { snapshot: snap.id, target: path.join(dir, 'out'), events: (e) => void (e.type === 'item-error' && events.push(e.message)) }), unreachable);
+    assert.deepEqual(events, [], 'no file reported damaged');
+    assert.ok(attempts > 0, 'the reads were retried first');
+  });
+
+  it('check --read-data stops with the storage error instead of reporting the pack damaged', async () => {
+    attempts = 0;
+    await assert.rejects(check(await open(), { readData: true }), unreachable);
+    assert.ok(attempts > 0, 'the reads were retried first');
   });
 });
 

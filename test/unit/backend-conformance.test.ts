@@ -12,6 +12,7 @@ import { unwrap } from '../../src/storage/backend.ts';
 import { backendConformance, hexName, names } from '../../src/storage/conformance.ts';
 import type { BackendFixture } from '../../src/storage/conformance.ts';
 import { FaultyBackend } from '../../src/storage/faulty.ts';
+import { CacheBackend } from '../../src/storage/cache.ts';
 import { findLayer } from '../../src/storage/backend.ts';
 import { MemoryBackend } from '../../src/storage/memory.ts';
 import { LocalBackend } from '../../src/storage/local.ts';
@@ -34,6 +35,16 @@ function local(wrap: (b: Backend) => Backend = (b) => b): () => Promise<BackendF
 backendConformance('MemoryBackend', async () => ({ backend: new MemoryBackend(), cleanup: async () => undefined }));
 backendConformance('LocalBackend', local());
 backendConformance('stack(LocalBackend)', local((b) => stack(b, { retry: { sleep: noSleep } })));
+// the CLI's stack: calls counted, and a metadata cache bound to a repository id (active for
+// index and snapshot files; a LocalBackend is cached here only because `local` asks for it)
+backendConformance(
+  'stack(LocalBackend) with counting and a bound metadata cache',
+  local((b) => {
+    const s = stack(b, { count: true, cache: { dir: path.join(path.dirname(b.location), 'cache'), local: true }, retry: { sleep: noSleep } });
+    findLayer(s, CacheBackend)!.bind('00112233445566778899aabbccddeeff');
+    return s;
+  }),
+);
 backendConformance('stack(MemoryBackend) with one connection', async () => ({ backend: stack(new MemoryBackend(), { connections: 1, retry: { sleep: noSleep } }), cleanup: async () => undefined }));
 
 // A flaky store: a quarter of the calls fail before reaching it, and some more after it did the

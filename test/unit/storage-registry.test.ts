@@ -84,6 +84,20 @@ describe('backend registry', () => {
     assert.throws(() => openBackend('s3:https://AKIA:secret@host/bucket'), (e: unknown) => e instanceof UsageError && !e.message.includes('secret') && /AWS_ACCESS_KEY_ID/.test(e.message));
   });
 
+  it('reads the options of an s3: location from its query, and refuses unknown or bad ones in one line', () => {
+    const b = openBackend('s3:https://rgw.example.com/bk1/p?region=eu-west-1&addressing=virtual&ca=/etc/ca.pem&overwrite-check=head', { stack: false }) as S3Backend;
+    assert.equal(b.location, 's3:https://rgw.example.com/bk1/p?region=eu-west-1&addressing=virtual&ca=%2Fetc%2Fca.pem&overwrite-check=head');
+    assert.deepEqual([b.bucket, b.prefix], ['bk1', 'p']);
+    const aws = openBackend('s3:bk1/x?region=us-west-2&addressing=path', { stack: false }) as S3Backend;
+    assert.deepEqual([aws.bucket, aws.prefix, aws.endpoint, aws.location], ['bk1', 'x', undefined, 's3:bk1/x?region=us-west-2&addressing=path']);
+    assert.throws(() => openBackend('s3:bk1?colour=blue'), usage(/unknown option "colour": the options are region=, addressing=, ca=, overwrite-check=/));
+    assert.throws(() => openBackend('s3:bk1?addressing=dns'), usage(/write addressing=path or addressing=virtual/));
+    assert.throws(() => openBackend('s3:bk1?region=EU%20West'), usage(/is not a region name/));
+    assert.throws(() => openBackend('s3:bk1?overwrite-check=none'), usage(/overwrite-check=if-none-match \(the default\) or overwrite-check=head/));
+    assert.throws(() => openBackend('s3:bk1?region=a&region=b'), usage(/option region is given twice/));
+    assert.throws(() => openBackend('s3:bk1?ca='), usage(/ca= names no file/));
+  });
+
   it('never shows a password of a location', () => {
     assert.equal(redactLocation('s3:https://AKIA:secret@host/bucket'), 's3:https://***@host/bucket');
     assert.equal(redactLocation('/srv/repo'), '/srv/repo');

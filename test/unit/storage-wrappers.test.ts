@@ -12,7 +12,7 @@ import { FaultyBackend, parseFaultSpec, seededRandom } from '../../src/storage/f
 import { LimitBackend } from '../../src/storage/limit.ts';
 import { LocalBackend } from '../../src/storage/local.ts';
 import { MemoryBackend } from '../../src/storage/memory.ts';
-import { RETRY_DEFAULTS, RetryBackend, backoffDelay } from '../../src/storage/retry.ts';
+import { REMOTE_RETRY_DEFAULTS, RETRY_DEFAULTS, RetryBackend, backoffDelay } from '../../src/storage/retry.ts';
 import type { RetryReport } from '../../src/storage/retry.ts';
 import type { FaultRule } from '../../src/storage/faulty.ts';
 import { stack } from '../../src/storage/stack.ts';
@@ -175,6 +175,26 @@ describe('retry', () => {
     assert.ok(!isRetryable(new NoSpaceError('x')));
     assert.ok(!isRetryable(new NotFoundError('x')));
     assert.ok(!isRetryable(Object.assign(new Error('x'), { code: 'EAGAIN' })));
+  });
+
+  it('a remote store gets equal jitter and 12 attempts: its waits add up to 55.9 to 111.75 s', async () => {
+    assert.deepEqual(
+      Array.from({ length: 5 }, (_, i) => backoffDelay(i + 1, 100, 1000, () => 0, 0.5)),
+      [50, 100, 200, 400, 500],
+    );
+    const waits = async (random: () => number): Promise<number[]> => {
+      const inner = new Scripted();
+      Object.assign(inner, { properties: { connections: 4, remote: true } });
+      inner.fail = (n) => (n < 100 ? transient(n) : undefined);
+      const rec = recorder();
+      await assert.rejects(stack(inner, { retry: { sleep: rec.sleep, random } }).delete(pk('ee')));
+      return rec.sleeps;
+    };
+    const least = await waits(() => 0);
+    const most = await waits(() => 0.999999);
+    assert.equal(least.length, REMOTE_RETRY_DEFAULTS.attempts - 1);
+    assert.equal(least.reduce((a, b) => a + b, 0), 55_875);
+    assert.ok(Math.abs(most.reduce((a, b) => a + b, 0) - 111_750) < 20);
   });
 
   it('backs off exponentially with full jitter, never past the maximum', async () => {

@@ -204,14 +204,28 @@ async function regularFiles(dir: string): Promise<{ rel: string; size: number }[
 }
 
 /**
- * The files of a repository that hold the backed-up data: pack or segment files under data/ for
- * the repository tools (meshback, restic, borg), every file otherwise (tar's archives, rsync's and
- * cp's mirror files). Bit rot in index, snapshot or key files is a different experiment.
+ * Where a repository tool keeps the backed-up data: pack or segment files under data/ (meshback,
+ * restic, borg), and the parity files beside them for meshback with parity (they are stored bytes
+ * too, and bit rot does not spare them); kopia's pack blobs under p/.
+ */
+const DATA_DIRS: Record<string, readonly string[]> = { meshback: ['data'], 'meshback-parity': ['data', 'parity'], restic: ['data'], borg: ['data'], kopia: ['p'] };
+
+/**
+ * The files of a repository that hold the backed-up data: DATA_DIRS for the repository tools,
+ * every file otherwise (tar's archives, rsync's and cp's mirror files). Bit rot in index,
+ * snapshot or key files is a different experiment.
  */
 export async function repoDataFiles(toolName: string, repo: string): Promise<{ rel: string; size: number }[]> {
-  const repoTool = toolName === 'meshback' || toolName === 'restic' || toolName === 'borg';
-  const files = await regularFiles(repoTool ? path.join(repo, 'data') : repo);
-  return files.filter((f) => f.size > 0 && !path.basename(f.rel).startsWith('.')).map((f) => (repoTool ? { ...f, rel: path.join('data', f.rel) } : f));
+  const dirs = DATA_DIRS[toolName];
+  const out: { rel: string; size: number }[] = [];
+  for (const d of dirs ?? ['']) {
+    const files = await regularFiles(path.join(repo, d)).catch((err: unknown) => {
+      if (d !== '' && (err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    });
+    for (const f of files) if (f.size > 0 && !path.basename(f.rel).startsWith('.')) out.push({ ...f, rel: path.join(d, f.rel) });
+  }
+  return out.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
 }
 
 /** Regions per 64 MiB of stored data (at least one region). */

@@ -28,7 +28,11 @@ import { aptInstall } from '../../../src/host/packages.ts';
 import { CommandError, run } from '../../../src/host/process.ts';
 import { toolMessage } from './inject.ts';
 import type { Measurement } from '../../../src/host/process.ts';
-import { archiveName, newContext, toolByName } from '../tools.ts';
+import { TOOLS, archiveName, newContext, s3DeletePrefix, toolByName } from '../tools.ts';
+import type { S3Target } from '../tools.ts';
+import { startS3, startToxiproxy } from '../../testenv/index.ts';
+import type { S3Env, ToxiproxyEnv } from '../../testenv/index.ts';
+import { randomBytes } from 'node:crypto';
 import { ROOT } from '../../../src/host/self.ts';
 import type { Tool, ToolContext } from '../tools.ts';
 import { writeReport } from './report/index.ts';
@@ -53,13 +57,16 @@ import { killWriters } from './workload.ts';
 import { nullSink, reportOp } from '../../../src/events/index.ts';
 import type { EventSink } from '../../../src/events/index.ts';
 
-export const DEFAULT_TOOLS = ['meshback', 'restic', 'borg', 'rsync', 'tar'] as const;
+export const DEFAULT_TOOLS = ['meshback', 'meshback-parity', 'restic', 'kopia', 'borg', 'rsync', 'tar'] as const;
+
+/** How long the object store stays unreachable in s3-outage (--outage-seconds). */
+export const DEFAULT_OUTAGE_SECONDS = 10;
 export const DEFAULT_SNAPSHOT_TOOLS = ['meshback', 'restic'] as const;
 export const ALL_STRATEGIES: readonly Strategy[] = ['full-copy', 'incremental', 'snapshot'];
 
 /** The strategy a tool implements itself. */
 export function ownStrategy(tool: string): Strategy {
-  return tool === 'meshback' || tool === 'restic' || tool === 'borg' ? 'incremental' : 'full-copy';
+  return ['meshback', 'meshback-parity', 'restic', 'kopia', 'borg'].includes(tool) ? 'incremental' : 'full-copy';
 }
 
 export const TOOL_NOTES: Record<string, string> = {
@@ -88,12 +95,14 @@ export interface BenchOptions {
   events?: EventSink;
   /** the scenarios to draw from (default the registry) */
   registry?: readonly Scenario[];
+  /** s3-outage: seconds the object store is unreachable (default DEFAULT_OUTAGE_SECONDS) */
+  outageSeconds?: number;
 }
 
 /** Names that are not known tools, scenarios or strategies: the CLI turns them into a usage error. */
 export function validateNames(o: { tools: string[]; scenarios: string[]; strategies: string[]; snapshotTools: string[] }, registry: readonly Scenario[] = SCENARIOS): string | undefined {
   const badTools = [...o.tools, ...o.snapshotTools].filter((t) => toolByName(t) === undefined);
-  if (badTools.length > 0) return `unknown tool ${badTools.map((t) => JSON.stringify(t)).join(', ')}: choose from meshback,restic,borg,rsync,tar,cp`;
+  if (badTools.length > 0) return `unknown tool ${badTools.map((t) => JSON.stringify(t)).join(', ')}: choose from ${TOOLS.map((t) => t.name).join(',')}`;
   const badScenarios = o.scenarios.filter((s) => !registry.some((r) => r.id === s));
   if (badScenarios.length > 0) return `unknown scenario ${badScenarios.map((s) => JSON.stringify(s)).join(', ')}: choose from ${registry.map((r) => r.id).join(',')}`;
   const badStrategies = o.strategies.filter((s) => !ALL_STRATEGIES.includes(s as Strategy));
@@ -108,7 +117,7 @@ const errText = (err: unknown): string => oneLine(err instanceof Error ? err.mes
  * The exit status with which a tool says "the backup was stored, with a problem": tar 1 (a file
  * changed as we read it), borg 1 (warning), restic 3 and meshback 3 (incomplete snapshot).
  */
-const WARNING_EXIT: Record<string, number> = { tar: 1, borg: 1, restic: 3, meshback: 3 };
+const WARNING_EXIT: Record<string, number> = { tar: 1, borg: 1, restic: 3, meshback: 3, 'meshback-parity': 3 };
 
 /**
  * A backup that ended with the tool's warning status was stored: bring the adapter's bookkeeping
@@ -346,6 +355,7 @@ async function runBenchOps(o: BenchOptions, emit: EventSink): Promise<BenchResul
       repeat: o.repeat,
       ...(snapshotTools.length > 0 ? { snapshotTools } : {}),
       ...(Object.keys(o.env ?? {}).length > 0 ? { extraEnv: o.env } : {}),
+      ...(scenarios.some((s) => s.storage === 's3') ? { outageSeconds: o.outageSeconds ?? DEFAULT_OUTAGE_SECONDS } : {}),
     },
     tools: resolved.map((r) => r.entry),
     scenarios: scenarios.map((s) => ({ id: s.id, title: s.title, description: s.description })),
@@ -357,6 +367,8 @@ async function runBenchOps(o: BenchOptions, emit: EventSink): Promise<BenchResul
   const plans: Plan[] = [];
   for (const scenario of scenarios) {
     for (const r of resolved) {
+      // a variant made for some scenarios only (meshback-parity: where the repository is damaged) gets no cell elsewhere
+      if (r.tool.onlyScenarios !== undefined && !r.tool.onlyScenarios.includes(scenario.id)) continue;
       const strategies: Strategy[] = [];
       if (o.strategies.includes(ownStrategy(r.tool.name))) strategies.push(ownStrategy(r.tool.name));
       if (snapshotTools.includes(r.tool.name)) strategies.push('snapshot');
@@ -381,6 +393,16 @@ async function runBenchOps(o: BenchOptions, emit: EventSink): Promise<BenchResul
   };
   await save();
 
+  // the object store of the s3 scenarios: one MinIO behind one toxiproxy proxy for the run
+  let s3lab: S3Lab | undefined;
+  if (plans.some((p) => p.cell.status !== 'skipped' && p.scenario.storage === 's3')) {
+    try {
+      s3lab = await startS3Lab(o.outageSeconds ?? DEFAULT_OUTAGE_SECONDS);
+      log(`object store for the s3 scenarios: MinIO at ${s3lab.s3.endpoint}, reached through toxiproxy at ${s3lab.endpoint}`);
+    } catch (err) {
+      for (const p of plans) if (p.cell.status !== 'skipped' && p.scenario.storage === 's3') Object.assign(p.cell, { status: 'skipped', reason: `MinIO or toxiproxy (lab/testenv) could not start: ${errText(err).slice(0, 300)}` });
+    }
+  }
   const runnable = plans.filter((p) => p.cell.status !== 'skipped');
   const total = runnable.length * o.repeat;
   let done = 0;
@@ -399,7 +421,7 @@ async function runBenchOps(o: BenchOptions, emit: EventSink): Promise<BenchResul
         for (const p of cells) {
           done++;
           const tag = `[${done}/${total}] ${scenario.id} ${p.cell.tool}/${p.strategy} repeat ${rep}`;
-          const rr = await runRepeat(p, { rep, seed, dataset, work: path.join(work, 'run'), env, sizeBytes: o.sizeBytes, install, log: (l) => log(l, tag) });
+          const rr = await runRepeat(p, { rep, seed, dataset, work: path.join(work, 'run'), env, sizeBytes: o.sizeBytes, install, log: (l) => log(l, tag), ...(s3lab !== undefined ? { s3lab } : {}) });
           p.cell.repeats.push(rr);
           log(`${rr.status}${rr.reason !== undefined ? `: ${rr.reason}` : ''}${rr.rtoSeconds !== undefined ? `; RTO ${rr.rtoSeconds.toFixed(2)} s` : ''}${rr.rpo !== undefined ? `; RPO ${rr.rpo.seconds.toFixed(2)} s, ${rr.rpo.writesLost} writes lost` : ''}${rr.app !== undefined ? `; service ${rr.app.healthy ? 'healthy' : 'NOT healthy'} after recovery` : ''}`, tag);
           await save();
@@ -409,11 +431,61 @@ async function runBenchOps(o: BenchOptions, emit: EventSink): Promise<BenchResul
     }
   } finally {
     await save();
+    await s3lab?.stop().catch(() => {});
     await fsp.rm(work, { recursive: true, force: true }).catch(() => {});
     process.off('exit', onExit);
   }
   await writeReport(out, results);
   return results;
+}
+
+/** MinIO (lab/testenv) and a toxiproxy proxy in front of it: the object store of the s3 scenarios. */
+interface S3Lab {
+  s3: S3Env;
+  proxy: ToxiproxyEnv;
+  /** http://127.0.0.1:PORT of the proxy: where the tools send their requests */
+  endpoint: string;
+  outageSeconds: number;
+  /** a fresh prefix in the bucket, reached through the proxy */
+  target(label: string): S3Target;
+  down(): Promise<void>;
+  up(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const PROXY = 'minio';
+
+async function startS3Lab(outageSeconds: number): Promise<S3Lab> {
+  const quiet = (): void => {};
+  const s3 = await startS3({ log: quiet });
+  let proxy: ToxiproxyEnv;
+  try {
+    proxy = await startToxiproxy({ log: quiet });
+  } catch (err) {
+    await s3.stop();
+    throw err;
+  }
+  const stop = async (): Promise<void> => {
+    await proxy.stop().catch(() => {});
+    await s3.stop();
+  };
+  try {
+    const listen = await proxy.createProxy(PROXY, new URL(s3.endpoint).host);
+    const endpoint = `http://${listen}`;
+    return {
+      s3,
+      proxy,
+      endpoint,
+      outageSeconds,
+      target: (label) => ({ endpoint, bucket: s3.bucket, prefix: `bench/${label.replace(/[^\w.-]/g, '_')}-${randomBytes(4).toString('hex')}`, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, region: s3.region }),
+      down: () => proxy.setEnabled(PROXY, false),
+      up: () => proxy.setEnabled(PROXY, true),
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
 }
 
 interface RepeatEnv {
@@ -425,6 +497,7 @@ interface RepeatEnv {
   sizeBytes: number;
   install: boolean;
   log: (line: string) => void;
+  s3lab?: S3Lab;
 }
 
 /** The image size for a data set of `dataBytes`: room for the data, the workload and a restore. */
@@ -442,13 +515,19 @@ async function runRepeat(p: Plan, e: RepeatEnv): Promise<RepeatResult> {
   const kind = p.cell.volume;
   const imageBytes = btrfsImageBytes(e.sizeBytes);
   const base: Pick<RepeatResult, 'repeat' | 'seed'> = { repeat: e.rep, seed: e.seed };
+  let s3Target: S3Target | undefined;
   try {
     await fsp.rm(e.work, { recursive: true, force: true });
     await fsp.mkdir(path.join(e.work, 'scratch'), { recursive: true });
     const volume = await createVolume({ kind, name: 'data', dir: path.join(e.work, 'volume', ...(kind === 'dir' ? ['data'] : [])), sizeBytes: imageBytes, fresh: true, unmountOnExit: true });
     volumes.push(volume);
     await run(['cp', '-a', `${e.dataset}/.`, volume.path]);
-    const toolCtx = await newContext(tool, path.join(e.work, 'tool'), e.env);
+    if (p.scenario.storage === 's3') {
+      if (e.s3lab === undefined) throw new Error('the object store of the s3 scenarios is not running');
+      s3Target = e.s3lab.target(`${p.scenario.id}-${tool.name}-r${e.rep}`);
+      await e.s3lab.up();
+    }
+    const toolCtx = await newContext(tool, path.join(e.work, 'tool'), e.env, s3Target);
     try {
       await tool.init(toolCtx);
     } catch (err) {
@@ -471,6 +550,9 @@ async function runRepeat(p: Plan, e: RepeatEnv): Promise<RepeatResult> {
       sizeBytes: e.sizeBytes,
       install: e.install,
       log: e.log,
+      ...(s3Target !== undefined && e.s3lab !== undefined
+        ? { s3: { down: e.s3lab.down, up: e.s3lab.up, how: 'toxiproxy proxy in front of MinIO disabled (new connections refused, open ones cut), then enabled again', outageSeconds: e.s3lab.outageSeconds } }
+        : {}),
       async backup(name, opts) {
         const startedAt = Date.now();
         const t0 = performance.now();
@@ -568,6 +650,11 @@ async function runRepeat(p: Plan, e: RepeatEnv): Promise<RepeatResult> {
     return { ...base, status: 'failed', reason: `setup failed: ${errText(err)}`, steps };
   } finally {
     killWriters();
+    if (s3Target !== undefined) {
+      // the store back, and this repeat's objects gone (the bucket is shared by the run)
+      await e.s3lab?.up().catch(() => {});
+      await s3DeletePrefix({ ...s3Target, endpoint: e.s3lab?.s3.endpoint ?? s3Target.endpoint }).catch(() => {});
+    }
     for (const v of volumes) await v.destroy().catch(() => {});
     await fsp.rm(e.work, { recursive: true, force: true }).catch(() => {});
   }

@@ -24,7 +24,7 @@ export const RESULTS_VERSION = 1;
  * The file-level scenarios, then the application-level ones (app-*: the testbed of lab/testbed,
  * a service mesh with PostgreSQL and Redis, recovered with the tool and verified as a service).
  */
-export const SCENARIO_IDS = ['container-crash', 'node-outage', 'volume-corruption', 'repo-corruption', 'disk-full', 'app-container-crash', 'app-node-outage'] as const;
+export const SCENARIO_IDS = ['container-crash', 'node-outage', 'volume-corruption', 'repo-corruption', 'disk-full', 's3-outage', 'app-container-crash', 'app-node-outage'] as const;
 export type ScenarioId = (typeof SCENARIO_IDS)[number];
 
 /**
@@ -106,6 +106,31 @@ export const AppRecoverySchema = v.object({
 });
 export type AppRecovery = v.InferOutput<typeof AppRecoverySchema>;
 
+/** A repair of the damaged repository from its parity (meshback-parity: `repair packs --json`'s summary). */
+export const RepairOutcomeSchema = v.object({
+  exitCode: int(),
+  packsChecked: count(),
+  packsDamaged: about(count(), 'damaged, truncated or missing packs found'),
+  packsRepaired: about(count(), 'of those, rebuilt byte for byte from parity'),
+  packsLost: about(count(), 'of those, left damaged (cannot be rebuilt: their blobs are lost)'),
+  parityRewritten: about(count(), 'intact packs whose damaged or missing parity file was written again'),
+});
+export type RepairOutcome = v.InferOutput<typeof RepairOutcomeSchema>;
+
+/** The s3-outage scenario: the object store was unreachable while a backup ran. */
+export const OutageSchema = v.object({
+  startedAfterSeconds: about(seconds(), 'seconds from the start of the interrupted backup to the outage'),
+  seconds: about(seconds(), 'how long the object store was unreachable'),
+  how: about(v.string(), 'how it was made unreachable, e.g. "toxiproxy proxy disabled (connections refused and reset)"'),
+  hit: about(v.boolean(), 'the backup was still running when the outage began (false: it finished before)'),
+  backup: about(v.picklist(['finished', 'failed']), 'how the interrupted backup ended: finished (after retries) or failed'),
+  exitCode: int(),
+  message: v.optional(about(v.string(), "the tool's last stderr line when it failed or warned")),
+  rerun: about(v.boolean(), 'the backup was run again after the outage (because the interrupted one failed)'),
+  rerunOk: v.optional(v.boolean()),
+});
+export type Outage = v.InferOutput<typeof OutageSchema>;
+
 /** One repeat of one cell. */
 export const RepeatResultSchema = v.object({
   repeat: int(1),
@@ -126,6 +151,8 @@ export const RepeatResultSchema = v.object({
   rtoSeconds: v.optional(about(seconds(), 'seconds from the fault to the end of a verified recovery')),
   notes: v.optional(about(v.array(v.string()), 'anything the report should show as a footnote')),
   app: v.optional(about(AppRecoverySchema, 'application-level scenarios: the service after recovery (absent in the file-level scenarios)')),
+  repair: v.optional(about(RepairOutcomeSchema, 'repo-corruption with a tool that repairs (meshback-parity): what the repair rebuilt and what it could not')),
+  outage: v.optional(about(OutageSchema, 's3-outage: the outage and how the interrupted backup ended')),
 });
 export type RepeatResult = v.InferOutput<typeof RepeatResultSchema>;
 
@@ -203,6 +230,7 @@ export const BenchResultsSchema = v.pipe(
       repeat: int(1),
       snapshotTools: v.optional(about(v.array(v.string()), "the tools that ran the snapshot strategy (when 'snapshot' is in strategies)")),
       extraEnv: v.optional(about(v.record(v.string(), v.string()), 'extra environment given to every tool command (--env): a run with it is not representative')),
+      outageSeconds: v.optional(about(seconds(), 's3-outage: how long the object store was unreachable (--outage-seconds)')),
     }),
     tools: v.array(ToolEntrySchema),
     scenarios: v.array(ScenarioEntrySchema),
@@ -278,14 +306,22 @@ export interface ScenarioContext {
   newVolume?(label: string): Promise<Volume>;
   /** may the scenario apt-get install programs it needs when root (--no-install: false; default true) */
   install?: boolean;
+  /**
+   * Scenarios with `storage: 's3'`: the repository (toolCtx.s3) is in MinIO, reached through a
+   * toxiproxy proxy; down() makes the object store unreachable (the proxy disabled: connections
+   * refused, open ones reset), up() brings it back.
+   */
+  s3?: { down(): Promise<void>; up(): Promise<void>; how: string; /** how long an outage lasts (--outage-seconds) */ outageSeconds: number };
 }
 
 export interface Scenario {
   id: ScenarioId;
   title: string;
   description: string;
-  /** the volume kind it needs for a strategy, or a reason it does not apply */
+  /** the volume kind it needs for a strategy, or a reason it does not apply ("not applicable: ...") */
   applies?(tool: Tool, strategy: Strategy): true | string;
+  /** where the repository goes: 's3' (MinIO through toxiproxy, started by the runner) or, by default, a local directory */
+  storage?: 's3';
   /** one repeat: setup, workload, fault, recovery, verification */
   run(ctx: ScenarioContext): Promise<Omit<RepeatResult, 'repeat' | 'seed'>>;
 }

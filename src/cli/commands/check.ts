@@ -14,7 +14,7 @@ export const checkCommand: Command = {
     'read-data': { type: 'boolean', description: 'read, decrypt and re-hash every pack and blob' },
   },
   async run(ctx, v) {
-    const repo = await openRepo(ctx, { lock: 'shared', command: 'check' });
+    const repo = await openRepo(ctx, { lock: 'shared', command: 'check', cache: false });
     const readData = bool(v['read-data']);
     const r = await check(repo, { readData, events: ctx.out.sink });
     ctx.out.done();
@@ -40,6 +40,10 @@ export const checkCommand: Command = {
     }
     ctx.out.result(r.ok ? 'no errors were found' : `${r.findings.length} error(s) found: the repository is damaged`);
     if (!r.ok) {
+      // in a bucket with versions (Object Lock) a "missing" file may only be hidden by a delete marker
+      if (repo.backend.objectLock !== undefined && r.findings.some((f) => f.kind === 'pack-missing' || f.kind === 'index-damaged')) {
+        ctx.out.result("first bring back files a delete may only have hidden (S3 versioning keeps them): 'meshback repair undelete', then 'meshback check' again");
+      }
       // rebuilding the index may bring the missing data back: that comes before dropping files
       if (notIndexed && (r.unindexedPacks.length > 0 || r.findings.some((f) => f.kind === 'index-damaged'))) {
         ctx.out.result("first rebuild the index from the pack files with 'meshback repair index', then run 'meshback check' again");

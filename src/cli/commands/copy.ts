@@ -7,7 +7,7 @@
 import * as path from 'node:path';
 import { MeshbackError, UsageError } from '../../errors/index.ts';
 import type { EventSink, MeshEvent } from '../../events/index.ts';
-import { checkCopyOptions, copy, defaultCacheDir } from '../../copier/index.ts';
+import { checkCopyOptions, copy } from '../../copier/index.ts';
 import type { CopiedSnapshot, CopyOptions } from '../../copier/index.ts';
 import type { Repository } from '../../repository/index.ts';
 import { openRepository } from '../../repository/open.ts';
@@ -68,7 +68,8 @@ export const copyCommand: Command = {
       paths: strs(v['path']).map((p) => path.resolve(p)),
       tags,
       readData: bool(v['read-data']),
-      cacheDir: defaultCacheDir(),
+      // the copy map lives beside the metadata cache (--cache-dir); --no-cache: for this run only
+      ...(ctx.g.cache !== undefined && ctx.g.cache !== false ? { cacheDir: ctx.g.cache.dir } : {}),
       ...(interval !== undefined && interval !== '' ? { checkpointMs: parseDuration(interval, 'MESHBACK_CHECKPOINT_INTERVAL', { zero: true }) } : {}),
     };
     checkCopyOptions(opts); // before a repository is opened
@@ -76,7 +77,7 @@ export const copyCommand: Command = {
     const fromFile = str(v['from-password-file']);
     let src: Repository;
     try {
-      ({ repo: src } = await openRepository(backendFor(from, ctx.out.sink), () => getFromPassword(fromFile), { lock: 'shared', command: 'copy', retryLockMs: ctx.g.retryLockMs ?? 0, events: ctx.out.sink }));
+      ({ repo: src } = await openRepository(backendFor(from, ctx.out.sink, ctx.g.cache), () => getFromPassword(fromFile), { lock: 'shared', command: 'copy', retryLockMs: ctx.g.retryLockMs ?? 0, events: ctx.out.sink }));
     } catch (err) {
       throw named(err, 'source');
     }

@@ -19,6 +19,7 @@ import { bool, str, strs } from '../command.ts';
 import type { Context } from '../context.ts';
 import { openRepo } from '../context.ts';
 import { EXIT } from '../exit.ts';
+import { renewAfter } from './lock.ts';
 import { reportPrune } from './prune.ts';
 
 const COUNT_FLAGS = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const;
@@ -171,12 +172,17 @@ export const forgetCommand: Command = {
     for (const g of groups) printGroup(ctx, g.key, g.keep, g.remove, dryRun);
     if (dryRun) ctx.out.result(`dry run: would remove ${r.wouldRemove} snapshot(s) and keep ${r.kept}; nothing was removed`);
     else ctx.out.result(`removed ${r.removed} snapshot(s), kept ${r.kept}${r.removed > 0 && !withPrune ? '; the data only they used stays in the repository until it is pruned' : ''}`);
+    if (r.locked.length > 0) {
+      const last = r.locked[r.locked.length - 1]!;
+      ctx.out.info(`object lock: ${r.locked.length} snapshot(s) to remove are under retention and ${dryRun ? 'would be' : 'were'} left in place (the first until ${r.locked[0]!.until}, the last until ${last.until}): run forget again after that`);
+    }
     let pruned: PruneResult | undefined;
     if (withPrune && dryRun) ctx.out.info('--prune: prune runs after a real forget (its effect is not estimated in a dry run)');
     else if (withPrune) {
       pruned = await prune(repo, { events: ctx.out.sink });
       ctx.out.done();
       reportPrune(ctx, pruned, false);
+      await renewAfter(ctx, await repo.reopen(), 'prune finished');
     }
     ctx.out.jsonOut({
       message_type: 'summary',
@@ -187,6 +193,7 @@ export const forgetCommand: Command = {
       kept: r.kept,
       removed: r.removed,
       would_remove: r.wouldRemove,
+      locked: r.locked,
       pruned: pruned !== undefined,
       ...(pruned !== undefined ? { prune: pruned } : {}),
     });

@@ -7,6 +7,7 @@ import type { Context } from '../context.ts';
 import { EXIT } from '../exit.ts';
 import { fmtBytes } from '../../util/units.ts';
 import { resourceUsage } from '../resources.ts';
+import { renewAfter } from './lock.ts';
 
 export const pruneCommand: Command = {
   name: 'prune',
@@ -26,6 +27,7 @@ export const pruneCommand: Command = {
     const r = await prune(repo, { maxUnusedPercent, repack: strs(v['repack']), dryRun, events: ctx.out.sink });
     ctx.out.done();
     reportPrune(ctx, r, dryRun);
+    if (!dryRun) await renewAfter(ctx, await repo.reopen(), 'prune finished');
     ctx.out.jsonOut({ message_type: 'summary', ...r, maxUnusedPercent: Number.isFinite(r.maxUnusedPercent) ? r.maxUnusedPercent : 'unlimited', resources: resourceUsage() });
     return EXIT.OK;
   },
@@ -45,5 +47,8 @@ export function reportPrune(ctx: Context, r: PruneResult, dryRun: boolean): void
     `space: ${fmtBytes(r.bytesBefore)} before, ${dryRun ? 'about ' : ''}${fmtBytes(r.bytesAfter)} after; ${fmtBytes(r.bytesDeleted)} ${would}deleted, ${dryRun ? 'about ' : ''}${fmtBytes(r.bytesWritten)} ${would}written, ${fmtBytes(r.bytesFreed)} ${would}freed`,
   );
   const pct = r.bytesUsed > 0 ? ((100 * r.bytesUnusedAfter) / r.bytesUsed).toFixed(1) : '0.0';
+  if (r.locked.packs + r.locked.indexes > 0) {
+    ctx.out.result(`object lock: ${r.locked.packs} pack(s) and ${r.locked.indexes} index file(s) ${dryRun ? 'would be' : 'were'} kept because they are under retention (the last until ${r.locked.until ?? '?'}): a prune after that removes them`);
+  }
   ctx.out.info(`unused space left in kept packs: ${fmtBytes(r.bytesUnusedAfter)} (${pct}% of the data in use; limit ${Number.isFinite(r.maxUnusedPercent) && r.maxUnusedPercent < 100 ? `${r.maxUnusedPercent}%` : 'unlimited'})`);
 }

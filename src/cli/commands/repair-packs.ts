@@ -14,7 +14,7 @@ import { resourceUsage } from '../resources.ts';
  */
 export async function runRepairPacks(ctx: Context, v: Record<string, unknown>, packs: string[]): Promise<number> {
   // a repair replaces pack files: no other process may use the repository meanwhile
-  const repo = await openRepo(ctx, { lock: 'exclusive', command: 'repair packs' });
+  const repo = await openRepo(ctx, { lock: 'exclusive', command: 'repair packs', cache: false });
   const dryRun = bool(v['dry-run']);
   const r = await repairPacks(repo, { packs, dryRun, events: ctx.out.sink });
   ctx.out.done();

@@ -1,8 +1,9 @@
 import { UsageError } from '../../errors/index.ts';
 import { repairIndex, repairSnapshots } from '../../maintenance/repair.ts';
+import { undeleteFiles } from '../../maintenance/object-lock.ts';
 import type { Command } from '../command.ts';
 import { bool } from '../command.ts';
-import { openRepo } from '../context.ts';
+import { backendFor, openRepo, repoLocation } from '../context.ts';
 import { EXIT } from '../exit.ts';
 import { fmtBytes } from '../../util/units.ts';
 import { resourceUsage } from '../resources.ts';
@@ -12,8 +13,8 @@ const few = (xs: readonly string[], n = 10): string => xs.slice(0, n).join(', ')
 
 export const repairCommand: Command = {
   name: 'repair',
-  summary: 'rebuild damaged packs from parity, the index from the packs, or snapshots without their lost data',
-  usage: 'meshback repair packs [PACK...] [--dry-run] | repair index [--dry-run] | repair snapshots [ID...] [--read-data] [--dry-run]',
+  summary: 'rebuild damaged packs from parity, the index from the packs, snapshots without their lost data, or bring back files hidden by S3 delete markers',
+  usage: 'meshback repair packs [PACK...] [--dry-run] | repair index [--dry-run] | repair snapshots [ID...] [--read-data] [--dry-run] | repair undelete [--dry-run]',
   options: {
     'read-data': { type: 'boolean', description: 'snapshots: also read, decrypt and re-hash every data blob (else: index entry, pack present and long enough)' },
     'dry-run': { type: 'boolean', description: 'only report what would change (packs: find damaged packs and test the repair, but write nothing)' },
@@ -21,13 +22,24 @@ export const repairCommand: Command = {
   async run(ctx, v, positionals) {
     const sub = positionals[0];
     if (sub === 'packs') return runRepairPacks(ctx, v, positionals.slice(1));
-    if (sub !== 'index' && sub !== 'snapshots') throw new UsageError("repair needs a subcommand: 'repair packs [PACK...]', 'repair index' or 'repair snapshots [ID...]'");
+    if (sub !== 'index' && sub !== 'snapshots' && sub !== 'undelete') throw new UsageError("repair needs a subcommand: 'repair packs [PACK...]', 'repair index', 'repair snapshots [ID...]' or 'repair undelete'");
     const dryRun = bool(v['dry-run']);
+    if (sub === 'undelete') {
+      if (positionals.length > 1) throw new UsageError('repair undelete takes no arguments');
+      // no password and no lock: a hidden config or key file would keep the repository from opening
+      const r = await undeleteFiles(backendFor(repoLocation(ctx.g), ctx.out.sink), { dryRun, events: ctx.out.sink });
+      ctx.out.done();
+      for (const f of r.hidden.slice(0, 20)) ctx.out.info(`hidden: ${f.type === 'config' ? 'config' : `${f.type}/${f.name}`} (${fmtBytes(f.size)}${f.modified !== undefined ? `, written ${f.modified}` : ''}) behind ${f.markers} delete marker(s)`);
+      if (r.hidden.length > 20) ctx.out.info(`... and ${r.hidden.length - 20} more`);
+      ctx.out.result(r.hidden.length === 0 ? 'no file of the repository is hidden by a delete marker' : `${r.hidden.length} hidden file(s) ${dryRun ? 'would be brought back' : `brought back: ${r.restored}`}${dryRun ? '' : "; run 'meshback check' next"}`);
+      ctx.out.jsonOut({ message_type: 'summary', ...r });
+      return EXIT.OK;
+    }
     if (sub === 'index') {
       if (positionals.length > 1) throw new UsageError('repair index takes no arguments');
       if (bool(v['read-data'])) throw new UsageError('--read-data applies to repair snapshots; repair index always reads every pack');
       // repair index deletes index files: no other process may use the repository meanwhile
-      const repo = await openRepo(ctx, { lock: 'exclusive', command: 'repair index' });
+      const repo = await openRepo(ctx, { lock: 'exclusive', command: 'repair index', cache: false });
       const r = await repairIndex(repo, { dryRun, events: ctx.out.sink });
       ctx.out.done();
       const would = dryRun ? 'would be ' : '';
@@ -47,7 +59,7 @@ export const repairCommand: Command = {
     const ids = positionals.slice(1);
     const readData = bool(v['read-data']);
     // repair snapshots deletes snapshot files: no other process may use the repository meanwhile
-    const repo = await openRepo(ctx, { lock: 'exclusive', command: 'repair snapshots' });
+    const repo = await openRepo(ctx, { lock: 'exclusive', command: 'repair snapshots', cache: false });
     const r = await repairSnapshots(repo, { snapshots: ids, readData, dryRun, events: ctx.out.sink });
     ctx.out.done();
     if (dryRun) ctx.out.result('dry run: nothing was changed');

@@ -28,6 +28,7 @@ import {
   scenariosOf,
   scenarioTable,
   TABLE_COLUMNS,
+  notApplicable,
 } from './model.ts';
 import type { AppRow, Categories, Entrant, Robustness, ScenarioView, Standing, TextCell } from './model.ts';
 import { paretoFront } from './pareto.ts';
@@ -469,7 +470,8 @@ function scenarioSection(r: BenchResults, s: ScenarioView, entrants: Entrant[], 
     const refs = row.notes.length > 0 ? `<sup class="fnref">${row.notes.map((n) => `<a href="#${fnId(n)}">${n}</a>`).join(',')}</sup>` : '';
     const name = `<td>${esc(row.entrant.label)}${refs}${row.tag !== undefined ? ` <span class="tag">partial: ${esc(row.tag)}</span>` : ''}</td><td>${esc(c !== undefined && c.volume !== 'dir' ? `${row.entrant.strategy} · ${c.volume}` : row.entrant.strategy)}</td>`;
     if (row.figures === undefined) {
-      B.push(`<tr class="${esc(row.status)}">${name}<td class="reason" colspan="${TABLE_COLUMNS.length - 2}"><b>${esc(row.status)}</b>: ${esc(row.reason ?? '')}</td></tr>`);
+      const why = notApplicable(row.reason) ? esc(row.reason ?? '') : `<b>${esc(row.status)}</b>: ${esc(row.reason ?? '')}`;
+      B.push(`<tr class="${esc(row.status)}">${name}<td class="reason" colspan="${TABLE_COLUMNS.length - 2}">${why}</td></tr>`);
       continue;
     }
     const figs = row.figures.map((f) => tdText(f));

@@ -21,6 +21,7 @@ import {
   scenariosOf,
   scenarioTable,
   TABLE_COLUMNS,
+  notApplicable,
 } from './model.ts';
 import type { AppRow, Categories, Entrant, Robustness, ScenarioView, Standing, TextCell } from './model.ts';
 
@@ -180,7 +181,9 @@ function scenarioSection(r: BenchResults, s: ScenarioView, entrants: Entrant[], 
     const name = `${md(row.entrant.label)}${row.tag !== undefined ? ` (partial: ${md(row.tag)})` : ''}${row.notes.length > 0 ? ` [${row.notes.join(',')}]` : ''}`;
     const strategy = md(c !== undefined && c.volume !== 'dir' ? `${row.entrant.strategy} · ${c.volume}` : row.entrant.strategy);
     if (row.figures === undefined) {
-      L.push(`| ${name} | ${strategy} | **${row.status}**: ${md(row.reason ?? '')} |${' — |'.repeat(blanks)}`);
+      // a scenario that does not apply to the tool (s3-outage and borg) is not a skip to explain
+      const why = notApplicable(row.reason) ? md(row.reason ?? '') : `**${row.status}**: ${md(row.reason ?? '')}`;
+      L.push(`| ${name} | ${strategy} | ${why} |${' — |'.repeat(blanks)}`);
       continue;
     }
     const figs = row.figures.map(cellText);

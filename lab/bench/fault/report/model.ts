@@ -504,6 +504,10 @@ export interface RobustnessCell {
   worstDamaged: number;
   worstMissing: number;
   messages: string[];
+  /** repairs from parity over the ok repeats (meshback-parity in repo-corruption): packs damaged, rebuilt, lost */
+  repair?: { damaged: number; repaired: number; lost: number };
+  /** s3-outage: over the ok repeats that the outage hit, backups that finished through it and that failed */
+  outage?: { hit: number; finished: number; failed: number; exitCodes: number[] };
 }
 
 export function isSilent(x: RepeatResult): boolean {
@@ -529,8 +533,25 @@ export function robustnessCell(c: Cell, e: Entrant): RobustnessCell {
     worstDamaged: Math.max(0, ...bad.map((x) => x.integrity!.damaged)),
     worstMissing: Math.max(0, ...bad.map((x) => x.integrity!.missing)),
     messages: [...new Set(okRepeats(c).flatMap((x) => (x.corruptionDetected === true && x.detectionMessage ? [short(x.detectionMessage, 160)] : [])))],
+    ...repairAndOutage(okRepeats(c)),
   };
 }
+
+function repairAndOutage(reps: RepeatResult[]): Pick<RobustnessCell, 'repair' | 'outage'> {
+  const out: Pick<RobustnessCell, 'repair' | 'outage'> = {};
+  const rs = reps.flatMap((x) => (x.repair !== undefined ? [x.repair] : []));
+  if (rs.length > 0) out.repair = { damaged: sum(rs.map((x) => x.packsDamaged)), repaired: sum(rs.map((x) => x.packsRepaired)), lost: sum(rs.map((x) => x.packsLost)) };
+  const os = reps.flatMap((x) => (x.outage !== undefined && x.outage.hit ? [x.outage] : []));
+  if (reps.some((x) => x.outage !== undefined)) {
+    out.outage = { hit: os.length, finished: os.filter((x) => x.backup === 'finished').length, failed: os.filter((x) => x.backup === 'failed').length, exitCodes: [...new Set(os.filter((x) => x.backup === 'failed').map((x) => x.exitCode))] };
+  }
+  return out;
+}
+
+const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+
+/** A skipped cell's reason says the scenario does not apply to the tool (e.g. borg and S3). */
+export const notApplicable = (reason: string | undefined): boolean => reason?.startsWith('not applicable') === true;
 
 /** "12 damaged and 3 missing files" / "4 missing files", from the worst repeat */
 export function worstText(x: RobustnessCell): string {
@@ -542,9 +563,22 @@ export function worstText(x: RobustnessCell): string {
 
 /** One line for a robustness matrix cell. */
 export function robustnessText(x: RobustnessCell): TextCell {
+  if (x.status === 'skipped' && notApplicable(x.reason)) return { text: 'not applicable' };
   if (x.status === 'failed' || x.status === 'skipped') return { text: x.status };
   const parts: string[] = [];
   let bad = false;
+  if (x.outage !== undefined) {
+    const o = x.outage;
+    const n = (k: number) => (x.judged > 1 ? ` ${k}/${o.hit}` : '');
+    if (o.hit === 0) parts.push('outage missed the backup');
+    if (o.finished > 0) parts.push(`backup rode out the outage${n(o.finished)}`);
+    if (o.failed > 0) parts.push(`backup failed (exit ${o.exitCodes.join(', ')})${n(o.failed)}, rerun after`);
+  }
+  if (x.repair !== undefined && x.repair.damaged > 0) {
+    const r = x.repair;
+    parts.push(`repaired from parity ${r.repaired}/${r.damaged} packs${r.lost > 0 ? `, ${r.lost} lost` : ''}`);
+    if (r.lost > 0) bad = true;
+  }
   const d = x.detection;
   if (d.rate !== undefined) {
     const n = d.of > 1 ? ` ${d.detected}/${d.of}` : '';

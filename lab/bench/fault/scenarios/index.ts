@@ -10,6 +10,7 @@ import { containerCrash } from './container-crash.ts';
 import { diskFull } from './disk-full.ts';
 import { nodeOutage } from './node-outage.ts';
 import { repoCorruption } from './repo-corruption.ts';
+import { s3Outage } from './s3-outage.ts';
 import { volumeCorruption } from './volume-corruption.ts';
 
 export const SCENARIOS: readonly Scenario[] = [
@@ -18,6 +19,7 @@ export const SCENARIOS: readonly Scenario[] = [
   volumeCorruption,
   repoCorruption,
   diskFull,
+  s3Outage,
   appContainerCrash,
   appNodeOutage,
 ];

@@ -25,8 +25,6 @@ export interface ToxiproxyEnv {
   createProxy(name: string, upstream: string): Promise<string>;
   addToxic(proxy: string, toxic: Toxic): Promise<void>;
   removeToxic(proxy: string, toxic: string): Promise<void>;
-  /** disable (listener closed, open connections cut) or enable a proxy */
-  setEnabled(proxy: string, enabled: boolean): Promise<void>;
   deleteProxy(name: string): Promise<void>;
   /** disabled: the proxy closes its connections and refuses new ones (an outage); enabled: it listens again */
   setEnabled(name: string, enabled: boolean): Promise<void>;
@@ -73,9 +71,6 @@ export async function startToxiproxy(o: StartOpts = {}): Promise<ToxiproxyEnv> {
     },
     removeToxic: async (proxy, toxic) => {
       await api(url, 'DELETE', `/proxies/${encodeURIComponent(proxy)}/toxics/${encodeURIComponent(toxic)}`);
-    },
-    setEnabled: async (proxy, enabled) => {
-      await api(url, 'POST', `/proxies/${encodeURIComponent(proxy)}`, { enabled });
     },
     deleteProxy: async (name) => {
       await api(url, 'DELETE', `/proxies/${encodeURIComponent(name)}`);

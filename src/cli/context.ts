@@ -44,12 +44,29 @@ export function repoLocation(g: GlobalOptions): string {
  */
 export function backendFor(location: string, events?: EventSink, cache?: CacheOptions | false): Backend {
   const faults = process.env['MESHBACK_FAULTS'];
-  const b = openBackend(location, { ...(events !== undefined ? { events } : {}), ...(faults !== undefined && faults !== '' ? { faults: parseFaultSpec(faults) } : {}), ...(cache !== undefined ? { cache } : {}) });
+  const attempts = storageAttempts();
+  const b = openBackend(location, {
+    ...(events !== undefined ? { events } : {}),
+    ...(faults !== undefined && faults !== '' ? { faults: parseFaultSpec(faults) } : {}),
+    ...(cache !== undefined ? { cache } : {}),
+    ...(attempts !== undefined ? { retry: { attempts } } : {}),
+  });
   opened.push(b);
   return b;
 }
 
 const opened: Backend[] = [];
+
+/**
+ * MESHBACK_STORAGE_ATTEMPTS: attempts per storage call, the first included (default 6 for a local
+ * directory, 12 for S3: see src/storage/retry.ts); 1 never retries.
+ */
+function storageAttempts(): number | undefined {
+  const v = process.env['MESHBACK_STORAGE_ATTEMPTS'];
+  if (v === undefined || v === '') return undefined;
+  if (!/^\d{1,3}$/.test(v) || Number(v) < 1) throw new UsageError(`MESHBACK_STORAGE_ATTEMPTS=${JSON.stringify(v)}: give the attempts per storage call as a whole number from 1 to 999 (1: never retry)`);
+  return Number(v);
+}
 
 /** What the backends this process opened did (requests, cache), for the end of the command (main.ts). */
 export function storageReports(): StorageReport[] {

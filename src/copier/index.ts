@@ -284,8 +284,12 @@ class Translator {
     return p;
   }
 
-  /** Forgets what this run learnt (after a verification failure, before the retry). */
+  /** a tree found in the destination by its id (shared id key) is translated anyway: set for a retry */
+  private distrustTrees = false;
+
+  /** Forgets what this run learnt and trusts no tree of the destination (after a verification failure, before the retry). */
   reset(): void {
+    this.distrustTrees = true;
     this.memo.clear();
     this.queue = [];
     this.needs.clear();
@@ -303,7 +307,7 @@ class Translator {
   private knownTree(aId: Buffer): Uint8Array | undefined {
     const b = this.map.trees.get(aId);
     if (b !== undefined && this.dst.store.has(b)) return b;
-    if (this.sameIds && this.dst.store.has(aId)) return aId;
+    if (this.sameIds && !this.distrustTrees && this.dst.store.has(aId)) return aId;
     return undefined;
   }
 

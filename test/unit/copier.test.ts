@@ -126,3 +126,39 @@ test('copy between repositories that share their id key: no id recomputed, a chu
     await removeDir(dir);
   }
 });
+
+test('a copy-map entry that leads to a wrong tree fails the verification: the map is dropped and the snapshot copied again', async () => {
+  process.env['MESHBACK_TEST_SCRYPT_N'] = '1024';
+  const dir = await tempDir('copy-retry');
+  const src = path.join(dir, 'src');
+  const cacheDir = path.join(dir, 'cache');
+  try {
+    await fsp.mkdir(path.join(src, 'one'), { recursive: true });
+    await fsp.mkdir(path.join(src, 'two'), { recursive: true });
+    await fsp.writeFile(path.join(src, 'one', 'a.txt'), 'one\n');
+    await fsp.writeFile(path.join(src, 'two', 'b.txt'), prngBytes('two', 100_000));
+    const a = await initRepository(path.join(dir, 'A'), 'pa');
+    const snap = await backup(a, { paths: [src], host: 'h' });
+    const b = await initRepository(path.join(dir, 'B'), 'pb');
+    const first = await copy(a, b, { cacheDir });
+    const copied = first.snapshots[0]!;
+
+    // the map now says: the source's root tree is the destination's tree of src/ (a tree B has, but the wrong one)
+    const bRoot = (await b.loadSnapshot(copied.id)).tree;
+    const bSrcDir = (await b.loadTree(bRoot)).nodes[0]!.subtree!;
+    const m = await CopyMap.open(cacheDir, a.config.id, b.config.id);
+    m.add(KIND_TREE, Buffer.from(snap.snapshot.tree, 'hex'), Buffer.from(bSrcDir, 'hex'));
+    assert.equal(await m.persist(), undefined);
+    await b.removeSnapshot(copied.id);
+
+    const warnings: string[] = [];
+    const again = await copy(a, b, { cacheDir, events: (e) => (e.type === 'warning' ? warnings.push(e.message) : undefined) });
+    assert.equal(again.copied, 1);
+    assert.equal(warnings.length, 1, warnings.join('\n'));
+    assert.match(warnings[0]!, /^the copy of snapshot [0-9a-f]{8} did not match its source \(.+\): copying it again without the copy cache$/);
+    assert.equal((await b.loadSnapshot(again.snapshots[0]!.id)).tree, bRoot, 'the same tree as the first copy');
+    assert.ok((await check(b, { readData: true })).ok);
+  } finally {
+    await removeDir(dir);
+  }
+});

@@ -68,6 +68,8 @@ export type { ForgetOptions, ForgetResult, ForgetRepo } from './maintenance/forg
 export { prune } from './maintenance/prune.ts';
 export type { PruneOptions, PruneResult, PruneRepo } from './maintenance/prune.ts';
 export { repairIndex, repairSnapshots } from './maintenance/repair.ts';
+export { copy } from './copier/index.ts';
+export type { CopyOptions, CopyResult, CopiedSnapshot, CopySource, CopyDest } from './copier/index.ts';
 export type { RepairIndexResult, RepairSnapshotsResult, RepairRepo } from './maintenance/repair.ts';
 
 /** Creates a repository at `location`. */

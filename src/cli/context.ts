@@ -137,18 +137,28 @@ export async function prompt(question: string): Promise<string> {
   });
 }
 
-export async function getPassword(g: GlobalOptions, opts: { confirm?: boolean } = {}): Promise<string> {
+export async function getPassword(g: GlobalOptions, opts: { confirm?: boolean; prompt?: string } = {}): Promise<string> {
   if (g.passwordFile !== undefined) return readPasswordFile(g.passwordFile, '--password-file');
   const env = process.env['MESHBACK_PASSWORD'];
   if (env !== undefined) return env;
   const envFile = process.env['MESHBACK_PASSWORD_FILE'];
   if (envFile !== undefined && envFile !== '') return readPasswordFile(envFile, 'MESHBACK_PASSWORD_FILE');
-  const p = await prompt('repository password: ');
+  const p = await prompt(opts.prompt ?? 'repository password: ');
   if (opts.confirm === true) {
     const again = await prompt('enter the password again: ');
     if (again !== p) throw new UsageError('the two passwords differ: run the command again');
   }
   return p;
+}
+
+/** The password of copy's source repository: --from-password-file, MESHBACK_FROM_PASSWORD, MESHBACK_FROM_PASSWORD_FILE, else a prompt. */
+export async function getFromPassword(file: string | undefined): Promise<string> {
+  if (file !== undefined) return readPasswordFile(file, '--from-password-file');
+  const env = process.env['MESHBACK_FROM_PASSWORD'];
+  if (env !== undefined) return env;
+  const envFile = process.env['MESHBACK_FROM_PASSWORD_FILE'];
+  if (envFile !== undefined && envFile !== '') return readPasswordFile(envFile, 'MESHBACK_FROM_PASSWORD_FILE');
+  return prompt('source repository password: ');
 }
 
 export async function getNewPassword(file: string | undefined): Promise<string> {
@@ -183,8 +193,8 @@ export interface OpenOptions {
  * is found; lock before index). The lock and the backend are released by main.ts when the
  * command ends (releaseHeldLocks, closeBackends), on success, error or signal.
  */
-export async function openRepo(ctx: Context, opts: OpenOptions): Promise<Repository> {
-  const { repo } = await openRepository(backendFor(repoLocation(ctx.g), ctx.out.sink, opts.cache === false ? false : ctx.g.cache), () => getPassword(ctx.g), {
+export async function openRepo(ctx: Context, opts: OpenOptions & { prompt?: string }): Promise<Repository> {
+  const { repo } = await openRepository(backendFor(repoLocation(ctx.g), ctx.out.sink, opts.cache === false ? false : ctx.g.cache), () => getPassword(ctx.g, opts.prompt !== undefined ? { prompt: opts.prompt } : {}), {
     lock: opts.lock,
     command: opts.command,
     retryLockMs: ctx.g.retryLockMs ?? 0,

@@ -50,6 +50,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   forget: async () => (await import('./commands/forget.ts')).forgetCommand,
   prune: async () => (await import('./commands/prune.ts')).pruneCommand,
   check: async () => (await import('./commands/check.ts')).checkCommand,
+  copy: async () => (await import('./commands/copy.ts')).copyCommand,
   repair: async () => (await import('./commands/repair.ts')).repairCommand,
   key: async () => (await import('./commands/key.ts')).keyCommand,
   unlock: async () => (await import('./commands/unlock.ts')).unlockCommand,

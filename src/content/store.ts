@@ -90,6 +90,14 @@ export class ContentStore {
   private readonly compressors = new Semaphore(MAX_BUSY);
   private readonly keys: AsyncKeys;
   private readonly parity: ParityWriter | undefined;
+  /**
+   * Checkpoints: when set, an index file is written as soon as a pack has become durable and this
+   * many milliseconds have passed since the last index file, so that the packs of a long run that
+   * is interrupted are indexed and a rerun reuses them (copy sets it). Unset: index files go out
+   * every INDEX_FILE_BYTES of records and at flush() only.
+   */
+  checkpointMs: number | undefined;
+  private lastIndexFile = performance.now();
   /** The metadata cache of the storage stack, if any: told which packs hold trees (see loadIndex, upload). */
   private readonly cache: CacheBackend | undefined;
 
@@ -102,6 +110,7 @@ export class ContentStore {
     this.cache = findLayer(backend, CacheBackend);
     this.indexWriter = new IndexWriter(backend, key.encKey, {
       onWritten: (name, bytes) => {
+        this.lastIndexFile = performance.now();
         this.indexFiles.add(name);
         this.stats.bytesStored += bytes;
       },
@@ -323,6 +332,10 @@ export class ContentStore {
     await this.indexWriter.add(record);
     this.stats.packsWritten++;
     this.stats.bytesStored += p.size;
+    if (this.checkpointMs !== undefined && performance.now() - this.lastIndexFile >= this.checkpointMs) {
+      this.lastIndexFile = performance.now();
+      await this.indexWriter.flush();
+    }
   }
 
   /** Writes the open packs and then an index file for every pack written since the last flush. */

@@ -9,7 +9,7 @@
  */
 
 /** The operations that report progress (engine and lab). */
-export type OpName = 'init' | 'backup' | 'restore' | 'check' | 'verify' | 'prune' | 'repair' | 'forget' | 'diff' | 'lock-renew' | 'bench' | 'bench-peers' | 'bench-s3' | 'testbed';
+export type OpName = 'init' | 'backup' | 'restore' | 'check' | 'verify' | 'prune' | 'repair' | 'forget' | 'diff' | 'copy' | 'lock-renew' | 'bench' | 'bench-peers' | 'bench-s3' | 'testbed';
 
 export type MeshEvent =
   | { type: 'op-start'; op: OpName; /** ISO time */ at: string; /** what the operation was asked to do (paths, snapshot, options) */ detail?: Record<string, unknown> }
@@ -18,6 +18,11 @@ export type MeshEvent =
   | { type: 'progress'; op: OpName; files: number; bytes: number; totalFiles?: number; totalBytes?: number; current?: string }
   | { type: 'item-error'; path: string; message: string }
   | { type: 'warning'; path?: string; message: string }
+  /**
+   * copy: one snapshot of the source is in the destination, as `id`: copied and verified now, or
+   * (`copied: false`) found there from an earlier run; `stats` are the figures of CopiedSnapshot
+   */
+  | { type: 'snapshot-copied'; source: string; id: string; copied: boolean; stats: Record<string, number> }
   /** a line of a lab run's account (a benchmark step's figures, a testbed action); `subject` names what it is about */
   | { type: 'note'; op: OpName; subject?: string; message: string }
   | { type: 'summary'; op: OpName; ok: boolean; durationSeconds: number; /** the operation's result object */ result?: unknown; error?: string };

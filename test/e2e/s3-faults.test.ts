@@ -18,11 +18,11 @@
  * checked when it completed (the new snapshot restores identical; the restored tree is identical;
  * prune freed space) or is absent when it failed (no new snapshot).
  *
- * Adding an operation (copy, when it lands) is one more entry in OPS and rows in ROWS: for copy,
- * prepare() inits the other repository (a local directory under r.dir, or a second prefix), args()
- * puts the row's repository (through the proxy) on one side, completed() restores the copied
- * snapshot from the destination and compares it with wantB, failed() checks the destination holds no
- * partial snapshot and that a rerun without the fault completes.
+ * Adding an operation is one more entry in OPS and rows in ROWS. copy's prepare() makes its source,
+ * a local repository holding a snapshot of the tree B saved; the row's repository (through the
+ * proxy) is the destination; completed() restores the copied snapshot from it and compares it with
+ * wantB, failed() checks that it holds no partial snapshot and that a rerun without the fault
+ * completes.
  */
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -87,7 +87,10 @@ interface Op {
   failed(r: RowEnv, run: RunResult): Promise<void>;
 }
 
-type OpName = 'backup' | 'restore' | 'prune' | 'check';
+type OpName = 'backup' | 'restore' | 'prune' | 'check' | 'copy';
+
+/** copy's source: a local repository holding one snapshot of the tree B saved (made by prepare) */
+const copySource = (r: RowEnv): string => path.join(r.dir, 'from');
 
 const OPS: Record<OpName, Op> = {
   backup: {
@@ -121,6 +124,31 @@ const OPS: Record<OpName, Op> = {
       assert.ok((await dataBytes(r.prefix)) < seedDataBytes, 'prune freed the space of the forgotten snapshot');
     },
     async failed() {},
+  },
+  // copy from a local repository into the row's repository, through the fault (the offsite copy)
+  copy: {
+    async prepare(r) {
+      for (const args of [['init', '--repo', copySource(r)], ['backup', wantB, '--repo', copySource(r)]]) {
+        const x = await mb(args, { env: r.env, timeoutMs: RUN_LIMIT_MS });
+        assert.equal(x.code, 0, `${args.join(' ')}: ${x.stderr}`);
+      }
+    },
+    args: (r) => ['copy', '--from-repo', copySource(r), '--repo', r.viaProxy],
+    // its first pack is stored; the index, the trees and the snapshot are still to come
+    mid: (r) => newPackStored(r),
+    async completed(r, run) {
+      const id = / -> ([0-9a-f]{8}): /.exec(run.stdout)?.[1];
+      assert.ok(id !== undefined, `no copied snapshot in: ${run.stdout}`);
+      assert.deepEqual((await snapshotIds(r)).sort(), [snapB, id].sort());
+      await restoresIdentical(r, id, wantB);
+    },
+    async failed(r) {
+      assert.deepEqual(await snapshotIds(r), [snapB], 'a failed copy saved no snapshot');
+      // run again without the fault, it completes
+      const again = await mb(['copy', '--from-repo', copySource(r), '--repo', r.direct], { env: r.env, timeoutMs: RUN_LIMIT_MS });
+      assert.equal(again.code, 0, again.stderr);
+      await OPS.copy.completed(r, again);
+    },
   },
   // a storage failure is not damage: check must not send the user to repair intact data (exit 4)
   check: {
@@ -327,6 +355,10 @@ const ROWS: Row[] = [
   { fault: F.truncateGetsAll, op: 'restore', expect: BACKEND },
   { fault: F.slowFirstAll, op: 'restore', expect: BACKEND },
   { fault: F.internalDeletesAll, op: 'prune', expect: BACKEND },
+  ...[F.latency, F.slowdown3, F.internal3, F.truncate3, F.slowFirst, F.lostPut, F.outageShort].map((fault) => ({ fault, op: 'copy' as const, expect: OK })),
+  { fault: F.resetMid, op: 'copy', expect: BACKEND },
+  { fault: F.outageLong, op: 'copy', expect: BACKEND },
+  { fault: F.slowdownPutsAll, op: 'copy', expect: BACKEND },
   { fault: F.slowdown3, op: 'check', expect: OK },
   { fault: F.truncate3, op: 'check', expect: OK },
   { fault: F.internalGetsAll, op: 'check', expect: BACKEND },
@@ -388,7 +420,7 @@ before(async () => {
   base = tmpdir('s3faults');
   src = path.join(base, 'src');
   wantB = path.join(base, 'want-b');
-  env = { ...s3.env, AWS_PROFILE: undefined, AWS_SESSION_TOKEN: undefined, MESHBACK_PASSWORD: 'pw', MESHBACK_REPO: undefined, MESHBACK_S3_TIMEOUT_MS: String(S3_TIMEOUT_MS) };
+  env = { ...s3.env, AWS_PROFILE: undefined, AWS_SESSION_TOKEN: undefined, MESHBACK_PASSWORD: 'pw', MESHBACK_FROM_PASSWORD: 'pw', MESHBACK_REPO: undefined, MESHBACK_S3_TIMEOUT_MS: String(S3_TIMEOUT_MS) };
   const seed = `s3:${s3.endpoint}/${s3.bucket}/seed`;
   const ok = async (args: string[]): Promise<RunResult> => {
     const r = await mb(args, { env, timeoutMs: RUN_LIMIT_MS });

@@ -72,6 +72,7 @@ export function summary(stdout: string): Record<string, unknown> {
 export async function listPacks(repo: string): Promise<string[]> {
   const out: string[] = [];
   for (const d of await fsp.readdir(path.join(repo, 'data'))) {
+    if (d.startsWith('.')) continue; // a pack being written (.tmp-*)
     for (const f of await fsp.readdir(path.join(repo, 'data', d))) if (!f.startsWith('.')) out.push(path.join(repo, 'data', d, f));
   }
   return out.sort();

@@ -404,7 +404,8 @@ async function dataBytes(prefix: string): Promise<number> {
 
 /** stderr without retry warnings, the plain progress line (every 30 s) and a success's requests and cache lines: the lines a failure prints (exactly one) */
 function errorLines(stderr: string): string[] {
-  return stderr.split('\n').filter((l) => l !== '' && !l.startsWith('warning: ') && !/^[a-z-]+ \[[^\]]*\] +\d+% /.test(l) && !/^(requests|cache): /.test(l));
+  // progress lines (with a bar, or the periodic plain ones off a terminal) are not errors
+  return stderr.split('\n').filter((l) => l !== '' && !l.startsWith('warning: ') && !/^[a-z-]+ (\[[^\]]*\] +\d+% )?\d+(\/\d+)? files, /.test(l) && !/^(requests|cache): /.test(l));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@
  *   truncate         the reply's headers and half of its body's first chunk, then the connection
  *                    is closed (a body cut short); a reply without a body passes
  *   slow-first-byte  the request is passed on, its reply held back for delayMs before the first byte
+ *   corrupt-body     the request is passed on with one byte of its body flipped (a body damaged on
+ *                    the way to the store: the store must refuse it, the client send it again)
  *
  * A rule takes the matching requests (by kind: get = GetObject, list = ListObjects, put, head,
  * delete, other; and by key, a pattern of the URL's path) until `times` of them were taken, then passes everything again; rules are
@@ -19,7 +21,7 @@
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-export type HttpFault = 'slowdown' | 'internal' | 'lost-reply' | 'truncate' | 'slow-first-byte';
+export type HttpFault = 'slowdown' | 'internal' | 'lost-reply' | 'truncate' | 'slow-first-byte' | 'corrupt-body';
 export type RequestKind = 'get' | 'list' | 'put' | 'head' | 'delete' | 'other';
 
 export interface HttpFaultRule {
@@ -142,6 +144,22 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
     res.on('close', () => {
       if (!res.writableFinished) up.destroy();
     });
+    if (rule?.fault === 'corrupt-body') {
+      let flipped = false;
+      req.on('data', (chunk: Buffer) => {
+        if (!flipped && chunk.length > 0) {
+          flipped = true;
+          const c = Buffer.from(chunk);
+          c[c.length >> 1]! ^= 0x55;
+          up.write(c);
+        } else up.write(chunk);
+      });
+      req.on('end', () => {
+        if (!flipped) rule.taken--; // no body to damage: not a fault met
+        up.end();
+      });
+      return;
+    }
     req.pipe(up);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

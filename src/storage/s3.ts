@@ -143,7 +143,7 @@ interface SdkError {
   $metadata?: { httpStatusCode?: number };
 }
 
-const RETRYABLE_NAMES = new Set(['SlowDown', 'RequestTimeout', 'RequestTimeoutException', 'TimeoutError', 'InternalError', 'ServiceUnavailable', 'ConditionalRequestConflict', 'OperationAborted', 'RequestTimeTooSkewed', 'ThrottlingException', 'Throttling', 'XMinioServerNotInitialized']);
+const RETRYABLE_NAMES = new Set(['SlowDown', 'RequestTimeout', 'RequestTimeoutException', 'TimeoutError', 'InternalError', 'ServiceUnavailable', 'ConditionalRequestConflict', 'OperationAborted', 'RequestTimeTooSkewed', 'ThrottlingException', 'Throttling', 'XMinioServerNotInitialized', 'XAmzContentSHA256Mismatch', 'BadDigest', 'IncompleteBody']);
 const DENIED_NAMES = new Set(['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'Forbidden', 'InvalidToken', 'ExpiredToken', 'TokenRefreshRequired', 'AllAccessDisabled']);
 
 export class S3Backend implements Backend {
@@ -332,14 +332,14 @@ export class S3Backend implements Backend {
 
   async put(h: Handle, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
     const key = this.keyOf(h);
-    const body = joinParts(data);
+    const parts = data instanceof Uint8Array ? [data] : data;
     const { sdk, c } = await this.client();
     const head = this.opts.overwriteCheck === 'head';
     // overwrite-check=head: a file that exists is compared below instead of being written again
     const exists = head && (await this.stat(h).then(() => true, (err: unknown) => (err instanceof NotFoundError ? false : Promise.reject(err))));
     if (!exists) {
       try {
-        await this.send(c, 'PUT', h.type, new sdk.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ContentMD5: md5(body), ...(head ? {} : { IfNoneMatch: '*' }), ...this.lockFields(h.type) }));
+        await this.send(c, 'PUT', h.type, this.putCommand(sdk, h, parts, { Bucket: this.bucket, Key: key, ...(head ? {} : { IfNoneMatch: '*' }), ...this.lockFields(h.type) }));
         return;
       } catch (err) {
         const e = err as SdkError;
@@ -348,17 +348,41 @@ export class S3Backend implements Backend {
     }
     // the name exists: the same bytes (a retry whose reply was lost) are a no-op
     const existing = await this.get(h);
-    if (!existing.equals(body)) {
+    if (!existing.equals(joinParts(parts))) {
       throw new BackendError(`refusing to overwrite ${handleString(h)} in ${this.location}: a different file of that name exists`, { retryable: false });
     }
   }
 
+  /**
+   * A PutObject of `parts`. Its body's SHA-256 goes in
+   * x-amz-content-sha256: the signature covers it and the server checks the body it receives
+   * against it, so a body damaged on the way is refused (this replaces Content-MD5, one pass over
+   * the bytes fewer); with Object Lock S3 requires Content-MD5 as well, and gets it.
+   */
+  private putCommand(sdk: Sdk, h: Handle, parts: readonly Uint8Array[], fields: Record<string, unknown>): object {
+    let length = 0;
+    for (const p of parts) length += p.length;
+    const sha256 = hashParts('sha256', parts, 'hex');
+    const md5 = this.lockPolicy !== undefined && h.type !== 'lock' ? hashParts('md5', parts, 'base64') : undefined;
+    // one buffer, not a stream of the parts: the SDK treats a stream body as a non-retryable
+    // streaming request and writes a line about it to the console when the request fails
+    const body = parts.length === 1 ? parts[0]! : joinParts(parts);
+    const cmd = new sdk.PutObjectCommand({ ...fields, Body: body, ContentLength: length, ...(md5 !== undefined ? { ContentMD5: md5 } : {}) } as ConstructorParameters<Sdk['PutObjectCommand']>[0]);
+    cmd.middlewareStack.add(
+      (next) => (args) => {
+        (args.request as { headers: Record<string, string> }).headers['x-amz-content-sha256'] = sha256;
+        return next(args);
+      },
+      { step: 'build', name: 'meshbackPayloadSha256' },
+    );
+    return cmd;
+  }
+
   async replace(h: Handle, data: Uint8Array): Promise<void> {
     if (!REPLACEABLE.includes(h.type)) throw new BackendError(`replace is only for repairs of packs and parity files, not ${h.type}`, { retryable: false });
-    const body = joinParts(data);
     const { sdk, c } = await this.client();
     try {
-      await this.send(c, 'PUT', h.type, new sdk.PutObjectCommand({ Bucket: this.bucket, Key: this.keyOf(h), Body: body, ContentLength: body.length, ContentMD5: md5(body), ...this.lockFields(h.type) }));
+      await this.send(c, 'PUT', h.type, this.putCommand(sdk, h, [data], { Bucket: this.bucket, Key: this.keyOf(h), ...this.lockFields(h.type) }));
     } catch (err) {
       throw this.wrap(err, handleString(h));
     }
@@ -697,6 +721,12 @@ export function s3TimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
 
 function md5(b: Buffer): string {
   return createHash('md5').update(b).digest('base64');
+}
+
+function hashParts(alg: 'sha256' | 'md5', parts: readonly Uint8Array[], enc: 'hex' | 'base64'): string {
+  const h = createHash(alg);
+  for (const p of parts) h.update(p);
+  return h.digest(enc);
 }
 
 /** The object's size from a Content-Range reply header (`bytes 0-9/100`). */

@@ -704,7 +704,7 @@ export function s3Error(err: unknown, what: string, at: { bucket: string; endpoi
 }
 
 /** A DeleteObject refused because the version is under retention: AWS answers 403 AccessDenied, MinIO 400 InvalidRequest, both naming the lock. */
-function isLockRefusal(err: unknown): boolean {
+export function isLockRefusal(err: unknown): boolean {
   const e = (typeof err === 'object' && err !== null ? err : {}) as SdkError;
   const status = e.$metadata?.httpStatusCode;
   return (status === 403 || status === 400) && /lock|retention|WORM|protected/i.test(`${e.name ?? ''} ${e.message ?? ''}`);

@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { s3Error } from '../../src/storage/s3.ts';
+import { isLockRefusal, s3Error } from '../../src/storage/s3.ts';
 import { BackendError, NotFoundError, isRetryable } from '../../src/errors/index.ts';
 
 const at = { bucket: 'backups', endpoint: 'http://127.0.0.1:9000', location: 's3:http://127.0.0.1:9000/backups/repo' };
@@ -76,4 +76,15 @@ test('s3 errors: anything else is a BackendError, not retryable, with the name, 
   assert.equal(m.message, 'storage error on snapshots/ab in s3:http://127.0.0.1:9000/backups/repo: InvalidArgument: Invalid argument (HTTP 400)');
   const same = new NotFoundError('already classified');
   assert.equal(s3Error(same, 'x', at), same, 'an error of the project passes through');
+});
+
+test('s3 errors: a delete refused for Object Lock retention, as AWS (403) and MinIO (400) word it, is told from other refusals', () => {
+  // AWS S3: DeleteObject of a version under retention
+  assert.ok(isLockRefusal(sdkError('AccessDenied', 403, 'Access Denied because object protected by object lock.')));
+  // MinIO: the same refusal
+  assert.ok(isLockRefusal(sdkError('InvalidRequest', 400, 'Object is WORM protected and cannot be overwritten')));
+  // not a lock: plain denied credentials, another 400
+  assert.ok(!isLockRefusal(sdkError('AccessDenied', 403, 'Access Denied')));
+  assert.ok(!isLockRefusal(sdkError('InvalidArgument', 400, 'Invalid version id specified')));
+  assert.ok(!isLockRefusal(sdkError('InternalError', 500, 'object lock subsystem failed')));
 });

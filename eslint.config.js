@@ -21,6 +21,7 @@ export const LAYERS = {
   'src/source': 7, 'src/target': 7,
   'src/archiver': 8, 'src/restorer': 8, 'src/checker': 8, 'src/maintenance': 8, 'src/copier': 8,
   'src/index.ts': 9, // the library API
+  'src/policy': 9, // the policy engine: policy files and runs, above the operations it composes
   'src/cli': 10, 'src/server': 10, 'src/k8s': 10, // front ends
   // the lab (may import the engine; the engine never imports it)
   'lab/gen': 20,

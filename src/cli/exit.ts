@@ -15,6 +15,7 @@ export const EXIT = {
   LOCKED: 11,
   WRONG_PASSWORD: 12,
   REPO_EXISTS: 13,
+  HOOK: 14,
   INTERRUPTED: 130,
 } as const;
 
@@ -32,6 +33,7 @@ export const EXIT_DOC: [number, string][] = [
   [EXIT.LOCKED, 'the repository is locked by another process (or this command lost its lock and stopped before saving its snapshot)'],
   [EXIT.WRONG_PASSWORD, 'wrong password: no key of the repository opens with it'],
   [EXIT.REPO_EXISTS, 'init: a repository already exists there'],
+  [EXIT.HOOK, 'run: a hook of the policy failed (exited non-zero, was killed after its timeout, or could not be started); the on-error hooks ran'],
   [EXIT.INTERRUPTED, 'interrupted (SIGINT/SIGTERM); nothing already stored is lost'],
 ];
 
@@ -58,6 +60,10 @@ export function exitCodeFor(code: ErrorCode): number {
       return EXIT.LOCKED;
     case 'TARGET':
       return EXIT.TARGET;
+    case 'HOOK':
+      return EXIT.HOOK;
+    case 'INCOMPLETE':
+      return EXIT.INCOMPLETE;
     default:
       return EXIT.FATAL;
   }

@@ -55,6 +55,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   key: async () => (await import('./commands/key.ts')).keyCommand,
   unlock: async () => (await import('./commands/unlock.ts')).unlockCommand,
   lock: async () => (await import('./commands/lock.ts')).lockCommand,
+  run: async () => (await import('./commands/run.ts')).runCommand,
 };
 
 const loadCommands = (): Promise<Command[]> => Promise.all(Object.values(COMMANDS).map((load) => load()));

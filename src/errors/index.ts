@@ -19,6 +19,8 @@ export type ErrorCode =
   | 'LOCKED'
   | 'UNSUPPORTED_FORMAT'
   | 'TARGET'
+  | 'HOOK'
+  | 'INCOMPLETE'
   | 'INTERNAL';
 
 export class MeshbackError extends Error {

@@ -98,10 +98,10 @@ function keys(path: Issue['path']): PropertyKey[] {
   return (path ?? []).map((p) => p.key as PropertyKey);
 }
 
-/** One line for a failed parse: the first problem, and how many more there are. */
-export function issueText(issues: readonly Issue[] | undefined): string {
+/** The first problem of a failed parse: where (a field path, empty for the top level), what (`must be ...`), and how many more there are. */
+export function firstProblem(issues: readonly Issue[] | undefined): { path: PropertyKey[]; text: string; more: number } {
   const first = issues?.[0];
-  if (issues === undefined || first === undefined) return 'is not valid';
+  if (issues === undefined || first === undefined) return { path: [], text: 'is not valid', more: 0 };
   let path = keys(first.path);
   let text: string;
   let more = issues.length - 1;
@@ -111,7 +111,14 @@ export function issueText(issues: readonly Issue[] | undefined): string {
     path = path.slice(0, -1);
     text = 'must be an object (it is a list)';
     more = issues.filter((i) => i.path?.at(-1)?.input !== last.input).length;
-  } else text = problem(first);
+  } else if (first.type === 'strict_object' && last?.origin === 'key') text = 'is not a known field: check its spelling';
+  else text = problem(first);
+  return { path, text, more };
+}
+
+/** One line for a failed parse: the first problem, and how many more there are. */
+export function issueText(issues: readonly Issue[] | undefined): string {
+  const { path, text, more } = firstProblem(issues);
   const where = path.length === 0 ? 'the top level' : `field "${fieldPath(path)}"`;
   return `${where} ${text}${more > 0 ? ` (and ${more} more problem${more > 1 ? 's' : ''})` : ''}`;
 }

@@ -1,0 +1,86 @@
+/**
+ * run: one run of one policy of a policy file (pre hooks, backup, post hooks, retention, prune,
+ * report), what a Kubernetes CronJob or a systemd timer calls. The engine is src/policy; this
+ * file resolves the repository and password (the policy's, else the file's defaults, else
+ * --repo / MESHBACK_REPO and --password-file / MESHBACK_PASSWORD), prints the report, and exits
+ * with the code of the failure that ended the run (a hook's: 14).
+ */
+import { MeshbackError, UsageError } from '../../errors/index.ts';
+import type { EventSink } from '../../events/index.ts';
+import { loadPolicyFile, policyNamed, runPolicy } from '../../policy/index.ts';
+import type { PhaseReport, RunReport } from '../../policy/index.ts';
+import { openRepository } from '../../repository/open.ts';
+import { fmtBytes } from '../../util/units.ts';
+import type { Command } from '../command.ts';
+import { bool, str } from '../command.ts';
+import type { Context } from '../context.ts';
+import { backendFor, getPassword, repoLocation } from '../context.ts';
+import { EXIT } from '../exit.ts';
+import { resourceUsage } from '../resources.ts';
+
+export const runCommand: Command = {
+  name: 'run',
+  summary: 'run one policy of a policy file once: hooks, backup, retention, prune, report',
+  usage: 'meshback run POLICY --config FILE [--dry-run] [--json]',
+  options: {
+    config: { type: 'string', argument: 'FILE', description: 'the policy file (YAML; see docs/design.md, "Policies")' },
+    'dry-run': { type: 'boolean', short: 'n', description: 'check the policy and the repository and show what retention would remove; run no hook, back up nothing, remove nothing' },
+  },
+  async run(ctx, v, positionals) {
+    const file = str(v['config']);
+    if (file === undefined) throw new UsageError('run needs the policy file: meshback run POLICY --config FILE');
+    if (positionals.length !== 1) throw new UsageError(`run takes one POLICY name${positionals.length > 1 ? `, not ${positionals.length}` : ''}: meshback run POLICY --config FILE`);
+    const policy = policyNamed(await loadPolicyFile(file), positionals[0]!);
+    const location = policy.repository ?? repoLocation(ctx.g);
+    const g = { ...ctx.g, ...(policy.passwordFile !== undefined ? { passwordFile: policy.passwordFile } : {}) };
+    let password: string | undefined;
+    const sink: EventSink = (e) => ctx.out.sink(e.type === 'note' && e.op === 'hook' ? { ...e, message: `  ${e.subject ?? 'hook'}: ${e.message}` } : e);
+    const { report, error } = await runPolicy(policy, {
+      repository: location,
+      dryRun: bool(v['dry-run']),
+      events: sink,
+      open: async (lock, command, loadIndex) => {
+        const o = await openRepository(backendFor(location, ctx.out.sink, ctx.g.cache), async () => (password ??= await getPassword(g)), {
+          lock,
+          command,
+          loadIndex,
+          retryLockMs: ctx.g.retryLockMs ?? 0,
+          events: ctx.out.sink,
+        });
+        return o;
+      },
+    });
+    ctx.out.done();
+    printReport(ctx, report);
+    ctx.out.jsonOut({ message_type: 'summary', ...(snake(report) as Record<string, unknown>), resources: resourceUsage() });
+    if (error !== undefined) throw error instanceof MeshbackError ? error : new MeshbackError('INTERNAL', String(error));
+    return EXIT.OK;
+  },
+};
+
+const MARK: Record<PhaseReport['outcome'], string> = { ok: 'ok', failed: 'FAILED', skipped: 'skipped', incomplete: 'INCOMPLETE' };
+
+function printReport(ctx: Context, r: RunReport): void {
+  ctx.out.result(`policy ${r.policy}${r.dryRun ? ' (dry run)' : ''}: ${r.ok ? 'ok' : `FAILED in ${r.failure?.phase ?? '?'}`} in ${r.durationSeconds.toFixed(2)} s`);
+  for (const p of r.phases) {
+    const t = p.durationSeconds !== undefined ? ` (${p.durationSeconds.toFixed(2)} s)` : '';
+    let what = p.message !== undefined ? `: ${p.message}` : '';
+    if (p.phase === 'backup' && r.snapshotId !== undefined && r.backup !== undefined) {
+      what = `: snapshot ${r.snapshotId.slice(0, 8)}, ${r.backup.files} files, ${fmtBytes(r.backup.totalBytes)}, ${fmtBytes(r.backup.bytesAdded)} new`;
+    }
+    if (p.phase === 'retention' && r.retention !== undefined) what = r.dryRun ? `: would remove ${r.retention.wouldRemove}, keep ${r.retention.kept}` : `: removed ${r.retention.removed}, kept ${r.retention.kept}${r.retention.locked > 0 ? `, ${r.retention.locked} under object lock` : ''}`;
+    if (p.phase === 'prune' && r.prune !== undefined) what = `: ${r.prune.packsDeleted} pack(s) deleted, ${fmtBytes(r.prune.bytesFreed)} freed`;
+    if ((p.phase === 'pre' || p.phase === 'post' || p.phase === 'on-error') && p.outcome !== 'skipped') {
+      const hs = r.hooks.filter((h) => h.phase === p.phase);
+      what = `: ${hs.filter((h) => h.outcome === 'ok').length} of ${hs.length} hook(s) ok${p.message !== undefined ? `; ${p.message}` : ''}`;
+    }
+    ctx.out.result(`  ${p.phase.padEnd(10)}${MARK[p.outcome]}${t}${what}`);
+  }
+}
+
+/** The report with snake_case keys (the --json convention of the other summaries). */
+function snake(x: unknown): unknown {
+  if (Array.isArray(x)) return x.map(snake);
+  if (x === null || typeof x !== 'object') return x;
+  return Object.fromEntries(Object.entries(x).map(([k, val]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), snake(val)]));
+}

@@ -1,0 +1,265 @@
+/**
+ * policy/run: one run of one policy, what `meshback run` (and later the scheduler) calls:
+ *
+ *   pre hooks -> backup (sources, the policy's tags with policy=NAME, excludes) -> post hooks
+ *   -> retention (forget with the policy's keep rules, over the snapshots tagged policy=NAME)
+ *   -> prune (when the policy asks) -> the report.
+ *
+ * A phase that fails ends the run: the phases after it are skipped and the on-error hooks run
+ * (with MESHBACK_ERROR set); the report names the failure, which keeps its error code (a hook's
+ * is HOOK). A backup that saved an incomplete snapshot (unreadable files) still runs the post
+ * hooks but counts as a failure: retention is skipped (it must not let a complete snapshot go
+ * for an incomplete one) and on-error runs. A failed post hook (e.g. pg_backup_stop) skips
+ * retention for the same reason. The backup holds a shared lock, retention and prune an
+ * exclusive one, each taken only for its phase. A dry run runs no hook and no backup: it opens the
+ * repository without a lock and reports what retention would remove.
+ *
+ * The repository is opened through `open` (the CLI passes its storage stack and password);
+ * the operations are the ones the commands use: archiver backup, maintenance forget and prune.
+ */
+import { backup } from '../archiver/index.ts';
+import { MeshbackError, errMessage } from '../errors/index.ts';
+import type { EventSink } from '../events/index.ts';
+import { nullSink } from '../events/index.ts';
+import { forget } from '../maintenance/forget.ts';
+import type { ForgetResult } from '../maintenance/forget.ts';
+import { renewObjectLock } from '../maintenance/object-lock.ts';
+import { prune } from '../maintenance/prune.ts';
+import type { PruneResult } from '../maintenance/prune.ts';
+import type { Repository } from '../repository/index.ts';
+import { hookError, runHook } from './hooks.ts';
+import type { HookPhase, HookResult } from './hooks.ts';
+import type { Hook, Policy } from './load.ts';
+
+export type PhaseName = 'pre' | 'backup' | 'post' | 'retention' | 'prune' | 'on-error';
+export type Outcome = 'ok' | 'failed' | 'skipped' | 'incomplete';
+
+export interface PhaseReport {
+  phase: PhaseName;
+  outcome: Outcome;
+  /** ISO times; absent for a skipped phase */
+  started?: string;
+  finished?: string;
+  durationSeconds?: number;
+  /** why it failed or was skipped */
+  message?: string;
+}
+
+export interface RunReport {
+  policy: string;
+  repository: string;
+  dryRun: boolean;
+  ok: boolean;
+  started: string;
+  finished: string;
+  durationSeconds: number;
+  phases: PhaseReport[];
+  hooks: HookResult[];
+  snapshotId?: string;
+  backup?: { files: number; dirs: number; totalBytes: number; bytesAdded: number; bytesStored: number; errors: { path: string; message: string }[]; changedDuringRead: string[] };
+  retention?: { kept: number; removed: number; wouldRemove: number; locked: number; removedIds: string[] };
+  prune?: PruneResult;
+  /** the first failure: its error code and message */
+  failure?: { phase: PhaseName; code: string; message: string };
+}
+
+export interface OpenedRepository {
+  repo: Repository;
+  close(): Promise<void>;
+}
+
+export interface RunOptions {
+  /** opens the policy's repository with this lock (the front end's storage stack and password) */
+  open(lock: 'none' | 'shared' | 'exclusive', command: string, loadIndex: boolean): Promise<OpenedRepository>;
+  /** the repository location as hooks see it (MESHBACK_REPO) */
+  repository: string;
+  dryRun?: boolean;
+  events?: EventSink;
+}
+
+/** The outcome of a run: its report, and the error that ended it (undefined when it succeeded). */
+export interface RunOutcome {
+  report: RunReport;
+  error?: MeshbackError;
+}
+
+const PHASES: PhaseName[] = ['pre', 'backup', 'post', 'retention', 'prune', 'on-error'];
+
+class PhaseFailure extends Error {
+  readonly error: MeshbackError;
+  constructor(error: MeshbackError) {
+    super(error.message);
+    this.error = error;
+  }
+}
+
+function asMeshbackError(err: unknown): MeshbackError {
+  if (err instanceof PhaseFailure) return err.error;
+  if (err instanceof MeshbackError) return err;
+  return new MeshbackError('INTERNAL', errMessage(err), { cause: err });
+}
+
+/** Runs `policy` once; never throws for a failed phase (the outcome carries the error). */
+export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOutcome> {
+  const events = opts.events ?? nullSink;
+  const dryRun = opts.dryRun === true;
+  const t0 = performance.now();
+  const started = new Date().toISOString();
+  const phases = new Map<PhaseName, PhaseReport>();
+  const hooks: HookResult[] = [];
+  const report: Partial<RunReport> = {};
+  let error: MeshbackError | undefined;
+  let failedPhase: PhaseName | undefined;
+  const env: Record<string, string> = { MESHBACK_POLICY: policy.name, MESHBACK_REPO: opts.repository };
+  events({ type: 'op-start', op: 'run', at: started, detail: { policy: policy.name, sources: policy.sources, repository: opts.repository, dry_run: dryRun } });
+
+  const skip = (phase: PhaseName, message: string): void => {
+    phases.set(phase, { phase, outcome: 'skipped', message });
+  };
+  /** runs one phase, recording its times and outcome; a failure is recorded and ends the run */
+  const phase = async (name: PhaseName, body: () => Promise<Outcome | void>): Promise<boolean> => {
+    if (error !== undefined) {
+      skip(name, `skipped: the ${failedPhase!} phase failed`);
+      return false;
+    }
+    const s = new Date().toISOString();
+    const p0 = performance.now();
+    events({ type: 'phase', op: 'run', phase: name });
+    const rec: PhaseReport = { phase: name, outcome: 'ok', started: s };
+    phases.set(name, rec);
+    try {
+      const o = await body();
+      if (o !== undefined) rec.outcome = o;
+    } catch (err) {
+      error = asMeshbackError(err);
+      failedPhase = name;
+      rec.outcome = 'failed';
+      rec.message = error.message;
+    }
+    rec.finished = new Date().toISOString();
+    rec.durationSeconds = (performance.now() - p0) / 1000;
+    return error === undefined;
+  };
+  const runHooks = async (ph: HookPhase, list: Hook[], stopOnFailure: boolean): Promise<HookResult | undefined> => {
+    let failed: HookResult | undefined;
+    for (const [i, h] of list.entries()) {
+      const r = await runHook(h, ph, i + 1, env, events);
+      hooks.push(r);
+      if (r.outcome !== 'ok') {
+        failed ??= r;
+        if (stopOnFailure) break;
+      }
+    }
+    return failed;
+  };
+
+  if (dryRun) {
+    skip('pre', 'dry run: no hook runs');
+    skip('backup', 'dry run: nothing is backed up');
+    skip('post', 'dry run: no hook runs');
+  } else {
+    if (policy.hooks.pre.length === 0) skip('pre', 'no pre hooks');
+    else
+      await phase('pre', async () => {
+        const f = await runHooks('pre', policy.hooks.pre, true);
+        if (f !== undefined) throw new PhaseFailure(hookError(f));
+      });
+    let incomplete: MeshbackError | undefined;
+    await phase('backup', async () => {
+      const o = await opts.open('shared', `run ${policy.name}`, true);
+      try {
+        const r = await backup(o.repo, { paths: policy.sources, tags: policy.tags, excludes: policy.exclude, events });
+        report.snapshotId = r.id;
+        env['MESHBACK_SNAPSHOT_ID'] = r.id;
+        const s = r.snapshot.summary;
+        report.backup = { files: s.files, dirs: s.dirs, totalBytes: s.totalBytes, bytesAdded: s.bytesAdded, bytesStored: s.bytesStored, errors: r.errors, changedDuringRead: r.changedDuringRead };
+        if (o.repo.config.objectLock !== undefined) await renewObjectLock(o.repo, { snapshots: [r.id], events });
+        if (r.errors.length > 0) {
+          incomplete = new MeshbackError('INCOMPLETE', `snapshot ${r.id.slice(0, 8)} of policy ${policy.name} is incomplete: ${r.errors.length} item(s) could not be read (the first: ${r.errors[0]!.path}: ${r.errors[0]!.message}); fix their permissions`);
+          return 'incomplete';
+        }
+      } finally {
+        await o.close();
+      }
+    });
+    if (error !== undefined) skip('post', `skipped: the ${failedPhase!} phase failed`);
+    else if (policy.hooks.post.length === 0) skip('post', 'no post hooks');
+    else
+      await phase('post', async () => {
+        const f = await runHooks('post', policy.hooks.post, true);
+        if (f !== undefined) throw new PhaseFailure(hookError(f));
+      });
+    if (error === undefined && incomplete !== undefined) {
+      error = incomplete;
+      failedPhase = 'backup';
+    }
+  }
+
+  let forgot: ForgetResult | undefined;
+  if (error !== undefined) skip('retention', `skipped: the ${failedPhase!} phase failed`);
+  else if (policy.retention === undefined) skip('retention', 'the policy has no retention rules');
+  else
+    await phase('retention', async () => {
+      const o = await opts.open(dryRun ? 'none' : 'exclusive', `run ${policy.name}`, policy.prune && !dryRun);
+      try {
+        forgot = await forget(o.repo, { policy: policy.retention!, tags: [`policy=${policy.name}`], dryRun, events });
+        const removedIds = forgot.groups.flatMap((g) => g.remove.map((d) => d.item.id)).filter((id) => !forgot!.locked.some((l) => l.id === id));
+        report.retention = { kept: forgot.kept, removed: forgot.removed, wouldRemove: forgot.wouldRemove, locked: forgot.locked.length, removedIds: dryRun ? [] : removedIds };
+        if (policy.prune && !dryRun) {
+          phases.set('prune', { phase: 'prune', outcome: 'ok', started: new Date().toISOString() });
+          const p0 = performance.now();
+          try {
+            report.prune = await prune(o.repo, { events });
+            if (o.repo.config.objectLock !== undefined) await renewObjectLock(await o.repo.reopen(), { events });
+          } catch (err) {
+            const rec = phases.get('prune')!;
+            rec.outcome = 'failed';
+            rec.finished = new Date().toISOString();
+            rec.durationSeconds = (performance.now() - p0) / 1000;
+            const e = asMeshbackError(err);
+            rec.message = e.message;
+            throw new PhaseFailure(e);
+          }
+          const rec = phases.get('prune')!;
+          rec.finished = new Date().toISOString();
+          rec.durationSeconds = (performance.now() - p0) / 1000;
+        }
+      } finally {
+        await o.close();
+      }
+    });
+  if (!phases.has('prune')) skip('prune', !policy.prune ? 'the policy does not prune' : dryRun ? 'dry run: prune runs after a real retention' : error !== undefined ? `skipped: the ${failedPhase!} phase failed` : 'no retention ran');
+  // a prune that failed inside the retention phase: the failure is prune's, retention itself succeeded
+  if (phases.get('prune')?.outcome === 'failed') {
+    const r = phases.get('retention')!;
+    r.outcome = 'ok';
+    delete r.message;
+    failedPhase = 'prune';
+  }
+
+  if (error !== undefined && policy.hooks.onError.length > 0) {
+    const failure = error as MeshbackError;
+    env['MESHBACK_ERROR'] = failure.message;
+    env['MESHBACK_FAILED_PHASE'] = failedPhase!;
+    const s = new Date().toISOString();
+    const p0 = performance.now();
+    const f = await runHooks('on-error', policy.hooks.onError, false);
+    phases.set('on-error', { phase: 'on-error', outcome: f === undefined ? 'ok' : 'failed', started: s, finished: new Date().toISOString(), durationSeconds: (performance.now() - p0) / 1000, ...(f !== undefined ? { message: f.error ?? 'failed' } : {}) });
+  } else skip('on-error', error !== undefined ? 'no on-error hooks' : 'nothing failed');
+
+  const full: RunReport = {
+    policy: policy.name,
+    repository: opts.repository,
+    dryRun,
+    ok: error === undefined,
+    started,
+    finished: new Date().toISOString(),
+    durationSeconds: (performance.now() - t0) / 1000,
+    phases: PHASES.map((p) => phases.get(p)!),
+    hooks,
+    ...report,
+    ...(error !== undefined ? { failure: { phase: failedPhase!, code: (error as MeshbackError).code, message: (error as MeshbackError).message } } : {}),
+  };
+  events({ type: 'summary', op: 'run', ok: full.ok, durationSeconds: full.durationSeconds, result: full, ...(error !== undefined ? { error: (error as MeshbackError).message } : {}) });
+  return { report: full, ...(error !== undefined ? { error } : {}) };
+}

@@ -1,0 +1,134 @@
+/**
+ * policy/schema: the policy file (YAML), as valibot schemas. The file names policies, each one
+ * backup job: its sources, repository, schedule, retention, RPO target, hooks, restore drill and
+ * tags (docs/design.md, "Policies"; the JSON Schema is docs/schemas/policy.json). Unknown fields
+ * are refused (a misspelt `keep-daliy` must not silently keep nothing). Durations use the one
+ * grammar of src/util/units.ts (`m` is minutes); schedules are `every DURATION` or
+ * `cron: EXPR` (five or six fields, read by croner) with an optional `timezone` (IANA name).
+ */
+import { Cron } from 'croner';
+import { MeshbackError } from '../errors/index.ts';
+import { about, v } from '../util/schema.ts';
+import { parseDuration } from '../util/units.ts';
+
+/** true when `s` is a duration of the project's grammar (longer than zero). */
+export function isDuration(s: string): boolean {
+  try {
+    parseDuration(s, 'x');
+    return true;
+  } catch (err) {
+    if (err instanceof MeshbackError) return false;
+    throw err;
+  }
+}
+
+const DURATION_TEXT = 'must be a duration such as 30s, 15m, 1h30m, 7d (units ms, s, m/min, h, d, w, mo, y; m is minutes)';
+const duration = () => about(v.pipe(v.string(DURATION_TEXT), v.check(isDuration, DURATION_TEXT)), 'a duration: 30s, 15m, 1h30m, 7d, 2w, 1y6mo (m is minutes, mo months)');
+
+/** The problem with a schedule text, or undefined when it is one. */
+export function scheduleProblem(s: string, timezone?: string): string | undefined {
+  const every = /^every\s+(\S+)$/.exec(s);
+  if (every !== null) return isDuration(every[1]!) ? undefined : `must be "every DURATION" with a duration such as 15m, 1h, 24h (m is minutes)`;
+  const cron = /^cron:\s*(.+)$/.exec(s);
+  if (cron === null) return 'must be "every DURATION" (e.g. every 15m) or "cron: EXPR" (e.g. cron: 0 2 * * *)';
+  try {
+    new Cron(cron[1]!.trim(), { paused: true, ...(timezone !== undefined ? { timezone } : {}) }).stop();
+    return undefined;
+  } catch (err) {
+    return `must be a valid cron expression (${err instanceof Error ? err.message : String(err)}): five fields, minute hour day-of-month month day-of-week, e.g. cron: 0 2 * * *`;
+  }
+}
+
+const SCHEDULE_TEXT = 'must be "every DURATION" (e.g. every 15m) or "cron: EXPR" (e.g. cron: 0 2 * * *)';
+const schedule = () =>
+  about(
+    v.pipe(
+      v.string(SCHEDULE_TEXT),
+      v.rawCheck(({ dataset, addIssue }) => {
+        if (!dataset.typed) return;
+        const p = scheduleProblem(dataset.value);
+        if (p !== undefined) addIssue({ message: p });
+      }),
+    ),
+    '"every DURATION" (e.g. every 15m) or "cron: EXPR" (five fields, e.g. cron: 0 2 * * *)',
+  );
+
+function isTimeZone(s: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: s });
+    return true;
+  } catch {
+    return false;
+  }
+}
+const TZ_TEXT = 'must be an IANA time zone such as Europe/Berlin or UTC';
+const timezone = () => about(v.pipe(v.string(TZ_TEXT), v.check(isTimeZone, TZ_TEXT)), 'IANA time zone of a cron schedule (default: the host\'s)');
+
+const COUNT_TEXT = 'must be a whole number of at least 1, or -1 for unlimited';
+const count = (what: string) => about(v.pipe(v.number(COUNT_TEXT), v.safeInteger(), v.check((n) => n === -1 || n >= 1, COUNT_TEXT)), what);
+const tagText = 'must be KEY=VALUE';
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+const NAME_TEXT = 'must be a name of letters, digits, ".", "_" and "-" (at most 63, starting with a letter or digit)';
+
+export const RetentionSchema = v.strictObject({
+  'keep-last': v.optional(count('keep the N newest snapshots')),
+  'keep-hourly': v.optional(count('keep the newest snapshot of each of the N newest hours that have one (UTC)')),
+  'keep-daily': v.optional(count('the same per day (UTC)')),
+  'keep-weekly': v.optional(count('the same per ISO-8601 week')),
+  'keep-monthly': v.optional(count('the same per calendar month')),
+  'keep-yearly': v.optional(count('the same per calendar year')),
+  'keep-within': v.optional(about(duration(), "keep snapshots made within this duration before the newest one")),
+  'keep-tag': v.optional(about(v.array(v.pipe(v.string(tagText), v.regex(/^[^=\s]+=.*$/, tagText))), 'keep snapshots that carry any of these KEY=VALUE tags')),
+});
+
+const HOOK_TIMEOUT_DEFAULT = '5m';
+export const HookSchema = v.strictObject({
+  exec: about(v.pipe(v.array(v.pipe(v.string(), v.minLength(1))), v.minLength(1)), 'the program and its arguments (no shell: write [sh, -c, "..."] for one); the program is looked up in PATH'),
+  timeout: v.optional(about(duration(), `killed (SIGTERM, then SIGKILL 5 s later) after this long (default ${HOOK_TIMEOUT_DEFAULT})`)),
+});
+
+export const HooksSchema = v.strictObject({
+  pre: v.optional(about(v.array(HookSchema), 'run in order before the backup; a failure stops the run (on-error hooks run)')),
+  post: v.optional(about(v.array(HookSchema), 'run in order after the backup (MESHBACK_SNAPSHOT_ID is set)')),
+  'on-error': v.optional(about(v.array(HookSchema), 'run when a phase failed (MESHBACK_ERROR holds its message)')),
+});
+
+export const DrillSchema = v.strictObject({
+  schedule: schedule(),
+  timezone: v.optional(timezone()),
+  check: v.optional(HookSchema),
+});
+
+export const PolicySchema = v.strictObject({
+  sources: about(v.pipe(v.array(v.pipe(v.string(), v.minLength(1))), v.minLength(1)), 'the paths to back up (relative paths are relative to the policy file)'),
+  repository: v.optional(about(v.pipe(v.string(), v.minLength(1)), 'repository location (a path, file:, s3:); default: defaults.repository, then --repo / MESHBACK_REPO')),
+  'password-file': v.optional(about(v.pipe(v.string(), v.minLength(1)), 'file holding the repository password; default: defaults.password-file, then --password-file / MESHBACK_PASSWORD')),
+  schedule: v.optional(schedule()),
+  timezone: v.optional(timezone()),
+  retention: v.optional(RetentionSchema),
+  prune: v.optional(about(v.boolean(), 'prune after retention (default false)')),
+  rpo: v.optional(about(duration(), 'recovery point objective: the newest snapshot should never be older')),
+  tags: v.optional(about(v.record(v.pipe(v.string(), v.regex(/^[^=\s]+$/, 'must be a tag key without "=" or spaces'), v.check((k) => k !== 'policy', 'must not be "policy" (meshback sets policy=NAME itself)')), v.string()), 'tags of every snapshot (KEY: VALUE); policy=NAME is added')),
+  exclude: v.optional(about(v.array(v.string()), 'exclude patterns, as --exclude (gitignore-style)')),
+  hooks: v.optional(HooksSchema),
+  drill: v.optional(DrillSchema),
+});
+
+export const PolicyFileSchema = about(
+  v.strictObject({
+    version: about(v.literal(1), 'the version of the policy file format: 1'),
+    defaults: v.optional(
+      v.strictObject({
+        repository: v.optional(v.pipe(v.string(), v.minLength(1))),
+        'password-file': v.optional(v.pipe(v.string(), v.minLength(1))),
+      }),
+    ),
+    policies: v.pipe(v.record(v.pipe(v.string(), v.regex(NAME, NAME_TEXT)), PolicySchema), v.check((r) => Object.keys(r).length > 0, 'must name at least one policy')),
+  }),
+  'a meshback policy file (YAML): named backup policies',
+);
+
+export type PolicyFileInput = v.InferOutput<typeof PolicyFileSchema>;
+export type PolicyInput = v.InferOutput<typeof PolicySchema>;
+export type HookInput = v.InferOutput<typeof HookSchema>;
+export { HOOK_TIMEOUT_DEFAULT };

@@ -123,7 +123,7 @@ export const PolicyFileSchema = about(
         'password-file': v.optional(v.pipe(v.string(), v.minLength(1))),
       }),
     ),
-    policies: v.pipe(v.record(v.pipe(v.string(), v.regex(NAME, NAME_TEXT)), PolicySchema), v.check((r) => Object.keys(r).length > 0, 'must name at least one policy')),
+    policies: v.pipe(v.record(v.pipe(v.string(), v.regex(NAME, NAME_TEXT)), PolicySchema), v.check((r) => Object.keys(r).length > 0, 'is empty: name at least one policy')),
   }),
   'a meshback policy file (YAML): named backup policies',
 );

@@ -111,7 +111,7 @@ export function firstProblem(issues: readonly Issue[] | undefined): { path: Prop
     path = path.slice(0, -1);
     text = 'must be an object (it is a list)';
     more = issues.filter((i) => i.path?.at(-1)?.input !== last.input).length;
-  } else if (first.type === 'strict_object' && last?.origin === 'key') text = 'is not a known field: check its spelling';
+  } else if (first.type === 'strict_object' && first.expected === 'never' && last?.origin === 'key') text = 'is not a known field: check its spelling';
   else text = problem(first);
   return { path, text, more };
 }

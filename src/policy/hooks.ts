@@ -81,7 +81,17 @@ export function runHook(h: Hook, phase: HookPhase, index: number, env: Record<st
       const why = err.code === 'ENOENT' ? 'not found (argv[0] is looked up in PATH; give a path or install it)' : err.code === 'EACCES' ? 'not executable (chmod +x it)' : err.message;
       finish({ outcome: 'failed', exitCode: null, signal: null, error: `${label} could not be started: ${JSON.stringify(h.exec[0])} is ${why}` });
     });
-    child.on('close', (code, signal) => {
+    // 'close' waits for the hook's stdout and stderr to close, which a background process it
+    // started may hold open for good: half a second after the hook itself exits, the run goes on
+    child.on('exit', (code, signal) => {
+      setTimeout(() => {
+        child.stdout.destroy();
+        child.stderr.destroy();
+        ended(code, signal);
+      }, 500).unref();
+    });
+    child.on('close', (code, signal) => ended(code, signal));
+    const ended = (code: number | null, signal: NodeJS.Signals | null): void => {
       // children of the hook that still hold its process group are ended with it
       if (timedOut) killGroup('SIGKILL');
       if (timedOut) finish({ outcome: 'timeout', exitCode: code, signal, error: `${label} did not finish within its timeout of ${formatDuration(h.timeoutMs)} and was killed: make it faster or raise its timeout` });
@@ -90,7 +100,7 @@ export function runHook(h: Hook, phase: HookPhase, index: number, env: Record<st
         const last = tail.trimEnd().split('\n').at(-1) ?? '';
         finish({ outcome: 'failed', exitCode: code, signal, error: `${label} failed (${code !== null ? `exit code ${code}` : `killed by ${signal ?? '?'}`})${last !== '' ? `: ${last.slice(0, 200)}` : ''}` });
       }
-    });
+    };
   });
 }
 

@@ -25,7 +25,7 @@ export const EXIT_DOC: [number, string][] = [
   [EXIT.USAGE, 'bad command line: unknown flag or command, missing argument, no password given'],
   [EXIT.INCOMPLETE, 'backup finished but some files could not be read: the snapshot was saved and is marked incomplete'],
   [EXIT.INTEGRITY, 'damaged or missing data: check found errors, restore could not restore or verify some files (they are named), repair packs left packs it could not rebuild, or testbed verify found a service unhealthy or acknowledged writes lost'],
-  [EXIT.NOT_FOUND, 'a snapshot, key, pack, source path, --include path, --exclude-file or the S3 bucket of --repo does not exist, a program the command needs is not installed (the message names its Debian package), or the lab is not part of this installation'],
+  [EXIT.NOT_FOUND, 'a snapshot, key, pack, source path, --include path, --exclude-file, policy file, policy or the S3 bucket of --repo does not exist, a program the command needs is not installed (the message names its Debian package), or the lab is not part of this installation'],
   [EXIT.NO_SPACE, 'no space left on the device holding the repository or the restore target'],
   [EXIT.BACKEND, 'the storage backend failed (I/O error, permission denied)'],
   [EXIT.TARGET, 'the restore target cannot be written'],

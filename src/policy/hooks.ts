@@ -3,7 +3,7 @@
  * group with the run's context in its environment (MESHBACK_POLICY, MESHBACK_PHASE,
  * MESHBACK_REPO, MESHBACK_SNAPSHOT_ID once there is a snapshot, MESHBACK_ERROR for on-error);
  * the repository password is removed from it. After its timeout the whole group gets SIGTERM,
- * then SIGKILL 5 s later. Its output lines are reported as `note` events (at most 200 per hook)
+ * then SIGKILL 5 s later; a hook still running when meshback exits (interrupted) gets SIGTERM. Its output lines are reported as `note` events (at most 200 per hook)
  * and its last 2 KB kept for the run's report.
  */
 import { spawn } from 'node:child_process';
@@ -34,6 +34,24 @@ const TAIL = 2048;
 /** variables a hook never sees */
 const HIDDEN = ['MESHBACK_PASSWORD', 'MESHBACK_NEW_PASSWORD', 'MESHBACK_FROM_PASSWORD'];
 
+/** The process groups of the hooks running now: ended (SIGTERM) if this process exits first, e.g. on SIGTERM. */
+const running = new Set<number>();
+let exitHook = false;
+function track(pid: number): void {
+  running.add(pid);
+  if (exitHook) return;
+  exitHook = true;
+  process.on('exit', () => {
+    for (const g of running) {
+      try {
+        process.kill(-g, 'SIGTERM');
+      } catch {
+        // gone already
+      }
+    }
+  });
+}
+
 /** Runs one hook to its end; never throws (the result says how it ended). */
 export function runHook(h: Hook, phase: HookPhase, index: number, env: Record<string, string>, events: EventSink): Promise<HookResult> {
   const t0 = performance.now();
@@ -47,6 +65,7 @@ export function runHook(h: Hook, phase: HookPhase, index: number, env: Record<st
     let timedOut = false;
     let settled = false;
     const child = spawn(h.exec[0]!, h.exec.slice(1), { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    if (child.pid !== undefined) track(child.pid);
     const onData = (b: Buffer): void => {
       const s = b.toString('utf8');
       tail = (tail + s).slice(-TAIL);
@@ -72,6 +91,7 @@ export function runHook(h: Hook, phase: HookPhase, index: number, env: Record<st
     const finish = (r: Omit<HookResult, 'phase' | 'index' | 'exec' | 'durationSeconds' | 'output'>): void => {
       if (settled) return;
       settled = true;
+      if (child.pid !== undefined) running.delete(child.pid);
       clearTimeout(timer);
       if (graceTimer !== undefined) clearTimeout(graceTimer);
       if (partial !== '' && lines++ < MAX_LINES) events({ type: 'note', op: 'hook', subject: label, message: partial });

@@ -237,7 +237,8 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
     failedPhase = 'prune';
   }
 
-  if (error !== undefined && policy.hooks.onError.length > 0) {
+  if (dryRun) skip('on-error', 'dry run: no hook runs');
+  else if (error !== undefined && policy.hooks.onError.length > 0) {
     const failure = error as MeshbackError;
     env['MESHBACK_ERROR'] = failure.message;
     env['MESHBACK_FAILED_PHASE'] = failedPhase!;

@@ -9,7 +9,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { mb, rmrf, summary, tmpdir } from '../helpers/cli.ts';
+import { BIN, mb, rmrf, summary, tmpdir } from '../helpers/cli.ts';
+import { spawn } from 'node:child_process';
 
 interface Phase {
   phase: string;
@@ -78,7 +79,7 @@ describe('run', () => {
     await fsp.writeFile(fail, `#!/bin/sh\necho "cannot reach the database" >&2\nexit 3\n`, { mode: 0o755 });
     // a hook that hangs, with a child of its own that would outlive it if only the hook were killed
     const hang = path.join(base, 'hang.sh');
-    await fsp.writeFile(hang, `#!/bin/sh\nsleep 300 &\necho $! > "${out}/hang-child.pid"\nwait\n`, { mode: 0o755 });
+    await fsp.writeFile(hang, `#!/bin/sh\nsleep 300 &\necho $! > "${out}/$1.pid"\nwait\n`, { mode: 0o755 });
     // a hook that leaves a background process holding its stdout open
     const daemon = path.join(base, 'daemon.sh');
     await fsp.writeFile(daemon, `#!/bin/sh\nsleep 300 &\necho $! > "${out}/daemon.pid"\necho started\n`, { mode: 0o755 });
@@ -116,8 +117,12 @@ policies:
   hanging:
     sources: [data/other]
     hooks:
-      pre: [ { exec: [${hang}], timeout: 1s } ]
+      pre: [ { exec: [${hang}, hang-child], timeout: 1s } ]
       on-error: [ { exec: [${dump}, hanging] } ]
+  slow:
+    sources: [data/other]
+    hooks:
+      pre: [ { exec: [${hang}, slow-child], timeout: 1m } ]
   daemon:
     sources: [data/other]
     hooks:
@@ -203,6 +208,14 @@ policies:
     assert.equal(s.retention!.would_remove, 0);
     assert.deepEqual(await snapshots(), before);
     await assert.rejects(fsp.access(path.join(out, 'envoy-pre.env')));
+    // a dry run that fails (no source checked, but a missing repository) runs no on-error hook either
+    const missing = await mb(['run', 'envoy', '--config', config, '--dry-run', '--json'], { env: { ...env, MESHBACK_REPO: path.join(base, 'nowhere') } });
+    assert.equal(missing.code, 0, 'the policy names its repository: --repo does not override it');
+    await fsp.writeFile(path.join(base, 'elsewhere.yaml'), (await fsp.readFile(config, 'utf8')).replace('repository: ./repo', 'repository: ./nowhere'));
+    const r2 = await mb(['run', 'envoy', '--config', path.join(base, 'elsewhere.yaml'), '--dry-run', '--json'], { env });
+    assert.equal(r2.code, 10, r2.stderr);
+    assert.equal(outcomes(summary(r2.stdout) as unknown as RunSummary)['on-error'], 'skipped');
+    await assert.rejects(fsp.access(path.join(out, 'envoy-on-error.env')));
   });
 
   test('a failing pre hook stops the run, runs every on-error hook and exits 14', async () => {
@@ -247,6 +260,31 @@ policies:
     assert.equal((await readEnv(path.join(out, 'hanging-on-error.env')))['MESHBACK_FAILED_PHASE'], 'pre');
   });
 
+  test('meshback interrupted (SIGTERM) during a hook ends the hook too, exit 130', async () => {
+    const p = spawn(BIN, ['run', 'slow', '--config', config], { env: { ...process.env, ...env }, stdio: 'ignore' });
+    const exited = new Promise<number | null>((res) => p.on('exit', (code) => res(code)));
+    const pidFile = path.join(out, 'slow-child.pid');
+    let pid = 0;
+    for (let i = 0; i < 200 && pid === 0; i++) {
+      pid = Number(await fsp.readFile(pidFile, 'utf8').catch(() => '0'));
+      if (pid === 0) await new Promise((res) => setTimeout(res, 50));
+    }
+    assert.ok(pid > 0, 'the hook started');
+    p.kill('SIGTERM');
+    assert.equal(await exited, 130);
+    let alive = true;
+    for (let i = 0; i < 50 && alive; i++) {
+      try {
+        process.kill(pid, 0);
+        await new Promise((res) => setTimeout(res, 100));
+      } catch {
+        alive = false;
+      }
+    }
+    if (alive) process.kill(pid, 'SIGKILL');
+    assert.equal(alive, false, `the hook's child ${pid} outlived meshback`);
+  });
+
   test('a hook that leaves a process holding its output open does not hold up the run', async () => {
     const r = await run('daemon', '--json');
     const pid = Number(await fsp.readFile(path.join(out, 'daemon.pid'), 'utf8'));
@@ -278,7 +316,7 @@ policies:
     assert.equal(r.stderr, 'meshback: bad.yaml:6: policies.envoy.retention.keep-daily: must be a whole number of at least 1, or -1 for unlimited (it is "seven")\n');
     r = await run('nope');
     assert.equal(r.code, 5);
-    assert.match(r.stderr, /^meshback: policy "nope" is not in .*policies\.yaml: it names envoy, other, broken-pre, hanging, daemon, missing-source\n$/);
+    assert.match(r.stderr, /^meshback: policy "nope" is not in .*policies\.yaml: it names envoy, other, broken-pre, hanging, slow, daemon, missing-source\n$/);
     r = await mb(['run', 'envoy'], { env });
     assert.equal(r.code, 2);
     assert.match(r.stderr, /run needs the policy file: meshback run POLICY --config FILE/);

@@ -10,6 +10,8 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { BIN, mb, rmrf, summary, tmpdir } from '../helpers/cli.ts';
+import { startS3 } from '../../lab/testenv/index.ts';
+import type { S3Env } from '../../lab/testenv/index.ts';
 import { spawn } from 'node:child_process';
 
 interface Phase {
@@ -123,6 +125,12 @@ policies:
     sources: [data/other]
     hooks:
       pre: [ { exec: [${hang}, slow-child], timeout: 1m } ]
+  post-fails:
+    sources: [data/other]
+    retention: { keep-last: 1 }
+    hooks:
+      post: [ { exec: [${fail}] } ]
+      on-error: [ { exec: [${dump}, post-fails] } ]
   daemon:
     sources: [data/other]
     hooks:
@@ -299,6 +307,22 @@ policies:
     }
   });
 
+  test('a failed post hook keeps the snapshot but skips retention, runs on-error and exits 14', async () => {
+    const first = await run('post-fails', '--json');
+    assert.equal(first.code, 14, first.stderr);
+    const r = await run('post-fails', '--json');
+    assert.equal(r.code, 14, r.stderr);
+    const s = summary(r.stdout) as unknown as RunSummary;
+    assert.deepEqual(outcomes(s), { pre: 'skipped', backup: 'ok', post: 'failed', retention: 'skipped', prune: 'skipped', 'on-error': 'ok' });
+    assert.equal(s.failure!.phase, 'post');
+    const mine = (await snapshots()).filter((x) => x.tags.includes('policy=post-fails'));
+    assert.equal(mine.length, 2, 'keep-last 1 was not applied after a failed post hook');
+    assert.ok(mine.some((x) => x.id === s.snapshot_id));
+    const e = await readEnv(path.join(out, 'post-fails-on-error.env'));
+    assert.equal(e['MESHBACK_SNAPSHOT_ID'], s.snapshot_id);
+    assert.equal(e['MESHBACK_FAILED_PHASE'], 'post');
+  });
+
   test('a failed backup runs on-error and exits with the backup error code', async () => {
     const r = await run('missing-source', '--json');
     assert.equal(r.code, 5, r.stderr);
@@ -316,9 +340,47 @@ policies:
     assert.equal(r.stderr, 'meshback: bad.yaml:6: policies.envoy.retention.keep-daily: must be a whole number of at least 1, or -1 for unlimited (it is "seven")\n');
     r = await run('nope');
     assert.equal(r.code, 5);
-    assert.match(r.stderr, /^meshback: policy "nope" is not in .*policies\.yaml: it names envoy, other, broken-pre, hanging, slow, daemon, missing-source\n$/);
+    assert.match(r.stderr, /^meshback: policy "nope" is not in .*policies\.yaml: it names envoy, other, broken-pre, hanging, slow, post-fails, daemon, missing-source\n$/);
     r = await mb(['run', 'envoy'], { env });
     assert.equal(r.code, 2);
     assert.match(r.stderr, /run needs the policy file: meshback run POLICY --config FILE/);
+  });
+});
+
+describe('run on an S3 repository (MinIO)', () => {
+  let s3: S3Env;
+  let base: string;
+  before(async () => {
+    s3 = await startS3();
+    base = tmpdir('run-s3');
+  });
+  after(async () => {
+    await s3?.stop();
+    await rmrf(base);
+  });
+
+  test('backup, retention and prune of a policy whose repository is on S3', { timeout: 3 * 60_000 }, async () => {
+    const repo = `s3:${s3.endpoint}/${s3.bucket}/run-${path.basename(base)}`;
+    const env = { ...s3.env, AWS_PROFILE: undefined, AWS_SESSION_TOKEN: undefined, MESHBACK_PASSWORD: 'pw', MESHBACK_REPO: undefined, MESHBACK_CACHE_DIR: path.join(base, 'cache') };
+    await fsp.mkdir(path.join(base, 'data'));
+    const config = path.join(base, 'p.yaml');
+    await fsp.writeFile(config, `version: 1\ndefaults: { repository: "${repo}" }\npolicies:\n  mesh:\n    sources: [data]\n    retention: { keep-last: 1 }\n    prune: true\n`);
+    assert.equal((await mb(['init', '--repo', repo], { env })).code, 0);
+    const ids: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      // different content each time, so that prune has a pack to delete
+      await fsp.writeFile(path.join(base, 'data/file.bin'), Buffer.alloc(200_000, i + 1));
+      const r = await mb(['run', 'mesh', '--config', config, '--json'], { env, timeoutMs: 120_000 });
+      assert.equal(r.code, 0, r.stderr);
+      const s = summary(r.stdout) as unknown as RunSummary;
+      ids.push(s.snapshot_id!);
+      if (i === 1) {
+        assert.deepEqual(s.retention!.removed_ids, [ids[0]]);
+        assert.ok(s.prune!.packs_deleted >= 1, JSON.stringify(s.prune));
+      }
+    }
+    const list = await mb(['snapshots', '--json', '--repo', repo], { env });
+    assert.equal(list.code, 0, list.stderr);
+    assert.deepEqual((JSON.parse(list.stdout.split('\n').find((l) => l.startsWith('['))!) as SnapshotRow[]).map((x) => x.id), [ids[1]]);
   });
 });

@@ -119,7 +119,7 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
   /** runs one phase, recording its times and outcome; a failure is recorded and ends the run */
   const phase = async (name: PhaseName, body: () => Promise<Outcome | void>): Promise<boolean> => {
     if (error !== undefined) {
-      skip(name, `skipped: the ${failedPhase!} phase failed`);
+      skip(name, `the ${failedPhase!} phase failed`);
       return false;
     }
     const s = new Date().toISOString();
@@ -182,7 +182,7 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
         await o.close();
       }
     });
-    if (error !== undefined) skip('post', `skipped: the ${failedPhase!} phase failed`);
+    if (error !== undefined) skip('post', `the ${failedPhase!} phase failed`);
     else if (policy.hooks.post.length === 0) skip('post', 'no post hooks');
     else
       await phase('post', async () => {
@@ -196,7 +196,7 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
   }
 
   let forgot: ForgetResult | undefined;
-  if (error !== undefined) skip('retention', `skipped: the ${failedPhase!} phase failed`);
+  if (error !== undefined) skip('retention', `the ${failedPhase!} phase failed`);
   else if (policy.retention === undefined) skip('retention', 'the policy has no retention rules');
   else
     await phase('retention', async () => {
@@ -228,7 +228,7 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
         await o.close();
       }
     });
-  if (!phases.has('prune')) skip('prune', !policy.prune ? 'the policy does not prune' : dryRun ? 'dry run: prune runs after a real retention' : error !== undefined ? `skipped: the ${failedPhase!} phase failed` : 'no retention ran');
+  if (!phases.has('prune')) skip('prune', !policy.prune ? 'the policy does not prune' : dryRun ? 'dry run: prune runs after a real retention' : error !== undefined ? `the ${failedPhase!} phase failed` : 'no retention ran');
   // a prune that failed inside the retention phase: the failure is prune's, retention itself succeeded
   if (phases.get('prune')?.outcome === 'failed') {
     const r = phases.get('retention')!;

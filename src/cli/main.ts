@@ -6,7 +6,8 @@ import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import type { ParseArgsOptionsConfig } from 'node:util';
 import { MeshbackError, UsageError, errMessage } from '../errors/index.ts';
-import { releaseHeldLocks, releaseHeldLocksSync } from '../repository/lock.ts';
+import { releaseHeldLocks } from '../repository/lock.ts';
+import { exitInterrupted, interruptHandler } from './signals.ts';
 import type { Command, OptionSpec } from './command.ts';
 import { LAB_COMMAND_NAMES, labInstalled, loadLabCommands } from './lab.ts';
 import type { Context } from './context.ts';
@@ -56,6 +57,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   unlock: async () => (await import('./commands/unlock.ts')).unlockCommand,
   lock: async () => (await import('./commands/lock.ts')).lockCommand,
   run: async () => (await import('./commands/run.ts')).runCommand,
+  server: async () => (await import('./commands/server.ts')).serverCommand,
 };
 
 const loadCommands = (): Promise<Command[]> => Promise.all(Object.values(COMMANDS).map((load) => load()));
@@ -265,15 +267,12 @@ for (const stream of [process.stdout, process.stderr]) {
 let interrupted = false;
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.on(sig, () => {
+    // a command that stops on its own terms (server) handles the signal itself
+    const h = interruptHandler();
+    if (h !== undefined) return h(sig);
     if (interrupted) process.exit(EXIT.INTERRUPTED);
     interrupted = true;
-    // the lock files go first, synchronously: nothing async runs after process.exit
-    const rest = releaseHeldLocksSync();
-    process.stderr.write(`\nmeshback: interrupted (${sig}); nothing already stored is lost; an unfinished snapshot was not saved\n`);
-    if (rest.length === 0) process.exit(EXIT.INTERRUPTED);
-    // a backend that cannot delete synchronously: give it a few seconds
-    const timeout = new Promise((r) => setTimeout(r, 3000).unref());
-    void Promise.race([Promise.allSettled(rest.map((l) => l.release())), timeout]).finally(() => process.exit(EXIT.INTERRUPTED));
+    exitInterrupted(`\nmeshback: interrupted (${sig}); nothing already stored is lost; an unfinished snapshot was not saved\n`);
   });
 }
 

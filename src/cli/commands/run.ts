@@ -8,7 +8,7 @@
 import { MeshbackError, UsageError } from '../../errors/index.ts';
 import type { EventSink } from '../../events/index.ts';
 import { loadPolicyFile, policyNamed, runPolicy } from '../../policy/index.ts';
-import type { PhaseReport, RunReport } from '../../policy/index.ts';
+import type { PhaseReport, Policy, RunOptions, RunReport } from '../../policy/index.ts';
 import { openRepository } from '../../repository/open.ts';
 import { fmtBytes } from '../../util/units.ts';
 import type { Command } from '../command.ts';
@@ -31,25 +31,8 @@ export const runCommand: Command = {
     if (file === undefined) throw new UsageError('run needs the policy file: meshback run POLICY --config FILE');
     if (positionals.length !== 1) throw new UsageError(`run takes one POLICY name${positionals.length > 1 ? `, not ${positionals.length}` : ''}: meshback run POLICY --config FILE`);
     const policy = policyNamed(await loadPolicyFile(file), positionals[0]!);
-    const location = policy.repository ?? repoLocation(ctx.g);
-    const g = { ...ctx.g, ...(policy.passwordFile !== undefined ? { passwordFile: policy.passwordFile } : {}) };
-    let password: string | undefined;
     const sink: EventSink = (e) => ctx.out.sink(e.type === 'note' && e.op === 'hook' ? { ...e, message: `  ${e.subject ?? 'hook'}: ${e.message}` } : e);
-    const { report, error } = await runPolicy(policy, {
-      repository: location,
-      dryRun: bool(v['dry-run']),
-      events: sink,
-      open: async (lock, command, loadIndex) => {
-        const o = await openRepository(backendFor(location, ctx.out.sink, ctx.g.cache), async () => (password ??= await getPassword(g)), {
-          lock,
-          command,
-          loadIndex,
-          retryLockMs: ctx.g.retryLockMs ?? 0,
-          events: ctx.out.sink,
-        });
-        return o;
-      },
-    });
+    const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, ctx.g.retryLockMs ?? 0), dryRun: bool(v['dry-run']), events: sink });
     ctx.out.done();
     printReport(ctx, report);
     ctx.out.jsonOut({ message_type: 'summary', ...(snake(report) as Record<string, unknown>), resources: resourceUsage() });
@@ -57,6 +40,23 @@ export const runCommand: Command = {
     return EXIT.OK;
   },
 };
+
+/**
+ * How a run of `policy` reaches its repository: the policy's location (else --repo /
+ * MESHBACK_REPO), its password file (else --password-file / MESHBACK_PASSWORD, asked once), the
+ * CLI's storage stack; a lock held by another run is waited for up to `retryLockMs`. `meshback
+ * run` and `meshback server` both run policies through this.
+ */
+export function policyAccess(ctx: Context, policy: Policy, retryLockMs: number): Pick<RunOptions, 'open' | 'repository'> {
+  const location = policy.repository ?? repoLocation(ctx.g);
+  const g = { ...ctx.g, ...(policy.passwordFile !== undefined ? { passwordFile: policy.passwordFile } : {}) };
+  let password: string | undefined;
+  return {
+    repository: location,
+    open: (lock, command, loadIndex) =>
+      openRepository(backendFor(location, ctx.out.sink, ctx.g.cache), async () => (password ??= await getPassword(g)), { lock, command, loadIndex, retryLockMs, events: ctx.out.sink }),
+  };
+}
 
 const MARK: Record<PhaseReport['outcome'], string> = { ok: 'ok', failed: 'FAILED', skipped: 'skipped', incomplete: 'INCOMPLETE' };
 

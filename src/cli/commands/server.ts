@@ -1,0 +1,153 @@
+/**
+ * server: the long-running scheduler. Runs each scheduled policy of a policy file on its
+ * schedule through the same engine function as `meshback run` (runPolicy, repository access of
+ * policyAccess), with the scheduling rules of src/policy/scheduler.ts: one run per policy at a
+ * time (a tick during a run is skipped), at most --max-runs at once, a run missed during downtime
+ * caught up once (the state file under --state-dir), lock conflicts between policies on one
+ * repository waited out (--retry-lock, default 1h). SIGTERM/SIGINT: no new run starts, running
+ * ones get --grace to end (exit 0); past it, or on a second signal, the process ends as an
+ * interrupted `meshback run` does (locks removed, no snapshot saved, exit 130). Prints one line
+ * per run start and end (--json: one JSON object per scheduler event).
+ */
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { MeshbackError, UsageError } from '../../errors/index.ts';
+import type { EventSink } from '../../events/index.ts';
+import { Scheduler, loadPolicyFile, readState, runPolicy, writeState } from '../../policy/index.ts';
+import type { Policy, ScheduledPolicy, SchedulerEvent } from '../../policy/index.ts';
+import { parseDuration } from '../../util/units.ts';
+import type { Command } from '../command.ts';
+import { str } from '../command.ts';
+import type { Context } from '../context.ts';
+import { EXIT } from '../exit.ts';
+import { exitInterrupted, setInterruptHandler } from '../signals.ts';
+import type { Signal } from '../signals.ts';
+import { policyAccess } from './run.ts';
+
+const DEFAULT_GRACE = '5m';
+const DEFAULT_MAX_RUNS = 2;
+const DEFAULT_RETRY_LOCK_MS = 3600_000;
+
+/** $XDG_STATE_HOME/meshback, else ~/.local/state/meshback. */
+export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
+  const xdg = env['XDG_STATE_HOME'];
+  return path.join(xdg !== undefined && xdg !== '' && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), '.local', 'state'), 'meshback');
+}
+
+export const serverCommand: Command = {
+  name: 'server',
+  summary: 'run the policies of a policy file on their schedules until stopped (SIGTERM/SIGINT)',
+  usage: 'meshback server --config FILE [--state-dir DIR] [--grace DURATION] [--max-runs N] [--json]',
+  options: {
+    config: { type: 'string', argument: 'FILE', description: 'the policy file (YAML; see docs/design.md, "Policies"); its policies with a schedule are run' },
+    'state-dir': { type: 'string', argument: 'DIR', description: "where the scheduler keeps each policy's last run (state.json), to catch up a run missed while it was down (default $XDG_STATE_HOME/meshback, else ~/.local/state/meshback)" },
+    grace: { type: 'string', argument: 'DURATION', description: `on SIGTERM/SIGINT, how long running policies get to finish before they are abandoned (exit 130) (default ${DEFAULT_GRACE})` },
+    'max-runs': { type: 'string', argument: 'N', description: `policies run at once at most; a due policy beyond that waits (default ${DEFAULT_MAX_RUNS})` },
+  },
+  async run(ctx, v) {
+    const file = str(v['config']);
+    if (file === undefined) throw new UsageError('server needs the policy file: meshback server --config FILE');
+    const graceMs = parseDuration(str(v['grace']) ?? DEFAULT_GRACE, '--grace', { zero: true });
+    const maxText = str(v['max-runs']);
+    const maxRuns = maxText === undefined ? DEFAULT_MAX_RUNS : Number(maxText);
+    if (!Number.isSafeInteger(maxRuns) || maxRuns < 1) throw new UsageError(`--max-runs ${JSON.stringify(maxText)} is not a whole number of at least 1: give e.g. --max-runs 2`);
+    const stateDir = path.resolve(str(v['state-dir']) ?? defaultStateDir());
+    const stateFile = path.join(stateDir, 'state.json');
+    const pf = await loadPolicyFile(file);
+    const all = [...pf.policies.values()];
+    const scheduled = all.filter((p): p is Policy & { schedule: NonNullable<Policy['schedule']> } => p.schedule !== undefined);
+    if (scheduled.length === 0) throw new UsageError(`no policy of ${file} has a schedule: give one a schedule (e.g. schedule: every 1h or schedule: cron: 0 2 * * *), or run it with 'meshback run POLICY --config ${file}'`);
+    const byName = new Map(scheduled.map((p) => [p.name, p]));
+    const retryLockMs = ctx.g.retryLockMs ?? DEFAULT_RETRY_LOCK_MS;
+
+    const phase = { starting: true };
+    const print = printer(ctx, phase);
+    ctx.out.result(`server: ${scheduled.length} scheduled ${scheduled.length === 1 ? 'policy' : 'policies'} of ${file}; at most ${maxRuns} run(s) at once; state ${stateFile}`);
+    for (const p of all.filter((p) => p.schedule === undefined)) ctx.out.result(`  ${p.name}: no schedule, not run by the server`);
+    ctx.out.jsonOut({ message_type: 'server', event: 'start', config: file, policies: scheduled.map((p) => ({ name: p.name, schedule: p.schedule.text })), max_runs: maxRuns, state_file: stateFile, grace_seconds: graceMs / 1000 });
+
+    const scheduler = new Scheduler({
+      policies: scheduled.map((p): ScheduledPolicy => ({ name: p.name, schedule: p.schedule })),
+      maxConcurrent: maxRuns,
+      state: { read: () => readState(stateFile, (m) => ctx.out.warn(m)), write: (s) => writeState(stateFile, s) },
+      onEvent: print,
+      run: async (name) => {
+        const policy = byName.get(name)!;
+        // a run's own output stays out of the server's log, but for its warnings and unreadable files
+        const sink: EventSink = (e) => {
+          if (e.type === 'warning') ctx.out.sink({ ...e, message: `${name}: ${e.message}` });
+          else if (e.type === 'item-error') ctx.out.sink({ type: 'warning', path: e.path, message: `${name}: cannot be read: ${e.message}` });
+        };
+        const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, retryLockMs), events: sink });
+        return { ok: error === undefined, ...(error !== undefined ? { code: error.code, message: error.message } : {}), ...(report.snapshotId !== undefined ? { snapshotId: report.snapshotId } : {}) };
+      },
+    });
+
+    let stopSignal: (sig: Signal) => void = () => undefined;
+    const stopped = new Promise<Signal>((res) => (stopSignal = res));
+    let stopping = false;
+    setInterruptHandler((sig) => {
+      if (!stopping) {
+        stopping = true;
+        stopSignal(sig);
+        return;
+      }
+      // a second signal: do not wait out the grace period
+      exitInterrupted(`\nmeshback: interrupted again (${sig}): running policies abandoned; nothing already stored is lost; an unfinished snapshot was not saved\n`);
+    });
+    try {
+      await scheduler.start();
+      phase.starting = false;
+      const sig = await stopped;
+      ctx.out.result(`${new Date().toISOString()} server: ${sig} received`);
+      const { abandoned } = await scheduler.stop(graceMs);
+      if (abandoned.length > 0) {
+        exitInterrupted(`meshback: server stopped: ${abandoned.join(', ')} did not finish within the grace period (--grace) and ${abandoned.length === 1 ? 'was' : 'were'} abandoned; nothing already stored is lost; an unfinished snapshot was not saved\n`);
+        await new Promise(() => undefined); // exitInterrupted ends the process
+      }
+      return EXIT.OK;
+    } catch (err) {
+      throw err instanceof MeshbackError ? err : new MeshbackError('INTERNAL', String(err));
+    } finally {
+      setInterruptHandler(undefined);
+    }
+  },
+};
+
+const REASON = { schedule: 'on schedule', 'catch-up': 'catch-up of a run missed while the server was down', 'first-run': 'first run, none recorded before' };
+
+/** Prints scheduler events: one line per run start and end (--json: one object per event). */
+function printer(ctx: Context, phase: { starting: boolean }): (e: SchedulerEvent) => void {
+  return (e) => {
+    if (e.type === 'warning') {
+      ctx.out.warn(e.message);
+      return;
+    }
+    const { type, ...rest } = e;
+    ctx.out.jsonOut({ message_type: 'server', event: type, ...Object.fromEntries(Object.entries(rest).map(([k, val]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), val])) });
+    switch (e.type) {
+      case 'scheduled':
+        // the first next-run time of each policy, not every re-arming
+        if (phase.starting) ctx.out.result(`  ${e.policy}: next run ${e.next}`);
+        return;
+      case 'run-start':
+        ctx.out.result(`${e.at} ${e.policy}: run started (${REASON[e.reason]})`);
+        return;
+      case 'run-end':
+        ctx.out.result(`${e.at} ${e.policy}: ${e.ok ? 'ok' : `FAILED (${e.code ?? 'INTERNAL'})`} in ${e.durationSeconds.toFixed(2)} s${e.snapshotId !== undefined ? `, snapshot ${e.snapshotId.slice(0, 8)}` : ''}${!e.ok && e.message !== undefined ? `: ${e.message}` : ''}`);
+        return;
+      case 'tick-skipped':
+        ctx.out.result(`${e.at} ${e.policy}: run skipped: ${e.reason}`);
+        return;
+      case 'waiting':
+        ctx.out.result(`${e.at} ${e.policy}: due, waiting for a free slot (running: ${e.running.join(', ')})`);
+        return;
+      case 'stopping':
+        ctx.out.result(`${e.at} server: stopping: no new runs${e.running.length > 0 ? `; waiting up to ${e.graceSeconds} s for ${e.running.join(', ')}` : ''}`);
+        return;
+      case 'stopped':
+        ctx.out.result(`${e.at} server: stopped${e.abandoned.length > 0 ? `; abandoned ${e.abandoned.join(', ')}` : ''}`);
+        return;
+    }
+  };
+}

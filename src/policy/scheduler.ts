@@ -1,0 +1,274 @@
+/**
+ * policy/scheduler: what `meshback server` runs, the long-running scheduler of a policy file's
+ * policies. It prints nothing: it reports through SchedulerEvents, and time comes through a
+ * Clock (now and one-shot timers) so tests drive it without sleeping.
+ *
+ * - Next run times: `every D` runs D after the previous scheduled run (anchored at the last
+ *   recorded start after a restart; a policy that never ran runs at start); `cron: EXPR` runs at
+ *   croner's next match (in the schedule's timezone).
+ * - One run of a policy at a time: a tick that comes while the policy's run is going (or waits
+ *   for a slot) is skipped and reported, not queued.
+ * - At most `maxConcurrent` runs at once; a due policy beyond that waits for a slot (FIFO).
+ *   Policies on one repository need no coordination here: a backup takes a shared lock,
+ *   retention and prune an exclusive one, and the runner waits for locks (retry-lock).
+ * - Catch-up after downtime: the state file holds each policy's last start; when the run due
+ *   after it is already past at start, the policy runs once now (not once per missed tick).
+ * - stop(grace): no new run starts, queued ones are dropped; the running ones get `grace` to
+ *   end; those still running then are returned as abandoned (and recorded as interrupted) for
+ *   the front end to end the way an interrupted `meshback run` ends.
+ */
+import { Cron } from 'croner';
+import { errMessage } from '../errors/index.ts';
+import type { Schedule } from './load.ts';
+import type { SchedulerState } from './state.ts';
+import { emptyState } from './state.ts';
+
+export interface Timer {
+  cancel(): void;
+}
+/** Time for the scheduler: the wall clock (ms since the epoch) and one-shot timers. */
+export interface Clock {
+  now(): number;
+  setTimer(ms: number, fn: () => void): Timer;
+}
+
+/** the longest single timer (setTimeout holds at most 2^31-1 ms); a longer wait re-arms */
+const MAX_TIMER_MS = 6 * 3600_000;
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimer(ms, fn) {
+    const t = setTimeout(fn, Math.max(0, ms));
+    return { cancel: () => clearTimeout(t) };
+  },
+};
+
+/** The first run time of `s` strictly after `after` (ms since the epoch); undefined when a cron expression has no more matches. */
+export function nextRunAfter(s: Schedule, after: number): number | undefined {
+  if (s.kind === 'every') return after + s.everyMs;
+  const c = new Cron(s.expr, { paused: true, ...(s.timezone !== undefined ? { timezone: s.timezone } : {}) });
+  try {
+    const n = c.nextRun(new Date(after));
+    return n === null ? undefined : n.getTime();
+  } finally {
+    c.stop();
+  }
+}
+
+export interface ScheduledPolicy {
+  name: string;
+  schedule: Schedule;
+}
+
+/** How one run ended, as the runner reports it. */
+export interface RunResult {
+  ok: boolean;
+  code?: string;
+  message?: string;
+  snapshotId?: string;
+}
+
+export type RunReason = 'schedule' | 'catch-up' | 'first-run';
+
+export type SchedulerEvent =
+  | { type: 'scheduled'; policy: string; next: string }
+  | { type: 'run-start'; policy: string; at: string; reason: RunReason }
+  | { type: 'run-end'; policy: string; at: string; ok: boolean; durationSeconds: number; code?: string; message?: string; snapshotId?: string }
+  | { type: 'tick-skipped'; policy: string; at: string; reason: string }
+  | { type: 'waiting'; policy: string; at: string; running: string[] }
+  | { type: 'stopping'; at: string; running: string[]; graceSeconds: number }
+  | { type: 'stopped'; at: string; abandoned: string[] }
+  | { type: 'warning'; message: string };
+
+export interface SchedulerOptions {
+  policies: ScheduledPolicy[];
+  /** runs one policy once (the engine's runPolicy behind the front end's repository access) */
+  run(policy: string): Promise<RunResult>;
+  clock?: Clock;
+  /** runs at once (default 2) */
+  maxConcurrent?: number;
+  /** the state file (default: none, nothing is caught up) */
+  state?: { read(): Promise<SchedulerState>; write(s: SchedulerState): Promise<void> };
+  onEvent?(e: SchedulerEvent): void;
+}
+
+interface Slot {
+  p: ScheduledPolicy;
+  nextAt?: number;
+  timer?: Timer;
+  running?: Promise<void>;
+  waiting: boolean;
+}
+
+export class Scheduler {
+  private readonly clock: Clock;
+  private readonly max: number;
+  private readonly slots = new Map<string, Slot>();
+  private readonly queue: { slot: Slot; reason: RunReason }[] = [];
+  private state: SchedulerState = emptyState();
+  private writing: Promise<void> = Promise.resolve();
+  private stopping = false;
+  private started = false;
+
+  private readonly opts: SchedulerOptions;
+
+  constructor(opts: SchedulerOptions) {
+    this.opts = opts;
+    this.clock = opts.clock ?? systemClock;
+    this.max = Math.max(1, opts.maxConcurrent ?? 2);
+    for (const p of opts.policies) this.slots.set(p.name, { p, waiting: false });
+  }
+
+  private emit(e: SchedulerEvent): void {
+    this.opts.onEvent?.(e);
+  }
+  private iso(t = this.clock.now()): string {
+    return new Date(t).toISOString();
+  }
+
+  /** the policies running now */
+  running(): string[] {
+    return [...this.slots.values()].filter((s) => s.running !== undefined).map((s) => s.p.name);
+  }
+  /** the next run time of each policy (ms), for tests and status */
+  nextRuns(): Record<string, number | undefined> {
+    return Object.fromEntries([...this.slots.values()].map((s) => [s.p.name, s.nextAt]));
+  }
+
+  /** Reads the state and arms every policy; a run that is due (first run, catch-up) starts now. */
+  async start(): Promise<void> {
+    if (this.started) throw new Error('scheduler started twice');
+    this.started = true;
+    if (this.opts.state !== undefined) this.state = await this.opts.state.read();
+    const now = this.clock.now();
+    const due: { slot: Slot; reason: RunReason }[] = [];
+    for (const slot of this.slots.values()) {
+      const last = this.state.policies[slot.p.name]?.lastStart;
+      if (last === undefined) {
+        if (slot.p.schedule.kind === 'every') due.push({ slot, reason: 'first-run' });
+        else this.setNext(slot, nextRunAfter(slot.p.schedule, now));
+        continue;
+      }
+      const n = nextRunAfter(slot.p.schedule, Date.parse(last));
+      if (n !== undefined && n <= now) due.push({ slot, reason: 'catch-up' });
+      else this.setNext(slot, n);
+    }
+    for (const d of due) this.fire(d.slot, d.reason, now);
+  }
+
+  private setNext(slot: Slot, at: number | undefined): void {
+    slot.timer?.cancel();
+    slot.timer = undefined;
+    slot.nextAt = at;
+    if (at === undefined || this.stopping) return;
+    this.emit({ type: 'scheduled', policy: slot.p.name, next: this.iso(at) });
+    this.arm(slot);
+  }
+
+  private arm(slot: Slot): void {
+    const at = slot.nextAt!;
+    const delay = Math.min(MAX_TIMER_MS, Math.max(0, at - this.clock.now()));
+    slot.timer = this.clock.setTimer(delay, () => {
+      slot.timer = undefined;
+      if (this.stopping) return;
+      if (this.clock.now() < at) this.arm(slot);
+      else this.fire(slot, 'schedule', at);
+    });
+  }
+
+  /** a tick of `slot` scheduled at `at`: start, wait for a slot, or skip; then arm the next tick */
+  private fire(slot: Slot, reason: RunReason, at: number): void {
+    const now = this.clock.now();
+    if (slot.running !== undefined || slot.waiting) {
+      this.emit({ type: 'tick-skipped', policy: slot.p.name, at: this.iso(now), reason: slot.waiting ? 'its previous run is still waiting for a free slot' : 'its previous run is still going' });
+    } else if (this.running().length >= this.max) {
+      slot.waiting = true;
+      this.queue.push({ slot, reason });
+      this.emit({ type: 'waiting', policy: slot.p.name, at: this.iso(now), running: this.running() });
+    } else this.startRun(slot, reason);
+    let n = nextRunAfter(slot.p.schedule, at);
+    if (n !== undefined && n <= now) n = nextRunAfter(slot.p.schedule, now);
+    this.setNext(slot, n);
+  }
+
+  private persist(): void {
+    const w = this.opts.state;
+    if (w === undefined) return;
+    const snapshot = structuredClone(this.state);
+    this.writing = this.writing.then(
+      () => w.write(snapshot),
+    ).catch((err: unknown) => this.emit({ type: 'warning', message: `the scheduler state cannot be written (${errMessage(err)}): a run missed while the server is down may not be caught up` }));
+  }
+
+  private startRun(slot: Slot, reason: RunReason): void {
+    const name = slot.p.name;
+    const t0 = this.clock.now();
+    const prev = this.state.policies[name] ?? {};
+    this.state.policies[name] = { ...prev, lastStart: this.iso(t0), outcome: 'running' };
+    this.persist();
+    this.emit({ type: 'run-start', policy: name, at: this.iso(t0), reason });
+    let result: Promise<RunResult>;
+    try {
+      result = this.opts.run(name);
+    } catch (err) {
+      result = Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    slot.running = result
+      .catch((err: unknown): RunResult => ({ ok: false, code: 'INTERNAL', message: errMessage(err) }))
+      .then((r) => {
+        const t1 = this.clock.now();
+        slot.running = undefined;
+        if (this.abandonedAt !== undefined) return; // recorded as interrupted by stop()
+        const s = { lastStart: this.iso(t0), lastEnd: this.iso(t1), outcome: r.ok ? ('ok' as const) : ('failed' as const), ...(r.message !== undefined ? { message: r.message } : {}), ...(r.snapshotId !== undefined ? { snapshotId: r.snapshotId } : {}) };
+        this.state.policies[name] = s;
+        this.persist();
+        this.emit({ type: 'run-end', policy: name, at: this.iso(t1), ok: r.ok, durationSeconds: (t1 - t0) / 1000, ...(r.code !== undefined ? { code: r.code } : {}), ...(r.message !== undefined ? { message: r.message } : {}), ...(r.snapshotId !== undefined ? { snapshotId: r.snapshotId } : {}) });
+        this.drain();
+      });
+  }
+
+  private drain(): void {
+    while (!this.stopping && this.queue.length > 0 && this.running().length < this.max) {
+      const q = this.queue.shift()!;
+      q.slot.waiting = false;
+      this.startRun(q.slot, q.reason);
+    }
+  }
+
+  private abandonedAt: number | undefined;
+
+  /**
+   * Stops: no new run starts, waiting ones are dropped, running ones get `graceMs` to end.
+   * Resolves with the policies still running after the grace period (recorded as interrupted);
+   * the caller ends them (exits).
+   */
+  async stop(graceMs: number): Promise<{ abandoned: string[] }> {
+    this.stopping = true;
+    for (const s of this.slots.values()) {
+      s.timer?.cancel();
+      s.timer = undefined;
+      s.waiting = false;
+    }
+    this.queue.length = 0;
+    const running = [...this.slots.values()].filter((s) => s.running !== undefined);
+    this.emit({ type: 'stopping', at: this.iso(), running: running.map((s) => s.p.name), graceSeconds: graceMs / 1000 });
+    let abandoned: string[] = [];
+    if (running.length > 0) {
+      let timer: Timer | undefined;
+      const graceOver = new Promise<'grace'>((res) => (timer = this.clock.setTimer(graceMs, () => res('grace'))));
+      const r = await Promise.race([Promise.all(running.map((s) => s.running)).then(() => 'done' as const), graceOver]);
+      timer?.cancel();
+      if (r === 'grace') {
+        this.abandonedAt = this.clock.now();
+        abandoned = running.filter((s) => s.running !== undefined).map((s) => s.p.name);
+        for (const name of abandoned) {
+          this.state.policies[name] = { ...this.state.policies[name], lastEnd: this.iso(this.abandonedAt), outcome: 'interrupted', message: `abandoned: the server was stopped and the run did not end within the grace period` };
+        }
+        this.persist();
+      }
+    }
+    await this.writing;
+    this.emit({ type: 'stopped', at: this.iso(), abandoned });
+    return { abandoned };
+  }
+}

@@ -1,0 +1,226 @@
+/**
+ * The scheduler of `meshback server` (src/policy/scheduler.ts) driven by a fake clock, without
+ * sleeping: next run times (every, cron with a timezone), no overlapping runs of one policy,
+ * a run missed during downtime caught up once, bounded concurrency, a stop with a running
+ * job (finished within the grace period, or abandoned), and the state file (atomic write,
+ * damaged file read as empty with one warning).
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { Scheduler, nextRunAfter, readState, writeState } from '../../src/policy/index.ts';
+import type { Clock, RunResult, Schedule, SchedulerEvent, SchedulerState, Timer } from '../../src/policy/index.ts';
+import { rmrf, tmpdir } from '../helpers/cli.ts';
+
+const S = 1000;
+const M = 60 * S;
+const H = 60 * M;
+const T0 = Date.parse('2026-12-06T10:00:00.000Z');
+
+/** A clock whose time moves only when the test advances it; due timers fire in time order. */
+class FakeClock implements Clock {
+  t: number;
+  private timers: { at: number; seq: number; fn: () => void; cancelled: boolean }[] = [];
+  private seq = 0;
+  constructor(t: number) {
+    this.t = t;
+  }
+  now(): number {
+    return this.t;
+  }
+  setTimer(ms: number, fn: () => void): Timer {
+    const e = { at: this.t + Math.max(0, ms), seq: this.seq++, fn, cancelled: false };
+    this.timers.push(e);
+    return { cancel: () => void (e.cancelled = true) };
+  }
+  /** moves time forward by `ms`, firing due timers in order and letting promise chains settle after each */
+  async advance(ms: number): Promise<void> {
+    const end = this.t + ms;
+    for (let i = 0; i < 100_000; i++) {
+      await settle();
+      this.timers = this.timers.filter((e) => !e.cancelled);
+      const next = this.timers.filter((e) => e.at <= end).sort((a, b) => a.at - b.at || a.seq - b.seq)[0];
+      if (next === undefined) break;
+      this.timers.splice(this.timers.indexOf(next), 1);
+      this.t = Math.max(this.t, next.at);
+      next.fn();
+    }
+    this.t = end;
+    await settle();
+  }
+}
+const settle = async (): Promise<void> => {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+};
+
+const every = (ms: number): Schedule => ({ kind: 'every', everyMs: ms, text: `every ${ms}ms` });
+const cron = (expr: string, timezone?: string): Schedule => ({ kind: 'cron', expr, text: `cron: ${expr}`, ...(timezone !== undefined ? { timezone } : {}) });
+
+/** A scheduler over fake time whose runs take `durations[name]` of fake time; it records starts, events and the most runs at once. */
+function harness(policies: Record<string, Schedule>, o: { durations?: Record<string, number>; max?: number; state?: SchedulerState; fail?: Set<string> } = {}) {
+  const clock = new FakeClock(T0);
+  const events: SchedulerEvent[] = [];
+  const starts: { name: string; at: number }[] = [];
+  const running = new Set<string>();
+  let peak = 0;
+  let overlap = false;
+  let saved: SchedulerState | undefined;
+  const scheduler = new Scheduler({
+    policies: Object.entries(policies).map(([name, schedule]) => ({ name, schedule })),
+    clock,
+    ...(o.max !== undefined ? { maxConcurrent: o.max } : {}),
+    state: { read: () => Promise.resolve(structuredClone(o.state ?? { version: 1 as const, policies: {} })), write: (s) => Promise.resolve(void (saved = s)) },
+    onEvent: (e) => events.push(e),
+    run: (name) =>
+      new Promise<RunResult>((res) => {
+        if (running.has(name)) overlap = true;
+        running.add(name);
+        peak = Math.max(peak, running.size);
+        starts.push({ name, at: clock.now() });
+        clock.setTimer(o.durations?.[name] ?? S, () => {
+          running.delete(name);
+          res(o.fail?.has(name) === true ? { ok: false, code: 'HOOK', message: 'pre hook 1 failed' } : { ok: true, snapshotId: 'ab'.repeat(32) });
+        });
+      }),
+  });
+  return { clock, scheduler, events, starts, peak: () => peak, overlap: () => overlap, saved: () => saved, of: (t: SchedulerEvent['type']) => events.filter((e) => e.type === t) };
+}
+
+describe('next run times', () => {
+  test('every D: D after the given time', () => {
+    assert.equal(nextRunAfter(every(15 * M), T0), T0 + 15 * M);
+  });
+  test('cron: the next match after the time, in the schedule timezone (croner)', () => {
+    assert.equal(nextRunAfter(cron('0 2 * * *', 'UTC'), Date.parse('2026-12-06T03:00:00Z')), Date.parse('2026-12-07T02:00:00Z'));
+    assert.equal(nextRunAfter(cron('0 2 * * *', 'UTC'), Date.parse('2026-12-06T01:59:00Z')), Date.parse('2026-12-06T02:00:00Z'));
+    // Berlin is UTC+1 in December, UTC+2 in July
+    assert.equal(nextRunAfter(cron('0 2 * * *', 'Europe/Berlin'), Date.parse('2026-12-06T03:00:00Z')), Date.parse('2026-12-07T01:00:00Z'));
+    assert.equal(nextRunAfter(cron('0 2 * * *', 'Europe/Berlin'), Date.parse('2026-07-06T03:00:00Z')), Date.parse('2026-07-07T00:00:00Z'));
+    assert.equal(nextRunAfter(cron('*/10 * * * * *', 'UTC'), Date.parse('2026-12-06T03:00:05Z')), Date.parse('2026-12-06T03:00:10Z'));
+  });
+});
+
+describe('scheduler', () => {
+  test('every D: a policy never run runs at start, then every D', async () => {
+    const h = harness({ a: every(10 * M) });
+    await h.scheduler.start();
+    await h.clock.advance(35 * M);
+    assert.deepEqual(h.starts.map((s) => (s.at - T0) / M), [0, 10, 20, 30]);
+    assert.deepEqual(h.of('run-start').map((e) => (e as { reason: string }).reason), ['first-run', 'schedule', 'schedule', 'schedule']);
+    assert.equal(h.of('run-end').length, 4);
+    assert.equal(h.saved()!.policies['a']!.outcome, 'ok');
+    assert.equal(h.saved()!.policies['a']!.lastStart, new Date(T0 + 30 * M).toISOString());
+  });
+
+  test('cron: nothing at start without a recorded run; runs at each match', async () => {
+    const h = harness({ b: cron('0 * * * *', 'UTC') });
+    await h.scheduler.start();
+    assert.equal(h.scheduler.nextRuns()['b'], Date.parse('2026-12-06T11:00:00Z'));
+    await h.clock.advance(2 * H + 30 * M);
+    assert.deepEqual(h.starts.map((s) => new Date(s.at).toISOString()), ['2026-12-06T11:00:00.000Z', '2026-12-06T12:00:00.000Z']);
+  });
+
+  test('a tick during a running run of the same policy is skipped, not queued; runs never overlap', async () => {
+    const h = harness({ a: every(1 * M) }, { durations: { a: 150 * S } });
+    await h.scheduler.start();
+    await h.clock.advance(9 * M + 30 * S);
+    assert.equal(h.overlap(), false);
+    // runs at 0, 3, 6, 9 min (each takes 2.5 min; the ticks at 1, 2, 4, 5, 7, 8 are skipped)
+    assert.deepEqual(h.starts.map((s) => (s.at - T0) / M), [0, 3, 6, 9]);
+    assert.equal(h.of('tick-skipped').length, 6);
+    assert.match((h.of('tick-skipped')[0] as { reason: string }).reason, /still going/);
+  });
+
+  test('after downtime, a missed run is caught up once, not once per missed tick', async () => {
+    const last = { lastStart: new Date(T0 - 10 * H).toISOString(), lastEnd: new Date(T0 - 10 * H + M).toISOString(), outcome: 'ok' as const };
+    const h = harness({ a: every(1 * H), b: cron('0 * * * *', 'UTC') }, { state: { version: 1, policies: { a: last, b: last } } });
+    await h.scheduler.start();
+    await h.clock.advance(30 * M);
+    assert.deepEqual(h.starts.map((s) => [s.name, s.at - T0]), [['a', 0], ['b', 0]]);
+    assert.deepEqual(h.of('run-start').map((e) => (e as { reason: string }).reason), ['catch-up', 'catch-up']);
+    // then the regular schedule: a one hour after the catch-up, b at the next full hour
+    await h.clock.advance(60 * M);
+    assert.deepEqual(h.starts.slice(2).map((s) => [s.name, (s.at - T0) / M]).sort(), [['a', 60], ['b', 60]]);
+  });
+
+  test('a run not yet due after a restart waits for its time (anchored at the last start)', async () => {
+    const h = harness({ a: every(1 * H) }, { state: { version: 1, policies: { a: { lastStart: new Date(T0 - 20 * M).toISOString(), outcome: 'ok' } } } });
+    await h.scheduler.start();
+    await h.clock.advance(39 * M);
+    assert.equal(h.starts.length, 0);
+    await h.clock.advance(2 * M);
+    assert.deepEqual(h.starts.map((s) => (s.at - T0) / M), [40]);
+  });
+
+  test('concurrency is bounded: at most max runs at once, the others wait for a slot', async () => {
+    const h = harness({ a: every(1 * H), b: every(1 * H), c: every(1 * H), d: every(1 * H), e: every(1 * H) }, { max: 2, durations: { a: 10 * M, b: 10 * M, c: 10 * M, d: 10 * M, e: 10 * M } });
+    await h.scheduler.start();
+    await h.clock.advance(35 * M);
+    assert.equal(h.peak(), 2);
+    assert.deepEqual(h.starts.map((s) => [s.name, (s.at - T0) / M]), [['a', 0], ['b', 0], ['c', 10], ['d', 10], ['e', 20]]);
+    assert.equal(h.of('waiting').length, 3);
+    assert.equal(h.overlap(), false);
+  });
+
+  test('a failed run is reported and recorded; the schedule goes on', async () => {
+    const h = harness({ a: every(5 * M) }, { fail: new Set(['a']) });
+    await h.scheduler.start();
+    await h.clock.advance(6 * M);
+    const end = h.of('run-end')[0] as Extract<SchedulerEvent, { type: 'run-end' }>;
+    assert.equal(end.ok, false);
+    assert.equal(end.code, 'HOOK');
+    assert.equal(h.saved()!.policies['a']!.outcome, 'failed');
+    assert.equal(h.starts.length, 2);
+  });
+
+  test('stop: no new runs; a running job that ends within the grace period ends normally', async () => {
+    const h = harness({ a: every(1 * M) }, { durations: { a: 3 * M } });
+    await h.scheduler.start();
+    await h.clock.advance(30 * S);
+    const stopped = h.scheduler.stop(5 * M);
+    await h.clock.advance(1 * H);
+    assert.deepEqual(await stopped, { abandoned: [] });
+    assert.equal(h.starts.length, 1, 'no run started after stop');
+    assert.equal(h.saved()!.policies['a']!.outcome, 'ok');
+    assert.deepEqual(h.events.slice(-1)[0], { type: 'stopped', at: new Date(T0 + 3 * M).toISOString(), abandoned: [] });
+  });
+
+  test('stop: a job still running after the grace period is abandoned and recorded as interrupted', async () => {
+    const h = harness({ a: every(1 * H), b: every(1 * H), c: every(1 * H) }, { max: 2, durations: { a: 2 * M, b: 30 * M, c: 1 * M } });
+    await h.scheduler.start();
+    await h.clock.advance(1 * M);
+    assert.equal(h.of('waiting').length, 1);
+    const stopped = h.scheduler.stop(5 * M);
+    await h.clock.advance(10 * M);
+    assert.deepEqual(await stopped, { abandoned: ['b'] });
+    assert.deepEqual(h.starts.map((s) => s.name), ['a', 'b'], 'the waiting policy c never started');
+    assert.equal(h.saved()!.policies['a']!.outcome, 'ok');
+    assert.equal(h.saved()!.policies['b']!.outcome, 'interrupted');
+    assert.equal(h.saved()!.policies['b']!.lastEnd, new Date(T0 + 6 * M).toISOString());
+  });
+});
+
+describe('state file', () => {
+  test('written atomically and read back; missing is empty; damaged is empty with one warning', async () => {
+    const dir = tmpdir('sched-state');
+    try {
+      const file = path.join(dir, 'sub', 'state.json');
+      const warnings: string[] = [];
+      assert.deepEqual(await readState(file, (m) => warnings.push(m)), { version: 1, policies: {} });
+      const s: SchedulerState = { version: 1, policies: { a: { lastStart: '2026-12-06T10:00:00.000Z', lastEnd: '2026-12-06T10:01:00.000Z', outcome: 'ok', snapshotId: 'ab'.repeat(32) } } };
+      await writeState(file, s);
+      assert.deepEqual(await readState(file, (m) => warnings.push(m)), s);
+      assert.deepEqual(await fsp.readdir(path.dirname(file)), ['state.json'], 'no temporary file left');
+      assert.equal(warnings.length, 0);
+      await fsp.writeFile(file, '{"version": 1, "policies": {"a": {"lastSta');
+      assert.deepEqual(await readState(file, (m) => warnings.push(m)), { version: 1, policies: {} });
+      await fsp.writeFile(file, '{"version": 1, "policies": {"a": {"lastStart": "yesterday"}}}');
+      assert.deepEqual(await readState(file, (m) => warnings.push(m)), { version: 1, policies: {} });
+      assert.equal(warnings.length, 2);
+      for (const w of warnings) assert.ok(!w.includes('\n') && w.includes(file) && /starting without it/.test(w), w);
+    } finally {
+      await rmrf(dir);
+    }
+  });
+});

@@ -34,7 +34,7 @@ export const EXIT_DOC: [number, string][] = [
   [EXIT.WRONG_PASSWORD, 'wrong password: no key of the repository opens with it'],
   [EXIT.REPO_EXISTS, 'init: a repository already exists there'],
   [EXIT.HOOK, 'run: a hook of the policy failed (exited non-zero, was killed after its timeout, or could not be started); the on-error hooks ran'],
-  [EXIT.INTERRUPTED, 'interrupted (SIGINT/SIGTERM); nothing already stored is lost'],
+  [EXIT.INTERRUPTED, 'interrupted (SIGINT/SIGTERM; server: a run did not end within --grace, or a second signal came); nothing already stored is lost'],
 ];
 
 export function exitCodeFor(code: ErrorCode): number {

@@ -44,17 +44,18 @@ export const runCommand: Command = {
 /**
  * How a run of `policy` reaches its repository: the policy's location (else --repo /
  * MESHBACK_REPO), its password file (else --password-file / MESHBACK_PASSWORD, asked once), the
- * CLI's storage stack; a lock held by another run is waited for up to `retryLockMs`. `meshback
- * run` and `meshback server` both run policies through this.
+ * CLI's storage stack; a lock held by another run is waited for up to `retryLockMs`; the
+ * repository's events (lock waits, stale locks) go to `events`. `meshback run` and `meshback
+ * server` both run policies through this.
  */
-export function policyAccess(ctx: Context, policy: Policy, retryLockMs: number): Pick<RunOptions, 'open' | 'repository'> {
+export function policyAccess(ctx: Context, policy: Policy, retryLockMs: number, events: EventSink = ctx.out.sink): Pick<RunOptions, 'open' | 'repository'> {
   const location = policy.repository ?? repoLocation(ctx.g);
   const g = { ...ctx.g, ...(policy.passwordFile !== undefined ? { passwordFile: policy.passwordFile } : {}) };
   let password: string | undefined;
   return {
     repository: location,
     open: (lock, command, loadIndex) =>
-      openRepository(backendFor(location, ctx.out.sink, ctx.g.cache), async () => (password ??= await getPassword(g)), { lock, command, loadIndex, retryLockMs, events: ctx.out.sink }),
+      openRepository(backendFor(location, ctx.out.sink, ctx.g.cache), async () => (password ??= await getPassword(g)), { lock, command, loadIndex, retryLockMs, events }),
   };
 }
 

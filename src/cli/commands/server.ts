@@ -78,7 +78,7 @@ export const serverCommand: Command = {
           if (e.type === 'warning') ctx.out.sink({ ...e, message: `${name}: ${e.message}` });
           else if (e.type === 'item-error') ctx.out.sink({ type: 'warning', path: e.path, message: `${name}: cannot be read: ${e.message}` });
         };
-        const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, retryLockMs), events: sink });
+        const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, retryLockMs, sink), events: sink });
         return { ok: error === undefined, ...(error !== undefined ? { code: error.code, message: error.message } : {}), ...(report.snapshotId !== undefined ? { snapshotId: report.snapshotId } : {}) };
       },
     });

@@ -5,7 +5,7 @@
  * appear, SIGTERM stops it with exit 0 and no lock left; a restart catches up the missed run
  * once from the state file; SIGTERM during a run waits for it within --grace (exit 0) and
  * abandons it past the grace period (exit 130, its hook ended, no lock left, recorded as
- * interrupted); a bad policy file is one file:line:field line, exit 2.
+ * interrupted) or at once on a second signal; a bad policy file is one file:line:field line, exit 2.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -195,6 +195,20 @@ policies:
     }
     if (alive) process.kill(pid, 'SIGKILL');
     assert.equal(alive, false, 'the abandoned run\'s hook was ended');
+
+    // a second signal does not wait out the grace period
+    await fsp.rm(path.join(base, 'sleeper.pid'), { force: true });
+    const s3 = startServer(['--config', slow, '--state-dir', path.join(base, 'state-slow3'), '--grace', '10m'], env);
+    await s3.waitFor((e) => e.some((x) => x.event === 'run-start'));
+    for (let i = 0; i < 400 && !(await fsp.stat(path.join(base, 'sleeper.pid')).then(() => true, () => false)); i++) await new Promise((r) => setTimeout(r, 50));
+    s3.kill('SIGTERM');
+    await s3.waitFor((e) => e.some((x) => x.event === 'stopping'));
+    const t0 = performance.now();
+    s3.kill('SIGINT');
+    assert.equal(await s3.exited, 130, s3.stderr());
+    assert.ok(performance.now() - t0 < 10_000);
+    assert.match(s3.stderr(), /interrupted again \(SIGINT\)/);
+    assert.deepEqual(await locks(), []);
   });
 
   test('a bad policy file: one line naming file, line and field, exit 2', async () => {

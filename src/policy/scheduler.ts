@@ -108,6 +108,8 @@ export class Scheduler {
   private state: SchedulerState = emptyState();
   private writing: Promise<void> = Promise.resolve();
   private stopping = false;
+  /** slots removed by reload() whose run is still going */
+  private readonly orphans = new Set<Slot>();
   private started = false;
 
   private readonly opts: SchedulerOptions;
@@ -126,9 +128,9 @@ export class Scheduler {
     return new Date(t).toISOString();
   }
 
-  /** the policies running now */
+  /** the policies running now (a policy removed by reload() while its run goes on included) */
   running(): string[] {
-    return [...this.slots.values()].filter((s) => s.running !== undefined).map((s) => s.p.name);
+    return [...this.slots.values(), ...this.orphans].filter((s) => s.running !== undefined).map((s) => s.p.name);
   }
   /** the next run time of each policy (ms), for tests and status */
   nextRuns(): Record<string, number | undefined> {
@@ -140,9 +142,14 @@ export class Scheduler {
     if (this.started) throw new Error('scheduler started twice');
     this.started = true;
     if (this.opts.state !== undefined) this.state = await this.opts.state.read();
+    this.armAll([...this.slots.values()]);
+  }
+
+  /** arms each of `slots` from its recorded last start: due now (first run, catch-up) or at its next time */
+  private armAll(slots: Slot[]): void {
     const now = this.clock.now();
     const due: { slot: Slot; reason: RunReason }[] = [];
-    for (const slot of this.slots.values()) {
+    for (const slot of slots) {
       const last = this.state.policies[slot.p.name]?.lastStart;
       if (last === undefined) {
         if (slot.p.schedule.kind === 'every') due.push({ slot, reason: 'first-run' });
@@ -154,6 +161,42 @@ export class Scheduler {
       else this.setNext(slot, n);
     }
     for (const d of due) this.fire(d.slot, d.reason, now);
+  }
+
+  /**
+   * Replaces the policies (a reloaded policy file): a removed policy gets no new run (one that is
+   * running ends normally; a waiting one is dropped); a new policy, or one whose schedule changed,
+   * is armed as at start (from its recorded last start); the others keep their next run.
+   */
+  reload(policies: ScheduledPolicy[]): void {
+    if (this.stopping) return;
+    const next = new Map(policies.map((p) => [p.name, p]));
+    for (const [name, slot] of [...this.slots]) {
+      if (next.has(name)) continue;
+      slot.timer?.cancel();
+      slot.timer = undefined;
+      const qi = this.queue.findIndex((q) => q.slot === slot);
+      if (qi >= 0) this.queue.splice(qi, 1);
+      this.slots.delete(name);
+      if (slot.running !== undefined) this.orphans.add(slot);
+    }
+    const rearm: Slot[] = [];
+    for (const p of policies) {
+      const slot = this.slots.get(p.name);
+      if (slot === undefined) {
+        const s: Slot = { p, waiting: false };
+        this.slots.set(p.name, s);
+        rearm.push(s);
+      } else if (JSON.stringify(slot.p.schedule) !== JSON.stringify(p.schedule)) {
+        slot.p = p;
+        slot.timer?.cancel();
+        slot.timer = undefined;
+        rearm.push(slot);
+      } else slot.p = p;
+    }
+    if (this.started) this.armAll(rearm.filter((s) => s.running === undefined && !s.waiting));
+    // a changed policy that is running or waiting is armed from its next time after now
+    for (const s of rearm.filter((x) => x.running !== undefined || x.waiting)) this.setNext(s, nextRunAfter(s.p.schedule, this.clock.now()));
   }
 
   private setNext(slot: Slot, at: number | undefined): void {
@@ -218,6 +261,7 @@ export class Scheduler {
       .then((r) => {
         const t1 = this.clock.now();
         slot.running = undefined;
+        this.orphans.delete(slot);
         if (this.abandonedAt !== undefined) return; // recorded as interrupted by stop()
         const s = { lastStart: this.iso(t0), lastEnd: this.iso(t1), outcome: r.ok ? ('ok' as const) : ('failed' as const), ...(r.message !== undefined ? { message: r.message } : {}), ...(r.snapshotId !== undefined ? { snapshotId: r.snapshotId } : {}) };
         this.state.policies[name] = s;
@@ -250,7 +294,7 @@ export class Scheduler {
       s.waiting = false;
     }
     this.queue.length = 0;
-    const running = [...this.slots.values()].filter((s) => s.running !== undefined);
+    const running = [...this.slots.values(), ...this.orphans].filter((s) => s.running !== undefined);
     this.emit({ type: 'stopping', at: this.iso(), running: running.map((s) => s.p.name), graceSeconds: graceMs / 1000 });
     let abandoned: string[] = [];
     if (running.length > 0) {

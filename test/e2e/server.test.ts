@@ -5,7 +5,7 @@
  * appear, SIGTERM stops it with exit 0 and no lock left; a restart catches up the missed run
  * once from the state file; SIGTERM during a run waits for it within --grace (exit 0) and
  * abandons it past the grace period (exit 130, its hook ended, no lock left, recorded as
- * interrupted) or at once on a second signal; a bad policy file is one file:line:field line, exit 2.
+ * interrupted) or at once on a second signal; SIGHUP reloads the file; a bad policy file is one file:line:field line, exit 2.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -208,6 +208,26 @@ policies:
     assert.equal(await s3.exited, 130, s3.stderr());
     assert.ok(performance.now() - t0 < 10_000);
     assert.match(s3.stderr(), /interrupted again \(SIGINT\)/);
+    assert.deepEqual(await locks(), []);
+  });
+
+  test('SIGHUP reloads the policy file; a bad one is a warning and changes nothing', async () => {
+    const file = path.join(base, 'hup.yaml');
+    const policy = (name: string) => `version: 1\ndefaults: { repository: ./repo, password-file: ./pw }\npolicies:\n  ${name}: { sources: [data/b], schedule: every 1h }\n`;
+    await fsp.writeFile(file, policy('first'));
+    const s = startServer(['--config', file, '--state-dir', path.join(base, 'state-hup')], env);
+    await s.waitFor((e) => ends(e, 'first').length === 1);
+    await fsp.writeFile(file, 'version: 1\npolicies: {}\n');
+    s.kill('SIGHUP');
+    await s.waitFor((e) => e.some((x) => x.message_type === 'warning'));
+    assert.match(JSON.stringify(s.events.find((x) => x.message_type === 'warning')), /was not reloaded .*goes on with the policies it had/);
+    await fsp.writeFile(file, policy('second'));
+    s.kill('SIGHUP');
+    await s.waitFor((e) => ends(e, 'second').length === 1);
+    s.kill('SIGTERM');
+    assert.equal(await s.exited, 0, s.stderr());
+    assert.equal(s.events.filter((e) => e.event === 'reload').length, 1);
+    assert.equal(s.events.filter((e) => e.event === 'run-start' && e.policy === 'first').length, 1);
     assert.deepEqual(await locks(), []);
   });
 

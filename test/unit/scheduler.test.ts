@@ -201,6 +201,27 @@ describe('scheduler', () => {
   });
 });
 
+describe('reload', () => {
+  test('a removed policy gets no new run (its running one ends), a new one is armed, a changed schedule applies', async () => {
+    const h = harness({ a: every(10 * M), b: every(10 * M), gone: every(10 * M) }, { durations: { gone: 3 * M }, max: 3 });
+    await h.scheduler.start();
+    await h.clock.advance(1 * M);
+    assert.deepEqual(h.scheduler.running(), ['gone']);
+    h.scheduler.reload([
+      { name: 'a', schedule: every(10 * M) },
+      { name: 'b', schedule: every(30 * M) },
+      { name: 'c', schedule: every(10 * M) },
+    ]);
+    await h.clock.advance(34 * M);
+    const at = (n: string) => h.starts.filter((s) => s.name === n).map((s) => (s.at - T0) / M);
+    assert.deepEqual(at('gone'), [0], 'no run of a removed policy after the reload');
+    assert.equal(h.of('run-end').filter((e) => (e as { policy: string }).policy === 'gone').length, 1, 'its running run ended normally');
+    assert.deepEqual(at('a'), [0, 10, 20, 30], 'an unchanged policy keeps its times');
+    assert.deepEqual(at('b'), [0, 30], 'a changed schedule counts from the last start');
+    assert.deepEqual(at('c'), [1, 11, 21, 31], 'a new policy runs at once (never ran), then on its schedule');
+  });
+});
+
 describe('state file', () => {
   test('written atomically and read back; missing is empty; damaged is empty with one warning', async () => {
     const dir = tmpdir('sched-state');

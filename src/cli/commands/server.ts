@@ -6,8 +6,9 @@
  * caught up once (the state file under --state-dir), lock conflicts between policies on one
  * repository waited out (--retry-lock, default 1h). SIGTERM/SIGINT: no new run starts, running
  * ones get --grace to end (exit 0); past it, or on a second signal, the process ends as an
- * interrupted `meshback run` does (locks removed, no snapshot saved, exit 130). Prints one line
- * per run start and end (--json: one JSON object per scheduler event).
+ * interrupted `meshback run` does (locks removed, no snapshot saved, exit 130). SIGHUP reloads the
+ * policy file (a bad one is a warning). Prints one line per run start and end (--json: one JSON
+ * object per scheduler event).
  */
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -53,11 +54,8 @@ export const serverCommand: Command = {
     if (!Number.isSafeInteger(maxRuns) || maxRuns < 1) throw new UsageError(`--max-runs ${JSON.stringify(maxText)} is not a whole number of at least 1: give e.g. --max-runs 2`);
     const stateDir = path.resolve(str(v['state-dir']) ?? defaultStateDir());
     const stateFile = path.join(stateDir, 'state.json');
-    const pf = await loadPolicyFile(file);
-    const all = [...pf.policies.values()];
-    const scheduled = all.filter((p): p is Policy & { schedule: NonNullable<Policy['schedule']> } => p.schedule !== undefined);
-    if (scheduled.length === 0) throw new UsageError(`no policy of ${file} has a schedule: give one a schedule (e.g. schedule: every 1h or schedule: cron: 0 2 * * *), or run it with 'meshback run POLICY --config ${file}'`);
-    const byName = new Map(scheduled.map((p) => [p.name, p]));
+    const { all, scheduled } = await readScheduled(file);
+    let byName = new Map(scheduled.map((p) => [p.name, p]));
     const retryLockMs = ctx.g.retryLockMs ?? DEFAULT_RETRY_LOCK_MS;
 
     const phase = { starting: true };
@@ -83,6 +81,19 @@ export const serverCommand: Command = {
       },
     });
 
+    // SIGHUP: read the file again; a bad file changes nothing
+    const onHup = (): void => {
+      readScheduled(file).then(
+        (r) => {
+          byName = new Map(r.scheduled.map((p) => [p.name, p]));
+          scheduler.reload(r.scheduled.map((p): ScheduledPolicy => ({ name: p.name, schedule: p.schedule })));
+          ctx.out.result(`${new Date().toISOString()} server: ${file} reloaded: ${r.scheduled.map((p) => `${p.name} (${p.schedule.text})`).join(', ')}`);
+          ctx.out.jsonOut({ message_type: 'server', event: 'reload', policies: r.scheduled.map((p) => ({ name: p.name, schedule: p.schedule.text })) });
+        },
+        (err: unknown) => ctx.out.warn(`${file} was not reloaded (${err instanceof Error ? err.message : String(err)}): the server goes on with the policies it had; fix the file and send SIGHUP again`),
+      );
+    };
+    process.on('SIGHUP', onHup);
     let stopSignal: (sig: Signal) => void = () => undefined;
     const stopped = new Promise<Signal>((res) => (stopSignal = res));
     let stopping = false;
@@ -109,10 +120,21 @@ export const serverCommand: Command = {
     } catch (err) {
       throw err instanceof MeshbackError ? err : new MeshbackError('INTERNAL', String(err));
     } finally {
+      process.off('SIGHUP', onHup);
       setInterruptHandler(undefined);
     }
   },
 };
+
+type ScheduledPolicyOf = Policy & { schedule: NonNullable<Policy['schedule']> };
+
+/** The policy file's policies, and those with a schedule (at least one: else a UsageError). */
+async function readScheduled(file: string): Promise<{ all: Policy[]; scheduled: ScheduledPolicyOf[] }> {
+  const all = [...(await loadPolicyFile(file)).policies.values()];
+  const scheduled = all.filter((p): p is ScheduledPolicyOf => p.schedule !== undefined);
+  if (scheduled.length === 0) throw new UsageError(`no policy of ${file} has a schedule: give one a schedule (e.g. schedule: every 1h or schedule: cron: 0 2 * * *), or run it with 'meshback run POLICY --config ${file}'`);
+  return { all, scheduled };
+}
 
 const REASON = { schedule: 'on schedule', 'catch-up': 'catch-up of a run missed while the server was down', 'first-run': 'first run, none recorded before' };
 

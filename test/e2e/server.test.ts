@@ -3,7 +3,7 @@
  * `every 1s` schedules and two policies on one repository (one with retention, which takes the
  * exclusive lock while the other backs up: lock waits, not failures): runs happen, snapshots
  * appear, SIGTERM stops it with exit 0 and no lock left; a restart catches up the missed run
- * once from the state file; SIGTERM during a run waits for it within --grace (exit 0) and
+ * once from the state file (after SIGTERM, and after SIGKILL); SIGTERM during a run waits for it within --grace (exit 0) and
  * abandons it past the grace period (exit 130, its hook ended, no lock left, recorded as
  * interrupted) or at once on a second signal; SIGHUP reloads the file; a bad policy file is one file:line:field line, exit 2.
  */
@@ -25,6 +25,9 @@ interface Ev {
   abandoned?: string[];
 }
 
+/** servers started and not yet exited: a failed test must not leave one running */
+const live = new Set<{ kill(sig: NodeJS.Signals): boolean }>();
+
 /** A running `meshback server --json`: its events as they come, and its exit. */
 function startServer(args: string[], env: Record<string, string>) {
   const p = spawn(BIN, ['server', '--json', ...args], { env: { ...process.env, MESHBACK_TEST_SCRYPT_N: '1024', MESHBACK_CACHE_DIR: path.join(os.tmpdir(), 'meshback-test-cache'), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -40,7 +43,11 @@ function startServer(args: string[], env: Record<string, string>) {
   p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const exited = new Promise<number | null>((res) => p.on('exit', (code) => res(code)));
   const killer = setTimeout(() => p.kill('SIGKILL'), 60_000);
-  void exited.then(() => clearTimeout(killer));
+  live.add(p);
+  void exited.then(() => {
+    clearTimeout(killer);
+    live.delete(p);
+  });
   return {
     events,
     stderr: () => stderr,
@@ -103,6 +110,7 @@ policies:
     env = { MESHBACK_REPO: repo, MESHBACK_PASSWORD: 'pw' };
   });
   after(async () => {
+    for (const p of live) p.kill('SIGKILL');
     await rmrf(base);
   });
 
@@ -139,6 +147,23 @@ policies:
     const starts = s2.events.filter((e) => e.event === 'run-start');
     assert.deepEqual(starts.slice(0, 2).map((e) => [e.policy, e.reason]).sort(), [['a', 'catch-up'], ['b', 'catch-up']]);
     assert.equal(starts.filter((e) => e.reason === 'catch-up').length, 2, 'caught up once per policy');
+    assert.deepEqual(await locks(), []);
+
+    // a server killed (SIGKILL) mid-run: the next start catches up once, past its stale lock
+    const s3 = startServer(['--config', config, '--state-dir', stateDir], env);
+    await s3.waitFor((e) => e.filter((x) => x.event === 'run-start').length >= 4);
+    s3.kill('SIGKILL');
+    await s3.exited;
+    await new Promise((r) => setTimeout(r, 2000));
+    const s4 = startServer(['--config', config, '--state-dir', stateDir], env);
+    await s4.waitFor((e) => ends(e, 'a').length >= 2 && ends(e, 'b').length >= 2);
+    s4.kill('SIGTERM');
+    assert.equal(await s4.exited, 0, s4.stderr());
+    assert.equal(s4.events.filter((e) => e.reason === 'catch-up').length, 2);
+    for (const e of ends(s4.events)) assert.equal(e.ok, true, JSON.stringify(e) + s4.stderr());
+    // what the killed server may have left is a stale lock (its process is gone), nothing live
+    const un = await mb(['unlock'], { env });
+    assert.equal(un.code, 0, un.stderr);
     assert.deepEqual(await locks(), []);
   });
 

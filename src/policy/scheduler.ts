@@ -13,6 +13,9 @@
  *   retention and prune an exclusive one, and the runner waits for locks (retry-lock).
  * - Catch-up after downtime: the state file holds each policy's last start; when the run due
  *   after it is already past at start, the policy runs once now (not once per missed tick).
+ * - Timers are at most 6 h and re-check the clock when they fire: a clock set back re-arms, a
+ *   late timer (a suspended host, a clock set forward) starts one run.
+ * - reload(policies): a reloaded policy file (SIGHUP): removed, new and changed policies.
  * - stop(grace): no new run starts, queued ones are dropped; the running ones get `grace` to
  *   end; those still running then are returned as abandoned (and recorded as interrupted) for
  *   the front end to end the way an interrupted `meshback run` ends.

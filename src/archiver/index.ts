@@ -15,6 +15,8 @@ import * as path from 'node:path';
 import { MeshbackError, UsageError, errnoCode, errMessage } from '../errors/index.ts';
 import type { EventSink } from '../events/index.ts';
 import { nullSink, reportOp } from '../events/index.ts';
+import { renewAfter } from '../repository/object-lock.ts';
+import type { RenewResult } from '../repository/object-lock.ts';
 import type { Repository } from '../repository/index.ts';
 import type { Snapshot, SnapshotSummary } from '../snapshot/manifest.ts';
 import { HOLE_PREFIX, displayName, encodeName, encodeTree, nodeNameBytes } from '../snapshot/tree.ts';
@@ -27,7 +29,7 @@ import type { Source } from '../source/index.ts';
 import { Semaphore } from '../util/semaphore.ts';
 
 /** What a backup uses of a repository: snapshots to find its parent and save itself, trees, the content store it adds chunks to, the id key for small files. */
-export type BackupRepo = Pick<Repository, 'chunker' | 'findSnapshot' | 'loadTree' | 'saveTree' | 'saveSnapshot' | 'store' | 'key'>;
+export type BackupRepo = Pick<Repository, 'chunker' | 'findSnapshot' | 'loadTree' | 'saveTree' | 'saveSnapshot' | 'store' | 'key' | 'backend' | 'config' | 'index' | 'listSnapshots'>;
 
 export interface BackupOptions {
   paths: string[];
@@ -48,6 +50,8 @@ export interface BackupResult {
   snapshot: Snapshot;
   errors: { path: string; message: string }[];
   changedDuringRead: string[];
+  /** Object Lock: the retentions extended for what the new snapshot uses (absent without Object Lock) */
+  objectLock?: RenewResult;
 }
 
 const MAX_INFLIGHT_FILES = 512;
@@ -358,7 +362,8 @@ async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupR
   // snapshot size is counted before it is written; the snapshot file itself is small
   summary.bytesStored = store.stats.bytesStored - stats0.bytesStored;
   const id = await repo.saveSnapshot(snap);
-  return { id, snapshot: snap, errors, changedDuringRead };
+  const renewed = await renewAfter(repo, `snapshot ${id.slice(0, 8)} was saved`, { snapshots: [id], ...(opts.events !== undefined ? { events: opts.events } : {}) });
+  return { id, snapshot: snap, errors, changedDuringRead, ...(renewed !== undefined ? { objectLock: renewed } : {}) };
 }
 
 async function scanTotals(source: Source, paths: string[], excluder: Excluder, report: (files: number, bytes: number, done: boolean) => void): Promise<void> {

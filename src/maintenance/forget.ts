@@ -12,7 +12,7 @@ import type { SnapshotRef } from '../snapshot/manifest.ts';
 import { DEFAULT_GROUP_BY, applyPolicy } from '../snapshot/retention.ts';
 import type { Decision, GroupField, GroupKey, RetentionPolicy } from '../snapshot/retention.ts';
 import { parallel } from '../util/parallel.ts';
-import { lockedFiles } from './object-lock.ts';
+import { lockedFiles } from '../repository/object-lock.ts';
 
 /** What forget uses of a repository. */
 export type ForgetRepo = Pick<Repository, 'listSnapshots' | 'findSnapshot' | 'removeSnapshot' | 'backend' | 'config'>;

@@ -31,11 +31,12 @@ import { HOLE_PREFIX } from '../snapshot/tree.ts';
 import { walkTree } from '../snapshot/walker.ts';
 import { parallel } from '../util/parallel.ts';
 import { EntriesByPack, EntryBits, reachPhase } from './shared.ts';
-import { latestDate, lockedFiles } from './object-lock.ts';
+import { latestDate, lockedFiles, renewAfter } from '../repository/object-lock.ts';
+import type { RenewResult } from '../repository/object-lock.ts';
 import { INDEX_ENTRY_BYTES, INDEX_FILE_BYTES, INDEX_FILE_OVERHEAD, INDEX_PACK_BYTES, IndexWriter } from '../content/index-writer.ts';
 
 /** What prune uses of a repository: it rewrites and deletes packs and index files itself, so the backend, config, key and content store, plus snapshots and trees to mark what is used. */
-export type PruneRepo = Pick<Repository, 'backend' | 'config' | 'key' | 'store' | 'loadSnapshot' | 'loadTree'>;
+export type PruneRepo = Pick<Repository, 'backend' | 'config' | 'key' | 'store' | 'loadSnapshot' | 'loadTree' | 'reopen'>;
 
 /**
  * Points at which prune can be stopped for crash tests (PAUSE_ENV, or onPhase throwing). A phase
@@ -110,6 +111,8 @@ export interface PruneResult {
   bytesFreed: number;
   /** Object Lock: packs and index files prune would delete but left in place (under retention, or listed by an index file under retention), and when the last retention among them ends */
   locked: { packs: number; indexes: number; until?: string };
+  /** Object Lock: the retentions extended afterwards for what the snapshots use (absent without Object Lock, or in a dry run) */
+  objectLock?: RenewResult;
   /** names of the packs deleted (or to delete) and repacked (or to repack) */
   deletedPacks: string[];
   repackedPacks: string[];
@@ -534,6 +537,9 @@ async function runPrune(repo: PruneRepo, opts: PruneOptions = {}): Promise<Prune
     res.temporaryFilesDeleted = tmp.files;
     res.bytesDeleted += tmp.bytes;
   }
+  // the index was rewritten: the renewal reads it afresh
+  const renewed = repo.config.objectLock !== undefined ? await renewAfter(await repo.reopen(), 'prune finished', { events: emit }) : undefined;
+  if (renewed !== undefined) res.objectLock = renewed;
   await reachPhase('done', emit, opts.onPhase);
   return finish();
 }

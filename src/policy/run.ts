@@ -23,7 +23,6 @@ import type { EventSink } from '../events/index.ts';
 import { nullSink } from '../events/index.ts';
 import { forget } from '../maintenance/forget.ts';
 import type { ForgetResult } from '../maintenance/forget.ts';
-import { renewObjectLock } from '../maintenance/object-lock.ts';
 import { prune } from '../maintenance/prune.ts';
 import type { PruneResult } from '../maintenance/prune.ts';
 import type { Repository } from '../repository/index.ts';
@@ -173,7 +172,6 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
         env['MESHBACK_SNAPSHOT_ID'] = r.id;
         const s = r.snapshot.summary;
         report.backup = { files: s.files, dirs: s.dirs, totalBytes: s.totalBytes, bytesAdded: s.bytesAdded, bytesStored: s.bytesStored, errors: r.errors, changedDuringRead: r.changedDuringRead };
-        if (o.repo.config.objectLock !== undefined) await renewObjectLock(o.repo, { snapshots: [r.id], events });
         if (r.errors.length > 0) {
           incomplete = new MeshbackError('INCOMPLETE', `snapshot ${r.id.slice(0, 8)} of policy ${policy.name} is incomplete: ${r.errors.length} item(s) could not be read (the first: ${r.errors[0]!.path}: ${r.errors[0]!.message}); fix their permissions`);
           return 'incomplete';
@@ -210,7 +208,6 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
           const p0 = performance.now();
           try {
             report.prune = await prune(o.repo, { events });
-            if (o.repo.config.objectLock !== undefined) await renewObjectLock(await o.repo.reopen(), { events });
           } catch (err) {
             const rec = phases.get('prune')!;
             rec.outcome = 'failed';

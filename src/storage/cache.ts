@@ -39,8 +39,8 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
+import { meshbackDir } from '../util/dirs.ts';
 import type { Backend, BlobWriter, FileInfo, FileType, Handle, ObjectLock, Wrapper } from './backend.ts';
 import { joinParts } from './backend.ts';
 
@@ -82,8 +82,7 @@ export interface CacheStats {
 
 /** $XDG_CACHE_HOME/meshback, else ~/.cache/meshback. */
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  const xdg = env['XDG_CACHE_HOME'];
-  return path.join(xdg !== undefined && xdg !== '' && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), '.cache'), 'meshback');
+  return meshbackDir('cache', env);
 }
 
 const DIRS: Partial<Record<FileType, string>> = { index: 'index', snapshot: 'snapshots', pack: 'packs' };

@@ -8,7 +8,7 @@ import { openRepo } from '../context.ts';
 import { EXIT } from '../exit.ts';
 import { fmtBytes } from '../../util/units.ts';
 import { resourceUsage } from '../resources.ts';
-import { renewAfter } from './lock.ts';
+import { reportRenewed } from './lock.ts';
 
 export const backupCommand: Command = {
   name: 'backup',
@@ -41,7 +41,7 @@ export const backupCommand: Command = {
     });
     const s = r.snapshot.summary;
     ctx.out.done();
-    await renewAfter(ctx, repo, `snapshot ${r.id.slice(0, 8)} was saved`, [r.id]);
+    reportRenewed(ctx, r.objectLock);
     ctx.out.result(`snapshot ${r.id.slice(0, 8)} saved${r.snapshot.parent !== undefined ? ` (parent ${r.snapshot.parent.slice(0, 8)})` : ''}`);
     ctx.out.info(`files: ${s.files} (${s.filesRead} read, ${s.filesUnchanged} unchanged), dirs: ${s.dirs}, symlinks: ${s.symlinks}`);
     ctx.out.info(`data: ${fmtBytes(s.totalBytes)} in snapshot, ${fmtBytes(s.bytesRead)} read, ${fmtBytes(s.bytesAdded)} new (${s.blobsAdded} chunks), ${fmtBytes(s.bytesStored)} stored`);

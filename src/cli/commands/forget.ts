@@ -19,7 +19,7 @@ import { bool, str, strs } from '../command.ts';
 import type { Context } from '../context.ts';
 import { openRepo } from '../context.ts';
 import { EXIT } from '../exit.ts';
-import { renewAfter } from './lock.ts';
+import { reportRenewed } from './lock.ts';
 import { reportPrune } from './prune.ts';
 
 const COUNT_FLAGS = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const;
@@ -182,7 +182,7 @@ export const forgetCommand: Command = {
       pruned = await prune(repo, { events: ctx.out.sink });
       ctx.out.done();
       reportPrune(ctx, pruned, false);
-      await renewAfter(ctx, await repo.reopen(), 'prune finished');
+      reportRenewed(ctx, pruned.objectLock);
     }
     ctx.out.jsonOut({
       message_type: 'summary',

@@ -1,7 +1,6 @@
-import { BackendError, MeshbackError, UsageError, errMessage } from '../../errors/index.ts';
-import { renewObjectLock } from '../../maintenance/object-lock.ts';
-import type { RenewResult } from '../../maintenance/object-lock.ts';
-import type { Repository } from '../../repository/index.ts';
+import { UsageError } from '../../errors/index.ts';
+import { renewObjectLock } from '../../repository/object-lock.ts';
+import type { RenewResult } from '../../repository/object-lock.ts';
 import type { Command } from '../command.ts';
 import { bool } from '../command.ts';
 import { openRepo } from '../context.ts';
@@ -35,19 +34,7 @@ function reportRenew(ctx: Context, r: RenewResult): void {
   if (r.missing > 0) ctx.out.warn(`${r.missing} file(s) the snapshots use are missing from storage: run 'meshback check'`);
 }
 
-/**
- * After a backup (its new snapshot) or a prune (every snapshot, with the index prune rewrote):
- * extends the Object Lock retention of what they use. A failure says the snapshot is saved and
- * what to run.
- */
-export async function renewAfter(ctx: Context, repo: Repository, what: string, snapshots?: string[]): Promise<void> {
-  if (repo.config.objectLock === undefined) return;
-  let r: RenewResult;
-  try {
-    r = await renewObjectLock(repo, { ...(snapshots !== undefined ? { snapshots } : {}), events: ctx.out.sink });
-  } catch (err) {
-    const m = `${what}, but extending the Object Lock retention of the data it uses failed (${errMessage(err)}): run 'meshback lock renew'`;
-    throw err instanceof MeshbackError && err.code !== 'BACKEND' ? new MeshbackError(err.code, m, { cause: err }) : new BackendError(m, { retryable: false, cause: err });
-  }
-  if (r.extended > 0) ctx.out.info(`object lock: extended ${r.extended} of ${r.checked} retention(s) to ${r.extendedTo} at the latest`);
+/** The line about what a backup or prune extended (the engine renews; nothing when nothing was extended). */
+export function reportRenewed(ctx: Context, r: RenewResult | undefined): void {
+  if (r !== undefined && r.extended > 0) ctx.out.info(`object lock: extended ${r.extended} of ${r.checked} retention(s) to ${r.extendedTo} at the latest`);
 }

@@ -7,7 +7,7 @@ import type { Context } from '../context.ts';
 import { EXIT } from '../exit.ts';
 import { fmtBytes } from '../../util/units.ts';
 import { resourceUsage } from '../resources.ts';
-import { renewAfter } from './lock.ts';
+import { reportRenewed } from './lock.ts';
 
 export const pruneCommand: Command = {
   name: 'prune',
@@ -27,7 +27,7 @@ export const pruneCommand: Command = {
     const r = await prune(repo, { maxUnusedPercent, repack: strs(v['repack']), dryRun, events: ctx.out.sink });
     ctx.out.done();
     reportPrune(ctx, r, dryRun);
-    if (!dryRun) await renewAfter(ctx, await repo.reopen(), 'prune finished');
+    reportRenewed(ctx, r.objectLock);
     ctx.out.jsonOut({ message_type: 'summary', ...r, maxUnusedPercent: Number.isFinite(r.maxUnusedPercent) ? r.maxUnusedPercent : 'unlimited', resources: resourceUsage() });
     return EXIT.OK;
   },

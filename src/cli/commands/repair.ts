@@ -1,6 +1,6 @@
 import { UsageError } from '../../errors/index.ts';
 import { repairIndex, repairSnapshots } from '../../maintenance/repair.ts';
-import { undeleteFiles } from '../../maintenance/object-lock.ts';
+import { undeleteFiles } from '../../repository/object-lock.ts';
 import type { Command } from '../command.ts';
 import { bool } from '../command.ts';
 import { backendFor, openRepo, repoLocation } from '../context.ts';

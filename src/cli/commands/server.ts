@@ -10,13 +10,13 @@
  * policy file (a bad one is a warning). Prints one line per run start and end (--json: one JSON
  * object per scheduler event).
  */
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { MeshbackError, UsageError } from '../../errors/index.ts';
 import type { EventSink } from '../../events/index.ts';
 import { Scheduler, loadPolicyFile, readState, runPolicy, writeState } from '../../policy/index.ts';
 import type { Policy, ScheduledPolicy, SchedulerEvent } from '../../policy/index.ts';
 import { parseDuration } from '../../util/units.ts';
+import { meshbackDir } from '../../util/dirs.ts';
 import type { Command } from '../command.ts';
 import { str } from '../command.ts';
 import type { Context } from '../context.ts';
@@ -31,8 +31,7 @@ const DEFAULT_RETRY_LOCK_MS = 3600_000;
 
 /** $XDG_STATE_HOME/meshback, else ~/.local/state/meshback. */
 export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
-  const xdg = env['XDG_STATE_HOME'];
-  return path.join(xdg !== undefined && xdg !== '' && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), '.local', 'state'), 'meshback');
+  return meshbackDir('state', env);
 }
 
 export const serverCommand: Command = {

@@ -1,5 +1,5 @@
 /**
- * maintenance/object-lock: immutable backups on a store with Object Lock (docs/design.md,
+ * repository/object-lock: immutable backups on a store with Object Lock (docs/design.md,
  * "Object Lock").
  *
  * Every file but lock files is written with a retention of `days` (the backend does that once
@@ -8,8 +8,8 @@
  * the retention a file needs is the latest, over the snapshots that use it, of the snapshot's end
  * + `days`. renewObjectLock() computes that for every file and extends the retentions that fall
  * short, to the need + `days`/2 (the slack: a file is extended at most about once per `days`/2,
- * not at every backup). The CLI runs it after every backup (for the new snapshot), after prune,
- * and as `meshback lock renew` (every snapshot).
+ * not at every backup). backup (archiver) runs it for its new snapshot and prune (maintenance) for
+ * every snapshot, through renewAfter(); `meshback lock renew` runs it for every snapshot.
  *
  * - packs (and their parity files): the snapshots whose trees reference a blob in them;
  * - snapshot files: their own snapshot;
@@ -21,10 +21,10 @@
  *
  * lockedFiles() tells forget and prune which files they must not try to delete.
  */
-import { UsageError } from '../errors/index.ts';
+import { BackendError, MeshbackError, UsageError, errMessage } from '../errors/index.ts';
 import type { EventSink } from '../events/index.ts';
 import { nullSink, reportOp } from '../events/index.ts';
-import type { Repository } from '../repository/index.ts';
+import type { Repository } from './index.ts';
 import type { Backend, FileRetention, FileType, Handle, ObjectLock, ObjectLockPolicy } from '../storage/backend.ts';
 import { FILE_TYPES } from '../storage/backend.ts';
 import { HOLE_PREFIX } from '../snapshot/tree.ts';
@@ -158,6 +158,22 @@ async function runRenew(repo: LockRepo, opts: RenewOptions): Promise<RenewResult
   });
   if (extendedTo > 0) res.extendedTo = new Date(extendedTo).toISOString();
   return res;
+}
+
+/**
+ * The renewal an operation owes after it wrote (backup: `snapshots` = its new one) or rewrote
+ * (prune: every snapshot, on a repository opened again) the repository; undefined when the
+ * repository has no Object Lock. A failure says what was done (`what`) and what to run.
+ */
+export async function renewAfter(repo: LockRepo, what: string, opts: RenewOptions = {}): Promise<RenewResult | undefined> {
+  // no policy, or a copy of a locked repository on a store that cannot lock: nothing to renew
+  if (repo.config.objectLock === undefined || repo.backend.objectLock === undefined) return undefined;
+  try {
+    return await renewObjectLock(repo, opts);
+  } catch (err) {
+    const m = `${what}, but extending the Object Lock retention of the data it uses failed (${errMessage(err)}): run 'meshback lock renew'`;
+    throw err instanceof MeshbackError && err.code !== 'BACKEND' ? new MeshbackError(err.code, m, { cause: err }) : new BackendError(m, { retryable: false, cause: err });
+  }
 }
 
 /**

@@ -294,7 +294,7 @@ async function ignoringProxy(): Promise<{ endpoint: string; stop(): Promise<void
   return { endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, stop: () => new Promise((r) => server.close(() => r())) };
 }
 
-describe('a server that ignores If-None-Match', () => {
+describe('a server that ignores If-None-Match (a stand-in: a proxy in front of MinIO that stores every conditional PUT unconditionally)', () => {
   test('init refuses it in one line; with ?overwrite-check=head the repository works and nothing is overwritten', async () => {
     const proxy = await ignoringProxy();
     try {
@@ -326,7 +326,7 @@ describe('a server that ignores If-None-Match', () => {
  * `?ca=FILE`: MinIO behind a TLS proxy whose certificate is signed by a CA made for this test (openssl):
  * without the CA the first request fails in one line (exit 7); with `ca=` the repository works.
  */
-describe('s3 over https with a private CA', () => {
+describe('s3 over https with a private CA (MinIO behind a TLS-terminating proxy with an openssl-made CA)', () => {
   test('ca= trusts the given CA; without it the certificate is refused in one line', async (t) => {
     const dir = path.join(base, 'tls');
     await fsp.mkdir(dir, { recursive: true });

@@ -22,7 +22,8 @@ export const LAYERS = {
   'src/archiver': 8, 'src/restorer': 8, 'src/checker': 8, 'src/maintenance': 8, 'src/copier': 8,
   'src/index.ts': 9, // the library API
   'src/policy': 9, // the policy engine: policy files and runs, above the operations it composes
-  'src/cli': 10, 'src/server': 10, 'src/k8s': 10, // front ends
+  'src/server': 10, 'src/k8s': 10, // front ends' services: the HTTP API and metrics | the Kubernetes controller and agent
+  'src/cli': 11, // the command line, which starts them
   // the lab (may import the engine; the engine never imports it)
   'lab/gen': 20,
   'lab/faults': 21, 'lab/testenv': 21,

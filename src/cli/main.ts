@@ -23,7 +23,9 @@ import { parseSize, fmtBytes } from '../util/units.ts';
 import { requestsJson, storageReports, sumRequests } from './context.ts';
 import type { Output } from './output.ts';
 
-export const VERSION = '0.1.0';
+import { VERSION } from './version.ts';
+
+export { VERSION };
 
 /**
  * Commands that stream whole packs through Buffers. For them V8 counts Buffer memory in the global

@@ -6,6 +6,6 @@ export { runPolicy } from './run.ts';
 export type { OpenedRepository, Outcome, PhaseName, PhaseReport, RunOptions, RunOutcome, RunReport } from './run.ts';
 export type { HookPhase, HookResult } from './hooks.ts';
 export { Scheduler, nextRunAfter, systemClock } from './scheduler.ts';
-export type { Clock, RunReason, RunResult, ScheduledPolicy, SchedulerEvent, SchedulerOptions, Timer } from './scheduler.ts';
+export type { Clock, RunExtra, RunInfo, RunNowAnswer, RunReason, RunResult, ScheduledPolicy, SchedulerEvent, SchedulerOptions, Timer } from './scheduler.ts';
 export { emptyState, readState, writeState } from './state.ts';
 export type { PolicyState, SchedulerState } from './state.ts';

@@ -74,6 +74,11 @@ export interface RunOptions {
   repository: string;
   dryRun?: boolean;
   events?: EventSink;
+  /**
+   * KEY=VALUE tags the snapshot gets beside the policy's (a triggered run's deploy tags); a key
+   * the policy's tags already have is overridden; `policy` is meshback's and cannot be given.
+   */
+  tags?: string[];
 }
 
 /** The outcome of a run: its report, and the error that ended it (undefined when it succeeded). */
@@ -96,6 +101,17 @@ function asMeshbackError(err: unknown): MeshbackError {
   if (err instanceof PhaseFailure) return err.error;
   if (err instanceof MeshbackError) return err;
   return new MeshbackError('INTERNAL', errMessage(err), { cause: err });
+}
+
+/** The snapshot's tags: the policy's (policy=NAME first), those of `extra` replacing a policy tag of the same key; refuses a `policy` key or a malformed tag. */
+export function runTags(policy: Policy, extra: readonly string[]): string[] {
+  const key = (t: string): string => t.slice(0, t.indexOf('='));
+  for (const t of extra) {
+    if (!/^[^=\s]+=.*$/.test(t)) throw new MeshbackError('USAGE', `tag ${JSON.stringify(t)} is not KEY=VALUE`);
+    if (key(t) === 'policy') throw new MeshbackError('USAGE', `tag ${JSON.stringify(t)}: the key policy is meshback's (policy=${policy.name}): use another key`);
+  }
+  const given = new Set(extra.map(key));
+  return [...policy.tags.filter((t) => !given.has(key(t))), ...extra];
 }
 
 /** Runs `policy` once; never throws for a failed phase (the outcome carries the error). */
@@ -167,7 +183,7 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
     await phase('backup', async () => {
       const o = await opts.open('shared', `run ${policy.name}`, true);
       try {
-        const r = await backup(o.repo, { paths: policy.sources, tags: policy.tags, excludes: policy.exclude, events });
+        const r = await backup(o.repo, { paths: policy.sources, tags: runTags(policy, opts.tags ?? []), excludes: policy.exclude, events });
         report.snapshotId = r.id;
         env['MESHBACK_SNAPSHOT_ID'] = r.id;
         const s = r.snapshot.summary;

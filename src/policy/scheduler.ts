@@ -19,6 +19,10 @@
  * - stop(grace): no new run starts, queued ones are dropped; the running ones get `grace` to
  *   end; those still running then are returned as abandoned (and recorded as interrupted) for
  *   the front end to end the way an interrupted `meshback run` ends.
+ * - runNow(name, extra): a run now, outside the schedule (a CI/CD trigger, reason `trigger`),
+ *   under the same rules: refused while the policy runs or waits for a slot, queued when every
+ *   slot is taken; `extra` (the trigger's tags, the front end's run id) goes to the run callback.
+ *   A policy without a schedule is never run by a timer, only by runNow.
  */
 import { Cron } from 'croner';
 import { errMessage } from '../errors/index.ts';
@@ -59,8 +63,10 @@ export function nextRunAfter(s: Schedule, after: number): number | undefined {
 }
 
 export interface ScheduledPolicy {
+  /** a policy's name, or a front end's job name (e.g. `NAME/drill`) */
   name: string;
-  schedule: Schedule;
+  /** undefined: never run by a timer, only by runNow() */
+  schedule?: Schedule;
 }
 
 /** How one run ended, as the runner reports it. */
@@ -71,7 +77,30 @@ export interface RunResult {
   snapshotId?: string;
 }
 
-export type RunReason = 'schedule' | 'catch-up' | 'first-run';
+export type RunReason = 'schedule' | 'catch-up' | 'first-run' | 'trigger';
+
+/** What a run started by runNow() carries to the run callback (the scheduler only passes it on). */
+export interface RunExtra {
+  /** KEY -> VALUE tags for the snapshot, beside the policy's own */
+  tags?: Record<string, string>;
+  /** the front end's id of the run (its run registry) */
+  runId?: string;
+}
+
+/** Why a run starts, for the run callback. */
+export interface RunInfo {
+  reason: RunReason;
+  extra?: RunExtra;
+}
+
+/** runNow's answer: accepted (started, or queued for a free slot), or refused and why. */
+export interface RunNowAnswer {
+  accepted: boolean;
+  /** accepted: 'started' or 'queued'; refused: one line saying why */
+  reason?: string;
+  /** refused: 'unknown' (no such policy), 'busy' (it runs or waits for a slot), 'stopping' (the scheduler is stopping) */
+  refusal?: 'unknown' | 'busy' | 'stopping';
+}
 
 export type SchedulerEvent =
   | { type: 'scheduled'; policy: string; next: string }
@@ -85,8 +114,8 @@ export type SchedulerEvent =
 
 export interface SchedulerOptions {
   policies: ScheduledPolicy[];
-  /** runs one policy once (the engine's runPolicy behind the front end's repository access) */
-  run(policy: string): Promise<RunResult>;
+  /** runs one policy (or job) once (the engine's runPolicy behind the front end's repository access) */
+  run(policy: string, info: RunInfo): Promise<RunResult>;
   clock?: Clock;
   /** runs at once (default 2) */
   maxConcurrent?: number;
@@ -107,7 +136,7 @@ export class Scheduler {
   private readonly clock: Clock;
   private readonly max: number;
   private readonly slots = new Map<string, Slot>();
-  private readonly queue: { slot: Slot; reason: RunReason }[] = [];
+  private readonly queue: { slot: Slot; reason: RunReason; extra?: RunExtra }[] = [];
   private state: SchedulerState = emptyState();
   private writing: Promise<void> = Promise.resolve();
   private stopping = false;
@@ -153,13 +182,15 @@ export class Scheduler {
     const now = this.clock.now();
     const due: { slot: Slot; reason: RunReason }[] = [];
     for (const slot of slots) {
+      const schedule = slot.p.schedule;
+      if (schedule === undefined) continue; // run by runNow() only
       const last = this.state.policies[slot.p.name]?.lastStart;
       if (last === undefined) {
-        if (slot.p.schedule.kind === 'every') due.push({ slot, reason: 'first-run' });
-        else this.setNext(slot, nextRunAfter(slot.p.schedule, now));
+        if (schedule.kind === 'every') due.push({ slot, reason: 'first-run' });
+        else this.setNext(slot, nextRunAfter(schedule, now));
         continue;
       }
-      const n = nextRunAfter(slot.p.schedule, Date.parse(last));
+      const n = nextRunAfter(schedule, Date.parse(last));
       if (n !== undefined && n <= now) due.push({ slot, reason: 'catch-up' });
       else this.setNext(slot, n);
     }
@@ -199,7 +230,7 @@ export class Scheduler {
     }
     if (this.started) this.armAll(rearm.filter((s) => s.running === undefined && !s.waiting));
     // a changed policy that is running or waiting is armed from its next time after now
-    for (const s of rearm.filter((x) => x.running !== undefined || x.waiting)) this.setNext(s, nextRunAfter(s.p.schedule, this.clock.now()));
+    for (const s of rearm.filter((x) => x.running !== undefined || x.waiting)) this.setNext(s, s.p.schedule === undefined ? undefined : nextRunAfter(s.p.schedule, this.clock.now()));
   }
 
   private setNext(slot: Slot, at: number | undefined): void {
@@ -227,14 +258,38 @@ export class Scheduler {
     const now = this.clock.now();
     if (slot.running !== undefined || slot.waiting) {
       this.emit({ type: 'tick-skipped', policy: slot.p.name, at: this.iso(now), reason: slot.waiting ? 'its previous run is still waiting for a free slot' : 'its previous run is still going' });
-    } else if (this.running().length >= this.max) {
-      slot.waiting = true;
-      this.queue.push({ slot, reason });
-      this.emit({ type: 'waiting', policy: slot.p.name, at: this.iso(now), running: this.running() });
-    } else this.startRun(slot, reason);
-    let n = nextRunAfter(slot.p.schedule, at);
-    if (n !== undefined && n <= now) n = nextRunAfter(slot.p.schedule, now);
+    } else this.startOrQueue(slot, reason, undefined, now);
+    const schedule = slot.p.schedule;
+    if (schedule === undefined) return;
+    let n = nextRunAfter(schedule, at);
+    if (n !== undefined && n <= now) n = nextRunAfter(schedule, now);
     this.setNext(slot, n);
+  }
+
+  /** starts a run of `slot` now, or queues it when every slot is taken; true when it started */
+  private startOrQueue(slot: Slot, reason: RunReason, extra: RunExtra | undefined, now: number): boolean {
+    if (this.running().length >= this.max) {
+      slot.waiting = true;
+      this.queue.push({ slot, reason, ...(extra !== undefined ? { extra } : {}) });
+      this.emit({ type: 'waiting', policy: slot.p.name, at: this.iso(now), running: this.running() });
+      return false;
+    }
+    this.startRun(slot, reason, extra);
+    return true;
+  }
+
+  /**
+   * A run of `name` now, outside its schedule (reason `trigger`): refused while the policy runs or
+   * waits for a slot (one run per policy at a time), or while the scheduler stops; queued when
+   * every slot is taken. Its next scheduled time does not move.
+   */
+  runNow(name: string, extra: RunExtra = {}): RunNowAnswer {
+    if (!this.started || this.stopping) return { accepted: false, refusal: 'stopping', reason: this.stopping ? 'the server is stopping: no new run starts' : 'the scheduler has not started yet' };
+    const slot = this.slots.get(name);
+    if (slot === undefined) return { accepted: false, refusal: 'unknown', reason: `no policy is named ${name}` };
+    if (slot.running !== undefined) return { accepted: false, refusal: 'busy', reason: `${name} is running: one run of a policy at a time` };
+    if (slot.waiting) return { accepted: false, refusal: 'busy', reason: `a run of ${name} is waiting for a free slot: one run of a policy at a time` };
+    return { accepted: true, reason: this.startOrQueue(slot, 'trigger', extra, this.clock.now()) ? 'started' : 'queued' };
   }
 
   private persist(): void {
@@ -246,7 +301,7 @@ export class Scheduler {
     ).catch((err: unknown) => this.emit({ type: 'warning', message: `the scheduler state cannot be written (${errMessage(err)}): a run missed while the server is down may not be caught up` }));
   }
 
-  private startRun(slot: Slot, reason: RunReason): void {
+  private startRun(slot: Slot, reason: RunReason, extra?: RunExtra): void {
     const name = slot.p.name;
     const t0 = this.clock.now();
     const prev = this.state.policies[name] ?? {};
@@ -255,7 +310,7 @@ export class Scheduler {
     this.emit({ type: 'run-start', policy: name, at: this.iso(t0), reason });
     let result: Promise<RunResult>;
     try {
-      result = this.opts.run(name);
+      result = this.opts.run(name, { reason, ...(extra !== undefined ? { extra } : {}) });
     } catch (err) {
       result = Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
@@ -278,7 +333,7 @@ export class Scheduler {
     while (!this.stopping && this.queue.length > 0 && this.running().length < this.max) {
       const q = this.queue.shift()!;
       q.slot.waiting = false;
-      this.startRun(q.slot, q.reason);
+      this.startRun(q.slot, q.reason, q.extra);
     }
   }
 

@@ -132,3 +132,6 @@ export type PolicyFileInput = v.InferOutput<typeof PolicyFileSchema>;
 export type PolicyInput = v.InferOutput<typeof PolicySchema>;
 export type HookInput = v.InferOutput<typeof HookSchema>;
 export { HOOK_TIMEOUT_DEFAULT };
+
+/** A policy's name (the API checks the names it is given with it). */
+export { NAME as POLICY_NAME, NAME_TEXT as POLICY_NAME_TEXT };

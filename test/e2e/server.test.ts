@@ -30,7 +30,7 @@ const live = new Set<{ kill(sig: NodeJS.Signals): boolean }>();
 
 /** A running `meshback server --json`: its events as they come, and its exit. */
 function startServer(args: string[], env: Record<string, string>) {
-  const p = spawn(BIN, ['server', '--json', ...args], { env: { ...process.env, MESHBACK_TEST_SCRYPT_N: '1024', MESHBACK_CACHE_DIR: path.join(os.tmpdir(), 'meshback-test-cache'), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const p = spawn(BIN, ['server', '--json', '--listen', '127.0.0.1:0', ...args], { env: { ...process.env, MESHBACK_TEST_SCRYPT_N: '1024', MESHBACK_CACHE_DIR: path.join(os.tmpdir(), 'meshback-test-cache'), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const events: Ev[] = [];
   let buf = '';
   let stderr = '';

@@ -9,18 +9,29 @@
  * interrupted `meshback run` does (locks removed, no snapshot saved, exit 130). SIGHUP reloads the
  * policy file (a bad one is a warning). Prints one line per run start and end (--json: one JSON
  * object per scheduler event).
+ *
+ * The HTTP API (src/server: --listen, default 127.0.0.1:8439; --listen none for none): every run
+ * is a record of the run registry (STATE_DIR/runs.jsonl) with its typed events; POST /v1/runs
+ * triggers a run of a policy now (Scheduler.runNow: the same one-run-per-policy rule), tagged with
+ * the trigger's tags. A policy without a schedule is then run only when triggered. Bound to an
+ * address that is not loopback, the API needs --token-file and --tls-cert/--tls-key.
  */
+import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { MeshbackError, UsageError } from '../../errors/index.ts';
+import { MeshbackError, UsageError, errMessage } from '../../errors/index.ts';
 import type { EventSink } from '../../events/index.ts';
 import { Scheduler, loadPolicyFile, readState, runPolicy, writeState } from '../../policy/index.ts';
-import type { Policy, ScheduledPolicy, SchedulerEvent } from '../../policy/index.ts';
+import type { OpenedRepository, Policy, RunInfo, RunResult, ScheduledPolicy, SchedulerEvent } from '../../policy/index.ts';
+import { DEFAULT_LISTEN, RunRegistry, createApi, isLoopback, listen, newRunId, parseListen } from '../../server/index.ts';
+import type { Listening, MetricsSource, PolicyInfo, RunRecord, SnapshotRow, TriggerOutcome } from '../../server/index.ts';
 import { parseDuration } from '../../util/units.ts';
 import { meshbackDir } from '../../util/dirs.ts';
 import type { Command } from '../command.ts';
 import { str } from '../command.ts';
 import type { Context } from '../context.ts';
+import { repoLocation } from '../context.ts';
 import { EXIT } from '../exit.ts';
+import { VERSION } from '../version.ts';
 import { exitInterrupted, setInterruptHandler } from '../signals.ts';
 import type { Signal } from '../signals.ts';
 import { policyAccess } from './run.ts';
@@ -37,12 +48,16 @@ export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
 export const serverCommand: Command = {
   name: 'server',
   summary: 'run the policies of a policy file on their schedules until stopped (SIGTERM/SIGINT)',
-  usage: 'meshback server --config FILE [--state-dir DIR] [--grace DURATION] [--max-runs N] [--json]',
+  usage: 'meshback server --config FILE [--state-dir DIR] [--grace DURATION] [--max-runs N] [--listen HOST:PORT|none] [--token-file FILE] [--tls-cert FILE --tls-key FILE] [--json]',
   options: {
     config: { type: 'string', argument: 'FILE', description: 'the policy file (YAML; see docs/design.md, "Policies"); its policies with a schedule are run' },
     'state-dir': { type: 'string', argument: 'DIR', description: "where the scheduler keeps each policy's last run (state.json), to catch up a run missed while it was down (default $XDG_STATE_HOME/meshback, else ~/.local/state/meshback)" },
     grace: { type: 'string', argument: 'DURATION', description: `on SIGTERM/SIGINT, how long running policies get to finish before they are abandoned (exit 130) (default ${DEFAULT_GRACE})` },
     'max-runs': { type: 'string', argument: 'N', description: `policies run at once at most; a due policy beyond that waits (default ${DEFAULT_MAX_RUNS})` },
+    listen: { type: 'string', argument: 'HOST:PORT', description: `where the HTTP API listens (default ${DEFAULT_LISTEN}; port 0: any free port; none: no API); an address that is not loopback needs --token-file and --tls-cert/--tls-key` },
+    'token-file': { type: 'string', argument: 'FILE', description: 'the API needs Authorization: Bearer TOKEN, the token being the content of FILE (at least 16 characters; e.g. openssl rand -hex 32 > FILE)' },
+    'tls-cert': { type: 'string', argument: 'FILE', description: 'serve the API over HTTPS with this PEM certificate (chain) (with --tls-key)' },
+    'tls-key': { type: 'string', argument: 'FILE', description: "the PEM private key of --tls-cert" },
   },
   async run(ctx, v) {
     const file = str(v['config']);
@@ -53,39 +68,95 @@ export const serverCommand: Command = {
     if (!Number.isSafeInteger(maxRuns) || maxRuns < 1) throw new UsageError(`--max-runs ${JSON.stringify(maxText)} is not a whole number of at least 1: give e.g. --max-runs 2`);
     const stateDir = path.resolve(str(v['state-dir']) ?? defaultStateDir());
     const stateFile = path.join(stateDir, 'state.json');
-    const { all, scheduled } = await readScheduled(file);
-    let byName = new Map(scheduled.map((p) => [p.name, p]));
+    const api = apiSettings(v);
+    const { all, scheduled } = await readScheduled(file, api.addr !== undefined);
+    // the scheduler's jobs: every policy when the API is on (one without a schedule runs when triggered), else the scheduled ones
+    const jobsOf = (r: { all: Policy[]; scheduled: ScheduledPolicyOf[] }): ScheduledPolicy[] => (api.addr !== undefined ? r.all : r.scheduled).map((p): ScheduledPolicy => ({ name: p.name, ...(p.schedule !== undefined ? { schedule: p.schedule } : {}) }));
+    let byName = new Map(all.map((p) => [p.name, p]));
+    let order = all.map((p) => p.name);
     const retryLockMs = ctx.g.retryLockMs ?? DEFAULT_RETRY_LOCK_MS;
+    const registry = new RunRegistry({ file: path.join(stateDir, 'runs.jsonl'), warn: (m) => ctx.out.warn(m) });
+    await registry.load();
 
     const phase = { starting: true };
     const print = printer(ctx, phase);
-    ctx.out.result(`server: ${scheduled.length} scheduled ${scheduled.length === 1 ? 'policy' : 'policies'} of ${file}; at most ${maxRuns} run(s) at once; state ${stateFile}`);
-    for (const p of all.filter((p) => p.schedule === undefined)) ctx.out.result(`  ${p.name}: no schedule, not run by the server`);
-    ctx.out.jsonOut({ message_type: 'server', event: 'start', config: file, policies: scheduled.map((p) => ({ name: p.name, schedule: p.schedule.text })), max_runs: maxRuns, state_file: stateFile, grace_seconds: graceMs / 1000 });
+
+    /** one backup run of policy `name`, recorded in the registry (a triggered run's record exists already when it was queued) */
+    const runBackup = async (name: string, info: RunInfo): Promise<RunResult> => {
+      const policy = byName.get(name);
+      const id = info.extra?.runId;
+      const rec = (id !== undefined ? registry.get(id) : undefined) ?? registry.create({ kind: 'backup', policy: name, reason: info.reason, tags: info.extra?.tags ?? {}, ...(id !== undefined ? { id } : {}) });
+      registry.start(rec.id);
+      // a run's own output stays out of the server's log, but for its warnings and unreadable files; all of it goes to the registry (the API's events)
+      const sink: EventSink = (e) => {
+        registry.event(rec.id, e);
+        if (e.type === 'warning') ctx.out.sink({ ...e, message: `${name}: ${e.message}` });
+        else if (e.type === 'item-error') ctx.out.sink({ type: 'warning', path: e.path, message: `${name}: cannot be read: ${e.message}` });
+      };
+      try {
+        if (policy === undefined) throw new MeshbackError('NOT_FOUND', `policy ${name} is no longer in ${file}`);
+        const tags = Object.entries(info.extra?.tags ?? {}).map(([k, val]) => `${k}=${val}`);
+        const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, retryLockMs, sink), events: sink, tags });
+        registry.finish(rec.id, { ok: error === undefined, report, ...(report.snapshotId !== undefined ? { snapshotId: report.snapshotId } : {}), ...(error !== undefined ? { error: { code: error.code, message: error.message } } : {}) });
+        return { ok: error === undefined, ...(error !== undefined ? { code: error.code, message: error.message } : {}), ...(report.snapshotId !== undefined ? { snapshotId: report.snapshotId } : {}) };
+      } catch (err) {
+        const e = err instanceof MeshbackError ? err : new MeshbackError('INTERNAL', errMessage(err));
+        registry.finish(rec.id, { ok: false, error: { code: e.code, message: e.message } });
+        return { ok: false, code: e.code, message: e.message };
+      }
+    };
 
     const scheduler = new Scheduler({
-      policies: scheduled.map((p): ScheduledPolicy => ({ name: p.name, schedule: p.schedule })),
+      policies: jobsOf({ all, scheduled }),
       maxConcurrent: maxRuns,
       state: { read: () => readState(stateFile, (m) => ctx.out.warn(m)), write: (s) => writeState(stateFile, s) },
       onEvent: print,
-      run: async (name) => {
-        const policy = byName.get(name)!;
-        // a run's own output stays out of the server's log, but for its warnings and unreadable files
-        const sink: EventSink = (e) => {
-          if (e.type === 'warning') ctx.out.sink({ ...e, message: `${name}: ${e.message}` });
-          else if (e.type === 'item-error') ctx.out.sink({ type: 'warning', path: e.path, message: `${name}: cannot be read: ${e.message}` });
-        };
-        const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, retryLockMs, sink), events: sink });
-        return { ok: error === undefined, ...(error !== undefined ? { code: error.code, message: error.message } : {}), ...(report.snapshotId !== undefined ? { snapshotId: report.snapshotId } : {}) };
-      },
+      // a dispatch on the job name: NAME is a backup run of policy NAME (restore drills add NAME/drill jobs)
+      run: (job, info) => runBackup(job, info),
     });
+
+    const trigger = (name: string, tags: Record<string, string>): TriggerOutcome => {
+      if (!byName.has(name)) return { ok: false, status: 404, code: 'NOT_FOUND', message: `no policy ${name} in ${file}: list them with GET /v1/policies` };
+      const id = newRunId();
+      const ans = scheduler.runNow(name, { tags, runId: id });
+      if (!ans.accepted) {
+        if (ans.refusal === 'busy') {
+          const going = registry.active(name);
+          return { ok: false, status: 409, code: 'BUSY', message: `${going !== undefined ? `run ${going.id} of ${name} is ${going.status}${going.startedAt !== undefined ? ` since ${going.startedAt}` : ''}` : `${name} is running`}: one run of a policy at a time; wait for it to end (GET /v1/runs/ID) and trigger again`, ...(going !== undefined ? { run: going.id } : {}) };
+        }
+        if (ans.refusal === 'unknown') return { ok: false, status: 404, code: 'NOT_FOUND', message: `${name} is not run by this server: ${ans.reason ?? ''}` };
+        return { ok: false, status: 503, code: 'STOPPING', message: `${ans.reason ?? 'the server is stopping'}: trigger again once it runs` };
+      }
+      // started: the run callback made the record; queued: it waits for a free slot
+      return { ok: true, record: registry.get(id) ?? registry.create({ id, kind: 'backup', policy: name, reason: 'trigger', tags }) };
+    };
+
+    let listening: Listening | undefined;
+    const apiServer = createApi({
+      registry,
+      version: VERSION,
+      loopback: api.addr !== undefined && isLoopback(api.addr.host),
+      ...(api.token !== undefined ? { token: api.token } : {}),
+      policies: () => order.flatMap((n) => (byName.has(n) ? [policyInfo(ctx, byName.get(n)!, scheduler.nextRuns()[n], registry)] : [])),
+      trigger,
+      running: () => scheduler.running(),
+      snapshots: snapshotLister(ctx, () => order.flatMap((n) => (byName.has(n) ? [byName.get(n)!] : []))),
+      ...metricsSeam(registry, () => [...byName.values()]),
+    });
+    if (api.addr !== undefined) listening = await listen(apiServer.app.fetch, api.addr, api.tls);
+
+    ctx.out.result(`server: ${scheduled.length} scheduled ${scheduled.length === 1 ? 'policy' : 'policies'} of ${file}; at most ${maxRuns} run(s) at once; state ${stateFile}`);
+    ctx.out.result(listening !== undefined ? `  API on ${listening.url} (${api.token !== undefined ? 'token required' : 'no token: loopback only'})` : '  no API (--listen none)');
+    for (const p of all.filter((p) => p.schedule === undefined)) ctx.out.result(`  ${p.name}: no schedule, ${listening !== undefined ? 'run only when triggered (POST /v1/runs)' : 'not run by the server'}`);
+    ctx.out.jsonOut({ message_type: 'server', event: 'start', config: file, policies: scheduled.map((p) => ({ name: p.name, schedule: p.schedule.text })), max_runs: maxRuns, state_file: stateFile, grace_seconds: graceMs / 1000, api: listening?.url ?? null, token: api.token !== undefined });
 
     // SIGHUP: read the file again; a bad file changes nothing
     const onHup = (): void => {
-      readScheduled(file).then(
+      readScheduled(file, api.addr !== undefined).then(
         (r) => {
-          byName = new Map(r.scheduled.map((p) => [p.name, p]));
-          scheduler.reload(r.scheduled.map((p): ScheduledPolicy => ({ name: p.name, schedule: p.schedule })));
+          byName = new Map(r.all.map((p) => [p.name, p]));
+          order = r.all.map((p) => p.name);
+          scheduler.reload(jobsOf(r));
           ctx.out.result(`${new Date().toISOString()} server: ${file} reloaded: ${r.scheduled.map((p) => `${p.name} (${p.schedule.text})`).join(', ')}`);
           ctx.out.jsonOut({ message_type: 'server', event: 'reload', policies: r.scheduled.map((p) => ({ name: p.name, schedule: p.schedule.text })) });
         },
@@ -111,6 +182,11 @@ export const serverCommand: Command = {
       const sig = await stopped;
       ctx.out.result(`${new Date().toISOString()} server: ${sig} received`);
       const { abandoned } = await scheduler.stop(graceMs);
+      registry.failQueued('the server stopped before the run started');
+      for (const r of registry.list({ status: 'running' })) registry.finish(r.id, { ok: false, error: { code: 'INTERRUPTED', message: 'the server stopped and the run did not end within the grace period (--grace): it was abandoned; nothing already stored is lost' } });
+      apiServer.closeStreams();
+      await listening?.close();
+      await registry.flush();
       if (abandoned.length > 0) {
         exitInterrupted(`meshback: server stopped: ${abandoned.join(', ')} did not finish within the grace period (--grace) and ${abandoned.length === 1 ? 'was' : 'were'} abandoned; nothing already stored is lost; an unfinished snapshot was not saved\n`);
         await new Promise(() => undefined); // exitInterrupted ends the process
@@ -121,21 +197,129 @@ export const serverCommand: Command = {
     } finally {
       process.off('SIGHUP', onHup);
       setInterruptHandler(undefined);
+      apiServer.closeStreams();
+      await listening?.close();
     }
   },
 };
 
 type ScheduledPolicyOf = Policy & { schedule: NonNullable<Policy['schedule']> };
 
-/** The policy file's policies, and those with a schedule (at least one: else a UsageError). */
-async function readScheduled(file: string): Promise<{ all: Policy[]; scheduled: ScheduledPolicyOf[] }> {
+/** The policy file's policies, and those with a schedule (at least one, unless the API can trigger them: else a UsageError). */
+async function readScheduled(file: string, triggerable: boolean): Promise<{ all: Policy[]; scheduled: ScheduledPolicyOf[] }> {
   const all = [...(await loadPolicyFile(file)).policies.values()];
   const scheduled = all.filter((p): p is ScheduledPolicyOf => p.schedule !== undefined);
-  if (scheduled.length === 0) throw new UsageError(`no policy of ${file} has a schedule: give one a schedule (e.g. schedule: every 1h or schedule: cron: 0 2 * * *), or run it with 'meshback run POLICY --config ${file}'`);
+  if (scheduled.length === 0 && !triggerable) throw new UsageError(`no policy of ${file} has a schedule: give one a schedule (e.g. schedule: every 1h or schedule: cron: 0 2 * * *), or run it with 'meshback run POLICY --config ${file}' (or serve the API to trigger it: --listen)`);
   return { all, scheduled };
 }
 
-const REASON = { schedule: 'on schedule', 'catch-up': 'catch-up of a run missed while the server was down', 'first-run': 'first run, none recorded before' };
+/** --listen, --token-file, --tls-cert/--tls-key, checked: a non-loopback address needs a token and TLS. */
+function apiSettings(v: Record<string, unknown>): { addr?: ReturnType<typeof parseListen>; token?: string; tls?: { cert: Buffer; key: Buffer } } {
+  const text = str(v['listen']) ?? DEFAULT_LISTEN;
+  const addr = parseListen(text);
+  const tokenFile = str(v['token-file']);
+  const cert = str(v['tls-cert']);
+  const key = str(v['tls-key']);
+  if (addr === undefined) {
+    if (tokenFile !== undefined || cert !== undefined || key !== undefined) throw new UsageError('--token-file, --tls-cert and --tls-key are for the API, and --listen none serves none: leave them out, or give --listen HOST:PORT');
+    return {};
+  }
+  if ((cert === undefined) !== (key === undefined)) throw new UsageError(`${cert === undefined ? '--tls-key' : '--tls-cert'} needs ${cert === undefined ? '--tls-cert' : '--tls-key'}: give the certificate and its private key together`);
+  const read = (f: string, flag: string): Buffer => {
+    try {
+      return readFileSync(f);
+    } catch (err) {
+      throw new UsageError(`cannot read ${flag} ${f}: ${errMessage(err)}`);
+    }
+  };
+  let token: string | undefined;
+  if (tokenFile !== undefined) {
+    token = read(tokenFile, '--token-file').toString('utf8').trim();
+    if (token.length < 16 || /\s/.test(token)) throw new UsageError(`--token-file ${tokenFile} must hold one token of at least 16 characters without white space: make one with 'openssl rand -hex 32 > ${tokenFile}'`);
+  }
+  const tls = cert !== undefined && key !== undefined ? { cert: read(cert, '--tls-cert'), key: read(key, '--tls-key') } : undefined;
+  if (!isLoopback(addr.host) && (token === undefined || tls === undefined)) {
+    throw new UsageError(`--listen ${text} is not a loopback address: the API there needs a token and TLS: give --token-file FILE and --tls-cert FILE --tls-key FILE (missing: ${[token === undefined ? '--token-file' : '', tls === undefined ? '--tls-cert/--tls-key' : ''].filter((x) => x !== '').join(' and ')}), or listen on ${DEFAULT_LISTEN}`);
+  }
+  return { addr, ...(token !== undefined ? { token } : {}), ...(tls !== undefined ? { tls } : {}) };
+}
+
+/** A policy as GET /v1/policies shows it. */
+function policyInfo(ctx: Context, p: Policy, next: number | undefined, registry: RunRegistry): PolicyInfo {
+  let repository: string;
+  try {
+    repository = p.repository ?? repoLocation(ctx.g);
+  } catch {
+    repository = '(none: --repo or MESHBACK_REPO is not set)';
+  }
+  const runs = registry.list({ policy: p.name, kind: 'backup' });
+  const last = runs.find((r) => r.status === 'succeeded' || r.status === 'failed');
+  const lastOk = runs.find((r) => r.status === 'succeeded');
+  const active = registry.active(p.name);
+  const bare = (r: RunRecord): RunRecord => {
+    const { report: _report, ...rest } = r;
+    return rest;
+  };
+  return {
+    name: p.name,
+    repository,
+    ...(p.schedule !== undefined ? { schedule: p.schedule.text } : {}),
+    ...(next !== undefined ? { nextRun: new Date(next).toISOString() } : {}),
+    ...(p.rpoMs !== undefined ? { rpoSeconds: p.rpoMs / 1000 } : {}),
+    ...(p.drill !== undefined ? { drillSchedule: p.drill.schedule.text } : {}),
+    tags: p.tags,
+    ...(active !== undefined ? { running: active.id } : {}),
+    ...(last !== undefined ? { lastRun: bare(last) } : {}),
+    ...(lastOk?.finishedAt !== undefined ? { lastSuccess: lastOk.finishedAt } : {}),
+  };
+}
+
+/**
+ * GET /v1/snapshots: the snapshots tagged policy=NAME of the policies, each repository listed once
+ * per request (opened without a lock, kept open for the next request; a failed open is tried
+ * again next time).
+ */
+function snapshotLister(ctx: Context, policies: () => Policy[]): (only?: string) => Promise<SnapshotRow[]> {
+  const opened = new Map<string, Promise<OpenedRepository>>();
+  return async (only) => {
+    const ps = policies().filter((p) => only === undefined || p.name === only);
+    const byRepo = new Map<string, Policy[]>();
+    for (const p of ps) {
+      const access = policyAccess(ctx, p, 0, () => undefined);
+      const list = byRepo.get(access.repository) ?? [];
+      list.push(p);
+      byRepo.set(access.repository, list);
+      if (!opened.has(access.repository)) {
+        const o = access.open('none', 'server api', false);
+        opened.set(access.repository, o);
+        o.catch(() => opened.delete(access.repository));
+      }
+    }
+    const rows: SnapshotRow[] = [];
+    for (const [repository, list] of byRepo) {
+      const { repo } = await opened.get(repository)!;
+      const names = new Set(list.map((p) => p.name));
+      for (const s of await repo.listSnapshots()) {
+        const tag = s.snapshot.tags.find((t) => t.startsWith('policy='));
+        const policy = tag?.slice('policy='.length);
+        if (policy !== undefined && names.has(policy)) rows.push({ id: s.id, repository, policy, snapshot: s.snapshot });
+      }
+    }
+    return rows.sort((a, b) => (a.snapshot.time < b.snapshot.time ? 1 : a.snapshot.time > b.snapshot.time ? -1 : 0));
+  };
+}
+
+/**
+ * SEAM (issue 14, metrics): the Prometheus metrics of src/server/metrics.ts (the restore-drills
+ * work: `new Metrics()`, `setPolicies(policies())`, `observe(record)` for every record the
+ * registry reports, e.g. `registry.subscribe((c) => c.type === 'run' && metrics.observe(c.record))`),
+ * served on GET /metrics. Until that file exists this returns nothing and /metrics answers 404.
+ */
+function metricsSeam(_registry: RunRegistry, _policies: () => Policy[]): { metrics?: MetricsSource } {
+  return {};
+}
+
+const REASON = { schedule: 'on schedule', 'catch-up': 'catch-up of a run missed while the server was down', 'first-run': 'first run, none recorded before', trigger: 'triggered (POST /v1/runs)' };
 
 /** Prints scheduler events: one line per run start and end (--json: one object per event). */
 function printer(ctx: Context, phase: { starting: boolean }): (e: SchedulerEvent) => void {

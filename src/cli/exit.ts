@@ -16,6 +16,9 @@ export const EXIT = {
   WRONG_PASSWORD: 12,
   REPO_EXISTS: 13,
   HOOK: 14,
+  SERVER: 15,
+  REFUSED: 16,
+  TIMEOUT: 17,
   INTERRUPTED: 130,
 } as const;
 
@@ -34,6 +37,9 @@ export const EXIT_DOC: [number, string][] = [
   [EXIT.WRONG_PASSWORD, 'wrong password: no key of the repository opens with it'],
   [EXIT.REPO_EXISTS, 'init: a repository already exists there'],
   [EXIT.HOOK, 'run: a hook of the policy failed (exited non-zero, was killed after its timeout, or could not be started); the on-error hooks ran'],
+  [EXIT.SERVER, 'trigger: the meshback server cannot be reached (connection refused, timed out, untrusted TLS certificate), answered what is not its API, or stopped during the run'],
+  [EXIT.REFUSED, 'trigger: the server refused the trigger: missing or wrong token (401), too many requests (429), the policy is running (409), or the server is stopping (503)'],
+  [EXIT.TIMEOUT, 'trigger --wait: the run did not end within --timeout (it goes on on the server)'],
   [EXIT.INTERRUPTED, 'interrupted (SIGINT/SIGTERM; server: a run did not end within --grace, or a second signal came); nothing already stored is lost'],
 ];
 
@@ -64,6 +70,12 @@ export function exitCodeFor(code: ErrorCode): number {
       return EXIT.HOOK;
     case 'INCOMPLETE':
       return EXIT.INCOMPLETE;
+    case 'SERVER':
+      return EXIT.SERVER;
+    case 'REFUSED':
+      return EXIT.REFUSED;
+    case 'TIMEOUT':
+      return EXIT.TIMEOUT;
     default:
       return EXIT.FATAL;
   }

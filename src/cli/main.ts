@@ -60,6 +60,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   lock: async () => (await import('./commands/lock.ts')).lockCommand,
   run: async () => (await import('./commands/run.ts')).runCommand,
   server: async () => (await import('./commands/server.ts')).serverCommand,
+  trigger: async () => (await import('./commands/trigger.ts')).triggerCommand,
 };
 
 const loadCommands = (): Promise<Command[]> => Promise.all(Object.values(COMMANDS).map((load) => load()));

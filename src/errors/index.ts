@@ -21,6 +21,12 @@ export type ErrorCode =
   | 'TARGET'
   | 'HOOK'
   | 'INCOMPLETE'
+  /** a meshback server cannot be reached, or answered what is not its API (meshback trigger) */
+  | 'SERVER'
+  /** a meshback server refused the request: wrong or missing token, rate limit, the policy running, the server stopping */
+  | 'REFUSED'
+  /** waited as long as asked (--timeout) for something that goes on */
+  | 'TIMEOUT'
   | 'INTERNAL';
 
 export class MeshbackError extends Error {

@@ -127,7 +127,7 @@ export function createApi(o: ApiOptions): Api {
     if (m !== null && timingSafeEqual(digest(m[1]!), tokenDigest)) return undefined;
     authFailures.take(who);
     c.header('WWW-Authenticate', 'Bearer realm="meshback"');
-    return fail(c, 401, 'UNAUTHORIZED', m === null ? 'this server needs a token: send Authorization: Bearer TOKEN (meshback trigger --token-file FILE)' : 'the token is wrong: use the one in the server\'s --token-file');
+    return fail(c, 401, 'UNAUTHORIZED', m === null ? 'this server needs a token: send Authorization: Bearer TOKEN' : 'the token is wrong: use the one in the server\'s --token-file');
   };
 
   app.onError((err, c) => fail(c, 500, 'INTERNAL', `the server failed: ${errMessage(err).split('\n')[0]}`));

@@ -265,7 +265,8 @@ policies:
     assert.match(r.stderr, /bad\.yaml:5: policies\.a\.schedule: /);
     const none = path.join(base, 'none.yaml');
     await fsp.writeFile(none, `version: 1\npolicies:\n  a:\n    sources: [data/a]\n`);
-    const r2 = await mb(['server', '--config', none, '--state-dir', path.join(base, 'state-bad')], { env, timeoutMs: 30_000 });
+    // without the API nothing could run it (with it, such a policy runs when triggered: server-api.test.ts)
+    const r2 = await mb(['server', '--config', none, '--state-dir', path.join(base, 'state-bad'), '--listen', 'none'], { env, timeoutMs: 30_000 });
     assert.equal(r2.code, 2, r2.stderr);
     assert.match(r2.stderr, /no policy of .* has a schedule/);
   });

@@ -15,6 +15,7 @@ import { KeyFileSchema, RepoConfigSchema } from '../src/repository/index.ts';
 import { LockInfoSchema } from '../src/repository/lock.ts';
 import { BenchResultsSchema } from '../lab/bench/fault/types.ts';
 import { PolicyFileSchema } from '../src/policy/schema.ts';
+import { ErrorAnswerSchema, HealthSchema, PolicyListSchema, RunListSchema, RunRecordSchema, SnapshotListSchema, SseEventDataSchema, TriggerAnswerSchema, TriggerRequestSchema } from '../src/server/schemas.ts';
 
 export const SCHEMA_DIR = path.resolve(import.meta.dirname, '../docs/schemas');
 
@@ -27,6 +28,16 @@ export const DOCUMENTED: Record<string, v.GenericSchema> = {
   'lock.json': LockInfoSchema,
   'bench-results.json': BenchResultsSchema,
   'policy.json': PolicyFileSchema,
+  // the HTTP API of meshback server (docs/api.md)
+  'api-run.json': RunRecordSchema,
+  'api-runs.json': RunListSchema,
+  'api-trigger-request.json': TriggerRequestSchema,
+  'api-trigger-answer.json': TriggerAnswerSchema,
+  'api-error.json': ErrorAnswerSchema,
+  'api-policies.json': PolicyListSchema,
+  'api-snapshots.json': SnapshotListSchema,
+  'api-event.json': SseEventDataSchema,
+  'api-health.json': HealthSchema,
 };
 
 /** The text of every file of docs/schemas/, as the code's schemas give it. */

@@ -180,7 +180,8 @@ export class RunRegistry {
 
   /** Records, newest first (by queue time), filtered; at most `limit`. */
   list(f: { policy?: string; kind?: RunKind; status?: RunStatus; limit?: number } = {}): RunRecord[] {
-    const out = [...this.records.values()].filter((r) => (f.policy === undefined || r.policy === f.policy) && (f.kind === undefined || r.kind === f.kind) && (f.status === undefined || r.status === f.status));
+    // the map's order is that of the last change: reversed, it breaks ties of one millisecond newest first
+    const out = [...this.records.values()].filter((r) => (f.policy === undefined || r.policy === f.policy) && (f.kind === undefined || r.kind === f.kind) && (f.status === undefined || r.status === f.status)).reverse();
     out.sort((a, b) => (a.queuedAt < b.queuedAt ? 1 : a.queuedAt > b.queuedAt ? -1 : 0));
     return out.slice(0, f.limit ?? out.length);
   }

@@ -2,15 +2,16 @@
  * The scheduler of `meshback server` (src/policy/scheduler.ts) driven by a fake clock, without
  * sleeping: next run times (every, cron with a timezone), no overlapping runs of one policy,
  * a run missed during downtime caught up once, bounded concurrency, a stop with a running
- * job (finished within the grace period, or abandoned), and the state file (atomic write,
- * damaged file read as empty with one warning).
+ * job (finished within the grace period, or abandoned), runNow (a triggered run: refused while
+ * the policy runs or waits, queued for a slot, its extra passed on; a policy without a schedule
+ * runs only then), and the state file (atomic write, damaged file read as empty with one warning).
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Scheduler, nextRunAfter, readState, writeState } from '../../src/policy/index.ts';
-import type { Clock, RunResult, Schedule, SchedulerEvent, SchedulerState, Timer } from '../../src/policy/index.ts';
+import type { Clock, RunInfo, RunResult, Schedule, SchedulerEvent, SchedulerState, Timer } from '../../src/policy/index.ts';
 import { rmrf, tmpdir } from '../helpers/cli.ts';
 
 const S = 1000;
@@ -58,26 +59,26 @@ const every = (ms: number): Schedule => ({ kind: 'every', everyMs: ms, text: `ev
 const cron = (expr: string, timezone?: string): Schedule => ({ kind: 'cron', expr, text: `cron: ${expr}`, ...(timezone !== undefined ? { timezone } : {}) });
 
 /** A scheduler over fake time whose runs take `durations[name]` of fake time; it records starts, events and the most runs at once. */
-function harness(policies: Record<string, Schedule>, o: { durations?: Record<string, number>; max?: number; state?: SchedulerState; fail?: Set<string> } = {}) {
+function harness(policies: Record<string, Schedule | undefined>, o: { durations?: Record<string, number>; max?: number; state?: SchedulerState; fail?: Set<string> } = {}) {
   const clock = new FakeClock(T0);
   const events: SchedulerEvent[] = [];
-  const starts: { name: string; at: number }[] = [];
+  const starts: { name: string; at: number; info: RunInfo }[] = [];
   const running = new Set<string>();
   let peak = 0;
   let overlap = false;
   let saved: SchedulerState | undefined;
   const scheduler = new Scheduler({
-    policies: Object.entries(policies).map(([name, schedule]) => ({ name, schedule })),
+    policies: Object.entries(policies).map(([name, schedule]) => ({ name, ...(schedule !== undefined ? { schedule } : {}) })),
     clock,
     ...(o.max !== undefined ? { maxConcurrent: o.max } : {}),
     state: { read: () => Promise.resolve(structuredClone(o.state ?? { version: 1 as const, policies: {} })), write: (s) => Promise.resolve(void (saved = s)) },
     onEvent: (e) => events.push(e),
-    run: (name) =>
+    run: (name, info) =>
       new Promise<RunResult>((res) => {
         if (running.has(name)) overlap = true;
         running.add(name);
         peak = Math.max(peak, running.size);
-        starts.push({ name, at: clock.now() });
+        starts.push({ name, at: clock.now(), info });
         clock.setTimer(o.durations?.[name] ?? S, () => {
           running.delete(name);
           res(o.fail?.has(name) === true ? { ok: false, code: 'HOOK', message: 'pre hook 1 failed' } : { ok: true, snapshotId: 'ab'.repeat(32) });
@@ -243,5 +244,43 @@ describe('state file', () => {
     } finally {
       await rmrf(dir);
     }
+  });
+});
+
+describe('runNow (a triggered run)', () => {
+  test('starts at once with reason trigger and its extra; refused while the policy runs; the schedule does not move', async () => {
+    const h = harness({ a: every(1 * H) }, { durations: { a: 10 * M } });
+    assert.deepEqual(h.scheduler.runNow('a'), { accepted: false, refusal: 'stopping', reason: 'the scheduler has not started yet' });
+    await h.scheduler.start();
+    await h.clock.advance(20 * M); // the first run (0-10 min) is over
+    const next = h.scheduler.nextRuns()['a'];
+    assert.deepEqual(h.scheduler.runNow('a', { tags: { deploy: 'v1' }, runId: '0123456789abcdef' }), { accepted: true, reason: 'started' });
+    assert.deepEqual(h.starts[1], { name: 'a', at: T0 + 20 * M, info: { reason: 'trigger', extra: { tags: { deploy: 'v1' }, runId: '0123456789abcdef' } } });
+    const busy = h.scheduler.runNow('a');
+    assert.equal(busy.accepted, false);
+    assert.equal(busy.refusal, 'busy');
+    assert.match(busy.reason ?? '', /a is running: one run of a policy at a time/);
+    assert.equal(h.scheduler.nextRuns()['a'], next, 'the next scheduled run stays');
+    assert.deepEqual(h.scheduler.runNow('nope'), { accepted: false, refusal: 'unknown', reason: 'no policy is named nope' });
+    await h.clock.advance(50 * M);
+    assert.deepEqual(h.starts.map((x) => [(x.at - T0) / M, x.info.reason]), [[0, 'first-run'], [20, 'trigger'], [60, 'schedule']]);
+    assert.equal(h.overlap(), false);
+    const stopping = h.scheduler.stop(1 * H);
+    assert.equal(h.scheduler.runNow('a').refusal, 'stopping');
+    await h.clock.advance(1 * H);
+    await stopping;
+  });
+
+  test('queued when every slot is taken (then refused while it waits); a policy without a schedule runs only when triggered', async () => {
+    const h = harness({ a: every(1 * H), b: undefined }, { max: 1, durations: { a: 10 * M, b: 5 * M } });
+    await h.scheduler.start();
+    assert.equal(h.scheduler.nextRuns()['b'], undefined, 'no timer for b');
+    assert.deepEqual(h.scheduler.runNow('b', { runId: 'feedfeedfeedfeed' }), { accepted: true, reason: 'queued' });
+    assert.equal(h.scheduler.runNow('b').refusal, 'busy', 'refused while it waits for a slot');
+    assert.equal(h.of('waiting').length, 1);
+    await h.clock.advance(3 * H);
+    assert.deepEqual(h.starts.map((x) => [x.name, (x.at - T0) / M, x.info.reason]), [['a', 0, 'first-run'], ['b', 10, 'trigger'], ['a', 60, 'schedule'], ['a', 120, 'schedule'], ['a', 180, 'schedule']]);
+    assert.deepEqual(h.starts[1]!.info.extra, { runId: 'feedfeedfeedfeed' });
+    assert.equal(h.peak(), 1);
   });
 });

@@ -102,7 +102,7 @@ policies:
   slow:
     sources: [data]
     hooks:
-      pre: [ { exec: [sleep, "2"] } ]
+      pre: [ { exec: [sleep, "3"] } ]
 `,
     );
     const init = await mb(['init', '--repo', repo, '--password-file', path.join(base, 'pw')]);
@@ -245,6 +245,13 @@ policies:
     server = await startServer(['--config', config, '--state-dir', stateDir, '--listen', '127.0.0.1:0', '--token-file', tokenFile], env);
     const runs = await json(RunListSchema, await fetch(`${server.url}/v1/runs`, { headers: auth }));
     assert.equal(runs.filter((r) => r.status === 'succeeded').length, 3);
+    // a run going while refused servers start on the same state directory: none may record it interrupted
+    const going = await json(TriggerAnswerSchema, await fetch(`${server.url}/v1/runs`, { method: 'POST', headers: auth, body: JSON.stringify({ policy: 'slow' }) }));
+    const inUse = await mb(['server', '--config', config, '--state-dir', stateDir, '--listen', new URL(server.url).host], { env, timeoutMs: 30_000 });
+    assert.equal(inUse.code, 2, inUse.stderr);
+    assert.match(inUse.stderr, /^meshback: cannot listen on 127\.0\.0\.1:\d+: the port is in use \(another meshback server\?\): give another --listen HOST:PORT, or --listen none\n$/);
+    const rec = await json(RunRecordSchema, await fetch(`${server.url}${going.url}`, { headers: auth }));
+    assert.equal(rec.status, 'running', 'the run was still going while the refused server started');
 
     for (const [args, re] of [
       [['--listen', '0.0.0.0:0'], /--listen 0\.0\.0\.0:0 is not a loopback address: the API there needs a token and TLS: .*\(missing: --token-file and --tls-cert\/--tls-key\)/],
@@ -253,11 +260,16 @@ policies:
       [['--listen', '127.0.0.1:0', '--tls-cert', tokenFile], /--tls-cert needs --tls-key/],
       [['--listen', '127.0.0.1:0', '--token-file', path.join(base, 'pw')], /must hold one token of at least 16 characters/],
     ] as [string[], RegExp][]) {
-      const r = await mb(['server', '--config', config, '--state-dir', path.join(base, 'state-refused'), ...args], { env, timeoutMs: 30_000 });
+      // the state directory of the running server: a refused start must not touch its files
+      const r = await mb(['server', '--config', config, '--state-dir', stateDir, ...args], { env, timeoutMs: 30_000 });
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
       assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
       assert.match(r.stderr, re);
     }
+    assert.equal((await fetch(`${server.url}/healthz`)).status, 200, 'the running server goes on');
+    const end = (await sse(`${server.url}${going.url}/events`, auth)).at(-1)!;
+    assert.equal((end[1] as { status: string }).status, 'succeeded');
+    assert.ok(!(await fsp.readFile(path.join(stateDir, 'runs.jsonl'), 'utf8')).includes('INTERRUPTED'), 'no refused start touched runs.jsonl');
   });
 
   test('HTTPS: trigger --wait trusts the server with --cacert; without it the certificate is refused (exit 15)', async () => {

@@ -76,7 +76,6 @@ export const serverCommand: Command = {
     let order = all.map((p) => p.name);
     const retryLockMs = ctx.g.retryLockMs ?? DEFAULT_RETRY_LOCK_MS;
     const registry = new RunRegistry({ file: path.join(stateDir, 'runs.jsonl'), warn: (m) => ctx.out.warn(m) });
-    await registry.load();
 
     const phase = { starting: true };
     const print = printer(ctx, phase);
@@ -143,7 +142,9 @@ export const serverCommand: Command = {
       snapshots: snapshotLister(ctx, () => order.flatMap((n) => (byName.has(n) ? [byName.get(n)!] : []))),
       ...metricsSeam(registry, () => [...byName.values()]),
     });
+    // listen first: a port in use (a second server, maybe on this state directory) must not touch the runs file
     if (api.addr !== undefined) listening = await listen(apiServer.app.fetch, api.addr, api.tls);
+    await registry.load();
 
     ctx.out.result(`server: ${scheduled.length} scheduled ${scheduled.length === 1 ? 'policy' : 'policies'} of ${file}; at most ${maxRuns} run(s) at once; state ${stateFile}`);
     ctx.out.result(listening !== undefined ? `  API on ${listening.url} (${api.token !== undefined ? 'token required' : 'no token: loopback only'})` : '  no API (--listen none)');
@@ -157,6 +158,8 @@ export const serverCommand: Command = {
           byName = new Map(r.all.map((p) => [p.name, p]));
           order = r.all.map((p) => p.name);
           scheduler.reload(jobsOf(r));
+          // a queued run of a removed policy was dropped by the scheduler: it will not start
+          for (const q of registry.list({ status: 'queued' })) if (!byName.has(q.policy)) registry.finish(q.id, { ok: false, error: { code: 'NOT_FOUND', message: `policy ${q.policy} was removed from ${file} before the run started` } });
           ctx.out.result(`${new Date().toISOString()} server: ${file} reloaded: ${r.scheduled.map((p) => `${p.name} (${p.schedule.text})`).join(', ')}`);
           ctx.out.jsonOut({ message_type: 'server', event: 'reload', policies: r.scheduled.map((p) => ({ name: p.name, schedule: p.schedule.text })) });
         },

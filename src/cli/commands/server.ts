@@ -157,6 +157,9 @@ function printer(ctx: Context, phase: { starting: boolean }): (e: SchedulerEvent
       case 'run-end':
         ctx.out.result(`${e.at} ${e.policy}: ${e.ok ? 'ok' : `FAILED (${e.code ?? 'INTERNAL'})`} in ${e.durationSeconds.toFixed(2)} s${e.snapshotId !== undefined ? `, snapshot ${e.snapshotId.slice(0, 8)}` : ''}${!e.ok && e.message !== undefined ? `: ${e.message}` : ''}`);
         return;
+      case 'clock-jump':
+        ctx.out.result(`${e.at} server: the wall clock jumped ${e.jumpSeconds > 0 ? 'forward' : 'back'} by ${Math.abs(e.jumpSeconds)} s: schedules re-armed (a cron run whose time was skipped runs once now; one already made is not repeated)`);
+        return;
       case 'tick-skipped':
         ctx.out.result(`${e.at} ${e.policy}: run skipped: ${e.reason}`);
         return;

@@ -9,3 +9,5 @@ export { Scheduler, nextRunAfter, systemClock } from './scheduler.ts';
 export type { Clock, RunReason, RunResult, ScheduledPolicy, SchedulerEvent, SchedulerOptions, Timer } from './scheduler.ts';
 export { emptyState, readState, writeState } from './state.ts';
 export type { PolicyState, SchedulerState } from './state.ts';
+export { inWindow, parseWindow, windowStart, windowText } from './window.ts';
+export type { MaintenanceWindow } from './window.ts';

@@ -49,6 +49,13 @@ async function readEnv(file: string): Promise<Record<string, string>> {
   return Object.fromEntries(text.split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
 }
 
+/** a one-hour maintenance window (UTC) that starts six hours from now, so never contains now */
+function awayWindow(): string {
+  const h = (new Date().getUTCHours() + 6) % 24;
+  const hh = (x: number) => String(x).padStart(2, '0');
+  return `${hh(h)}:00-${hh((h + 1) % 24)}:00`;
+}
+
 describe('run', () => {
   let base: string;
   let repo: string;
@@ -135,6 +142,11 @@ policies:
     sources: [data/other]
     hooks:
       post: [ { exec: [${daemon}], timeout: 30s } ]
+  windowed:
+    sources: [data/other]
+    timezone: UTC
+    retention: { keep-last: 1 }
+    prune: { window: "${awayWindow()}" }
   missing-source:
     sources: [data/does-not-exist]
     hooks:
@@ -332,6 +344,29 @@ policies:
     assert.equal((await readEnv(path.join(out, 'missing-on-error.env')))['MESHBACK_FAILED_PHASE'], 'backup');
   });
 
+  test('a policy with a maintenance window prunes only inside it; --maintenance prunes now and nothing else', async () => {
+    const first = await run('windowed', '--json');
+    assert.equal(first.code, 0, first.stderr);
+    const r = await run('windowed', '--json');
+    assert.equal(r.code, 0, r.stderr);
+    const s = summary(r.stdout) as unknown as RunSummary;
+    assert.deepEqual(outcomes(s), { pre: 'skipped', backup: 'ok', post: 'skipped', retention: 'ok', prune: 'skipped', 'on-error': 'skipped' });
+    assert.equal(s.retention!.removed, 1);
+    assert.match(s.phases.find((p) => p.phase === 'prune')!.message!, /^outside the maintenance window \d\d:\d\d-\d\d:\d\d UTC: the server prunes at its start \(or run meshback run windowed --maintenance in it\)$/);
+    const before = (await snapshots()).length;
+    const m = await run('windowed', '--maintenance', '--json');
+    assert.equal(m.code, 0, m.stderr);
+    const ms = summary(m.stdout) as unknown as RunSummary;
+    assert.deepEqual(outcomes(ms), { pre: 'skipped', backup: 'skipped', post: 'skipped', retention: 'skipped', prune: 'ok', 'on-error': 'skipped' });
+    assert.ok(ms.prune !== undefined && ms.snapshot_id === undefined);
+    assert.equal((await snapshots()).length, before, 'a maintenance run makes and removes no snapshot');
+    const text = await run('windowed', '--maintenance');
+    assert.match(text.stdout, /prune\s+ok \([\d.]+ s\): \d+ pack\(s\) deleted/);
+    const no = await run('other', '--maintenance');
+    assert.equal(no.code, 2);
+    assert.equal(no.stderr, 'meshback: policy other does not prune, so a maintenance run has nothing to do: give it prune: true or prune: {window: "01:00-05:00"}\n');
+  });
+
   test('a bad policy file, an unknown policy, no --config: one line, documented codes', async () => {
     const bad = path.join(base, 'bad.yaml');
     await fsp.writeFile(bad, 'version: 1\npolicies:\n  envoy:\n    sources: [/x]\n    retention:\n      keep-daily: seven\n');
@@ -340,7 +375,7 @@ policies:
     assert.equal(r.stderr, 'meshback: bad.yaml:6: policies.envoy.retention.keep-daily: must be a whole number of at least 1, or -1 for unlimited (it is "seven")\n');
     r = await run('nope');
     assert.equal(r.code, 5);
-    assert.match(r.stderr, /^meshback: policy "nope" is not in .*policies\.yaml: it names envoy, other, broken-pre, hanging, slow, post-fails, daemon, missing-source\n$/);
+    assert.match(r.stderr, /^meshback: policy "nope" is not in .*policies\.yaml: it names envoy, other, broken-pre, hanging, slow, post-fails, daemon, windowed, missing-source\n$/);
     r = await mb(['run', 'envoy'], { env });
     assert.equal(r.code, 2);
     assert.match(r.stderr, /run needs the policy file: meshback run POLICY --config FILE/);

@@ -21,18 +21,21 @@ import { resourceUsage } from '../resources.ts';
 export const runCommand: Command = {
   name: 'run',
   summary: 'run one policy of a policy file once: hooks, backup, retention, prune, report',
-  usage: 'meshback run POLICY --config FILE [--dry-run] [--json]',
+  usage: 'meshback run POLICY --config FILE [--dry-run] [--maintenance] [--json]',
   options: {
     config: { type: 'string', argument: 'FILE', description: 'the policy file (YAML; see docs/design.md, "Policies")' },
     'dry-run': { type: 'boolean', short: 'n', description: 'check the policy and the repository and show what retention would remove; run no hook, back up nothing, remove nothing' },
+    maintenance: { type: 'boolean', description: "a maintenance run: prune the policy's repository now, nothing else (what a timer in the policy's maintenance window calls; the server does it by itself)" },
   },
   async run(ctx, v, positionals) {
     const file = str(v['config']);
     if (file === undefined) throw new UsageError('run needs the policy file: meshback run POLICY --config FILE');
     if (positionals.length !== 1) throw new UsageError(`run takes one POLICY name${positionals.length > 1 ? `, not ${positionals.length}` : ''}: meshback run POLICY --config FILE`);
     const policy = policyNamed(await loadPolicyFile(file), positionals[0]!);
+    const maintenance = bool(v['maintenance']);
+    if (maintenance && !policy.prune) throw new UsageError(`policy ${policy.name} does not prune, so a maintenance run has nothing to do: give it prune: true or prune: {window: "01:00-05:00"}`);
     const sink: EventSink = (e) => ctx.out.sink(e.type === 'note' && e.op === 'hook' ? { ...e, message: `  ${e.subject ?? 'hook'}: ${e.message}` } : e);
-    const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, ctx.g.retryLockMs ?? 0), dryRun: bool(v['dry-run']), events: sink });
+    const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, ctx.g.retryLockMs ?? 0), dryRun: bool(v['dry-run']), maintenance, events: sink });
     ctx.out.done();
     printReport(ctx, report);
     ctx.out.jsonOut({ message_type: 'summary', ...(snake(report) as Record<string, unknown>), resources: resourceUsage() });

@@ -13,7 +13,7 @@
 import * as path from 'node:path';
 import { MeshbackError, UsageError } from '../../errors/index.ts';
 import type { EventSink } from '../../events/index.ts';
-import { Scheduler, loadPolicyFile, readState, runPolicy, writeState } from '../../policy/index.ts';
+import { Scheduler, inWindow, loadPolicyFile, readState, runPolicy, windowStart, windowText, writeState } from '../../policy/index.ts';
 import type { Policy, ScheduledPolicy, SchedulerEvent } from '../../policy/index.ts';
 import { parseDuration } from '../../util/units.ts';
 import { meshbackDir } from '../../util/dirs.ts';
@@ -54,28 +54,31 @@ export const serverCommand: Command = {
     const stateDir = path.resolve(str(v['state-dir']) ?? defaultStateDir());
     const stateFile = path.join(stateDir, 'state.json');
     const { all, scheduled } = await readScheduled(file);
-    let byName = new Map(scheduled.map((p) => [p.name, p]));
+    let byName = new Map(all.map((p) => [p.name, p]));
     const retryLockMs = ctx.g.retryLockMs ?? DEFAULT_RETRY_LOCK_MS;
 
     const phase = { starting: true };
     const print = printer(ctx, phase);
     ctx.out.result(`server: ${scheduled.length} scheduled ${scheduled.length === 1 ? 'policy' : 'policies'} of ${file}; at most ${maxRuns} run(s) at once; state ${stateFile}`);
-    for (const p of all.filter((p) => p.schedule === undefined)) ctx.out.result(`  ${p.name}: no schedule, not run by the server`);
+    for (const p of all.filter((p) => p.schedule === undefined)) ctx.out.result(`  ${p.name}: no schedule, not run by the server${p.pruneWindow !== undefined ? ' (but pruned in its window)' : ''}`);
+    for (const p of all.filter((p) => p.pruneWindow !== undefined)) ctx.out.result(`  ${p.name}: prunes in its maintenance window ${windowText(p.pruneWindow!)}, from its start`);
     ctx.out.jsonOut({ message_type: 'server', event: 'start', config: file, policies: scheduled.map((p) => ({ name: p.name, schedule: p.schedule.text })), max_runs: maxRuns, state_file: stateFile, grace_seconds: graceMs / 1000 });
 
     const scheduler = new Scheduler({
-      policies: scheduled.map((p): ScheduledPolicy => ({ name: p.name, schedule: p.schedule })),
+      policies: jobsOf(all),
       maxConcurrent: maxRuns,
       state: { read: () => readState(stateFile, (m) => ctx.out.warn(m)), write: (s) => writeState(stateFile, s) },
       onEvent: print,
-      run: async (name) => {
+      run: async (job) => {
+        const [name, kind] = job.split('/') as [string, string | undefined];
         const policy = byName.get(name)!;
         // a run's own output stays out of the server's log, but for its warnings and unreadable files
         const sink: EventSink = (e) => {
           if (e.type === 'warning') ctx.out.sink({ ...e, message: `${name}: ${e.message}` });
           else if (e.type === 'item-error') ctx.out.sink({ type: 'warning', path: e.path, message: `${name}: cannot be read: ${e.message}` });
         };
-        const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, retryLockMs, sink), events: sink });
+        if (kind === 'prune' && !inWindow(policy.pruneWindow!, Date.now())) return { ok: true, message: `skipped: the maintenance window ${windowText(policy.pruneWindow!)} is over; prune runs at its next start` };
+        const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, retryLockMs, sink), events: sink, maintenance: kind === 'prune' });
         return { ok: error === undefined, ...(error !== undefined ? { code: error.code, message: error.message } : {}), ...(report.snapshotId !== undefined ? { snapshotId: report.snapshotId } : {}) };
       },
     });
@@ -84,8 +87,8 @@ export const serverCommand: Command = {
     const onHup = (): void => {
       readScheduled(file).then(
         (r) => {
-          byName = new Map(r.scheduled.map((p) => [p.name, p]));
-          scheduler.reload(r.scheduled.map((p): ScheduledPolicy => ({ name: p.name, schedule: p.schedule })));
+          byName = new Map(r.all.map((p) => [p.name, p]));
+          scheduler.reload(jobsOf(r.all));
           ctx.out.result(`${new Date().toISOString()} server: ${file} reloaded: ${r.scheduled.map((p) => `${p.name} (${p.schedule.text})`).join(', ')}`);
           ctx.out.jsonOut({ message_type: 'server', event: 'reload', policies: r.scheduled.map((p) => ({ name: p.name, schedule: p.schedule.text })) });
         },
@@ -127,11 +130,22 @@ export const serverCommand: Command = {
 
 type ScheduledPolicyOf = Policy & { schedule: NonNullable<Policy['schedule']> };
 
+/**
+ * The scheduler's jobs of the policies: NAME for each policy's backup runs (on its schedule),
+ * NAME/prune for a policy that prunes in a maintenance window (at the window's start).
+ */
+function jobsOf(all: Policy[]): ScheduledPolicy[] {
+  return [
+    ...all.filter((p): p is ScheduledPolicyOf => p.schedule !== undefined).map((p) => ({ name: p.name, schedule: p.schedule })),
+    ...all.filter((p) => p.pruneWindow !== undefined).map((p) => ({ name: `${p.name}/prune`, schedule: windowStart(p.pruneWindow!) })),
+  ];
+}
+
 /** The policy file's policies, and those with a schedule (at least one: else a UsageError). */
 async function readScheduled(file: string): Promise<{ all: Policy[]; scheduled: ScheduledPolicyOf[] }> {
   const all = [...(await loadPolicyFile(file)).policies.values()];
   const scheduled = all.filter((p): p is ScheduledPolicyOf => p.schedule !== undefined);
-  if (scheduled.length === 0) throw new UsageError(`no policy of ${file} has a schedule: give one a schedule (e.g. schedule: every 1h or schedule: cron: 0 2 * * *), or run it with 'meshback run POLICY --config ${file}'`);
+  if (scheduled.length === 0 && !all.some((p) => p.pruneWindow !== undefined)) throw new UsageError(`no policy of ${file} has a schedule: give one a schedule (e.g. schedule: every 1h or schedule: cron: 0 2 * * *), or run it with 'meshback run POLICY --config ${file}'`);
   return { all, scheduled };
 }
 

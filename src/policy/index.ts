@@ -11,3 +11,5 @@ export { emptyState, readState, writeState } from './state.ts';
 export type { PolicyState, SchedulerState } from './state.ts';
 export { inWindow, parseWindow, windowStart, windowText } from './window.ts';
 export type { MaintenanceWindow } from './window.ts';
+export { releaseRunLocksSync, takeRunLock } from './runlock.ts';
+export type { RunLock } from './runlock.ts';

@@ -8,6 +8,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { BIN, mb, rmrf, summary, tmpdir } from '../helpers/cli.ts';
 import { startS3 } from '../../lab/testenv/index.ts';
@@ -156,7 +157,7 @@ policies:
     env = { MESHBACK_PASSWORD: 'must-not-leak' };
     const init = await mb(['init', '--repo', repo, '--password-file', path.join(base, 'pw')], {});
     assert.equal(init.code, 0, init.stderr);
-    env = { MESHBACK_REPO: repo, MESHBACK_PASSWORD: 'pw' };
+    env = { MESHBACK_REPO: repo, MESHBACK_PASSWORD: 'pw', XDG_STATE_HOME: path.join(base, 'state') };
   });
   after(async () => {
     await rmrf(base);
@@ -290,8 +291,15 @@ policies:
       if (pid === 0) await new Promise((res) => setTimeout(res, 50));
     }
     assert.ok(pid > 0, 'the hook started');
+    // one run of a policy at a time: a second run of it is refused while the first goes on
+    const lockFile = path.join(base, 'state/meshback/running/slow.lock');
+    const second = await run('slow');
+    assert.equal(second.code, 11, second.stderr);
+    assert.match(second.stderr, /^meshback: policy slow is already running \(meshback run, pid \d+, since [-\d:.TZ]+\): wait for that run to end; one run of a policy at a time\n$/);
+    assert.equal((JSON.parse(await fsp.readFile(lockFile, 'utf8')) as { pid: number }).pid, p.pid);
     p.kill('SIGTERM');
     assert.equal(await exited, 130);
+    await assert.rejects(fsp.access(lockFile), 'an interrupted run removes its run lock');
     let alive = true;
     for (let i = 0; i < 50 && alive; i++) {
       try {
@@ -303,6 +311,16 @@ policies:
     }
     if (alive) process.kill(pid, 'SIGKILL');
     assert.equal(alive, false, `the hook's child ${pid} outlived meshback`);
+  });
+
+  test('a run lock left by a killed run (its process gone) is taken over with a warning', async () => {
+    const lockFile = path.join(base, 'state/meshback/running/other.lock');
+    await fsp.mkdir(path.dirname(lockFile), { recursive: true });
+    await fsp.writeFile(lockFile, JSON.stringify({ pid: 2 ** 22 + 7, host: os.hostname(), started: '2026-12-06T01:00:00.000Z', by: 'meshback run' }));
+    const r = await run('other');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /a stale run lock of policy other \(pid 4194311 on .*, since 2026-12-06T01:00:00.000Z, is gone\) was removed/);
+    await assert.rejects(fsp.access(lockFile), 'released at the end');
   });
 
   test('a hook that leaves a process holding its output open does not hold up the run', async () => {

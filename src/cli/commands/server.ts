@@ -13,26 +13,20 @@
 import * as path from 'node:path';
 import { MeshbackError, UsageError } from '../../errors/index.ts';
 import type { EventSink } from '../../events/index.ts';
-import { Scheduler, inWindow, loadPolicyFile, readState, runPolicy, windowStart, windowText, writeState } from '../../policy/index.ts';
-import type { Policy, ScheduledPolicy, SchedulerEvent } from '../../policy/index.ts';
+import { Scheduler, inWindow, takeRunLock, loadPolicyFile, readState, runPolicy, windowStart, windowText, writeState } from '../../policy/index.ts';
+import type { Policy, RunLock, ScheduledPolicy, SchedulerEvent } from '../../policy/index.ts';
 import { parseDuration } from '../../util/units.ts';
-import { meshbackDir } from '../../util/dirs.ts';
 import type { Command } from '../command.ts';
 import { str } from '../command.ts';
 import type { Context } from '../context.ts';
 import { EXIT } from '../exit.ts';
 import { exitInterrupted, setInterruptHandler } from '../signals.ts';
 import type { Signal } from '../signals.ts';
-import { policyAccess } from './run.ts';
+import { STATE_DIR_OPTION, policyAccess, stateDirOf } from './run.ts';
 
 const DEFAULT_GRACE = '5m';
 const DEFAULT_MAX_RUNS = 2;
 const DEFAULT_RETRY_LOCK_MS = 3600_000;
-
-/** $XDG_STATE_HOME/meshback, else ~/.local/state/meshback. */
-export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
-  return meshbackDir('state', env);
-}
 
 export const serverCommand: Command = {
   name: 'server',
@@ -40,7 +34,7 @@ export const serverCommand: Command = {
   usage: 'meshback server --config FILE [--state-dir DIR] [--grace DURATION] [--max-runs N] [--json]',
   options: {
     config: { type: 'string', argument: 'FILE', description: 'the policy file (YAML; see docs/design.md, "Policies"); its policies with a schedule are run' },
-    'state-dir': { type: 'string', argument: 'DIR', description: "where the scheduler keeps each policy's last run (state.json), to catch up a run missed while it was down (default $XDG_STATE_HOME/meshback, else ~/.local/state/meshback)" },
+    'state-dir': STATE_DIR_OPTION,
     grace: { type: 'string', argument: 'DURATION', description: `on SIGTERM/SIGINT, how long running policies get to finish before they are abandoned (exit 130) (default ${DEFAULT_GRACE})` },
     'max-runs': { type: 'string', argument: 'N', description: `policies run at once at most; a due policy beyond that waits (default ${DEFAULT_MAX_RUNS})` },
   },
@@ -51,7 +45,7 @@ export const serverCommand: Command = {
     const maxText = str(v['max-runs']);
     const maxRuns = maxText === undefined ? DEFAULT_MAX_RUNS : Number(maxText);
     if (!Number.isSafeInteger(maxRuns) || maxRuns < 1) throw new UsageError(`--max-runs ${JSON.stringify(maxText)} is not a whole number of at least 1: give e.g. --max-runs 2`);
-    const stateDir = path.resolve(str(v['state-dir']) ?? defaultStateDir());
+    const stateDir = stateDirOf(v);
     const stateFile = path.join(stateDir, 'state.json');
     const { all, scheduled } = await readScheduled(file);
     let byName = new Map(all.map((p) => [p.name, p]));
@@ -78,7 +72,17 @@ export const serverCommand: Command = {
           else if (e.type === 'item-error') ctx.out.sink({ type: 'warning', path: e.path, message: `${name}: cannot be read: ${e.message}` });
         };
         if (kind === 'prune' && !inWindow(policy.pruneWindow!, Date.now())) return { ok: true, message: `skipped: the maintenance window ${windowText(policy.pruneWindow!)} is over; prune runs at its next start` };
-        const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, retryLockMs, sink), events: sink, maintenance: kind === 'prune' });
+        // a backup run holds the policy's run lock, so a `meshback run` of it meanwhile is refused
+        let lock: RunLock | undefined;
+        if (kind === undefined) {
+          try {
+            lock = await takeRunLock(stateDir, name, 'meshback server', (m) => ctx.out.warn(m));
+          } catch (err) {
+            if (err instanceof MeshbackError) return { ok: false, code: err.code, message: err.message };
+            throw err;
+          }
+        }
+        const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, retryLockMs, sink), events: sink, maintenance: kind === 'prune' }).finally(() => lock?.release());
         return { ok: error === undefined, ...(error !== undefined ? { code: error.code, message: error.message } : {}), ...(report.snapshotId !== undefined ? { snapshotId: report.snapshotId } : {}) };
       },
     });

@@ -9,3 +9,7 @@ export { Scheduler, nextRunAfter, systemClock } from './scheduler.ts';
 export type { Clock, RunExtra, RunInfo, RunNowAnswer, RunReason, RunResult, ScheduledPolicy, SchedulerEvent, SchedulerOptions, Timer } from './scheduler.ts';
 export { emptyState, readState, writeState } from './state.ts';
 export type { PolicyState, SchedulerState } from './state.ts';
+export { inWindow, parseWindow, windowStart, windowText } from './window.ts';
+export type { MaintenanceWindow } from './window.ts';
+export { releaseRunLocksSync, takeRunLock } from './runlock.ts';
+export type { RunLock } from './runlock.ts';

@@ -17,6 +17,8 @@ import { fieldPath, firstProblem, safeParse } from '../util/schema.ts';
 import { parseDuration } from '../util/units.ts';
 import { HOOK_TIMEOUT_DEFAULT, PolicyFileSchema, scheduleProblem } from './schema.ts';
 import type { HookInput, PolicyInput } from './schema.ts';
+import { parseWindow } from './window.ts';
+import type { MaintenanceWindow } from './window.ts';
 
 export interface Hook {
   exec: string[];
@@ -37,6 +39,8 @@ export interface Policy {
   /** undefined: no retention rule (forget is not run) */
   retention?: RetentionPolicy;
   prune: boolean;
+  /** prune only inside this daily window (undefined: after every run when `prune`) */
+  pruneWindow?: MaintenanceWindow;
   rpoMs?: number;
   /** KEY=VALUE, policy=NAME first */
   tags: string[];
@@ -156,7 +160,8 @@ function resolvePolicy(name: string, p: PolicyInput, defaults: { repository?: st
     ...(pw !== undefined ? { passwordFile: path.resolve(dir, pw) } : {}),
     ...(p.schedule !== undefined ? { schedule: resolveSchedule(p.schedule, p.timezone, ['schedule'], fail) } : {}),
     ...(retention !== undefined ? { retention } : {}),
-    prune: p.prune ?? false,
+    prune: p.prune !== undefined && p.prune !== false,
+    ...(typeof p.prune === 'object' ? { pruneWindow: parseWindow(p.prune.window, p.timezone)! } : {}),
     ...(p.rpo !== undefined ? { rpoMs: parseDuration(p.rpo, 'rpo') } : {}),
     tags: [`policy=${name}`, ...Object.entries(p.tags ?? {}).map(([k, val]) => `${k}=${val}`)],
     exclude: p.exclude ?? [],

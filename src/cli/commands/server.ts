@@ -20,12 +20,11 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { MeshbackError, UsageError, errMessage } from '../../errors/index.ts';
 import type { EventSink } from '../../events/index.ts';
-import { Scheduler, loadPolicyFile, readState, runPolicy, writeState } from '../../policy/index.ts';
-import type { OpenedRepository, Policy, RunInfo, RunResult, ScheduledPolicy, SchedulerEvent } from '../../policy/index.ts';
+import { Scheduler, inWindow, takeRunLock, loadPolicyFile, readState, runPolicy, windowStart, windowText, writeState } from '../../policy/index.ts';
+import type { OpenedRepository, Policy, RunInfo, RunLock, RunResult, ScheduledPolicy, SchedulerEvent } from '../../policy/index.ts';
 import { DEFAULT_LISTEN, RunRegistry, createApi, isLoopback, listen, newRunId, parseListen } from '../../server/index.ts';
 import type { Listening, MetricsSource, PolicyInfo, RunRecord, SnapshotRow, TriggerOutcome } from '../../server/index.ts';
 import { parseDuration } from '../../util/units.ts';
-import { meshbackDir } from '../../util/dirs.ts';
 import type { Command } from '../command.ts';
 import { str } from '../command.ts';
 import type { Context } from '../context.ts';
@@ -34,16 +33,11 @@ import { EXIT } from '../exit.ts';
 import { VERSION } from '../version.ts';
 import { exitInterrupted, setInterruptHandler } from '../signals.ts';
 import type { Signal } from '../signals.ts';
-import { policyAccess } from './run.ts';
+import { STATE_DIR_OPTION, policyAccess, stateDirOf } from './run.ts';
 
 const DEFAULT_GRACE = '5m';
 const DEFAULT_MAX_RUNS = 2;
 const DEFAULT_RETRY_LOCK_MS = 3600_000;
-
-/** $XDG_STATE_HOME/meshback, else ~/.local/state/meshback. */
-export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
-  return meshbackDir('state', env);
-}
 
 export const serverCommand: Command = {
   name: 'server',
@@ -51,7 +45,7 @@ export const serverCommand: Command = {
   usage: 'meshback server --config FILE [--state-dir DIR] [--grace DURATION] [--max-runs N] [--listen HOST:PORT|none] [--token-file FILE] [--tls-cert FILE --tls-key FILE] [--json]',
   options: {
     config: { type: 'string', argument: 'FILE', description: 'the policy file (YAML; see docs/design.md, "Policies"); its policies with a schedule are run' },
-    'state-dir': { type: 'string', argument: 'DIR', description: "where the scheduler keeps each policy's last run (state.json), to catch up a run missed while it was down (default $XDG_STATE_HOME/meshback, else ~/.local/state/meshback)" },
+    'state-dir': STATE_DIR_OPTION,
     grace: { type: 'string', argument: 'DURATION', description: `on SIGTERM/SIGINT, how long running policies get to finish before they are abandoned (exit 130) (default ${DEFAULT_GRACE})` },
     'max-runs': { type: 'string', argument: 'N', description: `policies run at once at most; a due policy beyond that waits (default ${DEFAULT_MAX_RUNS})` },
     listen: { type: 'string', argument: 'HOST:PORT', description: `where the HTTP API listens (default ${DEFAULT_LISTEN}; port 0: any free port; none: no API); an address that is not loopback needs --token-file and --tls-cert/--tls-key` },
@@ -66,12 +60,11 @@ export const serverCommand: Command = {
     const maxText = str(v['max-runs']);
     const maxRuns = maxText === undefined ? DEFAULT_MAX_RUNS : Number(maxText);
     if (!Number.isSafeInteger(maxRuns) || maxRuns < 1) throw new UsageError(`--max-runs ${JSON.stringify(maxText)} is not a whole number of at least 1: give e.g. --max-runs 2`);
-    const stateDir = path.resolve(str(v['state-dir']) ?? defaultStateDir());
+    const stateDir = stateDirOf(v);
     const stateFile = path.join(stateDir, 'state.json');
     const api = apiSettings(v);
-    const { all, scheduled } = await readScheduled(file, api.addr !== undefined);
-    // the scheduler's jobs: every policy when the API is on (one without a schedule runs when triggered), else the scheduled ones
-    const jobsOf = (r: { all: Policy[]; scheduled: ScheduledPolicyOf[] }): ScheduledPolicy[] => (api.addr !== undefined ? r.all : r.scheduled).map((p): ScheduledPolicy => ({ name: p.name, ...(p.schedule !== undefined ? { schedule: p.schedule } : {}) }));
+    const triggerable = api.addr !== undefined;
+    const { all, scheduled } = await readScheduled(file, triggerable);
     let byName = new Map(all.map((p) => [p.name, p]));
     let order = all.map((p) => p.name);
     const retryLockMs = ctx.g.retryLockMs ?? DEFAULT_RETRY_LOCK_MS;
@@ -92,8 +85,11 @@ export const serverCommand: Command = {
         if (e.type === 'warning') ctx.out.sink({ ...e, message: `${name}: ${e.message}` });
         else if (e.type === 'item-error') ctx.out.sink({ type: 'warning', path: e.path, message: `${name}: cannot be read: ${e.message}` });
       };
+      let lock: RunLock | undefined;
       try {
         if (policy === undefined) throw new MeshbackError('NOT_FOUND', `policy ${name} is no longer in ${file}`);
+        // a backup run holds the policy's run lock, so a `meshback run` of it meanwhile is refused
+        lock = await takeRunLock(stateDir, name, 'meshback server', (m) => ctx.out.warn(m));
         const tags = Object.entries(info.extra?.tags ?? {}).map(([k, val]) => `${k}=${val}`);
         const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, retryLockMs, sink), events: sink, tags });
         registry.finish(rec.id, { ok: error === undefined, report, ...(report.snapshotId !== undefined ? { snapshotId: report.snapshotId } : {}), ...(error !== undefined ? { error: { code: error.code, message: error.message } } : {}) });
@@ -102,16 +98,33 @@ export const serverCommand: Command = {
         const e = err instanceof MeshbackError ? err : new MeshbackError('INTERNAL', errMessage(err));
         registry.finish(rec.id, { ok: false, error: { code: e.code, message: e.message } });
         return { ok: false, code: e.code, message: e.message };
+      } finally {
+        await lock?.release();
       }
     };
 
+    /** NAME/prune: a prune in the policy's maintenance window (not a run record: the registry records backups and drills) */
+    const runPrune = async (name: string): Promise<RunResult> => {
+      const policy = byName.get(name)!;
+      const sink: EventSink = (e) => {
+        if (e.type === 'warning') ctx.out.sink({ ...e, message: `${name}: ${e.message}` });
+      };
+      if (!inWindow(policy.pruneWindow!, Date.now())) return { ok: true, message: `skipped: the maintenance window ${windowText(policy.pruneWindow!)} is over; prune runs at its next start` };
+      const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, retryLockMs, sink), events: sink, maintenance: true });
+      return { ok: error === undefined, ...(error !== undefined ? { code: error.code, message: error.message } : {}), ...(report.snapshotId !== undefined ? { snapshotId: report.snapshotId } : {}) };
+    };
+
     const scheduler = new Scheduler({
-      policies: jobsOf({ all, scheduled }),
+      policies: jobsOf(all, triggerable),
       maxConcurrent: maxRuns,
       state: { read: () => readState(stateFile, (m) => ctx.out.warn(m)), write: (s) => writeState(stateFile, s) },
       onEvent: print,
-      // a dispatch on the job name: NAME is a backup run of policy NAME (restore drills add NAME/drill jobs)
-      run: (job, info) => runBackup(job, info),
+      // a dispatch on the job name: NAME a backup run of policy NAME, NAME/prune its maintenance window (restore drills add NAME/drill)
+      run: (job, info) => {
+        const [name, kind] = job.split('/') as [string, string | undefined];
+        if (kind === 'prune') return runPrune(name);
+        return runBackup(name, info);
+      },
     });
 
     const trigger = (name: string, tags: Record<string, string>): TriggerOutcome => {
@@ -148,7 +161,8 @@ export const serverCommand: Command = {
 
     ctx.out.result(`server: ${scheduled.length} scheduled ${scheduled.length === 1 ? 'policy' : 'policies'} of ${file}; at most ${maxRuns} run(s) at once; state ${stateFile}`);
     ctx.out.result(listening !== undefined ? `  API on ${listening.url} (${api.token !== undefined ? 'token required' : 'no token: loopback only'})` : '  no API (--listen none)');
-    for (const p of all.filter((p) => p.schedule === undefined)) ctx.out.result(`  ${p.name}: no schedule, ${listening !== undefined ? 'run only when triggered (POST /v1/runs)' : 'not run by the server'}`);
+    for (const p of all.filter((p) => p.schedule === undefined)) ctx.out.result(`  ${p.name}: no schedule, ${listening !== undefined ? 'run only when triggered (POST /v1/runs)' : 'not run by the server'}${p.pruneWindow !== undefined ? ' (but pruned in its window)' : ''}`);
+    for (const p of all.filter((p) => p.pruneWindow !== undefined)) ctx.out.result(`  ${p.name}: prunes in its maintenance window ${windowText(p.pruneWindow!)}, from its start`);
     ctx.out.jsonOut({ message_type: 'server', event: 'start', config: file, policies: scheduled.map((p) => ({ name: p.name, schedule: p.schedule.text })), max_runs: maxRuns, state_file: stateFile, grace_seconds: graceMs / 1000, api: listening?.url ?? null, token: api.token !== undefined });
 
     // SIGHUP: read the file again; a bad file changes nothing
@@ -157,7 +171,7 @@ export const serverCommand: Command = {
         (r) => {
           byName = new Map(r.all.map((p) => [p.name, p]));
           order = r.all.map((p) => p.name);
-          scheduler.reload(jobsOf(r));
+          scheduler.reload(jobsOf(r.all, triggerable));
           // a queued run of a removed policy was dropped by the scheduler: it will not start
           for (const q of registry.list({ status: 'queued' })) if (!byName.has(q.policy)) registry.finish(q.id, { ok: false, error: { code: 'NOT_FOUND', message: `policy ${q.policy} was removed from ${file} before the run started` } });
           ctx.out.result(`${new Date().toISOString()} server: ${file} reloaded: ${r.scheduled.map((p) => `${p.name} (${p.schedule.text})`).join(', ')}`);
@@ -208,11 +222,23 @@ export const serverCommand: Command = {
 
 type ScheduledPolicyOf = Policy & { schedule: NonNullable<Policy['schedule']> };
 
-/** The policy file's policies, and those with a schedule (at least one, unless the API can trigger them: else a UsageError). */
+/**
+ * The scheduler's jobs of the policies: NAME for each policy's backup runs (on its schedule; with
+ * the API, a policy without a schedule too: a job without a timer, run when triggered), NAME/prune
+ * for a policy that prunes in a maintenance window (at the window's start).
+ */
+function jobsOf(all: Policy[], triggerable: boolean): ScheduledPolicy[] {
+  return [
+    ...all.filter((p) => triggerable || p.schedule !== undefined).map((p): ScheduledPolicy => ({ name: p.name, ...(p.schedule !== undefined ? { schedule: p.schedule } : {}) })),
+    ...all.filter((p) => p.pruneWindow !== undefined).map((p) => ({ name: `${p.name}/prune`, schedule: windowStart(p.pruneWindow!) })),
+  ];
+}
+
+/** The policy file's policies, and those with a schedule (at least one, unless a prune window or the API's triggers run something: else a UsageError). */
 async function readScheduled(file: string, triggerable: boolean): Promise<{ all: Policy[]; scheduled: ScheduledPolicyOf[] }> {
   const all = [...(await loadPolicyFile(file)).policies.values()];
   const scheduled = all.filter((p): p is ScheduledPolicyOf => p.schedule !== undefined);
-  if (scheduled.length === 0 && !triggerable) throw new UsageError(`no policy of ${file} has a schedule: give one a schedule (e.g. schedule: every 1h or schedule: cron: 0 2 * * *), or run it with 'meshback run POLICY --config ${file}' (or serve the API to trigger it: --listen)`);
+  if (scheduled.length === 0 && !triggerable && !all.some((p) => p.pruneWindow !== undefined)) throw new UsageError(`no policy of ${file} has a schedule: give one a schedule (e.g. schedule: every 1h or schedule: cron: 0 2 * * *), or run it with 'meshback run POLICY --config ${file}' (or serve the API to trigger it: --listen)`);
   return { all, scheduled };
 }
 
@@ -343,6 +369,9 @@ function printer(ctx: Context, phase: { starting: boolean }): (e: SchedulerEvent
         return;
       case 'run-end':
         ctx.out.result(`${e.at} ${e.policy}: ${e.ok ? 'ok' : `FAILED (${e.code ?? 'INTERNAL'})`} in ${e.durationSeconds.toFixed(2)} s${e.snapshotId !== undefined ? `, snapshot ${e.snapshotId.slice(0, 8)}` : ''}${!e.ok && e.message !== undefined ? `: ${e.message}` : ''}`);
+        return;
+      case 'clock-jump':
+        ctx.out.result(`${e.at} server: the wall clock jumped ${e.jumpSeconds > 0 ? 'forward' : 'back'} by ${Math.abs(e.jumpSeconds)} s: schedules re-armed (a cron run whose time was skipped runs once now; one already made is not repeated)`);
         return;
       case 'tick-skipped':
         ctx.out.result(`${e.at} ${e.policy}: run skipped: ${e.reason}`);

@@ -63,6 +63,42 @@ async function sse(url: string, headers: Record<string, string>, ms = 20_000): P
     .map((b) => [/^event: (.*)$/m.exec(b)![1]!, JSON.parse(/^data: (.*)$/m.exec(b)![1]!) as unknown]);
 }
 
+/** The server-sent events of a stream that does not end by itself, until `stop` holds for one (then the stream is closed). */
+async function sseUntil(url: string, headers: Record<string, string>, ready: () => void, stop: (name: string, data: unknown) => boolean, ms = 20_000): Promise<[string, unknown][]> {
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), ms);
+  const res = await fetch(url, { headers, signal: ctl.signal });
+  assert.equal(res.status, 200);
+  const out: [string, unknown][] = [];
+  const decoder = new TextDecoder();
+  let buf = '';
+  try {
+    const reader = res.body!.getReader();
+    ready();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += decoder.decode(value, { stream: true });
+      let i: number;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        const name = /^event: (.*)$/m.exec(block)?.[1];
+        if (name === undefined) continue;
+        const data = JSON.parse(/^data: (.*)$/m.exec(block)![1]!) as unknown;
+        out.push([name, data]);
+        if (stop(name, data)) {
+          ctl.abort();
+          return out;
+        }
+      }
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+  throw new Error(`the stream ended: ${JSON.stringify(out).slice(0, 2000)}`);
+}
+
 describe('server API and meshback trigger', () => {
   let base: string;
   let repo: string;
@@ -191,6 +227,9 @@ policies:
     assert.ok(!e.error.message.includes('\n'));
     const notJson = await fetch(`${server.url}/v1/runs`, { method: 'POST', headers: auth, body: '{policy' });
     assert.equal(notJson.status, 400);
+    const big = await fetch(`${server.url}/v1/runs`, { method: 'POST', headers: auth, body: JSON.stringify({ policy: 'orders', tags: { x: 'y'.repeat(20_000) } }) });
+    assert.equal(big.status, 413);
+    assert.match((await json(ErrorAnswerSchema, big)).error.message, /larger than 16 KiB/);
     const r2 = await mb(['trigger', 'orders', '--server', server.url, '--token-file', tokenFile, '--tag', 'policy=other']);
     assert.equal(r2.code, 2, r2.stderr);
     const r3 = await mb(['trigger', 'nosuch', '--server', server.url, '--token-file', tokenFile]);
@@ -201,10 +240,17 @@ policies:
     assert.match(r4.stderr, /cannot reach the meshback server at http:\/\/127\.0\.0\.1:9 \(ECONNREFUSED\)/);
   });
 
-  test('409 while the policy runs (it names the run; the CLI exits 16); the run\'s events stream from its start', async () => {
+  test('409 while the policy runs (it names the run; the CLI exits 16); the run\'s events stream from its start; /v1/events streams every run', async () => {
+    // the stream of every run, opened before the trigger, until the triggered run's end
+    let ready: () => void = () => undefined;
+    const opened = new Promise<void>((r) => (ready = r));
+    let runId = '';
+    const all = sseUntil(`${server.url}/v1/events`, auth, ready, (name, d) => name === 'run' && (d as { id: string }).id === runId && (d as { status: string }).status === 'succeeded');
+    await opened;
     const post = await fetch(`${server.url}/v1/runs`, { method: 'POST', headers: auth, body: JSON.stringify({ policy: 'slow', tags: { deploy: 'v2' } }) });
     assert.equal(post.status, 202);
     const accepted = await json(TriggerAnswerSchema, post);
+    runId = accepted.id;
     assert.equal(post.headers.get('location'), `/v1/runs/${accepted.id}`);
     // subscribe right after the POST: the buffered events come first
     const events = sse(`${server.url}${accepted.url}/events`, auth);
@@ -235,16 +281,33 @@ policies:
     const later = await sse(`${server.url}${accepted.url}/events`, auth, 5000);
     assert.equal(later.at(-1)![0], 'run');
     assert.equal((later.at(-1)![1] as { status: string }).status, 'succeeded');
+
+    const global = await all;
+    const mine = global.filter(([n, d]) => (n === 'run' ? (d as { id: string }).id : (d as { run: string }).run) === accepted.id);
+    assert.deepEqual(mine.filter(([n]) => n === 'run').map(([, d]) => (d as { status: string }).status), ['queued', 'running', 'succeeded']);
+    assert.deepEqual(
+      mine.filter(([n]) => n === 'event').map(([, d]) => (d as { seq: number }).seq),
+      evs.map((x) => x.seq),
+      'the same events as the run\'s own stream',
+    );
+
+    // --wait past --timeout: exit 17, the run goes on
+    const t = await mb(['trigger', 'slow', '--server', server.url, '--token-file', tokenFile, '--wait', '--timeout', '1s'], { timeoutMs: 30_000 });
+    assert.equal(t.code, 17, t.stderr);
+    assert.match(t.stderr, /^meshback: run ([0-9a-f]{16}) did not end within 1s \(--timeout\): it goes on on the server; follow it with GET \/v1\/runs\/\1\n$/);
+    const id = /run ([0-9a-f]{16})/.exec(t.stderr)![1]!;
+    const end = (await sse(`${server.url}/v1/runs/${id}/events`, auth)).at(-1)!;
+    assert.equal((end[1] as { status: string }).status, 'succeeded', 'the run went on and ended');
   });
 
   test('runs.jsonl: the runs are read back after a restart; a bad --listen is refused before anything runs', async () => {
     server.kill('SIGTERM');
     assert.equal(await server.exited, 0, server.stderr());
     const lines = (await fsp.readFile(path.join(stateDir, 'runs.jsonl'), 'utf8')).trim().split('\n');
-    assert.ok(lines.length >= 9, `${lines.length} lines: 3 changes for each of 3 runs at least`);
+    assert.equal(lines.length, 12, 'queued, running, succeeded of each of the 4 runs');
     server = await startServer(['--config', config, '--state-dir', stateDir, '--listen', '127.0.0.1:0', '--token-file', tokenFile], env);
     const runs = await json(RunListSchema, await fetch(`${server.url}/v1/runs`, { headers: auth }));
-    assert.equal(runs.filter((r) => r.status === 'succeeded').length, 3);
+    assert.deepEqual(runs.map((r) => [r.policy, r.status]), [['slow', 'succeeded'], ['slow', 'succeeded'], ['orders', 'succeeded'], ['orders', 'succeeded']]);
     // a run going while refused servers start on the same state directory: none may record it interrupted
     const going = await json(TriggerAnswerSchema, await fetch(`${server.url}/v1/runs`, { method: 'POST', headers: auth, body: JSON.stringify({ policy: 'slow' }) }));
     const inUse = await mb(['server', '--config', config, '--state-dir', stateDir, '--listen', new URL(server.url).host], { env, timeoutMs: 30_000 });

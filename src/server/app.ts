@@ -46,8 +46,8 @@ export interface ApiOptions {
   registry: RunRegistry;
   /** the policies, in the file's order */
   policies(): PolicyInfo[];
-  /** starts (or queues) a run of `policy` with `tags`, recorded in the registry, reason trigger */
-  trigger(policy: string, tags: Record<string, string>): TriggerOutcome;
+  /** starts (or queues) a run of `policy` with `tags`, recorded in the registry, reason trigger; `client` is the caller's address (for the log) */
+  trigger(policy: string, tags: Record<string, string>, client: string): TriggerOutcome;
   /** the snapshots of the policies (of `policy` only when given), newest first; throws a MeshbackError when a repository cannot be read */
   snapshots(policy?: string): Promise<SnapshotRow[]>;
   /** the names of the jobs running now */
@@ -203,7 +203,7 @@ export function createApi(o: ApiOptions): Api {
       }
       const r = safeParse(TriggerRequestSchema, body);
       if (!r.success) return fail(c, 400, 'BAD_REQUEST', `the request body is not a trigger: ${issueText(r.issues)}; send {"policy":"NAME","tags":{"KEY":"VALUE"}}`);
-      const t = o.trigger(r.output.policy, r.output.tags ?? {});
+      const t = o.trigger(r.output.policy, r.output.tags ?? {}, who);
       if (!t.ok) return fail(c, t.status, t.code, t.message, t.run !== undefined ? { run: t.run } : {});
       const url = `/v1/runs/${t.record.id}`;
       c.header('Location', url);

@@ -263,6 +263,9 @@ policies:
     const cli = await mb(['trigger', 'slow', '--server', server.url, '--token-file', tokenFile]);
     assert.equal(cli.code, 16, cli.stderr);
     assert.match(cli.stderr, /refused \(409\)/);
+    // the server's log names who triggered, accepted or refused
+    const logged = server.stdout().split('\n').filter((l) => l.includes('"event":"trigger"')).map((l) => JSON.parse(l) as { policy: string; client: string; run?: string; refused?: number; tags: Record<string, string> });
+    assert.deepEqual(logged.filter((l) => l.policy === 'slow').map((l) => [l.client, l.run ?? l.refused]), [['127.0.0.1', accepted.id], ['127.0.0.1', 409], ['127.0.0.1', 409]]);
 
     const got = await events;
     const runs = got.filter(([n]) => n === 'run').map(([, d]) => checked(RunRecordSchema, d, (m) => new Error(m)));
@@ -337,7 +340,12 @@ policies:
 
   test('HTTPS: trigger --wait trusts the server with --cacert; without it the certificate is refused (exit 15)', async () => {
     const pki = await makeTestPki(path.join(base, 'pki'));
-    const tls = await startServer(['--config', config, '--state-dir', path.join(base, 'state-tls'), '--listen', '127.0.0.1:0', '--token-file', tokenFile, '--tls-cert', pki.crt, '--tls-key', pki.key], env);
+    // a token file others can read: a warning, not a refusal
+    const shared = path.join(base, 'token-shared');
+    await fsp.writeFile(shared, token + '\n', { mode: 0o644 });
+    const tls = await startServer(['--config', config, '--state-dir', path.join(base, 'state-tls'), '--listen', '127.0.0.1:0', '--token-file', shared, '--tls-cert', pki.crt, '--tls-key', pki.key], env);
+    assert.match(tls.stdout(), /"message_type":"warning","message":"--token-file .*token-shared can be read by other users: make it private \(chmod 600 /);
+    assert.ok(!server.stdout().includes('can be read by other users'), 'a private token file: no warning');
     assert.match(tls.url, /^https:\/\/127\.0\.0\.1:\d+$/);
     const r = await mb(['trigger', 'orders', '--server', tls.url, '--token-file', tokenFile, '--cacert', pki.caCrt, '--tag', 'deploy=tls', '--wait'], { timeoutMs: 90_000 });
     assert.equal(r.code, 0, r.stderr);

@@ -16,7 +16,7 @@
  * the trigger's tags. A policy without a schedule is then run only when triggered. Bound to an
  * address that is not loopback, the API needs --token-file and --tls-cert/--tls-key.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { MeshbackError, UsageError, errMessage } from '../../errors/index.ts';
 import type { EventSink } from '../../events/index.ts';
@@ -62,7 +62,7 @@ export const serverCommand: Command = {
     if (!Number.isSafeInteger(maxRuns) || maxRuns < 1) throw new UsageError(`--max-runs ${JSON.stringify(maxText)} is not a whole number of at least 1: give e.g. --max-runs 2`);
     const stateDir = stateDirOf(v);
     const stateFile = path.join(stateDir, 'state.json');
-    const api = apiSettings(v);
+    const api = apiSettings(v, (m) => ctx.out.warn(m));
     const triggerable = api.addr !== undefined;
     const { all, scheduled } = await readScheduled(file, triggerable);
     let byName = new Map(all.map((p) => [p.name, p]));
@@ -127,7 +127,16 @@ export const serverCommand: Command = {
       },
     });
 
-    const trigger = (name: string, tags: Record<string, string>): TriggerOutcome => {
+    const trigger = (name: string, tags: Record<string, string>, client: string): TriggerOutcome => {
+      const t = triggerRun(name, tags);
+      // the log says who asked, for every trigger (accepted or refused)
+      const at = new Date().toISOString();
+      const tagText = Object.entries(tags).map(([k, val]) => `${k}=${val}`).join(',');
+      ctx.out.result(`${at} ${name}: trigger from ${client}${tagText !== '' ? ` (${tagText})` : ''}: ${t.ok ? `run ${t.record.id} ${t.record.status}` : `refused (${t.status} ${t.code})`}`);
+      ctx.out.jsonOut({ message_type: 'server', event: 'trigger', policy: name, at, client, tags, ...(t.ok ? { run: t.record.id, status: t.record.status } : { refused: t.status, code: t.code }) });
+      return t;
+    };
+    const triggerRun = (name: string, tags: Record<string, string>): TriggerOutcome => {
       if (!byName.has(name)) return { ok: false, status: 404, code: 'NOT_FOUND', message: `no policy ${name} in ${file}: list them with GET /v1/policies` };
       const id = newRunId();
       const ans = scheduler.runNow(name, { tags, runId: id });
@@ -243,7 +252,7 @@ async function readScheduled(file: string, triggerable: boolean): Promise<{ all:
 }
 
 /** --listen, --token-file, --tls-cert/--tls-key, checked: a non-loopback address needs a token and TLS. */
-function apiSettings(v: Record<string, unknown>): { addr?: ReturnType<typeof parseListen>; token?: string; tls?: { cert: Buffer; key: Buffer } } {
+function apiSettings(v: Record<string, unknown>, warn: (m: string) => void): { addr?: ReturnType<typeof parseListen>; token?: string; tls?: { cert: Buffer; key: Buffer } } {
   const text = str(v['listen']) ?? DEFAULT_LISTEN;
   const addr = parseListen(text);
   const tokenFile = str(v['token-file']);
@@ -265,6 +274,7 @@ function apiSettings(v: Record<string, unknown>): { addr?: ReturnType<typeof par
   if (tokenFile !== undefined) {
     token = read(tokenFile, '--token-file').toString('utf8').trim();
     if (token.length < 16 || /\s/.test(token)) throw new UsageError(`--token-file ${tokenFile} must hold one token of at least 16 characters without white space: make one with 'openssl rand -hex 32 > ${tokenFile}'`);
+    if ((statSync(tokenFile).mode & 0o077) !== 0) warn(`--token-file ${tokenFile} can be read by other users: make it private (chmod 600 ${tokenFile})`);
   }
   const tls = cert !== undefined && key !== undefined ? { cert: read(cert, '--tls-cert'), key: read(key, '--tls-key') } : undefined;
   if (!isLoopback(addr.host) && (token === undefined || tls === undefined)) {

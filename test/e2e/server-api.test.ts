@@ -4,7 +4,8 @@
  * `meshback snapshots --json` lists with the deploy tag; the run's record and the listing
  * endpoints answer to their schemas; 401 without or with a wrong token; 409 (and exit 16) while
  * the policy runs; the run's server-sent events from its start; runs.jsonl read back after a
- * restart; 429 on a burst of triggers and of failed authentications; a non-loopback --listen
+ * restart; trigger --wait across a server killed mid-run (exit 15); 429 on a burst of triggers and of
+ * failed authentications; a non-loopback --listen
  * without token and TLS refused (exit 2); HTTPS with a CA made by openssl (trusted with --cacert,
  * exit 15 without).
  */
@@ -357,6 +358,29 @@ policies:
     assert.equal(plain.code, 15, plain.stderr);
     tls.kill('SIGTERM');
     assert.equal(await tls.exited, 0, tls.stderr());
+  });
+
+  test('trigger --wait across a server killed mid-run and restarted on its port: the stream breaks, the client reconnects and finds the run interrupted (exit 15)', async () => {
+    const dir = path.join(base, 'state-killed');
+    const first = await startServer(['--config', config, '--state-dir', dir, '--listen', '127.0.0.1:0', '--token-file', tokenFile], env);
+    const waiting = mb(['trigger', 'slow', '--server', first.url, '--token-file', tokenFile, '--wait', '--timeout', '1m'], { timeoutMs: 90_000 });
+    let running: { id: string } | undefined;
+    for (let i = 0; i < 200 && running === undefined; i++) {
+      running = (await json(RunListSchema, await fetch(`${first.url}/v1/runs?policy=slow&status=running`, { headers: auth })))[0];
+      if (running === undefined) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(running !== undefined, 'the triggered run is going');
+    first.kill('SIGKILL');
+    await first.exited;
+    const second = await startServer(['--config', config, '--state-dir', dir, '--listen', new URL(first.url).host, '--token-file', tokenFile], env);
+    const r = await waiting;
+    assert.equal(r.code, 15, r.stderr + r.stdout);
+    assert.match(r.stderr, new RegExp(`^meshback: run ${running.id} of slow: the server stopped while the run was running: it did not finish \\(nothing already stored is lost\\): trigger it again\\n$`));
+    const rec = await json(RunRecordSchema, await fetch(`${second.url}/v1/runs/${running.id}`, { headers: auth }));
+    assert.equal(rec.status, 'failed');
+    assert.equal(rec.error?.code, 'INTERRUPTED');
+    second.kill('SIGTERM');
+    assert.equal(await second.exited, 0, second.stderr());
   });
 
   // last: it empties this client's buckets

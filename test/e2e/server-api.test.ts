@@ -3,11 +3,11 @@
  * real local repository, and `meshback trigger`: trigger --wait returns the snapshot id, which
  * `meshback snapshots --json` lists with the deploy tag; the run's record and the listing
  * endpoints answer to their schemas; 401 without or with a wrong token; 409 (and exit 16) while
- * the policy runs; the run's server-sent events from its start; runs.jsonl read back after a
- * restart; trigger --wait across a server killed mid-run (exit 15); 429 on a burst of triggers and of
- * failed authentications; a non-loopback --listen
- * without token and TLS refused (exit 2); HTTPS with a CA made by openssl (trusted with --cacert,
- * exit 15 without).
+ * the policy runs; the run's server-sent events from its start, and every run's; --wait past
+ * --timeout (exit 17); runs.jsonl read back after a restart; a non-loopback --listen without token
+ * and TLS refused (exit 2); HTTPS with a CA made by openssl (trusted with --cacert, exit 15
+ * without); trigger --wait across a server killed mid-run (exit 15); 429 on a burst of triggers and
+ * of failed authentications.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';

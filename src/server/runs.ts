@@ -6,18 +6,21 @@
  * tells subscribers (the API's server-sent events, metrics) of every change and of each typed
  * event a run emits.
  *
- * - runs.jsonl is bounded: once it holds more than 3 x `keep` lines it is rewritten (a temporary
- *   file in the same folder, then rename) with the last `keep` records. Writes are serialized; a
- *   write that fails is one warning (the registry in memory goes on; the file only serves the
- *   next start).
- * - At start, the records of the file are read back (lines that do not parse or do not fit the
- *   schema are skipped with one warning); a record left `queued` or `running` by a server that
- *   stopped is recorded `failed` with code INTERRUPTED.
+ * - Each change is in the file before the call returns (a synchronous append of one short line,
+ *   at most a few per run): a trigger answered 202 is in runs.jsonl even if the server is killed
+ *   the next moment. runs.jsonl is bounded: once it holds more than 3 x `keep` lines it is
+ *   rewritten (a temporary file in the same folder, then rename) with the last `keep` records. A
+ *   write that fails is one warning (the registry in memory goes on; the file only serves the next
+ *   start).
+ * - At start, the records of the file are read back (load: lines that do not parse or do not fit
+ *   the schema are skipped with one warning; nothing is written), and once the server is sure to
+ *   be the only one on its state directory (its port was free), recover() records each record a
+ *   stopped server left `queued` or `running` as `failed` with code INTERRUPTED.
  * - The recent typed events of a run are buffered (the last EVENTS_PER_RUN, consecutive
  *   `progress` events folded into the newest), so a client that subscribes right after a trigger
  *   sees the run from its start; buffers are kept for the last BUFFERED_RUNS runs.
  */
-import { promises as fsp } from 'node:fs';
+import { appendFileSync, mkdirSync, promises as fsp, renameSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { errMessage } from '../errors/index.ts';
@@ -58,8 +61,8 @@ export class RunRegistry {
   private readonly subscribers = new Set<Subscriber>();
   private readonly keep: number;
   private readonly opts: RegistryOptions;
-  private writing: Promise<void> = Promise.resolve();
   private lines = 0;
+  private dirMade = false;
 
   constructor(opts: RegistryOptions = {}) {
     this.opts = opts;
@@ -70,7 +73,7 @@ export class RunRegistry {
     return new Date(this.opts.now?.() ?? Date.now()).toISOString();
   }
 
-  /** Reads runs.jsonl back (missing: nothing); records a server left queued or running as failed (INTERRUPTED). */
+  /** Reads runs.jsonl back (missing: nothing); writes nothing. */
   async load(): Promise<void> {
     const file = this.opts.file;
     if (file === undefined) return;
@@ -100,9 +103,13 @@ export class RunRegistry {
     if (bad > 0) this.opts.warn?.(`${file}: ${bad} line(s) are not run records and were skipped`);
     this.lines = lines.length;
     this.trim();
+  }
+
+  /** Records each run a stopped server left queued or running (read by load) as failed, INTERRUPTED; synchronous in memory. */
+  recover(): void {
     const stale = [...this.records.values()].filter((r) => r.status === 'queued' || r.status === 'running');
     for (const r of stale) this.update(r.id, { status: 'failed', finishedAt: this.now(), error: { code: 'INTERRUPTED', message: `the server stopped while the run was ${r.status}: it did not finish (nothing already stored is lost)` } });
-    if (stale.length === 0 && this.lines > 3 * this.keep) this.rewrite();
+    if (stale.length === 0 && this.opts.file !== undefined && this.lines > 3 * this.keep) this.rewrite();
   }
 
   /** A new record, queued. */
@@ -198,9 +205,9 @@ export class RunRegistry {
     return () => void this.subscribers.delete(fn);
   }
 
-  /** Resolves when every change so far is in the file. */
+  /** Resolves when every change so far is in the file (they are once made: for callers that should not need to know). */
   async flush(): Promise<void> {
-    await this.writing;
+    await Promise.resolve();
   }
 
   private tell(c: RegistryChange): void {
@@ -217,10 +224,23 @@ export class RunRegistry {
     this.tell({ type: 'run', record: rec });
     const file = this.opts.file;
     if (file === undefined) return;
-    const line = JSON.stringify(rec) + '\n';
     this.lines++;
-    if (this.lines > 3 * this.keep) this.rewrite();
-    else this.writing = this.writing.then(() => fsp.mkdir(path.dirname(file), { recursive: true })).then(() => fsp.appendFile(file, line)).catch((err: unknown) => this.warnWrite(err));
+    if (this.lines > 3 * this.keep) {
+      this.rewrite();
+      return;
+    }
+    try {
+      this.mkdir(file);
+      appendFileSync(file, JSON.stringify(rec) + '\n');
+    } catch (err) {
+      this.warnWrite(err);
+    }
+  }
+
+  private mkdir(file: string): void {
+    if (this.dirMade) return;
+    mkdirSync(path.dirname(file), { recursive: true });
+    this.dirMade = true;
   }
 
   /** the file rewritten with the records in memory (the last `keep`), atomically */
@@ -228,14 +248,14 @@ export class RunRegistry {
     const file = this.opts.file!;
     const text = [...this.records.values()].map((r) => JSON.stringify(r) + '\n').join('');
     this.lines = this.records.size;
-    this.writing = this.writing
-      .then(async () => {
-        await fsp.mkdir(path.dirname(file), { recursive: true });
-        const tmp = path.join(path.dirname(file), `.runs.jsonl.tmp-${process.pid}`);
-        await fsp.writeFile(tmp, text);
-        await fsp.rename(tmp, file);
-      })
-      .catch((err: unknown) => this.warnWrite(err));
+    try {
+      this.mkdir(file);
+      const tmp = path.join(path.dirname(file), `.runs.jsonl.tmp-${process.pid}`);
+      writeFileSync(tmp, text);
+      renameSync(tmp, file);
+    } catch (err) {
+      this.warnWrite(err);
+    }
   }
 
   private warnWrite(err: unknown): void {

@@ -41,6 +41,8 @@ describe('run registry', () => {
       const again = new RunRegistry({ file });
       await again.load();
       assert.deepEqual(again.get(r.id), reg.get(r.id));
+      assert.equal(again.list({ kind: 'drill' })[0]!.status, 'queued', 'load changes nothing');
+      again.recover();
       // the drill was queued when that server "stopped": it is recorded as failed now
       const drill = again.list({ kind: 'drill' })[0]!;
       assert.equal(drill.status, 'failed');

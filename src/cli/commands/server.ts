@@ -164,9 +164,12 @@ export const serverCommand: Command = {
       snapshots: snapshotLister(ctx, () => order.flatMap((n) => (byName.has(n) ? [byName.get(n)!] : []))),
       ...metricsSeam(registry, () => [...byName.values()]),
     });
-    // listen first: a port in use (a second server, maybe on this state directory) must not touch the runs file
-    if (api.addr !== undefined) listening = await listen(apiServer.app.fetch, api.addr, api.tls);
+    // the runs of earlier servers, read before the API answers; they are changed (a run a killed
+    // server left going is recorded interrupted) only once the port was free: a second server
+    // started by mistake on this state directory must not touch the running one's runs
     await registry.load();
+    if (api.addr !== undefined) listening = await listen(apiServer.app.fetch, api.addr, api.tls);
+    registry.recover();
 
     ctx.out.result(`server: ${scheduled.length} scheduled ${scheduled.length === 1 ? 'policy' : 'policies'} of ${file}; at most ${maxRuns} run(s) at once; state ${stateFile}`);
     ctx.out.result(listening !== undefined ? `  API on ${listening.url} (${api.token !== undefined ? 'token required' : 'no token: loopback only'})` : '  no API (--listen none)');

@@ -217,12 +217,19 @@ class ApiClient {
 
   async run(id: string): Promise<RunRecord> {
     const a = await this.request('GET', `/v1/runs/${id}`);
+    if (a.status === 404) throw lost(id);
     if (a.status !== 200) throw this.refusal(a, `run ${id}`);
     return this.answer(RunRecordSchema, a) as RunRecord;
   }
 }
 
 const ended = (r: RunRecord): boolean => r.status === 'succeeded' || r.status === 'failed';
+
+/** the server no longer knows a run it accepted (another server answers at the address, or its runs.jsonl was lost) */
+const lost = (id: string): MeshbackError => new MeshbackError('SERVER', `run ${id} is no longer known to the server (another server answers at --server, or its state directory was lost): check the server's log, and trigger again`, { data: { lost: true } });
+
+/** an error that ends following: anything but a connection that failed (which is tried again) */
+const final = (err: unknown): boolean => err instanceof MeshbackError && (err.code !== 'SERVER' || err.data['lost'] === true);
 
 /**
  * Follows run `id` until it ends or `deadline`: its event stream (phases and warnings shown as
@@ -239,6 +246,7 @@ async function follow(ctx: Context, client: ApiClient, id: string, deadline: num
       if (res.statusCode !== 200) {
         let text = '';
         for await (const c of res.setEncoding('utf8')) text += c as string;
+        if (res.statusCode === 404) throw lost(id);
         throw client.refusal({ status: res.statusCode ?? 0, headers: res.headers, text }, `run ${id}`);
       }
       let buf = '';
@@ -270,7 +278,7 @@ async function follow(ctx: Context, client: ApiClient, id: string, deadline: num
       }
     } catch (err) {
       // a refusal (the run is gone, the token no longer accepted) ends it; a broken stream is polled below
-      if (err instanceof MeshbackError && err.code !== 'SERVER') throw err;
+      if (final(err)) throw err;
       if (abort.signal.aborted) break;
     } finally {
       clearTimeout(timer);
@@ -280,7 +288,7 @@ async function follow(ctx: Context, client: ApiClient, id: string, deadline: num
       const r = await client.run(id);
       if (ended(r)) return r;
     } catch (err) {
-      if (err instanceof MeshbackError && err.code !== 'SERVER') throw err;
+      if (final(err)) throw err;
     }
     if (Date.now() + POLL_MS >= deadline) break;
     await new Promise((r) => setTimeout(r, Math.min(POLL_MS * Math.min(attempt + 1, 5), Math.max(0, deadline - Date.now()))));

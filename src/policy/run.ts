@@ -80,7 +80,7 @@ export interface RunReport {
   /** the policy's presets, in list order (absent when it has none) */
   presets?: PresetReport[];
   snapshotId?: string;
-  backup?: { files: number; dirs: number; totalBytes: number; bytesAdded: number; bytesStored: number; errors: { path: string; message: string }[]; changedDuringRead: string[] };
+  backup?: { files: number; dirs: number; totalBytes: number; bytesRead: number; bytesAdded: number; bytesStored: number; errors: { path: string; message: string }[]; changedDuringRead: string[] };
   retention?: { kept: number; removed: number; wouldRemove: number; locked: number; removedIds: string[] };
   prune?: PruneResult;
   /** the first failure: its error code and message */
@@ -278,7 +278,7 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
         report.snapshotId = r.id;
         env['MESHBACK_SNAPSHOT_ID'] = r.id;
         const s = r.snapshot.summary;
-        report.backup = { files: s.files, dirs: s.dirs, totalBytes: s.totalBytes, bytesAdded: s.bytesAdded, bytesStored: s.bytesStored, errors: r.errors, changedDuringRead: r.changedDuringRead };
+        report.backup = { files: s.files, dirs: s.dirs, totalBytes: s.totalBytes, bytesRead: s.bytesRead, bytesAdded: s.bytesAdded, bytesStored: s.bytesStored, errors: r.errors, changedDuringRead: r.changedDuringRead };
         if (r.errors.length > 0) {
           incomplete = new MeshbackError('INCOMPLETE', `snapshot ${r.id.slice(0, 8)} of policy ${policy.name} is incomplete: ${r.errors.length} item(s) could not be read (the first: ${r.errors[0]!.path}: ${r.errors[0]!.message}); fix their permissions`);
           return 'incomplete';

@@ -31,7 +31,7 @@ export const runCommand: Command = {
     if (file === undefined) throw new UsageError('run needs the policy file: meshback run POLICY --config FILE');
     if (positionals.length !== 1) throw new UsageError(`run takes one POLICY name${positionals.length > 1 ? `, not ${positionals.length}` : ''}: meshback run POLICY --config FILE`);
     const policy = policyNamed(await loadPolicyFile(file), positionals[0]!);
-    const sink: EventSink = (e) => ctx.out.sink(e.type === 'note' && e.op === 'hook' ? { ...e, message: `  ${e.subject ?? 'hook'}: ${e.message}` } : e);
+    const sink: EventSink = (e) => ctx.out.sink(e.type === 'note' && (e.op === 'hook' || (e.op === 'run' && e.subject !== undefined)) ? { ...e, message: `  ${e.subject ?? 'hook'}: ${e.message}` } : e);
     const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, ctx.g.retryLockMs ?? 0), dryRun: bool(v['dry-run']), events: sink });
     ctx.out.done();
     printReport(ctx, report);
@@ -48,12 +48,15 @@ export const runCommand: Command = {
  * repository's events (lock waits, stale locks) go to `events`. `meshback run` and `meshback
  * server` both run policies through this.
  */
-export function policyAccess(ctx: Context, policy: Policy, retryLockMs: number, events: EventSink = ctx.out.sink): Pick<RunOptions, 'open' | 'repository'> {
+export function policyAccess(ctx: Context, policy: Policy, retryLockMs: number, events: EventSink = ctx.out.sink): Pick<RunOptions, 'open' | 'repository' | 'writes'> {
   const location = policy.repository ?? repoLocation(ctx.g);
   const g = { ...ctx.g, ...(policy.passwordFile !== undefined ? { passwordFile: policy.passwordFile } : {}) };
   let password: string | undefined;
+  const cache = ctx.g.cache;
   return {
     repository: location,
+    // the metadata cache is written during a backup (the fsfreeze preset refuses to freeze it)
+    ...(cache !== undefined && cache !== false ? { writes: [cache.dir] } : {}),
     open: (lock, command, loadIndex) =>
       openRepository(backendFor(location, ctx.out.sink, ctx.g.cache), async () => (password ??= await getPassword(g)), { lock, command, loadIndex, retryLockMs, events }),
   };

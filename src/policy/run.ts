@@ -204,7 +204,7 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
         if (f !== undefined) throw new PhaseFailure(hookError(f));
       });
     let incomplete: MeshbackError | undefined;
-    const presets: PresetRun[] = createPresets(policy.presets, { policy: policy.name, sources: policy.sources, env, events, signal: opts.signal ?? new AbortController().signal, repository: opts.repository, ...(opts.writes !== undefined ? { writes: opts.writes } : {}) });
+    const presets: PresetRun[] = createPresets(policy.presets ?? [], { policy: policy.name, sources: policy.sources, env, events, signal: opts.signal ?? new AbortController().signal, repository: opts.repository, ...(opts.writes !== undefined ? { writes: opts.writes } : {}) });
     const preports: PresetReport[] = presets.map((p) => ({ type: p.name, outcome: 'skipped', message: 'the run did not get to it' }));
     if (presets.length > 0) report.presets = preports;
     const startedAt = new Map<PresetRun, number>();

@@ -384,6 +384,8 @@ async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupR
     for (const l of lastPaths) {
       const dir = path.dirname(l);
       const root = paths.find((p) => l.startsWith(p === '/' ? '/' : `${p}/`))!;
+      // its directory was left out (excluded) or could not be read (an item error already)
+      if (held.get(key(dir))?.tree === undefined) continue;
       const abs = Buffer.from(l);
       const nameRaw = Buffer.from(path.basename(l));
       let st: BigIntStats;

@@ -190,5 +190,7 @@ test('presets: a wrong option names the file, its line and the field', () => {
     refusal(pre('      - { type: btrfs-snapshot }\n      - { type: postgres, data-dir: /srv/pg }\n')),
     /^policies\.yaml:7: policies\.envoy\.presets\[1\]\.type: must come before the btrfs-snapshot preset \(the snapshot must be taken inside the backup mode pg_backup_start opens\): move it up$/,
   );
+  assert.match(refusal(pre('      - { type: fsfreeze, mount: /srv }\n      - { type: postgres, data-dir: /srv/pg }\n')), /^policies\.yaml:7: policies\.envoy\.presets\[1\]\.type: must come before the fsfreeze preset \(pg_backup_start writes a checkpoint, which would wait for the frozen filesystem\): move it up$/);
+  assert.match(refusal(pre('      - { type: fsfreeze, mount: /srv }\n      - { type: btrfs-snapshot }\n')), /presets\[1\]\.type: must come before the fsfreeze preset \(making a snapshot writes/);
   assert.match(refusal(pre('      - { type: btrfs-snapshot }\n      - { type: btrfs-snapshot }\n')), /^policies\.yaml:7: policies\.envoy\.presets\[1\]\.type: is a second btrfs-snapshot preset/);
 });

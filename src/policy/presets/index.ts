@@ -48,13 +48,19 @@ function typeOf(name: string): PresetType {
 /**
  * Checks and resolves a policy's presets read from a file (`fail([i, ...field], problem)` names
  * the field). Order matters: postgres must come before btrfs-snapshot (the snapshot must be taken
- * while the backup mode is on).
+ * while the backup mode is on), and both before fsfreeze (they write).
  */
 export function resolvePresets(list: PresetConfig[], r: ResolveContext): PresetConfig[] {
   const out = list.map((cfg, i) => {
     const t = typeOf(cfg.type);
     return t.resolve !== undefined ? (t.resolve(cfg, { ...r, fail: (sub, p) => r.fail([i, ...sub], p) }) as PresetConfig) : cfg;
   });
+  // after a freeze nothing may write: pg_backup_start writes a checkpoint, a btrfs snapshot is a write
+  const freeze = out.findIndex((c) => c.type === 'fsfreeze');
+  if (freeze >= 0) {
+    const writer = out.findIndex((c, i) => i > freeze && (c.type === 'postgres' || c.type === 'btrfs-snapshot'));
+    if (writer >= 0) throw r.fail([writer, 'type'], `must come before the fsfreeze preset (${out[writer]!.type === 'postgres' ? 'pg_backup_start writes a checkpoint' : 'making a snapshot writes'}, which would wait for the frozen filesystem): move it up`);
+  }
   const firstSnap = out.findIndex((c) => c.type === 'btrfs-snapshot');
   if (firstSnap >= 0) {
     const second = out.findIndex((c, i) => i > firstSnap && c.type === 'btrfs-snapshot');

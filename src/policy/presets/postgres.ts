@@ -173,6 +173,7 @@ function create(cfg: PostgresPresetConfig, ctx: PresetContext): PresetRun {
           const [a, b] = await Promise.all([fsp.realpath(dd[0].d).catch(() => dd[0]!.d), fsp.realpath(dataDir).catch(() => dataDir)]);
           if (a !== b) throw pgFail(`PostgreSQL at ${where} serves the data directory ${dd[0].d}, not ${dataDir}: fix data-dir (or host/port) in the policy`);
         }
+        if (cfg['replication-slot'] !== false && version < 100000) throw pgFail(`PostgreSQL ${version} has no temporary replication slots (10 and later have): set replication-slot: false and keep the WAL with wal_keep_segments`);
         if (cfg['replication-slot'] !== false) {
           const slot = `meshback_${process.pid}_${Date.now().toString(36)}`;
           try {

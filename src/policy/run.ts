@@ -3,8 +3,9 @@
  *
  *   pre hooks -> backup (sources, the policy's tags with policy=NAME, excludes; inside it the
  *   presets: started in order once the repository is open, finished in reverse order once the
- *   backup has read everything but their paths read last) -> post hooks -> retention (forget with the policy's keep rules, over the snapshots tagged policy=NAME)
- *   -> prune (when the policy asks) -> the report.
+ *   backup has read everything but their paths read last) -> post hooks -> retention (forget
+ *   with the policy's keep rules, over the snapshots tagged policy=NAME) -> prune (when the
+ *   policy asks) -> the report.
  *
  * A phase that fails ends the run: the phases after it are skipped and the on-error hooks run
  * (with MESHBACK_ERROR set); the report names the failure, which keeps its error code (a hook's

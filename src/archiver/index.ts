@@ -246,6 +246,11 @@ async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupR
         summary.bytesRead += outcome.bytes;
       }
     }
+    if (outcome !== undefined && !outcome.ok && outcome.code === 'ENOENT') {
+      // deleted between its lstat and its read (a database's temporary file): left out, as if deleted before the walk
+      emit({ type: 'warning', path: displayName(abs), message: 'vanished before it was read: left out of the snapshot' });
+      return false;
+    }
     if (outcome === undefined || !outcome.ok) {
       itemError(abs, new Error(outcome === undefined ? 'unreadable' : outcome.message));
       return false;

@@ -2,12 +2,14 @@ process.env.MESHBACK_TEST_SCRYPT_N = '1024';
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { LocalBackend } from '../../src/storage/local.ts';
 import { MemoryBackend } from '../../src/storage/memory.ts';
 import { backup } from '../../src/archiver/index.ts';
+import { LocalSource } from '../../src/source/index.ts';
+import type { MeshEvent } from '../../src/events/index.ts';
 import type { BackupResult } from '../../src/archiver/index.ts';
 import { restore } from '../../src/restorer/index.ts';
 import { check } from '../../src/checker/index.ts';
@@ -509,3 +511,36 @@ describe('backup: paths left out and paths read last (the presets\' seam)', () =
     }
   });
 });
+
+describe('backup: a file deleted between its lstat and its read', () => {
+  it('is left out with a warning, not an error (the snapshot is complete)', async () => {
+    const d = await tempDir('archiver-vanish-');
+    try {
+      const src = path.join(d, 'wal');
+      await fsp.mkdir(src);
+      await fsp.writeFile(path.join(src, 'seg1'), 'kept\n');
+      await fsp.writeFile(path.join(src, 'xlogtemp.123'), 'a temporary file\n');
+      // the race, for real: the file is deleted right after the walk's lstat saw it
+      const local = new LocalSource();
+      const racing = Object.assign(Object.create(local) as LocalSource, {
+        lstatSync(p: Buffer) {
+          const st = local.lstatSync(p);
+          if (p.toString().endsWith('xlogtemp.123')) rmSync(p);
+          return st;
+        },
+      });
+      const events: MeshEvent[] = [];
+      const repo = await newRepo(d);
+      const r = await backup(repo, { paths: [src], source: racing, events: (e) => events.push(e) });
+      assert.deepEqual(r.errors, []);
+      assert.equal(r.snapshot.incomplete, undefined);
+      assert.ok(events.some((e) => e.type === 'warning' && e.path?.endsWith('xlogtemp.123') && /vanished before it was read/.test(e.message)), JSON.stringify(events.filter((e) => e.type === 'warning')));
+      const out = path.join(d, 'out');
+      await restore(repo, { snapshot: r.id, target: out });
+      assert.deepEqual(await listTree(out), ['seg1']);
+    } finally {
+      await removeDir(d);
+    }
+  });
+});
+

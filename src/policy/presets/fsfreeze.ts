@@ -63,7 +63,8 @@ function localRepo(location: string | undefined): string | undefined {
   return /^[a-z][a-z0-9+.-]+:/.test(location) ? undefined : location;
 }
 
-function create(cfg: FsfreezePresetConfig, ctx: PresetContext): PresetRun {
+/** The fsfreeze preset of one run (the factory the registry calls). */
+export function fsfreezePreset(cfg: FsfreezePresetConfig, ctx: PresetContext): PresetRun {
   const timeoutMs = parseDuration(cfg.timeout ?? '10m', 'timeout');
   let mount = cfg.mount;
   let frozen = false;
@@ -166,5 +167,5 @@ export const fsfreeze = presetType({
   resolve(cfg, r) {
     return { ...cfg, mount: path.resolve(r.dir, cfg.mount) };
   },
-  create,
+  create: fsfreezePreset,
 });

@@ -85,7 +85,8 @@ export function walSegments(first: string, last: string, segBytes: number): stri
   return out;
 }
 
-function create(cfg: PostgresPresetConfig, ctx: PresetContext): PresetRun {
+/** The postgres preset of one run (the factory the registry calls). */
+export function postgresPreset(cfg: PostgresPresetConfig, ctx: PresetContext): PresetRun {
   const dataDir = cfg['data-dir'];
   const walDir = path.join(dataDir, 'pg_wal');
   const timeoutMs = parseDuration(cfg.timeout ?? '5m', 'timeout');
@@ -244,5 +245,5 @@ export const postgres = presetType({
     if (!r.sources.some((s) => under(dataDir, s))) throw r.fail(['data-dir'], `${dataDir} is not one of the policy's sources nor below one: add it (or a directory above it) to sources`);
     return { ...cfg, 'data-dir': dataDir, ...(cfg['password-file'] !== undefined ? { 'password-file': path.resolve(r.dir, cfg['password-file']) } : {}) };
   },
-  create,
+  create: postgresPreset,
 });

@@ -27,19 +27,11 @@ import * as path from 'node:path';
 import type { Client, ClientConfig, QueryConfig } from 'pg';
 import { MeshbackError, errMessage, errnoCode } from '../../errors/index.ts';
 import { about, v } from '../../util/schema.ts';
+import { durationField } from '../fields.ts';
 import { parseDuration } from '../../util/units.ts';
 import type { PresetContext, PresetRun } from './types.ts';
 import { presetType } from './types.ts';
 
-const DURATION_TEXT = 'must be a duration such as 30s, 5m (m is minutes)';
-const isDuration = (s: string): boolean => {
-  try {
-    parseDuration(s, 'x');
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 export const PostgresPresetSchema = v.strictObject({
   type: v.literal('postgres'),
@@ -51,7 +43,7 @@ export const PostgresPresetSchema = v.strictObject({
   'password-file': v.optional(about(v.pipe(v.string(), v.minLength(1)), 'file holding the password (default: PGPASSWORD, ~/.pgpass, or none)')),
   'replication-slot': v.optional(about(v.boolean(), 'hold a temporary physical replication slot through the backup, so no WAL it needs is recycled (default true); false: wal_keep_size must keep it')),
   fast: v.optional(about(v.boolean(), 'start with an immediate checkpoint (default true); false waits for the next scheduled one')),
-  timeout: v.optional(about(v.pipe(v.string(DURATION_TEXT), v.check(isDuration, DURATION_TEXT)), 'bound of connecting, of pg_backup_start (its checkpoint) and of pg_backup_stop (default 5m)')),
+  timeout: v.optional(about(durationField(), 'bound of connecting, of pg_backup_start (its checkpoint) and of pg_backup_stop (default 5m)')),
 });
 export type PostgresPresetConfig = v.InferOutput<typeof PostgresPresetSchema>;
 

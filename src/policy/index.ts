@@ -1,6 +1,6 @@
-/** The policy engine: policy files (schema, loading) and one run of a policy. */
+/** The policy engine: policy files (schema, loading), one run of a policy, a restore drill, the scheduler. */
 export { loadPolicyFile, parsePolicyFile, policyNamed } from './load.ts';
-export type { Hook, Policy, PolicyFile, Schedule } from './load.ts';
+export type { Drill, Hook, Policy, PolicyFile, Schedule } from './load.ts';
 export { PolicyFileSchema, scheduleProblem } from './schema.ts';
 export { runPolicy } from './run.ts';
 export type { OpenedRepository, Outcome, PhaseName, PhaseReport, RunOptions, RunOutcome, RunReport } from './run.ts';
@@ -9,3 +9,5 @@ export { Scheduler, nextRunAfter, systemClock } from './scheduler.ts';
 export type { Clock, RunReason, RunResult, ScheduledPolicy, SchedulerEvent, SchedulerOptions, Timer } from './scheduler.ts';
 export { emptyState, readState, writeState } from './state.ts';
 export type { PolicyState, SchedulerState } from './state.ts';
+export { newestOfPolicy, runDrill } from './drill.ts';
+export type { DrillOptions, DrillReport } from './drill.ts';

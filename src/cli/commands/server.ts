@@ -13,7 +13,7 @@
 import * as path from 'node:path';
 import { MeshbackError, UsageError } from '../../errors/index.ts';
 import type { EventSink } from '../../events/index.ts';
-import { Scheduler, loadPolicyFile, readState, runPolicy, writeState } from '../../policy/index.ts';
+import { Scheduler, loadPolicyFile, readState, runDrill, runPolicy, writeState } from '../../policy/index.ts';
 import type { Policy, ScheduledPolicy, SchedulerEvent } from '../../policy/index.ts';
 import { parseDuration } from '../../util/units.ts';
 import { meshbackDir } from '../../util/dirs.ts';
@@ -23,6 +23,7 @@ import type { Context } from '../context.ts';
 import { EXIT } from '../exit.ts';
 import { exitInterrupted, setInterruptHandler } from '../signals.ts';
 import type { Signal } from '../signals.ts';
+import { defaultScratchDir } from './drill.ts';
 import { policyAccess } from './run.ts';
 
 const DEFAULT_GRACE = '5m';
@@ -53,28 +54,37 @@ export const serverCommand: Command = {
     if (!Number.isSafeInteger(maxRuns) || maxRuns < 1) throw new UsageError(`--max-runs ${JSON.stringify(maxText)} is not a whole number of at least 1: give e.g. --max-runs 2`);
     const stateDir = path.resolve(str(v['state-dir']) ?? defaultStateDir());
     const stateFile = path.join(stateDir, 'state.json');
-    const { all, scheduled } = await readScheduled(file);
-    let byName = new Map(scheduled.map((p) => [p.name, p]));
+    const { all, scheduled, drills } = await readScheduled(file);
+    let byName = new Map(all.map((p) => [p.name, p]));
+    const scratchDir = defaultScratchDir(stateDir);
     const retryLockMs = ctx.g.retryLockMs ?? DEFAULT_RETRY_LOCK_MS;
 
     const phase = { starting: true };
     const print = printer(ctx, phase);
     ctx.out.result(`server: ${scheduled.length} scheduled ${scheduled.length === 1 ? 'policy' : 'policies'} of ${file}; at most ${maxRuns} run(s) at once; state ${stateFile}`);
     for (const p of all.filter((p) => p.schedule === undefined)) ctx.out.result(`  ${p.name}: no schedule, not run by the server`);
-    ctx.out.jsonOut({ message_type: 'server', event: 'start', config: file, policies: scheduled.map((p) => ({ name: p.name, schedule: p.schedule.text })), max_runs: maxRuns, state_file: stateFile, grace_seconds: graceMs / 1000 });
+    for (const p of drills) ctx.out.result(`  ${p.name}: restore drill ${p.drill.schedule.text} (job ${drillJob(p.name)})`);
+    ctx.out.jsonOut({ message_type: 'server', event: 'start', config: file, policies: scheduled.map((p) => ({ name: p.name, schedule: p.schedule.text })), drills: drills.map((p) => ({ name: drillJob(p.name), schedule: p.drill.schedule.text })), max_runs: maxRuns, state_file: stateFile, grace_seconds: graceMs / 1000 });
 
     const scheduler = new Scheduler({
-      policies: scheduled.map((p): ScheduledPolicy => ({ name: p.name, schedule: p.schedule })),
+      policies: jobsOf(scheduled, drills),
       maxConcurrent: maxRuns,
       state: { read: () => readState(stateFile, (m) => ctx.out.warn(m)), write: (s) => writeState(stateFile, s) },
       onEvent: print,
       run: async (name) => {
-        const policy = byName.get(name)!;
+        // a policy's drill is its own job, NAME/drill (a '/' is never in a policy name): it may run
+        // while the policy's backup runs (a restore takes a shared lock); two drills of one policy never
+        const drill = name.endsWith(DRILL_SUFFIX);
+        const policy = byName.get(drill ? name.slice(0, -DRILL_SUFFIX.length) : name)!;
         // a run's own output stays out of the server's log, but for its warnings and unreadable files
         const sink: EventSink = (e) => {
           if (e.type === 'warning') ctx.out.sink({ ...e, message: `${name}: ${e.message}` });
-          else if (e.type === 'item-error') ctx.out.sink({ type: 'warning', path: e.path, message: `${name}: cannot be read: ${e.message}` });
+          else if (e.type === 'item-error') ctx.out.sink({ type: 'warning', path: e.path, message: `${name}: ${drill ? '' : 'cannot be read: '}${e.message}` });
         };
+        if (drill) {
+          const { report, error } = await runDrill(policy, { ...policyAccess(ctx, policy, retryLockMs, sink), scratchDir, events: sink });
+          return { ok: error === undefined, ...(error !== undefined ? { code: error.code, message: error.message } : {}), ...(report.snapshotId !== undefined ? { snapshotId: report.snapshotId } : {}) };
+        }
         const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, retryLockMs, sink), events: sink });
         return { ok: error === undefined, ...(error !== undefined ? { code: error.code, message: error.message } : {}), ...(report.snapshotId !== undefined ? { snapshotId: report.snapshotId } : {}) };
       },
@@ -84,9 +94,10 @@ export const serverCommand: Command = {
     const onHup = (): void => {
       readScheduled(file).then(
         (r) => {
-          byName = new Map(r.scheduled.map((p) => [p.name, p]));
-          scheduler.reload(r.scheduled.map((p): ScheduledPolicy => ({ name: p.name, schedule: p.schedule })));
-          ctx.out.result(`${new Date().toISOString()} server: ${file} reloaded: ${r.scheduled.map((p) => `${p.name} (${p.schedule.text})`).join(', ')}`);
+          byName = new Map(r.all.map((p) => [p.name, p]));
+          const jobs = jobsOf(r.scheduled, r.drills);
+          scheduler.reload(jobs);
+          ctx.out.result(`${new Date().toISOString()} server: ${file} reloaded: ${jobs.map((p) => `${p.name} (${p.schedule.text})`).join(', ')}`);
           ctx.out.jsonOut({ message_type: 'server', event: 'reload', policies: r.scheduled.map((p) => ({ name: p.name, schedule: p.schedule.text })) });
         },
         (err: unknown) => ctx.out.warn(`${file} was not reloaded (${err instanceof Error ? err.message : String(err)}): the server goes on with the policies it had; fix the file and send SIGHUP again`),
@@ -126,13 +137,24 @@ export const serverCommand: Command = {
 };
 
 type ScheduledPolicyOf = Policy & { schedule: NonNullable<Policy['schedule']> };
+type DrilledPolicy = Policy & { drill: { schedule: NonNullable<NonNullable<Policy['drill']>['schedule']> } };
 
-/** The policy file's policies, and those with a schedule (at least one: else a UsageError). */
-async function readScheduled(file: string): Promise<{ all: Policy[]; scheduled: ScheduledPolicyOf[] }> {
+const DRILL_SUFFIX = '/drill';
+/** The scheduler job of a policy's restore drill. */
+export const drillJob = (policy: string): string => `${policy}${DRILL_SUFFIX}`;
+
+/** The scheduler's jobs: each scheduled policy's runs, and each scheduled drill as NAME/drill. */
+function jobsOf(scheduled: ScheduledPolicyOf[], drills: DrilledPolicy[]): ScheduledPolicy[] {
+  return [...scheduled.map((p): ScheduledPolicy => ({ name: p.name, schedule: p.schedule })), ...drills.map((p): ScheduledPolicy => ({ name: drillJob(p.name), schedule: p.drill.schedule, waitFirst: true }))];
+}
+
+/** The policy file's policies, those with a schedule and those with a drill schedule (at least one of either: else a UsageError). */
+async function readScheduled(file: string): Promise<{ all: Policy[]; scheduled: ScheduledPolicyOf[]; drills: DrilledPolicy[] }> {
   const all = [...(await loadPolicyFile(file)).policies.values()];
   const scheduled = all.filter((p): p is ScheduledPolicyOf => p.schedule !== undefined);
-  if (scheduled.length === 0) throw new UsageError(`no policy of ${file} has a schedule: give one a schedule (e.g. schedule: every 1h or schedule: cron: 0 2 * * *), or run it with 'meshback run POLICY --config ${file}'`);
-  return { all, scheduled };
+  const drills = all.filter((p): p is DrilledPolicy => p.drill?.schedule !== undefined);
+  if (scheduled.length === 0 && drills.length === 0) throw new UsageError(`no policy of ${file} has a schedule: give one a schedule (e.g. schedule: every 1h or schedule: cron: 0 2 * * *), or run it with 'meshback run POLICY --config ${file}'`);
+  return { all, scheduled, drills };
 }
 
 const REASON = { schedule: 'on schedule', 'catch-up': 'catch-up of a run missed while the server was down', 'first-run': 'first run, none recorded before' };
@@ -152,7 +174,7 @@ function printer(ctx: Context, phase: { starting: boolean }): (e: SchedulerEvent
         if (phase.starting) ctx.out.result(`  ${e.policy}: next run ${e.next}`);
         return;
       case 'run-start':
-        ctx.out.result(`${e.at} ${e.policy}: run started (${REASON[e.reason]})`);
+        ctx.out.result(`${e.at} ${e.policy}: ${e.policy.endsWith(DRILL_SUFFIX) ? 'drill' : 'run'} started (${REASON[e.reason]})`);
         return;
       case 'run-end':
         ctx.out.result(`${e.at} ${e.policy}: ${e.ok ? 'ok' : `FAILED (${e.code ?? 'INTERNAL'})`} in ${e.durationSeconds.toFixed(2)} s${e.snapshotId !== undefined ? `, snapshot ${e.snapshotId.slice(0, 8)}` : ''}${!e.ok && e.message !== undefined ? `: ${e.message}` : ''}`);

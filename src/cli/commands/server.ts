@@ -7,8 +7,9 @@
  * repository waited out (--retry-lock, default 1h). SIGTERM/SIGINT: no new run starts, running
  * ones get --grace to end (exit 0); past it, or on a second signal, the process ends as an
  * interrupted `meshback run` does (locks removed, no snapshot saved, exit 130). SIGHUP reloads the
- * policy file (a bad one is a warning). Prints one line per run start and end (--json: one JSON
- * object per scheduler event).
+ * policy file (a bad one is a warning). A policy's drill.schedule is the scheduler job NAME/drill
+ * (runDrill; scratch directories under STATE_DIR/drills). Prints one line per run start and end
+ * (--json: one JSON object per scheduler event).
  */
 import * as path from 'node:path';
 import { MeshbackError, UsageError } from '../../errors/index.ts';

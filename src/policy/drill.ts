@@ -12,13 +12,14 @@
  * run meanwhile; a prune waits): the check runs after it is released. The scratch directory is
  * the drill's `target` (absent or empty; never one of the policy's sources) or a new directory
  * under the scratch directory the front end gives (mode 0700: restored data is the backup's, not
- * for other users); it is deleted afterwards, also after a failure unless `keep-on-failure`.
+ * for other users); it is deleted afterwards, also after a failure unless `keep-on-failure`, and
+ * when the process exits in the middle (interrupted).
  *
  * A failed drill is an alert: its error is one line that says which snapshot, what failed and
  * what to do, with the code of what failed (INTEGRITY: damaged or missing data; HOOK: the check;
  * NOT_FOUND: no snapshot; anything else the restore's own).
  */
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readdirSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { IntegrityError, MeshbackError, NotFoundError, UsageError, errMessage, isErrno } from '../errors/index.ts';
 import type { EventSink } from '../events/index.ts';
@@ -108,6 +109,25 @@ async function scratchFor(policy: Policy, scratchDir: string): Promise<{ dir: st
   return { dir: target, created: false };
 }
 
+/** The scratch directories of drills going on: removed if this process exits first (interrupted), like a hook's process group is ended. */
+const active = new Map<string, boolean>();
+let exitHook = false;
+function track(dir: string, created: boolean): void {
+  active.set(dir, created);
+  if (exitHook) return;
+  exitHook = true;
+  process.on('exit', () => {
+    for (const [d, made] of active) {
+      try {
+        if (made) rmSync(d, { recursive: true, force: true });
+        else for (const n of readdirSync(d)) rmSync(path.join(d, n), { recursive: true, force: true });
+      } catch {
+        // left behind: the next drill with this target says it is not empty
+      }
+    }
+  });
+}
+
 /** Removes what the drill restored: the directory (made by the drill) or its contents (a given empty target). */
 async function removeScratch(dir: string, created: boolean): Promise<void> {
   const rm = async (): Promise<void> => {
@@ -156,6 +176,7 @@ export async function runDrill(policy: Policy, opts: DrillOptions): Promise<{ re
       report.snapshotId = snap.id;
       report.snapshotTime = snap.snapshot.time;
       scratch = await scratchFor(policy, opts.scratchDir);
+      track(scratch.dir, scratch.created);
       report.restoreDir = scratch.dir;
       const r0 = performance.now();
       try {
@@ -197,6 +218,7 @@ export async function runDrill(policy: Policy, opts: DrillOptions): Promise<{ re
     error = asMeshbackError(err);
   }
   if (scratch !== undefined) {
+    active.delete(scratch.dir);
     if (error !== undefined && policy.drill?.keepOnFailure === true) {
       report.kept = true;
       events({ type: 'warning', message: `drill of policy ${policy.name}: the restored data is kept in ${scratch.dir} (keep-on-failure): delete it when done` });

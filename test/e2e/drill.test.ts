@@ -11,6 +11,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as http from 'node:http';
@@ -18,7 +19,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { startS3 } from '../../lab/testenv/index.ts';
 import type { S3Env } from '../../lab/testenv/index.ts';
-import { listPacks, mb, rmrf, summary, tmpdir } from '../helpers/cli.ts';
+import { BIN, listPacks, mb, rmrf, summary, tmpdir } from '../helpers/cli.ts';
 import { parseExposition } from '../helpers/prom.ts';
 import { liveServers, startServer } from '../helpers/server.ts';
 
@@ -110,6 +111,9 @@ policies:
   damaged:
     repository: ./repo2
     sources: [data]
+  slow:
+    sources: [data/conf]
+    drill: { target: ./slow-target, check: { exec: [sh, -c, 'touch "${out}/slow-started"; sleep 30'] } }
 `,
     );
     for (const r of ['repo', 'repo2']) {
@@ -242,6 +246,27 @@ policies:
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal((summary(ok.stdout) as unknown as DrillSummary).restore_dir, target);
     assert.deepEqual(await fsp.readdir(target), []);
+  });
+
+  test('an interrupted drill (SIGTERM during its check) leaves no restored data behind: exit 130', async () => {
+    assert.equal((await run('slow')).code, 0);
+    const target = path.join(base, 'slow-target');
+    const p = spawn(BIN, ['drill', 'slow', '--config', config], { env: { ...process.env, MESHBACK_TEST_SCRYPT_N: '1024', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const exited = new Promise<number | null>((res) => p.on('exit', (code) => res(code)));
+    try {
+      for (let i = 0; i < 400; i++) {
+        if (await fsp.access(path.join(out, 'slow-started')).then(() => true, () => false)) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.ok((await fsp.readdir(target)).length > 0, 'the check runs on the restored data');
+      p.kill('SIGTERM');
+      assert.equal(await exited, 130, stderr);
+    } finally {
+      p.kill('SIGKILL');
+    }
+    await assert.rejects(fsp.access(target), 'the target the drill made is gone');
   });
 
   test('metrics: run and drill textfiles in the node_exporter format; a push to the Pushgateway stand-in; a failed push is a warning', async () => {

@@ -1,8 +1,8 @@
 /**
  * policy/hooks: runs a policy's exec hooks. A hook is an argv (no shell), run in its own process
  * group with the run's context in its environment (MESHBACK_POLICY, MESHBACK_PHASE,
- * MESHBACK_REPO, MESHBACK_SNAPSHOT_ID once there is a snapshot, MESHBACK_ERROR for on-error);
- * the repository password is removed from it. After its timeout the whole group gets SIGTERM,
+ * MESHBACK_REPO, MESHBACK_SNAPSHOT_ID once there is a snapshot, MESHBACK_ERROR for on-error,
+ * MESHBACK_RESTORE_DIR for a drill's check); the repository password is removed from it. After its timeout the whole group gets SIGTERM,
  * then SIGKILL 5 s later; a hook still running when meshback exits (interrupted) gets SIGTERM. Its output lines are reported as `note` events (at most 200 per hook)
  * and its last 2 KB kept for the run's report.
  */
@@ -12,7 +12,7 @@ import type { EventSink } from '../events/index.ts';
 import { formatDuration } from '../util/units.ts';
 import type { Hook } from './load.ts';
 
-export type HookPhase = 'pre' | 'post' | 'on-error';
+export type HookPhase = 'pre' | 'post' | 'on-error' | 'check';
 
 export interface HookResult {
   phase: HookPhase;

@@ -50,7 +50,17 @@ export interface Policy {
   hooks: { pre: Hook[]; post: Hook[]; onError: Hook[] };
   /** in list order, paths absolute (policy/presets); absent or empty: none */
   presets?: PresetConfig[];
-  drill?: { schedule: Schedule; check?: Hook };
+  /** the restore drill (docs/design.md, "Restore drills"); absent: `meshback drill` restores and verifies, with no check */
+  drill?: Drill;
+}
+
+export interface Drill {
+  /** when the server runs it (its scheduler job is `NAME/drill`); absent: only `meshback drill` runs it */
+  schedule?: Schedule;
+  check?: Hook;
+  /** absolute; absent: a new directory under the scratch directory */
+  target?: string;
+  keepOnFailure: boolean;
 }
 
 export interface PolicyFile {
@@ -172,9 +182,36 @@ function resolvePolicy(name: string, p: PolicyInput, defaults: { repository?: st
     exclude: p.exclude ?? [],
     hooks: { pre: (hooks.pre ?? []).map(resolveHook), post: (hooks.post ?? []).map(resolveHook), onError: (hooks['on-error'] ?? []).map(resolveHook) },
     presets: resolvePresets(p.presets ?? [], { dir, sources, fail: (sub, problem) => fail(['presets', ...sub], problem) }),
-    ...(p.drill !== undefined
-      ? { drill: { schedule: resolveSchedule(p.drill.schedule, p.drill.timezone, ['drill', 'schedule'], fail), ...(p.drill.check !== undefined ? { check: resolveHook(p.drill.check) } : {}) } }
-      : {}),
+    ...(p.drill !== undefined ? { drill: resolveDrill(p.drill, sources, dir, fail) } : {}),
+  };
+}
+
+/** true when the absolute path x is y or inside it. */
+export function isInside(x: string, y: string): boolean {
+  const r = path.relative(y, x);
+  return r === '' || (r !== '..' && !r.startsWith(`..${path.sep}`) && !path.isAbsolute(r));
+}
+
+/** How the absolute path `dir` stands to `other`: 'is', 'is inside' or 'contains'; undefined when they are apart. */
+export function overlap(dir: string, other: string): 'is' | 'is inside' | 'contains' | undefined {
+  if (path.resolve(dir) === path.resolve(other)) return 'is';
+  if (isInside(dir, other)) return 'is inside';
+  if (isInside(other, dir)) return 'contains';
+  return undefined;
+}
+
+function resolveDrill(d: NonNullable<PolicyInput['drill']>, sources: string[], dir: string, fail: (p: PropertyKey[], problem: string) => UsageError): Drill {
+  const target = d.target !== undefined ? path.resolve(dir, d.target) : undefined;
+  // a drill deletes what it restored: into a source it would destroy live data (or back itself up)
+  for (const s of target !== undefined ? sources : []) {
+    const o = overlap(target!, s);
+    if (o !== undefined) throw fail(['drill', 'target'], `${target} ${o} the source ${s}: a drill restores into its target and deletes it afterwards; give a scratch directory apart from the sources`);
+  }
+  return {
+    ...(d.schedule !== undefined ? { schedule: resolveSchedule(d.schedule, d.timezone, ['drill', 'schedule'], fail) } : {}),
+    ...(d.check !== undefined ? { check: resolveHook(d.check) } : {}),
+    ...(target !== undefined ? { target } : {}),
+    keepOnFailure: d['keep-on-failure'] ?? false,
   };
 }
 

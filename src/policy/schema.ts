@@ -85,9 +85,11 @@ export const HooksSchema = v.strictObject({
 });
 
 export const DrillSchema = v.strictObject({
-  schedule: schedule(),
+  schedule: v.optional(about(schedule(), 'when `meshback server` runs the drill (without one, only `meshback drill POLICY` runs it, e.g. from a CronJob)')),
   timezone: v.optional(timezone()),
-  check: v.optional(HookSchema),
+  check: v.optional(about(HookSchema, 'run on the restored data after it was verified (MESHBACK_RESTORE_DIR, MESHBACK_SNAPSHOT_ID, MESHBACK_POLICY are set); a failure fails the drill')),
+  target: v.optional(about(v.pipe(v.string(), v.minLength(1)), 'the directory to restore into: absent or empty, not one of the sources (relative: to the policy file); default: a new directory under the state directory (--scratch-dir)')),
+  'keep-on-failure': v.optional(about(v.boolean(), 'keep the restored data of a failed drill for a look (default false: it is always deleted)')),
 });
 
 export const PolicySchema = v.strictObject({

@@ -55,7 +55,7 @@ test('every field is read into the resolved policy', () => {
     post: [{ exec: ['pg_backup_stop.sh'], timeoutMs: 300_000 }],
     onError: [{ exec: ['notify', 'failed'], timeoutMs: 60_000 }],
   });
-  assert.deepEqual(p.drill, { schedule: { kind: 'every', everyMs: 86_400_000, text: 'every 24h' }, check: { exec: ['check.sh'], timeoutMs: 600_000 } });
+  assert.deepEqual(p.drill, { schedule: { kind: 'every', everyMs: 86_400_000, text: 'every 24h' }, check: { exec: ['check.sh'], timeoutMs: 600_000 }, keepOnFailure: false });
   // the defaults fill what a policy leaves out; m is minutes
   const m = f.policies.get('minimal')!;
   assert.equal(m.repository, 's3:http://127.0.0.1:9000/bucket/repo');
@@ -116,6 +116,20 @@ test('bad durations and schedules are refused in the project grammar', () => {
   const ok = parsePolicyFile(base('    rpo: 1h30m\n    schedule: "cron: 0 */5 * * * *"\n    retention: { keep-within: 1y6mo }\n'), 'p.yaml').policies.get('envoy')!;
   assert.equal(ok.rpoMs, 90 * 60_000);
   assert.equal(ok.retention?.within, 545 * 86_400_000);
+});
+
+test('a drill: its target relative to the file, never a source or around one; no schedule needed', () => {
+  const ok = parsePolicyFile(base('    drill: { target: scratch/envoy, keep-on-failure: true }\n'), '/etc/mb/p.yaml').policies.get('envoy')!;
+  assert.deepEqual(ok.drill, { target: '/etc/mb/scratch/envoy', keepOnFailure: true });
+  assert.equal(
+    refusal(base('    drill: { target: /srv }\n')),
+    'policies.yaml:5: policies.envoy.drill.target: /srv is the source /srv: a drill restores into its target and deletes it afterwards; give a scratch directory apart from the sources',
+  );
+  assert.match(refusal(base('    drill:\n      target: /srv/restore\n')), /^policies\.yaml:6: policies\.envoy\.drill\.target: \/srv\/restore is inside the source \/srv: /);
+  assert.match(refusal(base('    drill: { target: / }\n')), /drill\.target: \/ contains the source \/srv: /);
+  // a sibling whose name starts like the source is apart from it
+  assert.equal(parsePolicyFile(base('    drill: { target: /srv-drill }\n'), 'p.yaml').policies.get('envoy')!.drill?.target, '/srv-drill');
+  assert.match(refusal(base('    drill: { keep: true }\n')), /policies\.envoy\.drill\.keep: is not a known field/);
 });
 
 test('unknown keys are refused, at every level', () => {

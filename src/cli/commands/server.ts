@@ -7,13 +7,14 @@
  * repository waited out (--retry-lock, default 1h). SIGTERM/SIGINT: no new run starts, running
  * ones get --grace to end (exit 0); past it, or on a second signal, the process ends as an
  * interrupted `meshback run` does (locks removed, no snapshot saved, exit 130). SIGHUP reloads the
- * policy file (a bad one is a warning). Prints one line per run start and end (--json: one JSON
- * object per scheduler event).
+ * policy file (a bad one is a warning). A policy's drill.schedule is the scheduler job NAME/drill
+ * (runDrill; scratch directories under STATE_DIR/drills). Prints one line per run start and end
+ * (--json: one JSON object per scheduler event).
  */
 import * as path from 'node:path';
 import { MeshbackError, UsageError } from '../../errors/index.ts';
 import type { EventSink } from '../../events/index.ts';
-import { Scheduler, inWindow, takeRunLock, loadPolicyFile, readState, runPolicy, windowStart, windowText, writeState } from '../../policy/index.ts';
+import { Scheduler, inWindow, loadPolicyFile, readState, runDrill, runPolicy, takeRunLock, windowStart, windowText, writeState } from '../../policy/index.ts';
 import type { Policy, RunLock, ScheduledPolicy, SchedulerEvent } from '../../policy/index.ts';
 import { parseDuration } from '../../util/units.ts';
 import type { Command } from '../command.ts';
@@ -22,6 +23,7 @@ import type { Context } from '../context.ts';
 import { EXIT } from '../exit.ts';
 import { exitInterrupted, setInterruptHandler } from '../signals.ts';
 import type { Signal } from '../signals.ts';
+import { defaultScratchDir } from './drill.ts';
 import { STATE_DIR_OPTION, policyAccess, stateDirOf } from './run.ts';
 
 const DEFAULT_GRACE = '5m';
@@ -47,8 +49,9 @@ export const serverCommand: Command = {
     if (!Number.isSafeInteger(maxRuns) || maxRuns < 1) throw new UsageError(`--max-runs ${JSON.stringify(maxText)} is not a whole number of at least 1: give e.g. --max-runs 2`);
     const stateDir = stateDirOf(v);
     const stateFile = path.join(stateDir, 'state.json');
-    const { all, scheduled } = await readScheduled(file);
+    const { all, scheduled, drills } = await readScheduled(file);
     let byName = new Map(all.map((p) => [p.name, p]));
+    const scratchDir = defaultScratchDir(stateDir);
     const retryLockMs = ctx.g.retryLockMs ?? DEFAULT_RETRY_LOCK_MS;
 
     const phase = { starting: true };
@@ -56,7 +59,8 @@ export const serverCommand: Command = {
     ctx.out.result(`server: ${scheduled.length} scheduled ${scheduled.length === 1 ? 'policy' : 'policies'} of ${file}; at most ${maxRuns} run(s) at once; state ${stateFile}`);
     for (const p of all.filter((p) => p.schedule === undefined)) ctx.out.result(`  ${p.name}: no schedule, not run by the server${p.pruneWindow !== undefined ? ' (but pruned in its window)' : ''}`);
     for (const p of all.filter((p) => p.pruneWindow !== undefined)) ctx.out.result(`  ${p.name}: prunes in its maintenance window ${windowText(p.pruneWindow!)}, from its start`);
-    ctx.out.jsonOut({ message_type: 'server', event: 'start', config: file, policies: scheduled.map((p) => ({ name: p.name, schedule: p.schedule.text })), max_runs: maxRuns, state_file: stateFile, grace_seconds: graceMs / 1000 });
+    for (const p of drills) ctx.out.result(`  ${p.name}: restore drill ${p.drill.schedule.text} (job ${drillJob(p.name)})`);
+    ctx.out.jsonOut({ message_type: 'server', event: 'start', config: file, policies: scheduled.map((p) => ({ name: p.name, schedule: p.schedule.text })), drills: drills.map((p) => ({ name: drillJob(p.name), schedule: p.drill.schedule.text })), max_runs: maxRuns, state_file: stateFile, grace_seconds: graceMs / 1000 });
 
     const scheduler = new Scheduler({
       policies: jobsOf(all),
@@ -64,13 +68,19 @@ export const serverCommand: Command = {
       state: { read: () => readState(stateFile, (m) => ctx.out.warn(m)), write: (s) => writeState(stateFile, s) },
       onEvent: print,
       run: async (job) => {
-        const [name, kind] = job.split('/') as [string, string | undefined];
+        // jobs: NAME (backups), NAME/prune (the maintenance window), NAME/drill (restore drills; may
+        // run while the policy's backup runs: a restore takes a shared lock; two drills of one policy never)
+        const [name, kind] = job.split('/') as [string, 'prune' | 'drill' | undefined];
         const policy = byName.get(name)!;
         // a run's own output stays out of the server's log, but for its warnings and unreadable files
         const sink: EventSink = (e) => {
           if (e.type === 'warning') ctx.out.sink({ ...e, message: `${name}: ${e.message}` });
-          else if (e.type === 'item-error') ctx.out.sink({ type: 'warning', path: e.path, message: `${name}: cannot be read: ${e.message}` });
+          else if (e.type === 'item-error') ctx.out.sink({ type: 'warning', path: e.path, message: `${name}: ${kind === 'drill' ? '' : 'cannot be read: '}${e.message}` });
         };
+        if (kind === 'drill') {
+          const { report, error } = await runDrill(policy, { ...policyAccess(ctx, policy, retryLockMs, sink), scratchDir, events: sink });
+          return { ok: error === undefined, ...(error !== undefined ? { code: error.code, message: error.message } : {}), ...(report.snapshotId !== undefined ? { snapshotId: report.snapshotId } : {}) };
+        }
         if (kind === 'prune' && !inWindow(policy.pruneWindow!, Date.now())) return { ok: true, message: `skipped: the maintenance window ${windowText(policy.pruneWindow!)} is over; prune runs at its next start` };
         // a backup run holds the policy's run lock, so a `meshback run` of it meanwhile is refused
         let lock: RunLock | undefined;
@@ -92,8 +102,9 @@ export const serverCommand: Command = {
       readScheduled(file).then(
         (r) => {
           byName = new Map(r.all.map((p) => [p.name, p]));
-          scheduler.reload(jobsOf(r.all));
-          ctx.out.result(`${new Date().toISOString()} server: ${file} reloaded: ${r.scheduled.map((p) => `${p.name} (${p.schedule.text})`).join(', ')}`);
+          const jobs = jobsOf(r.all);
+          scheduler.reload(jobs);
+          ctx.out.result(`${new Date().toISOString()} server: ${file} reloaded: ${jobs.map((p) => `${p.name} (${p.schedule.text})`).join(', ')}`);
           ctx.out.jsonOut({ message_type: 'server', event: 'reload', policies: r.scheduled.map((p) => ({ name: p.name, schedule: p.schedule.text })) });
         },
         (err: unknown) => ctx.out.warn(`${file} was not reloaded (${err instanceof Error ? err.message : String(err)}): the server goes on with the policies it had; fix the file and send SIGHUP again`),
@@ -133,24 +144,32 @@ export const serverCommand: Command = {
 };
 
 type ScheduledPolicyOf = Policy & { schedule: NonNullable<Policy['schedule']> };
+type DrilledPolicy = Policy & { drill: { schedule: NonNullable<NonNullable<Policy['drill']>['schedule']> } };
+
+const DRILL_SUFFIX = '/drill';
+/** The scheduler job of a policy's restore drill. */
+export const drillJob = (policy: string): string => `${policy}${DRILL_SUFFIX}`;
 
 /**
  * The scheduler's jobs of the policies: NAME for each policy's backup runs (on its schedule),
- * NAME/prune for a policy that prunes in a maintenance window (at the window's start).
+ * NAME/prune for a policy that prunes in a maintenance window (at the window's start), NAME/drill
+ * for a scheduled restore drill (waiting for its first tick: at start the first backup may not exist).
  */
 function jobsOf(all: Policy[]): ScheduledPolicy[] {
   return [
-    ...all.filter((p): p is ScheduledPolicyOf => p.schedule !== undefined).map((p) => ({ name: p.name, schedule: p.schedule })),
-    ...all.filter((p) => p.pruneWindow !== undefined).map((p) => ({ name: `${p.name}/prune`, schedule: windowStart(p.pruneWindow!) })),
+    ...all.filter((p): p is ScheduledPolicyOf => p.schedule !== undefined).map((p): ScheduledPolicy => ({ name: p.name, schedule: p.schedule })),
+    ...all.filter((p) => p.pruneWindow !== undefined).map((p): ScheduledPolicy => ({ name: `${p.name}/prune`, schedule: windowStart(p.pruneWindow!) })),
+    ...all.filter((p): p is DrilledPolicy => p.drill?.schedule !== undefined).map((p): ScheduledPolicy => ({ name: drillJob(p.name), schedule: p.drill.schedule, waitFirst: true })),
   ];
 }
 
-/** The policy file's policies, and those with a schedule (at least one: else a UsageError). */
-async function readScheduled(file: string): Promise<{ all: Policy[]; scheduled: ScheduledPolicyOf[] }> {
+/** The policy file's policies, those with a schedule and those with a drill schedule (at least one job: else a UsageError). */
+async function readScheduled(file: string): Promise<{ all: Policy[]; scheduled: ScheduledPolicyOf[]; drills: DrilledPolicy[] }> {
   const all = [...(await loadPolicyFile(file)).policies.values()];
   const scheduled = all.filter((p): p is ScheduledPolicyOf => p.schedule !== undefined);
-  if (scheduled.length === 0 && !all.some((p) => p.pruneWindow !== undefined)) throw new UsageError(`no policy of ${file} has a schedule: give one a schedule (e.g. schedule: every 1h or schedule: cron: 0 2 * * *), or run it with 'meshback run POLICY --config ${file}'`);
-  return { all, scheduled };
+  const drills = all.filter((p): p is DrilledPolicy => p.drill?.schedule !== undefined);
+  if (scheduled.length === 0 && drills.length === 0 && !all.some((p) => p.pruneWindow !== undefined)) throw new UsageError(`no policy of ${file} has a schedule: give one a schedule (e.g. schedule: every 1h or schedule: cron: 0 2 * * *), or run it with 'meshback run POLICY --config ${file}'`);
+  return { all, scheduled, drills };
 }
 
 const REASON = { schedule: 'on schedule', 'catch-up': 'catch-up of a run missed while the server was down', 'first-run': 'first run, none recorded before' };
@@ -170,7 +189,7 @@ function printer(ctx: Context, phase: { starting: boolean }): (e: SchedulerEvent
         if (phase.starting) ctx.out.result(`  ${e.policy}: next run ${e.next}`);
         return;
       case 'run-start':
-        ctx.out.result(`${e.at} ${e.policy}: run started (${REASON[e.reason]})`);
+        ctx.out.result(`${e.at} ${e.policy}: ${e.policy.endsWith(DRILL_SUFFIX) ? 'drill' : 'run'} started (${REASON[e.reason]})`);
         return;
       case 'run-end':
         ctx.out.result(`${e.at} ${e.policy}: ${e.ok ? 'ok' : `FAILED (${e.code ?? 'INTERNAL'})`} in ${e.durationSeconds.toFixed(2)} s${e.snapshotId !== undefined ? `, snapshot ${e.snapshotId.slice(0, 8)}` : ''}${!e.ok && e.message !== undefined ? `: ${e.message}` : ''}`);

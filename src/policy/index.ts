@@ -1,6 +1,6 @@
 /** The policy engine: policy files (schema, loading) and one run of a policy. */
 export { loadPolicyFile, parsePolicyFile, policyNamed } from './load.ts';
-export type { Hook, Policy, PolicyFile, Schedule } from './load.ts';
+export type { ExecHook, Hook, HttpHook, Policy, PolicyFile, Schedule } from './load.ts';
 export { PolicyFileSchema, scheduleProblem } from './schema.ts';
 export { runPolicy } from './run.ts';
 export type { OpenedRepository, Outcome, PhaseName, PhaseReport, RunOptions, RunOutcome, RunReport } from './run.ts';

@@ -9,3 +9,5 @@ export { Scheduler, nextRunAfter, systemClock } from './scheduler.ts';
 export type { Clock, RunReason, RunResult, ScheduledPolicy, SchedulerEvent, SchedulerOptions, Timer } from './scheduler.ts';
 export { emptyState, readState, writeState } from './state.ts';
 export type { PolicyState, SchedulerState } from './state.ts';
+export { PRESET_TYPES, PresetSchema, createPresets } from './presets/index.ts';
+export type { PresetConfig, PresetContext, PresetRun } from './presets/index.ts';

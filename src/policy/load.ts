@@ -15,6 +15,8 @@ import type { RetentionPolicy } from '../snapshot/retention.ts';
 import { hasKeepRule, validatePolicy } from '../snapshot/retention.ts';
 import { fieldPath, firstProblem, safeParse } from '../util/schema.ts';
 import { parseDuration } from '../util/units.ts';
+import { resolvePresets } from './presets/index.ts';
+import type { PresetConfig } from './presets/index.ts';
 import { HOOK_TIMEOUT_DEFAULT, HTTP_HOOK_TIMEOUT_DEFAULT, PolicyFileSchema, scheduleProblem } from './schema.ts';
 import type { HookInput, PolicyInput } from './schema.ts';
 
@@ -60,6 +62,8 @@ export interface Policy {
   tags: string[];
   exclude: string[];
   hooks: { pre: Hook[]; post: Hook[]; onError: Hook[] };
+  /** in list order, paths absolute (policy/presets) */
+  presets: PresetConfig[];
   drill?: { schedule: Schedule; check?: Hook };
 }
 
@@ -178,9 +182,10 @@ function resolvePolicy(name: string, p: PolicyInput, defaults: { repository?: st
     }
   }
   const hooks = p.hooks ?? {};
+  const sources = p.sources.map((s) => path.resolve(dir, s));
   return {
     name,
-    sources: p.sources.map((s) => path.resolve(dir, s)),
+    sources,
     ...(repo !== undefined ? { repository: SCHEME.test(repo) ? repo : path.resolve(dir, repo) } : {}),
     ...(pw !== undefined ? { passwordFile: path.resolve(dir, pw) } : {}),
     ...(p.schedule !== undefined ? { schedule: resolveSchedule(p.schedule, p.timezone, ['schedule'], fail) } : {}),
@@ -190,6 +195,7 @@ function resolvePolicy(name: string, p: PolicyInput, defaults: { repository?: st
     tags: [`policy=${name}`, ...Object.entries(p.tags ?? {}).map(([k, val]) => `${k}=${val}`)],
     exclude: p.exclude ?? [],
     hooks: { pre: (hooks.pre ?? []).map((h) => resolveHook(h, dir)), post: (hooks.post ?? []).map((h) => resolveHook(h, dir)), onError: (hooks['on-error'] ?? []).map((h) => resolveHook(h, dir)) },
+    presets: resolvePresets(p.presets ?? [], { dir, sources, fail: (sub, problem) => fail(['presets', ...sub], problem) }),
     ...(p.drill !== undefined
       ? { drill: { schedule: resolveSchedule(p.drill.schedule, p.drill.timezone, ['drill', 'schedule'], fail), ...(p.drill.check !== undefined ? { check: resolveHook(p.drill.check, dir) } : {}) } }
       : {}),

@@ -27,10 +27,12 @@ import { prune } from '../maintenance/prune.ts';
 import type { PruneResult } from '../maintenance/prune.ts';
 import type { Repository } from '../repository/index.ts';
 import { hookError, runHook } from './hooks.ts';
+import { createPresets, presetError } from './presets/index.ts';
+import type { PresetRun } from './presets/index.ts';
 import type { HookPhase, HookResult } from './hooks.ts';
 import type { Hook, Policy } from './load.ts';
 
-export type PhaseName = 'pre' | 'backup' | 'post' | 'retention' | 'prune' | 'on-error';
+export type PhaseName = 'pre' | 'preset' | 'backup' | 'post' | 'retention' | 'prune' | 'on-error';
 export type Outcome = 'ok' | 'failed' | 'skipped' | 'incomplete';
 
 export interface PhaseReport {
@@ -40,6 +42,20 @@ export interface PhaseReport {
   started?: string;
   finished?: string;
   durationSeconds?: number;
+  /** why it failed or was skipped */
+  message?: string;
+}
+
+/** One preset's part of a run. */
+export interface PresetReport {
+  type: string;
+  outcome: 'ok' | 'failed' | 'skipped';
+  /** seconds its start() took */
+  startSeconds?: number;
+  /** seconds its finish() took */
+  finishSeconds?: number;
+  /** seconds from the end of its start() to the end of its finish() */
+  heldSeconds?: number;
   /** why it failed or was skipped */
   message?: string;
 }
@@ -54,6 +70,8 @@ export interface RunReport {
   durationSeconds: number;
   phases: PhaseReport[];
   hooks: HookResult[];
+  /** the policy's presets, in list order (absent when it has none) */
+  presets?: PresetReport[];
   snapshotId?: string;
   backup?: { files: number; dirs: number; totalBytes: number; bytesAdded: number; bytesStored: number; errors: { path: string; message: string }[]; changedDuringRead: string[] };
   retention?: { kept: number; removed: number; wouldRemove: number; locked: number; removedIds: string[] };
@@ -74,6 +92,8 @@ export interface RunOptions {
   repository: string;
   dryRun?: boolean;
   events?: EventSink;
+  /** aborted when the run should stop (presets see it) */
+  signal?: AbortSignal;
 }
 
 /** The outcome of a run: its report, and the error that ended it (undefined when it succeeded). */
@@ -82,7 +102,7 @@ export interface RunOutcome {
   error?: MeshbackError;
 }
 
-const PHASES: PhaseName[] = ['pre', 'backup', 'post', 'retention', 'prune', 'on-error'];
+const PHASES: PhaseName[] = ['pre', 'preset', 'backup', 'post', 'retention', 'prune', 'on-error'];
 
 class PhaseFailure extends Error {
   readonly error: MeshbackError;
@@ -154,6 +174,7 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
 
   if (dryRun) {
     skip('pre', 'dry run: no hook runs');
+    if (policy.presets.length > 0) skip('preset', 'dry run: no preset runs');
     skip('backup', 'dry run: nothing is backed up');
     skip('post', 'dry run: no hook runs');
   } else {
@@ -163,6 +184,47 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
         const f = await runHooks('pre', policy.hooks.pre, true);
         if (f !== undefined) throw new PhaseFailure(hookError(f));
       });
+    // INTERIM (wip-redis): the presets' start() in order, the backup, their finish() in reverse
+    // order; wip-presets' integration replaces this block on merge
+    const presets: PresetRun[] = createPresets(policy.presets, { policy: policy.name, sources: policy.sources, env, events, signal: opts.signal ?? new AbortController().signal });
+    const preports: PresetReport[] = presets.map((p) => ({ type: p.name, outcome: 'skipped', message: 'the run did not get to it' }));
+    if (presets.length > 0) report.presets = preports;
+    const startedAt = new Map<PresetRun, number>();
+    // (a policy without presets reports no preset phase, as before presets existed)
+    if (presets.length > 0)
+      await phase('preset', async () => {
+        for (const [i, p] of presets.entries()) {
+          const t = performance.now();
+          try {
+            await p.start();
+          } catch (err) {
+            const e = presetError(p.name, err);
+            Object.assign(preports[i]!, { outcome: 'failed', message: e.message, startSeconds: (performance.now() - t) / 1000 });
+            throw new PhaseFailure(e);
+          }
+          preports[i] = { type: p.name, outcome: 'ok', startSeconds: (performance.now() - t) / 1000 };
+          startedAt.set(p, performance.now());
+        }
+      });
+    /** finishes the presets started, in reverse order; the first failure, if any */
+    const finishPresets = async (ok: boolean): Promise<MeshbackError | undefined> => {
+      let first: MeshbackError | undefined;
+      for (let i = presets.length - 1; i >= 0; i--) {
+        const p = presets[i]!;
+        if (!startedAt.has(p)) continue;
+        const t = performance.now();
+        try {
+          await p.finish(ok && first === undefined);
+        } catch (err) {
+          const e = presetError(p.name, err);
+          first ??= e;
+          Object.assign(preports[i]!, { outcome: 'failed', message: e.message });
+        }
+        preports[i]!.finishSeconds = (performance.now() - t) / 1000;
+        preports[i]!.heldSeconds = (performance.now() - startedAt.get(p)!) / 1000;
+      }
+      return first;
+    };
     let incomplete: MeshbackError | undefined;
     await phase('backup', async () => {
       const o = await opts.open('shared', `run ${policy.name}`, true);
@@ -180,6 +242,14 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
         await o.close();
       }
     });
+    if (startedAt.size > 0) {
+      const e = await finishPresets(error === undefined);
+      if (e !== undefined && error === undefined) {
+        error = e;
+        failedPhase = 'preset';
+        Object.assign(phases.get('preset')!, { outcome: 'failed', message: e.message });
+      }
+    }
     if (error !== undefined) skip('post', `the ${failedPhase!} phase failed`);
     else if (policy.hooks.post.length === 0) skip('post', 'no post hooks');
     else
@@ -253,7 +323,7 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
     started,
     finished: new Date().toISOString(),
     durationSeconds: (performance.now() - t0) / 1000,
-    phases: PHASES.map((p) => phases.get(p)!),
+    phases: PHASES.filter((p) => phases.has(p)).map((p) => phases.get(p)!),
     hooks,
     ...report,
     ...(error !== undefined ? { failure: { phase: failedPhase!, code: (error as MeshbackError).code, message: (error as MeshbackError).message } } : {}),

@@ -10,6 +10,7 @@ import { Cron } from 'croner';
 import { MeshbackError } from '../errors/index.ts';
 import { about, v } from '../util/schema.ts';
 import { parseDuration } from '../util/units.ts';
+import { PresetSchema } from './presets/index.ts';
 
 /** true when `s` is a duration of the project's grammar (longer than zero). */
 export function isDuration(s: string): boolean {
@@ -177,6 +178,7 @@ export const PolicySchema = v.strictObject({
   tags: v.optional(about(v.record(v.pipe(v.string(), v.regex(/^[^=\s]+$/, 'must be a tag key without "=" or spaces'), v.check((k) => k !== 'policy', 'must not be "policy" (meshback sets policy=NAME itself)')), v.string()), 'tags of every snapshot (KEY: VALUE); policy=NAME is added')),
   exclude: v.optional(about(v.array(v.string()), 'exclude patterns, as --exclude (gitignore-style)')),
   hooks: v.optional(HooksSchema),
+  presets: v.optional(about(v.array(PresetSchema), 'application-consistent backups: started in order after the pre hooks, finished in reverse order after the backup read (redis; docs/design.md, "Presets")')),
   drill: v.optional(DrillSchema),
 });
 

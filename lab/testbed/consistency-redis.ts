@@ -31,6 +31,7 @@ import * as path from 'node:path';
 import { UsageError, errMessage } from '../../src/errors/index.ts';
 import { run, spawnCaptured } from '../../src/host/process.ts';
 import { MESHBACK_BIN } from '../../src/host/self.ts';
+import { parseInfo } from '../../src/policy/presets/redis.ts';
 import type { EventSink } from '../../src/events/index.ts';
 import { volumeOf } from './components.ts';
 import { redisUser } from './deps.ts';
@@ -78,8 +79,10 @@ export interface RedisConsistencyTrial {
   snapshot?: string;
   /** sessions acknowledged while meshback run ran */
   writesDuringBackup: number;
-  /** AOF rewrites the live Redis completed while meshback run ran (INFO aof_rewrites), the aof-rewrite preset's own not counted */
+  /** AOF rewrites the live Redis completed while the backup phase read (INFO aof_rewrites, sampled every 20 ms) */
   rewritesDuringBackup: number;
+  /** an AOF rewrite was running at some moment of the backup phase */
+  rewriteRunningDuringBackup: boolean;
   /** did a redis-server load the restored directory and answer */
   loaded: boolean;
   /** what it loaded from (its log) or why it did not load */
@@ -158,15 +161,7 @@ export function policyFile(volume: string, repo: string, password: string, port:
   ].join('\n');
 }
 
-const info = async (port: number): Promise<Map<string, string>> => {
-  const text = await redisOnce(port, 'INFO', { connectMs: 3000, timeoutMs: 10_000 }, (c) => c.info());
-  const m = new Map<string, string>();
-  for (const line of text.split(/\r?\n/)) {
-    const i = line.indexOf(':');
-    if (i > 0) m.set(line.slice(0, i), line.slice(i + 1).trim());
-  }
-  return m;
-};
+const info = async (port: number): Promise<Map<string, string>> => parseInfo(await redisOnce(port, 'INFO', { connectMs: 3000, timeoutMs: 10_000 }, (c) => c.info()));
 
 const configGet = (port: number, key: string): Promise<string> =>
   redisOnce(port, `CONFIG GET ${key}`, {}, async (c) => {
@@ -264,21 +259,41 @@ async function trial(c: Ctx, method: RedisConsistencyMethod, n: number): Promise
   const ac = new AbortController();
   const loading = runLoad(s, { rate: c.o.rate ?? 200, durationSeconds: 600, services: c.redisServices, readFraction: 0, signal: ac.signal });
   await sleep(1000);
-  const rewritesBefore = Number((await info(s.redis.port)).get('aof_rewrites') ?? 0);
+  // the live server's AOF rewrites, sampled every 20 ms while meshback runs
+  const samples: { t: number; rewrites: number; inProgress: boolean }[] = [];
+  let sampling = true;
+  const sampler = (async () => {
+    const conn = await redisConnect(s.redis.port, 5000);
+    try {
+      while (sampling) {
+        const i = parseInfo(await redisCall(conn, 'INFO persistence', 5000, (x) => x.info('persistence')));
+        samples.push({ t: Date.now(), rewrites: Number(i.get('aof_rewrites') ?? 0), inProgress: i.get('aof_rewrite_in_progress') === '1' });
+        await sleep(20);
+      }
+    } finally {
+      redisClose(conn);
+    }
+  })();
   const tStart = Date.now();
   let r: Awaited<ReturnType<typeof spawnCaptured>>;
   try {
     r = await spawnCaptured(c.bin, ['run', method, '--config', c.config, '--json'], { env: c.env });
   } finally {
     ac.abort();
+    sampling = false;
   }
   const tEnd = Date.now();
-  const rewritesAll = Number((await info(s.redis.port)).get('aof_rewrites') ?? 0) - rewritesBefore;
+  await sampler;
   const loadResult = await loading;
   const sum = runSummary(r.stdout);
-  // the aof-rewrite preset's own BGREWRITEAOF is not one that could tear the copy
-  const ownRewrite = method === 'aof-rewrite' && (sum?.['presets'] as { outcome?: string }[] | undefined)?.[0]?.outcome === 'ok' ? 1 : 0;
-  const rewritesDuring = Math.max(0, rewritesAll - ownRewrite);
+  // rewrites that ended while the backup phase read, and whether one ran then
+  const backupPhase = (sum?.['phases'] as { phase: string; started?: string; finished?: string }[] | undefined)?.find((p) => p.phase === 'backup');
+  const b0 = backupPhase?.started !== undefined ? Date.parse(backupPhase.started) : tStart;
+  const b1 = backupPhase?.finished !== undefined ? Date.parse(backupPhase.finished) : tEnd;
+  const atStart = samples.filter((x) => x.t <= b0).at(-1) ?? samples[0];
+  const atEnd = samples.find((x) => x.t >= b1) ?? samples.at(-1);
+  const rewritesDuring = atStart !== undefined && atEnd !== undefined ? atEnd.rewrites - atStart.rewrites : 0;
+  const rewriteRunning = samples.some((x) => x.t >= b0 && x.t <= b1 && x.inProgress);
   const snapshot = typeof sum?.['snapshot_id'] === 'string' ? sum['snapshot_id'] : undefined;
   const presets = sum?.['presets'] as { start_seconds?: number }[] | undefined;
   const runMessage = r.code === 0 ? 'ok' : (r.stderr.trim().split('\n').filter((l) => l.startsWith('meshback:')).at(-1) ?? r.stderr.trim().split('\n').at(-1) ?? '').slice(0, 300);
@@ -298,6 +313,7 @@ async function trial(c: Ctx, method: RedisConsistencyMethod, n: number): Promise
     ...(snapshot !== undefined ? { snapshot } : {}),
     writesDuringBackup: during.size,
     rewritesDuringBackup: rewritesDuring,
+    rewriteRunningDuringBackup: rewriteRunning,
     loaded: false,
     loadMessage: snapshot === undefined ? 'no snapshot was saved' : 'not started',
     keys: 0,
@@ -332,7 +348,7 @@ async function trial(c: Ctx, method: RedisConsistencyMethod, n: number): Promise
   } else if (c.o.keepRestored !== true) await fsp.rm(target, { recursive: true, force: true });
   result.good = result.loaded && result.keysLost === 0 && result.keysChanged === 0;
   c.log(
-    `${method} #${n}: ${r.code === 0 ? 'backed up' : `meshback run exited ${r.code}: ${runMessage}`}; ${result.loaded ? 'loaded' : 'DID NOT LOAD'} (${result.loadMessage}); ${result.keysLost} of ${result.keysExpected} sessions lost, ${result.keysChanged} changed; run ${result.runSeconds} s with ${result.writesDuringBackup} writes and ${rewritesDuring} AOF rewrites during it (${loadResult.acknowledged} written during the trial)`,
+    `${method} #${n}: ${r.code === 0 ? 'backed up' : `meshback run exited ${r.code}: ${runMessage}`}; ${result.loaded ? 'loaded' : 'DID NOT LOAD'} (${result.loadMessage}); ${result.keysLost} of ${result.keysExpected} sessions lost, ${result.keysChanged} changed; run ${result.runSeconds} s with ${result.writesDuringBackup} writes, ${rewritesDuring} AOF rewrite(s) ended during its backup phase${rewriteRunning ? ' (one running during it)' : ''} (${loadResult.acknowledged} written during the trial)`,
   );
   return result;
 }

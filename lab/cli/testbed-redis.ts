@@ -14,10 +14,11 @@ import type { EventSink } from '../../src/events/index.ts';
 function printRedisConsistency(ctx: Context, r: RedisConsistencyResult): void {
   const o = ctx.out;
   o.result(`Redis ${r.redisVersion} (appendonly yes), ${r.volumeKind} volume${r.ballastMiB > 0 ? `, ${r.ballastMiB} MiB of ballast` : ''}, ${r.rate} session writes/s during each backup${r.frequentRewrites ? ', automatic AOF rewrites as often as Redis makes them' : ''}`);
-  o.result('method        trials  backed up  loaded  nothing lost  AOF rewrites ended while the backup read');
+  o.result('method        trials  backed up  loaded  nothing lost  both  AOF rewrites ended (running) while the backup read');
   for (const s of r.summary) {
-    const rw = r.trials.filter((t) => t.method === s.method).reduce((a, t) => a + t.rewritesDuringBackup, 0);
-    o.result(`${s.method.padEnd(12)}  ${String(s.trials).padStart(6)}  ${String(s.backedUp).padStart(9)}  ${String(s.loaded).padStart(6)}  ${String(s.lossless).padStart(12)}  ${String(rw).padStart(40)}`);
+    const mine = r.trials.filter((t) => t.method === s.method);
+    const rw = `${mine.reduce((a, t) => a + t.rewritesDuringBackup, 0)} (${mine.filter((t) => t.rewriteRunningDuringBackup).length} trials)`;
+    o.result(`${s.method.padEnd(12)}  ${String(s.trials).padStart(6)}  ${String(s.backedUp).padStart(9)}  ${String(s.loaded).padStart(6)}  ${String(s.lossless).padStart(12)}  ${String(s.good).padStart(4)}  ${rw.padStart(48)}`);
   }
   for (const t of r.trials.filter((x) => !x.good)) o.result(`  ${t.method} #${t.trial}: ${t.exitCode !== 0 ? `meshback run exited ${t.exitCode}: ${t.runMessage}; ` : ''}${t.loaded ? `${t.keysLost} of ${t.keysExpected} sessions lost, ${t.keysChanged} changed` : t.loadMessage}`);
 }

@@ -96,7 +96,9 @@ export interface RedisConsistencyTrial {
   keysChanged: number;
   /** sessions acknowledged during the run that the restore holds */
   duringPresent: number;
-  /** loaded, nothing lost or changed */
+  /** loaded, and nothing lost or changed */
+  lossless: boolean;
+  /** meshback run succeeded (exit 0) and the restore is lossless */
   good: boolean;
 }
 
@@ -106,7 +108,10 @@ export interface RedisConsistencySummary {
   /** meshback run exited 0 */
   backedUp: number;
   loaded: number;
+  /** loaded with every session acknowledged before the run */
   lossless: number;
+  /** both: backed up and lossless */
+  good: number;
 }
 
 export interface RedisConsistencyResult {
@@ -208,7 +213,8 @@ async function startRestored(dir: string, logFile: string, program: string, time
     const from = /DB loaded from (append only file|disk)[^\n]*/.exec(log)?.[0] ?? 'loaded (no "DB loaded" line in its log)';
     return { child, port, loaded: true, message: `${from.trim()}; answering after ${((Date.now() - t0) / 1000).toFixed(2)} s` };
   }
-  const tail = await logTail(logFile, 3, 500);
+  // its last line says why (the warnings before it are about the host)
+  const tail = (await logTail(logFile, 1, 300)).replace(/^\d+:[A-Z] [^#*]*[#*] /, '');
   return { child, port, loaded: false, message: exited ? `did not start: ${tail}` : `did not load within ${timeoutMs / 1000} s: ${tail}` };
 }
 
@@ -321,6 +327,7 @@ async function trial(c: Ctx, method: RedisConsistencyMethod, n: number): Promise
     keysLost: expected.size,
     keysChanged: 0,
     duringPresent: 0,
+    lossless: false,
     good: false,
   };
   if (snapshot !== undefined) {
@@ -346,7 +353,8 @@ async function trial(c: Ctx, method: RedisConsistencyMethod, n: number): Promise
       if (c.o.keepRestored !== true) await fsp.rm(target, { recursive: true, force: true });
     }
   } else if (c.o.keepRestored !== true) await fsp.rm(target, { recursive: true, force: true });
-  result.good = result.loaded && result.keysLost === 0 && result.keysChanged === 0;
+  result.lossless = result.loaded && result.keysLost === 0 && result.keysChanged === 0;
+  result.good = result.exitCode === 0 && result.lossless;
   c.log(
     `${method} #${n}: ${r.code === 0 ? 'backed up' : `meshback run exited ${r.code}: ${runMessage}`}; ${result.loaded ? 'loaded' : 'DID NOT LOAD'} (${result.loadMessage}); ${result.keysLost} of ${result.keysExpected} sessions lost, ${result.keysChanged} changed; run ${result.runSeconds} s with ${result.writesDuringBackup} writes, ${rewritesDuring} AOF rewrite(s) ended during its backup phase${rewriteRunning ? ' (one running during it)' : ''} (${loadResult.acknowledged} written during the trial)`,
   );
@@ -411,7 +419,7 @@ export async function redisConsistencyExperiment(s: TestbedState, o: RedisConsis
       const mine: RedisConsistencyTrial[] = [];
       for (let i = 1; i <= trials; i++) mine.push(await trial(c, m, i));
       out.push(...mine);
-      summary.push({ method: m, trials: mine.length, backedUp: mine.filter((t) => t.exitCode === 0).length, loaded: mine.filter((t) => t.loaded).length, lossless: mine.filter((t) => t.good).length });
+      summary.push({ method: m, trials: mine.length, backedUp: mine.filter((t) => t.exitCode === 0).length, loaded: mine.filter((t) => t.loaded).length, lossless: mine.filter((t) => t.lossless).length, good: mine.filter((t) => t.good).length });
     }
   } finally {
     if (saved !== undefined) {

@@ -7,6 +7,7 @@
  * installs its handler; it can still end the default way through exitInterrupted().
  */
 import { releaseHeldLocksSync } from '../repository/lock.ts';
+import { releaseRunLocksSync } from '../policy/index.ts';
 import { EXIT } from './exit.ts';
 
 export type Signal = 'SIGINT' | 'SIGTERM';
@@ -23,6 +24,7 @@ export function interruptHandler(): ((sig: Signal) => void) | undefined {
 /** Ends the process as interrupted: the locks go first (synchronously), then `message` on stderr, exit 130. */
 export function exitInterrupted(message: string): void {
   const rest = releaseHeldLocksSync();
+  releaseRunLocksSync();
   process.stderr.write(message);
   if (rest.length === 0) process.exit(EXIT.INTERRUPTED);
   // a backend that cannot delete synchronously: give it a few seconds

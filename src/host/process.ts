@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process';
 import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { errnoCode } from '../errors/index.ts';
 
 /** What the kernel reported for a command and its waited-for children (GNU time's figures). */
 export interface Measurement {
@@ -137,3 +138,13 @@ export async function which(name: string, env: Record<string, string | undefined
   return undefined;
 }
 
+
+/** Whether a process with this PID exists on this host (EPERM: it exists but belongs to another user). */
+export function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return errnoCode(err) !== 'ESRCH';
+  }
+}

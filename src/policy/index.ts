@@ -11,3 +11,7 @@ export { emptyState, readState, writeState } from './state.ts';
 export type { PolicyState, SchedulerState } from './state.ts';
 export { PRESET_TYPES, PresetSchema, createPresets } from './presets/index.ts';
 export type { PresetConfig, PresetContext, PresetRun } from './presets/index.ts';
+export { inWindow, parseWindow, windowStart, windowText } from './window.ts';
+export type { MaintenanceWindow } from './window.ts';
+export { releaseRunLocksSync, takeRunLock } from './runlock.ts';
+export type { RunLock } from './runlock.ts';

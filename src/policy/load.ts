@@ -19,6 +19,8 @@ import { resolvePresets } from './presets/index.ts';
 import type { PresetConfig } from './presets/index.ts';
 import { HOOK_TIMEOUT_DEFAULT, HTTP_HOOK_TIMEOUT_DEFAULT, PolicyFileSchema, scheduleProblem } from './schema.ts';
 import type { HookInput, PolicyInput } from './schema.ts';
+import { parseWindow } from './window.ts';
+import type { MaintenanceWindow } from './window.ts';
 
 /** A hook that runs a program. */
 export interface ExecHook {
@@ -57,6 +59,8 @@ export interface Policy {
   /** undefined: no retention rule (forget is not run) */
   retention?: RetentionPolicy;
   prune: boolean;
+  /** prune only inside this daily window (undefined: after every run when `prune`) */
+  pruneWindow?: MaintenanceWindow;
   rpoMs?: number;
   /** KEY=VALUE, policy=NAME first */
   tags: string[];
@@ -190,7 +194,8 @@ function resolvePolicy(name: string, p: PolicyInput, defaults: { repository?: st
     ...(pw !== undefined ? { passwordFile: path.resolve(dir, pw) } : {}),
     ...(p.schedule !== undefined ? { schedule: resolveSchedule(p.schedule, p.timezone, ['schedule'], fail) } : {}),
     ...(retention !== undefined ? { retention } : {}),
-    prune: p.prune ?? false,
+    prune: p.prune !== undefined && p.prune !== false,
+    ...(typeof p.prune === 'object' ? { pruneWindow: parseWindow(p.prune.window, p.timezone)! } : {}),
     ...(p.rpo !== undefined ? { rpoMs: parseDuration(p.rpo, 'rpo') } : {}),
     tags: [`policy=${name}`, ...Object.entries(p.tags ?? {}).map(([k, val]) => `${k}=${val}`)],
     exclude: p.exclude ?? [],

@@ -31,6 +31,7 @@ import { createPresets, presetError } from './presets/index.ts';
 import type { PresetRun } from './presets/index.ts';
 import type { HookPhase, HookResult } from './hooks.ts';
 import type { Hook, Policy } from './load.ts';
+import { inWindow, windowText } from './window.ts';
 
 export type PhaseName = 'pre' | 'preset' | 'backup' | 'post' | 'retention' | 'prune' | 'on-error';
 export type Outcome = 'ok' | 'failed' | 'skipped' | 'incomplete';
@@ -91,6 +92,10 @@ export interface RunOptions {
   /** the repository location as hooks see it (MESHBACK_REPO) */
   repository: string;
   dryRun?: boolean;
+  /** a maintenance run: prune only, now (what the server runs at the start of a policy's maintenance window) */
+  maintenance?: boolean;
+  /** the wall clock (ms), for the maintenance window (default Date.now) */
+  now?: () => number;
   events?: EventSink;
   /** aborted when the run should stop (presets see it) */
   signal?: AbortSignal;
@@ -172,7 +177,13 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
     return failed;
   };
 
-  if (dryRun) {
+  const maintenance = opts.maintenance === true;
+  // prune runs after retention, or alone in a maintenance run; a policy with a window prunes only inside it
+  const windowed = policy.pruneWindow !== undefined && !maintenance && !inWindow(policy.pruneWindow, (opts.now ?? Date.now)());
+  const pruneNow = policy.prune && !dryRun && !windowed;
+  if (maintenance) {
+    for (const p of ['pre', 'backup', 'post', 'retention'] as const) skip(p, 'maintenance run: prune only');
+  } else if (dryRun) {
     skip('pre', 'dry run: no hook runs');
     if (policy.presets.length > 0) skip('preset', 'dry run: no preset runs');
     skip('backup', 'dry run: nothing is backed up');
@@ -264,16 +275,26 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
   }
 
   let forgot: ForgetResult | undefined;
-  if (error !== undefined) skip('retention', `the ${failedPhase!} phase failed`);
+  if (maintenance && policy.prune)
+    await phase('prune', async () => {
+      const o = await opts.open(dryRun ? 'none' : 'exclusive', `run ${policy.name} (maintenance)`, true);
+      try {
+        if (!dryRun) report.prune = await prune(o.repo, { events });
+      } finally {
+        await o.close();
+      }
+    });
+  else if (maintenance) skip('retention', 'maintenance run: prune only');
+  else if (error !== undefined) skip('retention', `the ${failedPhase!} phase failed`);
   else if (policy.retention === undefined) skip('retention', 'the policy has no retention rules');
   else
     await phase('retention', async () => {
-      const o = await opts.open(dryRun ? 'none' : 'exclusive', `run ${policy.name}`, policy.prune && !dryRun);
+      const o = await opts.open(dryRun ? 'none' : 'exclusive', `run ${policy.name}`, pruneNow);
       try {
         forgot = await forget(o.repo, { policy: policy.retention!, tags: [`policy=${policy.name}`], dryRun, events });
         const removedIds = forgot.groups.flatMap((g) => g.remove.map((d) => d.item.id)).filter((id) => !forgot!.locked.some((l) => l.id === id));
         report.retention = { kept: forgot.kept, removed: forgot.removed, wouldRemove: forgot.wouldRemove, locked: forgot.locked.length, removedIds: dryRun ? [] : removedIds };
-        if (policy.prune && !dryRun) {
+        if (pruneNow) {
           phases.set('prune', { phase: 'prune', outcome: 'ok', started: new Date().toISOString() });
           const p0 = performance.now();
           try {
@@ -295,9 +316,21 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
         await o.close();
       }
     });
-  if (!phases.has('prune')) skip('prune', !policy.prune ? 'the policy does not prune' : dryRun ? 'dry run: prune runs after a real retention' : error !== undefined ? `the ${failedPhase!} phase failed` : 'no retention ran');
+  if (!phases.has('prune'))
+    skip(
+      'prune',
+      !policy.prune
+        ? 'the policy does not prune'
+        : dryRun
+          ? 'dry run: prune runs after a real retention'
+          : error !== undefined
+            ? `the ${failedPhase!} phase failed`
+            : windowed
+              ? `outside the maintenance window ${windowText(policy.pruneWindow!)}: the server prunes at its start (or run meshback run ${policy.name} --maintenance in it)`
+              : 'no retention ran',
+    );
   // a prune that failed inside the retention phase: the failure is prune's, retention itself succeeded
-  if (phases.get('prune')?.outcome === 'failed') {
+  if (!maintenance && phases.get('prune')?.outcome === 'failed') {
     const r = phases.get('retention')!;
     r.outcome = 'ok';
     delete r.message;

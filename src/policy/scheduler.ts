@@ -32,14 +32,22 @@ export interface Timer {
 /** Time for the scheduler: the wall clock (ms since the epoch) and one-shot timers. */
 export interface Clock {
   now(): number;
+  /** a clock no one sets (ms, any origin): the scheduler compares it with now() to see the wall clock jump */
+  monotonic?(): number;
   setTimer(ms: number, fn: () => void): Timer;
 }
 
 /** the longest single timer (setTimeout holds at most 2^31-1 ms); a longer wait re-arms */
 const MAX_TIMER_MS = 6 * 3600_000;
 
+/** how often the scheduler compares the wall clock with the monotonic one */
+const CLOCK_CHECK_MS = 30_000;
+/** a difference between the two clocks over one check period beyond this is a jump of the wall clock */
+const CLOCK_JUMP_MS = 10_000;
+
 export const systemClock: Clock = {
   now: () => Date.now(),
+  monotonic: () => performance.now(),
   setTimer(ms, fn) {
     const t = setTimeout(fn, Math.max(0, ms));
     return { cancel: () => clearTimeout(t) };
@@ -81,6 +89,7 @@ export type SchedulerEvent =
   | { type: 'waiting'; policy: string; at: string; running: string[] }
   | { type: 'stopping'; at: string; running: string[]; graceSeconds: number }
   | { type: 'stopped'; at: string; abandoned: string[] }
+  | { type: 'clock-jump'; at: string; jumpSeconds: number }
   | { type: 'warning'; message: string };
 
 export interface SchedulerOptions {
@@ -146,6 +155,44 @@ export class Scheduler {
     this.started = true;
     if (this.opts.state !== undefined) this.state = await this.opts.state.read();
     this.armAll([...this.slots.values()]);
+    this.watchClock();
+  }
+
+  private clockTimer: Timer | undefined;
+  /**
+   * Every CLOCK_CHECK_MS, compares how far the wall clock moved with how far the monotonic clock
+   * did. Timers run on the monotonic clock, so after the wall clock is set (NTP step, a VM resumed,
+   * an operator) they would fire at the wrong wall time: on a jump every policy is re-armed from
+   * the wall clock. A cron schedule keeps wall-clock times: forward, the runs whose time was
+   * skipped are due and run once (not tick by tick); backward, a run already made is not repeated,
+   * since the next run is always computed after the last tick that fired. An `every` schedule
+   * keeps its interval in real time: its next run moves with the jump.
+   */
+  private watchClock(): void {
+    const mono = this.clock.monotonic?.bind(this.clock);
+    if (mono === undefined) return;
+    let wall0 = this.clock.now();
+    let mono0 = mono();
+    const check = (): void => {
+      if (this.stopping) return;
+      const wall1 = this.clock.now();
+      const mono1 = mono();
+      const jump = wall1 - wall0 - (mono1 - mono0);
+      wall0 = wall1;
+      mono0 = mono1;
+      if (Math.abs(jump) > CLOCK_JUMP_MS) {
+        this.emit({ type: 'clock-jump', at: this.iso(wall1), jumpSeconds: Math.round(jump / 1000) });
+        for (const slot of this.slots.values()) {
+          if (slot.nextAt === undefined) continue;
+          if (slot.p.schedule.kind === 'every') slot.nextAt += jump;
+          slot.timer?.cancel();
+          slot.timer = undefined;
+          this.arm(slot);
+        }
+      }
+      this.clockTimer = this.clock.setTimer(CLOCK_CHECK_MS, check);
+    };
+    this.clockTimer = this.clock.setTimer(CLOCK_CHECK_MS, check);
   }
 
   /** arms each of `slots` from its recorded last start: due now (first run, catch-up) or at its next time */
@@ -217,8 +264,9 @@ export class Scheduler {
     slot.timer = this.clock.setTimer(delay, () => {
       slot.timer = undefined;
       if (this.stopping) return;
-      if (this.clock.now() < at) this.arm(slot);
-      else this.fire(slot, 'schedule', at);
+      const now = this.clock.now();
+      if (now < at) this.arm(slot);
+      else this.fire(slot, now - at > CLOCK_CHECK_MS + CLOCK_JUMP_MS ? 'catch-up' : 'schedule', at);
     });
   }
 
@@ -291,6 +339,7 @@ export class Scheduler {
    */
   async stop(graceMs: number): Promise<{ abandoned: string[] }> {
     this.stopping = true;
+    this.clockTimer?.cancel();
     for (const s of this.slots.values()) {
       s.timer?.cancel();
       s.timer = undefined;

@@ -11,6 +11,7 @@ import { MeshbackError } from '../errors/index.ts';
 import { about, v } from '../util/schema.ts';
 import { parseDuration } from '../util/units.ts';
 import { PresetSchema } from './presets/index.ts';
+import { WINDOW_TEXT, parseWindow } from './window.ts';
 
 /** true when `s` is a duration of the project's grammar (longer than zero). */
 export function isDuration(s: string): boolean {
@@ -173,7 +174,20 @@ export const PolicySchema = v.strictObject({
   schedule: v.optional(schedule()),
   timezone: v.optional(timezone()),
   retention: v.optional(RetentionSchema),
-  prune: v.optional(about(v.boolean(), 'prune after retention (default false)')),
+  prune: v.optional(
+    about(
+      v.union(
+        [
+          v.boolean(),
+          v.strictObject({
+            window: about(v.pipe(v.string(WINDOW_TEXT), v.check((s) => parseWindow(s) !== undefined, WINDOW_TEXT)), 'the daily maintenance window HH:MM-HH:MM in which prune runs (in the policy\'s timezone, else the host\'s)'),
+          }),
+        ],
+        'must be true, false, or {window: HH:MM-HH:MM}',
+      ),
+      'prune after retention: true (after every run), false (never; the default), or {window: "01:00-05:00"}: only in that daily window (the server prunes at its start; meshback run prunes only inside it)',
+    ),
+  ),
   rpo: v.optional(about(duration(), 'recovery point objective: the newest snapshot should never be older')),
   tags: v.optional(about(v.record(v.pipe(v.string(), v.regex(/^[^=\s]+$/, 'must be a tag key without "=" or spaces'), v.check((k) => k !== 'policy', 'must not be "policy" (meshback sets policy=NAME itself)')), v.string()), 'tags of every snapshot (KEY: VALUE); policy=NAME is added')),
   exclude: v.optional(about(v.array(v.string()), 'exclude patterns, as --exclude (gitignore-style)')),

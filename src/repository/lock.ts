@@ -17,7 +17,8 @@ import * as os from 'node:os';
 import type { Backend, Handle } from '../storage/backend.ts';
 import { sha256hex } from '../content/pack.ts';
 import { open, seal } from '../crypto/index.ts';
-import { IntegrityError, MeshbackError, NotFoundError, UsageError, errMessage, errnoCode } from '../errors/index.ts';
+import { IntegrityError, MeshbackError, NotFoundError, UsageError, errMessage } from '../errors/index.ts';
+import { processExists } from '../host/process.ts';
 import type { EventSink } from '../events/index.ts';
 import { nullSink } from '../events/index.ts';
 import type { Repository } from './index.ts';
@@ -128,16 +129,6 @@ function ownPidNamespace(): string | undefined {
     }
   }
   return pidNs ?? undefined;
-}
-
-/** Whether a process with this PID exists here (EPERM: it exists but belongs to another user). */
-function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return errnoCode(err) !== 'ESRCH';
-  }
 }
 
 function encodeLock(encKey: Buffer, info: LockInfo): { name: string; bytes: Buffer } {

@@ -8,6 +8,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { BIN, mb, rmrf, summary, tmpdir } from '../helpers/cli.ts';
 import { startS3 } from '../../lab/testenv/index.ts';
@@ -47,6 +48,13 @@ const outcomes = (s: RunSummary): Record<string, string> => Object.fromEntries(s
 async function readEnv(file: string): Promise<Record<string, string>> {
   const text = await fsp.readFile(file, 'utf8');
   return Object.fromEntries(text.split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+}
+
+/** a one-hour maintenance window (UTC) that starts six hours from now, so never contains now */
+function awayWindow(): string {
+  const h = (new Date().getUTCHours() + 6) % 24;
+  const hh = (x: number) => String(x).padStart(2, '0');
+  return `${hh(h)}:00-${hh((h + 1) % 24)}:00`;
 }
 
 describe('run', () => {
@@ -135,6 +143,11 @@ policies:
     sources: [data/other]
     hooks:
       post: [ { exec: [${daemon}], timeout: 30s } ]
+  windowed:
+    sources: [data/other]
+    timezone: UTC
+    retention: { keep-last: 1 }
+    prune: { window: "${awayWindow()}" }
   missing-source:
     sources: [data/does-not-exist]
     hooks:
@@ -144,7 +157,7 @@ policies:
     env = { MESHBACK_PASSWORD: 'must-not-leak' };
     const init = await mb(['init', '--repo', repo, '--password-file', path.join(base, 'pw')], {});
     assert.equal(init.code, 0, init.stderr);
-    env = { MESHBACK_REPO: repo, MESHBACK_PASSWORD: 'pw' };
+    env = { MESHBACK_REPO: repo, MESHBACK_PASSWORD: 'pw', XDG_STATE_HOME: path.join(base, 'state') };
   });
   after(async () => {
     await rmrf(base);
@@ -278,8 +291,15 @@ policies:
       if (pid === 0) await new Promise((res) => setTimeout(res, 50));
     }
     assert.ok(pid > 0, 'the hook started');
+    // one run of a policy at a time: a second run of it is refused while the first goes on
+    const lockFile = path.join(base, 'state/meshback/running/slow.lock');
+    const second = await run('slow');
+    assert.equal(second.code, 11, second.stderr);
+    assert.match(second.stderr, /^meshback: policy slow is already running \(meshback run, pid \d+, since [-\d:.TZ]+\): wait for that run to end; one run of a policy at a time\n$/);
+    assert.equal((JSON.parse(await fsp.readFile(lockFile, 'utf8')) as { pid: number }).pid, p.pid);
     p.kill('SIGTERM');
     assert.equal(await exited, 130);
+    await assert.rejects(fsp.access(lockFile), 'an interrupted run removes its run lock');
     let alive = true;
     for (let i = 0; i < 50 && alive; i++) {
       try {
@@ -291,6 +311,16 @@ policies:
     }
     if (alive) process.kill(pid, 'SIGKILL');
     assert.equal(alive, false, `the hook's child ${pid} outlived meshback`);
+  });
+
+  test('a run lock left by a killed run (its process gone) is taken over with a warning', async () => {
+    const lockFile = path.join(base, 'state/meshback/running/other.lock');
+    await fsp.mkdir(path.dirname(lockFile), { recursive: true });
+    await fsp.writeFile(lockFile, JSON.stringify({ pid: 2 ** 22 + 7, host: os.hostname(), started: '2026-12-06T01:00:00.000Z', by: 'meshback run' }));
+    const r = await run('other');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /a stale run lock of policy other \(pid 4194311 on .*, since 2026-12-06T01:00:00.000Z, is gone\) was removed/);
+    await assert.rejects(fsp.access(lockFile), 'released at the end');
   });
 
   test('a hook that leaves a process holding its output open does not hold up the run', async () => {
@@ -332,6 +362,29 @@ policies:
     assert.equal((await readEnv(path.join(out, 'missing-on-error.env')))['MESHBACK_FAILED_PHASE'], 'backup');
   });
 
+  test('a policy with a maintenance window prunes only inside it; --maintenance prunes now and nothing else', async () => {
+    const first = await run('windowed', '--json');
+    assert.equal(first.code, 0, first.stderr);
+    const r = await run('windowed', '--json');
+    assert.equal(r.code, 0, r.stderr);
+    const s = summary(r.stdout) as unknown as RunSummary;
+    assert.deepEqual(outcomes(s), { pre: 'skipped', backup: 'ok', post: 'skipped', retention: 'ok', prune: 'skipped', 'on-error': 'skipped' });
+    assert.equal(s.retention!.removed, 1);
+    assert.match(s.phases.find((p) => p.phase === 'prune')!.message!, /^outside the maintenance window \d\d:\d\d-\d\d:\d\d UTC: the server prunes at its start \(or run meshback run windowed --maintenance in it\)$/);
+    const before = (await snapshots()).length;
+    const m = await run('windowed', '--maintenance', '--json');
+    assert.equal(m.code, 0, m.stderr);
+    const ms = summary(m.stdout) as unknown as RunSummary;
+    assert.deepEqual(outcomes(ms), { pre: 'skipped', backup: 'skipped', post: 'skipped', retention: 'skipped', prune: 'ok', 'on-error': 'skipped' });
+    assert.ok(ms.prune !== undefined && ms.snapshot_id === undefined);
+    assert.equal((await snapshots()).length, before, 'a maintenance run makes and removes no snapshot');
+    const text = await run('windowed', '--maintenance');
+    assert.match(text.stdout, /prune\s+ok \([\d.]+ s\): \d+ pack\(s\) deleted/);
+    const no = await run('other', '--maintenance');
+    assert.equal(no.code, 2);
+    assert.equal(no.stderr, 'meshback: policy other does not prune, so a maintenance run has nothing to do: give it prune: true or prune: {window: "01:00-05:00"}\n');
+  });
+
   test('a bad policy file, an unknown policy, no --config: one line, documented codes', async () => {
     const bad = path.join(base, 'bad.yaml');
     await fsp.writeFile(bad, 'version: 1\npolicies:\n  envoy:\n    sources: [/x]\n    retention:\n      keep-daily: seven\n');
@@ -340,7 +393,7 @@ policies:
     assert.equal(r.stderr, 'meshback: bad.yaml:6: policies.envoy.retention.keep-daily: must be a whole number of at least 1, or -1 for unlimited (it is "seven")\n');
     r = await run('nope');
     assert.equal(r.code, 5);
-    assert.match(r.stderr, /^meshback: policy "nope" is not in .*policies\.yaml: it names envoy, other, broken-pre, hanging, slow, post-fails, daemon, missing-source\n$/);
+    assert.match(r.stderr, /^meshback: policy "nope" is not in .*policies\.yaml: it names envoy, other, broken-pre, hanging, slow, post-fails, daemon, windowed, missing-source\n$/);
     r = await mb(['run', 'envoy'], { env });
     assert.equal(r.code, 2);
     assert.match(r.stderr, /run needs the policy file: meshback run POLICY --config FILE/);

@@ -48,7 +48,7 @@ export function mb(args: string[], opts: { env?: Record<string, string | undefin
   const cmd = opts.prefix !== undefined ? opts.prefix[0]! : BIN;
   const argv = opts.prefix !== undefined ? [...opts.prefix.slice(1), BIN, ...args] : args;
   // the metadata cache of S3 repositories goes to one directory under the system's temp dir, not the user's ~/.cache
-  return runProcess(cmd, argv, { MESHBACK_TEST_SCRYPT_N: '1024', MESHBACK_CACHE_DIR: path.join(os.tmpdir(), 'meshback-test-cache'), ...opts.env }, opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {});
+  return runProcess(cmd, argv, { MESHBACK_TEST_SCRYPT_N: '1024', MESHBACK_CACHE_DIR: path.join(os.tmpdir(), 'meshback-test-cache'), XDG_STATE_HOME: path.join(os.tmpdir(), `meshback-test-state-${process.pid}`), ...opts.env }, opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {});
 }
 
 export function tmpdir(prefix: string): string {

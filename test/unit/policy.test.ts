@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { MeshbackError } from '../../src/errors/index.ts';
-import { loadPolicyFile, parsePolicyFile } from '../../src/policy/index.ts';
+import { inWindow, loadPolicyFile, nextRunAfter, parsePolicyFile, parseWindow, windowStart } from '../../src/policy/index.ts';
 import { rmrf, tmpdir } from '../helpers/cli.ts';
 
 const FULL = `# every field
@@ -89,7 +89,9 @@ test('a wrong value names the file, its line and the field', () => {
   );
   assert.match(refusal(base('    retention: { keep-daily: 2.5 }\n')), /^policies\.yaml:5: policies\.envoy\.retention\.keep-daily: must be a whole number \(it is 2\.5\)$/);
   assert.match(refusal(base('    retention: { keep-last: 0 }\n')), /^policies\.yaml:5: policies\.envoy\.retention\.keep-last: must be a whole number of at least 1, or -1/);
-  assert.match(refusal(base('    prune: yes please\n')), /^policies\.yaml:5: policies\.envoy\.prune: must be true or false \(it is "yes please"\)$/);
+  assert.match(refusal(base('    prune: yes please\n')), /^policies\.yaml:5: policies\.envoy\.prune: must be true, false, or \{window: HH:MM-HH:MM\}/);
+  assert.match(refusal(base('    prune: { window: 25:00-03:00 }\n')), /^policies\.yaml:5: policies\.envoy\.prune\.window: must be a daily window HH:MM-HH:MM such as 01:00-05:00/);
+  assert.match(refusal(base('    prune: { window: 01:00-05:00, every: 1d }\n')), /^policies\.yaml:5: policies\.envoy\.prune: must be true, false, or \{window: HH:MM-HH:MM\}/);
   assert.match(refusal(base('    tags: { policy: other }\n')), /^policies\.yaml:5: policies\.envoy\.tags\.policy: must not be "policy"/);
   assert.match(refusal(base('    tags: { release: 1.4 }\n')), /^policies\.yaml:5: policies\.envoy\.tags\.release: must be a string \(it is 1\.4\)$/);
   assert.match(refusal(base('    timezone: Mars/Olympus\n')), /^policies\.yaml:5: policies\.envoy\.timezone: must be an IANA time zone/);
@@ -146,4 +148,25 @@ test('loadPolicyFile: a missing file is NOT_FOUND, naming it', async () => {
   } finally {
     await rmrf(dir);
   }
+});
+
+test('a maintenance window: HH:MM-HH:MM in the policy\'s time zone, possibly across midnight; the server prunes at its start', () => {
+  const p = parsePolicyFile('version: 1\npolicies:\n  a:\n    sources: [/x]\n    timezone: Europe/Berlin\n    prune: { window: "22:30-02:00" }\n', 'p.yaml').policies.get('a')!;
+  assert.equal(p.prune, true);
+  const w = p.pruneWindow!;
+  assert.deepEqual(w, { start: 22 * 60 + 30, end: 120, timezone: 'Europe/Berlin', text: '22:30-02:00' });
+  // Berlin is UTC+1 in December: 22:30-02:00 local is 21:30-01:00 UTC
+  assert.equal(inWindow(w, Date.parse('2026-12-06T21:29:00Z')), false);
+  assert.equal(inWindow(w, Date.parse('2026-12-06T21:30:00Z')), true);
+  assert.equal(inWindow(w, Date.parse('2026-12-06T23:59:00Z')), true);
+  assert.equal(inWindow(w, Date.parse('2026-12-07T00:59:00Z')), true);
+  assert.equal(inWindow(w, Date.parse('2026-12-07T01:00:00Z')), false, 'the end is exclusive');
+  const s = windowStart(w);
+  assert.equal(nextRunAfter(s, Date.parse('2026-12-06T12:00:00Z')), Date.parse('2026-12-06T21:30:00Z'));
+  const day = parseWindow('01:00-05:00', 'UTC')!;
+  assert.equal(inWindow(day, Date.parse('2026-12-06T04:59:59Z')), true);
+  assert.equal(inWindow(day, Date.parse('2026-12-06T05:00:00Z')), false);
+  assert.equal(parseWindow('00:00-24:00')!.end, 0);
+  assert.equal(inWindow(parseWindow('00:00-24:00')!, Date.now()), true, 'the whole day');
+  for (const bad of ['1:00-5:00', '01:00-01:00', '01:00', '01:60-02:00', '24:00-01:00']) assert.equal(parseWindow(bad), undefined, bad);
 });

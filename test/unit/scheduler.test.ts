@@ -21,6 +21,8 @@ const T0 = Date.parse('2026-12-06T10:00:00.000Z');
 /** A clock whose time moves only when the test advances it; due timers fire in time order. */
 class FakeClock implements Clock {
   t: number;
+  /** the monotonic clock: moves with advance(), not with jump() */
+  mono = 0;
   private timers: { at: number; seq: number; fn: () => void; cancelled: boolean }[] = [];
   private seq = 0;
   constructor(t: number) {
@@ -28,6 +30,14 @@ class FakeClock implements Clock {
   }
   now(): number {
     return this.t;
+  }
+  monotonic(): number {
+    return this.mono;
+  }
+  /** sets the wall clock by `ms` (an NTP step); timers keep their monotonic deadlines */
+  jump(ms: number): void {
+    this.t += ms;
+    for (const e of this.timers) e.at += ms;
   }
   setTimer(ms: number, fn: () => void): Timer {
     const e = { at: this.t + Math.max(0, ms), seq: this.seq++, fn, cancelled: false };
@@ -43,9 +53,11 @@ class FakeClock implements Clock {
       const next = this.timers.filter((e) => e.at <= end).sort((a, b) => a.at - b.at || a.seq - b.seq)[0];
       if (next === undefined) break;
       this.timers.splice(this.timers.indexOf(next), 1);
+      this.mono += Math.max(0, next.at - this.t);
       this.t = Math.max(this.t, next.at);
       next.fn();
     }
+    this.mono += end - this.t;
     this.t = end;
     await settle();
   }
@@ -61,7 +73,7 @@ const cron = (expr: string, timezone?: string): Schedule => ({ kind: 'cron', exp
 function harness(policies: Record<string, Schedule>, o: { durations?: Record<string, number>; max?: number; state?: SchedulerState; fail?: Set<string> } = {}) {
   const clock = new FakeClock(T0);
   const events: SchedulerEvent[] = [];
-  const starts: { name: string; at: number }[] = [];
+  const starts: { name: string; at: number; mono: number }[] = [];
   const running = new Set<string>();
   let peak = 0;
   let overlap = false;
@@ -77,7 +89,7 @@ function harness(policies: Record<string, Schedule>, o: { durations?: Record<str
         if (running.has(name)) overlap = true;
         running.add(name);
         peak = Math.max(peak, running.size);
-        starts.push({ name, at: clock.now() });
+        starts.push({ name, at: clock.now(), mono: clock.mono });
         clock.setTimer(o.durations?.[name] ?? S, () => {
           running.delete(name);
           res(o.fail?.has(name) === true ? { ok: false, code: 'HOOK', message: 'pre hook 1 failed' } : { ok: true, snapshotId: 'ab'.repeat(32) });
@@ -142,6 +154,32 @@ describe('scheduler', () => {
     // then the regular schedule: a one hour after the catch-up, b at the next full hour
     await h.clock.advance(60 * M);
     assert.deepEqual(h.starts.slice(2).map((s) => [s.name, (s.at - T0) / M]).sort(), [['a', 60], ['b', 60]]);
+  });
+
+  test('a wall-clock jump: forward, a skipped cron run runs once; backward, none repeats; every keeps its real-time interval', async () => {
+    const h = harness({ c: cron('0 * * * *', 'UTC'), e: every(20 * M) });
+    await h.scheduler.start();
+    const at = (n: string) => h.starts.filter((s) => s.name === n).map((s) => new Date(s.at).toISOString().slice(11, 16));
+    await h.clock.advance(10 * M); // 10:10; e ran at 10:00
+    h.clock.jump(3 * H); // 13:10: the 11:00, 12:00 and 13:00 runs of c were skipped
+    await h.clock.advance(1 * M);
+    assert.deepEqual(at('c'), ['13:10'], 'c runs once, within a check period of the jump');
+    assert.equal((h.of('run-start').find((e) => (e as { policy: string }).policy === 'c') as { reason: string }).reason, 'catch-up');
+    const jumps = h.of('clock-jump') as { jumpSeconds: number }[];
+    assert.equal(jumps.length, 1);
+    assert.equal(jumps[0]!.jumpSeconds, 3 * 3600);
+    await h.clock.advance(50 * M); // 14:01
+    assert.deepEqual(at('c'), ['13:10', '14:00']);
+    assert.deepEqual(at('e'), ['10:00', '13:20', '13:40', '14:00'], 'e keeps 20 minutes of real time across the jump');
+    h.clock.jump(-2 * H); // 12:01: c's 13:00 and 14:00 runs were made
+    await h.clock.advance(2 * H + 10 * M); // 14:11
+    assert.deepEqual(at('c'), ['13:10', '14:00'], 'no run of c is repeated after a backward jump');
+    await h.clock.advance(1 * H);
+    assert.deepEqual(at('c'), ['13:10', '14:00', '15:00']);
+    const e = h.starts.filter((s) => s.name === 'e').slice(1);
+    const gaps = e.slice(1).map((s, i) => (s.mono - e[i]!.mono) / M);
+    assert.ok(gaps.length >= 8 && gaps.every((g) => g === 20), `e stays every 20 minutes of real time (${gaps.join(', ')})`);
+    assert.equal(h.overlap(), false);
   });
 
   test('a run not yet due after a restart waits for its time (anchored at the last start)', async () => {

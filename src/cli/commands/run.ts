@@ -7,10 +7,12 @@
  */
 import { MeshbackError, UsageError } from '../../errors/index.ts';
 import type { EventSink } from '../../events/index.ts';
-import { loadPolicyFile, policyNamed, runPolicy } from '../../policy/index.ts';
+import { loadPolicyFile, policyNamed, runPolicy, takeRunLock } from '../../policy/index.ts';
 import type { PhaseReport, Policy, RunOptions, RunReport } from '../../policy/index.ts';
 import { openRepository } from '../../repository/open.ts';
 import { fmtBytes } from '../../util/units.ts';
+import { meshbackDir } from '../../util/dirs.ts';
+import * as path from 'node:path';
 import type { Command } from '../command.ts';
 import { bool, str } from '../command.ts';
 import type { Context } from '../context.ts';
@@ -18,21 +20,38 @@ import { backendFor, getPassword, repoLocation } from '../context.ts';
 import { EXIT } from '../exit.ts';
 import { resourceUsage } from '../resources.ts';
 
+export const STATE_DIR_OPTION = {
+  type: 'string',
+  argument: 'DIR',
+  description: "meshback's state on this host: the server's state.json (each policy's last run, to catch up a run missed while it was down) and the run locks (one run of a policy at a time) (default $XDG_STATE_HOME/meshback, else ~/.local/state/meshback)",
+} as const;
+
+/** --state-dir, else $XDG_STATE_HOME/meshback, else ~/.local/state/meshback (absolute) */
+export function stateDirOf(v: Record<string, unknown>): string {
+  return path.resolve(str(v['state-dir']) ?? meshbackDir('state'));
+}
+
 export const runCommand: Command = {
   name: 'run',
   summary: 'run one policy of a policy file once: hooks, backup, retention, prune, report',
-  usage: 'meshback run POLICY --config FILE [--dry-run] [--json]',
+  usage: 'meshback run POLICY --config FILE [--dry-run] [--maintenance] [--state-dir DIR] [--json]',
   options: {
     config: { type: 'string', argument: 'FILE', description: 'the policy file (YAML; see docs/design.md, "Policies")' },
     'dry-run': { type: 'boolean', short: 'n', description: 'check the policy and the repository and show what retention would remove; run no hook, back up nothing, remove nothing' },
+    'state-dir': STATE_DIR_OPTION,
+    maintenance: { type: 'boolean', description: "a maintenance run: prune the policy's repository now, nothing else (what a timer in the policy's maintenance window calls; the server does it by itself)" },
   },
   async run(ctx, v, positionals) {
     const file = str(v['config']);
     if (file === undefined) throw new UsageError('run needs the policy file: meshback run POLICY --config FILE');
     if (positionals.length !== 1) throw new UsageError(`run takes one POLICY name${positionals.length > 1 ? `, not ${positionals.length}` : ''}: meshback run POLICY --config FILE`);
     const policy = policyNamed(await loadPolicyFile(file), positionals[0]!);
+    const maintenance = bool(v['maintenance']);
+    if (maintenance && !policy.prune) throw new UsageError(`policy ${policy.name} does not prune, so a maintenance run has nothing to do: give it prune: true or prune: {window: "01:00-05:00"}`);
+    // one run of a policy at a time on this host (the server's runs included); a dry run changes nothing
+    const lock = bool(v['dry-run']) ? undefined : await takeRunLock(stateDirOf(v), policy.name, 'meshback run', (m) => ctx.out.warn(m));
     const sink: EventSink = (e) => ctx.out.sink(e.type === 'note' && e.op === 'hook' ? { ...e, message: `  ${e.subject ?? 'hook'}: ${e.message}` } : e);
-    const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, ctx.g.retryLockMs ?? 0), dryRun: bool(v['dry-run']), events: sink });
+    const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, ctx.g.retryLockMs ?? 0), dryRun: bool(v['dry-run']), maintenance, events: sink }).finally(() => lock?.release());
     ctx.out.done();
     printReport(ctx, report);
     ctx.out.jsonOut({ message_type: 'summary', ...(snake(report) as Record<string, unknown>), resources: resourceUsage() });

@@ -79,10 +79,10 @@ function printVerify(ctx: Context, r: VerifyReport): void {
 function printConsistency(ctx: Context, r: ConsistencyResult): void {
   const o = ctx.out;
   o.result(`PostgreSQL ${r.pgVersion}, ${r.volumeKind} volume${r.ballastMiB > 0 ? `, ${r.ballastMiB} MiB of ballast` : ''}${r.fullBackups ? ', every backup a full one' : ''}, ${r.rate} order writes/s during each backup${r.checkpointsDuringBackup ? ', a CHECKPOINT every 200 ms while the backup reads' : ''}`);
-  o.result('method           trials  starts  amcheck passes  nothing lost');
+  o.result('method                   trials  starts  amcheck passes  nothing lost');
   for (const s of r.summary) {
-    if (s.skipped !== undefined) o.result(`${s.method.padEnd(16)} skipped: ${s.skipped}`);
-    else o.result(`${s.method.padEnd(16)} ${String(s.trials).padStart(6)}  ${String(s.started).padStart(6)}  ${String(s.amcheckPassed).padStart(14)}  ${String(s.lossless).padStart(12)}`);
+    if (s.skipped !== undefined) o.result(`${s.method.padEnd(24)} skipped: ${s.skipped}`);
+    else o.result(`${s.method.padEnd(24)} ${String(s.trials).padStart(6)}  ${String(s.started).padStart(6)}  ${String(s.amcheckPassed).padStart(14)}  ${String(s.lossless).padStart(12)}`);
   }
   for (const t of r.trials.filter((x) => !x.good)) o.result(`  ${t.method} #${t.trial}: ${t.started ? `amcheck ${t.amcheck}: ${t.amcheckMessage}; ${t.rowsLost} of ${t.rowsExpected} orders lost` : t.startMessage}`);
 }

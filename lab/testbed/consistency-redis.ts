@@ -79,7 +79,7 @@ export interface RedisConsistencyTrial {
   snapshot?: string;
   /** sessions acknowledged while meshback run ran */
   writesDuringBackup: number;
-  /** AOF rewrites the live Redis completed while the backup phase read (INFO aof_rewrites, sampled every 20 ms) */
+  /** AOF rewrites the live Redis completed while the backup read (INFO aof_rewrites, sampled every 20 ms): the backup phase, or with a preset the time between the end of its start and the beginning of its finish */
   rewritesDuringBackup: number;
   /** an AOF rewrite was running at some moment of the backup phase */
   rewriteRunningDuringBackup: boolean;
@@ -292,12 +292,20 @@ async function trial(c: Ctx, method: RedisConsistencyMethod, n: number): Promise
   await sampler;
   const loadResult = await loading;
   const sum = runSummary(r.stdout);
-  // rewrites that ended while the backup phase read, and whether one ran then
-  const backupPhase = (sum?.['phases'] as { phase: string; started?: string; finished?: string }[] | undefined)?.find((p) => p.phase === 'backup');
-  const b0 = backupPhase?.started !== undefined ? Date.parse(backupPhase.started) : tStart;
-  const b1 = backupPhase?.finished !== undefined ? Date.parse(backupPhase.finished) : tEnd;
+  // rewrites that ended while the backup read, and whether one ran then: with a preset, from the
+  // end of its start() to the beginning of its finish() (the hold); without, the backup phase
+  const phaseList = (sum?.['phases'] as { phase: string; outcome: string; started?: string; finished?: string }[] | undefined) ?? [];
+  const backupPhase = phaseList.find((p) => p.phase === 'backup');
+  const presetPhase = phaseList.find((p) => p.phase === 'preset' && p.outcome === 'ok');
+  const held = (sum?.['presets'] as { held_seconds?: number; finish_seconds?: number }[] | undefined)?.[0];
+  let b0 = backupPhase?.started !== undefined ? Date.parse(backupPhase.started) : tStart;
+  let b1 = backupPhase?.finished !== undefined ? Date.parse(backupPhase.finished) : tEnd;
+  if (presetPhase?.finished !== undefined && held?.held_seconds !== undefined) {
+    b0 = Date.parse(presetPhase.finished);
+    b1 = b0 + (held.held_seconds - (held.finish_seconds ?? 0)) * 1000;
+  }
   const atStart = samples.filter((x) => x.t <= b0).at(-1) ?? samples[0];
-  const atEnd = samples.find((x) => x.t >= b1) ?? samples.at(-1);
+  const atEnd = samples.filter((x) => x.t <= b1).at(-1) ?? samples.at(-1);
   const rewritesDuring = atStart !== undefined && atEnd !== undefined ? atEnd.rewrites - atStart.rewrites : 0;
   const rewriteRunning = samples.some((x) => x.t >= b0 && x.t <= b1 && x.inProgress);
   const snapshot = typeof sum?.['snapshot_id'] === 'string' ? sum['snapshot_id'] : undefined;

@@ -3,7 +3,7 @@ export { loadPolicyFile, parsePolicyFile, policyNamed } from './load.ts';
 export type { ExecHook, Hook, HttpHook, Policy, PolicyFile, Schedule } from './load.ts';
 export { PolicyFileSchema, scheduleProblem } from './schema.ts';
 export { runPolicy } from './run.ts';
-export type { OpenedRepository, Outcome, PhaseName, PhaseReport, RunOptions, RunOutcome, RunReport } from './run.ts';
+export type { OpenedRepository, Outcome, PhaseName, PhaseReport, PresetReport, RunOptions, RunOutcome, RunReport } from './run.ts';
 export type { HookPhase, HookResult } from './hooks.ts';
 export { Scheduler, nextRunAfter, systemClock } from './scheduler.ts';
 export type { Clock, RunReason, RunResult, ScheduledPolicy, SchedulerEvent, SchedulerOptions, Timer } from './scheduler.ts';

@@ -66,8 +66,8 @@ export interface Policy {
   tags: string[];
   exclude: string[];
   hooks: { pre: Hook[]; post: Hook[]; onError: Hook[] };
-  /** in list order, paths absolute (policy/presets) */
-  presets: PresetConfig[];
+  /** in list order, paths absolute (policy/presets); absent or empty: none */
+  presets?: PresetConfig[];
   drill?: { schedule: Schedule; check?: Hook };
 }
 

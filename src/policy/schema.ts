@@ -192,7 +192,7 @@ export const PolicySchema = v.strictObject({
   tags: v.optional(about(v.record(v.pipe(v.string(), v.regex(/^[^=\s]+$/, 'must be a tag key without "=" or spaces'), v.check((k) => k !== 'policy', 'must not be "policy" (meshback sets policy=NAME itself)')), v.string()), 'tags of every snapshot (KEY: VALUE); policy=NAME is added')),
   exclude: v.optional(about(v.array(v.string()), 'exclude patterns, as --exclude (gitignore-style)')),
   hooks: v.optional(HooksSchema),
-  presets: v.optional(about(v.array(PresetSchema), 'application-consistent backups: started in order after the pre hooks, finished in reverse order after the backup read (redis; docs/design.md, "Presets")')),
+  presets: v.optional(about(v.array(PresetSchema), 'application-consistent backups: started in order after the pre hooks, finished in reverse order after the backup read (postgres, redis, fsfreeze, btrfs-snapshot; docs/design.md, "Presets")')),
   drill: v.optional(DrillSchema),
 });
 

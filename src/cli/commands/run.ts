@@ -50,7 +50,7 @@ export const runCommand: Command = {
     if (maintenance && !policy.prune) throw new UsageError(`policy ${policy.name} does not prune, so a maintenance run has nothing to do: give it prune: true or prune: {window: "01:00-05:00"}`);
     // one run of a policy at a time on this host (the server's runs included); a dry run changes nothing
     const lock = bool(v['dry-run']) ? undefined : await takeRunLock(stateDirOf(v), policy.name, 'meshback run', (m) => ctx.out.warn(m));
-    const sink: EventSink = (e) => ctx.out.sink(e.type === 'note' && e.op === 'hook' ? { ...e, message: `  ${e.subject ?? 'hook'}: ${e.message}` } : e);
+    const sink: EventSink = (e) => ctx.out.sink(e.type === 'note' && (e.op === 'hook' || (e.op === 'run' && e.subject !== undefined)) ? { ...e, message: `  ${e.subject ?? 'hook'}: ${e.message}` } : e);
     const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, ctx.g.retryLockMs ?? 0), dryRun: bool(v['dry-run']), maintenance, events: sink }).finally(() => lock?.release());
     ctx.out.done();
     printReport(ctx, report);
@@ -67,12 +67,15 @@ export const runCommand: Command = {
  * repository's events (lock waits, stale locks) go to `events`. `meshback run` and `meshback
  * server` both run policies through this.
  */
-export function policyAccess(ctx: Context, policy: Policy, retryLockMs: number, events: EventSink = ctx.out.sink): Pick<RunOptions, 'open' | 'repository'> {
+export function policyAccess(ctx: Context, policy: Policy, retryLockMs: number, events: EventSink = ctx.out.sink): Pick<RunOptions, 'open' | 'repository' | 'writes'> {
   const location = policy.repository ?? repoLocation(ctx.g);
   const g = { ...ctx.g, ...(policy.passwordFile !== undefined ? { passwordFile: policy.passwordFile } : {}) };
   let password: string | undefined;
+  const cache = ctx.g.cache;
   return {
     repository: location,
+    // the metadata cache is written during a backup (the fsfreeze preset refuses to freeze it)
+    ...(cache !== undefined && cache !== false ? { writes: [cache.dir] } : {}),
     open: (lock, command, loadIndex) =>
       openRepository(backendFor(location, ctx.out.sink, ctx.g.cache), async () => (password ??= await getPassword(g)), { lock, command, loadIndex, retryLockMs, events }),
   };

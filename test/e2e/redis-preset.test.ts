@@ -98,7 +98,7 @@ describe('the redis preset', { skip: REDIS === undefined ? 'redis-server is not 
   before(async () => {
     base = tmpdir('redis-preset');
     aof = await startRedis(path.join(base, 'aof'), ['appendonly yes', 'appendfsync everysec', 'appenddirname appendonlydir']);
-    rdb = await startRedis(path.join(base, 'rdb'), ['appendonly no', 'dbfilename dump.rdb']);
+    rdb = await startRedis(path.join(base, 'rdb'), ['appendonly no', 'dbfilename dump.rdb', 'enable-protected-configs yes']);
     for (let i = 0; i < 200; i++) keys.set(`session:${i}`, `value ${i} ${'x'.repeat(i % 50)}`);
     await redisDo(aof.port, (c) => c.mSet(Object.fromEntries(keys)));
     await redisDo(rdb.port, (c) => c.mSet(Object.fromEntries(keys)));
@@ -220,6 +220,21 @@ policies:
     }
     // the rewrite that timed out ends by itself
     for (let i = 0; i < 100 && /aof_rewrite_in_progress:1/.test(await redisDo(aof.port, (c) => c.info('persistence'))); i++) await new Promise((res) => setTimeout(res, 100));
+  });
+
+  test('a BGSAVE that fails (the server cannot write its dir) is one line, at once, not a wait for the timeout', async () => {
+    const dir = await redisDo(rdb.port, async (c) => (await c.configGet('dir'))['dir']!);
+    // nobody, root included, can create a file in /proc
+    await redisDo(rdb.port, (c) => c.configSet('dir', '/proc'));
+    try {
+      const t0 = Date.now();
+      const r = await run('rdb');
+      assert.equal(r.code, 14, r.stderr);
+      assert.match(r.stderr, /^meshback: redis preset: BGSAVE on Redis at 127\.0\.0\.1:\d+ failed \(rdb_last_bgsave_status:err\): see the Redis log \(no space\? can it write its dir\?\)$/m);
+      assert.ok(Date.now() - t0 < 15_000, 'it waited for the 30 s timeout');
+    } finally {
+      await redisDo(rdb.port, (c) => c.configSet('dir', dir));
+    }
   });
 
   test('AUTH: a wrong password is one line naming its file; the right one works', async () => {

@@ -188,7 +188,13 @@ export function createRedisPreset(cfg: RedisPresetConfig, ctx: PresetContext): P
     const i0 = await info(c);
     const reply = String(await cmd(c, i0.get('aof_rewrite_in_progress') === '1' ? ['BGSAVE', 'SCHEDULE'] : ['BGSAVE']));
     const t0 = Date.now();
-    const i = await waitFor(c, deadline, 'BGSAVE', (x) => x.get('rdb_bgsave_in_progress') === '0' && Number(x.get('rdb_last_save_time') ?? 0) > before);
+    // "Background saving started": the save runs from now on ("scheduled": once the rewrite ends);
+    // it has ended, well or not, once it is no longer in progress (LASTSAVE moves only on success)
+    let ran = /started/i.test(reply);
+    const i = await waitFor(c, deadline, 'BGSAVE', (x) => {
+      if (x.get('rdb_bgsave_in_progress') === '1') ran = true;
+      return x.get('rdb_bgsave_in_progress') === '0' && (ran || Number(x.get('rdb_last_save_time') ?? 0) > before);
+    });
     if (i.get('rdb_last_bgsave_status') !== 'ok') throw fail(`BGSAVE on ${where} failed (rdb_last_bgsave_status:${i.get('rdb_last_bgsave_status') ?? '?'}): see the Redis log (no space? can it write its dir?)`);
     const lastsave = Number(await cmd(c, ['LASTSAVE']));
     if (!(lastsave > before)) throw fail(`BGSAVE on ${where} ended but LASTSAVE did not advance (${lastsave}): see the Redis log`);
@@ -203,12 +209,13 @@ export function createRedisPreset(cfg: RedisPresetConfig, ctx: PresetContext): P
     const t0 = Date.now();
     // "Background append only file rewriting started" or "... scheduled" (after a BGSAVE)
     const reply = String(await cmd(c, ['BGREWRITEAOF']));
-    const i = await waitFor(
-      c,
-      deadline,
-      'BGREWRITEAOF',
-      (x) => x.get('aof_rewrite_in_progress') === '0' && x.get('aof_rewrite_scheduled') === '0' && (rewritesBefore === undefined || x.get('aof_rewrites') !== rewritesBefore),
-    );
+    // it has ended, well or not, once neither in progress nor scheduled after it ran (seen running,
+    // "started", or the counter moved)
+    let ran = /started/i.test(reply);
+    const i = await waitFor(c, deadline, 'BGREWRITEAOF', (x) => {
+      if (x.get('aof_rewrite_in_progress') === '1') ran = true;
+      return x.get('aof_rewrite_in_progress') === '0' && x.get('aof_rewrite_scheduled') === '0' && (ran || (rewritesBefore !== undefined && x.get('aof_rewrites') !== rewritesBefore));
+    });
     if (i.get('aof_last_bgrewrite_status') !== 'ok') throw fail(`BGREWRITEAOF on ${where} failed (aof_last_bgrewrite_status:${i.get('aof_last_bgrewrite_status') ?? '?'}): see the Redis log (no space? can it write its dir?)`);
     if (i.get('aof_last_write_status') !== undefined && i.get('aof_last_write_status') !== 'ok') throw fail(`${where} cannot write its AOF (aof_last_write_status:${i.get('aof_last_write_status')}): see the Redis log`);
     note(`BGREWRITEAOF (${reply}) finished in ${((Date.now() - t0) / 1000).toFixed(2)} s`);

@@ -7,25 +7,14 @@
  * `cron: EXPR` (five or six fields, read by croner) with an optional `timezone` (IANA name).
  */
 import { Cron } from 'croner';
-import { MeshbackError } from '../errors/index.ts';
 import { about, v } from '../util/schema.ts';
-import { parseDuration } from '../util/units.ts';
+import { durationField, isDuration } from './fields.ts';
 import { PresetSchema } from './presets/index.ts';
 import { WINDOW_TEXT, parseWindow } from './window.ts';
 
-/** true when `s` is a duration of the project's grammar (longer than zero). */
-export function isDuration(s: string): boolean {
-  try {
-    parseDuration(s, 'x');
-    return true;
-  } catch (err) {
-    if (err instanceof MeshbackError) return false;
-    throw err;
-  }
-}
+export { isDuration };
 
-const DURATION_TEXT = 'must be a duration such as 30s, 15m, 1h30m, 7d (units ms, s, m/min, h, d, w, mo, y; m is minutes)';
-const duration = () => about(v.pipe(v.string(DURATION_TEXT), v.check(isDuration, DURATION_TEXT)), 'a duration: 30s, 15m, 1h30m, 7d, 2w, 1y6mo (m is minutes, mo months)');
+const duration = () => about(durationField(), 'a duration: 30s, 15m, 1h30m, 7d, 2w, 1y6mo (m is minutes, mo months)');
 
 /** The problem with a schedule text, or undefined when it is one. */
 export function scheduleProblem(s: string, timezone?: string): string | undefined {

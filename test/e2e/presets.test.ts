@@ -119,8 +119,8 @@ describe('presets', () => {
       await rmrf(vols);
     });
 
-    /** Starts `meshback run`, resolves once stderr shows `mark`, then SIGKILLs it. */
-    const killAfter = async (args: string[], mark: RegExp): Promise<string> => {
+    /** Starts `meshback run`, resolves once stderr shows `mark`, then sends it `signal` (default SIGKILL) and waits for its end. */
+    const killAfter = async (args: string[], mark: RegExp, signal: NodeJS.Signals = 'SIGKILL'): Promise<string> => {
       const p = spawn(BIN, args, { env: { ...process.env, ...env, MESHBACK_TEST_SCRYPT_N: '1024' }, stdio: ['ignore', 'ignore', 'pipe'] });
       let err = '';
       const exited = new Promise((r) => p.on('close', r));
@@ -134,7 +134,7 @@ describe('presets', () => {
           }
         });
       });
-      p.kill('SIGKILL');
+      p.kill(signal);
       await exited;
       return err;
     };
@@ -173,7 +173,30 @@ describe('presets', () => {
       assert.ok(waited > 1000 && waited < 15_000, `a write waited ${waited} ms (frozen until the 4 s watchdog)`);
     });
 
-    test('btrfs-snapshot: the snapshot is read under the original paths and deleted; one left by a killed run is deleted by the next run', async () => {
+    test('fsfreeze: SIGTERM while frozen thaws at once; a backup longer than the timeout fails (exit 14, no snapshot)', async () => {
+      const sparse = path.join(vol.path, 'app/sparse.img');
+      const fh = await fsp.open(sparse, 'w');
+      await fh.truncate(6 * 1024 ** 3);
+      await fh.close();
+      const f = await write('frz-term.yaml', `  frzterm:\n    sources: [${vol.path}/app]\n    presets: [ { type: fsfreeze, mount: ${vol.mount}, timeout: 60s } ]\n`);
+      await killAfter(['run', 'frzterm', '--config', f], /frozen/, 'SIGTERM');
+      const t0 = Date.now();
+      await fsp.writeFile(path.join(vol.path, 'after-sigterm'), 'yes'); // would wait 60 s for the watchdog
+      assert.ok(Date.now() - t0 < 5000, `a write after SIGTERM waited ${Date.now() - t0} ms`);
+      // the watchdog fires (1 s) before the 3 GiB are read: the freeze did not cover the backup
+      const fh2 = await fsp.open(sparse, 'w');
+      await fh2.truncate(3 * 1024 ** 3);
+      await fh2.close();
+      const before = (await snapshots()).length;
+      const f2 = await write('frz-short.yaml', `  frzshort:\n    sources: [${vol.path}/app]\n    presets: [ { type: fsfreeze, mount: ${vol.mount}, timeout: 1s } ]\n`);
+      const r = await mb(['run', 'frzshort', '--config', f2], { env, timeoutMs: 120_000 });
+      assert.equal(r.code, 14, r.stderr);
+      assert.match(r.stderr, /meshback: fsfreeze preset: the watchdog thawed .* after 1s, before the backup had read everything: raise the preset's timeout/);
+      assert.equal((await snapshots()).length, before);
+      await fsp.rm(sparse);
+    });
+
+    test('btrfs-snapshot: the snapshot is read under the original paths and deleted (also on SIGTERM); one left by a SIGKILLed run is deleted by the next run', async () => {
       await fsp.rm(path.join(vol.path, 'app/sparse.img'), { force: true });
       const f = await write('snap.yaml', `  snap:\n    sources: [${vol.path}/app]\n    presets: [ { type: btrfs-snapshot } ]\n`);
       const r = await mb(['run', 'snap', '--config', f, '--json'], { env, timeoutMs: 60_000 });
@@ -189,6 +212,10 @@ describe('presets', () => {
       const fh = await fsp.open(path.join(vol.path, 'app/sparse.img'), 'w');
       await fh.truncate(6 * 1024 ** 3);
       await fh.close();
+      // SIGTERM: the exit hook deletes it
+      await killAfter(['run', 'snap', '--config', f], /snapshot \/.*meshback-snap-/, 'SIGTERM');
+      assert.deepEqual(await fsp.readdir(snapDir), []);
+      // SIGKILL: it stays behind
       await killAfter(['run', 'snap', '--config', f], /snapshot \/.*meshback-snap-/);
       const left = await fsp.readdir(snapDir);
       assert.equal(left.length, 1);

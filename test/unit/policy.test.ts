@@ -203,7 +203,7 @@ test('presets: a wrong option names the file, its line and the field', () => {
   assert.match(refusal(pre('      - { type: postgres, data-dir: /srv/pg, port: 70000 }\n')), /^policies\.yaml:6: policies\.envoy\.presets\[0\]\.port: must be at most 65535 \(it is 70000\)$/);
   assert.match(refusal(pre('      - { type: postgres }\n')), /^policies\.yaml:6: policies\.envoy\.presets\[0\]\.data-dir: is missing$/);
   assert.match(refusal(pre('      - { type: postgres, data-dir: /var/lib/postgresql }\n')), /^policies\.yaml:6: policies\.envoy\.presets\[0\]\.data-dir: \/var\/lib\/postgresql is not one of the policy's sources nor below one: add it/);
-  assert.match(refusal(pre('      - { type: fsfreeze, mount: /srv, timeout: 10 }\n')), /^policies\.yaml:6: policies\.envoy\.presets\[0\]\.timeout: must be a duration such as 30s, 10m \(m is minutes\) \(it is 10\)$/);
+  assert.match(refusal(pre('      - { type: fsfreeze, mount: /srv, timeout: 10 }\n')), /^policies\.yaml:6: policies\.envoy\.presets\[0\]\.timeout: must be a duration such as 30s, 15m, 1h30m, 7d \(units ms, s, m\/min, h, d, w, mo, y; m is minutes\) \(it is 10\)$/);
   assert.match(refusal(pre('      - { type: fsfreeze }\n')), /^policies\.yaml:6: policies\.envoy\.presets\[0\]\.mount: is missing$/);
   assert.match(refusal(pre('      - { type: mysql }\n')), /^policies\.yaml:6: policies\.envoy\.presets\[0\]\.type: must have a type: one of postgres, fsfreeze, btrfs-snapshot.* \(it is "mysql"\)$/);
   assert.match(refusal(pre('      - { data-dir: /srv }\n')), /^policies\.yaml:6: policies\.envoy\.presets\[0\]\.type: is missing$/);

@@ -88,7 +88,8 @@ export function mappedSource(inner: Source, map: [string, string][]): Source {
   };
 }
 
-function create(cfg: BtrfsSnapshotPresetConfig, ctx: PresetContext): PresetRun {
+/** The btrfs-snapshot preset of one run (the factory the registry calls). */
+export function btrfsSnapshotPreset(cfg: BtrfsSnapshotPresetConfig, ctx: PresetContext): PresetRun {
   const made: string[] = []; // snapshot paths, to delete
   const map: [string, string][] = []; // source -> its path in a snapshot
   const omit: string[] = [];
@@ -200,5 +201,5 @@ export const btrfsSnapshot = presetType({
   resolve(cfg, r) {
     return cfg['snapshot-dir'] !== undefined ? { ...cfg, 'snapshot-dir': path.resolve(r.dir, cfg['snapshot-dir']) } : cfg;
   },
-  create,
+  create: btrfsSnapshotPreset,
 });

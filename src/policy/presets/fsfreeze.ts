@@ -20,25 +20,17 @@ import * as path from 'node:path';
 import { MeshbackError, errMessage } from '../../errors/index.ts';
 import { run, which } from '../../host/process.ts';
 import { about, v } from '../../util/schema.ts';
+import { durationField } from '../fields.ts';
 import { formatDuration, parseDuration } from '../../util/units.ts';
 import { isMountPoint, mountOf } from '../../volumes/index.ts';
 import type { PresetContext, PresetRun } from './types.ts';
 import { presetType } from './types.ts';
 
-const DURATION_TEXT = 'must be a duration such as 30s, 10m (m is minutes)';
-const isDuration = (s: string): boolean => {
-  try {
-    parseDuration(s, 'x');
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 export const FsfreezePresetSchema = v.strictObject({
   type: v.literal('fsfreeze'),
   mount: about(v.pipe(v.string(), v.minLength(1)), 'the mount point of the filesystem to freeze (relative to the policy file)'),
-  timeout: v.optional(about(v.pipe(v.string(DURATION_TEXT), v.check(isDuration, DURATION_TEXT)), 'the longest the filesystem stays frozen: a watchdog thaws it then, even if meshback was killed, and the run fails (default 10m)')),
+  timeout: v.optional(about(durationField(), 'the longest the filesystem stays frozen: a watchdog thaws it then, even if meshback was killed, and the run fails (default 10m)')),
 });
 export type FsfreezePresetConfig = v.InferOutput<typeof FsfreezePresetSchema>;
 
@@ -63,7 +55,8 @@ function localRepo(location: string | undefined): string | undefined {
   return /^[a-z][a-z0-9+.-]+:/.test(location) ? undefined : location;
 }
 
-function create(cfg: FsfreezePresetConfig, ctx: PresetContext): PresetRun {
+/** The fsfreeze preset of one run (the factory the registry calls). */
+export function fsfreezePreset(cfg: FsfreezePresetConfig, ctx: PresetContext): PresetRun {
   const timeoutMs = parseDuration(cfg.timeout ?? '10m', 'timeout');
   let mount = cfg.mount;
   let frozen = false;
@@ -166,5 +159,5 @@ export const fsfreeze = presetType({
   resolve(cfg, r) {
     return { ...cfg, mount: path.resolve(r.dir, cfg.mount) };
   },
-  create,
+  create: fsfreezePreset,
 });

@@ -27,7 +27,7 @@ import type { PresetContext, PresetRun, PresetType, ResolveContext } from './typ
 export type { PresetContext, PresetRun, PresetType, ResolveContext } from './types.ts';
 export { presetType } from './types.ts';
 
-/** Every preset type, one line each. */
+/** Every preset type, one entry each (a new type: its file exports presetType({ type, schema, resolve?, create }), listed here). */
 const REGISTRY = [postgres, fsfreeze, btrfsSnapshot, redis] as const;
 
 type Registered = (typeof REGISTRY)[number];

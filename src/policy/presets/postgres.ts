@@ -27,19 +27,11 @@ import * as path from 'node:path';
 import type { Client, ClientConfig, QueryConfig } from 'pg';
 import { MeshbackError, errMessage, errnoCode } from '../../errors/index.ts';
 import { about, v } from '../../util/schema.ts';
+import { durationField } from '../fields.ts';
 import { parseDuration } from '../../util/units.ts';
 import type { PresetContext, PresetRun } from './types.ts';
 import { presetType } from './types.ts';
 
-const DURATION_TEXT = 'must be a duration such as 30s, 5m (m is minutes)';
-const isDuration = (s: string): boolean => {
-  try {
-    parseDuration(s, 'x');
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 export const PostgresPresetSchema = v.strictObject({
   type: v.literal('postgres'),
@@ -51,7 +43,7 @@ export const PostgresPresetSchema = v.strictObject({
   'password-file': v.optional(about(v.pipe(v.string(), v.minLength(1)), 'file holding the password (default: PGPASSWORD, ~/.pgpass, or none)')),
   'replication-slot': v.optional(about(v.boolean(), 'hold a temporary physical replication slot through the backup, so no WAL it needs is recycled (default true); false: wal_keep_size must keep it')),
   fast: v.optional(about(v.boolean(), 'start with an immediate checkpoint (default true); false waits for the next scheduled one')),
-  timeout: v.optional(about(v.pipe(v.string(DURATION_TEXT), v.check(isDuration, DURATION_TEXT)), 'bound of connecting, of pg_backup_start (its checkpoint) and of pg_backup_stop (default 5m)')),
+  timeout: v.optional(about(durationField(), 'bound of connecting, of pg_backup_start (its checkpoint) and of pg_backup_stop (default 5m)')),
 });
 export type PostgresPresetConfig = v.InferOutput<typeof PostgresPresetSchema>;
 
@@ -85,7 +77,8 @@ export function walSegments(first: string, last: string, segBytes: number): stri
   return out;
 }
 
-function create(cfg: PostgresPresetConfig, ctx: PresetContext): PresetRun {
+/** The postgres preset of one run (the factory the registry calls). */
+export function postgresPreset(cfg: PostgresPresetConfig, ctx: PresetContext): PresetRun {
   const dataDir = cfg['data-dir'];
   const walDir = path.join(dataDir, 'pg_wal');
   const timeoutMs = parseDuration(cfg.timeout ?? '5m', 'timeout');
@@ -244,5 +237,5 @@ export const postgres = presetType({
     if (!r.sources.some((s) => under(dataDir, s))) throw r.fail(['data-dir'], `${dataDir} is not one of the policy's sources nor below one: add it (or a directory above it) to sources`);
     return { ...cfg, 'data-dir': dataDir, ...(cfg['password-file'] !== undefined ? { 'password-file': path.resolve(r.dir, cfg['password-file']) } : {}) };
   },
-  create,
+  create: postgresPreset,
 });

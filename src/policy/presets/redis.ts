@@ -39,18 +39,9 @@ import type { RedisClientType } from 'redis';
 import { MeshbackError, errMessage } from '../../errors/index.ts';
 import { about, v } from '../../util/schema.ts';
 import { formatDuration, parseDuration } from '../../util/units.ts';
+import { durationField } from '../fields.ts';
 import type { PresetContext, PresetRun } from './types.ts';
 import { presetType } from './types.ts';
-
-const DURATION_TEXT = 'must be a duration such as 30s, 10m (m is minutes)';
-const isDuration = (s: string): boolean => {
-  try {
-    parseDuration(s, 'x');
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 export const REDIS_MODES = ['bgsave', 'aof-rewrite'] as const;
 export type RedisMode = (typeof REDIS_MODES)[number];
@@ -67,7 +58,7 @@ export const RedisPresetSchema = v.strictObject({
       'aof-rewrite (BGREWRITEAOF, automatic rewrites held off while the backup reads) or bgsave (BGSAVE); default: aof-rewrite when the server has appendonly yes (the AOF is what it loads at start), else bgsave',
     ),
   ),
-  timeout: v.optional(about(v.pipe(v.string(DURATION_TEXT), v.check(isDuration, DURATION_TEXT)), 'bound of connecting and of waiting for the save or rewrite to finish (default 10m)')),
+  timeout: v.optional(about(durationField(), 'bound of connecting and of waiting for the save or rewrite to finish (default 10m)')),
 });
 export type RedisPresetConfig = v.InferOutput<typeof RedisPresetSchema>;
 

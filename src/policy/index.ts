@@ -1,6 +1,6 @@
 /** The policy engine: policy files (schema, loading) and one run of a policy. */
 export { loadPolicyFile, parsePolicyFile, policyNamed } from './load.ts';
-export type { ExecHook, Hook, HttpHook, Policy, PolicyFile, Schedule } from './load.ts';
+export type { Hook, Policy, PolicyFile, Schedule } from './load.ts';
 export { PolicyFileSchema, scheduleProblem } from './schema.ts';
 export { runPolicy } from './run.ts';
 export type { OpenedRepository, Outcome, PhaseName, PhaseReport, PresetReport, RunOptions, RunOutcome, RunReport } from './run.ts';
@@ -9,9 +9,9 @@ export { Scheduler, nextRunAfter, systemClock } from './scheduler.ts';
 export type { Clock, RunReason, RunResult, ScheduledPolicy, SchedulerEvent, SchedulerOptions, Timer } from './scheduler.ts';
 export { emptyState, readState, writeState } from './state.ts';
 export type { PolicyState, SchedulerState } from './state.ts';
-export { PRESET_TYPES, PresetSchema, createPresets } from './presets/index.ts';
-export type { PresetConfig, PresetContext, PresetRun } from './presets/index.ts';
 export { inWindow, parseWindow, windowStart, windowText } from './window.ts';
 export type { MaintenanceWindow } from './window.ts';
 export { releaseRunLocksSync, takeRunLock } from './runlock.ts';
 export type { RunLock } from './runlock.ts';
+export { PRESET_TYPES, PresetSchema, createPresets } from './presets/index.ts';
+export type { PresetConfig, PresetContext, PresetRun } from './presets/index.ts';

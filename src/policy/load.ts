@@ -17,15 +17,33 @@ import { fieldPath, firstProblem, safeParse } from '../util/schema.ts';
 import { parseDuration } from '../util/units.ts';
 import { resolvePresets } from './presets/index.ts';
 import type { PresetConfig } from './presets/index.ts';
-import { HOOK_TIMEOUT_DEFAULT, PolicyFileSchema, scheduleProblem } from './schema.ts';
+import { HOOK_TIMEOUT_DEFAULT, HTTP_HOOK_TIMEOUT_DEFAULT, PolicyFileSchema, scheduleProblem } from './schema.ts';
 import type { HookInput, PolicyInput } from './schema.ts';
 import { parseWindow } from './window.ts';
 import type { MaintenanceWindow } from './window.ts';
 
-export interface Hook {
+/** A hook that runs a program. */
+export interface ExecHook {
   exec: string[];
   timeoutMs: number;
 }
+
+/** A hook that makes an HTTP request. */
+export interface HttpHook {
+  http: {
+    url: string;
+    method: 'POST' | 'GET' | 'PUT';
+    /** NAME -> VALUE (never printed) */
+    headers: Record<string, string>;
+    /** absolute; "Name: value" lines read at each call */
+    headersFile?: string;
+    /** undefined: the run's context as JSON (POST, PUT), nothing (GET) */
+    body?: { kind: 'text'; text: string } | { kind: 'json'; value: unknown };
+  };
+  timeoutMs: number;
+}
+
+export type Hook = ExecHook | HttpHook;
 
 export type Schedule = { kind: 'every'; everyMs: number; text: string } | { kind: 'cron'; expr: string; timezone?: string; text: string };
 
@@ -135,8 +153,19 @@ function resolveSchedule(text: string, timezone: string | undefined, at: Propert
   return { kind: 'cron', expr: text.replace(/^cron:\s*/, '').trim(), ...(timezone !== undefined ? { timezone } : {}), text };
 }
 
-function resolveHook(h: HookInput): Hook {
-  return { exec: h.exec, timeoutMs: parseDuration(h.timeout ?? HOOK_TIMEOUT_DEFAULT, 'timeout') };
+function resolveHook(h: HookInput, dir: string): Hook {
+  if ('exec' in h) return { exec: h.exec, timeoutMs: parseDuration(h.timeout ?? HOOK_TIMEOUT_DEFAULT, 'timeout') };
+  const body = h.body === undefined ? undefined : typeof h.body === 'string' ? { kind: 'text' as const, text: h.body } : { kind: 'json' as const, value: h.body };
+  return {
+    http: {
+      url: h.http,
+      method: h.method ?? 'POST',
+      headers: h.headers ?? {},
+      ...(h['headers-file'] !== undefined ? { headersFile: path.resolve(dir, h['headers-file']) } : {}),
+      ...(body !== undefined ? { body } : {}),
+    },
+    timeoutMs: parseDuration(h.timeout ?? HTTP_HOOK_TIMEOUT_DEFAULT, 'timeout'),
+  };
 }
 
 function resolvePolicy(name: string, p: PolicyInput, defaults: { repository?: string; 'password-file'?: string }, dir: string, fail: (p: PropertyKey[], problem: string) => UsageError): Policy {
@@ -180,7 +209,7 @@ function resolvePolicy(name: string, p: PolicyInput, defaults: { repository?: st
     ...(p.rpo !== undefined ? { rpoMs: parseDuration(p.rpo, 'rpo') } : {}),
     tags: [`policy=${name}`, ...Object.entries(p.tags ?? {}).map(([k, val]) => `${k}=${val}`)],
     exclude: p.exclude ?? [],
-    hooks: { pre: (hooks.pre ?? []).map(resolveHook), post: (hooks.post ?? []).map(resolveHook), onError: (hooks['on-error'] ?? []).map(resolveHook) },
+    hooks: { pre: (hooks.pre ?? []).map((h) => resolveHook(h, dir)), post: (hooks.post ?? []).map((h) => resolveHook(h, dir)), onError: (hooks['on-error'] ?? []).map((h) => resolveHook(h, dir)) },
     presets: resolvePresets(p.presets ?? [], { dir, sources, fail: (sub, problem) => fail(['presets', ...sub], problem) }),
     ...(p.drill !== undefined ? { drill: resolveDrill(p.drill, sources, dir, fail) } : {}),
   };
@@ -209,7 +238,7 @@ function resolveDrill(d: NonNullable<PolicyInput['drill']>, sources: string[], d
   }
   return {
     ...(d.schedule !== undefined ? { schedule: resolveSchedule(d.schedule, d.timezone, ['drill', 'schedule'], fail) } : {}),
-    ...(d.check !== undefined ? { check: resolveHook(d.check) } : {}),
+    ...(d.check !== undefined ? { check: resolveHook(d.check, dir) } : {}),
     ...(target !== undefined ? { target } : {}),
     keepOnFailure: d['keep-on-failure'] ?? false,
   };

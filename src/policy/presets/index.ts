@@ -8,7 +8,9 @@
  * - fsfreeze:        `fsfreeze -f MOUNT` while the backup reads (a watchdog process unfreezes
  *                    after `timeout` even if meshback is killed);
  * - btrfs-snapshot:  a read-only snapshot of the subvolume(s) holding the sources; the backup
- *                    reads the snapshot and records the original paths; deleted at the end.
+ *                    reads the snapshot and records the original paths; deleted at the end;
+ * - redis:           BGREWRITEAOF (automatic rewrites held off while the backup reads) or BGSAVE,
+ *                    whichever the server loads at start (redis.ts).
  *
  * One file per type (TYPE.ts, exporting its valibot schema and its PresetType); REGISTRY below
  * lists them (one line each). runPolicy (../run.ts) runs them (types.ts: the seam).
@@ -19,13 +21,14 @@ import { v } from '../../util/schema.ts';
 import { btrfsSnapshot } from './btrfs-snapshot.ts';
 import { fsfreeze } from './fsfreeze.ts';
 import { postgres } from './postgres.ts';
+import { redis } from './redis.ts';
 import type { PresetContext, PresetRun, PresetType, ResolveContext } from './types.ts';
 
 export type { PresetContext, PresetRun, PresetType, ResolveContext } from './types.ts';
 export { presetType } from './types.ts';
 
 /** Every preset type, one entry each (a new type: its file exports presetType({ type, schema, resolve?, create }), listed here). */
-const REGISTRY = [postgres, fsfreeze, btrfsSnapshot] as const;
+const REGISTRY = [postgres, fsfreeze, btrfsSnapshot, redis] as const;
 
 type Registered = (typeof REGISTRY)[number];
 /** The options of one preset, as a policy holds them (resolved: absolute paths). */

@@ -33,7 +33,7 @@ export const EXIT_DOC: [number, string][] = [
   [EXIT.LOCKED, 'the repository is locked by another process (or this command lost its lock and stopped before saving its snapshot)'],
   [EXIT.WRONG_PASSWORD, 'wrong password: no key of the repository opens with it'],
   [EXIT.REPO_EXISTS, 'init: a repository already exists there'],
-  [EXIT.HOOK, "run: a hook of the policy failed (exited non-zero, was killed after its timeout, or could not be started), or a preset did (postgres, fsfreeze, btrfs-snapshot: the message says what and why; no snapshot was saved); the on-error hooks ran; drill: the drill's check failed"],
+  [EXIT.HOOK, "run: a hook of the policy failed (exited non-zero, was killed after its timeout, or could not be started; an HTTP hook got no 2xx answer in time), or a preset did (postgres, fsfreeze, btrfs-snapshot, redis: the message says what and why; no snapshot was saved); the on-error hooks ran; drill: the drill's check failed"],
   [EXIT.INTERRUPTED, 'interrupted (SIGINT/SIGTERM; server: a run did not end within --grace, or a second signal came); nothing already stored is lost'],
 ];
 

@@ -14,7 +14,7 @@ import { TreeSchema } from '../src/snapshot/tree.ts';
 import { KeyFileSchema, RepoConfigSchema } from '../src/repository/index.ts';
 import { LockInfoSchema } from '../src/repository/lock.ts';
 import { BenchResultsSchema } from '../lab/bench/fault/types.ts';
-import { PolicyFileSchema } from '../src/policy/schema.ts';
+import { AnyHookSchema, PolicyFileSchema } from '../src/policy/schema.ts';
 import { ErrorAnswerSchema, HealthSchema, PolicyListSchema, RunListSchema, RunRecordSchema, SnapshotListSchema, SseEventDataSchema, TriggerAnswerSchema, TriggerRequestSchema } from '../src/server/schemas.ts';
 
 export const SCHEMA_DIR = path.resolve(import.meta.dirname, '../docs/schemas');
@@ -40,6 +40,11 @@ export const DOCUMENTED: Record<string, v.GenericSchema> = {
   'api-health.json': HealthSchema,
 };
 
+/** Named parts of a documented format, shown once under $defs and referred to where they occur. */
+const DEFINITIONS: Record<string, Record<string, v.GenericSchema>> = {
+  'policy.json': { hook: AnyHookSchema },
+};
+
 /** The text of every file of docs/schemas/, as the code's schemas give it. */
 export function schemaFiles(): Record<string, string> {
   const out: Record<string, string> = {};
@@ -48,7 +53,7 @@ export function schemaFiles(): Record<string, string> {
     // transforms). Refinements (a power of 2, a dir node's subtree) are not expressible: they are
     // left out here (ignoreActions) and said in descriptions; anything else that cannot be
     // converted throws.
-    const json = toJsonSchema(schema, { target: 'draft-2020-12', typeMode: 'input', errorMode: 'throw', ignoreActions: ['check', 'partial_check', 'raw_check'] });
+    const json = toJsonSchema(schema, { target: 'draft-2020-12', typeMode: 'input', errorMode: 'throw', ignoreActions: ['check', 'partial_check', 'raw_check'], ...(DEFINITIONS[name] !== undefined ? { definitions: DEFINITIONS[name] } : {}) });
     const { $schema, ...rest } = json; // $schema first, as JSON Schema files usually begin
     out[name] = JSON.stringify({ $schema, ...rest }, null, 2) + '\n';
   }

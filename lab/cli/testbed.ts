@@ -13,8 +13,9 @@ import type { Context } from '../../src/cli/context.ts';
 import { fmtBytes, parseDuration, parseSize } from '../../src/util/units.ts';
 import { EXIT } from '../../src/cli/exit.ts';
 import type { MeshEvent } from '../../src/events/index.ts';
+import { REDIS_CONSISTENCY_OPTION, consistencyRedis } from './testbed-redis.ts';
 
-const SUBCOMMANDS = ['up', 'down', 'status', 'load', 'fault', 'verify', 'consistency'] as const;
+const SUBCOMMANDS = ['up', 'down', 'status', 'load', 'fault', 'verify', 'consistency', 'consistency-redis'] as const;
 
 function num(v: unknown, flag: string, dflt: number): number {
   const s = str(v);
@@ -78,10 +79,10 @@ function printVerify(ctx: Context, r: VerifyReport): void {
 function printConsistency(ctx: Context, r: ConsistencyResult): void {
   const o = ctx.out;
   o.result(`PostgreSQL ${r.pgVersion}, ${r.volumeKind} volume${r.ballastMiB > 0 ? `, ${r.ballastMiB} MiB of ballast` : ''}${r.fullBackups ? ', every backup a full one' : ''}, ${r.rate} order writes/s during each backup${r.checkpointsDuringBackup ? ', a CHECKPOINT every 200 ms while the backup reads' : ''}`);
-  o.result('method           trials  starts  amcheck passes  nothing lost');
+  o.result('method                   trials  starts  amcheck passes  nothing lost');
   for (const s of r.summary) {
-    if (s.skipped !== undefined) o.result(`${s.method.padEnd(16)} skipped: ${s.skipped}`);
-    else o.result(`${s.method.padEnd(16)} ${String(s.trials).padStart(6)}  ${String(s.started).padStart(6)}  ${String(s.amcheckPassed).padStart(14)}  ${String(s.lossless).padStart(12)}`);
+    if (s.skipped !== undefined) o.result(`${s.method.padEnd(24)} skipped: ${s.skipped}`);
+    else o.result(`${s.method.padEnd(24)} ${String(s.trials).padStart(6)}  ${String(s.started).padStart(6)}  ${String(s.amcheckPassed).padStart(14)}  ${String(s.lossless).padStart(12)}`);
   }
   for (const t of r.trials.filter((x) => !x.good)) o.result(`  ${t.method} #${t.trial}: ${t.started ? `amcheck ${t.amcheck}: ${t.amcheckMessage}; ${t.rowsLost} of ${t.rowsExpected} orders lost` : t.startMessage}`);
 }
@@ -97,6 +98,7 @@ export const testbedCommand: Command = {
     '       meshback testbed fault container-crash|node-outage|corrupt|disk-full [--dir DIR] [--service NAME]... [--seed N] [--release]',
     '       meshback testbed verify [--dir DIR] [--volumes DIR] [--volume NAME=PATH]... [--backup-time TIME] [--fault-time TIME] [--timeout DURATION]',
     '       meshback testbed consistency [--dir DIR] [--trials N] [--method NAME]... [--rate R] [--no-checkpoints] [--ballast SIZE] [--full]',
+    '       meshback testbed consistency-redis [--dir DIR] [--trials N] [--method plain|bgsave|aof-rewrite]... [--rate R] [--no-frequent-rewrites] [--ballast SIZE]',
   ].join('\n'),
   options: {
     dir: { type: 'string', argument: 'DIR', description: 'the testbed directory (default ./meshback-testbed)' },
@@ -119,10 +121,11 @@ export const testbedCommand: Command = {
     'fault-time': { type: 'string', argument: 'TIME', description: 'verify: count RPO and RTO from this moment (default: the last fault recorded)' },
     timeout: { type: 'string', argument: 'DURATION', description: 'verify: how long each component may take to start and the services to answer (default 60s)' },
     trials: { type: 'string', argument: 'N', description: 'consistency: backups per method (default 3)' },
-    method: { type: 'string', multiple: true, argument: 'NAME', description: `consistency: only this method (${CONSISTENCY_METHODS.join(', ')})` },
+    method: { type: 'string', multiple: true, argument: 'NAME', description: `consistency: only this method (${CONSISTENCY_METHODS.join(', ')}); consistency-redis: plain, bgsave or aof-rewrite` },
     'no-checkpoints': { type: 'boolean', description: 'consistency: no CHECKPOINTs while the backup reads' },
     full: { type: 'boolean', description: 'consistency: a fresh repository per trial, so that every backup reads the whole volume' },
-    ballast: { type: 'string', argument: 'SIZE', description: 'consistency: first add an unlogged table of SIZE to the database, so that each backup reads longer (default 0)' },
+    ballast: { type: 'string', argument: 'SIZE', description: 'consistency: first add an unlogged table of SIZE to the database, so that each backup reads longer (default 0); consistency-redis: first write SIZE of 1 KiB keys' },
+    ...REDIS_CONSISTENCY_OPTION,
   },
   async run(ctx, v, positionals) {
     const sub = positionals[0];
@@ -246,6 +249,8 @@ export const testbedCommand: Command = {
         else printConsistency(ctx, r);
         return EXIT.OK;
       }
+      case 'consistency-redis':
+        return consistencyRedis(ctx, await openTestbed(dir), v, num, events);
     }
     return EXIT.USAGE;
   },

@@ -1,29 +1,34 @@
 /**
  * testbed/consistency: does a backup of a live PostgreSQL volume restore to a database that
- * starts? The live `postgres` volume is backed up with meshback (bin/meshback, a repository in
- * DIR/consistency/repo) while orders are being written, by each method:
+ * starts? The live `postgres` volume is backed up while orders are being written, each time by a
+ * real `meshback run POLICY --config FILE` (bin/meshback, a repository in DIR/consistency/repo)
+ * with a policy file generated for the method (DIR/consistency/policies/METHOD.yaml):
  *
- * - plain:          `meshback backup VOLUME` of the live files (crash-inconsistent: files are read
- *                   one after another while the server writes them);
- * - btrfs-snapshot: `btrfs subvolume snapshot -r` of the volume, backup of the snapshot, snapshot
- *                   deleted (point in time: the restored cluster is a crash image); btrfs only;
- * - checkpoint:     pre-backup hook `CHECKPOINT`, then the plain backup;
- * - backup-api:     pre-backup hook `pg_backup_start('meshback', true)`, the plain backup,
- *                   post-backup hook `pg_backup_stop()`, whose backup_label is saved together with
- *                   the WAL written meanwhile (pg_wal) as a second snapshot; restore puts both
- *                   into the restored data directory (PostgreSQL's documented low-level backup).
+ * - plain:           no preset, no hook: the live files (crash-inconsistent: files are read one
+ *                    after another while the server writes them);
+ * - checkpoint:      a pre hook `psql -c CHECKPOINT`, then the plain backup;
+ * - postgres:        the postgres preset (pg_backup_start/stop on one session, pg_wal read after
+ *                    the stop, backup_label in the snapshot);
+ * - btrfs-snapshot:  the btrfs-snapshot preset (a read-only snapshot of the volume's subvolume is
+ *                    read, recorded under the volume's path; the restored cluster is a crash
+ *                    image); btrfs volumes only;
+ * - fsfreeze:        the fsfreeze preset on the volume's mount (the filesystem takes no write
+ *                    while the backup reads); btrfs volumes only (a directory volume is no mount);
+ * - postgres+btrfs-snapshot: both presets (the snapshot is taken in backup mode; pg_wal comes
+ *                    from the live volume after the stop); btrfs volumes only.
  *
  * With `checkpointsDuringBackup` (the default) a CHECKPOINT is also issued every 200 ms while the
  * backup reads, as happens on a large volume whose backup takes longer than checkpoint_timeout:
  * that is what makes a file-by-file copy inconsistent (pg_control can then name a checkpoint
  * whose WAL, or whose flushed pages, the copy does not hold).
  *
- * Each backup is restored into a fresh directory (DIR/consistency/work/METHOD-TRIAL) and a
- * PostgreSQL server is started on it on a free port (postmaster.pid is removed first: it names
- * the live server on this host, which on another node would be stale), then: does it start, does
- * amcheck pass (bt_index_check with heapallindexed on every index, verify_heapam), and are the
- * orders acknowledged before the backup began all there. The server is stopped and the directory
- * deleted after each trial.
+ * Each snapshot is restored with a plain `meshback restore` into a fresh directory
+ * (DIR/consistency/work/METHOD-TRIAL) and a PostgreSQL server is started on it on a free port
+ * (postmaster.pid is removed first when there is one: it names the live server on this host,
+ * which on another node would be stale; the postgres preset leaves it out), then: does it start,
+ * does amcheck pass (bt_index_check with heapallindexed on every index, verify_heapam), and are
+ * the orders acknowledged before the backup began all there. The server is stopped and the
+ * directory deleted after each trial.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -40,14 +45,15 @@ import { PgSession, pgQuery } from './stores.ts';
 import { freePort, groupAlive, logTail, procStat, sleep, stopGroup, waitFor } from './procs.ts';
 import { paths, readJournal } from './state.ts';
 import type { TestbedState } from './state.ts';
-import { openVolume } from '../../src/volumes/index.ts';
 import type { EventSink } from '../../src/events/index.ts';
 
-export const CONSISTENCY_METHODS = ['plain', 'btrfs-snapshot', 'checkpoint', 'backup-api'] as const;
+export const CONSISTENCY_METHODS = ['plain', 'checkpoint', 'postgres', 'btrfs-snapshot', 'fsfreeze', 'postgres+btrfs-snapshot'] as const;
+/** the methods that need the postgres volume to be a btrfs volume (a subvolume, a mount) */
+const BTRFS_ONLY: readonly ConsistencyMethod[] = ['btrfs-snapshot', 'fsfreeze', 'postgres+btrfs-snapshot'];
 export type ConsistencyMethod = (typeof CONSISTENCY_METHODS)[number];
 
 export interface ConsistencyOptions {
-  /** default: all (btrfs-snapshot only on btrfs volumes) */
+  /** default: all (btrfs-snapshot, fsfreeze and postgres+btrfs-snapshot only on btrfs volumes) */
   methods?: ConsistencyMethod[];
   /** trials per method (default 1) */
   trials?: number;
@@ -106,7 +112,7 @@ export interface ConsistencySummary {
   started: number;
   amcheckPassed: number;
   lossless: number;
-  /** why the method was not run (btrfs-snapshot on directory volumes) */
+  /** why the method was not run (a btrfs-only method on directory volumes) */
   skipped?: string;
 }
 
@@ -135,15 +141,30 @@ async function meshback(c: Ctx, args: string[]): Promise<string> {
   return r.stdout;
 }
 
-/** The snapshot id and the bytes read, from meshback backup --json. */
-function backupSummary(stdout: string): { id: string; bytesRead: number } {
+/** The snapshot id and the bytes read, from meshback run --json (the run's report). */
+function runSummary(stdout: string): { id: string; bytesRead: number } {
   for (const line of stdout.split('\n').reverse()) {
     if (!line.startsWith('{')) continue;
-    const j = JSON.parse(line) as { message_type?: string; snapshot_id?: string; summary?: { bytesRead?: number } };
-    if (j.message_type === 'summary' && typeof j.snapshot_id === 'string') return { id: j.snapshot_id, bytesRead: j.summary?.bytesRead ?? 0 };
+    const j = JSON.parse(line) as { message_type?: string; snapshot_id?: string; backup?: { bytes_read?: number } };
+    if (j.message_type === 'summary' && typeof j.snapshot_id === 'string') return { id: j.snapshot_id, bytesRead: j.backup?.bytes_read ?? 0 };
   }
-  throw new Error(`meshback backup printed no snapshot id: ${stdout.slice(-300)}`);
+  throw new Error(`meshback run printed no snapshot id: ${stdout.slice(-300)}`);
 }
+
+/** The policy file of a method (YAML is a superset of JSON: written as JSON). */
+export function consistencyPolicy(method: ConsistencyMethod, o: { volume: string; dataDir: string; mount?: string; port: number; pgBindir: string }): string {
+  const pg = { type: 'postgres', 'data-dir': o.dataDir, host: '127.0.0.1', port: o.port, user: 'postgres' };
+  const presets: Record<string, unknown>[] = [];
+  const hooks: Record<string, unknown> = {};
+  if (method === 'checkpoint') hooks['pre'] = [{ exec: [path.join(o.pgBindir, 'psql'), '-h', '127.0.0.1', '-p', String(o.port), '-U', 'postgres', '-d', 'postgres', '-c', 'CHECKPOINT'], timeout: '2m' }];
+  if (method === 'postgres' || method === 'postgres+btrfs-snapshot') presets.push(pg);
+  if (method === 'btrfs-snapshot' || method === 'postgres+btrfs-snapshot') presets.push({ type: 'btrfs-snapshot' });
+  if (method === 'fsfreeze') presets.push({ type: 'fsfreeze', mount: o.mount, timeout: '5m' });
+  const policy = { sources: [o.volume], tags: { 'testbed-consistency': method }, ...(Object.keys(hooks).length > 0 ? { hooks } : {}), ...(presets.length > 0 ? { presets } : {}) };
+  return JSON.stringify({ version: 1, policies: { [policyName(method)]: policy } }, null, 2) + '\n';
+}
+
+const policyName = (m: ConsistencyMethod): string => `consistency-${m.replace('+', '-')}`;
 
 /** Makes the repository DIR/consistency/NAME (and the password file) on first use. */
 async function ensureRepo(dir: string, bin: string, extraEnv: Record<string, string>, name = 'repo'): Promise<Record<string, string>> {
@@ -255,7 +276,9 @@ async function trialIn(c: Ctx, method: ConsistencyMethod, n: number): Promise<Co
   const target = path.join(c.work, `${method}-${n}`);
   await fsp.rm(target, { recursive: true, force: true });
   await fsp.mkdir(target, { recursive: true, mode: 0o755 });
-  const tag = ['--tag', `testbed-consistency=${method}`];
+  const policyFile = path.join(c.s.dir, 'consistency', 'policies', `${policyName(method)}.yaml`);
+  await fsp.mkdir(path.dirname(policyFile), { recursive: true });
+  await fsp.writeFile(policyFile, consistencyPolicy(method, { volume: vol.path, dataDir: pgData(vol), ...(vol.mount !== undefined ? { mount: vol.mount } : {}), port: s.postgres.port, pgBindir: s.programs.pgBindir }));
 
   // writes go on before, during and after the backup
   const ac = new AbortController();
@@ -273,42 +296,12 @@ async function trialIn(c: Ctx, method: ConsistencyMethod, n: number): Promise<Co
   })();
   const snapshots: string[] = [];
   let bytesRead: number | undefined;
-  let label: string | undefined;
-  let hookConn: PgSession | undefined;
   try {
-    if (method === 'checkpoint') await pgQuery(s.postgres.port, 'CHECKPOINT');
-    if (method === 'backup-api') {
-      hookConn = await PgSession.connect(s.postgres.port);
-      await hookConn.query('SELECT pg_backup_start($1, true)', [`meshback-${method}-${n}`], 120_000);
-    }
-    if (method === 'btrfs-snapshot') {
-      const snap = await openVolume(vol).snapshot();
-      try {
-        const b = backupSummary(await meshback(c, ['backup', snap.path, ...tag]));
-        snapshots.push(b.id);
-        bytesRead = b.bytesRead;
-      } finally {
-        await snap.release();
-      }
-    } else {
-      const b = backupSummary(await meshback(c, ['backup', vol.path, ...tag]));
-      snapshots.push(b.id);
-      bytesRead = b.bytesRead;
-    }
-    if (hookConn !== undefined) {
-      const r = await hookConn.query<{ labelfile: string | null }>('SELECT labelfile FROM pg_backup_stop(true)', undefined, 120_000);
-      label = r.rows[0]?.labelfile ?? undefined;
-      if (label === undefined) throw new Error('pg_backup_stop returned no backup_label');
-      // the label and the WAL written while the backup ran: a second snapshot
-      const extra = path.join(c.work, `${method}-${n}-label`);
-      await fsp.mkdir(extra, { recursive: true });
-      await fsp.writeFile(path.join(extra, 'backup_label'), label);
-      snapshots.push(backupSummary(await meshback(c, ['backup', extra, path.join(pgData(vol), 'pg_wal'), ...tag])).id);
-      await fsp.rm(extra, { recursive: true, force: true });
-    }
+    const b = runSummary(await meshback(c, ['run', policyName(method), '--config', policyFile]));
+    snapshots.push(b.id);
+    bytesRead = b.bytesRead;
   } finally {
     reading = false;
-    await hookConn?.close();
     await checkpointer;
     ac.abort();
   }
@@ -320,18 +313,9 @@ async function trialIn(c: Ctx, method: ConsistencyMethod, n: number): Promise<Co
   const expected = new Map<string, Set<string>>(tables.map((t) => [t, new Set(journal.filter((e) => e.service === t && e.t < tStart).map((e) => e.id))]));
   const rowsExpected = [...expected.values()].reduce((a, x) => a + x.size, 0);
 
-  // restore into a fresh directory
+  // a plain restore into a fresh directory: nothing is added by hand
   await meshback(c, ['restore', snapshots[0]!, '--target', target]);
   const data = path.join(target, 'pgdata');
-  if (snapshots[1] !== undefined) {
-    const extra = path.join(target, '.label');
-    await meshback(c, ['restore', snapshots[1], '--target', extra]);
-    await fsp.copyFile(path.join(extra, `${method}-${n}-label`, 'backup_label'), path.join(data, 'backup_label'));
-    await fsp.cp(path.join(extra, 'pg_wal'), path.join(data, 'pg_wal'), { recursive: true, force: true, preserveTimestamps: true });
-    const u = postgresUser();
-    if (u !== undefined) await run(['chown', '-R', `${u.uid}:${u.gid}`, path.join(data, 'backup_label'), path.join(data, 'pg_wal')]);
-    if (c.o.keepRestored !== true) await fsp.rm(extra, { recursive: true, force: true });
-  }
 
   const logFile = path.join(paths(s.dir).logs, `consistency-${method}-${n}.log`);
   const srv = await startRestored(data, logFile, s.programs.pgBindir, 60_000);
@@ -398,7 +382,7 @@ export async function consistencyExperiment(s: TestbedState, o: ConsistencyOptio
   const out: ConsistencyTrial[] = [];
   const summary: ConsistencySummary[] = [];
   for (const m of methods) {
-    if (m === 'btrfs-snapshot' && vol.kind !== 'btrfs') {
+    if (BTRFS_ONLY.includes(m) && vol.kind !== 'btrfs') {
       summary.push({ method: m, trials: 0, started: 0, amcheckPassed: 0, lossless: 0, skipped: 'the postgres volume is a directory: start the testbed with --volumes btrfs' });
       continue;
     }

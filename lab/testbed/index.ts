@@ -26,6 +26,8 @@ import {
 } from './components.ts';
 import { consistencyExperiment } from './consistency.ts';
 import type { ConsistencyOptions, ConsistencyResult } from './consistency.ts';
+import { redisConsistencyExperiment } from './consistency-redis.ts';
+import type { RedisConsistencyOptions, RedisConsistencyResult } from './consistency-redis.ts';
 import { ensurePrograms } from './deps.ts';
 import { injectFault, releaseDiskFull } from './faults.ts';
 import type { FaultOptions } from './faults.ts';
@@ -47,6 +49,8 @@ export type { Check, ServiceWrites, VerifyOptions, VerifyReport } from './verify
 export type { FaultOptions } from './faults.ts';
 export { CONSISTENCY_METHODS } from './consistency.ts';
 export type { ConsistencyMethod, ConsistencyOptions, ConsistencyResult, ConsistencySummary, ConsistencyTrial } from './consistency.ts';
+export { REDIS_CONSISTENCY_METHODS } from './consistency-redis.ts';
+export type { RedisConsistencyMethod, RedisConsistencyOptions, RedisConsistencyResult, RedisConsistencySummary, RedisConsistencyTrial } from './consistency-redis.ts';
 
 const MiB = 1024 * 1024;
 export const MAX_SERVICES = SERVICE_CATALOG.length;
@@ -238,6 +242,11 @@ export class Testbed {
   /** Backs the live PostgreSQL volume up with meshback by each method and restores each; see consistency.ts. */
   async consistency(o: ConsistencyOptions = {}): Promise<ConsistencyResult> {
     return consistencyExperiment(await this.refresh(), o);
+  }
+
+  /** Backs the live Redis volume up with `meshback run` without and with the redis preset, and restores each; see consistency-redis.ts. */
+  async consistencyRedis(o: RedisConsistencyOptions = {}): Promise<RedisConsistencyResult> {
+    return redisConsistencyExperiment(await this.refresh(), o);
   }
 
   /** `down`: stops every process cleanly, unmounts the btrfs volumes; `purge` also deletes the directory. */

@@ -8,6 +8,12 @@
  *
  * Per-item failures (an unreadable file) are events, not exceptions: the item is skipped and
  * the snapshot is marked incomplete.
+ *
+ * Read last (`last`, for the policy presets): some paths are left out of the walk and read only
+ * after `last.ready()` resolved, which the caller uses to end what must end before they are read
+ * (postgres: pg_backup_stop, after which pg_wal holds all the WAL the backup needs); ready() may
+ * also hand back small files to add (postgres: backup_label). The trees of the directories above
+ * those paths are held in memory, not saved, until the paths are read, so nothing is saved twice.
  */
 import type { BigIntStats } from 'node:fs';
 import * as os from 'node:os';
@@ -21,6 +27,8 @@ import type { Repository } from '../repository/index.ts';
 import type { Snapshot, SnapshotSummary } from '../snapshot/manifest.ts';
 import { HOLE_PREFIX, displayName, encodeName, encodeTree, nodeNameBytes } from '../snapshot/tree.ts';
 import type { Node, NodeType, Tree } from '../snapshot/tree.ts';
+import { BLOB_DATA } from '../content/index-table.ts';
+import { contentId } from '../crypto/index.ts';
 import { Excluder } from './glob.ts';
 import { FileReader } from './reader.ts';
 import type { FileOutcome } from './reader.ts';
@@ -43,6 +51,26 @@ export interface BackupOptions {
   scan?: boolean;
   /** what the paths are read from (default: the local filesystem) */
   source?: Source;
+  /** absolute paths under `paths` the walk leaves out (e.g. a database's lock file) */
+  omit?: string[];
+  /** paths read after everything else, once `ready` resolved (see the module comment) */
+  last?: LastRead;
+}
+
+/** A file that is not read from the source: its content is given (small: it is held in memory). */
+export interface ExtraFile {
+  /** absolute; its directory must be one of `paths` or a directory above one of `last.paths` */
+  path: string;
+  content: Buffer;
+  /** default 0o600 */
+  mode?: number;
+}
+
+export interface LastRead {
+  /** absolute paths under `paths` (not equal to one), left out of the walk and read after `ready` */
+  paths: string[];
+  /** awaited once the walk has read everything else; its files are added to the snapshot (replacing an entry of the same name) */
+  ready(): Promise<ExtraFile[]>;
 }
 
 export interface BackupResult {
@@ -104,6 +132,20 @@ async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupR
   const store = repo.store;
   const stats0 = { ...store.stats };
   const excluder = new Excluder(opts.excludes ?? []);
+  // paths left out of the walk (omitted, or read last), and the directories above the ones read last
+  const key = (b: Buffer | string): string => (typeof b === 'string' ? Buffer.from(b) : b).toString('latin1');
+  const lastPaths = (opts.last?.paths ?? []).map((p) => path.resolve(p));
+  const skipped = new Set([...(opts.omit ?? []).map((p) => key(path.resolve(p))), ...lastPaths.map(key)]);
+  const held = new Map<string, { tree?: Tree; old?: Map<string, Node>; node?: Node }>();
+  for (const l of lastPaths) {
+    const root = paths.find((p) => l.startsWith(p === '/' ? '/' : `${p}/`));
+    if (root === undefined) throw new MeshbackError('INTERNAL', `a path to read last (${l}) is not below a path of the backup`);
+    for (let d = path.dirname(l); ; d = path.dirname(d)) {
+      held.set(key(d), {});
+      if (d === root || d === '/') break;
+    }
+  }
+  const HELD = 'held:';
   const reader = new FileReader(store, source, repo.chunker(), repo.key.idKey, Number(process.env['MESHBACK_WINDOW_KIB'] ?? 32 * 1024) * 1024);
 
   // progress
@@ -204,6 +246,11 @@ async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupR
         summary.bytesRead += outcome.bytes;
       }
     }
+    if (outcome !== undefined && !outcome.ok && outcome.code === 'ENOENT') {
+      // deleted between its lstat and its read (a database's temporary file): left out, as if deleted before the walk
+      emit({ type: 'warning', path: displayName(abs), message: 'vanished before it was read: left out of the snapshot' });
+      return false;
+    }
     if (outcome === undefined || !outcome.ok) {
       itemError(abs, new Error(outcome === undefined ? 'unreadable' : outcome.message));
       return false;
@@ -229,6 +276,7 @@ async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupR
       const sub = await archiveDir(abs, old?.type === 'dir' ? old.subtree : undefined, rootLen);
       if (sub === undefined) return undefined;
       n.subtree = sub;
+      if (sub.startsWith(HELD)) held.get(sub.slice(HELD.length))!.node = n;
       return n;
     }
     if (n.type === 'symlink') {
@@ -294,6 +342,7 @@ async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupR
       for (let k = 0; k < stats.length; k++) {
         const s = stats[k];
         if (s === undefined) continue;
+        if (skipped.size > 0 && skipped.has(key(s.child))) continue;
         if (!excluder.empty) {
           // the path is decoded only when a pattern looks at it; the path below PATH skips PATH and its '/'
           const abs = excluder.needsPath ? s.child.toString('utf8') : '';
@@ -315,7 +364,79 @@ async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupR
     }
     await Promise.all(fileJobs);
     const tree: Tree = { nodes: nodes.filter((n): n is Node => n !== undefined) };
+    const h = held.size > 0 ? held.get(key(abs)) : undefined;
+    if (h !== undefined) {
+      // above a path read last: saved once that path is read
+      h.tree = tree;
+      if (oldNodes !== undefined) h.old = oldNodes;
+      return HELD + key(abs);
+    }
     return repo.saveTree(encodeTree(tree));
+  };
+
+  /** Puts `n` into the held tree of directory `dir` (replacing an entry of the same name). */
+  const graft = (dir: string, n: Node): void => {
+    const h = held.get(key(dir));
+    if (h?.tree === undefined) throw new MeshbackError('INTERNAL', `cannot add ${path.join(dir, n.name)}: ${dir} was not read (it is not above a path read last, or it is unreadable)`);
+    const nb = nodeNameBytes(n);
+    h.tree.nodes = h.tree.nodes.filter((x) => !nodeNameBytes(x).equals(nb));
+    h.tree.nodes.push(n);
+  };
+
+  /** The second pass: `last.ready()`, the paths read last, the files given; then the held trees, deepest first. */
+  const readLast = async (last: LastRead): Promise<void> => {
+    const extra = await last.ready();
+    for (const l of lastPaths) {
+      const dir = path.dirname(l);
+      const root = paths.find((p) => l.startsWith(p === '/' ? '/' : `${p}/`))!;
+      // its directory was left out (excluded) or could not be read (an item error already)
+      if (held.get(key(dir))?.tree === undefined) continue;
+      const abs = Buffer.from(l);
+      const nameRaw = Buffer.from(path.basename(l));
+      let st: BigIntStats;
+      try {
+        st = await source.lstat(abs);
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT') itemError(abs, err);
+        continue;
+      }
+      const n = await archiveNode(abs, nameRaw, st, held.get(key(dir))?.old?.get(nameRaw.toString('latin1')), root === '/' ? 0 : root.length);
+      if (n !== undefined) graft(dir, n);
+    }
+    for (const f of extra) {
+      const abs = path.resolve(f.path);
+      const n: Node = { ...encodeName(Buffer.from(path.basename(abs))), type: 'file', mode: f.mode ?? 0o600, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, mtime: `${BigInt(Date.now()) * 1_000_000n}`, ctime: `${BigInt(Date.now()) * 1_000_000n}`, inode: 0, dev: 0, nlink: 1, size: f.content.length, content: await storeContent(f.content) };
+      // owned like its directory (a database refuses files it does not own)
+      const h = held.get(key(path.dirname(abs)));
+      if (h?.node !== undefined) {
+        n.uid = h.node.uid;
+        n.gid = h.node.gid;
+      }
+      graft(path.dirname(abs), n);
+      summary.files++;
+      summary.totalBytes += f.content.length;
+    }
+    const order = [...held.entries()].sort((a, b) => b[0].length - a[0].length);
+    for (const [, h] of order) {
+      if (h.tree === undefined || h.node === undefined) continue;
+      h.tree.nodes.sort((a, b) => Buffer.compare(nodeNameBytes(a), nodeNameBytes(b)));
+      h.node.subtree = await repo.saveTree(encodeTree(h.tree));
+    }
+  };
+
+  /** Stores `data` as chunks (cut by the repository's chunker); their ids. */
+  const storeContent = async (data: Buffer): Promise<string[]> => {
+    const chunker = repo.chunker();
+    const out: string[] = [];
+    for (let pos = 0; pos < data.length; ) {
+      const end = chunker.cut(data, pos, data.length);
+      const c = data.subarray(pos, end);
+      const id = contentId(repo.key.idKey, c);
+      if (!store.has(id)) await store.add(BLOB_DATA, id, Buffer.from(c));
+      out.push(id.toString('hex'));
+      pos = end;
+    }
+    return out;
   };
 
   let rootId: string;
@@ -335,6 +456,7 @@ async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupR
       const n = await archiveNode(abs, name, st, oldRoot?.get(name.toString('latin1')), p.length);
       if (n !== undefined) rootNodes.push(n);
     }
+    if (opts.last !== undefined) await readLast(opts.last);
     rootId = await repo.saveTree(encodeTree({ nodes: rootNodes }));
     await store.flush();
   } finally {

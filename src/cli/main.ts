@@ -35,7 +35,7 @@ export { VERSION };
  * the gain was small (8.4 -> 7.7 s) and a backup of 1M small files grew from 535 to 746 MiB
  * (docs/runtime.md).
  */
-const READS_PACKS = new Set(['restore', 'check', 'prune', 'repair']);
+const READS_PACKS = new Set(['restore', 'drill', 'check', 'prune', 'repair']);
 const READ_HEAP_FLAGS = '--external-memory-accounted-in-global-limit --external-memory-max-growing-factor=2';
 
 /**
@@ -59,6 +59,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   unlock: async () => (await import('./commands/unlock.ts')).unlockCommand,
   lock: async () => (await import('./commands/lock.ts')).lockCommand,
   run: async () => (await import('./commands/run.ts')).runCommand,
+  drill: async () => (await import('./commands/drill.ts')).drillCommand,
   server: async () => (await import('./commands/server.ts')).serverCommand,
   trigger: async () => (await import('./commands/trigger.ts')).triggerCommand,
 };

@@ -1,8 +1,9 @@
 /**
- * policy/hooks: runs a policy's exec hooks. A hook is an argv (no shell), run in its own process
+ * policy/hooks: runs a policy's hooks. An HTTP hook is a request (policy/http-hook.ts); an exec
+ * hook is an argv (no shell), run in its own process
  * group with the run's context in its environment (MESHBACK_POLICY, MESHBACK_PHASE,
- * MESHBACK_REPO, MESHBACK_SNAPSHOT_ID once there is a snapshot, MESHBACK_ERROR for on-error);
- * the repository password is removed from it. After its timeout the whole group gets SIGTERM,
+ * MESHBACK_REPO, MESHBACK_SNAPSHOT_ID once there is a snapshot, MESHBACK_ERROR for on-error,
+ * MESHBACK_RESTORE_DIR for a drill's check); the repository password is removed from it. After its timeout the whole group gets SIGTERM,
  * then SIGKILL 5 s later; a hook still running when meshback exits (interrupted) gets SIGTERM. Its output lines are reported as `note` events (at most 200 per hook)
  * and its last 2 KB kept for the run's report.
  */
@@ -10,20 +11,27 @@ import { spawn } from 'node:child_process';
 import { MeshbackError } from '../errors/index.ts';
 import type { EventSink } from '../events/index.ts';
 import { formatDuration } from '../util/units.ts';
-import type { Hook } from './load.ts';
+import { runHttpHook } from './http-hook.ts';
+import type { ExecHook, Hook } from './load.ts';
 
-export type HookPhase = 'pre' | 'post' | 'on-error';
+export type HookPhase = 'pre' | 'post' | 'on-error' | 'check';
 
 export interface HookResult {
   phase: HookPhase;
   /** 1-based position among the phase's hooks */
   index: number;
-  exec: string[];
+  /** an exec hook's argv */
+  exec?: string[];
+  /** an HTTP hook's method and URL (without user info and query: they may hold secrets) */
+  http?: string;
   outcome: 'ok' | 'failed' | 'timeout';
+  /** exec hooks: how the program ended */
   exitCode: number | null;
   signal: string | null;
+  /** HTTP hooks: the answer's status (absent when none came) */
+  status?: number;
   durationSeconds: number;
-  /** the last 2 KB of its stdout and stderr */
+  /** the last 2 KB of its stdout and stderr (an HTTP hook's: the first 2 KB of the answer's body) */
   output: string;
   error?: string;
 }
@@ -54,6 +62,10 @@ function track(pid: number): void {
 
 /** Runs one hook to its end; never throws (the result says how it ended). */
 export function runHook(h: Hook, phase: HookPhase, index: number, env: Record<string, string>, events: EventSink): Promise<HookResult> {
+  return 'http' in h ? runHttpHook(h, phase, index, env, events) : runExecHook(h, phase, index, env, events);
+}
+
+function runExecHook(h: ExecHook, phase: HookPhase, index: number, env: Record<string, string>, events: EventSink): Promise<HookResult> {
   const t0 = performance.now();
   const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env, MESHBACK_PHASE: phase };
   for (const k of HIDDEN) delete childEnv[k];
@@ -126,5 +138,5 @@ export function runHook(h: Hook, phase: HookPhase, index: number, env: Record<st
 
 /** The error of a failed hook, as the run's failure (exit code HOOK). */
 export function hookError(r: HookResult): MeshbackError {
-  return new MeshbackError('HOOK', r.error ?? `${r.phase} hook ${r.index} failed`, { data: { phase: r.phase, hook: r.index, exec: r.exec, exit_code: r.exitCode, signal: r.signal, outcome: r.outcome } });
+  return new MeshbackError('HOOK', r.error ?? `${r.phase} hook ${r.index} failed`, { data: { phase: r.phase, hook: r.index, ...(r.exec !== undefined ? { exec: r.exec } : {}), ...(r.http !== undefined ? { http: r.http, status: r.status ?? null } : {}), exit_code: r.exitCode, signal: r.signal, outcome: r.outcome } });
 }

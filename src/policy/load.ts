@@ -15,15 +15,35 @@ import type { RetentionPolicy } from '../snapshot/retention.ts';
 import { hasKeepRule, validatePolicy } from '../snapshot/retention.ts';
 import { fieldPath, firstProblem, safeParse } from '../util/schema.ts';
 import { parseDuration } from '../util/units.ts';
-import { HOOK_TIMEOUT_DEFAULT, PolicyFileSchema, scheduleProblem } from './schema.ts';
+import { resolvePresets } from './presets/index.ts';
+import type { PresetConfig } from './presets/index.ts';
+import { HOOK_TIMEOUT_DEFAULT, HTTP_HOOK_TIMEOUT_DEFAULT, PolicyFileSchema, scheduleProblem } from './schema.ts';
 import type { HookInput, PolicyInput } from './schema.ts';
 import { parseWindow } from './window.ts';
 import type { MaintenanceWindow } from './window.ts';
 
-export interface Hook {
+/** A hook that runs a program. */
+export interface ExecHook {
   exec: string[];
   timeoutMs: number;
 }
+
+/** A hook that makes an HTTP request. */
+export interface HttpHook {
+  http: {
+    url: string;
+    method: 'POST' | 'GET' | 'PUT';
+    /** NAME -> VALUE (never printed) */
+    headers: Record<string, string>;
+    /** absolute; "Name: value" lines read at each call */
+    headersFile?: string;
+    /** undefined: the run's context as JSON (POST, PUT), nothing (GET) */
+    body?: { kind: 'text'; text: string } | { kind: 'json'; value: unknown };
+  };
+  timeoutMs: number;
+}
+
+export type Hook = ExecHook | HttpHook;
 
 export type Schedule = { kind: 'every'; everyMs: number; text: string } | { kind: 'cron'; expr: string; timezone?: string; text: string };
 
@@ -46,7 +66,19 @@ export interface Policy {
   tags: string[];
   exclude: string[];
   hooks: { pre: Hook[]; post: Hook[]; onError: Hook[] };
-  drill?: { schedule: Schedule; check?: Hook };
+  /** in list order, paths absolute (policy/presets); absent or empty: none */
+  presets?: PresetConfig[];
+  /** the restore drill (docs/design.md, "Restore drills"); absent: `meshback drill` restores and verifies, with no check */
+  drill?: Drill;
+}
+
+export interface Drill {
+  /** when the server runs it (its scheduler job is `NAME/drill`); absent: only `meshback drill` runs it */
+  schedule?: Schedule;
+  check?: Hook;
+  /** absolute; absent: a new directory under the scratch directory */
+  target?: string;
+  keepOnFailure: boolean;
 }
 
 export interface PolicyFile {
@@ -121,8 +153,19 @@ function resolveSchedule(text: string, timezone: string | undefined, at: Propert
   return { kind: 'cron', expr: text.replace(/^cron:\s*/, '').trim(), ...(timezone !== undefined ? { timezone } : {}), text };
 }
 
-function resolveHook(h: HookInput): Hook {
-  return { exec: h.exec, timeoutMs: parseDuration(h.timeout ?? HOOK_TIMEOUT_DEFAULT, 'timeout') };
+function resolveHook(h: HookInput, dir: string): Hook {
+  if ('exec' in h) return { exec: h.exec, timeoutMs: parseDuration(h.timeout ?? HOOK_TIMEOUT_DEFAULT, 'timeout') };
+  const body = h.body === undefined ? undefined : typeof h.body === 'string' ? { kind: 'text' as const, text: h.body } : { kind: 'json' as const, value: h.body };
+  return {
+    http: {
+      url: h.http,
+      method: h.method ?? 'POST',
+      headers: h.headers ?? {},
+      ...(h['headers-file'] !== undefined ? { headersFile: path.resolve(dir, h['headers-file']) } : {}),
+      ...(body !== undefined ? { body } : {}),
+    },
+    timeoutMs: parseDuration(h.timeout ?? HTTP_HOOK_TIMEOUT_DEFAULT, 'timeout'),
+  };
 }
 
 function resolvePolicy(name: string, p: PolicyInput, defaults: { repository?: string; 'password-file'?: string }, dir: string, fail: (p: PropertyKey[], problem: string) => UsageError): Policy {
@@ -153,9 +196,10 @@ function resolvePolicy(name: string, p: PolicyInput, defaults: { repository?: st
     }
   }
   const hooks = p.hooks ?? {};
+  const sources = p.sources.map((s) => path.resolve(dir, s));
   return {
     name,
-    sources: p.sources.map((s) => path.resolve(dir, s)),
+    sources,
     ...(repo !== undefined ? { repository: SCHEME.test(repo) ? repo : path.resolve(dir, repo) } : {}),
     ...(pw !== undefined ? { passwordFile: path.resolve(dir, pw) } : {}),
     ...(p.schedule !== undefined ? { schedule: resolveSchedule(p.schedule, p.timezone, ['schedule'], fail) } : {}),
@@ -165,10 +209,38 @@ function resolvePolicy(name: string, p: PolicyInput, defaults: { repository?: st
     ...(p.rpo !== undefined ? { rpoMs: parseDuration(p.rpo, 'rpo') } : {}),
     tags: [`policy=${name}`, ...Object.entries(p.tags ?? {}).map(([k, val]) => `${k}=${val}`)],
     exclude: p.exclude ?? [],
-    hooks: { pre: (hooks.pre ?? []).map(resolveHook), post: (hooks.post ?? []).map(resolveHook), onError: (hooks['on-error'] ?? []).map(resolveHook) },
-    ...(p.drill !== undefined
-      ? { drill: { schedule: resolveSchedule(p.drill.schedule, p.drill.timezone, ['drill', 'schedule'], fail), ...(p.drill.check !== undefined ? { check: resolveHook(p.drill.check) } : {}) } }
-      : {}),
+    hooks: { pre: (hooks.pre ?? []).map((h) => resolveHook(h, dir)), post: (hooks.post ?? []).map((h) => resolveHook(h, dir)), onError: (hooks['on-error'] ?? []).map((h) => resolveHook(h, dir)) },
+    presets: resolvePresets(p.presets ?? [], { dir, sources, fail: (sub, problem) => fail(['presets', ...sub], problem) }),
+    ...(p.drill !== undefined ? { drill: resolveDrill(p.drill, sources, dir, fail) } : {}),
+  };
+}
+
+/** true when the absolute path x is y or inside it. */
+export function isInside(x: string, y: string): boolean {
+  const r = path.relative(y, x);
+  return r === '' || (r !== '..' && !r.startsWith(`..${path.sep}`) && !path.isAbsolute(r));
+}
+
+/** How the absolute path `dir` stands to `other`: 'is', 'is inside' or 'contains'; undefined when they are apart. */
+export function overlap(dir: string, other: string): 'is' | 'is inside' | 'contains' | undefined {
+  if (path.resolve(dir) === path.resolve(other)) return 'is';
+  if (isInside(dir, other)) return 'is inside';
+  if (isInside(other, dir)) return 'contains';
+  return undefined;
+}
+
+function resolveDrill(d: NonNullable<PolicyInput['drill']>, sources: string[], dir: string, fail: (p: PropertyKey[], problem: string) => UsageError): Drill {
+  const target = d.target !== undefined ? path.resolve(dir, d.target) : undefined;
+  // a drill deletes what it restored: into a source it would destroy live data (or back itself up)
+  for (const s of target !== undefined ? sources : []) {
+    const o = overlap(target!, s);
+    if (o !== undefined) throw fail(['drill', 'target'], `${target} ${o} the source ${s}: a drill restores into its target and deletes it afterwards; give a scratch directory apart from the sources`);
+  }
+  return {
+    ...(d.schedule !== undefined ? { schedule: resolveSchedule(d.schedule, d.timezone, ['drill', 'schedule'], fail) } : {}),
+    ...(d.check !== undefined ? { check: resolveHook(d.check, dir) } : {}),
+    ...(target !== undefined ? { target } : {}),
+    keepOnFailure: d['keep-on-failure'] ?? false,
   };
 }
 

@@ -1,9 +1,11 @@
 /**
  * policy/run: one run of one policy, what `meshback run` (and later the scheduler) calls:
  *
- *   pre hooks -> backup (sources, the policy's tags with policy=NAME, excludes) -> post hooks
- *   -> retention (forget with the policy's keep rules, over the snapshots tagged policy=NAME)
- *   -> prune (when the policy asks) -> the report.
+ *   pre hooks -> backup (sources, the policy's tags with policy=NAME, excludes; inside it the
+ *   presets: started in order once the repository is open, finished in reverse order once the
+ *   backup has read everything but their paths read last) -> post hooks -> retention (forget
+ *   with the policy's keep rules, over the snapshots tagged policy=NAME) -> prune (when the
+ *   policy asks) -> the report.
  *
  * A phase that fails ends the run: the phases after it are skipped and the on-error hooks run
  * (with MESHBACK_ERROR set); the report names the failure, which keeps its error code (a hook's
@@ -13,6 +15,9 @@
  * retention for the same reason. The backup holds a shared lock, retention and prune an
  * exclusive one, each taken only for its phase. A dry run runs no hook and no backup: it opens the
  * repository without a lock and reports what retention would remove.
+ *
+ * A preset that fails (to start, or to finish after the backup read) is a failed phase `preset`
+ * (code HOOK): no snapshot is saved, the presets started are finished (ok false), on-error runs.
  *
  * The repository is opened through `open` (the CLI passes its storage stack and password);
  * the operations are the ones the commands use: archiver backup, maintenance forget and prune.
@@ -25,13 +30,18 @@ import { forget } from '../maintenance/forget.ts';
 import type { ForgetResult } from '../maintenance/forget.ts';
 import { prune } from '../maintenance/prune.ts';
 import type { PruneResult } from '../maintenance/prune.ts';
+import type { ExtraFile } from '../archiver/index.ts';
 import type { Repository } from '../repository/index.ts';
+import { localSource } from '../source/index.ts';
+import type { Source } from '../source/index.ts';
 import { hookError, runHook } from './hooks.ts';
+import { createPresets, presetError, routeLast } from './presets/index.ts';
+import type { PresetRun } from './presets/index.ts';
 import type { HookPhase, HookResult } from './hooks.ts';
 import type { Hook, Policy } from './load.ts';
 import { inWindow, windowText } from './window.ts';
 
-export type PhaseName = 'pre' | 'backup' | 'post' | 'retention' | 'prune' | 'on-error';
+export type PhaseName = 'pre' | 'preset' | 'backup' | 'post' | 'retention' | 'prune' | 'on-error';
 export type Outcome = 'ok' | 'failed' | 'skipped' | 'incomplete';
 
 export interface PhaseReport {
@@ -41,6 +51,20 @@ export interface PhaseReport {
   started?: string;
   finished?: string;
   durationSeconds?: number;
+  /** why it failed or was skipped */
+  message?: string;
+}
+
+/** One preset's part of a run. */
+export interface PresetReport {
+  type: string;
+  outcome: 'ok' | 'failed' | 'skipped';
+  /** seconds its start() took */
+  startSeconds?: number;
+  /** seconds its finish() took */
+  finishSeconds?: number;
+  /** seconds from the end of its start() to the end of its finish(): how long the database was in backup mode, the filesystem frozen, the snapshot kept */
+  heldSeconds?: number;
   /** why it failed or was skipped */
   message?: string;
 }
@@ -55,8 +79,10 @@ export interface RunReport {
   durationSeconds: number;
   phases: PhaseReport[];
   hooks: HookResult[];
+  /** the policy's presets, in list order (absent when it has none) */
+  presets?: PresetReport[];
   snapshotId?: string;
-  backup?: { files: number; dirs: number; totalBytes: number; bytesAdded: number; bytesStored: number; errors: { path: string; message: string }[]; changedDuringRead: string[] };
+  backup?: { files: number; dirs: number; totalBytes: number; bytesRead: number; bytesAdded: number; bytesStored: number; errors: { path: string; message: string }[]; changedDuringRead: string[] };
   retention?: { kept: number; removed: number; wouldRemove: number; locked: number; removedIds: string[] };
   prune?: PruneResult;
   /** the first failure: its error code and message */
@@ -79,6 +105,10 @@ export interface RunOptions {
   /** the wall clock (ms), for the maintenance window (default Date.now) */
   now?: () => number;
   events?: EventSink;
+  /** directories this process writes during a run besides the repository (the cache): the fsfreeze preset refuses to freeze theirs */
+  writes?: string[];
+  /** aborted when the run should stop (presets see it) */
+  signal?: AbortSignal;
   /**
    * KEY=VALUE tags the snapshot gets beside the policy's (a triggered run's deploy tags); a key
    * the policy's tags already have is overridden; `policy` is meshback's and cannot be given.
@@ -92,7 +122,12 @@ export interface RunOutcome {
   error?: MeshbackError;
 }
 
-const PHASES: PhaseName[] = ['pre', 'backup', 'post', 'retention', 'prune', 'on-error'];
+const PHASES: PhaseName[] = ['pre', 'preset', 'backup', 'post', 'retention', 'prune', 'on-error'];
+
+/** Thrown out of the backup phase when the preset phase (inside it) failed; the error is the preset's. */
+class PresetPhaseFailed extends Error {}
+
+type BackupOptionsLike = import('../archiver/index.ts').BackupOptions;
 
 class PhaseFailure extends Error {
   readonly error: MeshbackError;
@@ -151,10 +186,15 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
       const o = await body();
       if (o !== undefined) rec.outcome = o;
     } catch (err) {
-      error = asMeshbackError(err);
-      failedPhase = name;
-      rec.outcome = 'failed';
-      rec.message = error.message;
+      if (err instanceof PresetPhaseFailed && error !== undefined) {
+        // the preset phase inside this one failed and recorded it
+        rec.outcome = 'failed';
+      } else {
+        error = asMeshbackError(err);
+        failedPhase = name;
+        rec.outcome = 'failed';
+        rec.message = error.message;
+      }
     }
     rec.finished = new Date().toISOString();
     rec.durationSeconds = (performance.now() - p0) / 1000;
@@ -178,9 +218,10 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
   const windowed = policy.pruneWindow !== undefined && !maintenance && !inWindow(policy.pruneWindow, (opts.now ?? Date.now)());
   const pruneNow = policy.prune && !dryRun && !windowed;
   if (maintenance) {
-    for (const p of ['pre', 'backup', 'post', 'retention'] as const) skip(p, 'maintenance run: prune only');
+    for (const p of ['pre', 'preset', 'backup', 'post', 'retention'] as const) skip(p, 'maintenance run: prune only');
   } else if (dryRun) {
     skip('pre', 'dry run: no hook runs');
+    skip('preset', 'dry run: no preset runs');
     skip('backup', 'dry run: nothing is backed up');
     skip('post', 'dry run: no hook runs');
   } else {
@@ -191,22 +232,110 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
         if (f !== undefined) throw new PhaseFailure(hookError(f));
       });
     let incomplete: MeshbackError | undefined;
+    const presets: PresetRun[] = createPresets(policy.presets ?? [], { policy: policy.name, sources: policy.sources, env, events, signal: opts.signal ?? new AbortController().signal, repository: opts.repository, ...(opts.writes !== undefined ? { writes: opts.writes } : {}) });
+    const preports: PresetReport[] = presets.map((p) => ({ type: p.name, outcome: 'skipped', message: 'the run did not get to it' }));
+    if (presets.length > 0) report.presets = preports;
+    const startedAt = new Map<PresetRun, number>();
+    const finished = new Set<PresetRun>();
+    let presetFailure: MeshbackError | undefined;
+    /** finishes the presets started and not finished, in reverse order; after a failure the rest get ok false; returns the first failure */
+    const finishAll = async (ok: boolean): Promise<MeshbackError | undefined> => {
+      let first: MeshbackError | undefined;
+      for (let i = presets.length - 1; i >= 0; i--) {
+        const p = presets[i]!;
+        if (!startedAt.has(p) || finished.has(p)) continue;
+        finished.add(p);
+        const rep = preports[i]!;
+        const t = performance.now();
+        try {
+          await p.finish(ok && first === undefined);
+        } catch (err) {
+          const e = presetError(p.name, err);
+          first ??= e;
+          rep.outcome = 'failed';
+          rep.message = e.message;
+        }
+        rep.finishSeconds = (performance.now() - t) / 1000;
+        rep.heldSeconds = (performance.now() - startedAt.get(p)!) / 1000;
+      }
+      return first;
+    };
     await phase('backup', async () => {
       const o = await opts.open('shared', `run ${policy.name}`, true);
       try {
-        const r = await backup(o.repo, { paths: policy.sources, tags: runTags(policy, opts.tags ?? []), excludes: policy.exclude, events });
+        let source: Source | undefined;
+        let extra: Pick<BackupOptionsLike, 'omit' | 'last'> = {};
+        if (presets.length > 0) {
+          // the presets start once the repository is open (a locked repository fails before anything is frozen)
+          const started = await phase('preset', async () => {
+            for (const [i, p] of presets.entries()) {
+              const t = performance.now();
+              try {
+                await p.start();
+              } catch (err) {
+                preports[i]!.outcome = 'failed';
+                preports[i]!.message = presetError(p.name, err).message;
+                preports[i]!.startSeconds = (performance.now() - t) / 1000;
+                throw new PhaseFailure(presetError(p.name, err));
+              }
+              preports[i]!.outcome = 'ok';
+              delete preports[i]!.message;
+              preports[i]!.startSeconds = (performance.now() - t) / 1000;
+              startedAt.set(p, performance.now());
+            }
+          });
+          if (!started) throw new PresetPhaseFailed();
+          const readLast = presets.flatMap((p) => p.readLast ?? []);
+          source = routeLast(presets.reduce<Source>((s, p) => p.source?.(s) ?? s, localSource), localSource, readLast);
+          extra = {
+            omit: presets.flatMap((p) => p.omit ?? []),
+            last: {
+              paths: readLast,
+              ready: async (): Promise<ExtraFile[]> => {
+                const e = await finishAll(true);
+                if (e !== undefined) {
+                  presetFailure = e;
+                  throw e;
+                }
+                return presets.flatMap((p) => p.extraFiles?.() ?? []);
+              },
+            },
+          };
+        }
+        const r = await backup(o.repo, { paths: policy.sources, tags: runTags(policy, opts.tags ?? []), excludes: policy.exclude, events, ...(source !== undefined ? { source } : {}), ...extra });
         report.snapshotId = r.id;
         env['MESHBACK_SNAPSHOT_ID'] = r.id;
         const s = r.snapshot.summary;
-        report.backup = { files: s.files, dirs: s.dirs, totalBytes: s.totalBytes, bytesAdded: s.bytesAdded, bytesStored: s.bytesStored, errors: r.errors, changedDuringRead: r.changedDuringRead };
+        report.backup = { files: s.files, dirs: s.dirs, totalBytes: s.totalBytes, bytesRead: s.bytesRead, bytesAdded: s.bytesAdded, bytesStored: s.bytesStored, errors: r.errors, changedDuringRead: r.changedDuringRead };
         if (r.errors.length > 0) {
           incomplete = new MeshbackError('INCOMPLETE', `snapshot ${r.id.slice(0, 8)} of policy ${policy.name} is incomplete: ${r.errors.length} item(s) could not be read (the first: ${r.errors[0]!.path}: ${r.errors[0]!.message}); fix their permissions`);
           return 'incomplete';
         }
       } finally {
+        // a backup that failed (or a preset that failed to start): undo what the presets did
+        await finishAll(false);
+        for (const p of presets) if (startedAt.has(p)) await p.close?.().catch(() => undefined);
         await o.close();
       }
     });
+    // a preset's failure is the preset phase's, not the backup's
+    if (error !== undefined && (failedPhase === 'preset' || error === presetFailure || phases.get('preset')?.outcome === 'failed')) {
+      const b = phases.get('backup')!;
+      if (presetFailure !== undefined && error === presetFailure) {
+        const pr = phases.get('preset')!;
+        pr.outcome = 'failed';
+        pr.message = presetFailure.message;
+        b.message = `no snapshot was saved: ${presetFailure.message}`;
+      } else {
+        b.outcome = 'skipped';
+        b.message = 'the preset phase failed';
+        delete b.started;
+        delete b.finished;
+        delete b.durationSeconds;
+      }
+      failedPhase = 'preset';
+    }
+    if (!phases.has('preset')) skip('preset', presets.length === 0 ? 'no presets' : `the ${failedPhase ?? 'backup'} phase failed`);
     if (error !== undefined) skip('post', `the ${failedPhase!} phase failed`);
     else if (policy.hooks.post.length === 0) skip('post', 'no post hooks');
     else

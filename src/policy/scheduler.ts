@@ -4,7 +4,7 @@
  * Clock (now and one-shot timers) so tests drive it without sleeping.
  *
  * - Next run times: `every D` runs D after the previous scheduled run (anchored at the last
- *   recorded start after a restart; a policy that never ran runs at start); `cron: EXPR` runs at
+ *   recorded start after a restart; a policy that never ran runs at start, unless `waitFirst`); `cron: EXPR` runs at
  *   croner's next match (in the schedule's timezone).
  * - One run of a policy at a time: a tick that comes while the policy's run is going (or waits
  *   for a slot) is skipped and reported, not queued.
@@ -75,6 +75,8 @@ export interface ScheduledPolicy {
   name: string;
   /** undefined: never run by a timer, only by runNow() */
   schedule?: Schedule;
+  /** with no recorded run, wait for the first tick instead of running at start (a drill: the policy's first backup comes first) */
+  waitFirst?: boolean;
 }
 
 /** How one run ended, as the runner reports it. */
@@ -233,7 +235,7 @@ export class Scheduler {
       if (schedule === undefined) continue; // run by runNow() only
       const last = this.state.policies[slot.p.name]?.lastStart;
       if (last === undefined) {
-        if (schedule.kind === 'every') due.push({ slot, reason: 'first-run' });
+        if (schedule.kind === 'every' && slot.p.waitFirst !== true) due.push({ slot, reason: 'first-run' });
         else this.setNext(slot, nextRunAfter(schedule, now));
         continue;
       }

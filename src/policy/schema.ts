@@ -7,24 +7,14 @@
  * `cron: EXPR` (five or six fields, read by croner) with an optional `timezone` (IANA name).
  */
 import { Cron } from 'croner';
-import { MeshbackError } from '../errors/index.ts';
 import { about, v } from '../util/schema.ts';
-import { parseDuration } from '../util/units.ts';
+import { durationField, isDuration } from './fields.ts';
+import { PresetSchema } from './presets/index.ts';
 import { WINDOW_TEXT, parseWindow } from './window.ts';
 
-/** true when `s` is a duration of the project's grammar (longer than zero). */
-export function isDuration(s: string): boolean {
-  try {
-    parseDuration(s, 'x');
-    return true;
-  } catch (err) {
-    if (err instanceof MeshbackError) return false;
-    throw err;
-  }
-}
+export { isDuration };
 
-const DURATION_TEXT = 'must be a duration such as 30s, 15m, 1h30m, 7d (units ms, s, m/min, h, d, w, mo, y; m is minutes)';
-const duration = () => about(v.pipe(v.string(DURATION_TEXT), v.check(isDuration, DURATION_TEXT)), 'a duration: 30s, 15m, 1h30m, 7d, 2w, 1y6mo (m is minutes, mo months)');
+const duration = () => about(durationField(), 'a duration: 30s, 15m, 1h30m, 7d, 2w, 1y6mo (m is minutes, mo months)');
 
 /** The problem with a schedule text, or undefined when it is one. */
 export function scheduleProblem(s: string, timezone?: string): string | undefined {
@@ -83,9 +73,75 @@ export const RetentionSchema = v.strictObject({
 });
 
 const HOOK_TIMEOUT_DEFAULT = '5m';
-export const HookSchema = v.strictObject({
+const HTTP_HOOK_TIMEOUT_DEFAULT = '30s';
+export const ExecHookSchema = v.strictObject({
   exec: about(v.pipe(v.array(v.pipe(v.string(), v.minLength(1))), v.minLength(1)), 'the program and its arguments (no shell: write [sh, -c, "..."] for one); the program is looked up in PATH'),
   timeout: v.optional(about(duration(), `killed (SIGTERM, then SIGKILL 5 s later) after this long (default ${HOOK_TIMEOUT_DEFAULT})`)),
+});
+
+const URL_TEXT = 'must be an http:// or https:// URL';
+const isHttpUrl = (s: string): boolean => {
+  try {
+    const u = new URL(s);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
+  } catch {
+    return false;
+  }
+};
+/** RFC 9110 token: what a header name may be */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+// a header value is never shown (it may be a token): the message does not start with 'must'
+const HEADER_VALUE_TEXT = 'is not one line of text (it holds control characters; its value is not shown)';
+// eslint-disable-next-line no-control-regex
+const HEADER_VALUE = /^[^\x00-\x08\x0a-\x1f\x7f]*$/;
+export const HTTP_METHODS = ['POST', 'GET', 'PUT'] as const;
+
+export const HttpHookSchema = v.pipe(
+  v.strictObject({
+    http: about(v.pipe(v.string(URL_TEXT), v.check(isHttpUrl, URL_TEXT)), 'the URL to call (http:// or https://); redirects are not followed; messages name it without its user info and query'),
+    method: v.optional(about(v.picklist(HTTP_METHODS), 'POST (default), GET or PUT')),
+    headers: v.optional(
+      about(
+        v.record(v.pipe(v.string(), v.regex(HEADER_NAME, 'must be a header name (letters, digits and !#$%&\'*+.^_`|~-)')), v.pipe(v.string(), v.regex(HEADER_VALUE, HEADER_VALUE_TEXT))),
+        'request headers (NAME: VALUE); their values are never printed, but a token belongs in headers-file, not in the policy file',
+      ),
+    ),
+    'headers-file': v.optional(about(v.pipe(v.string(), v.minLength(1)), 'a file of "Name: value" lines (# comments), read at each call, for headers holding secrets (relative: to the policy file)')),
+    body: v.optional(
+      about(
+        v.union([v.string(), v.array(v.unknown()), v.record(v.string(), v.unknown())]),
+        'what POST or PUT sends instead of the run\'s context (a JSON object of policy, phase, repository, snapshot_id, error, failed_phase, host, time): a string as it is (text/plain), an object or list as JSON; ${MESHBACK_POLICY}-style variables of the run\'s context are replaced in it',
+      ),
+    ),
+    timeout: v.optional(about(duration(), `the request fails after this long without a complete answer (default ${HTTP_HOOK_TIMEOUT_DEFAULT})`)),
+  }),
+  v.rawCheck(({ dataset, addIssue }) => {
+    if (dataset.typed && dataset.value.method === 'GET' && dataset.value.body !== undefined) addIssue({ message: 'is not sent with method GET: use POST or PUT, or leave body out', path: [{ type: 'object', origin: 'value', input: dataset.value, key: 'body', value: dataset.value.body }] });
+  }),
+);
+
+type ExecHookInput = v.InferOutput<typeof ExecHookSchema>;
+type HttpHookInput = v.InferOutput<typeof HttpHookSchema>;
+export type { ExecHookInput, HttpHookInput };
+
+const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+/** what a hook with neither `exec` nor `http` is told */
+const NEITHER = v.pipe(
+  v.looseObject({}),
+  v.check(() => false, 'is missing exec: [PROGRAM, ARG...] or http: URL (a hook is one of them)'),
+) as unknown as v.GenericSchema<unknown, ExecHookInput | HttpHookInput>;
+/** Either hook shape: what the JSON Schema export shows ($defs/hook). */
+export const AnyHookSchema = v.union([ExecHookSchema, HttpHookSchema]);
+/**
+ * A hook: `exec` (a program) or `http` (a request). The shape is chosen by the key the hook has,
+ * so a mistake is reported against the one the user meant (a union would only say "matches none
+ * of the allowed shapes"); without an input (the JSON Schema export) it is the union of both.
+ */
+export const HookSchema = v.lazy((input: unknown): v.GenericSchema<unknown, ExecHookInput | HttpHookInput> => {
+  if (input === undefined) return AnyHookSchema;
+  if (isObject(input) && 'http' in input) return HttpHookSchema;
+  if (isObject(input) && !('exec' in input)) return NEITHER;
+  return ExecHookSchema;
 });
 
 export const HooksSchema = v.strictObject({
@@ -95,9 +151,11 @@ export const HooksSchema = v.strictObject({
 });
 
 export const DrillSchema = v.strictObject({
-  schedule: schedule(),
+  schedule: v.optional(about(schedule(), 'when `meshback server` runs the drill (without one, only `meshback drill POLICY` runs it, e.g. from a CronJob)')),
   timezone: v.optional(timezone()),
-  check: v.optional(HookSchema),
+  check: v.optional(about(HookSchema, 'run on the restored data after it was verified (MESHBACK_RESTORE_DIR, MESHBACK_SNAPSHOT_ID, MESHBACK_POLICY are set); a failure fails the drill')),
+  target: v.optional(about(v.pipe(v.string(), v.minLength(1)), 'the directory to restore into: absent or empty, not one of the sources (relative: to the policy file); default: a new directory under the state directory (--scratch-dir)')),
+  'keep-on-failure': v.optional(about(v.boolean(), 'keep the restored data of a failed drill for a look (default false: it is always deleted)')),
 });
 
 export const PolicySchema = v.strictObject({
@@ -125,6 +183,7 @@ export const PolicySchema = v.strictObject({
   tags: v.optional(about(v.record(v.pipe(v.string(), v.regex(/^[^=\s]+$/, 'must be a tag key without "=" or spaces'), v.check((k) => k !== 'policy', 'must not be "policy" (meshback sets policy=NAME itself)')), v.string()), 'tags of every snapshot (KEY: VALUE); policy=NAME is added')),
   exclude: v.optional(about(v.array(v.string()), 'exclude patterns, as --exclude (gitignore-style)')),
   hooks: v.optional(HooksSchema),
+  presets: v.optional(about(v.array(PresetSchema), 'application-consistent backups: started in order after the pre hooks, finished in reverse order after the backup read (postgres, redis, fsfreeze, btrfs-snapshot; docs/design.md, "Presets")')),
   drill: v.optional(DrillSchema),
 });
 
@@ -144,8 +203,8 @@ export const PolicyFileSchema = about(
 
 export type PolicyFileInput = v.InferOutput<typeof PolicyFileSchema>;
 export type PolicyInput = v.InferOutput<typeof PolicySchema>;
-export type HookInput = v.InferOutput<typeof HookSchema>;
-export { HOOK_TIMEOUT_DEFAULT };
+export type HookInput = ExecHookInput | HttpHookInput;
+export { HOOK_TIMEOUT_DEFAULT, HTTP_HOOK_TIMEOUT_DEFAULT };
 
 /** A policy's name (the API checks the names it is given with it). */
 export { NAME as POLICY_NAME, NAME_TEXT as POLICY_NAME_TEXT };

@@ -3,7 +3,7 @@
  * use. JSON in and out (schemas: server/schemas.ts, docs/schemas/api-*.json; the API: docs/api.md):
  *
  *   GET  /healthz                      liveness (no token)
- *   GET  /metrics                      Prometheus text (when the server has metrics; no token on loopback)
+ *   GET  /metrics                      Prometheus text (src/server/metrics.ts; no token on loopback)
  *   GET  /v1/policies                  the policies: schedule, next run, RPO, last run
  *   GET  /v1/runs?policy=&kind=&status=&limit=   run records, newest first
  *   POST /v1/runs                      {"policy":"orders","tags":{"deploy":"v1.4.2"}} -> 202 {id,status,policy,url}

@@ -11,3 +11,4 @@ export type { Api, ApiOptions, MetricsSource, TriggerOutcome } from './app.ts';
 export { DEFAULT_LISTEN, isLoopback, listen, parseListen } from './listen.ts';
 export type { ListenAddress, Listening } from './listen.ts';
 export * from './schemas.ts';
+export { Metrics, loadNewestSnapshots } from './metrics.ts';

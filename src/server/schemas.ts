@@ -4,7 +4,7 @@
  * tests check the answers with them), and `npm run schemas` exports them to docs/schemas/api-*.json.
  * The API itself: docs/api.md.
  */
-import type { RunReport } from '../policy/index.ts';
+import type { DrillReport, RunReport } from '../policy/index.ts';
 import { POLICY_NAME, POLICY_NAME_TEXT } from '../policy/schema.ts';
 import { SnapshotSchema } from '../snapshot/manifest.ts';
 import { about, hexId, isoDate, v } from '../util/schema.ts';
@@ -57,7 +57,7 @@ export const RunRecordSchema = v.pipe(
   v.metadata({ title: 'meshback run record', description: 'A run of `meshback server` (GET /v1/runs/ID; a line of STATE_DIR/runs.jsonl)' }),
 );
 /** A run record; its report is the run's RunReport (src/policy/run.ts) or a drill's report. */
-export type RunRecord = Omit<v.InferOutput<typeof RunRecordSchema>, 'report'> & { report?: RunReport | { policy: string; ok: boolean } };
+export type RunRecord = Omit<v.InferOutput<typeof RunRecordSchema>, 'report'> & { report?: RunReport | DrillReport };
 
 export const RunListSchema = v.pipe(v.array(RunRecordSchema), v.metadata({ title: 'GET /v1/runs, GET /v1/drills', description: 'run records, newest first, without their reports (GET /v1/runs/ID has it)' }));
 

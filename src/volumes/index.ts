@@ -103,6 +103,44 @@ export function isMountPoint(dir: string): boolean {
   }
 }
 
+/** A mount of /proc/self/mountinfo: where, its filesystem's device (major:minor, one per filesystem: every bind mount and btrfs subvolume of one filesystem shares it), type and source. */
+export interface MountInfo {
+  mountPoint: string;
+  dev: string;
+  fstype: string;
+  source: string;
+}
+
+const unescapeMount = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+
+/** The mounts of this process's mount namespace (the last of several on one point is the visible one). */
+export function mounts(): MountInfo[] {
+  let text: string;
+  try {
+    text = readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return [];
+  }
+  const out: MountInfo[] = [];
+  for (const l of text.split('\n')) {
+    const f = l.split(' ');
+    const dash = f.indexOf('-');
+    if (f.length < 10 || dash < 0) continue;
+    out.push({ mountPoint: unescapeMount(f[4]!), dev: f[2]!, fstype: f[dash + 1]!, source: unescapeMount(f[dash + 2]!) });
+  }
+  return out;
+}
+
+/** The mount holding the absolute, symlink-free path `p` (the one with the longest mount point above it). */
+export function mountOf(p: string): MountInfo | undefined {
+  let best: MountInfo | undefined;
+  for (const m of mounts()) {
+    const under = m.mountPoint === '/' || p === m.mountPoint || p.startsWith(`${m.mountPoint}/`);
+    if (under && (best === undefined || m.mountPoint.length >= best.mountPoint.length)) best = m;
+  }
+  return best;
+}
+
 /** Bytes available to an unprivileged writer on the filesystem holding `p`. */
 export async function freeBytes(p: string): Promise<number> {
   const s = await fsp.statfs(p);

@@ -181,7 +181,7 @@ policies:
       assert.match(r.stderr, /pre hook 1 \(.*dump-env\.sh\): hook envoy ran in pre/);
     }
     const s = last!;
-    assert.deepEqual(outcomes(s), { pre: 'ok', backup: 'ok', post: 'ok', retention: 'ok', prune: 'ok', 'on-error': 'skipped' });
+    assert.deepEqual(outcomes(s), { pre: 'ok', preset: 'skipped', backup: 'ok', post: 'ok', retention: 'ok', prune: 'ok', 'on-error': 'skipped' });
     for (const p of s.phases.filter((x) => x.outcome === 'ok')) {
       assert.ok(Date.parse(p.finished!) >= Date.parse(p.started!) && p.duration_seconds! >= 0, JSON.stringify(p));
     }
@@ -225,7 +225,7 @@ policies:
     assert.equal(r.code, 0, r.stderr);
     const s = summary(r.stdout) as unknown as RunSummary;
     assert.equal(s.dry_run, true);
-    assert.deepEqual(outcomes(s), { pre: 'skipped', backup: 'skipped', post: 'skipped', retention: 'ok', prune: 'skipped', 'on-error': 'skipped' });
+    assert.deepEqual(outcomes(s), { pre: 'skipped', preset: 'skipped', backup: 'skipped', post: 'skipped', retention: 'ok', prune: 'skipped', 'on-error': 'skipped' });
     assert.equal(s.retention!.would_remove, 0);
     assert.deepEqual(await snapshots(), before);
     await assert.rejects(fsp.access(path.join(out, 'envoy-pre.env')));
@@ -247,7 +247,7 @@ policies:
     const s = summary(r.stdout) as unknown as RunSummary;
     assert.equal(s.ok, false);
     assert.deepEqual(s.failure && { phase: s.failure.phase, code: s.failure.code }, { phase: 'pre', code: 'HOOK' });
-    assert.deepEqual(outcomes(s), { pre: 'failed', backup: 'skipped', post: 'skipped', retention: 'skipped', prune: 'skipped', 'on-error': 'ok' });
+    assert.deepEqual(outcomes(s), { pre: 'failed', preset: 'skipped', backup: 'skipped', post: 'skipped', retention: 'skipped', prune: 'skipped', 'on-error': 'ok' });
     // the second pre hook and the post hook never ran; both on-error hooks did, with the failure
     await assert.rejects(fsp.access(path.join(out, 'second-pre-pre.env')));
     await assert.rejects(fsp.access(path.join(out, 'broken-post.env')));
@@ -343,7 +343,7 @@ policies:
     const r = await run('post-fails', '--json');
     assert.equal(r.code, 14, r.stderr);
     const s = summary(r.stdout) as unknown as RunSummary;
-    assert.deepEqual(outcomes(s), { pre: 'skipped', backup: 'ok', post: 'failed', retention: 'skipped', prune: 'skipped', 'on-error': 'ok' });
+    assert.deepEqual(outcomes(s), { pre: 'skipped', preset: 'skipped', backup: 'ok', post: 'failed', retention: 'skipped', prune: 'skipped', 'on-error': 'ok' });
     assert.equal(s.failure!.phase, 'post');
     const mine = (await snapshots()).filter((x) => x.tags.includes('policy=post-fails'));
     assert.equal(mine.length, 2, 'keep-last 1 was not applied after a failed post hook');
@@ -368,14 +368,14 @@ policies:
     const r = await run('windowed', '--json');
     assert.equal(r.code, 0, r.stderr);
     const s = summary(r.stdout) as unknown as RunSummary;
-    assert.deepEqual(outcomes(s), { pre: 'skipped', backup: 'ok', post: 'skipped', retention: 'ok', prune: 'skipped', 'on-error': 'skipped' });
+    assert.deepEqual(outcomes(s), { pre: 'skipped', preset: 'skipped', backup: 'ok', post: 'skipped', retention: 'ok', prune: 'skipped', 'on-error': 'skipped' });
     assert.equal(s.retention!.removed, 1);
     assert.match(s.phases.find((p) => p.phase === 'prune')!.message!, /^outside the maintenance window \d\d:\d\d-\d\d:\d\d UTC: the server prunes at its start \(or run meshback run windowed --maintenance in it\)$/);
     const before = (await snapshots()).length;
     const m = await run('windowed', '--maintenance', '--json');
     assert.equal(m.code, 0, m.stderr);
     const ms = summary(m.stdout) as unknown as RunSummary;
-    assert.deepEqual(outcomes(ms), { pre: 'skipped', backup: 'skipped', post: 'skipped', retention: 'skipped', prune: 'ok', 'on-error': 'skipped' });
+    assert.deepEqual(outcomes(ms), { pre: 'skipped', preset: 'skipped', backup: 'skipped', post: 'skipped', retention: 'skipped', prune: 'ok', 'on-error': 'skipped' });
     assert.ok(ms.prune !== undefined && ms.snapshot_id === undefined);
     assert.equal((await snapshots()).length, before, 'a maintenance run makes and removes no snapshot');
     const text = await run('windowed', '--maintenance');

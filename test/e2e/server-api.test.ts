@@ -383,6 +383,36 @@ policies:
     assert.equal(await second.exited, 0, second.stderr());
   });
 
+  test('a scheduled drill is a run record of kind drill (GET /v1/drills); GET /metrics (no token on loopback) shows the runs and the drill', async () => {
+    const dir = path.join(base, 'drills');
+    await fsp.mkdir(dir, { recursive: true });
+    const cfg = path.join(dir, 'policies.yaml');
+    await fsp.writeFile(cfg, `version: 1\ndefaults: { repository: ${repo}, password-file: ${path.join(base, 'pw')} }\npolicies:\n  drilled:\n    sources: [${path.join(base, 'data')}]\n    rpo: 1h\n    drill: { schedule: every 1s }\n`);
+    const s = await startServer(['--config', cfg, '--state-dir', path.join(dir, 'state'), '--listen', '127.0.0.1:0', '--token-file', tokenFile], env);
+    const r = await mb(['trigger', 'drilled', '--server', s.url, '--token-file', tokenFile, '--tag', 'deploy=d1', '--wait'], { timeoutMs: 90_000 });
+    assert.equal(r.code, 0, r.stderr);
+    const snap = /snapshot ([0-9a-f]{64})/.exec(r.stdout)![1]!;
+    let drill: v.InferOutput<typeof RunRecordSchema> | undefined;
+    for (let i = 0; i < 300 && drill === undefined; i++) {
+      drill = (await json(RunListSchema, await fetch(`${s.url}/v1/drills?policy=drilled`, { headers: auth }))).find((d) => d.status === 'succeeded' && d.snapshotId === snap);
+      if (drill === undefined) await new Promise((res) => setTimeout(res, 100));
+    }
+    assert.ok(drill !== undefined, `a drill of snapshot ${snap} succeeded: ${s.stdout().slice(-2000)}`);
+    assert.equal(drill.kind, 'drill');
+    const full = await json(RunRecordSchema, await fetch(`${s.url}/v1/runs/${drill.id}`, { headers: auth }));
+    assert.equal((full.report as { verified?: boolean }).verified, true);
+    const res = await fetch(`${s.url}/metrics`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
+    const text = await res.text();
+    assert.match(text, /^meshback_last_run_success\{policy="drilled"\} 1$/m);
+    assert.match(text, /^meshback_drill_last_success\{policy="drilled"\} 1$/m);
+    assert.match(text, /^meshback_runs_total\{[^}]*kind="backup"[^}]*\} 1$/m);
+    assert.match(text, /^meshback_rpo_exceeded\{policy="drilled"\} 0$/m);
+    s.kill('SIGTERM');
+    assert.equal(await s.exited, 0, s.stderr());
+  });
+
   // last: it empties this client's buckets
   test('429 with Retry-After on a burst of triggers, and on a burst of failed authentications', async () => {
     let limited: Response | undefined;

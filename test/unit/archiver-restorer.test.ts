@@ -2,12 +2,14 @@ process.env.MESHBACK_TEST_SCRYPT_N = '1024';
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { LocalBackend } from '../../src/storage/local.ts';
 import { MemoryBackend } from '../../src/storage/memory.ts';
 import { backup } from '../../src/archiver/index.ts';
+import { LocalSource } from '../../src/source/index.ts';
+import type { MeshEvent } from '../../src/events/index.ts';
 import type { BackupResult } from '../../src/archiver/index.ts';
 import { restore } from '../../src/restorer/index.ts';
 import { check } from '../../src/checker/index.ts';
@@ -463,3 +465,82 @@ describe('hole detection with the default chunker parameters', () => {
     }
   });
 });
+
+describe('backup: paths left out and paths read last (the presets\' seam)', () => {
+  it('reads the last paths after ready(), adds its files, leaves out omitted paths, and restores it all', async () => {
+    const d = await tempDir('archiver-last-');
+    try {
+      const src = path.join(d, 'data');
+      await fsp.mkdir(path.join(src, 'db/wal'), { recursive: true });
+      await fsp.mkdir(path.join(src, 'db/base'), { recursive: true });
+      await fsp.writeFile(path.join(src, 'db/base/table'), 'rows\n');
+      await fsp.writeFile(path.join(src, 'db/wal/seg1'), 'wal 1\n');
+      await fsp.writeFile(path.join(src, 'db/server.pid'), '4242\n');
+      await fsp.writeFile(path.join(src, 'db/label'), 'a stale label\n');
+      await fsp.writeFile(path.join(src, 'zzz'), 'after db in the walk\n');
+      const repo = await newRepo(d);
+      let walked: string[] = [];
+      const r = await backup(repo, {
+        paths: [src],
+        omit: [path.join(src, 'db/server.pid')],
+        last: {
+          paths: [path.join(src, 'db/wal')],
+          ready: async () => {
+            walked = await listTree(src);
+            // written after the walk (pg_backup_stop's WAL): must be in the snapshot
+            await fsp.writeFile(path.join(src, 'db/wal/seg2'), 'wal 2, written after the walk\n');
+            return [{ path: path.join(src, 'db/label'), content: Buffer.from('START WAL LOCATION: 0/2000028\n'), mode: 0o600 }];
+          },
+        },
+      });
+      assert.ok(walked.includes('zzz'), 'ready() comes after the whole walk');
+      assert.equal(r.errors.length, 0);
+      const out = path.join(d, 'out');
+      await restore(repo, { snapshot: r.id, target: out, verify: true });
+      assert.deepEqual((await listTree(out)).filter((p) => !p.endsWith('/')), ['db', 'db/base', 'db/base/table', 'db/label', 'db/wal', 'db/wal/seg1', 'db/wal/seg2', 'zzz']);
+      assert.equal(await fsp.readFile(path.join(out, 'db/wal/seg2'), 'utf8'), 'wal 2, written after the walk\n');
+      assert.equal(await fsp.readFile(path.join(out, 'db/label'), 'utf8'), 'START WAL LOCATION: 0/2000028\n');
+      assert.equal((await fsp.stat(path.join(out, 'db/label'))).mode & 0o777, 0o600);
+      // every tree the snapshot references is there (the held ones saved once they were complete)
+      const c = await check(repo, { readData: true });
+      assert.equal(c.ok, true, JSON.stringify(c.findings));
+      const label = await nodeAt(repo, r.snapshot, 'db/label');
+      assert.equal(label.size, 30);
+    } finally {
+      await removeDir(d);
+    }
+  });
+});
+
+describe('backup: a file deleted between its lstat and its read', () => {
+  it('is left out with a warning, not an error (the snapshot is complete)', async () => {
+    const d = await tempDir('archiver-vanish-');
+    try {
+      const src = path.join(d, 'wal');
+      await fsp.mkdir(src);
+      await fsp.writeFile(path.join(src, 'seg1'), 'kept\n');
+      await fsp.writeFile(path.join(src, 'xlogtemp.123'), 'a temporary file\n');
+      // the race, for real: the file is deleted right after the walk's lstat saw it
+      const local = new LocalSource();
+      const racing = Object.assign(Object.create(local) as LocalSource, {
+        lstatSync(p: Buffer) {
+          const st = local.lstatSync(p);
+          if (p.toString().endsWith('xlogtemp.123')) rmSync(p);
+          return st;
+        },
+      });
+      const events: MeshEvent[] = [];
+      const repo = await newRepo(d);
+      const r = await backup(repo, { paths: [src], source: racing, events: (e) => events.push(e) });
+      assert.deepEqual(r.errors, []);
+      assert.equal(r.snapshot.incomplete, undefined);
+      assert.ok(events.some((e) => e.type === 'warning' && e.path?.endsWith('xlogtemp.123') && /vanished before it was read/.test(e.message)), JSON.stringify(events.filter((e) => e.type === 'warning')));
+      const out = path.join(d, 'out');
+      await restore(repo, { snapshot: r.id, target: out });
+      assert.deepEqual(await listTree(out), ['seg1']);
+    } finally {
+      await removeDir(d);
+    }
+  });
+});
+

@@ -55,7 +55,7 @@ test('every field is read into the resolved policy', () => {
     post: [{ exec: ['pg_backup_stop.sh'], timeoutMs: 300_000 }],
     onError: [{ exec: ['notify', 'failed'], timeoutMs: 60_000 }],
   });
-  assert.deepEqual(p.drill, { schedule: { kind: 'every', everyMs: 86_400_000, text: 'every 24h' }, check: { exec: ['check.sh'], timeoutMs: 600_000 } });
+  assert.deepEqual(p.drill, { schedule: { kind: 'every', everyMs: 86_400_000, text: 'every 24h' }, check: { exec: ['check.sh'], timeoutMs: 600_000 }, keepOnFailure: false });
   // the defaults fill what a policy leaves out; m is minutes
   const m = f.policies.get('minimal')!;
   assert.equal(m.repository, 's3:http://127.0.0.1:9000/bucket/repo');
@@ -118,6 +118,20 @@ test('bad durations and schedules are refused in the project grammar', () => {
   assert.equal(ok.retention?.within, 545 * 86_400_000);
 });
 
+test('a drill: its target relative to the file, never a source or around one; no schedule needed', () => {
+  const ok = parsePolicyFile(base('    drill: { target: scratch/envoy, keep-on-failure: true }\n'), '/etc/mb/p.yaml').policies.get('envoy')!;
+  assert.deepEqual(ok.drill, { target: '/etc/mb/scratch/envoy', keepOnFailure: true });
+  assert.equal(
+    refusal(base('    drill: { target: /srv }\n')),
+    'policies.yaml:5: policies.envoy.drill.target: /srv is the source /srv: a drill restores into its target and deletes it afterwards; give a scratch directory apart from the sources',
+  );
+  assert.match(refusal(base('    drill:\n      target: /srv/restore\n')), /^policies\.yaml:6: policies\.envoy\.drill\.target: \/srv\/restore is inside the source \/srv: /);
+  assert.match(refusal(base('    drill: { target: / }\n')), /drill\.target: \/ contains the source \/srv: /);
+  // a sibling whose name starts like the source is apart from it
+  assert.equal(parsePolicyFile(base('    drill: { target: /srv-drill }\n'), 'p.yaml').policies.get('envoy')!.drill?.target, '/srv-drill');
+  assert.match(refusal(base('    drill: { keep: true }\n')), /policies\.envoy\.drill\.keep: is not a known field/);
+});
+
 test('unknown keys are refused, at every level', () => {
   assert.match(refusal(base('    retention: { keep-daliy: 7 }\n')), /^policies\.yaml:5: policies\.envoy\.retention\.keep-daliy: is not a known field: check its spelling$/);
   assert.match(refusal(base('    hooks:\n      pre:\n        - exec: [x]\n          url: http://x\n')), /^policies\.yaml:8: policies\.envoy\.hooks\.pre\[0\]\.url: is not a known field/);
@@ -169,4 +183,51 @@ test('a maintenance window: HH:MM-HH:MM in the policy\'s time zone, possibly acr
   assert.equal(parseWindow('00:00-24:00')!.end, 0);
   assert.equal(inWindow(parseWindow('00:00-24:00')!, Date.now()), true, 'the whole day');
   for (const bad of ['1:00-5:00', '01:00-01:00', '01:00', '01:60-02:00', '24:00-01:00']) assert.equal(parseWindow(bad), undefined, bad);
+});
+
+test('presets: each type read and resolved (paths against the file), in list order', () => {
+  const f = parsePolicyFile(
+    `version: 1
+policies:
+  orders:
+    sources: [/srv/pg, data]
+    presets:
+      - { type: postgres, data-dir: /srv/pg/main, host: /run/postgresql, port: 5433, user: backup, database: app, password-file: pgpw, replication-slot: false, fast: false, timeout: 2m }
+      - { type: btrfs-snapshot, snapshot-dir: snaps }
+  frozen:
+    sources: [/mnt/data/app]
+    presets: [ { type: fsfreeze, mount: /mnt/data, timeout: 30s } ]
+  none:
+    sources: [/srv]
+`,
+    '/etc/meshback/policies.yaml',
+  );
+  assert.deepEqual(f.policies.get('orders')!.presets, [
+    { type: 'postgres', 'data-dir': '/srv/pg/main', host: '/run/postgresql', port: 5433, user: 'backup', database: 'app', 'password-file': '/etc/meshback/pgpw', 'replication-slot': false, fast: false, timeout: '2m' },
+    { type: 'btrfs-snapshot', 'snapshot-dir': '/etc/meshback/snaps' },
+  ]);
+  assert.deepEqual(f.policies.get('frozen')!.presets, [{ type: 'fsfreeze', mount: '/mnt/data', timeout: '30s' }]);
+  assert.deepEqual(f.policies.get('none')!.presets, []);
+});
+
+test('presets: a wrong option names the file, its line and the field', () => {
+  const pre = (list: string): string => base(`    presets:\n${list}`);
+  assert.equal(refusal(pre('      - type: postgres\n        data-dir: /srv/pg\n        prot: 5432\n')), 'policies.yaml:8: policies.envoy.presets[0].prot: is not a known field: check its spelling');
+  assert.match(refusal(pre('      - { type: postgres, data-dir: /srv/pg, port: "5432x" }\n')), /^policies\.yaml:6: policies\.envoy\.presets\[0\]\.port: must be a number \(it is "5432x"\)$/);
+  assert.match(refusal(pre('      - { type: postgres, data-dir: /srv/pg, port: 70000 }\n')), /^policies\.yaml:6: policies\.envoy\.presets\[0\]\.port: must be at most 65535 \(it is 70000\)$/);
+  assert.match(refusal(pre('      - { type: postgres }\n')), /^policies\.yaml:6: policies\.envoy\.presets\[0\]\.data-dir: is missing$/);
+  assert.match(refusal(pre('      - { type: postgres, data-dir: /var/lib/postgresql }\n')), /^policies\.yaml:6: policies\.envoy\.presets\[0\]\.data-dir: \/var\/lib\/postgresql is not one of the policy's sources nor below one: add it/);
+  assert.match(refusal(pre('      - { type: fsfreeze, mount: /srv, timeout: 10 }\n')), /^policies\.yaml:6: policies\.envoy\.presets\[0\]\.timeout: must be a duration such as 30s, 15m, 1h30m, 7d \(units ms, s, m\/min, h, d, w, mo, y; m is minutes\) \(it is 10\)$/);
+  assert.match(refusal(pre('      - { type: fsfreeze }\n')), /^policies\.yaml:6: policies\.envoy\.presets\[0\]\.mount: is missing$/);
+  assert.match(refusal(pre('      - { type: mysql }\n')), /^policies\.yaml:6: policies\.envoy\.presets\[0\]\.type: must have a type: one of postgres, fsfreeze, btrfs-snapshot.* \(it is "mysql"\)$/);
+  assert.match(refusal(pre('      - { data-dir: /srv }\n')), /^policies\.yaml:6: policies\.envoy\.presets\[0\]\.type: is missing$/);
+  assert.match(refusal(base('    presets: { type: postgres }\n')), /^policies\.yaml:5: policies\.envoy\.presets: must be a list \(it is an object\)$/);
+  // order and repetition
+  assert.match(
+    refusal(pre('      - { type: btrfs-snapshot }\n      - { type: postgres, data-dir: /srv/pg }\n')),
+    /^policies\.yaml:7: policies\.envoy\.presets\[1\]\.type: must come before the btrfs-snapshot preset \(the snapshot must be taken inside the backup mode pg_backup_start opens\): move it up$/,
+  );
+  assert.match(refusal(pre('      - { type: fsfreeze, mount: /srv }\n      - { type: postgres, data-dir: /srv/pg }\n')), /^policies\.yaml:7: policies\.envoy\.presets\[1\]\.type: must come before the fsfreeze preset \(pg_backup_start writes a checkpoint, which would wait for the frozen filesystem\): move it up$/);
+  assert.match(refusal(pre('      - { type: fsfreeze, mount: /srv }\n      - { type: btrfs-snapshot }\n')), /presets\[1\]\.type: must come before the fsfreeze preset \(making a snapshot writes/);
+  assert.match(refusal(pre('      - { type: btrfs-snapshot }\n      - { type: btrfs-snapshot }\n')), /^policies\.yaml:7: policies\.envoy\.presets\[1\]\.type: is a second btrfs-snapshot preset/);
 });

@@ -71,7 +71,7 @@ const every = (ms: number): Schedule => ({ kind: 'every', everyMs: ms, text: `ev
 const cron = (expr: string, timezone?: string): Schedule => ({ kind: 'cron', expr, text: `cron: ${expr}`, ...(timezone !== undefined ? { timezone } : {}) });
 
 /** A scheduler over fake time whose runs take `durations[name]` of fake time; it records starts, events and the most runs at once. */
-function harness(policies: Record<string, Schedule | undefined>, o: { durations?: Record<string, number>; max?: number; state?: SchedulerState; fail?: Set<string> } = {}) {
+function harness(policies: Record<string, Schedule | undefined>, o: { durations?: Record<string, number>; max?: number; state?: SchedulerState; fail?: Set<string>; waitFirst?: Set<string> } = {}) {
   const clock = new FakeClock(T0);
   const events: SchedulerEvent[] = [];
   const starts: { name: string; at: number; mono: number; info: RunInfo }[] = [];
@@ -80,7 +80,7 @@ function harness(policies: Record<string, Schedule | undefined>, o: { durations?
   let overlap = false;
   let saved: SchedulerState | undefined;
   const scheduler = new Scheduler({
-    policies: Object.entries(policies).map(([name, schedule]) => ({ name, ...(schedule !== undefined ? { schedule } : {}) })),
+    policies: Object.entries(policies).map(([name, schedule]) => ({ name, ...(schedule !== undefined ? { schedule } : {}), ...(o.waitFirst?.has(name) === true ? { waitFirst: true } : {}) })),
     clock,
     ...(o.max !== undefined ? { maxConcurrent: o.max } : {}),
     state: { read: () => Promise.resolve(structuredClone(o.state ?? { version: 1 as const, policies: {} })), write: (s) => Promise.resolve(void (saved = s)) },
@@ -124,6 +124,19 @@ describe('scheduler', () => {
     assert.equal(h.of('run-end').length, 4);
     assert.equal(h.saved()!.policies['a']!.outcome, 'ok');
     assert.equal(h.saved()!.policies['a']!.lastStart, new Date(T0 + 30 * M).toISOString());
+  });
+
+  test('a drill job (NAME/drill, waitFirst) waits for its first tick; it runs beside its policy\'s backup, never beside itself', async () => {
+    const h = harness({ a: every(10 * M), 'a/drill': every(10 * M) }, { waitFirst: new Set(['a/drill']), durations: { a: 2 * M, 'a/drill': 25 * M } });
+    await h.scheduler.start();
+    await h.clock.advance(45 * M);
+    const at = (n: string): number[] => h.starts.filter((s) => s.name === n).map((s) => (s.at - T0) / M);
+    assert.deepEqual(at('a'), [0, 10, 20, 30, 40]);
+    // the drill's first run comes one interval after start (the first backup first); a tick during its 25-minute run is skipped
+    assert.deepEqual(at('a/drill'), [10, 40]);
+    assert.equal(h.overlap(), false);
+    assert.equal(h.peak(), 2, 'the backup and the drill of one policy ran at once');
+    assert.equal(h.of('tick-skipped').filter((e) => (e as { policy: string }).policy === 'a/drill').length, 2);
   });
 
   test('cron: nothing at start without a recorded run; runs at each match', async () => {

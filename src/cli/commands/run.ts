@@ -5,15 +5,19 @@
  * --repo / MESHBACK_REPO and --password-file / MESHBACK_PASSWORD), prints the report, and exits
  * with the code of the failure that ended the run (a hook's: 14).
  */
-import { MeshbackError, UsageError } from '../../errors/index.ts';
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { MeshbackError, UsageError, errMessage } from '../../errors/index.ts';
 import type { EventSink } from '../../events/index.ts';
-import { loadPolicyFile, policyNamed, runPolicy, takeRunLock } from '../../policy/index.ts';
-import type { PhaseReport, Policy, RunOptions, RunReport } from '../../policy/index.ts';
+import { loadPolicyFile, newestOfPolicy, policyNamed, runPolicy, takeRunLock } from '../../policy/index.ts';
+import type { DrillReport, PhaseReport, Policy, RunOptions, RunReport } from '../../policy/index.ts';
 import { openRepository } from '../../repository/open.ts';
+import { Metrics, pushMetrics, writeTextfile } from '../../server/metrics.ts';
 import { fmtBytes } from '../../util/units.ts';
 import { meshbackDir } from '../../util/dirs.ts';
-import * as path from 'node:path';
-import type { Command } from '../command.ts';
+import type { Command, OptionSpec } from '../command.ts';
 import { bool, str } from '../command.ts';
 import type { Context } from '../context.ts';
 import { backendFor, getPassword, repoLocation } from '../context.ts';
@@ -34,26 +38,29 @@ export function stateDirOf(v: Record<string, unknown>): string {
 export const runCommand: Command = {
   name: 'run',
   summary: 'run one policy of a policy file once: hooks, backup, retention, prune, report',
-  usage: 'meshback run POLICY --config FILE [--dry-run] [--maintenance] [--state-dir DIR] [--json]',
+  usage: 'meshback run POLICY --config FILE [--dry-run] [--maintenance] [--state-dir DIR] [--metrics-textfile FILE] [--pushgateway URL] [--json]',
   options: {
     config: { type: 'string', argument: 'FILE', description: 'the policy file (YAML; see docs/design.md, "Policies")' },
     'dry-run': { type: 'boolean', short: 'n', description: 'check the policy and the repository and show what retention would remove; run no hook, back up nothing, remove nothing' },
     'state-dir': STATE_DIR_OPTION,
     maintenance: { type: 'boolean', description: "a maintenance run: prune the policy's repository now, nothing else (what a timer in the policy's maintenance window calls; the server does it by itself)" },
+    ...metricsOptions('run'),
   },
   async run(ctx, v, positionals) {
     const file = str(v['config']);
     if (file === undefined) throw new UsageError('run needs the policy file: meshback run POLICY --config FILE');
     if (positionals.length !== 1) throw new UsageError(`run takes one POLICY name${positionals.length > 1 ? `, not ${positionals.length}` : ''}: meshback run POLICY --config FILE`);
     const policy = policyNamed(await loadPolicyFile(file), positionals[0]!);
+    await checkMetricsOptions(v);
     const maintenance = bool(v['maintenance']);
     if (maintenance && !policy.prune) throw new UsageError(`policy ${policy.name} does not prune, so a maintenance run has nothing to do: give it prune: true or prune: {window: "01:00-05:00"}`);
     // one run of a policy at a time on this host (the server's runs included); a dry run changes nothing
     const lock = bool(v['dry-run']) ? undefined : await takeRunLock(stateDirOf(v), policy.name, 'meshback run', (m) => ctx.out.warn(m));
-    const sink: EventSink = (e) => ctx.out.sink(e.type === 'note' && e.op === 'hook' ? { ...e, message: `  ${e.subject ?? 'hook'}: ${e.message}` } : e);
+    const sink: EventSink = (e) => ctx.out.sink(e.type === 'note' && (e.op === 'hook' || (e.op === 'run' && e.subject !== undefined)) ? { ...e, message: `  ${e.subject ?? 'hook'}: ${e.message}` } : e);
     const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, ctx.g.retryLockMs ?? 0), dryRun: bool(v['dry-run']), maintenance, events: sink }).finally(() => lock?.release());
     ctx.out.done();
     printReport(ctx, report);
+    if (!report.dryRun) await publishMetrics(ctx, v, policy, { kind: 'backup', report, ...(error !== undefined ? { error } : {}) });
     ctx.out.jsonOut({ message_type: 'summary', ...(snake(report) as Record<string, unknown>), resources: resourceUsage() });
     if (error !== undefined) throw error instanceof MeshbackError ? error : new MeshbackError('INTERNAL', String(error));
     return EXIT.OK;
@@ -67,15 +74,97 @@ export const runCommand: Command = {
  * repository's events (lock waits, stale locks) go to `events`. `meshback run` and `meshback
  * server` both run policies through this.
  */
-export function policyAccess(ctx: Context, policy: Policy, retryLockMs: number, events: EventSink = ctx.out.sink): Pick<RunOptions, 'open' | 'repository'> {
+export function policyAccess(ctx: Context, policy: Policy, retryLockMs: number, events: EventSink = ctx.out.sink): Pick<RunOptions, 'open' | 'repository' | 'writes'> {
   const location = policy.repository ?? repoLocation(ctx.g);
   const g = { ...ctx.g, ...(policy.passwordFile !== undefined ? { passwordFile: policy.passwordFile } : {}) };
   let password: string | undefined;
+  const cache = ctx.g.cache;
   return {
     repository: location,
+    // the metadata cache is written during a backup (the fsfreeze preset refuses to freeze it)
+    ...(cache !== undefined && cache !== false ? { writes: [cache.dir] } : {}),
     open: (lock, command, loadIndex) =>
       openRepository(backendFor(location, ctx.out.sink, ctx.g.cache), async () => (password ??= await getPassword(g)), { lock, command, loadIndex, retryLockMs, events }),
   };
+}
+
+/** --metrics-textfile and --pushgateway of a command (`what`: run, drill). */
+export function metricsOptions(what: 'run' | 'drill'): Record<string, OptionSpec> {
+  return {
+    'metrics-textfile': { type: 'string', argument: 'FILE', description: `write the ${what}'s metrics to FILE for node_exporter's textfile collector (atomically; name it *.prom in the collector's directory)` },
+    pushgateway: { type: 'string', argument: 'URL', description: `push the ${what}'s metrics to the Prometheus Pushgateway at URL (job=meshback, instance=this host, policy=POLICY); a failed push is a warning` },
+  };
+}
+
+/** Refuses metrics options that cannot work, before the run: a textfile in a missing directory, a Pushgateway URL that is not http(s). */
+export async function checkMetricsOptions(v: Record<string, unknown>): Promise<void> {
+  const file = str(v['metrics-textfile']);
+  if (file !== undefined) {
+    const dir = path.dirname(path.resolve(file));
+    const st = await fsp.stat(dir).catch(() => undefined);
+    if (st?.isDirectory() !== true) throw new UsageError(`--metrics-textfile ${file}: the directory ${dir} does not exist: give a file in node_exporter's textfile directory (--collector.textfile.directory)`);
+  }
+  const url = str(v['pushgateway']);
+  if (url !== undefined) {
+    let u: URL | undefined;
+    try {
+      u = new URL(url);
+    } catch {
+      u = undefined;
+    }
+    if (u === undefined || (u.protocol !== 'http:' && u.protocol !== 'https:')) throw new UsageError(`--pushgateway ${JSON.stringify(url)} is not an http(s) URL: give the Pushgateway's address, e.g. http://pushgateway:9091`);
+  }
+}
+
+/**
+ * The metrics of one run or drill, written to --metrics-textfile and pushed to --pushgateway when
+ * asked (src/server/metrics.ts, one-shot: no counters, no scrape-time values). A failed backup run
+ * still reports its policy's newest snapshot, read from the repository. A write or push that fails
+ * is a warning: the run's outcome is the run's.
+ */
+export async function publishMetrics(
+  ctx: Context,
+  v: Record<string, unknown>,
+  policy: Policy,
+  o: { kind: 'backup'; report: RunReport; error?: MeshbackError } | { kind: 'drill'; report: DrillReport; error?: MeshbackError },
+): Promise<void> {
+  const file = str(v['metrics-textfile']);
+  const url = str(v['pushgateway']);
+  if (file === undefined && url === undefined) return;
+  const m = new Metrics(undefined, { processMetrics: false, oneShot: true });
+  // a drill's file holds the drill's series only: a run's and a drill's textfiles never repeat a series
+  if (o.kind === 'backup') m.setPolicies([policy]);
+  m.observe({ id: randomBytes(8).toString('hex'), kind: o.kind, policy: policy.name, status: o.error === undefined ? 'succeeded' : 'failed', startedAt: o.report.started, finishedAt: o.report.finished, ...(o.report.snapshotId !== undefined ? { snapshotId: o.report.snapshotId } : {}), report: o.report });
+  if (o.kind === 'backup' && o.error !== undefined) {
+    try {
+      const r = await policyAccess(ctx, policy, 0).open('none', `run ${policy.name}`, false);
+      try {
+        const s = newestOfPolicy(await r.repo.listSnapshots(), policy.name);
+        if (s !== undefined) m.setNewestSnapshot(policy.name, s.snapshot.time);
+      } finally {
+        await r.close();
+      }
+    } catch (err) {
+      ctx.out.warn(`the newest snapshot of policy ${policy.name} could not be read for its metrics (${errMessage(err)}): meshback_last_snapshot_timestamp_seconds is left out`);
+    }
+  }
+  const text = await m.render();
+  if (file !== undefined) {
+    try {
+      await writeTextfile(path.resolve(file), text);
+      ctx.out.info(`metrics written to ${file}`);
+    } catch (err) {
+      ctx.out.warn(`the metrics could not be written to ${file} (${errMessage(err)}): check the directory's permissions and space`);
+    }
+  }
+  if (url !== undefined) {
+    try {
+      await pushMetrics(url, m.registry, 'meshback', { instance: os.hostname(), policy: policy.name });
+      ctx.out.info(`metrics pushed to ${url}`);
+    } catch (err) {
+      ctx.out.warn(`the metrics could not be pushed to the Pushgateway at ${url} (${errMessage(err)}): the ${o.kind === 'drill' ? 'drill' : 'run'}'s outcome stands; check the URL and that the Pushgateway is up`);
+    }
+  }
 }
 
 const MARK: Record<PhaseReport['outcome'], string> = { ok: 'ok', failed: 'FAILED', skipped: 'skipped', incomplete: 'INCOMPLETE' };
@@ -99,7 +188,7 @@ function printReport(ctx: Context, r: RunReport): void {
 }
 
 /** The report with snake_case keys (the --json convention of the other summaries). */
-function snake(x: unknown): unknown {
+export function snake(x: unknown): unknown {
   if (Array.isArray(x)) return x.map(snake);
   if (x === null || typeof x !== 'object') return x;
   return Object.fromEntries(Object.entries(x).map(([k, val]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), snake(val)]));

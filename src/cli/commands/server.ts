@@ -7,23 +7,25 @@
  * repository waited out (--retry-lock, default 1h). SIGTERM/SIGINT: no new run starts, running
  * ones get --grace to end (exit 0); past it, or on a second signal, the process ends as an
  * interrupted `meshback run` does (locks removed, no snapshot saved, exit 130). SIGHUP reloads the
- * policy file (a bad one is a warning). Prints one line per run start and end (--json: one JSON
- * object per scheduler event).
+ * policy file (a bad one is a warning). A policy's drill.schedule is the scheduler job NAME/drill
+ * (runDrill; scratch directories under STATE_DIR/drills). Prints one line per run start and end
+ * (--json: one JSON object per scheduler event).
  *
- * The HTTP API (src/server: --listen, default 127.0.0.1:8439; --listen none for none): every run
- * is a record of the run registry (STATE_DIR/runs.jsonl) with its typed events; POST /v1/runs
- * triggers a run of a policy now (Scheduler.runNow: the same one-run-per-policy rule), tagged with
- * the trigger's tags. A policy without a schedule is then run only when triggered. Bound to an
- * address that is not loopback, the API needs --token-file and --tls-cert/--tls-key.
+ * The HTTP API (src/server: --listen, default 127.0.0.1:8439; --listen none for none): every
+ * backup run and drill is a record of the run registry (STATE_DIR/runs.jsonl) with its typed
+ * events; POST /v1/runs triggers a run of a policy now (Scheduler.runNow: the same
+ * one-run-per-policy rule), tagged with the trigger's tags. A policy without a schedule is then run
+ * only when triggered. Bound to an address that is not loopback, the API needs --token-file and
+ * --tls-cert/--tls-key. GET /metrics serves the Metrics of src/server/metrics.ts, fed the registry.
  */
 import { readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { MeshbackError, UsageError, errMessage } from '../../errors/index.ts';
 import type { EventSink } from '../../events/index.ts';
-import { Scheduler, inWindow, takeRunLock, loadPolicyFile, readState, runPolicy, windowStart, windowText, writeState } from '../../policy/index.ts';
+import { Scheduler, inWindow, loadPolicyFile, readState, runDrill, runPolicy, takeRunLock, windowStart, windowText, writeState } from '../../policy/index.ts';
 import type { OpenedRepository, Policy, RunInfo, RunLock, RunResult, ScheduledPolicy, SchedulerEvent } from '../../policy/index.ts';
-import { DEFAULT_LISTEN, RunRegistry, createApi, isLoopback, listen, newRunId, parseListen } from '../../server/index.ts';
-import type { Listening, MetricsSource, PolicyInfo, RunRecord, SnapshotRow, TriggerOutcome } from '../../server/index.ts';
+import { DEFAULT_LISTEN, Metrics, RunRegistry, createApi, isLoopback, listen, loadNewestSnapshots, newRunId, parseListen } from '../../server/index.ts';
+import type { Listening, PolicyInfo, RunRecord, SnapshotRow, TriggerOutcome } from '../../server/index.ts';
 import { parseDuration } from '../../util/units.ts';
 import type { Command } from '../command.ts';
 import { str } from '../command.ts';
@@ -33,6 +35,7 @@ import { EXIT } from '../exit.ts';
 import { VERSION } from '../version.ts';
 import { exitInterrupted, setInterruptHandler } from '../signals.ts';
 import type { Signal } from '../signals.ts';
+import { defaultScratchDir } from './drill.ts';
 import { STATE_DIR_OPTION, policyAccess, stateDirOf } from './run.ts';
 
 const DEFAULT_GRACE = '5m';
@@ -64,9 +67,10 @@ export const serverCommand: Command = {
     const stateFile = path.join(stateDir, 'state.json');
     const api = apiSettings(v, (m) => ctx.out.warn(m));
     const triggerable = api.addr !== undefined;
-    const { all, scheduled } = await readScheduled(file, triggerable);
+    const { all, scheduled, drills } = await readScheduled(file, triggerable);
     let byName = new Map(all.map((p) => [p.name, p]));
     let order = all.map((p) => p.name);
+    const scratchDir = defaultScratchDir(stateDir);
     const retryLockMs = ctx.g.retryLockMs ?? DEFAULT_RETRY_LOCK_MS;
     const registry = new RunRegistry({ file: path.join(stateDir, 'runs.jsonl'), warn: (m) => ctx.out.warn(m) });
 
@@ -103,6 +107,28 @@ export const serverCommand: Command = {
       }
     };
 
+    /** NAME/drill: a restore drill of the policy, recorded in the registry (kind drill) */
+    const runDrillJob = async (name: string, info: RunInfo): Promise<RunResult> => {
+      const policy = byName.get(name);
+      const rec = registry.create({ kind: 'drill', policy: name, reason: info.reason });
+      registry.start(rec.id);
+      const sink: EventSink = (e) => {
+        registry.event(rec.id, e);
+        if (e.type === 'warning') ctx.out.sink({ ...e, message: `${name}: ${e.message}` });
+        else if (e.type === 'item-error') ctx.out.sink({ type: 'warning', path: e.path, message: `${name}: ${e.message}` });
+      };
+      try {
+        if (policy === undefined) throw new MeshbackError('NOT_FOUND', `policy ${name} is no longer in ${file}`);
+        const { report, error } = await runDrill(policy, { ...policyAccess(ctx, policy, retryLockMs, sink), scratchDir, events: sink });
+        registry.finish(rec.id, { ok: error === undefined, report, ...(report.snapshotId !== undefined ? { snapshotId: report.snapshotId } : {}), ...(error !== undefined ? { error: { code: error.code, message: error.message } } : {}) });
+        return { ok: error === undefined, ...(error !== undefined ? { code: error.code, message: error.message } : {}), ...(report.snapshotId !== undefined ? { snapshotId: report.snapshotId } : {}) };
+      } catch (err) {
+        const e = err instanceof MeshbackError ? err : new MeshbackError('INTERNAL', errMessage(err));
+        registry.finish(rec.id, { ok: false, error: { code: e.code, message: e.message } });
+        return { ok: false, code: e.code, message: e.message };
+      }
+    };
+
     /** NAME/prune: a prune in the policy's maintenance window (not a run record: the registry records backups and drills) */
     const runPrune = async (name: string): Promise<RunResult> => {
       const policy = byName.get(name)!;
@@ -119,10 +145,12 @@ export const serverCommand: Command = {
       maxConcurrent: maxRuns,
       state: { read: () => readState(stateFile, (m) => ctx.out.warn(m)), write: (s) => writeState(stateFile, s) },
       onEvent: print,
-      // a dispatch on the job name: NAME a backup run of policy NAME, NAME/prune its maintenance window (restore drills add NAME/drill)
+      // jobs: NAME (backups), NAME/prune (the maintenance window), NAME/drill (restore drills; may
+      // run while the policy's backup runs: a restore takes a shared lock; two drills of one policy never)
       run: (job, info) => {
-        const [name, kind] = job.split('/') as [string, string | undefined];
+        const [name, kind] = job.split('/') as [string, 'prune' | 'drill' | undefined];
         if (kind === 'prune') return runPrune(name);
+        if (kind === 'drill') return runDrillJob(name, info);
         return runBackup(name, info);
       },
     });
@@ -153,6 +181,12 @@ export const serverCommand: Command = {
     };
 
     let listening: Listening | undefined;
+    // GET /metrics: fed every change of a record, and the records read back at start (below)
+    const metrics = triggerable ? new Metrics() : undefined;
+    metrics?.setPolicies(all);
+    registry.subscribe((c) => {
+      if (c.type === 'run') metrics?.observe(c.record);
+    });
     const apiServer = createApi({
       registry,
       version: VERSION,
@@ -162,7 +196,7 @@ export const serverCommand: Command = {
       trigger,
       running: () => scheduler.running(),
       snapshots: snapshotLister(ctx, () => order.flatMap((n) => (byName.has(n) ? [byName.get(n)!] : []))),
-      ...metricsSeam(registry, () => [...byName.values()]),
+      ...(metrics !== undefined ? { metrics } : {}),
     });
     // the runs of earlier servers, read before the API answers; they are changed (a run a killed
     // server left going is recorded interrupted) only once the port was free: a second server
@@ -170,12 +204,21 @@ export const serverCommand: Command = {
     await registry.load();
     if (api.addr !== undefined) listening = await listen(apiServer.app.fetch, api.addr, api.tls);
     registry.recover();
+    if (metrics !== undefined) {
+      for (const r of registry.list().reverse()) metrics.observe(r);
+      // the age of what is stored, not of what this server ran: read in the background (a slow repository delays no run)
+      void loadNewestSnapshots(metrics, all, (p) => {
+        const a = policyAccess(ctx, p, 0, () => undefined);
+        return { repository: a.repository, open: () => a.open('none', 'server metrics', false) };
+      }).then((problems) => problems.forEach((m) => ctx.out.warn(m)));
+    }
 
     ctx.out.result(`server: ${scheduled.length} scheduled ${scheduled.length === 1 ? 'policy' : 'policies'} of ${file}; at most ${maxRuns} run(s) at once; state ${stateFile}`);
     ctx.out.result(listening !== undefined ? `  API on ${listening.url} (${api.token !== undefined ? 'token required' : 'no token: loopback only'})` : '  no API (--listen none)');
     for (const p of all.filter((p) => p.schedule === undefined)) ctx.out.result(`  ${p.name}: no schedule, ${listening !== undefined ? 'run only when triggered (POST /v1/runs)' : 'not run by the server'}${p.pruneWindow !== undefined ? ' (but pruned in its window)' : ''}`);
     for (const p of all.filter((p) => p.pruneWindow !== undefined)) ctx.out.result(`  ${p.name}: prunes in its maintenance window ${windowText(p.pruneWindow!)}, from its start`);
-    ctx.out.jsonOut({ message_type: 'server', event: 'start', config: file, policies: scheduled.map((p) => ({ name: p.name, schedule: p.schedule.text })), max_runs: maxRuns, state_file: stateFile, grace_seconds: graceMs / 1000, api: listening?.url ?? null, token: api.token !== undefined });
+    for (const p of drills) ctx.out.result(`  ${p.name}: restore drill ${p.drill.schedule.text} (job ${drillJob(p.name)})`);
+    ctx.out.jsonOut({ message_type: 'server', event: 'start', config: file, policies: scheduled.map((p) => ({ name: p.name, schedule: p.schedule.text })), drills: drills.map((p) => ({ name: drillJob(p.name), schedule: p.drill.schedule.text })), max_runs: maxRuns, state_file: stateFile, grace_seconds: graceMs / 1000, api: listening?.url ?? null, token: api.token !== undefined });
 
     // SIGHUP: read the file again; a bad file changes nothing
     const onHup = (): void => {
@@ -183,10 +226,12 @@ export const serverCommand: Command = {
         (r) => {
           byName = new Map(r.all.map((p) => [p.name, p]));
           order = r.all.map((p) => p.name);
-          scheduler.reload(jobsOf(r.all, triggerable));
+          const jobs = jobsOf(r.all, triggerable);
+          scheduler.reload(jobs);
+          metrics?.setPolicies(r.all);
           // a queued run of a removed policy was dropped by the scheduler: it will not start
           for (const q of registry.list({ status: 'queued' })) if (!byName.has(q.policy)) registry.finish(q.id, { ok: false, error: { code: 'NOT_FOUND', message: `policy ${q.policy} was removed from ${file} before the run started` } });
-          ctx.out.result(`${new Date().toISOString()} server: ${file} reloaded: ${r.scheduled.map((p) => `${p.name} (${p.schedule.text})`).join(', ')}`);
+          ctx.out.result(`${new Date().toISOString()} server: ${file} reloaded: ${jobs.map((p) => `${p.name} (${p.schedule?.text ?? 'when triggered'})`).join(', ')}`);
           ctx.out.jsonOut({ message_type: 'server', event: 'reload', policies: r.scheduled.map((p) => ({ name: p.name, schedule: p.schedule.text })) });
         },
         (err: unknown) => ctx.out.warn(`${file} was not reloaded (${err instanceof Error ? err.message : String(err)}): the server goes on with the policies it had; fix the file and send SIGHUP again`),
@@ -233,25 +278,33 @@ export const serverCommand: Command = {
 };
 
 type ScheduledPolicyOf = Policy & { schedule: NonNullable<Policy['schedule']> };
+type DrilledPolicy = Policy & { drill: { schedule: NonNullable<NonNullable<Policy['drill']>['schedule']> } };
+
+const DRILL_SUFFIX = '/drill';
+/** The scheduler job of a policy's restore drill. */
+export const drillJob = (policy: string): string => `${policy}${DRILL_SUFFIX}`;
 
 /**
  * The scheduler's jobs of the policies: NAME for each policy's backup runs (on its schedule; with
  * the API, a policy without a schedule too: a job without a timer, run when triggered), NAME/prune
- * for a policy that prunes in a maintenance window (at the window's start).
+ * for a policy that prunes in a maintenance window (at the window's start), NAME/drill for a
+ * scheduled restore drill (waiting for its first tick: at start the first backup may not exist).
  */
 function jobsOf(all: Policy[], triggerable: boolean): ScheduledPolicy[] {
   return [
     ...all.filter((p) => triggerable || p.schedule !== undefined).map((p): ScheduledPolicy => ({ name: p.name, ...(p.schedule !== undefined ? { schedule: p.schedule } : {}) })),
-    ...all.filter((p) => p.pruneWindow !== undefined).map((p) => ({ name: `${p.name}/prune`, schedule: windowStart(p.pruneWindow!) })),
+    ...all.filter((p) => p.pruneWindow !== undefined).map((p): ScheduledPolicy => ({ name: `${p.name}/prune`, schedule: windowStart(p.pruneWindow!) })),
+    ...all.filter((p): p is DrilledPolicy => p.drill?.schedule !== undefined).map((p): ScheduledPolicy => ({ name: drillJob(p.name), schedule: p.drill.schedule, waitFirst: true })),
   ];
 }
 
-/** The policy file's policies, and those with a schedule (at least one, unless a prune window or the API's triggers run something: else a UsageError). */
-async function readScheduled(file: string, triggerable: boolean): Promise<{ all: Policy[]; scheduled: ScheduledPolicyOf[] }> {
+/** The policy file's policies, those with a schedule and those with a drill schedule (at least one job, unless the API's triggers run something: else a UsageError). */
+async function readScheduled(file: string, triggerable: boolean): Promise<{ all: Policy[]; scheduled: ScheduledPolicyOf[]; drills: DrilledPolicy[] }> {
   const all = [...(await loadPolicyFile(file)).policies.values()];
   const scheduled = all.filter((p): p is ScheduledPolicyOf => p.schedule !== undefined);
-  if (scheduled.length === 0 && !triggerable && !all.some((p) => p.pruneWindow !== undefined)) throw new UsageError(`no policy of ${file} has a schedule: give one a schedule (e.g. schedule: every 1h or schedule: cron: 0 2 * * *), or run it with 'meshback run POLICY --config ${file}' (or serve the API to trigger it: --listen)`);
-  return { all, scheduled };
+  const drills = all.filter((p): p is DrilledPolicy => p.drill?.schedule !== undefined);
+  if (scheduled.length === 0 && drills.length === 0 && !triggerable && !all.some((p) => p.pruneWindow !== undefined)) throw new UsageError(`no policy of ${file} has a schedule: give one a schedule (e.g. schedule: every 1h or schedule: cron: 0 2 * * *), or run it with 'meshback run POLICY --config ${file}' (or serve the API to trigger it: --listen)`);
+  return { all, scheduled, drills };
 }
 
 /** --listen, --token-file, --tls-cert/--tls-key, checked: a non-loopback address needs a token and TLS. */
@@ -308,7 +361,7 @@ function policyInfo(ctx: Context, p: Policy, next: number | undefined, registry:
     ...(p.schedule !== undefined ? { schedule: p.schedule.text } : {}),
     ...(next !== undefined ? { nextRun: new Date(next).toISOString() } : {}),
     ...(p.rpoMs !== undefined ? { rpoSeconds: p.rpoMs / 1000 } : {}),
-    ...(p.drill !== undefined ? { drillSchedule: p.drill.schedule.text } : {}),
+    ...(p.drill?.schedule !== undefined ? { drillSchedule: p.drill.schedule.text } : {}),
     tags: p.tags,
     ...(active !== undefined ? { running: active.id } : {}),
     ...(last !== undefined ? { lastRun: bare(last) } : {}),
@@ -351,16 +404,6 @@ function snapshotLister(ctx: Context, policies: () => Policy[]): (only?: string)
   };
 }
 
-/**
- * SEAM (issue 14, metrics): the Prometheus metrics of src/server/metrics.ts (the restore-drills
- * work: `new Metrics()`, `setPolicies(policies())`, `observe(record)` for every record the
- * registry reports, e.g. `registry.subscribe((c) => c.type === 'run' && metrics.observe(c.record))`),
- * served on GET /metrics. Until that file exists this returns nothing and /metrics answers 404.
- */
-function metricsSeam(_registry: RunRegistry, _policies: () => Policy[]): { metrics?: MetricsSource } {
-  return {};
-}
-
 const REASON = { schedule: 'on schedule', 'catch-up': 'catch-up of a run missed while the server was down', 'first-run': 'first run, none recorded before', trigger: 'triggered (POST /v1/runs)' };
 
 /** Prints scheduler events: one line per run start and end (--json: one object per event). */
@@ -378,7 +421,7 @@ function printer(ctx: Context, phase: { starting: boolean }): (e: SchedulerEvent
         if (phase.starting) ctx.out.result(`  ${e.policy}: next run ${e.next}`);
         return;
       case 'run-start':
-        ctx.out.result(`${e.at} ${e.policy}: run started (${REASON[e.reason]})`);
+        ctx.out.result(`${e.at} ${e.policy}: ${e.policy.endsWith(DRILL_SUFFIX) ? 'drill' : 'run'} started (${REASON[e.reason]})`);
         return;
       case 'run-end':
         ctx.out.result(`${e.at} ${e.policy}: ${e.ok ? 'ok' : `FAILED (${e.code ?? 'INTERNAL'})`} in ${e.durationSeconds.toFixed(2)} s${e.snapshotId !== undefined ? `, snapshot ${e.snapshotId.slice(0, 8)}` : ''}${!e.ok && e.message !== undefined ? `: ${e.message}` : ''}`);

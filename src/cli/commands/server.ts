@@ -404,7 +404,7 @@ function snapshotLister(ctx: Context, policies: () => Policy[]): (only?: string)
   };
 }
 
-const REASON = { schedule: 'on schedule', 'catch-up': 'catch-up of a run missed while the server was down', 'first-run': 'first run, none recorded before', trigger: 'triggered (POST /v1/runs)' };
+const REASON = { schedule: 'on schedule', 'catch-up': 'catch-up of a run missed while the server was down', 'first-run': 'first run, none recorded before', trigger: 'a trigger, POST /v1/runs' };
 
 /** Prints scheduler events: one line per run start and end (--json: one object per event). */
 function printer(ctx: Context, phase: { starting: boolean }): (e: SchedulerEvent) => void {

@@ -14,8 +14,9 @@ import { fmtBytes, parseDuration, parseSize } from '../../src/util/units.ts';
 import { EXIT } from '../../src/cli/exit.ts';
 import type { MeshEvent } from '../../src/events/index.ts';
 import { REDIS_CONSISTENCY_OPTION, consistencyRedis } from './testbed-redis.ts';
+import { AUTOMATION_OPTIONS, automation } from './testbed-automation.ts';
 
-const SUBCOMMANDS = ['up', 'down', 'status', 'load', 'fault', 'verify', 'consistency', 'consistency-redis'] as const;
+const SUBCOMMANDS = ['up', 'down', 'status', 'load', 'fault', 'verify', 'consistency', 'consistency-redis', 'automation'] as const;
 
 function num(v: unknown, flag: string, dflt: number): number {
   const s = str(v);
@@ -99,6 +100,7 @@ export const testbedCommand: Command = {
     '       meshback testbed verify [--dir DIR] [--volumes DIR] [--volume NAME=PATH]... [--backup-time TIME] [--fault-time TIME] [--timeout DURATION]',
     '       meshback testbed consistency [--dir DIR] [--trials N] [--method NAME]... [--rate R] [--no-checkpoints] [--ballast SIZE] [--full]',
     '       meshback testbed consistency-redis [--dir DIR] [--trials N] [--method plain|bgsave|aof-rewrite]... [--rate R] [--no-frequent-rewrites] [--ballast SIZE]',
+    '       meshback testbed automation [--dir DIR] [--every 1m] [--drill-every 3m] [--duration 10m] [--kill-after D] [--down D] [--rate R]',
   ].join('\n'),
   options: {
     dir: { type: 'string', argument: 'DIR', description: 'the testbed directory (default ./meshback-testbed)' },
@@ -110,7 +112,7 @@ export const testbedCommand: Command = {
     'no-install': { type: 'boolean', description: 'up: do not apt-get install missing packages (nginx, redis-server, postgresql, btrfs-progs) when root' },
     purge: { type: 'boolean', description: 'down: also delete the testbed directory' },
     rate: { type: 'string', argument: 'R', description: 'load: requests per second (all services together); consistency: order writes per second (default 200)' },
-    duration: { type: 'string', argument: 'S', description: 'load: how long, in seconds or as a duration (30s, 2m)' },
+    duration: { type: 'string', argument: 'S', description: 'load: how long, in seconds or as a duration (30s, 2m); automation: the server time in all (default 10m)' },
     service: { type: 'string', multiple: true, argument: 'NAME', description: 'load: only this service; fault: the container (service, postgres or redis) or volume to hit (repeatable)' },
     'read-fraction': { type: 'string', argument: 'F', description: 'load: fraction of requests that read (default 0.2)' },
     concurrency: { type: 'string', argument: 'N', description: 'load: requests in flight at most (default 64)' },
@@ -126,6 +128,7 @@ export const testbedCommand: Command = {
     full: { type: 'boolean', description: 'consistency: a fresh repository per trial, so that every backup reads the whole volume' },
     ballast: { type: 'string', argument: 'SIZE', description: 'consistency: first add an unlogged table of SIZE to the database, so that each backup reads longer (default 0); consistency-redis: first write SIZE of 1 KiB keys' },
     ...REDIS_CONSISTENCY_OPTION,
+    ...AUTOMATION_OPTIONS,
   },
   async run(ctx, v, positionals) {
     const sub = positionals[0];
@@ -251,6 +254,8 @@ export const testbedCommand: Command = {
       }
       case 'consistency-redis':
         return consistencyRedis(ctx, await openTestbed(dir), v, num, events);
+      case 'automation':
+        return automation(ctx, await openTestbed(dir), v, num);
     }
     return EXIT.USAGE;
   },

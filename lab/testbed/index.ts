@@ -25,6 +25,8 @@ import {
   volumeOf, writeNginxConf, writeRedisConf,
 } from './components.ts';
 import { consistencyExperiment } from './consistency.ts';
+import { automationExperiment } from './automation.ts';
+import type { AutomationOptions, AutomationResult } from './automation.ts';
 import type { ConsistencyOptions, ConsistencyResult } from './consistency.ts';
 import { redisConsistencyExperiment } from './consistency-redis.ts';
 import type { RedisConsistencyOptions, RedisConsistencyResult } from './consistency-redis.ts';
@@ -48,6 +50,7 @@ export type { LoadOptions, LoadResult } from './load.ts';
 export type { Check, ServiceWrites, VerifyOptions, VerifyReport } from './verify.ts';
 export type { FaultOptions } from './faults.ts';
 export { CONSISTENCY_METHODS } from './consistency.ts';
+export type { AutomationOptions, AutomationPolicySummary, AutomationResult, AutomationRun } from './automation.ts';
 export type { ConsistencyMethod, ConsistencyOptions, ConsistencyResult, ConsistencySummary, ConsistencyTrial } from './consistency.ts';
 export { REDIS_CONSISTENCY_METHODS } from './consistency-redis.ts';
 export type { RedisConsistencyMethod, RedisConsistencyOptions, RedisConsistencyResult, RedisConsistencySummary, RedisConsistencyTrial } from './consistency-redis.ts';
@@ -247,6 +250,11 @@ export class Testbed {
   /** Backs the live Redis volume up with `meshback run` without and with the redis preset, and restores each; see consistency-redis.ts. */
   async consistencyRedis(o: RedisConsistencyOptions = {}): Promise<RedisConsistencyResult> {
     return redisConsistencyExperiment(await this.refresh(), o);
+  }
+
+  /** `meshback server` on orders (postgres preset) and sessions (redis preset) under load, with drills, a SIGKILL and restart, a trigger and /metrics; see automation.ts. */
+  async automation(o: AutomationOptions = {}): Promise<AutomationResult> {
+    return automationExperiment(await this.refresh(), o);
   }
 
   /** `down`: stops every process cleanly, unmounts the btrfs volumes; `purge` also deletes the directory. */

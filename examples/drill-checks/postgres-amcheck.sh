@@ -10,7 +10,8 @@
 # server is stopped at the end either way.
 #
 # usage: postgres-amcheck.sh DATA [BINDIR] [MIN_ROWS_SQL]
-#   DATA    the data directory's path below MESHBACK_RESTORE_DIR (e.g. postgres/pgdata), or absolute
+#   DATA    the data directory's path below MESHBACK_RESTORE_DIR (e.g. pgdata: a snapshot of one source
+#           path holds that path's content at its root), or absolute
 #   BINDIR  PostgreSQL's bin directory (default: pg_config --bindir, else the newest /usr/lib/postgresql/*/bin)
 #   MIN_ROWS_SQL  optional: a query returning one number that must be > 0 (e.g. "SELECT count(*) FROM orders")
 # The server runs as the owner of DATA (via runuser when started as root); superuser: PGUSER, default postgres.

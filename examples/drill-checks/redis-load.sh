@@ -8,7 +8,7 @@
 # AOF), or holds too few keys, exits non-zero with the reason on stderr.
 #
 # usage: redis-load.sh CONF [MIN_KEYS]
-#   CONF      the redis.conf below MESHBACK_RESTORE_DIR (e.g. redis/redis.conf), or absolute; its
+#   CONF      the redis.conf below MESHBACK_RESTORE_DIR (e.g. redis.conf), or absolute; its
 #             relative paths (dir) are taken relative to its folder, as the live server had them
 #   MIN_KEYS  keys the restored data must hold at least (default 1)
 set -eu

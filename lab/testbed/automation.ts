@@ -24,10 +24,9 @@ import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { MeshbackError, errMessage } from '../../src/errors/index.ts';
 import { spawnCaptured } from '../../src/host/process.ts';
-import { MESHBACK_BIN } from '../../src/host/self.ts';
+import { MESHBACK_BIN, ROOT } from '../../src/host/self.ts';
 import { formatDuration, parseDuration } from '../../src/util/units.ts';
 import { pgData, volumeOf } from './components.ts';
 import { runLoad } from './load.ts';
@@ -102,8 +101,7 @@ export interface AutomationResult {
   serverExit: number | null;
 }
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const examples = path.resolve(here, '../../examples/drill-checks');
+const examples = path.join(ROOT, 'examples/drill-checks');
 
 interface ServerProc {
   child: ChildProcess;
@@ -197,7 +195,7 @@ policies:
     drill:
       schedule: every ${drillEvery}
       target: ${q(path.join(base, 'drills', 'orders'))}
-      check: { exec: [${q(path.join(examples, 'postgres-amcheck.sh'))}, ${q(path.join(path.basename(pgVol.path), 'pgdata'))}, ${q(s.programs.pgBindir)}, "SELECT count(*) FROM orders"], timeout: 5m }
+      check: { exec: [${q(path.join(examples, 'postgres-amcheck.sh'))}, pgdata, ${q(s.programs.pgBindir)}, "SELECT count(*) FROM orders"], timeout: 5m }
   sessions:
     sources: [${q(redisVol.path)}]
     schedule: every ${every}
@@ -208,7 +206,7 @@ policies:
     drill:
       schedule: every ${drillEvery}
       target: ${q(path.join(base, 'drills', 'sessions'))}
-      check: { exec: [${q(path.join(examples, 'redis-load.sh'))}, ${q(path.join(path.basename(redisVol.path), 'redis.conf'))}, "1"], timeout: 5m }
+      check: { exec: [${q(path.join(examples, 'redis-load.sh'))}, redis.conf, "1"], timeout: 5m }
 `,
   );
   await fsp.mkdir(path.join(base, 'drills'), { mode: 0o755 });

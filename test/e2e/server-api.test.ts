@@ -300,6 +300,12 @@ policies:
     assert.equal(t.code, 17, t.stderr);
     assert.match(t.stderr, /^meshback: run ([0-9a-f]{16}) did not end within 1s \(--timeout\): it goes on on the server; follow it with GET \/v1\/runs\/\1\n$/);
     const id = /run ([0-9a-f]{16})/.exec(t.stderr)![1]!;
+    // --wait while the policy is busy: triggered once the running run ends (a pipeline does not fail on a backup that happens to run)
+    const waiting = await mb(['trigger', 'slow', '--server', server.url, '--token-file', tokenFile, '--wait', '--timeout', '2m'], { timeoutMs: 150_000 });
+    assert.equal(waiting.code, 0, waiting.stderr);
+    // the burst of triggers above may have used up the rate limit: then it waits that out first
+    assert.match(waiting.stdout, new RegExp(`slow is busy \\(run ${id} of slow is running.*\\): waiting to trigger it, up to --timeout|the server limits triggers \\(429\\): trying again in \\d+ s, up to --timeout`));
+    assert.match(waiting.stdout, /run [0-9a-f]{16} of slow: succeeded in [\d.]+ s, snapshot [0-9a-f]{64}/);
     const end = (await sse(`${server.url}/v1/runs/${id}/events`, auth)).at(-1)!;
     assert.equal((end[1] as { status: string }).status, 'succeeded', 'the run went on and ended');
   });
@@ -308,10 +314,10 @@ policies:
     server.kill('SIGTERM');
     assert.equal(await server.exited, 0, server.stderr());
     const lines = (await fsp.readFile(path.join(stateDir, 'runs.jsonl'), 'utf8')).trim().split('\n');
-    assert.equal(lines.length, 12, 'queued, running, succeeded of each of the 4 runs');
+    assert.equal(lines.length, 15, 'queued, running, succeeded of each of the 5 runs');
     server = await startServer(['--config', config, '--state-dir', stateDir, '--listen', '127.0.0.1:0', '--token-file', tokenFile], env);
     const runs = await json(RunListSchema, await fetch(`${server.url}/v1/runs`, { headers: auth }));
-    assert.deepEqual(runs.map((r) => [r.policy, r.status]), [['slow', 'succeeded'], ['slow', 'succeeded'], ['orders', 'succeeded'], ['orders', 'succeeded']]);
+    assert.deepEqual(runs.map((r) => [r.policy, r.status]), [['slow', 'succeeded'], ['slow', 'succeeded'], ['slow', 'succeeded'], ['orders', 'succeeded'], ['orders', 'succeeded']]);
     // a run going while refused servers start on the same state directory: none may record it interrupted
     const going = await json(TriggerAnswerSchema, await fetch(`${server.url}/v1/runs`, { method: 'POST', headers: auth, body: JSON.stringify({ policy: 'slow' }) }));
     const inUse = await mb(['server', '--config', config, '--state-dir', stateDir, '--listen', new URL(server.url).host], { env, timeoutMs: 30_000 });

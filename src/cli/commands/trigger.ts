@@ -68,7 +68,37 @@ export const triggerCommand: Command = {
     const timeoutMs = parseDuration(timeoutText ?? DEFAULT_TIMEOUT, '--timeout');
     const client = new ApiClient(base, token, ca);
 
-    const posted = await client.request('POST', '/v1/runs', JSON.stringify({ policy, ...(Object.keys(tags).length > 0 ? { tags } : {}) }));
+    const deadline = Date.now() + timeoutMs;
+    const body = JSON.stringify({ policy, ...(Object.keys(tags).length > 0 ? { tags } : {}) });
+    let posted = await client.request('POST', '/v1/runs', body);
+    // with --wait, a policy busy with another run (409: a scheduled one, never two at once) is
+    // triggered once that run ends, within --timeout: a pipeline should not fail on a backup that happens to run
+    for (let said = false, limited = false; wait && (posted.status === 409 || posted.status === 429) && Date.now() < deadline; ) {
+      if (posted.status === 429) {
+        // rate-limited: the server says when to try again (Retry-After), within --timeout
+        const after = Number(posted.headers['retry-after'] ?? '5');
+        if (!limited) ctx.out.info(`the server limits triggers (429): trying again in ${after} s, up to --timeout`);
+        limited = true;
+        await new Promise((r) => setTimeout(r, Math.min((Number.isFinite(after) ? Math.max(1, after) : 5) * 1000, Math.max(0, deadline - Date.now()))));
+        if (Date.now() >= deadline) break;
+        posted = await client.request('POST', '/v1/runs', body);
+        continue;
+      }
+      const busy = client.busyRun(posted);
+      if (!said) ctx.out.info(`${policy} is busy (${client.refusal(posted, 'trigger').message.replace(/^trigger: refused \(409\): /, '')}): waiting to trigger it, up to --timeout`);
+      said = true;
+      // wait for the busy run to end (GETs, which the trigger rate limit does not count), then post again
+      for (;;) {
+        await new Promise((r) => setTimeout(r, Math.min(1000, Math.max(0, deadline - Date.now()))));
+        if (Date.now() >= deadline) break;
+        if (busy === undefined) break;
+        const r = await client.run(busy).catch(() => undefined);
+        if (r === undefined || r.status === 'succeeded' || r.status === 'failed') break;
+      }
+      if (Date.now() >= deadline) break;
+      posted = await client.request('POST', '/v1/runs', body);
+    }
+    if ((posted.status === 409 || posted.status === 429) && wait && Date.now() >= deadline) throw new MeshbackError('TIMEOUT', `trigger ${policy}: ${posted.status === 409 ? 'the policy was still busy with another run' : 'the server still limited triggers (429)'} when --timeout ${timeoutText ?? DEFAULT_TIMEOUT} ran out: nothing was triggered; try again or raise --timeout`);
     if (posted.status !== 202) throw client.refusal(posted, `trigger ${policy}`);
     const accepted = client.answer(TriggerAnswerSchema, posted);
     ctx.out.result(`run ${accepted.id} of ${accepted.policy}: ${accepted.status}`);
@@ -77,7 +107,7 @@ export const triggerCommand: Command = {
       return EXIT.OK;
     }
 
-    const rec = await follow(ctx, client, accepted.id, Date.now() + timeoutMs, timeoutText ?? DEFAULT_TIMEOUT);
+    const rec = await follow(ctx, client, accepted.id, deadline, timeoutText ?? DEFAULT_TIMEOUT);
     const took = rec.startedAt !== undefined && rec.finishedAt !== undefined ? ` in ${((Date.parse(rec.finishedAt) - Date.parse(rec.startedAt)) / 1000).toFixed(2)} s` : '';
     ctx.out.jsonOut({ message_type: 'summary', id: rec.id, policy: rec.policy, status: rec.status, ...(rec.snapshotId !== undefined ? { snapshot_id: rec.snapshotId } : {}), ...(rec.error !== undefined ? { error: rec.error } : {}), tags: rec.tags, queued_at: rec.queuedAt, ...(rec.startedAt !== undefined ? { started_at: rec.startedAt } : {}), ...(rec.finishedAt !== undefined ? { finished_at: rec.finishedAt } : {}) });
     if (rec.status === 'succeeded') {
@@ -186,6 +216,16 @@ class ApiClient {
     const r = safeParse(schema, json);
     if (!r.success) throw new MeshbackError('SERVER', `${this.base.origin} answered ${a.status} with what is not the meshback API's: is --server the address of 'meshback server --listen'?`);
     return r.output;
+  }
+
+  /** the id of the run a 409 answer names (the policy's run going on), if it names one */
+  busyRun(a: Answer): string | undefined {
+    try {
+      const r = safeParse(ErrorAnswerSchema, parseJson(a.text, (m) => new Error(m)));
+      return r.success ? r.output.error.run : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   /** the error of a refused request: the server's one line, with the exit class of its status */

@@ -23,10 +23,9 @@
  * the sessions acknowledged before `meshback run` began all there with their values (MGET of the
  * journal's keys). The server is stopped and the directory deleted after each trial.
  */
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, openSync, promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { UsageError, errMessage } from '../../src/errors/index.ts';
 import { run, spawnCaptured } from '../../src/host/process.ts';
@@ -36,7 +35,7 @@ import type { EventSink } from '../../src/events/index.ts';
 import { volumeOf } from './components.ts';
 import { redisUser } from './deps.ts';
 import { runLoad } from './load.ts';
-import { freePort, groupAlive, logTail, procStat, sleep, stopGroup, waitFor } from './procs.ts';
+import { freePort, groupAlive, logTail, procStat, sleep, spawnLogged, stopGroup, waitFor } from './procs.ts';
 import { paths, readJournal } from './state.ts';
 import type { TestbedState } from './state.ts';
 import { redisCall, redisClose, redisConnect, redisOnce } from './stores.ts';
@@ -179,19 +178,7 @@ const configSet = (port: number, key: string, value: string): Promise<void> => r
 async function startRestored(dir: string, logFile: string, program: string, timeoutMs: number): Promise<{ child?: ChildProcess; port: number; loaded: boolean; message: string }> {
   const port = await freePort();
   const user = redisUser();
-  const fd = openSync(logFile, 'a');
-  const child = spawn(program, [path.join(dir, 'redis.conf'), '--port', String(port), '--bind', '127.0.0.1', '--daemonize', 'no'], {
-    cwd: dir,
-    detached: true,
-    stdio: ['ignore', fd, fd],
-    env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C', TZ: 'UTC' },
-    ...(user !== undefined ? { uid: user.uid, gid: user.gid } : {}),
-  });
-  closeSync(fd);
-  await new Promise<void>((resolve, reject) => {
-    child.once('spawn', resolve);
-    child.once('error', reject);
-  });
+  const child = await spawnLogged(program, [path.join(dir, 'redis.conf'), '--port', String(port), '--bind', '127.0.0.1', '--daemonize', 'no'], { logFile, cwd: dir, ...(user !== undefined ? { user } : {}) });
   let exited = false;
   child.once('exit', () => (exited = true));
   const t0 = Date.now();

@@ -30,10 +30,9 @@
  * the orders acknowledged before the backup began all there. The server is stopped and the
  * directory deleted after each trial.
  */
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, openSync, promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { UsageError, errMessage } from '../../src/errors/index.ts';
 import { run } from '../../src/host/process.ts';
@@ -42,7 +41,7 @@ import { pgData, volumeOf } from './components.ts';
 import { postgresUser } from './deps.ts';
 import { runLoad } from './load.ts';
 import { PgSession, pgQuery } from './stores.ts';
-import { freePort, groupAlive, logTail, procStat, sleep, stopGroup, waitFor } from './procs.ts';
+import { freePort, groupAlive, logTail, procStat, sleep, spawnLogged, stopGroup, waitFor } from './procs.ts';
 import { paths, readJournal } from './state.ts';
 import type { TestbedState } from './state.ts';
 import type { EventSink } from '../../src/events/index.ts';
@@ -187,19 +186,8 @@ async function startRestored(data: string, logFile: string, bindir: string, time
   const port = await freePort();
   await fsp.rm(path.join(data, 'postmaster.pid'), { force: true });
   const user = postgresUser();
-  const fd = openSync(logFile, 'a');
   const t0 = Date.now();
-  const child = spawn(path.join(bindir, 'postgres'), ['-D', data, '-c', `port=${port}`, '-c', "listen_addresses=127.0.0.1", '-c', "unix_socket_directories="], {
-    detached: true,
-    stdio: ['ignore', fd, fd],
-    env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C', TZ: 'UTC' },
-    ...(user !== undefined ? { uid: user.uid, gid: user.gid } : {}),
-  });
-  closeSync(fd);
-  await new Promise<void>((resolve, reject) => {
-    child.once('spawn', resolve);
-    child.once('error', reject);
-  });
+  const child = await spawnLogged(path.join(bindir, 'postgres'), ['-D', data, '-c', `port=${port}`, '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='], { logFile, ...(user !== undefined ? { user } : {}) });
   let exited = false;
   child.once('exit', () => (exited = true));
   const ok = await waitFor(

@@ -7,7 +7,9 @@
  * recorded pid), so a signal reaches all of its processes (nginx's workers, PostgreSQL's
  * backends) at once. Every wait here is bounded.
  */
-import { promises as fsp, readFileSync, readdirSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { closeSync, openSync, promises as fsp, readFileSync, readdirSync } from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 
@@ -257,4 +259,31 @@ export async function logTail(file: string, n = 3, maxChars = 600): Promise<stri
   } catch {
     return '';
   }
+}
+
+/**
+ * Starts `file args` as its own process group (detached), its output appended to `logFile`, as
+ * `user` when given (a root testbed runs PostgreSQL and Redis as their own users), with a small
+ * fixed environment; resolves once it has started (an exec failure rejects). For a server started
+ * on a restored volume: stop it with stopGroup.
+ */
+export async function spawnLogged(file: string, args: string[], o: { logFile: string; cwd?: string; user?: { uid: number; gid: number } }): Promise<ChildProcess> {
+  const fd = openSync(o.logFile, 'a');
+  let child: ChildProcess;
+  try {
+    child = spawn(file, args, {
+      ...(o.cwd !== undefined ? { cwd: o.cwd } : {}),
+      detached: true,
+      stdio: ['ignore', fd, fd],
+      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C', TZ: 'UTC' },
+      ...(o.user !== undefined ? { uid: o.user.uid, gid: o.user.gid } : {}),
+    });
+  } finally {
+    closeSync(fd);
+  }
+  await new Promise<void>((resolve, reject) => {
+    child.once('spawn', resolve);
+    child.once('error', reject);
+  });
+  return child;
 }

@@ -9,60 +9,15 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { BIN, mb, rmrf, tmpdir } from '../helpers/cli.ts';
+import { mb, rmrf, tmpdir } from '../helpers/cli.ts';
+import { liveServers, startServer } from '../helpers/server.ts';
+import type { ServerEvent } from '../helpers/server.ts';
 
-interface Ev {
-  message_type: string;
-  event?: string;
-  policy?: string;
-  ok?: boolean;
-  reason?: string;
-  code?: string;
-  abandoned?: string[];
-}
+type Ev = ServerEvent;
+const live = liveServers;
 
-/** servers started and not yet exited: a failed test must not leave one running */
-const live = new Set<{ kill(sig: NodeJS.Signals): boolean }>();
-
-/** A running `meshback server --json`: its events as they come, and its exit. */
-function startServer(args: string[], env: Record<string, string>) {
-  const p = spawn(BIN, ['server', '--json', '--listen', '127.0.0.1:0', ...args], { env: { ...process.env, MESHBACK_TEST_SCRYPT_N: '1024', MESHBACK_CACHE_DIR: path.join(os.tmpdir(), 'meshback-test-cache'), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const events: Ev[] = [];
-  let buf = '';
-  let stderr = '';
-  p.stdout.setEncoding('utf8').on('data', (d: string) => {
-    buf += d;
-    const lines = buf.split('\n');
-    buf = lines.pop()!;
-    for (const l of lines) if (l.startsWith('{')) events.push(JSON.parse(l) as Ev);
-  });
-  p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const exited = new Promise<number | null>((res) => p.on('exit', (code) => res(code)));
-  const killer = setTimeout(() => p.kill('SIGKILL'), 60_000);
-  live.add(p);
-  void exited.then(() => {
-    clearTimeout(killer);
-    live.delete(p);
-  });
-  return {
-    events,
-    stderr: () => stderr,
-    exited,
-    kill: (sig: NodeJS.Signals) => p.kill(sig),
-    /** waits (at most `ms`) until `pred` holds for the events so far */
-    async waitFor(pred: (evs: Ev[]) => boolean, ms = 20_000): Promise<void> {
-      const t0 = performance.now();
-      while (!pred(events)) {
-        if (performance.now() - t0 > ms) throw new Error(`timed out; events: ${JSON.stringify(events)}; stderr: ${stderr}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    },
-  };
-}
 const ends = (evs: Ev[], policy?: string): Ev[] => evs.filter((e) => e.event === 'run-end' && (policy === undefined || e.policy === policy));
 
 describe('server', () => {

@@ -20,9 +20,9 @@ const f1 = (x: number): string => x.toFixed(1);
 function printAutomation(ctx: Context, r: AutomationResult): void {
   const o = ctx.out;
   o.result(`meshback server, backups every ${r.every}, drills every ${r.drillEvery}, ${r.durationSeconds / 60} min of server time (+${r.downSeconds} s down after a SIGKILL), under load${r.load !== undefined ? ` (${r.load.acknowledged} writes acknowledged, ${r.load.writesFailed} failed)` : ''}`);
-  o.result('policy    backups  ok  failed  catch-ups  mean s  drills  ok  drill s          max gap s  RPO s  age at end s');
+  o.result('policy    backups  ok  failed  catch-ups  mean s  drills  ok  drill s          max gap s (serving / with the outage)  RPO s  age at end s');
   for (const p of r.policies) {
-    o.result(`${p.policy.padEnd(8)}  ${String(p.backups).padStart(7)}  ${String(p.backupsOk).padStart(2)}  ${String(p.backupsFailed).padStart(6)}  ${String(p.catchUps).padStart(9)}  ${f1(p.meanBackupSeconds).padStart(6)}  ${String(p.drills).padStart(6)}  ${String(p.drillsOk).padStart(2)}  ${p.drillSeconds.map(f1).join(', ').padEnd(15)}  ${f1(p.maxGapSeconds).padStart(9)}  ${String(p.rpoTargetSeconds).padStart(5)}  ${f1(p.finalAgeSeconds).padStart(12)}`);
+    o.result(`${p.policy.padEnd(8)}  ${String(p.backups).padStart(7)}  ${String(p.backupsOk).padStart(2)}  ${String(p.backupsFailed).padStart(6)}  ${String(p.catchUps).padStart(9)}  ${f1(p.meanBackupSeconds).padStart(6)}  ${String(p.drills).padStart(6)}  ${String(p.drillsOk).padStart(2)}  ${p.drillSeconds.map(f1).join(', ').padEnd(15)}  ${`${f1(p.maxGapServingSeconds)} / ${f1(p.maxGapSeconds)}`.padStart(37)}  ${String(p.rpoTargetSeconds).padStart(5)}  ${f1(p.finalAgeSeconds).padStart(12)}`);
   }
   o.result(`trigger --wait: exit ${r.trigger.exitCode}, snapshot ${r.trigger.snapshotId ?? '-'}${r.trigger.tagged ? ' (tagged with the deploy)' : ''} in ${f1(r.trigger.seconds)} s${r.trigger.message !== undefined ? `: ${r.trigger.message}` : ''}`);
   o.result(`catch-up runs at the restart: ${Object.entries(r.catchUp).map(([k, n]) => `${k} ${n}`).join(', ')}`);

@@ -15,6 +15,7 @@ import { KeyFileSchema, RepoConfigSchema } from '../src/repository/index.ts';
 import { LockInfoSchema } from '../src/repository/lock.ts';
 import { BenchResultsSchema } from '../lab/bench/fault/types.ts';
 import { AnyHookSchema, PolicyFileSchema } from '../src/policy/schema.ts';
+import { DiscoverySchema } from '../src/k8s/schema.ts';
 import { ErrorAnswerSchema, HealthSchema, PolicyListSchema, RunListSchema, RunRecordSchema, SnapshotListSchema, SseEventDataSchema, TriggerAnswerSchema, TriggerRequestSchema } from '../src/server/schemas.ts';
 
 export const SCHEMA_DIR = path.resolve(import.meta.dirname, '../docs/schemas');
@@ -38,6 +39,8 @@ export const DOCUMENTED: Record<string, v.GenericSchema> = {
   'api-snapshots.json': SnapshotListSchema,
   'api-event.json': SseEventDataSchema,
   'api-health.json': HealthSchema,
+  // meshback k8s discover --json (docs/design.md, "Kubernetes: discover")
+  'k8s-discover.json': DiscoverySchema,
 };
 
 /** Named parts of a documented format, shown once under $defs and referred to where they occur. */

@@ -19,6 +19,8 @@ export const EXIT = {
   SERVER: 15,
   REFUSED: 16,
   TIMEOUT: 17,
+  CLUSTER: 18,
+  FORBIDDEN: 19,
   INTERRUPTED: 130,
 } as const;
 
@@ -40,6 +42,8 @@ export const EXIT_DOC: [number, string][] = [
   [EXIT.SERVER, 'trigger: the meshback server cannot be reached (connection refused, timed out, untrusted TLS certificate), answered what is not its API, or stopped during the run'],
   [EXIT.REFUSED, 'trigger: the server refused the trigger: missing or wrong token (401), too many requests (429), the policy is running (409), or the server is stopping (503)'],
   [EXIT.TIMEOUT, 'trigger --wait: the run did not end within --timeout (it goes on on the server)'],
+  [EXIT.CLUSTER, 'k8s: no Kubernetes API server reachable (connection refused, timed out, an error answer), or no cluster configured (--kubeconfig, KUBECONFIG, ~/.kube/config, in a pod)'],
+  [EXIT.FORBIDDEN, 'k8s: the Kubernetes API server refused a request: RBAC forbids it (the message names the verb and resource to grant) or the credentials (401)'],
   [EXIT.INTERRUPTED, 'interrupted (SIGINT/SIGTERM; server: a run did not end within --grace, or a second signal came); nothing already stored is lost'],
 ];
 
@@ -76,6 +80,10 @@ export function exitCodeFor(code: ErrorCode): number {
       return EXIT.REFUSED;
     case 'TIMEOUT':
       return EXIT.TIMEOUT;
+    case 'CLUSTER':
+      return EXIT.CLUSTER;
+    case 'FORBIDDEN':
+      return EXIT.FORBIDDEN;
     default:
       return EXIT.FATAL;
   }

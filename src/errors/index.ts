@@ -27,6 +27,10 @@ export type ErrorCode =
   | 'REFUSED'
   /** waited as long as asked (--timeout) for something that goes on */
   | 'TIMEOUT'
+  /** no Kubernetes API server reachable, or no kubeconfig to find one (meshback k8s) */
+  | 'CLUSTER'
+  /** the Kubernetes API server refused a request (RBAC 403, or 401) (meshback k8s) */
+  | 'FORBIDDEN'
   | 'INTERNAL';
 
 export class MeshbackError extends Error {

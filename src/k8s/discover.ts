@@ -254,7 +254,8 @@ export async function discover(kc: KubeConfig, o: DiscoverOptions): Promise<Disc
     });
     const workloads: Workload[] = [];
     for (const p of podsOut) if (!workloads.some((w) => w.kind === p.workload.kind && w.name === p.workload.name)) workloads.push(p.workload);
-    const className = pvc.spec?.storageClassName ?? null;
+    // "" is a claim that asks for no class: null, as a claim without one
+    const className = pvc.spec?.storageClassName !== undefined && pvc.spec.storageClassName !== '' ? pvc.spec.storageClassName : null;
     const sc = className === null ? undefined : classes.get(className);
     const provisioner = sc?.provisioner ?? null;
     const serving = provisioner === null ? [] : (snaps ?? []).filter((c) => c.driver === provisioner).sort((a, b) => Number(b.isDefault) - Number(a.isDefault) || a.name.localeCompare(b.name));

@@ -34,7 +34,7 @@ export const DiscoveredPvcSchema = v.object({
   volume: about(v.nullable(v.string()), 'the bound PersistentVolume'),
   accessModes: v.array(v.string()),
   capacity: about(v.nullable(v.string()), 'status.capacity.storage, else the requested size'),
-  storageClass: v.nullable(v.string()),
+  storageClass: about(v.nullable(v.string()), 'null: the claim names no class (or "")'),
   provisioner: about(v.nullable(v.string()), "the storage class's provisioner (a CSI driver's name); null when the class is unknown"),
   snapshotClass: about(v.nullable(v.string()), 'a VolumeSnapshotClass whose driver is that provisioner (the default one first)'),
   snapshotSupport: about(v.picklist(SNAPSHOT_SUPPORT), '"yes" (snapshotClass names it), "no" (no class serves the driver), "no snapshot API" (the VolumeSnapshot CRDs are not installed), "no storage class"'),

@@ -247,8 +247,10 @@ test('k8s discover: an unknown namespace is exit 5, one line', async () => {
 test('k8s discover: a service account without the right to list PVCs is exit 19, one line naming the verb and resource', async () => {
   await core.createNamespacedServiceAccount({ namespace: NS, body: { metadata: { name: 'nobody' } } });
   const tr = await core.createNamespacedServiceAccountToken({ namespace: NS, name: 'nobody', body: { spec: { audiences: [], expirationSeconds: 600 } } });
+  const token = tr.status?.token;
+  assert.ok(token, 'a token');
   const file = path.join(work, 'nobody.kubeconfig');
-  await fsp.writeFile(file, k8s.tokenConfig(tr.status!.token).exportConfig(), { mode: 0o600 });
+  await fsp.writeFile(file, k8s.tokenConfig(token).exportConfig(), { mode: 0o600 });
   const r = await mb(['k8s', 'discover', '-n', NS, '--kubeconfig', file], { env: { KUBECONFIG: '' }, timeoutMs: 60_000 });
   assert.equal(r.code, 19, r.stderr);
   assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);

@@ -74,12 +74,17 @@ async function ask<T>(kc: KubeConfig, verb: string, resource: string, namespace:
         throw new MeshbackError('FORBIDDEN', `forbidden: ${who} may not ${verb} ${resource} ${where} (RBAC): grant the verb "${verb}" on "${resource}" ${namespace === undefined ? 'with a ClusterRole and ClusterRoleBinding' : 'with a Role and RoleBinding (or a ClusterRole)'}, or use a kubeconfig that has it`);
       }
       if (e.code === 401) throw new MeshbackError('FORBIDDEN', `the Kubernetes API server at ${server} refused the credentials (401 Unauthorized): renew the token or certificate of the kubeconfig`);
-      throw new MeshbackError('CLUSTER', `the Kubernetes API server at ${server} answered ${verb} ${resource} ${where} with ${e.code}: ${apiMessage(e)}`);
+      throw new MeshbackError('CLUSTER', `the Kubernetes API server at ${server} answered ${verb} ${resource} ${where} with ${e.code}: ${apiMessage(e)}`, { data: { status: e.code } });
     }
     throw new MeshbackError('CLUSTER', `cannot reach the Kubernetes API server at ${server} (${causeText(e)}): check that the cluster is up and that the kubeconfig names it`);
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** the API server answered 404 (see ask) */
+function notFound(e: unknown): boolean {
+  return e instanceof MeshbackError && e.code === 'CLUSTER' && e.data['status'] === 404;
 }
 
 function apiMessage(e: ApiException<unknown>): string {
@@ -197,7 +202,7 @@ async function snapshotClasses(kc: KubeConfig): Promise<SnapshotClass[] | undefi
     list = (await ask(kc, 'list', 'volumesnapshotclasses.snapshot.storage.k8s.io', undefined, () => co.listClusterCustomObject({ group: 'snapshot.storage.k8s.io', version: 'v1', plural: 'volumesnapshotclasses' }))) as typeof list;
   } catch (e) {
     // a 404 for the resource itself: the CRD is absent
-    if (e instanceof MeshbackError && e.code === 'CLUSTER' && / with 404: /.test(e.message)) return undefined;
+    if (notFound(e)) return undefined;
     throw e;
   }
   return (list.items ?? []).map((c) => ({ name: c.metadata?.name ?? '', driver: c.driver ?? '', isDefault: c.metadata?.annotations?.['snapshot.storage.kubernetes.io/is-default-class'] === 'true' }));
@@ -215,7 +220,7 @@ export async function discover(kc: KubeConfig, o: DiscoverOptions): Promise<Disc
     try {
       await ask(kc, 'get', 'namespaces', undefined, () => core.readNamespace({ name: ns }));
     } catch (e) {
-      if (e instanceof MeshbackError && e.code === 'CLUSTER' && / with 404: /.test(e.message)) throw new NotFoundError(`namespace ${JSON.stringify(ns)} does not exist: give an existing one with -n, or -A for all namespaces`);
+      if (notFound(e)) throw new NotFoundError(`namespace ${JSON.stringify(ns)} does not exist: give an existing one with -n, or -A for all namespaces`);
       if (!(e instanceof MeshbackError && e.code === 'FORBIDDEN')) throw e;
     }
   }

@@ -13,7 +13,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { AppsV1Api, CoreV1Api, CustomObjectsApi, StorageV1Api, type KubeConfig, type V1PodSpec } from '@kubernetes/client-node';
+import { ApiextensionsV1Api, AppsV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi, StorageV1Api, type KubeConfig, type V1PodSpec } from '@kubernetes/client-node';
 import { KWOK_NODES, freePort, startK8s, type K8sEnv } from '../../lab/testenv/index.ts';
 import { DiscoverySchema, type Discovery } from '../../src/k8s/schema.ts';
 import { safeParse } from '../../src/util/schema.ts';
@@ -284,4 +284,68 @@ test('k8s: the subcommands not built yet are a usage error (exit 2), one line', 
   }
   const bad = await mb(['k8s', 'discover', '-n', 'a', '-A'], { timeoutMs: 60_000 });
   assert.equal(bad.code, 2, bad.stderr);
+});
+
+test("k8s discover: a CronJob's Job pod with Consul and a pod with a Linkerd native sidecar share a claim (Pod -> Job -> CronJob); without the VolumeSnapshot CRDs it says no snapshot API", async () => {
+  const ns = 'mesh-batch';
+  const batch = kc.makeApiClient(BatchV1Api);
+  await core.createNamespace({ body: { metadata: { name: ns } } });
+  await until('the default service account of the namespace', 30_000, () => core.readNamespacedServiceAccount({ namespace: ns, name: 'default' }));
+  await core.createNamespacedPersistentVolumeClaim({ namespace: ns, body: { metadata: { name: 'compact-data' }, spec: { storageClassName: 'csi-fast', accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } } } });
+  const template = {
+    metadata: { annotations: { 'consul.hashicorp.com/connect-inject-status': 'injected' } },
+    spec: { restartPolicy: 'Never', containers: [app('compact'), { name: 'consul-dataplane', image: 'hashicorp/consul-dataplane:1.8' }], volumes: [{ name: 'data', persistentVolumeClaim: { claimName: 'compact-data' } }] },
+  };
+  const cron = await batch.createNamespacedCronJob({ namespace: ns, body: { metadata: { name: 'compact' }, spec: { schedule: '0 3 * * *', suspend: true, jobTemplate: { spec: { template } } } } });
+  // the Job a CronJob would make, made now (as `kubectl create job --from=cronjob/compact` does)
+  await batch.createNamespacedJob({
+    namespace: ns,
+    body: { metadata: { name: 'compact-manual', ownerReferences: [{ apiVersion: 'batch/v1', kind: 'CronJob', name: 'compact', uid: cron.metadata!.uid!, controller: true }] }, spec: { backoffLimit: 0, template } },
+  });
+  await core.createNamespacedPod({
+    namespace: ns,
+    body: {
+      metadata: { name: 'l5d-native' },
+      spec: {
+        nodeName: KWOK_NODES[0]!,
+        initContainers: [{ name: 'linkerd-proxy', image: 'cr.l5d.io/linkerd/proxy:edge-25.11.1', restartPolicy: 'Always' }],
+        containers: [{ ...app('reader'), volumeMounts: [{ name: 'data', mountPath: '/data', readOnly: true }] }],
+        volumes: [{ name: 'data', persistentVolumeClaim: { claimName: 'compact-data' } }],
+      },
+    },
+  });
+  await until("the Job's pod", 60_000, async () => ((await core.listNamespacedPod({ namespace: ns, labelSelector: 'job-name=compact-manual' })).items.length === 1 ? true : undefined));
+  const d = await discoverJson(['-n', ns]);
+  assert.equal(d.pvcs.length, 1);
+  const c = d.pvcs[0]!;
+  assert.deepEqual(c.workloads, [{ kind: 'CronJob', name: 'compact' }, { kind: 'Pod', name: 'l5d-native' }]);
+  assert.deepEqual(c.pods.map((p) => [p.mesh, p.meshEvidence, p.readOnly]), [
+    ['consul', ['container consul-dataplane', 'annotation consul.hashicorp.com/connect-inject-status'], false],
+    ['linkerd-native', ['initContainer linkerd-proxy (restartPolicy Always)'], true],
+  ]);
+  assert.equal(c.phase, 'Pending');
+  assert.equal(c.state, 'stateless');
+  assert.equal(c.stateReason, 'not bound');
+  assert.equal(c.snapshotSupport, 'yes');
+
+  const ext = kc.makeApiClient(ApiextensionsV1Api);
+  await ext.deleteCustomResourceDefinition({ name: 'volumesnapshotclasses.snapshot.storage.k8s.io' });
+  await until('the VolumeSnapshotClass CRD to be gone', 60_000, async () => {
+    try {
+      await ext.readCustomResourceDefinition({ name: 'volumesnapshotclasses.snapshot.storage.k8s.io' });
+      return undefined;
+    } catch (e) {
+      return (e as { code?: number }).code === 404 ? true : undefined;
+    }
+  });
+  const none = await until('discover to see no snapshot API', 30_000, async () => {
+    const x = await discoverJson(['-n', ns]);
+    return x.snapshotApi ? undefined : x;
+  });
+  assert.equal(none.pvcs[0]!.snapshotSupport, 'no snapshot API');
+  assert.equal(none.pvcs[0]!.snapshotClass, null);
+  const t = await mb(['k8s', 'discover', '-n', ns], { env: k8s.env, timeoutMs: 60_000 });
+  assert.equal(t.code, 0, t.stderr);
+  assert.match(t.stdout, /^compact-data\s+Pending\s+1Gi\s+csi-fast\s+hostpath\.csi\.k8s\.io\s+no snapshot API\s+CronJob\/compact,Pod\/l5d-native\s+compact-manual-\S+,l5d-native\s+consul,linkerd-native\s+stateless\s+none\s+-$/m);
+  assert.match(t.stdout, /the VolumeSnapshot API \(snapshot\.storage\.k8s\.io\/v1\) is not installed/);
 });

@@ -24,8 +24,7 @@
  * journal's keys). The server is stopped and the directory deleted after each trial.
  */
 import type { ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { UsageError, errMessage } from '../../src/errors/index.ts';
 import { run, spawnCaptured } from '../../src/host/process.ts';
@@ -33,6 +32,7 @@ import { MESHBACK_BIN } from '../../src/host/self.ts';
 import { parseInfo } from '../../src/policy/presets/redis.ts';
 import type { EventSink } from '../../src/events/index.ts';
 import { volumeOf } from './components.ts';
+import { ensureRepo } from './consistency.ts';
 import { redisUser } from './deps.ts';
 import { runLoad } from './load.ts';
 import { freePort, groupAlive, logTail, procStat, sleep, spawnLogged, stopGroup, waitFor } from './procs.ts';
@@ -133,21 +133,6 @@ interface Ctx {
   work: string;
   redisServices: string[];
   log: (m: string) => void;
-}
-
-/** Makes DIR/consistency-redis/{repo,password} on first use; the environment meshback runs with. */
-async function ensureRepo(base: string, bin: string, extraEnv: Record<string, string>): Promise<Record<string, string>> {
-  await fsp.mkdir(base, { recursive: true });
-  const repo = path.join(base, 'repo');
-  const pw = path.join(base, 'password');
-  if (!existsSync(pw)) await fsp.writeFile(pw, randomBytes(18).toString('base64') + '\n', { mode: 0o600 });
-  const env: Record<string, string> = {};
-  // the caller's own repository and password are not this experiment's
-  const own = new Set(['MESHBACK_REPO', 'MESHBACK_PASSWORD', 'MESHBACK_PASSWORD_FILE']);
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !own.has(k)) env[k] = v;
-  Object.assign(env, extraEnv, { MESHBACK_REPO: repo, MESHBACK_PASSWORD_FILE: pw });
-  if (!existsSync(path.join(repo, 'config'))) await run([bin, 'init', '--json'], { env });
-  return env;
 }
 
 /** The policy file of the experiment: one policy per method, over the live redis volume. */

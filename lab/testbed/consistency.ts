@@ -165,9 +165,12 @@ export function consistencyPolicy(method: ConsistencyMethod, o: { volume: string
 
 const policyName = (m: ConsistencyMethod): string => `consistency-${m.replace('+', '-')}`;
 
-/** Makes the repository DIR/consistency/NAME (and the password file) on first use. */
-async function ensureRepo(dir: string, bin: string, extraEnv: Record<string, string>, name = 'repo'): Promise<Record<string, string>> {
-  const base = path.join(dir, 'consistency');
+/**
+ * Makes an experiment's repository BASE/NAME and its password file BASE/password on first use;
+ * returns the environment meshback runs with there (the caller's own repository and password left
+ * out). The PostgreSQL and the Redis consistency experiments both use it.
+ */
+export async function ensureRepo(base: string, bin: string, extraEnv: Record<string, string>, name = 'repo'): Promise<Record<string, string>> {
   await fsp.mkdir(base, { recursive: true });
   const repo = path.join(base, name);
   const pw = path.join(base, 'password');
@@ -249,7 +252,7 @@ async function checkRestored(port: number, tables: string[], expected: Map<strin
 
 async function trial(shared: Ctx, method: ConsistencyMethod, n: number): Promise<ConsistencyTrial> {
   const repoName = `repo-${method}-${n}`;
-  const c: Ctx = shared.o.fullBackups === true ? { ...shared, env: await ensureRepo(shared.s.dir, shared.bin, shared.o.env ?? {}, repoName) } : shared;
+  const c: Ctx = shared.o.fullBackups === true ? { ...shared, env: await ensureRepo(path.join(shared.s.dir, 'consistency'), shared.bin, shared.o.env ?? {}, repoName) } : shared;
   try {
     return await trialIn(c, method, n);
   } finally {
@@ -351,7 +354,7 @@ export async function consistencyExperiment(s: TestbedState, o: ConsistencyOptio
     throw new UsageError(`the testbed's PostgreSQL does not answer (${errMessage(err)}): start it with 'meshback testbed verify --dir ${s.dir}' (or 'up' after a 'down')`);
   }
   const bin = o.meshback ?? MESHBACK_BIN;
-  const env = await ensureRepo(s.dir, bin, o.env ?? {});
+  const env = await ensureRepo(path.join(s.dir, 'consistency'), bin, o.env ?? {});
   const work = path.join(s.dir, 'consistency', 'work');
   await fsp.mkdir(work, { recursive: true, mode: 0o755 });
   const c: Ctx = { s, o, bin, env, work, log: (message: string): void => o.events?.({ type: 'note', op: 'testbed', message }) };

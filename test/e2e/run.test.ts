@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BIN, mb, rmrf, summary, tmpdir } from '../helpers/cli.ts';
+import { BIN, mb, rmrf, summary, tmpdir, waitGone } from '../helpers/cli.ts';
 import { startS3 } from '../../lab/testenv/index.ts';
 import type { S3Env } from '../../lab/testenv/index.ts';
 import { spawn } from 'node:child_process';
@@ -268,15 +268,7 @@ policies:
     const pid = Number(await fsp.readFile(path.join(out, 'hang-child.pid'), 'utf8'));
     assert.ok(pid > 0);
     // the hook's own child (sleep 300) went with its process group
-    let alive = true;
-    for (let i = 0; i < 50 && alive; i++) {
-      try {
-        process.kill(pid, 0);
-        await new Promise((res) => setTimeout(res, 100));
-      } catch {
-        alive = false;
-      }
-    }
+    const alive = !(await waitGone(pid));
     assert.equal(alive, false, `the hook's child ${pid} is still running`);
     assert.equal((await readEnv(path.join(out, 'hanging-on-error.env')))['MESHBACK_FAILED_PHASE'], 'pre');
   });
@@ -300,15 +292,7 @@ policies:
     p.kill('SIGTERM');
     assert.equal(await exited, 130);
     await assert.rejects(fsp.access(lockFile), 'an interrupted run removes its run lock');
-    let alive = true;
-    for (let i = 0; i < 50 && alive; i++) {
-      try {
-        process.kill(pid, 0);
-        await new Promise((res) => setTimeout(res, 100));
-      } catch {
-        alive = false;
-      }
-    }
+    const alive = !(await waitGone(pid));
     if (alive) process.kill(pid, 'SIGKILL');
     assert.equal(alive, false, `the hook's child ${pid} outlived meshback`);
   });

@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { mb, rmrf, tmpdir } from '../helpers/cli.ts';
+import { mb, rmrf, tmpdir, waitGone } from '../helpers/cli.ts';
 import { liveServers, startServer } from '../helpers/server.ts';
 import type { ServerEvent } from '../helpers/server.ts';
 
@@ -164,15 +164,7 @@ policies:
     assert.deepEqual(await locks(), []);
     const st = JSON.parse(await fsp.readFile(path.join(base, 'state-slow2', 'state.json'), 'utf8')) as { policies: Record<string, { outcome: string }> };
     assert.equal(st.policies['slow']!.outcome, 'interrupted');
-    let alive = true;
-    for (let i = 0; i < 50 && alive; i++) {
-      try {
-        process.kill(pid, 0);
-        await new Promise((r) => setTimeout(r, 100));
-      } catch {
-        alive = false;
-      }
-    }
+    const alive = !(await waitGone(pid));
     if (alive) process.kill(pid, 'SIGKILL');
     assert.equal(alive, false, 'the abandoned run\'s hook was ended');
 

@@ -77,3 +77,17 @@ export async function listPacks(repo: string): Promise<string[]> {
   }
   return out.sort();
 }
+
+/** Waits up to `ms` for process `pid` to be gone; true when it is. */
+export async function waitGone(pid: number, ms = 5000): Promise<boolean> {
+  const t0 = performance.now();
+  for (;;) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return true;
+    }
+    if (performance.now() - t0 > ms) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -14,8 +14,8 @@ import type { V1Job, V1OwnerReference, V1PersistentVolumeClaim, V1Pod, V1Replica
 import { MeshbackError, NotFoundError, errMessage } from '../errors/index.ts';
 import type { DiscoveredPod, DiscoveredPvc, Discovery, Mesh, VolumeState, Workload } from './schema.ts';
 
-/** the label that names the policy covering a claim or pod, until the BackupPolicy resource exists */
-export const POLICY_LABEL = 'meshback.io/policy';
+export { POLICY_LABEL } from './api.ts';
+import { POLICY_LABEL } from './api.ts';
 /** how long one API request may take before the server counts as unreachable */
 const REQUEST_MS = 30_000;
 const SERVICE_ACCOUNT_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';

@@ -51,6 +51,7 @@ export type { RetentionPolicy, GroupField, GroupKey, Decision } from './snapshot
 export { LocalSource, localSource } from './source/index.ts';
 export type { Source } from './source/index.ts';
 export { DirectoryTarget } from './target/index.ts';
+export { CompareTarget } from './target/compare.ts';
 export type { RestoreTarget } from './target/index.ts';
 export { createVolume, openVolume, btrfsSupport } from './volumes/index.ts';
 export type { Volume, VolumeSpec, PointInTime } from './volumes/index.ts';

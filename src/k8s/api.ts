@@ -185,6 +185,8 @@ export interface VolumeBackupStatus {
   message?: string;
   startTime?: string;
   completionTime?: string;
+  /** when the current phase began (the controller's timeouts count from it) */
+  phaseTime?: string;
   /** the CSI VolumeSnapshot taken for this run (snapshot strategy) */
   volumeSnapshot?: string;
   source?: VolumeSource;
@@ -226,10 +228,10 @@ export interface VolumeRestoreSpec {
   targetPvc: string;
   /** make the target PVC (it must not exist) */
   create?: { storageClassName?: string; size: string; accessModes?: string[] };
-  /** restore only these paths of the snapshot */
+  /** restore only these paths of the snapshot's volume */
   paths?: string[];
-  /** delete what the target has and the snapshot has not (default false: files are added and overwritten) */
-  clean?: boolean;
+  /** scale the workload that mounts the target PVC to zero for the restore, and back (Deployment or StatefulSet) */
+  scaleDown?: boolean;
 }
 
 export interface VolumeRestoreStatus {
@@ -238,6 +240,8 @@ export interface VolumeRestoreStatus {
   message?: string;
   startTime?: string;
   completionTime?: string;
+  /** when the current phase began (the controller's timeouts count from it) */
+  phaseTime?: string;
   source?: VolumeSource;
   agent?: string;
   attempt?: number;
@@ -248,6 +252,8 @@ export interface VolumeRestoreStatus {
   verification?: { verified: boolean; method: string; files?: number; bytes?: number; message?: string };
   /** from the VolumeRestore's creation to Completed */
   rtoSeconds?: number;
+  /** the workload scaled down for the restore, and its replicas before (scaled back to them after) */
+  scaledDown?: { kind: string; name: string; replicas: number };
   conditions?: Condition[];
 }
 
@@ -282,7 +288,6 @@ export const CONTROLLER_RULES: RbacRule[] = [
   { apiGroups: ['storage.k8s.io'], resources: ['storageclasses'], verbs: ['get', 'list'], why: "finds a PVC's CSI driver for its snapshot class" },
   { apiGroups: ['apps'], resources: ['deployments/scale', 'statefulsets/scale'], verbs: ['get', 'patch', 'update'], why: 'scales the owning workload down and up around a restore into a PVC it mounts (VolumeRestore with scale-down)' },
   { apiGroups: ['apps'], resources: ['deployments', 'statefulsets', 'replicasets'], verbs: ['get', 'list'], why: "finds the workload that owns a PVC's pods" },
-  { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'], why: 'records what it did on the objects it acted on' },
 ];
 
 /** The controller's Role in its own namespace: leader election. */
@@ -302,7 +307,6 @@ export const AGENT_RULES: RbacRule[] = [
   { apiGroups: [''], resources: ['services', 'configmaps'], verbs: ['get', 'list'], why: "exports the workload's services and configuration (not its Secrets) into the snapshot" },
   { apiGroups: ['networking.istio.io', 'security.istio.io', 'policy.linkerd.io', 'linkerd.io', 'consul.hashicorp.com'], resources: ['*'], verbs: ['get', 'list'], why: "exports the namespace's mesh configuration (Istio, Linkerd, Consul) into the snapshot" },
   { apiGroups: ['apiextensions.k8s.io'], resources: ['customresourcedefinitions'], verbs: ['get', 'list'], why: 'finds which mesh resources the cluster has, to export them' },
-  { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'], why: 'records what it did on the objects it acted on' },
 ];
 
 /** Where the kubelet keeps the pods' volumes on a node (the agent's --kubelet-root). */

@@ -9,15 +9,14 @@
 import { existsSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ApiException, AppsV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi, KubeConfig, StorageV1Api } from '@kubernetes/client-node';
+import { AppsV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi, KubeConfig, StorageV1Api } from '@kubernetes/client-node';
 import type { V1Job, V1OwnerReference, V1PersistentVolumeClaim, V1Pod, V1ReplicaSet, V1StorageClass } from '@kubernetes/client-node';
 import { MeshbackError, NotFoundError, errMessage } from '../errors/index.ts';
+import { ask, notFound } from './kube.ts';
 import type { DiscoveredPod, DiscoveredPvc, Discovery, Mesh, VolumeState, Workload } from './schema.ts';
 
 export { POLICY_LABEL } from './api.ts';
 import { POLICY_LABEL } from './api.ts';
-/** how long one API request may take before the server counts as unreachable */
-const REQUEST_MS = 30_000;
 const SERVICE_ACCOUNT_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
 
 export interface DiscoverOptions {
@@ -54,56 +53,6 @@ export function loadKubeConfig(file: string | undefined): KubeConfig {
 export function contextNamespace(kc: KubeConfig): string {
   const ns = kc.getContextObject(kc.getCurrentContext())?.namespace;
   return ns !== undefined && ns !== '' ? ns : 'default';
-}
-
-/** One API request: bounded in time, its failures turned into one-line errors that say what to do. */
-async function ask<T>(kc: KubeConfig, verb: string, resource: string, namespace: string | undefined, call: () => Promise<T>): Promise<T> {
-  const server = kc.getCurrentCluster()?.server ?? '(no server)';
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new MeshbackError('CLUSTER', `the Kubernetes API server at ${server} did not answer ${verb} ${resource} within ${REQUEST_MS / 1000} s: check that the cluster is up and reachable from here`)), REQUEST_MS);
-  });
-  try {
-    return await Promise.race([call(), timeout]);
-  } catch (e) {
-    if (e instanceof MeshbackError) throw e;
-    if (e instanceof ApiException) {
-      const where = namespace === undefined ? 'cluster-wide' : `in namespace ${namespace}`;
-      if (e.code === 403) {
-        const who = /User "([^"]+)"/.exec(apiMessage(e))?.[1] ?? 'this user';
-        throw new MeshbackError('FORBIDDEN', `forbidden: ${who} may not ${verb} ${resource} ${where} (RBAC): grant the verb "${verb}" on "${resource}" ${namespace === undefined ? 'with a ClusterRole and ClusterRoleBinding' : 'with a Role and RoleBinding (or a ClusterRole)'}, or use a kubeconfig that has it`);
-      }
-      if (e.code === 401) throw new MeshbackError('FORBIDDEN', `the Kubernetes API server at ${server} refused the credentials (401 Unauthorized): renew the token or certificate of the kubeconfig`);
-      throw new MeshbackError('CLUSTER', `the Kubernetes API server at ${server} answered ${verb} ${resource} ${where} with ${e.code}: ${apiMessage(e)}`, { data: { status: e.code } });
-    }
-    throw new MeshbackError('CLUSTER', `cannot reach the Kubernetes API server at ${server} (${causeText(e)}): check that the cluster is up and that the kubeconfig names it`);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** the API server answered 404 (see ask) */
-function notFound(e: unknown): boolean {
-  return e instanceof MeshbackError && e.code === 'CLUSTER' && e.data['status'] === 404;
-}
-
-function apiMessage(e: ApiException<unknown>): string {
-  const body = e.body;
-  try {
-    const o = (typeof body === 'string' ? JSON.parse(body) : body) as { message?: unknown };
-    if (typeof o?.message === 'string') return o.message;
-  } catch {
-    // not JSON: the text itself
-  }
-  return String(typeof body === 'string' ? body : e.message).split('\n')[0]!.slice(0, 300);
-}
-
-function causeText(e: unknown): string {
-  let c: unknown = e;
-  for (let i = 0; i < 5 && c instanceof Error && c.cause !== undefined; i++) c = c.cause;
-  const code = (c as { code?: unknown }).code;
-  const msg = errMessage(c).split('\n')[0]!;
-  return typeof code === 'string' && !msg.includes(code) ? `${code}: ${msg}` : msg;
 }
 
 /** The pod's mesh, from container names and annotations (never positions). */

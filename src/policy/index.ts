@@ -1,5 +1,5 @@
 /** The policy engine: policy files (schema, loading), one run of a policy, a restore drill, the scheduler. */
-export { loadPolicyFile, parsePolicyFile, policyNamed } from './load.ts';
+export { loadPolicyFile, parsePolicyFile, policyNamed, scheduleOf } from './load.ts';
 export type { Drill, Hook, Policy, PolicyFile, Schedule } from './load.ts';
 export { PolicyFileSchema, scheduleProblem } from './schema.ts';
 export { runPolicy } from './run.ts';

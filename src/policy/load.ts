@@ -148,6 +148,11 @@ const SCHEME = /^[a-z][a-z0-9+.-]+:/;
 function resolveSchedule(text: string, timezone: string | undefined, at: PropertyKey[], fail: (p: PropertyKey[], problem: string) => UsageError): Schedule {
   const problem = scheduleProblem(text, timezone);
   if (problem !== undefined) throw fail(at, problem);
+  return scheduleOf(text, timezone);
+}
+
+/** A schedule's text ("every 15m", a cron expression) as a Schedule; scheduleProblem() must have accepted it. */
+export function scheduleOf(text: string, timezone?: string): Schedule {
   const every = /^every\s+(\S+)$/.exec(text);
   if (every !== null) return { kind: 'every', everyMs: parseDuration(every[1]!, 'schedule'), text };
   return { kind: 'cron', expr: text.replace(/^cron:\s*/, '').trim(), ...(timezone !== undefined ? { timezone } : {}), text };

@@ -28,7 +28,7 @@ import type { EventSink } from '../events/index.ts';
 import { nullSink, reportOp } from '../events/index.ts';
 import type { Repository } from '../repository/index.ts';
 import type { SnapshotRef } from '../snapshot/manifest.ts';
-import { HOLE_PREFIX, displayName } from '../snapshot/tree.ts';
+import { HOLE_PREFIX, displayName, nodeNameBytes } from '../snapshot/tree.ts';
 import type { Node } from '../snapshot/tree.ts';
 import { childPath, walkTree } from '../snapshot/walker.ts';
 import { DirectoryTarget } from '../target/index.ts';
@@ -44,6 +44,8 @@ export interface RestoreOptions {
   /** a directory, or any RestoreTarget */
   target: string | RestoreTarget;
   includes?: string[];
+  /** restore the directory at this path of the snapshot (as `meshback ls` shows it, e.g. `volume`) as the target's root; --include paths are relative to it */
+  root?: string;
   verify?: boolean;
   events?: EventSink;
 }
@@ -133,7 +135,7 @@ async function runRestore(repo: RestoreRepo, opts: RestoreOptions): Promise<Rest
     filesReread: 0, bytesReread: 0, errors: [], damaged: [], rebuiltFromParity: [], duration: 0,
   };
   const includes = (opts.includes ?? []).map((p) => Buffer.from(p.replace(/^\/+/, '').replace(/\/+$/, ''), 'utf8')).filter((b) => b.length > 0);
-  const plan = await planRestore(repo, ref, includes);
+  const plan = await planRestore(repo, ref, includes, opts.root);
   const target = typeof opts.target === 'string' ? new DirectoryTarget(opts.target) : opts.target;
   const fileError = (rel: Buffer, message: string): void => {
     res.errors.push({ path: displayName(rel), message });
@@ -233,9 +235,10 @@ async function runRestore(repo: RestoreRepo, opts: RestoreOptions): Promise<Rest
 }
 
 /** Phase 1: walk the snapshot's trees and pick what --include selects (everything without it). */
-async function planRestore(repo: RestoreRepo, ref: SnapshotRef, includes: Buffer[]): Promise<Plan> {
+async function planRestore(repo: RestoreRepo, ref: SnapshotRef, includes: Buffer[], root?: string): Promise<Plan> {
   // a snapshot of one directory restores that directory's contents into the target
-  const view = await repo.rootView(ref.snapshot);
+  let view = await repo.rootView(ref.snapshot);
+  if (root !== undefined) view = await subView(repo, ref, view, root);
   const matched = new Set<number>();
   /** 'all' = restore everything below; 'some' = an ancestor of an include; 'none' */
   const selection = (rel: Buffer): 'all' | 'some' | 'none' => {
@@ -271,6 +274,20 @@ async function planRestore(repo: RestoreRepo, ref: SnapshotRef, includes: Buffer
     if (!matched.has(i)) throw new MeshbackError('NOT_FOUND', `--include ${displayName(includes[i]!)} matches nothing in snapshot ${ref.id.slice(0, 8)}: see 'meshback ls ${ref.id.slice(0, 8)}'`);
   }
   return plan;
+}
+
+/** The directory at `root` (slash-separated names below the snapshot's root view) as the view to restore. */
+async function subView(repo: RestoreRepo, ref: SnapshotRef, view: { nodes: Node[]; rootDir?: Node }, root: string): Promise<{ nodes: Node[]; rootDir?: Node }> {
+  const names = root.split('/').filter((x) => x !== '' && x !== '.');
+  let cur = view;
+  for (let i = 0; i < names.length; i++) {
+    const n = cur.nodes.find((x) => displayName(nodeNameBytes(x)) === names[i]);
+    if (n === undefined || n.type !== 'dir' || n.subtree === undefined) {
+      throw new MeshbackError('NOT_FOUND', `the snapshot ${ref.id.slice(0, 8)} has no directory ${names.slice(0, i + 1).join('/')} to restore from: see 'meshback ls ${ref.id.slice(0, 8)}'`);
+    }
+    cur = { nodes: (await repo.loadTree(n.subtree)).nodes, rootDir: n };
+  }
+  return cur;
 }
 
 /** Phase 2: which blob of which pack goes to which offsets of which file; hard links to files planned. */

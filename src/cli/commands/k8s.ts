@@ -11,24 +11,51 @@ import type { DiscoveredPvc } from '../../k8s/schema.ts';
 import type { Command } from '../command.ts';
 import { bool, str } from '../command.ts';
 import { EXIT } from '../exit.ts';
+import { agentCommand, controllerCommand, holdCommand } from './k8s-run.ts';
 
-const NOT_BUILT = ['controller', 'agent', 'restore', 'cronjob', 'install'];
+const NOT_BUILT = ['restore', 'cronjob', 'install'];
+const BUILT = ['discover', 'controller', 'agent', 'hold'];
 
 export const k8sCommand: Command = {
   name: 'k8s',
   summary: 'Kubernetes: discover lists every PVC with its pods, workload, mesh, snapshot support, state and policy',
-  usage: 'meshback k8s discover [-n NAMESPACE | -A] [-l SELECTOR] [--kubeconfig FILE] [--json]',
+  usage: [
+    'meshback k8s discover [-n NAMESPACE | -A] [-l SELECTOR] [--kubeconfig FILE] [--json]',
+    'meshback k8s controller [--namespace NS] [--identity ID] [--helper-image IMAGE] [--snapshot-timeout D] [--mount-timeout D] [--agent-timeout D] [--heartbeat-timeout D]',
+    'meshback k8s agent --node NAME [--kubelet-root DIR] [--concurrency N] [--max-attempts N] [--heartbeat D]',
+  ].join('\n       '),
   options: {
     namespace: { type: 'string', short: 'n', argument: 'NAMESPACE', description: "the namespace to list (default: the kubeconfig context's, else default)" },
     'all-namespaces': { type: 'boolean', short: 'A', description: 'list the PVCs of every namespace' },
     selector: { type: 'string', short: 'l', argument: 'SELECTOR', description: 'only the PVCs this label selector matches, or that a pod it matches mounts (e.g. app=orders)' },
     kubeconfig: { type: 'string', argument: 'FILE', description: 'the kubeconfig (default: KUBECONFIG, else ~/.kube/config, else the service account in a pod)' },
+    identity: { type: 'string', argument: 'ID', description: 'controller: its name in the leader-election Lease (default: host name, pid and a random suffix)' },
+    'helper-image': { type: 'string', argument: 'IMAGE', description: 'controller: the image of the helper pods that mount a PVC (default: MESHBACK_IMAGE, else this version of meshback)' },
+    poll: { type: 'string', argument: 'DURATION', description: 'controller, agent: how often to look at the cluster (default 1s, 2s)' },
+    'lease-duration': { type: 'string', argument: 'DURATION', description: 'controller: how long a leader holds the Lease without renewing it (default 15s)' },
+    'snapshot-timeout': { type: 'string', argument: 'DURATION', description: "controller: how long a VolumeSnapshot may take to be ready, unless the policy's spec.snapshot.readyTimeout says (default 10m)" },
+    'mount-timeout': { type: 'string', argument: 'DURATION', description: 'controller: how long a helper pod may take to mount its PVC (default 5m)' },
+    'agent-timeout': { type: 'string', argument: 'DURATION', description: "controller: how long Queued work may wait for its node's agent (default 5m)" },
+    'heartbeat-timeout': { type: 'string', argument: 'DURATION', description: "controller: how old an agent's heartbeat may get before its work fails with AgentLost (default 90s)" },
+    node: { type: 'string', argument: 'NAME', description: 'agent: the node it runs on (default: NODE_NAME)' },
+    'kubelet-root': { type: 'string', argument: 'DIR', description: "agent: the kubelet's directory, where pods' volumes are mounted (default /var/lib/kubelet)" },
+    concurrency: { type: 'string', argument: 'N', description: 'agent: backups and restores at once on this node (default 1)' },
+    'max-attempts': { type: 'string', argument: 'N', description: 'agent: runs of one backup or restore across agent restarts before it fails with AgentRestarted (default 2)' },
+    heartbeat: { type: 'string', argument: 'DURATION', description: 'agent: how often running work reports progress and that the agent lives (default 10s)' },
+    grace: { type: 'string', argument: 'DURATION', description: 'agent: on SIGTERM, how long running work gets before it is left to the next agent (default 20s)' },
+    'work-dir': { type: 'string', argument: 'DIR', description: 'agent: where what a backup exports beside the volume is written first (default: the temporary directory)' },
   },
   async run(ctx, v, positionals) {
     const sub = positionals[0];
     if (sub === undefined) throw new UsageError("k8s needs a subcommand: meshback k8s discover [-n NAMESPACE | -A] [-l SELECTOR] (see 'meshback k8s --help')");
-    if (NOT_BUILT.includes(sub)) throw new UsageError(`k8s ${sub} is not built yet (only 'meshback k8s discover' is): see docs/design.md, "Kubernetes: discover"`);
-    if (sub !== 'discover') throw new UsageError(`unknown k8s subcommand ${JSON.stringify(sub)}: the one built is 'meshback k8s discover'`);
+    if (NOT_BUILT.includes(sub)) throw new UsageError(`k8s ${sub} is not built yet (built: ${BUILT.join(', ')}): see docs/k8s.md`);
+    if (!BUILT.includes(sub)) throw new UsageError(`unknown k8s subcommand ${JSON.stringify(sub)}: the subcommands are ${BUILT.join(', ')}`);
+    if (sub === 'hold') return holdCommand(ctx);
+    if (sub === 'controller' || sub === 'agent') {
+      if (positionals.length > 1) throw new UsageError(`k8s ${sub} takes no arguments, not ${JSON.stringify(positionals[1])}`);
+      const kc = loadKubeConfig(str(v['kubeconfig']));
+      return sub === 'controller' ? controllerCommand(ctx, v, kc) : agentCommand(ctx, v, kc);
+    }
     if (positionals.length > 1) throw new UsageError(`k8s discover takes no arguments, not ${JSON.stringify(positionals[1])}: use -n NAMESPACE or -l SELECTOR`);
     const all = bool(v['all-namespaces']);
     const nsOpt = str(v['namespace']);

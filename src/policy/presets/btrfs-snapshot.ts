@@ -24,6 +24,7 @@ import * as path from 'node:path';
 import { MeshbackError, errMessage, errnoCode } from '../../errors/index.ts';
 import { run, which } from '../../host/process.ts';
 import type { Source } from '../../source/index.ts';
+import { mappedSource } from '../../source/mapped.ts';
 import { about, v } from '../../util/schema.ts';
 import { mountOf } from '../../volumes/index.ts';
 import type { PresetContext, PresetRun } from './types.ts';
@@ -65,27 +66,6 @@ function alive(pid: number): boolean {
   } catch (err) {
     return errnoCode(err) === 'EPERM';
   }
-}
-
-/** A Source reading `map`'s targets for paths below its keys (longest key first). */
-export function mappedSource(inner: Source, map: [string, string][]): Source {
-  const pairs = map.map(([from, to]) => [Buffer.from(from), Buffer.from(to)] as const).sort((a, b) => b[0].length - a[0].length);
-  const to = (p: Buffer): Buffer => {
-    for (const [f, t] of pairs) {
-      if (p.length >= f.length && p.subarray(0, f.length).equals(f) && (p.length === f.length || p[f.length] === 0x2f || f.length === 1)) return Buffer.concat([t, p.subarray(f.length)]);
-    }
-    return p;
-  };
-  return {
-    kind: `btrfs snapshot of the ${inner.kind}`,
-    lstat: (p) => inner.lstat(to(p)),
-    lstatSync: (p) => inner.lstatSync(to(p)),
-    readdirSync: (p) => inner.readdirSync(to(p)),
-    readdir: (p) => inner.readdir(to(p)),
-    readlink: (p) => inner.readlink(to(p)),
-    openSync: (p) => inner.openSync(to(p)),
-    open: (p) => inner.open(to(p)),
-  };
 }
 
 /** The btrfs-snapshot preset of one run (the factory the registry calls). */
@@ -175,7 +155,7 @@ export function btrfsSnapshotPreset(cfg: BtrfsSnapshotPresetConfig, ctx: PresetC
       // the symlink entries (source -> its real path) are superseded by the snapshot's
       const bySource = new Map<string, string>();
       for (const [f, t] of map) bySource.set(f, t);
-      return mappedSource(inner, [...bySource.entries()]);
+      return mappedSource(inner, [...bySource.entries()], `btrfs snapshot of the ${inner.kind}`);
     },
 
     async finish(ok) {

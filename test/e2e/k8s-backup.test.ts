@@ -1,0 +1,371 @@
+/**
+ * meshback on Kubernetes, end to end, against the real kube-apiserver of the lab's test
+ * environment (etcd, kube-apiserver with RBAC, controller manager, scheduler, kwok nodes) with the
+ * stand-in kubelet and CSI driver of lab/testenv/k8s-standin.ts: real loop-mounted btrfs volumes,
+ * real btrfs snapshots for VolumeSnapshots, bind mounts where the kubelet would mount a pod's
+ * volume. `meshback k8s controller` and two `meshback k8s agent`s (one per kwok node) run as local
+ * processes with the service-account credentials the chart grants, so a missing RBAC rule fails
+ * here.
+ *
+ * A testbed-shaped namespace (three PVCs, pods with Istio and Linkerd sidecars, on two nodes):
+ *   - a BackupPolicy produces VolumeBackups of the three PVCs on its schedule; the agents of both
+ *     nodes complete them; each snapshot is verified (read back and compared with the
+ *     VolumeSnapshot); nothing the controller made is left;
+ *   - a VolumeRestore into a new PVC restores identical data, RTO reported;
+ *   - an agent SIGKILLed mid-backup: its successor resumes the backup (attempt 2); with
+ *     --max-attempts 1 it fails it explicitly (AgentRestarted); with no successor the controller
+ *     fails it (AgentLost); no object is orphaned;
+ *   - a VolumeSnapshot that never becomes ready ends in SnapshotTimeout, and is deleted;
+ *   - two controllers: one leads through the Lease; the other takes over when it dies.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { CoordinationV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import { startK8s, type K8sEnv } from '../../lab/testenv/index.ts';
+import { startStandin, type Standin } from '../../lab/testenv/k8s-standin.ts';
+import { compareTrees } from '../../lab/gen/compare.ts';
+import { btrfsSupport } from '../../src/volumes/index.ts';
+import type { VolumeBackup, VolumeRestore } from '../../src/k8s/api.ts';
+import { installMeshback } from '../helpers/k8s-install.ts';
+import { BIN, mb, rmrf, tmpdir, waitGone } from '../helpers/cli.ts';
+
+const NS = 'shop';
+const PASSWORD = 'k8s-test-password';
+const G = { group: 'meshback.io', version: 'v1alpha1' };
+const ENV = { MESHBACK_TEST_SCRYPT_N: '1024', MESHBACK_CACHE_DIR: path.join(os.tmpdir(), 'meshback-test-cache') };
+
+const support = await btrfsSupport().catch(() => ({ ok: false, reason: 'btrfs support unknown' }));
+const skip = process.getuid?.() !== 0 ? 'needs root (loop devices and mounts)' : !(support as { ok: boolean }).ok ? `no btrfs here (${(support as { reason?: string }).reason ?? ''})` : false;
+
+let k8s: K8sEnv;
+let kc: KubeConfig;
+let core: CoreV1Api;
+let co: CustomObjectsApi;
+let standin: Standin;
+let work: string;
+let repo: string;
+let creds: { controllerKubeconfig: string; agentKubeconfig: string; namespace: string };
+const procs = new Set<Proc>();
+
+interface Proc {
+  p: ChildProcess;
+  out: string[];
+  stop(sig?: NodeJS.Signals): Promise<void>;
+}
+
+function start(name: string, args: string[]): Proc {
+  const log = createWriteStream(path.join(work, `${name}.log`), { flags: 'a' });
+  const p = spawn(BIN, args, { env: { ...process.env, ...ENV }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const out: string[] = [];
+  p.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    out.push(...d.split('\n').filter((l) => l !== ''));
+    log.write(d);
+  });
+  p.stderr!.setEncoding('utf8').on('data', (d: string) => log.write(d));
+  const proc: Proc = {
+    p,
+    out,
+    async stop(sig = 'SIGTERM') {
+      procs.delete(proc);
+      if (p.exitCode === null && p.signalCode === null) {
+        p.kill(sig);
+        if (!(await waitGone(p.pid!, 25_000))) p.kill('SIGKILL');
+      }
+      log.end();
+    },
+  };
+  procs.add(proc);
+  return proc;
+}
+
+const controller = (name: string, extra: string[] = []): Proc =>
+  start(name, ['k8s', 'controller', '--kubeconfig', creds.controllerKubeconfig, '--namespace', creds.namespace, '--identity', name, '--poll', '300ms', '--lease-duration', '4s', '--helper-image', 'meshback:test', ...extra]);
+const agent = (node: string, extra: string[] = []): Proc =>
+  start(`agent-${node}`, ['k8s', 'agent', '--kubeconfig', creds.agentKubeconfig, '--node', node, '--kubelet-root', standin.kubeletRoot(node), '--poll', '300ms', '--heartbeat', '1s', '--grace', '1s', ...extra]);
+
+async function until<T>(what: string, ms: number, f: () => Promise<T | undefined>): Promise<T> {
+  const t0 = Date.now();
+  let last = '';
+  while (Date.now() - t0 < ms) {
+    try {
+      const v = await f();
+      if (v !== undefined) return v;
+    } catch (e) {
+      last = (e as Error).message.slice(0, 300);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  assert.fail(`timed out after ${ms} ms waiting for ${what}${last !== '' ? ` (last error: ${last})` : ''}`);
+}
+
+const list = async <T>(plural: string, labelSelector?: string): Promise<T[]> => ((await co.listNamespacedCustomObject({ ...G, plural, namespace: NS, ...(labelSelector !== undefined ? { labelSelector } : {}) })) as { items: T[] }).items;
+const getVb = async (name: string): Promise<VolumeBackup> => (await co.getNamespacedCustomObject({ ...G, plural: 'volumebackups', namespace: NS, name })) as VolumeBackup;
+const getVr = async (name: string): Promise<VolumeRestore> => (await co.getNamespacedCustomObject({ ...G, plural: 'volumerestores', namespace: NS, name })) as VolumeRestore;
+
+/** What the controller makes for a run and must delete: VolumeSnapshots, PVCs and pods labelled managed-by=meshback. */
+async function leftovers(): Promise<string[]> {
+  const sel = 'app.kubernetes.io/managed-by=meshback';
+  const snaps = ((await co.listNamespacedCustomObject({ group: 'snapshot.storage.k8s.io', version: 'v1', plural: 'volumesnapshots', namespace: NS, labelSelector: sel })) as { items: { metadata: { name: string } }[] }).items;
+  const pvcs = (await core.listNamespacedPersistentVolumeClaim({ namespace: NS, labelSelector: sel })).items;
+  const pods = (await core.listNamespacedPod({ namespace: NS, labelSelector: sel })).items;
+  return [...snaps.map((s) => `VolumeSnapshot/${s.metadata.name}`), ...pvcs.map((p) => `PVC/${p.metadata?.name}`), ...pods.map((p) => `Pod/${p.metadata?.name}`)];
+}
+
+async function pvc(name: string, size = '1Gi', labels: Record<string, string> = {}): Promise<string> {
+  await core.createNamespacedPersistentVolumeClaim({ namespace: NS, body: { metadata: { name, labels }, spec: { accessModes: ['ReadWriteOnce'], storageClassName: standin.storageClass, resources: { requests: { storage: size } } } } });
+  return until(`PVC ${name} bound`, 30_000, async () => {
+    const c = await core.readNamespacedPersistentVolumeClaim({ name, namespace: NS });
+    return c.status?.phase === 'Bound' ? c.spec?.volumeName : undefined;
+  });
+}
+
+function appPod(name: string, node: string, claim: string, mesh: 'istio' | 'istio-native' | 'linkerd', labels: Record<string, string>): V1Pod {
+  const app = { name: 'app', image: 'app:1', volumeMounts: [{ name: 'data', mountPath: '/data' }] };
+  const spec =
+    mesh === 'istio'
+      ? { initContainers: [{ name: 'istio-init', image: 'proxyv2' }], containers: [{ name: 'istio-proxy', image: 'proxyv2' }, app] }
+      : mesh === 'istio-native'
+        ? { initContainers: [{ name: 'istio-proxy', image: 'proxyv2', restartPolicy: 'Always' }], containers: [app] }
+        : { initContainers: [{ name: 'linkerd-init', image: 'proxy-init' }], containers: [{ name: 'linkerd-proxy', image: 'proxy' }, app] };
+  const annotations = mesh === 'linkerd' ? { 'linkerd.io/proxy-version': 'stable-2.14' } : { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}' };
+  return { metadata: { name, labels, annotations }, spec: { nodeName: node, ...spec, volumes: [{ name: 'data', persistentVolumeClaim: { claimName: claim } }] } };
+}
+
+async function running(name: string): Promise<void> {
+  await until(`pod ${name} running`, 30_000, async () => ((await core.readNamespacedPod({ name, namespace: NS })).status?.phase === 'Running' ? true : undefined));
+}
+
+async function writeTree(dir: string, seed: string, files: number): Promise<void> {
+  for (let i = 0; i < files; i++) {
+    await fsp.mkdir(path.join(dir, `d${i % 4}`), { recursive: true });
+    await fsp.writeFile(path.join(dir, `d${i % 4}`, `f${i}.dat`), Buffer.from(`${seed}:${i}:`.repeat(200 + i * 37)));
+  }
+  await fsp.symlink('d0/f0.dat', path.join(dir, 'link')).catch(() => undefined);
+}
+
+const pvs: Record<string, string> = {};
+
+before(async () => {
+  if (skip !== false) return;
+  work = tmpdir('k8s-backup');
+  k8s = await startK8s();
+  kc = k8s.kubeConfig();
+  core = kc.makeApiClient(CoreV1Api);
+  co = kc.makeApiClient(CustomObjectsApi);
+  standin = await startStandin({ kc, root: path.join(work, 'standin'), nodes: k8s.nodes });
+  creds = await installMeshback(k8s, { namespace: 'meshback' });
+  repo = path.join(work, 'repo');
+  const init = await mb(['init', '--repo', repo, '--json'], { env: { MESHBACK_PASSWORD: PASSWORD } });
+  assert.equal(init.code, 0, init.stderr);
+  await core.createNamespace({ body: { metadata: { name: NS, labels: { 'istio-injection': 'enabled' } } } });
+  await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 'backup-repo' }, stringData: { repository: repo, password: PASSWORD } } });
+  // the testbed's shape: orders (PostgreSQL, Istio classic) and envoy logs (Istio native) on node 0, sessions (Redis, Linkerd) on node 1
+  pvs['orders-data'] = await pvc('orders-data', '1Gi', { tier: 'db' });
+  pvs['sessions-data'] = await pvc('sessions-data', '1Gi', { tier: 'cache' });
+  pvs['envoy-logs'] = await pvc('envoy-logs', '1Gi', { tier: 'mesh' });
+  await core.createNamespacedPod({ namespace: NS, body: appPod('orders-0', k8s.nodes[0]!, 'orders-data', 'istio', { app: 'orders', backup: 'yes' }) });
+  await core.createNamespacedPod({ namespace: NS, body: appPod('sessions-0', k8s.nodes[1]!, 'sessions-data', 'linkerd', { app: 'sessions', backup: 'yes' }) });
+  await core.createNamespacedPod({ namespace: NS, body: appPod('gateway-0', k8s.nodes[0]!, 'envoy-logs', 'istio-native', { app: 'gateway', backup: 'yes' }) });
+  for (const p of ['orders-0', 'sessions-0', 'gateway-0']) await running(p);
+  await writeTree(standin.volumePath(pvs['orders-data']), 'orders', 40);
+  await writeTree(standin.volumePath(pvs['sessions-data']), 'sessions', 25);
+  await writeTree(standin.volumePath(pvs['envoy-logs']), 'envoy', 10);
+});
+
+after(async () => {
+  for (const p of [...procs]) await p.stop('SIGKILL');
+  if (standin !== undefined) await standin.stop();
+  if (k8s !== undefined) await k8s.stop();
+  if (work !== undefined) await rmrf(work);
+});
+
+test('a BackupPolicy backs up three PVCs on two nodes on schedule from VolumeSnapshots, each snapshot verified, nothing left behind (kubelet and CSI driver: stand-in)', { skip, timeout: 240_000 }, async () => {
+  controller('controller-a');
+  agent(k8s.nodes[0]!);
+  agent(k8s.nodes[1]!);
+  await co.createNamespacedCustomObject({
+    ...G,
+    plural: 'backuppolicies',
+    namespace: NS,
+    body: { apiVersion: 'meshback.io/v1alpha1', kind: 'BackupPolicy', metadata: { name: 'mesh-volumes' }, spec: { selector: { matchLabels: { backup: 'yes' } }, schedule: 'every 30s', strategy: 'snapshot', rpo: '1h', retention: { keepLast: 5 }, repository: { secretRef: { name: 'backup-repo' } } } },
+  });
+  // the first run: one VolumeBackup per PVC, completed on the node of its helper pod
+  const first = await until('three completed VolumeBackups', 90_000, async () => {
+    const vbs = await list<VolumeBackup>('volumebackups', 'meshback.io/policy=mesh-volumes');
+    const failed = vbs.find((b) => b.status?.phase === 'Failed');
+    if (failed !== undefined) assert.fail(`${failed.metadata.name} failed: ${failed.status?.reason}: ${failed.status?.message}`);
+    return vbs.length === 3 && vbs.every((b) => b.status?.phase === 'Completed') ? vbs : undefined;
+  });
+  assert.deepEqual(first.map((b) => b.spec.pvc).sort(), ['envoy-logs', 'orders-data', 'sessions-data']);
+  const nodes = new Set(first.map((b) => b.status!.source!.node));
+  for (const b of first) {
+    assert.match(b.status!.snapshotId!, /^[0-9a-f]{64}$/);
+    assert.equal(b.status!.verification?.verified, true, JSON.stringify(b.status));
+    assert.match(b.status!.verification!.method, /compared with the VolumeSnapshot/);
+    assert.ok((b.status!.files ?? 0) > 0);
+    assert.ok(b.status!.volumeSnapshot !== undefined);
+  }
+  // the repository holds them, tagged
+  const snaps = await mb(['snapshots', '--repo', repo, '--json', '--tag', 'policy=mesh-volumes'], { env: { MESHBACK_PASSWORD: PASSWORD } });
+  assert.equal(snaps.code, 0, snaps.stderr);
+  for (const b of first) assert.ok(snaps.stdout.includes(b.status!.snapshotId!), `snapshot ${b.status!.snapshotId} of ${b.spec.pvc} is in the repository`);
+  await until('no VolumeSnapshot, snapshot PVC or helper pod left', 30_000, async () => ((await leftovers()).length === 0 ? true : undefined));
+  // on schedule: a second round about 30 s after the first
+  const second = await until('a second round of three', 80_000, async () => {
+    const vbs = (await list<VolumeBackup>('volumebackups', 'meshback.io/policy=mesh-volumes')).filter((b) => !first.some((f) => f.metadata.name === b.metadata.name));
+    return vbs.length === 3 && vbs.every((b) => b.status?.phase === 'Completed') ? vbs : undefined;
+  });
+  const gap = (Date.parse(second[0]!.spec.scheduledTime!) - Date.parse(first[0]!.spec.scheduledTime!)) / 1000;
+  assert.ok(gap >= 29 && gap < 45, `the second run came ${gap} s after the first (schedule: every 30s)`);
+  for (const b of second) assert.ok((b.status!.rpoSeconds ?? 0) >= 29, `RPO of ${b.spec.pvc}: ${b.status!.rpoSeconds}`);
+  // the policy reports its volumes within the RPO target
+  const pol = (await co.getNamespacedCustomObject({ ...G, plural: 'backuppolicies', namespace: NS, name: 'mesh-volumes' })) as { status?: { volumes?: { pvc: string; rpoExceeded?: boolean }[]; conditions?: { type: string; status: string }[] } };
+  assert.equal(pol.status?.volumes?.length, 3);
+  assert.ok(pol.status!.volumes!.every((v) => v.rpoExceeded === false));
+  assert.equal(pol.status?.conditions?.find((c) => c.type === 'RPOMet')?.status, 'True');
+  await co.patchNamespacedCustomObject({ ...G, plural: 'backuppolicies', namespace: NS, name: 'mesh-volumes', body: [{ op: 'add', path: '/spec/suspend', value: true }] });
+  console.log(`# nodes used: ${[...nodes].join(', ')}`);
+  assert.equal(nodes.size, 2, 'both nodes did work');
+});
+
+test('a VolumeRestore into a new PVC restores identical data and reports its RTO (kubelet and CSI driver: stand-in)', { skip, timeout: 120_000 }, async () => {
+  const done = (await list<VolumeBackup>('volumebackups', 'meshback.io/policy=mesh-volumes')).filter((b) => b.spec.pvc === 'orders-data' && b.status?.phase === 'Completed').sort((a, b) => a.status!.completionTime!.localeCompare(b.status!.completionTime!));
+  const snap = done.at(-1)!.status!.snapshotId!;
+  await co.createNamespacedCustomObject({
+    ...G,
+    plural: 'volumerestores',
+    namespace: NS,
+    body: { apiVersion: 'meshback.io/v1alpha1', kind: 'VolumeRestore', metadata: { name: 'orders-copy' }, spec: { snapshot: snap.slice(0, 12), policy: 'mesh-volumes', targetPvc: 'orders-restored', create: { storageClassName: standin.storageClass, size: '1Gi' } } },
+  });
+  const vr = await until('the restore to complete', 60_000, async () => {
+    const r = await getVr('orders-copy');
+    if (r.status?.phase === 'Failed') assert.fail(`${r.status.reason}: ${r.status.message}`);
+    return r.status?.phase === 'Completed' ? r : undefined;
+  });
+  assert.equal(vr.status!.snapshotId, snap);
+  assert.equal(vr.status!.verification?.verified, true);
+  assert.ok(vr.status!.rtoSeconds! > 0 && vr.status!.rtoSeconds! < 60, `RTO ${vr.status!.rtoSeconds}`);
+  const pv = (await core.readNamespacedPersistentVolumeClaim({ name: 'orders-restored', namespace: NS })).spec!.volumeName!;
+  const diffs = await compareTrees(standin.volumePath(pvs['orders-data']!), standin.volumePath(pv), { owner: true, mtime: true });
+  assert.deepEqual(diffs, []);
+  await until('the restore helper pod is gone', 20_000, async () => ((await leftovers()).length === 0 ? true : undefined));
+  console.log(`# restore: ${vr.status!.files} files, ${vr.status!.bytes} bytes, RTO ${vr.status!.rtoSeconds} s`);
+});
+
+/** A VolumeBackup made by hand (a policy's suspended: only what the test creates runs). */
+async function manualBackup(name: string, claim: string, strategy: 'snapshot' | 'live', policy = 'manual'): Promise<void> {
+  await co.createNamespacedCustomObject({ ...G, plural: 'volumebackups', namespace: NS, body: { apiVersion: 'meshback.io/v1alpha1', kind: 'VolumeBackup', metadata: { name, labels: { 'meshback.io/policy': policy } }, spec: { policy, pvc: claim, strategy } } });
+}
+
+async function killWhenRunning(name: string, victim: Proc): Promise<VolumeBackup> {
+  const vb = await until(`${name} Running`, 60_000, async () => {
+    const b = await getVb(name);
+    if (b.status?.phase === 'Completed' || b.status?.phase === 'Failed') assert.fail(`${name} ended (${b.status.phase}) before the agent could be killed: make the volume bigger`);
+    return b.status?.phase === 'Running' ? b : undefined;
+  });
+  await victim.stop('SIGKILL');
+  return vb;
+}
+
+test('an agent SIGKILLed mid-backup: the next agent resumes it, or fails it explicitly; with no agent the controller fails it; nothing orphaned (kubelet and CSI driver: stand-in)', { skip, timeout: 240_000 }, async () => {
+  const node = k8s.nodes[1]!;
+  for (const p of [...procs]) if (p.p.spawnargs.includes(node)) await p.stop();
+  await co.createNamespacedCustomObject({ ...G, plural: 'backuppolicies', namespace: NS, body: { apiVersion: 'meshback.io/v1alpha1', kind: 'BackupPolicy', metadata: { name: 'manual' }, spec: { schedule: 'every 24h', suspend: true, strategy: 'live', repository: { secretRef: { name: 'backup-repo' } } } } });
+  // a volume big enough that a backup takes seconds: 768 MiB that does not compress
+  const bulkPv = await pvc('bulk-data', '2Gi');
+  await core.createNamespacedPod({ namespace: NS, body: appPod('bulk-0', node, 'bulk-data', 'linkerd', { app: 'bulk' }) });
+  await running('bulk-0');
+  const big = await fsp.open(path.join(standin.volumePath(bulkPv), 'big.bin'), 'w');
+  const block = Buffer.alloc(8 << 20);
+  for (let i = 0; i < 96; i++) {
+    for (let j = 0; j < block.length; j += 4) block.writeUInt32LE((Math.random() * 2 ** 32) >>> 0, j);
+    await big.write(block);
+  }
+  await big.close();
+
+  // 1. killed, then a new agent on the node: the backup runs again (attempt 2) and completes
+  let a = agent(node);
+  await manualBackup('bulk-resume', 'bulk-data', 'live');
+  const killed = await killWhenRunning('bulk-resume', a);
+  assert.equal(killed.status!.attempt, 1);
+  a = agent(node);
+  const resumed = await until('bulk-resume completed by the next agent', 90_000, async () => {
+    const b = await getVb('bulk-resume');
+    if (b.status?.phase === 'Failed') assert.fail(`${b.status.reason}: ${b.status.message}`);
+    return b.status?.phase === 'Completed' ? b : undefined;
+  });
+  assert.equal(resumed.status!.attempt, 2);
+  assert.notEqual(resumed.status!.agent, killed.status!.agent);
+  assert.equal(resumed.status!.verification?.verified, true);
+
+  // 2. killed again, and the next agent allows one attempt only: Failed, AgentRestarted, with what to do
+  await a.stop();
+  a = agent(node);
+  await manualBackup('bulk-once', 'bulk-data', 'live');
+  await killWhenRunning('bulk-once', a);
+  a = agent(node, ['--max-attempts', '1']);
+  const failed = await until('bulk-once failed', 30_000, async () => {
+    const b = await getVb('bulk-once');
+    return b.status?.phase === 'Failed' ? b : b.status?.phase === 'Completed' ? assert.fail('it completed') : undefined;
+  });
+  assert.equal(failed.status!.reason, 'AgentRestarted');
+  assert.match(failed.status!.message!, /restarted during this backup 1 time\(s\).*create a new VolumeBackup/);
+
+  // 3. killed and no agent comes back: the controller fails it when the heartbeat stops (AgentLost)
+  await a.stop();
+  for (const p of [...procs]) if (p.p.spawnargs.includes('controller')) await p.stop();
+  controller('controller-b', ['--heartbeat-timeout', '4s']);
+  a = agent(node);
+  await manualBackup('bulk-lost', 'bulk-data', 'live');
+  await killWhenRunning('bulk-lost', a);
+  const lost = await until('bulk-lost failed by the controller', 30_000, async () => {
+    const b = await getVb('bulk-lost');
+    return b.status?.phase === 'Failed' ? b : undefined;
+  });
+  assert.equal(lost.status!.reason, 'AgentLost');
+  assert.match(lost.status!.message!, /stopped reporting/);
+  // a snapshot-strategy backup whose agent dies: its VolumeSnapshot, PVC and helper pod are deleted when it fails
+  a = agent(node);
+  await manualBackup('bulk-snap-lost', 'bulk-data', 'snapshot');
+  await killWhenRunning('bulk-snap-lost', a);
+  await until('bulk-snap-lost failed', 30_000, async () => ((await getVb('bulk-snap-lost')).status?.phase === 'Failed' ? true : undefined));
+  await until('nothing orphaned', 30_000, async () => ((await leftovers()).length === 0 ? true : undefined));
+  agent(node);
+});
+
+test('a VolumeSnapshot that never becomes ready ends in SnapshotTimeout, with what to do, and is deleted (CSI driver: stand-in)', { skip, timeout: 90_000 }, async () => {
+  await co.createNamespacedCustomObject({
+    ...G,
+    plural: 'backuppolicies',
+    namespace: NS,
+    body: { apiVersion: 'meshback.io/v1alpha1', kind: 'BackupPolicy', metadata: { name: 'stuck' }, spec: { schedule: 'every 24h', suspend: true, strategy: 'snapshot', snapshot: { className: standin.stuckSnapshotClass, readyTimeout: '5s' }, repository: { secretRef: { name: 'backup-repo' } } } },
+  });
+  await manualBackup('stuck-1', 'envoy-logs', 'snapshot', 'stuck');
+  const b = await until('stuck-1 failed', 40_000, async () => {
+    const x = await getVb('stuck-1');
+    return x.status?.phase === 'Failed' ? x : undefined;
+  });
+  assert.equal(b.status!.reason, 'SnapshotTimeout');
+  assert.match(b.status!.message!, /was not ready to use after 5 s: check the CSI driver's snapshotter/);
+  await until('the stuck VolumeSnapshot deleted', 20_000, async () => ((await leftovers()).length === 0 ? true : undefined));
+});
+
+test('two controllers: one leads through the Lease, the other takes over when it is killed', { skip, timeout: 90_000 }, async () => {
+  for (const p of [...procs]) if (p.p.spawnargs.includes('controller')) await p.stop();
+  const coord = kc.makeApiClient(CoordinationV1Api);
+  const one = controller('controller-one');
+  await until('controller-one leads', 20_000, async () => ((await coord.readNamespacedLease({ name: 'meshback-controller', namespace: creds.namespace })).spec?.holderIdentity === 'controller-one' ? true : undefined));
+  const two = controller('controller-two');
+  await new Promise((r) => setTimeout(r, 2000));
+  assert.equal((await coord.readNamespacedLease({ name: 'meshback-controller', namespace: creds.namespace })).spec?.holderIdentity, 'controller-one', 'the second controller waits');
+  await one.stop('SIGKILL');
+  await until('controller-two takes over', 20_000, async () => ((await coord.readNamespacedLease({ name: 'meshback-controller', namespace: creds.namespace })).spec?.holderIdentity === 'controller-two' ? true : undefined));
+  // and it acts: a new backup runs
+  await manualBackup('after-failover', 'orders-data', 'snapshot', 'mesh-volumes');
+  await until('after-failover completed', 60_000, async () => ((await getVb('after-failover')).status?.phase === 'Completed' ? true : undefined));
+  await two.stop();
+});

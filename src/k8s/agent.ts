@@ -40,7 +40,7 @@ import { CompareTarget } from '../target/compare.ts';
 import { Semaphore } from '../util/semaphore.ts';
 import { NODE_LABEL, TERMINAL } from './api.ts';
 import type { BackupPolicy, FailureReason, VolumeBackup, VolumeBackupStatus, VolumeRestore, VolumeRestoreStatus, VolumeSource } from './api.ts';
-import { ask, notFound, Resources, conflict , sleep } from './kube.ts';
+import { ask, conflict, notFound, Resources, sleep } from './kube.ts';
 
 export interface AgentLog {
   (level: 'info' | 'warn' | 'error', message: string, object?: string): void;
@@ -70,6 +70,8 @@ export interface AgentOptions {
 /** The snapshot's paths: the volume, and the export beside it. */
 export const VOLUME_PATH = '/volume';
 export const EXPORT_PATH = '/k8s';
+/** how long the agent waits for the kubelet to mount a running pod's volume */
+const MOUNT_WAIT_MS = 30_000;
 
 type Work = { kind: 'VolumeBackup'; obj: VolumeBackup } | { kind: 'VolumeRestore'; obj: VolumeRestore };
 
@@ -254,7 +256,13 @@ export class Agent {
       throw e;
     }
     if (pod.metadata?.uid !== src.podUID) throw new WorkError('NoPod', `the pod ${src.pod} was replaced (UID ${pod.metadata?.uid} is not ${src.podUID}): create a new ${what.split(' ')[0]}`);
-    const dir = await kubeletVolumeDir(this.o.kubeletRoot, src.podUID, src.pvName);
+    // the kubelet may report the pod running a moment before the volume is mounted: wait for it, bounded
+    let dir: string | undefined;
+    for (let t0 = Date.now(); ; ) {
+      dir = await kubeletVolumeDir(this.o.kubeletRoot, src.podUID, src.pvName);
+      if (dir !== undefined || Date.now() - t0 > MOUNT_WAIT_MS || this.o.signal.aborted) break;
+      await sleep(250, this.o.signal);
+    }
     if (dir === undefined) throw new WorkError('NoPod', `the volume ${src.pvName} of pod ${src.pod} is not mounted under ${path.join(this.o.kubeletRoot, 'pods', src.podUID, 'volumes')} on ${this.o.node}: check the agent's --kubelet-root and that the pod is running`);
     return dir;
   }

@@ -29,8 +29,8 @@ import { errMessage } from '../errors/index.ts';
 import { nextRunAfter, scheduleOf, scheduleProblem } from '../policy/index.ts';
 import { parseDuration } from '../util/units.ts';
 import { API_VERSION, LEASE_NAME, MANAGED_BY, NODE_LABEL, OWNER_LABEL, POLICY_LABEL, PVC_LABEL, TERMINAL } from './api.ts';
-import type { BackupPolicy, BackupPolicyStatus, FailureReason, LabelSelector, VolumeBackup, VolumeBackupStatus, VolumeRestore, VolumeRestoreStatus } from './api.ts';
-import { ask, conflict, mergePatch, notFound, Resources , sleep } from './kube.ts';
+import type { BackupPolicy, BackupPolicyStatus, FailureReason, VolumeBackup, VolumeBackupStatus, VolumeRestore, VolumeRestoreStatus } from './api.ts';
+import { ask, conflict, mergePatch, notFound, Resources, selectorMatches, sleep } from './kube.ts';
 import { helperPod } from './pods.ts';
 
 export interface ControllerLog {
@@ -64,21 +64,6 @@ const SNAP = { group: 'snapshot.storage.k8s.io', version: 'v1', plural: 'volumes
 const CLEANED = 'meshback.io/cleaned';
 const iso = (ms: number): string => new Date(ms).toISOString();
 const firstLine = (e: unknown): string => errMessage(e).split('\n')[0]!;
-
-/** Does the selector match these labels (matchLabels and matchExpressions; an empty selector matches everything)? */
-export function selectorMatches(sel: LabelSelector | undefined, labels: Record<string, string> | undefined): boolean {
-  const l = labels ?? {};
-  for (const [k, v] of Object.entries(sel?.matchLabels ?? {})) if (l[k] !== v) return false;
-  for (const e of sel?.matchExpressions ?? []) {
-    const has = Object.hasOwn(l, e.key);
-    const inValues = has && (e.values ?? []).includes(l[e.key]!);
-    if (e.operator === 'In' && !inValues) return false;
-    if (e.operator === 'NotIn' && inValues) return false;
-    if (e.operator === 'Exists' && !has) return false;
-    if (e.operator === 'DoesNotExist' && has) return false;
-  }
-  return true;
-}
 
 /** A name for an object made for `base`: at most 63 characters (a label value too), lowercase. */
 export function childName(base: string, suffix: string): string {

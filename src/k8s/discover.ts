@@ -12,7 +12,9 @@ import * as path from 'node:path';
 import { AppsV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi, KubeConfig, StorageV1Api } from '@kubernetes/client-node';
 import type { V1Job, V1OwnerReference, V1PersistentVolumeClaim, V1Pod, V1ReplicaSet, V1StorageClass } from '@kubernetes/client-node';
 import { MeshbackError, NotFoundError, errMessage } from '../errors/index.ts';
-import { ask, notFound } from './kube.ts';
+import { ask, notFound, Resources, selectorMatches } from './kube.ts';
+import type { BackupPolicy, VolumeBackup } from './api.ts';
+import { parseDuration } from '../util/units.ts';
 import type { DiscoveredPod, DiscoveredPvc, Discovery, Mesh, VolumeState, Workload } from './schema.ts';
 
 export { POLICY_LABEL } from './api.ts';
@@ -157,6 +159,17 @@ async function snapshotClasses(kc: KubeConfig): Promise<SnapshotClass[] | undefi
   return (list.items ?? []).map((c) => ({ name: c.metadata?.name ?? '', driver: c.driver ?? '', isDefault: c.metadata?.annotations?.['snapshot.storage.kubernetes.io/is-default-class'] === 'true' }));
 }
 
+/** The BackupPolicies and VolumeBackups of the namespace (or all); none when meshback's resources are not installed or not readable. */
+async function meshbackObjects(kc: KubeConfig, ns: string | undefined): Promise<{ policies: BackupPolicy[]; backups: VolumeBackup[] }> {
+  const res = new Resources(kc);
+  try {
+    return { policies: await res.list<BackupPolicy>('BackupPolicy', ns), backups: await res.list<VolumeBackup>('VolumeBackup', ns) };
+  } catch (e) {
+    if (notFound(e) || (e instanceof MeshbackError && e.code === 'FORBIDDEN')) return { policies: [], backups: [] };
+    throw e;
+  }
+}
+
 export async function discover(kc: KubeConfig, o: DiscoverOptions): Promise<Discovery> {
   const core = kc.makeApiClient(CoreV1Api);
   const apps = kc.makeApiClient(AppsV1Api);
@@ -181,6 +194,7 @@ export async function discover(kc: KubeConfig, o: DiscoverOptions): Promise<Disc
   const jobList = (await ask(kc, 'list', 'jobs.batch', ns, () => (ns === undefined ? batch.listJobForAllNamespaces() : batch.listNamespacedJob({ namespace: ns })))).items;
   const classes = new Map<string, V1StorageClass>((await ask(kc, 'list', 'storageclasses.storage.k8s.io', undefined, () => storage.listStorageClass())).items.map((c) => [c.metadata?.name ?? '', c]));
   const snaps = await snapshotClasses(kc);
+  const mb = await meshbackObjects(kc, ns);
   // -l: the claims the selector matches, and those mounted by a pod it matches
   let chosen: Set<string> | undefined;
   if (sel.labelSelector !== undefined) {
@@ -216,7 +230,21 @@ export async function discover(kc: KubeConfig, o: DiscoverOptions): Promise<Disc
     const snapshotSupport = snaps === undefined ? 'no snapshot API' : className === null || sc === undefined ? 'no storage class' : serving.length > 0 ? 'yes' : 'no';
     const st = stateOf(pvc, ms, workloads);
     const podPolicies = [...new Set(ms.map((m) => m.pod.metadata?.labels?.[POLICY_LABEL]).filter((x): x is string => x !== undefined && x !== ''))].sort();
-    const policy = pvc.metadata?.labels?.[POLICY_LABEL] ?? (podPolicies.length > 0 ? podPolicies.join(',') : null);
+    const pvcNs = pvc.metadata?.namespace ?? '';
+    const pvcName = pvc.metadata?.name ?? '';
+    const covering = mb.policies.filter((bp) => bp.metadata.namespace === pvcNs && (selectorMatches(bp.spec.selector, pvc.metadata?.labels) || ms.some((m) => selectorMatches(bp.spec.selector, m.pod.metadata?.labels))));
+    const policy = covering.length > 0 ? covering.map((bp) => bp.metadata.name).sort().join(',') : (pvc.metadata?.labels?.[POLICY_LABEL] ?? (podPolicies.length > 0 ? podPolicies.join(',') : null));
+    const newest = mb.backups
+      .filter((b) => b.metadata.namespace === pvcNs && b.spec.pvc === pvcName && b.status?.phase === 'Completed' && b.status.completionTime !== undefined)
+      .sort((a, b) => a.status!.completionTime!.localeCompare(b.status!.completionTime!))
+      .at(-1);
+    let newestBackup: DiscoveredPvc['newestBackup'] = null;
+    if (newest !== undefined) {
+      const rpoText = mb.policies.find((bp) => bp.metadata.namespace === pvcNs && bp.metadata.name === newest.spec.policy)?.spec.rpo;
+      const rpoSeconds = rpoText !== undefined ? parseDuration(rpoText, 'rpo') / 1000 : null;
+      const ageSeconds = Math.max(0, Math.round((Date.now() - Date.parse(newest.status!.completionTime!)) / 1000));
+      newestBackup = { volumeBackup: newest.metadata.name, snapshotId: newest.status!.snapshotId ?? '', time: newest.status!.completionTime!, ageSeconds, rpoSeconds, rpoExceeded: rpoSeconds === null ? null : ageSeconds > rpoSeconds };
+    }
     out.push({
       namespace: pvc.metadata?.namespace ?? '',
       name: pvc.metadata?.name ?? '',
@@ -233,7 +261,7 @@ export async function discover(kc: KubeConfig, o: DiscoverOptions): Promise<Disc
       policy,
       workloads,
       pods: podsOut,
-      newestBackup: null,
+      newestBackup,
     });
   }
   return { message_type: 'summary', server: kc.getCurrentCluster()?.server ?? '', namespace: ns ?? null, selector: sel.labelSelector ?? null, snapshotApi: snaps !== undefined, pvcs: out };

@@ -7,6 +7,7 @@ import { ApiException, CustomObjectsApi, setHeaderOptions } from '@kubernetes/cl
 import type { KubeConfig } from '@kubernetes/client-node';
 import { MeshbackError, errMessage } from '../errors/index.ts';
 import { GROUP, KINDS, VERSION } from './api.ts';
+import type { LabelSelector } from './api.ts';
 
 /** how long one API request may take before the server counts as unreachable */
 const REQUEST_MS = 30_000;
@@ -161,3 +162,19 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener('abort', done, { once: true });
   });
 }
+
+/** Does the selector match these labels (matchLabels and matchExpressions; an empty selector matches everything)? */
+export function selectorMatches(sel: LabelSelector | undefined, labels: Record<string, string> | undefined): boolean {
+  const l = labels ?? {};
+  for (const [k, v] of Object.entries(sel?.matchLabels ?? {})) if (l[k] !== v) return false;
+  for (const e of sel?.matchExpressions ?? []) {
+    const has = Object.hasOwn(l, e.key);
+    const inValues = has && (e.values ?? []).includes(l[e.key]!);
+    if (e.operator === 'In' && !inValues) return false;
+    if (e.operator === 'NotIn' && inValues) return false;
+    if (e.operator === 'Exists' && !has) return false;
+    if (e.operator === 'DoesNotExist' && has) return false;
+  }
+  return true;
+}
+

@@ -40,10 +40,22 @@ export const DiscoveredPvcSchema = v.object({
   snapshotSupport: about(v.picklist(SNAPSHOT_SUPPORT), '"yes" (snapshotClass names it), "no" (no class serves the driver), "no snapshot API" (the VolumeSnapshot CRDs are not installed), "no storage class"'),
   state: about(v.picklist(STATES), 'stateful: owned by a StatefulSet, or a bound ReadWriteOnce(Pod) claim mounted read-write; stateless: mounted otherwise; unmounted: no pod mounts it'),
   stateReason: about(v.string(), 'why, in a few words'),
-  policy: about(v.nullable(v.string()), 'interim: the label meshback.io/policy of the claim, else of the pods that mount it (until the BackupPolicy resource); null: none'),
+  policy: about(v.nullable(v.string()), 'the BackupPolicies whose selector matches the claim or a pod that mounts it (names joined with ","), else the label meshback.io/policy of the claim or its pods (a CronJob-run policy); null: none'),
   workloads: about(v.array(WorkloadSchema), 'the distinct workloads of the pods that mount it'),
   pods: v.array(DiscoveredPodSchema),
-  newestBackup: about(v.null(), 'not built yet: the age of the newest backup against the RPO target (always null in this version)'),
+  newestBackup: about(
+    v.nullable(
+      v.object({
+        volumeBackup: about(v.string(), 'the newest Completed VolumeBackup of the claim'),
+        snapshotId: v.string(),
+        time: about(v.string(), 'when it completed (RFC 3339)'),
+        ageSeconds: v.number(),
+        rpoSeconds: about(v.nullable(v.number()), "the RPO target of its policy (spec.rpo); null: none"),
+        rpoExceeded: about(v.nullable(v.boolean()), 'ageSeconds > rpoSeconds; null: no target'),
+      }),
+    ),
+    'the age of the newest backup against the RPO target; null: no completed VolumeBackup (or the meshback.io resources are not installed or readable)',
+  ),
 });
 export type DiscoveredPvc = v.InferOutput<typeof DiscoveredPvcSchema>;
 

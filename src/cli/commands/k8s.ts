@@ -11,6 +11,7 @@ import type { DiscoveredPvc } from '../../k8s/schema.ts';
 import type { Command } from '../command.ts';
 import { bool, str } from '../command.ts';
 import { EXIT } from '../exit.ts';
+import { formatDuration } from '../../util/units.ts';
 import { agentCommand, controllerCommand, holdCommand } from './k8s-run.ts';
 
 const NOT_BUILT = ['restore', 'cronjob', 'install'];
@@ -70,11 +71,17 @@ export const k8sCommand: Command = {
       if (d.pvcs.length === 0) ctx.out.result(`no PVC in ${where}${d.selector !== null ? ` matching ${d.selector}` : ''}`);
       else for (const line of table(d.pvcs, namespace === undefined)) ctx.out.result(line);
       if (!d.snapshotApi) ctx.out.info('the VolumeSnapshot API (snapshot.storage.k8s.io/v1) is not installed in this cluster: backups will read volumes on their nodes');
-      ctx.out.info('BACKUP (the age of the newest backup against the RPO target) is not built yet; POLICY is the label meshback.io/policy until the BackupPolicy resource');
     }
     return EXIT.OK;
   },
 };
+
+/** The newest backup's age against the RPO target: `4m (RPO 1h ok)`, `2h (RPO 1h EXCEEDED)`, `none`. */
+function backupCell(b: DiscoveredPvc['newestBackup']): string {
+  if (b === null) return 'none';
+  const age = formatDuration(b.ageSeconds * 1000);
+  return b.rpoSeconds === null ? age : `${age} (RPO ${formatDuration(b.rpoSeconds * 1000)} ${b.rpoExceeded === true ? 'EXCEEDED' : 'ok'})`;
+}
 
 /** One line per PVC, columns padded to their widest cell. */
 export function table(pvcs: DiscoveredPvc[], withNamespace: boolean): string[] {
@@ -94,7 +101,7 @@ export function table(pvcs: DiscoveredPvc[], withNamespace: boolean): string[] {
       meshes.join(',') || '-',
       p.state,
       p.policy ?? 'none',
-      '-',
+      backupCell(p.newestBackup),
     ];
   });
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));

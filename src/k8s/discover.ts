@@ -56,8 +56,8 @@ export function contextNamespace(kc: KubeConfig): string {
   return ns !== undefined && ns !== '' ? ns : 'default';
 }
 
-/** One API request: bounded in time, its failures turned into one-line errors that say what to do. */
-async function ask<T>(kc: KubeConfig, verb: string, resource: string, namespace: string | undefined, call: () => Promise<T>): Promise<T> {
+/** One API request (used by mesh.ts too): bounded in time, its failures turned into one-line errors that say what to do. */
+export async function ask<T>(kc: KubeConfig, verb: string, resource: string, namespace: string | undefined, call: () => Promise<T>): Promise<T> {
   const server = kc.getCurrentCluster()?.server ?? '(no server)';
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
@@ -83,7 +83,7 @@ async function ask<T>(kc: KubeConfig, verb: string, resource: string, namespace:
 }
 
 /** the API server answered 404 (see ask) */
-function notFound(e: unknown): boolean {
+export function notFound(e: unknown): boolean {
   return e instanceof MeshbackError && e.code === 'CLUSTER' && e.data['status'] === 404;
 }
 

@@ -503,13 +503,13 @@ export async function exportForBackup(kc: KubeConfig, namespace: string, pvc: st
     for (const { group, mesh, kinds } of MESH_KINDS) {
       const absent = kinds.filter((k) => !served.has(`${group}/${k}`));
       manifest.kinds.absent.push(...absent.map((k) => `${group}/${k}`));
-      if (absent.length > 0) warnings.push(`the cluster serves no ${absent.join(', ')} (${group}): ${mesh}'s ${absent.length === kinds.length ? 'resources of this group are' : 'resources of these kinds are'} not installed, nothing of ${absent.length === 1 ? 'it' : 'them'} exported`);
+      if (absent.length > 0) warnings.push(`the cluster serves no ${absent.join(', ')} (${group}, ${mesh}): not exported`);
       for (const kind of kinds) {
         const r = served.get(`${group}/${kind}`);
         if (r === undefined) continue;
         let items: KObject[];
         try {
-          items = ((await ask(kc, 'list', `${r.plural}.${group}`, namespace, () => co.listNamespacedCustomObject({ group, version: r.version, namespace, plural: r.plural }))) as { items?: KObject[] }).items ?? [];
+          items = ((await busyRetry(() => ask(kc, 'list', `${r.plural}.${group}`, namespace, () => co.listNamespacedCustomObject({ group, version: r.version, namespace, plural: r.plural })))) as { items?: KObject[] }).items ?? [];
         } catch (e) {
           if (e instanceof MeshbackError && e.code === 'FORBIDDEN') manifest.kinds.forbidden.push(`${group}/${kind}`);
           warnings.push(`${kind} (${group}) not exported: ${firstLine(e)}`);
@@ -538,7 +538,7 @@ export async function exportForBackup(kc: KubeConfig, namespace: string, pvc: st
   };
   const tryList = async <T>(resource: string, f: () => Promise<{ items: T[] }>): Promise<T[]> => {
     try {
-      return (await ask(kc, 'list', resource, namespace, f)).items;
+      return (await busyRetry(() => ask(kc, 'list', resource, namespace, f))).items;
     } catch (e) {
       warnings.push(`${resource} not searched for the workload that mounts ${pvc}: ${firstLine(e)}`);
       return [];
@@ -592,7 +592,11 @@ export async function exportForBackup(kc: KubeConfig, namespace: string, pvc: st
       if (templates.some((t) => Object.entries(sel).every(([k, v]) => t.metadata?.labels?.[k] === v))) objects.push({ ...(svc as KObject), apiVersion: 'v1', kind: 'Service' });
     }
     const cms = new Map<string, boolean>();
-    for (const t of templates) for (const [n, optional] of configMapsOf(t)) cms.set(n, (cms.get(n) ?? true) && optional);
+    // what the application refers to: not the ConfigMaps of injected volumes (Istio's istio-ca-root-cert)
+    for (const t of templates) {
+      const own = templateOf(stripInjected({ apiVersion: 'v1', kind: 'Pod', metadata: t.metadata ?? {}, spec: t.spec } as unknown as KObject).object)!;
+      for (const [n, optional] of configMapsOf(own)) cms.set(n, (cms.get(n) ?? true) && optional);
+    }
     for (const [name, optional] of [...cms].sort()) {
       try {
         objects.push({ ...((await ask(kc, 'get', 'configmaps', namespace, () => core.readNamespacedConfigMap({ namespace, name }))) as KObject), apiVersion: 'v1', kind: 'ConfigMap' });
@@ -610,6 +614,21 @@ export async function exportForBackup(kc: KubeConfig, namespace: string, pvc: st
   }
   files.push({ path: 'k8s/manifest.json', content: Buffer.from(JSON.stringify(manifest, null, 2) + '\n') });
   return { files, warnings };
+}
+
+/**
+ * A 429 is the API server saying "not now" (its watch cache of a just-installed CRD is still
+ * initializing, or priority and fairness hold the request back): asked again, 1 s, 2 s, 4 s, 8 s later.
+ */
+async function busyRetry<T>(f: () => Promise<T>): Promise<T> {
+  for (let delay = 1000; ; delay *= 2) {
+    try {
+      return await f();
+    } catch (e) {
+      if (!(e instanceof MeshbackError && e.data['status'] === 429) || delay > 8000) throw e;
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
 }
 
 function escapeRe(s: string): string {

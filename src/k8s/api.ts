@@ -303,6 +303,7 @@ export const AGENT_RULES: RbacRule[] = [
   { apiGroups: [''], resources: ['secrets'], verbs: ['get'], why: 'reads the repository location and password from the Secret a policy or restore names (get by name only: no list, no watch)' },
   { apiGroups: [''], resources: ['pods'], verbs: ['get'], why: "checks that the pod whose volume it reads is still the one the kubelet mounted (its UID)" },
   { apiGroups: [''], resources: ['pods/exec'], verbs: ['create'], why: 'runs the hooks of a policy in the named container of the application pod' },
+  { apiGroups: [''], resources: ['pods/portforward'], verbs: ['create'], why: "captures Envoy's admin state (config_dump, clusters, stats on port 15000) of the application pod's Istio proxy into the snapshot; without it a warning, not a failure" },
   { apiGroups: ['apps'], resources: ['deployments', 'statefulsets', 'daemonsets', 'replicasets'], verbs: ['get', 'list'], why: 'exports the workload that mounts the PVC into the snapshot, beside the volume data' },
   { apiGroups: [''], resources: ['services', 'configmaps'], verbs: ['get', 'list'], why: "exports the workload's services and configuration (not its Secrets) into the snapshot" },
   { apiGroups: ['networking.istio.io', 'security.istio.io', 'policy.linkerd.io', 'linkerd.io', 'consul.hashicorp.com'], resources: ['*'], verbs: ['get', 'list'], why: "exports the namespace's mesh configuration (Istio, Linkerd, Consul) into the snapshot" },

@@ -91,8 +91,3 @@ export function agentCommand(ctx: Context, v: Values, kc: KubeConfig, exporter?:
   };
   return untilStopped(ctx, 'agent', (signal) => new Agent({ ...base, signal }).run());
 }
-
-/** The helper pod's process: holds the PVC mounted until it is stopped. */
-export function holdCommand(ctx: Context): Promise<number> {
-  return untilStopped(ctx, 'hold', (signal) => new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true })));
-}

@@ -12,7 +12,9 @@ import type { Command } from '../command.ts';
 import { bool, str } from '../command.ts';
 import { EXIT } from '../exit.ts';
 import { formatDuration } from '../../util/units.ts';
-import { agentCommand, controllerCommand, holdCommand } from './k8s-run.ts';
+import { k8sHold } from './k8s-hold.ts';
+import { exportForBackup } from '../../k8s/mesh.ts';
+import { agentCommand, controllerCommand } from './k8s-run.ts';
 
 const NOT_BUILT = ['restore', 'cronjob', 'install'];
 const BUILT = ['discover', 'controller', 'agent', 'hold'];
@@ -51,11 +53,11 @@ export const k8sCommand: Command = {
     if (sub === undefined) throw new UsageError("k8s needs a subcommand: meshback k8s discover [-n NAMESPACE | -A] [-l SELECTOR] (see 'meshback k8s --help')");
     if (NOT_BUILT.includes(sub)) throw new UsageError(`k8s ${sub} is not built yet (built: ${BUILT.join(', ')}): see docs/k8s.md`);
     if (!BUILT.includes(sub)) throw new UsageError(`unknown k8s subcommand ${JSON.stringify(sub)}: the subcommands are ${BUILT.join(', ')}`);
-    if (sub === 'hold') return holdCommand(ctx);
+    if (sub === 'hold') return k8sHold();
     if (sub === 'controller' || sub === 'agent') {
       if (positionals.length > 1) throw new UsageError(`k8s ${sub} takes no arguments, not ${JSON.stringify(positionals[1])}`);
       const kc = loadKubeConfig(str(v['kubeconfig']));
-      return sub === 'controller' ? controllerCommand(ctx, v, kc) : agentCommand(ctx, v, kc);
+      return sub === 'controller' ? controllerCommand(ctx, v, kc) : agentCommand(ctx, v, kc, (ns, pvc) => exportForBackup(kc, ns, pvc));
     }
     if (positionals.length > 1) throw new UsageError(`k8s discover takes no arguments, not ${JSON.stringify(positionals[1])}: use -n NAMESPACE or -l SELECTOR`);
     const all = bool(v['all-namespaces']);

@@ -11,22 +11,26 @@ import type { DiscoveredPvc } from '../../k8s/schema.ts';
 import type { Command } from '../command.ts';
 import { bool, str } from '../command.ts';
 import { EXIT } from '../exit.ts';
+import { K8S_INSTALL_OPTIONS, cronjobHandler, installHandler } from './k8s-install.ts';
 
-const NOT_BUILT = ['controller', 'agent', 'restore', 'cronjob', 'install'];
+const NOT_BUILT = ['controller', 'agent', 'restore'];
 
 export const k8sCommand: Command = {
   name: 'k8s',
   summary: 'Kubernetes: discover lists every PVC with its pods, workload, mesh, snapshot support, state and policy',
-  usage: 'meshback k8s discover [-n NAMESPACE | -A] [-l SELECTOR] [--kubeconfig FILE] [--json]',
+  usage: 'meshback k8s discover [-n NAMESPACE | -A] [-l SELECTOR] [--kubeconfig FILE] [--json]\n       meshback k8s install --render [-n NAMESPACE] [--image IMAGE] [--no-namespace] [--json]\n       meshback k8s cronjob --policy NAME [-n NAMESPACE] [--image IMAGE] [-f FILE --pvc NAME...] [--json]',
   options: {
     namespace: { type: 'string', short: 'n', argument: 'NAMESPACE', description: "the namespace to list (default: the kubeconfig context's, else default)" },
     'all-namespaces': { type: 'boolean', short: 'A', description: 'list the PVCs of every namespace' },
     selector: { type: 'string', short: 'l', argument: 'SELECTOR', description: 'only the PVCs this label selector matches, or that a pod it matches mounts (e.g. app=orders)' },
     kubeconfig: { type: 'string', argument: 'FILE', description: 'the kubeconfig (default: KUBECONFIG, else ~/.kube/config, else the service account in a pod)' },
+    ...K8S_INSTALL_OPTIONS,
   },
   async run(ctx, v, positionals) {
     const sub = positionals[0];
     if (sub === undefined) throw new UsageError("k8s needs a subcommand: meshback k8s discover [-n NAMESPACE | -A] [-l SELECTOR] (see 'meshback k8s --help')");
+    if (sub === 'install') return installHandler(ctx, v, positionals);
+    if (sub === 'cronjob') return cronjobHandler(ctx, v, positionals);
     if (NOT_BUILT.includes(sub)) throw new UsageError(`k8s ${sub} is not built yet (only 'meshback k8s discover' is): see docs/design.md, "Kubernetes: discover"`);
     if (sub !== 'discover') throw new UsageError(`unknown k8s subcommand ${JSON.stringify(sub)}: the one built is 'meshback k8s discover'`);
     if (positionals.length > 1) throw new UsageError(`k8s discover takes no arguments, not ${JSON.stringify(positionals[1])}: use -n NAMESPACE or -l SELECTOR`);

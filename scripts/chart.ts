@@ -4,7 +4,8 @@
  * templates/_generated.tpl (the RBAC rules of src/k8s/api.ts without their reasons, the
  * no-injection labels and annotations, the agent's capabilities). `--check` writes nothing and
  * exits 1 when a file differs from what the code says (test/unit/k8s-install.test.ts runs the same
- * comparison).
+ * comparison). It also writes the RBAC tables of docs/k8s.md (between its rbac markers), every
+ * rule with its reason.
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
@@ -14,6 +15,36 @@ import { crdFiles } from '../src/k8s/crds.ts';
 import { AGENT_CAPABILITIES } from '../src/k8s/install.ts';
 
 export const CHART_DIR = path.resolve(import.meta.dirname, '../charts/meshback');
+export const DOCS = path.resolve(import.meta.dirname, '../docs/k8s.md');
+const BEGIN = '<!-- rbac: generated from src/k8s/api.ts by npm run chart -->';
+const END = '<!-- rbac: end -->';
+
+/** The RBAC tables of docs/k8s.md: every rule of each role with its reason. */
+export function rbacSection(): string {
+  const table = (title: string, rs: RbacRule[]): string[] => [
+    `**${title}**`,
+    '',
+    '| API groups | resources | verbs | why |',
+    '|---|---|---|---|',
+    ...rs.map((r) => `| ${r.apiGroups.map((g) => (g === '' ? '"" (core)' : g)).join(', ')} | ${r.resources.join(', ')} | ${r.verbs.join(', ')} | ${r.why.replace(/\|/g, '\\|')} |`),
+    '',
+  ];
+  return [
+    BEGIN,
+    ...table('ClusterRole meshback-controller (CONTROLLER_RULES)', CONTROLLER_RULES),
+    ...table('Role meshback-controller, in the install namespace only (CONTROLLER_NAMESPACE_RULES)', CONTROLLER_NAMESPACE_RULES),
+    ...table('ClusterRole meshback-agent (AGENT_RULES)', AGENT_RULES),
+    END,
+  ].join('\n');
+}
+
+/** docs/k8s.md with its RBAC section as the code says (undefined: the file has no markers) */
+export function docsWithRbac(text: string): string | undefined {
+  const a = text.indexOf(BEGIN);
+  const b = text.indexOf(END);
+  if (a < 0 || b < a) return undefined;
+  return text.slice(0, a) + rbacSection() + text.slice(b + END.length);
+}
 
 const y = (x: unknown): string => stringify(x, { lineWidth: 0 }).trimEnd();
 const rules = (rs: RbacRule[]): string => y(rs.map((r) => ({ apiGroups: r.apiGroups, resources: r.resources, verbs: r.verbs })));
@@ -47,6 +78,8 @@ export function staleChartFiles(dir = CHART_DIR): string[] {
     .map(([name]) => name);
   const crds = path.join(dir, 'crds');
   if (existsSync(crds)) for (const f of readdirSync(crds)) if (files[`crds/${f}`] === undefined) stale.push(`crds/${f}`);
+  const docs = existsSync(DOCS) ? readFileSync(DOCS, 'utf8') : '';
+  if (docsWithRbac(docs) !== docs) stale.push('docs/k8s.md (RBAC section)');
   return stale;
 }
 
@@ -63,6 +96,9 @@ if (import.meta.main) {
     mkdirSync(path.join(CHART_DIR, 'crds'), { recursive: true });
     for (const f of readdirSync(path.join(CHART_DIR, 'crds'))) if (files[`crds/${f}`] === undefined) rmSync(path.join(CHART_DIR, 'crds', f));
     for (const [name, text] of Object.entries(files)) writeFileSync(path.join(CHART_DIR, name), text);
-    process.stdout.write(`chart: wrote ${Object.keys(files).length} files to charts/meshback\n`);
+    const docs = docsWithRbac(readFileSync(DOCS, 'utf8'));
+    if (docs === undefined) throw new Error(`docs/k8s.md has no RBAC markers (${BEGIN} ... ${END})`);
+    writeFileSync(DOCS, docs);
+    process.stdout.write(`chart: wrote ${Object.keys(files).length} files to charts/meshback and the RBAC section of docs/k8s.md\n`);
   }
 }

@@ -8,6 +8,7 @@
  * `meshback run POLICY --config /etc/meshback/policies.yaml`. No controller, no agent, no
  * VolumeSnapshot: the live volume is read as it is. docs/k8s.md, "Without the controller: CronJobs".
  */
+import { createHash } from 'node:crypto';
 import { ApiException, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { parseAllDocuments, stringify } from 'yaml';
 import { MeshbackError, NotFoundError, UsageError, errMessage } from '../errors/index.ts';
@@ -100,9 +101,7 @@ export interface CronJobOptions {
 export function cronJobName(policy: string, pvc: string): string {
   const n = `meshback-${policy}-${pvc}`;
   if (n.length <= 52) return n;
-  let h = 0;
-  for (const c of n) h = (h * 31 + c.charCodeAt(0)) >>> 0;
-  return `${n.slice(0, 45).replace(/[-.]+$/, '')}-${h.toString(36).slice(0, 6)}`;
+  return `${n.slice(0, 43).replace(/[-.]+$/, '')}-${createHash('sha256').update(n).digest('hex').slice(0, 8)}`;
 }
 
 /** The ConfigMap and the CronJob that back up `pvc` by policy `p`. */

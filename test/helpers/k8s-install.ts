@@ -22,7 +22,7 @@ export async function applyObjects(kc: KubeConfig, objs: readonly K8sObject[]): 
     try {
       await api.create(body);
     } catch (e) {
-      if (!(e instanceof ApiException) || e.code !== 409) throw new Error(`cannot create ${o.kind} ${o.metadata.namespace ?? ''}/${o.metadata.name}: ${(e as Error).message.slice(0, 500)}`);
+      if (!(e instanceof ApiException) || e.code !== 409) throw new Error(`cannot create ${o.kind} ${o.metadata.namespace ?? ''}/${o.metadata.name}: ${(e as Error).message.slice(0, 500)}`, { cause: e });
       const cur = await api.read({ apiVersion: o.apiVersion, kind: o.kind, metadata: { name: o.metadata.name, ...(o.metadata.namespace !== undefined ? { namespace: o.metadata.namespace } : {}) } });
       await api.replace({ ...body, metadata: { ...body.metadata, resourceVersion: cur.metadata?.resourceVersion } } as KubernetesObject);
     }

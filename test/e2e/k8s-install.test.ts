@@ -300,7 +300,9 @@ test("meshback k8s cronjob: a ConfigMap and a CronJob for each PVC the policy se
   // the command line and policy file meshback run takes: a dry run of them succeeds
   const policyFile = path.join(work, 'policies.yaml');
   await fsp.writeFile(policyFile, cm.data['policies.yaml']!);
-  const dry = await mb(['run', 'minutely', '--config', policyFile, '--retry-lock', '10m', '--dry-run'], { env: { MESHBACK_REPO: path.join(work, 'no-repo'), MESHBACK_PASSWORD: 'pw' }, timeoutMs: 60_000 });
+  const repoEnv = { MESHBACK_REPO: path.join(work, 'repo'), MESHBACK_PASSWORD: 'pw' };
+  assert.equal((await mb(['init'], { env: repoEnv, timeoutMs: 60_000 })).code, 0);
+  const dry = await mb(['run', 'minutely', '--config', policyFile, '--retry-lock', '10m', '--dry-run'], { env: repoEnv, timeoutMs: 60_000 });
   assert.equal(dry.code, 0, dry.stderr);
   assert.match(dry.stdout, /policy minutely \(dry run\): ok/);
 

@@ -1,9 +1,10 @@
 /**
  * k8s: meshback on Kubernetes. `meshback k8s discover` lists every PVC with the pods that mount it,
  * their workload and mesh, the storage class and snapshot support, stateful or stateless, and the
- * policy that covers it (src/k8s/discover.ts; docs/design.md, "Kubernetes: discover"). The other
- * subcommands of issue 15 (controller, agent, restore, cronjob, install) are not built yet: a usage
- * error (exit 2) says so.
+ * policy that covers it (src/k8s/discover.ts; docs/design.md, "Kubernetes: discover"). `controller`
+ * and `agent` run meshback in a cluster (k8s-run.ts), `hold` is the helper pods' process,
+ * `install --render` and `cronjob` print manifests (k8s-install.ts). `restore` is not built yet: a
+ * usage error (exit 2) says so.
  */
 import { UsageError } from '../../errors/index.ts';
 import { contextNamespace, discover, loadKubeConfig } from '../../k8s/discover.ts';
@@ -16,8 +17,9 @@ import { k8sHold } from './k8s-hold.ts';
 import { exportForBackup } from '../../k8s/mesh.ts';
 import { agentCommand, controllerCommand } from './k8s-run.ts';
 
-const NOT_BUILT = ['restore', 'cronjob', 'install'];
-const BUILT = ['discover', 'controller', 'agent', 'hold'];
+const NOT_BUILT = ['restore'];
+const BUILT = ['discover', 'controller', 'agent', 'install', 'cronjob', 'hold'];
+import { K8S_INSTALL_OPTIONS, cronjobHandler, installHandler } from './k8s-install.ts';
 
 export const k8sCommand: Command = {
   name: 'k8s',
@@ -26,6 +28,8 @@ export const k8sCommand: Command = {
     'meshback k8s discover [-n NAMESPACE | -A] [-l SELECTOR] [--kubeconfig FILE] [--json]',
     'meshback k8s controller [--namespace NS] [--identity ID] [--helper-image IMAGE] [--snapshot-timeout D] [--mount-timeout D] [--agent-timeout D] [--heartbeat-timeout D]',
     'meshback k8s agent --node NAME [--kubelet-root DIR] [--concurrency N] [--max-attempts N] [--heartbeat D]',
+    'meshback k8s install --render [-n NAMESPACE] [--image IMAGE] [--no-namespace] [--json]',
+    'meshback k8s cronjob --policy NAME [-n NAMESPACE] [--image IMAGE] [-f FILE --pvc NAME...] [--json]',
   ].join('\n       '),
   options: {
     namespace: { type: 'string', short: 'n', argument: 'NAMESPACE', description: "the namespace to list (default: the kubeconfig context's, else default)" },
@@ -47,10 +51,13 @@ export const k8sCommand: Command = {
     heartbeat: { type: 'string', argument: 'DURATION', description: 'agent: how often running work reports progress and that the agent lives (default 10s)' },
     grace: { type: 'string', argument: 'DURATION', description: 'agent: on SIGTERM, how long running work gets before it is left to the next agent (default 20s)' },
     'work-dir': { type: 'string', argument: 'DIR', description: 'agent: where what a backup exports beside the volume is written first (default: the temporary directory)' },
+    ...K8S_INSTALL_OPTIONS,
   },
   async run(ctx, v, positionals) {
     const sub = positionals[0];
     if (sub === undefined) throw new UsageError("k8s needs a subcommand: meshback k8s discover [-n NAMESPACE | -A] [-l SELECTOR] (see 'meshback k8s --help')");
+    if (sub === 'install') return installHandler(ctx, v, positionals);
+    if (sub === 'cronjob') return cronjobHandler(ctx, v, positionals);
     if (NOT_BUILT.includes(sub)) throw new UsageError(`k8s ${sub} is not built yet (built: ${BUILT.join(', ')}): see docs/k8s.md`);
     if (!BUILT.includes(sub)) throw new UsageError(`unknown k8s subcommand ${JSON.stringify(sub)}: the subcommands are ${BUILT.join(', ')}`);
     if (sub === 'hold') return k8sHold();

@@ -23,7 +23,6 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { MeshbackError, errMessage, errnoCode } from '../../errors/index.ts';
 import { run, which } from '../../host/process.ts';
-import type { Source } from '../../source/index.ts';
 import { mappedSource } from '../../source/mapped.ts';
 import { about, v } from '../../util/schema.ts';
 import { mountOf } from '../../volumes/index.ts';

@@ -135,7 +135,8 @@ export class Controller {
     const co = this.o.kc.makeApiClient(CoordinationV1Api);
     const ns = this.o.namespace;
     const durS = Math.max(1, Math.round((this.o.leaseDurationMs ?? 15_000) / 1000));
-    const nowIso = new Date(this.now()).toISOString();
+    // a Lease's times are MicroTime: six fractional digits
+    const nowIso = new Date(this.now()).toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
     let lease: V1Lease;
     try {
       lease = await ask(this.o.kc, 'get', 'leases.coordination.k8s.io', ns, () => co.readNamespacedLease({ name: LEASE_NAME, namespace: ns }));
@@ -169,7 +170,7 @@ export class Controller {
     const co = this.o.kc.makeApiClient(CoordinationV1Api);
     const lease = await co.readNamespacedLease({ name: LEASE_NAME, namespace: this.o.namespace });
     if (lease.spec?.holderIdentity !== this.identity) return;
-    await co.replaceNamespacedLease({ name: LEASE_NAME, namespace: this.o.namespace, body: { ...lease, spec: { ...lease.spec, holderIdentity: '', renewTime: new Date(0) } } });
+    await co.replaceNamespacedLease({ name: LEASE_NAME, namespace: this.o.namespace, body: { ...lease, spec: { ...lease.spec, holderIdentity: '', renewTime: '1970-01-01T00:00:00.000000Z' as unknown as Date } } });
   }
 
   // ---- one pass over everything
@@ -367,7 +368,11 @@ export class Controller {
         metadata: { name: srcName, namespace: ns, labels: { [MANAGED_BY.key]: MANAGED_BY.value, [OWNER_LABEL]: b.metadata.name }, ownerReferences: [ownerRef(b)] },
         spec: { accessModes: ['ReadWriteOnce'], ...(pvc?.spec?.storageClassName !== undefined ? { storageClassName: pvc.spec.storageClassName } : {}), resources: { requests: { storage: size } }, dataSource: { apiGroup: 'snapshot.storage.k8s.io', kind: 'VolumeSnapshot', name: snapName } },
       });
-      await this.createPod(helperPod({ name: childName(b.metadata.name, 'holder'), namespace: ns, pvc: srcName, readOnly: true, image: this.o.helperImage, owner: ownerRef(b) }));
+      // on the node of the pod that mounts the volume, if one runs: node-local drivers (hostpath, TopoLVM,
+      // local volumes) can only serve the snapshot there, and the work spreads as the application does
+      const pods = (await ask(this.o.kc, 'list', 'pods', ns, () => this.core.listNamespacedPod({ namespace: ns }))).items;
+      const node = pods.find((x) => running(x) && claimsOf(x).includes(b.spec.pvc) && x.metadata?.labels?.[MANAGED_BY.key] !== MANAGED_BY.value)?.spec?.nodeName;
+      await this.createPod(helperPod({ name: childName(b.metadata.name, 'holder'), namespace: ns, pvc: srcName, readOnly: true, image: this.o.helperImage, owner: ownerRef(b), ...(node !== undefined ? { node } : {}) }));
       return this.setBackup(b, { phase: 'Mounting', message: `mounting the snapshot's PVC ${srcName} with a helper pod` });
     }
     if (phase === 'Mounting') {

@@ -155,7 +155,7 @@ const pvs: Record<string, string> = {};
 before(async () => {
   if (skip !== false) return;
   work = tmpdir('k8s-backup');
-  k8s = await startK8s();
+  k8s = await startK8s(process.env['KEEP_K8S_WORK'] !== undefined ? { dir: path.join(work, 'k8s') } : {});
   kc = k8s.kubeConfig();
   core = kc.makeApiClient(CoreV1Api);
   co = kc.makeApiClient(CustomObjectsApi);
@@ -183,7 +183,9 @@ after(async () => {
   for (const p of [...procs]) await p.stop('SIGKILL');
   if (standin !== undefined) await standin.stop();
   if (k8s !== undefined) await k8s.stop();
-  if (work !== undefined) await rmrf(work);
+  // KEEP_K8S_WORK=1 keeps the processes' logs (WORK/*.log) for a look after a failure
+  if (work !== undefined && process.env['KEEP_K8S_WORK'] === undefined) await rmrf(work);
+  else if (work !== undefined) console.error(`# kept ${work}`);
 });
 
 test('a BackupPolicy backs up three PVCs on two nodes on schedule from VolumeSnapshots, each snapshot verified, nothing left behind (kubelet and CSI driver: stand-in)', { skip, timeout: 240_000 }, async () => {

@@ -21,6 +21,7 @@ export const EXIT = {
   TIMEOUT: 17,
   CLUSTER: 18,
   FORBIDDEN: 19,
+  K8S_FAILED: 20,
   INTERRUPTED: 130,
 } as const;
 
@@ -44,6 +45,7 @@ export const EXIT_DOC: [number, string][] = [
   [EXIT.TIMEOUT, 'trigger --wait: the run did not end within --timeout (it goes on on the server)'],
   [EXIT.CLUSTER, 'k8s: no Kubernetes API server reachable (connection refused, timed out, an error answer), or no cluster configured (--kubeconfig, KUBECONFIG, ~/.kube/config, in a pod)'],
   [EXIT.FORBIDDEN, 'k8s: the Kubernetes API server refused a request: RBAC forbids it (the message names the verb and resource to grant) or the credentials (401)'],
+  [EXIT.K8S_FAILED, 'k8s restore: the VolumeRestore ended Failed in the cluster (the message gives its reason: SnapshotTimeout, NoAgent, AgentLost, RestoreFailed, ...) or did not end within --timeout'],
   [EXIT.INTERRUPTED, 'interrupted (SIGINT/SIGTERM; server: a run did not end within --grace, or a second signal came); nothing already stored is lost'],
 ];
 
@@ -84,6 +86,8 @@ export function exitCodeFor(code: ErrorCode): number {
       return EXIT.CLUSTER;
     case 'FORBIDDEN':
       return EXIT.FORBIDDEN;
+    case 'K8S_FAILED':
+      return EXIT.K8S_FAILED;
     default:
       return EXIT.FATAL;
   }

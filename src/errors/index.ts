@@ -31,6 +31,8 @@ export type ErrorCode =
   | 'CLUSTER'
   /** the Kubernetes API server refused a request (RBAC 403, or 401) (meshback k8s) */
   | 'FORBIDDEN'
+  /** a VolumeBackup or VolumeRestore ended Failed in the cluster (its reason and message say why) (meshback k8s restore) */
+  | 'K8S_FAILED'
   | 'INTERNAL';
 
 export class MeshbackError extends Error {

@@ -20,7 +20,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -60,9 +60,23 @@ interface Proc {
   stop(sig?: NodeJS.Signals): Promise<void>;
 }
 
-function start(name: string, args: string[]): Proc {
+/** A memory cgroup (v1 here: memory.limit_in_bytes) with this limit, as a DaemonSet's limit would be. */
+async function memoryCgroup(name: string, bytes: number): Promise<string | undefined> {
+  const dir = `/sys/fs/cgroup/memory/${name}-${process.pid}`;
+  try {
+    await fsp.mkdir(dir);
+    await fsp.writeFile(path.join(dir, 'memory.limit_in_bytes'), String(bytes));
+    return dir;
+  } catch {
+    return undefined;
+  }
+}
+
+function start(name: string, args: string[], cgroup?: string): Proc {
   const log = createWriteStream(path.join(work, `${name}.log`), { flags: 'a' });
-  const p = spawn(BIN, args, { env: { ...process.env, ...ENV }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // in a cgroup: the shell puts itself in it, then becomes meshback
+  const [cmd, argv] = cgroup === undefined ? [BIN, args] : ['sh', ['-c', `echo $$ > ${cgroup}/cgroup.procs && exec "$@"`, 'sh', BIN, ...args]];
+  const p = spawn(cmd, argv, { env: { ...process.env, ...ENV }, stdio: ['ignore', 'pipe', 'pipe'] });
   const out: string[] = [];
   p.stdout!.setEncoding('utf8').on('data', (d: string) => {
     out.push(...d.split('\n').filter((l) => l !== ''));
@@ -87,8 +101,8 @@ function start(name: string, args: string[]): Proc {
 
 const controller = (name: string, extra: string[] = []): Proc =>
   start(name, ['k8s', 'controller', '--kubeconfig', creds.controllerKubeconfig, '--namespace', creds.namespace, '--identity', name, '--poll', '300ms', '--lease-duration', '4s', '--helper-image', 'meshback:test', ...extra]);
-const agent = (node: string, extra: string[] = []): Proc =>
-  start(`agent-${node}`, ['k8s', 'agent', '--kubeconfig', creds.agentKubeconfig, '--node', node, '--kubelet-root', standin.kubeletRoot(node), '--poll', '300ms', '--heartbeat', '1s', '--grace', '1s', ...extra]);
+const agent = (node: string, extra: string[] = [], cgroup?: string): Proc =>
+  start(`agent-${node}`, ['k8s', 'agent', '--kubeconfig', creds.agentKubeconfig, '--node', node, '--kubelet-root', standin.kubeletRoot(node), '--poll', '300ms', '--heartbeat', '1s', '--grace', '1s', ...extra], cgroup);
 
 async function until<T>(what: string, ms: number, f: () => Promise<T | undefined>): Promise<T> {
   const t0 = Date.now();
@@ -235,6 +249,17 @@ test('a BackupPolicy backs up three PVCs on two nodes on schedule from VolumeSna
   await co.patchNamespacedCustomObject({ ...G, plural: 'backuppolicies', namespace: NS, name: 'mesh-volumes', body: [{ op: 'add', path: '/spec/suspend', value: true }] });
   console.log(`# nodes used: ${[...nodes].join(', ')}`);
   assert.equal(nodes.size, 2, 'both nodes did work');
+  // discover: the three PVCs, their meshes, the policy that covers them and the newest backup against the RPO
+  const d = await mb(['k8s', 'discover', '-n', NS, '--json', '--kubeconfig', k8s.kubeconfig], { timeoutMs: 60_000 });
+  assert.equal(d.code, 0, d.stderr);
+  const pvcsOut = (JSON.parse(d.stdout) as { pvcs: { name: string; policy: string | null; pods: { mesh: string; node: string }[]; newestBackup: { rpoSeconds: number; rpoExceeded: boolean; snapshotId: string } | null }[] }).pvcs;
+  const row = (n: string) => pvcsOut.find((x) => x.name === n)!;
+  assert.deepEqual(['orders-data', 'sessions-data', 'envoy-logs'].map((n) => [row(n).policy, row(n).pods.map((x) => x.mesh).join(',')]), [['mesh-volumes', 'istio'], ['mesh-volumes', 'linkerd'], ['mesh-volumes', 'istio-native']]);
+  for (const n of ['orders-data', 'sessions-data', 'envoy-logs']) {
+    assert.equal(row(n).newestBackup?.rpoSeconds, 3600);
+    assert.equal(row(n).newestBackup?.rpoExceeded, false);
+    assert.ok(second.some((b) => b.status!.snapshotId === row(n).newestBackup!.snapshotId), `the newest backup of ${n} is of the second round`);
+  }
 });
 
 test('a VolumeRestore into a new PVC restores identical data and reports its RTO (kubelet and CSI driver: stand-in)', { skip, timeout: 120_000 }, async () => {
@@ -261,10 +286,52 @@ test('a VolumeRestore into a new PVC restores identical data and reports its RTO
   console.log(`# restore: ${vr.status!.files} files, ${vr.status!.bytes} bytes, RTO ${vr.status!.rtoSeconds} s`);
 });
 
+test('meshback k8s restore --scale-down: a Deployment scaled to zero, its PVC restored from a snapshot and verified, scaled back; RTO reported (kubelet and CSI driver: stand-in)', { skip, timeout: 150_000 }, async () => {
+  const { AppsV1Api } = await import('@kubernetes/client-node');
+  const apps = kc.makeApiClient(AppsV1Api);
+  const webPv = await pvc('web-data');
+  await apps.createNamespacedDeployment({
+    namespace: NS,
+    body: { metadata: { name: 'web' }, spec: { replicas: 1, selector: { matchLabels: { app: 'web' } }, template: { metadata: { labels: { app: 'web' } }, spec: { containers: [{ name: 'nginx', image: 'nginx:1', volumeMounts: [{ name: 'data', mountPath: '/usr/share/nginx/html' }] }], volumes: [{ name: 'data', persistentVolumeClaim: { claimName: 'web-data' } }] } } } },
+  });
+  await until('the web pod running', 60_000, async () => ((await core.listNamespacedPod({ namespace: NS, labelSelector: 'app=web' })).items.some((p) => p.status?.phase === 'Running') ? true : undefined));
+  const vol = standin.volumePath(webPv);
+  await writeTree(vol, 'web', 30);
+  const orig = path.join(work, 'web-orig');
+  execFileSync('cp', ['-a', vol, orig]);
+  await manualBackup('web-1', 'web-data', 'live', 'mesh-volumes');
+  const b = await until('web-1 completed', 60_000, async () => {
+    const x = await getVb('web-1');
+    if (x.status?.phase === 'Failed') assert.fail(`${x.status.reason}: ${x.status.message}`);
+    return x.status?.phase === 'Completed' ? x : undefined;
+  });
+  // the data goes bad: a file deleted, one overwritten
+  await fsp.rm(path.join(vol, 'd1', 'f1.dat'));
+  await fsp.writeFile(path.join(vol, 'd2', 'f2.dat'), 'garbage');
+  const r = await mb(['k8s', 'restore', b.status!.snapshotId!.slice(0, 10), '--to-pvc', 'web-data', '--policy', 'mesh-volumes', '--scale-down', '-n', NS, '--kubeconfig', k8s.kubeconfig, '--json', '--timeout', '2m'], { timeoutMs: 150_000 });
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  const sum = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { snapshotId: string; rtoSeconds: number; verification: { verified: boolean }; scaledDown: { kind: string; name: string; replicas: number } };
+  assert.equal(sum.snapshotId, b.status!.snapshotId);
+  assert.equal(sum.verification.verified, true);
+  assert.deepEqual(sum.scaledDown, { kind: 'Deployment', name: 'web', replicas: 1 });
+  assert.ok(sum.rtoSeconds > 0);
+  assert.deepEqual(await compareTrees(orig, vol, { owner: true, mtime: true }), []);
+  await until('web scaled back to 1', 30_000, async () => ((await apps.readNamespacedDeployment({ name: 'web', namespace: NS })).spec?.replicas === 1 ? true : undefined));
+  // a failed restore is exit 20 with its reason: a snapshot that does not exist
+  const bad = await mb(['k8s', 'restore', 'ffffffffff', '--to-pvc', 'web-data', '--policy', 'mesh-volumes', '-n', NS, '--kubeconfig', k8s.kubeconfig, '--timeout', '2m'], { timeoutMs: 150_000 });
+  assert.equal(bad.code, 20, bad.stderr);
+  assert.match(bad.stderr, /^meshback: VolumeRestore shop\/restore-web-data-\w+ failed \(RestoreFailed\): .*ffffffffff/m);
+  console.log(`# k8s restore --scale-down: RTO ${sum.rtoSeconds} s`);
+});
+
 /** A VolumeBackup made by hand (a policy's suspended: only what the test creates runs). */
 async function manualBackup(name: string, claim: string, strategy: 'snapshot' | 'live', policy = 'manual'): Promise<void> {
+  // a new mtime: the backup reads the big file again instead of taking it from its parent snapshot (seconds, not milliseconds)
+  if (bigFile !== '' && claim === 'bulk-data') await fsp.utimes(bigFile, new Date(), new Date());
   await co.createNamespacedCustomObject({ ...G, plural: 'volumebackups', namespace: NS, body: { apiVersion: 'meshback.io/v1alpha1', kind: 'VolumeBackup', metadata: { name, labels: { 'meshback.io/policy': policy } }, spec: { policy, pvc: claim, strategy } } });
 }
+
+let bigFile = '';
 
 async function killWhenRunning(name: string, victim: Proc): Promise<VolumeBackup> {
   const vb = await until(`${name} Running`, 60_000, async () => {
@@ -284,7 +351,8 @@ test('an agent SIGKILLed mid-backup: the next agent resumes it, or fails it expl
   const bulkPv = await pvc('bulk-data', '2Gi');
   await core.createNamespacedPod({ namespace: NS, body: appPod('bulk-0', node, 'bulk-data', 'linkerd', { app: 'bulk' }) });
   await running('bulk-0');
-  const big = await fsp.open(path.join(standin.volumePath(bulkPv), 'big.bin'), 'w');
+  bigFile = path.join(standin.volumePath(bulkPv), 'big.bin');
+  const big = await fsp.open(bigFile, 'w');
   const block = Buffer.alloc(8 << 20);
   for (let i = 0; i < 96; i++) {
     for (let j = 0; j < block.length; j += 4) block.writeUInt32LE((Math.random() * 2 ** 32) >>> 0, j);
@@ -297,7 +365,9 @@ test('an agent SIGKILLed mid-backup: the next agent resumes it, or fails it expl
   await manualBackup('bulk-resume', 'bulk-data', 'live');
   const killed = await killWhenRunning('bulk-resume', a);
   assert.equal(killed.status!.attempt, 1);
-  a = agent(node);
+  // the agent that resumes runs inside 512 MiB, the DaemonSet's limit (velero#8138, velero#6955: node agents OOM-killed)
+  const cg = await memoryCgroup('meshback-agent', 512 * 1024 * 1024);
+  a = agent(node, [], cg);
   const resumed = await until('bulk-resume completed by the next agent', 90_000, async () => {
     const b = await getVb('bulk-resume');
     if (b.status?.phase === 'Failed') assert.fail(`${b.status.reason}: ${b.status.message}`);
@@ -306,9 +376,18 @@ test('an agent SIGKILLed mid-backup: the next agent resumes it, or fails it expl
   assert.equal(resumed.status!.attempt, 2);
   assert.notEqual(resumed.status!.agent, killed.status!.agent);
   assert.equal(resumed.status!.verification?.verified, true);
+  if (cg !== undefined) {
+    const hwm = /VmHWM:\s+(\d+) kB/.exec(await fsp.readFile(`/proc/${a.p.pid}/status`, 'utf8'))?.[1];
+    const oom = /oom_kill (\d+)/.exec(await fsp.readFile(path.join(cg, 'memory.oom_control'), 'utf8'))?.[1] ?? '0';
+    const maxUsage = Number(await fsp.readFile(path.join(cg, 'memory.max_usage_in_bytes'), 'utf8'));
+    console.log(`# agent in a 512 MiB cgroup: backed up ${(resumed.status!.bytes! / 2 ** 20).toFixed(0)} MiB, peak RSS ${(Number(hwm) / 1024).toFixed(0)} MiB, cgroup peak (with page cache) ${(maxUsage / 2 ** 20).toFixed(0)} MiB, OOM kills ${oom}`);
+    assert.equal(oom, '0', 'no OOM kill inside 512 MiB');
+    assert.ok(Number(hwm) * 1024 < 512 * 2 ** 20, `peak RSS ${hwm} kB under 512 MiB`);
+  } else console.log('# no memory cgroup here: the 512 MiB check did not run');
 
   // 2. killed again, and the next agent allows one attempt only: Failed, AgentRestarted, with what to do
   await a.stop();
+  if (cg !== undefined) await fsp.rmdir(cg).catch(() => undefined);
   a = agent(node);
   await manualBackup('bulk-once', 'bulk-data', 'live');
   await killWhenRunning('bulk-once', a);

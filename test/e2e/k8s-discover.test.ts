@@ -7,7 +7,7 @@
  * VolumeSnapshotClass serves and one without. No CSI driver runs here: the PersistentVolumes are
  * made by the test and bound to the claims by the controller manager's binder. Then the failures:
  * an unknown namespace, a service account without rights (RBAC 403), no API server, and
- * subcommands not built yet. Every wait is bounded.
+ * subcommands' usage errors. Every wait is bounded.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -215,14 +215,13 @@ test('k8s discover: the table has one line per PVC; -l selects claims by their l
   const r = await mb(['k8s', 'discover', '-n', NS], { env: k8s.env, timeoutMs: 60_000 });
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.trimEnd().split('\n');
-  assert.equal(lines.length, 6, r.stdout);
-  assert.match(lines[5]!, /^BACKUP .* is not built yet/);
+  assert.equal(lines.length, 5, r.stdout);
   assert.deepEqual(lines[0]!.split(/\s+/), ['PVC', 'STATUS', 'SIZE', 'CLASS', 'PROVISIONER', 'SNAPSHOT', 'WORKLOAD', 'PODS', 'MESH', 'STATE', 'POLICY', 'BACKUP']);
   const row = (name: string) => lines.slice(0, 5).find((l) => l.startsWith(name + ' '))!.split(/\s{2,}/);
-  assert.deepEqual(row('data-orders-db-0'), ['data-orders-db-0', 'Bound', '1Gi', 'csi-fast', SNAP_DRIVER, 'yes (csi-fast-snap)', 'StatefulSet/orders-db', 'orders-db-0', 'istio-native', 'stateful', 'orders-nightly', '-']);
-  assert.match(lines.find((l) => l.startsWith('envoy-config '))!, /^envoy-config\s+Bound\s+1Gi\s+csi-fast\s+hostpath\.csi\.k8s\.io\s+yes \(csi-fast-snap\)\s+Deployment\/reviews\s+reviews-\S+\s+istio\s+stateless\s+none\s+-$/);
-  assert.deepEqual(row('metrics-data'), ['metrics-data', 'Bound', '1Gi', 'nfs-slow', 'nfs.csi.k8s.io', 'no', 'Pod/metrics', 'metrics', 'linkerd', 'stateful', 'metrics-hourly', '-']);
-  assert.deepEqual(row('scratch'), ['scratch', 'Pending', '1Gi', '-', '-', 'no storage class', 'Pod/toolbox', 'toolbox', 'none', 'stateless', 'none', '-']);
+  assert.deepEqual(row('data-orders-db-0'), ['data-orders-db-0', 'Bound', '1Gi', 'csi-fast', SNAP_DRIVER, 'yes (csi-fast-snap)', 'StatefulSet/orders-db', 'orders-db-0', 'istio-native', 'stateful', 'orders-nightly', 'none']);
+  assert.match(lines.find((l) => l.startsWith('envoy-config '))!, /^envoy-config\s+Bound\s+1Gi\s+csi-fast\s+hostpath\.csi\.k8s\.io\s+yes \(csi-fast-snap\)\s+Deployment\/reviews\s+reviews-\S+\s+istio\s+stateless\s+none\s+none$/);
+  assert.deepEqual(row('metrics-data'), ['metrics-data', 'Bound', '1Gi', 'nfs-slow', 'nfs.csi.k8s.io', 'no', 'Pod/metrics', 'metrics', 'linkerd', 'stateful', 'metrics-hourly', 'none']);
+  assert.deepEqual(row('scratch'), ['scratch', 'Pending', '1Gi', '-', '-', 'no storage class', 'Pod/toolbox', 'toolbox', 'none', 'stateless', 'none', 'none']);
 
   const byPvcLabel = await discoverJson(['-n', NS, '-l', 'meshback.io/policy=metrics-hourly']);
   assert.deepEqual(byPvcLabel.pvcs.map((p) => p.name), ['metrics-data']);
@@ -276,11 +275,16 @@ test('k8s discover: no API server is exit 18, one line; no kubeconfig at all is 
   assert.equal(missing.code, 5, missing.stderr);
 });
 
-test('k8s: the subcommands not built yet are a usage error (exit 2), one line', async () => {
-  for (const sub of ['controller', 'agent', 'restore']) {
-    const r = await mb(['k8s', sub], { timeoutMs: 60_000 });
+test('k8s: an unknown subcommand, an agent without its node, a restore without its target are usage errors (exit 2), one line', async () => {
+  const cases: [string[], string][] = [
+    [['k8s', 'backup'], `meshback: unknown k8s subcommand "backup": the subcommands are discover, controller, agent, restore, install, cronjob, hold\n`],
+    [['k8s', 'agent'], 'meshback: the agent needs its node: give --node NAME (in the DaemonSet: NODE_NAME from spec.nodeName)\n'],
+    [['k8s', 'restore', 'latest', '--policy', 'p'], 'meshback: k8s restore needs --to-pvc NAME: the PVC to restore into\n'],
+  ];
+  for (const [args, stderr] of cases) {
+    const r = await mb(args, { env: { ...k8s.env, NODE_NAME: '' }, timeoutMs: 60_000 });
     assert.equal(r.code, 2, r.stderr);
-    assert.equal(r.stderr, `meshback: k8s ${sub} is not built yet (only 'meshback k8s discover' is): see docs/design.md, "Kubernetes: discover"\n`);
+    assert.equal(r.stderr, stderr);
   }
   const bad = await mb(['k8s', 'discover', '-n', 'a', '-A'], { timeoutMs: 60_000 });
   assert.equal(bad.code, 2, bad.stderr);
@@ -346,6 +350,6 @@ test("k8s discover: a CronJob's Job pod with Consul and a pod with a Linkerd nat
   assert.equal(none.pvcs[0]!.snapshotClass, null);
   const t = await mb(['k8s', 'discover', '-n', ns], { env: k8s.env, timeoutMs: 60_000 });
   assert.equal(t.code, 0, t.stderr);
-  assert.match(t.stdout, /^compact-data\s+Pending\s+1Gi\s+csi-fast\s+hostpath\.csi\.k8s\.io\s+no snapshot API\s+CronJob\/compact,Pod\/l5d-native\s+compact-manual-\S+,l5d-native\s+consul,linkerd-native\s+stateless\s+none\s+-$/m);
+  assert.match(t.stdout, /^compact-data\s+Pending\s+1Gi\s+csi-fast\s+hostpath\.csi\.k8s\.io\s+no snapshot API\s+CronJob\/compact,Pod\/l5d-native\s+compact-manual-\S+,l5d-native\s+consul,linkerd-native\s+stateless\s+none\s+none$/m);
   assert.match(t.stdout, /the VolumeSnapshot API \(snapshot\.storage\.k8s\.io\/v1\) is not installed/);
 });

@@ -25,7 +25,7 @@ export const K8S_INSTALL_OPTIONS: Record<string, OptionSpec> = {
   render: { type: 'boolean', description: 'install: print the manifests (CRDs, RBAC, the Deployment and DaemonSet) as a YAML stream, a JSON list with --json; apply with kubectl apply -f -' },
   image: { type: 'string', argument: 'IMAGE', description: `install, cronjob: the meshback image (default ${INSTALL_DEFAULTS.imageRepository}:${VERSION})` },
   'no-namespace': { type: 'boolean', description: 'install: do not render the namespace object (it exists)' },
-  policy: { type: 'string', argument: 'NAME', description: 'cronjob: the BackupPolicy to render CronJobs for' },
+  policy: { type: 'string', argument: 'NAME', description: 'cronjob: the BackupPolicy to render CronJobs for; restore: the BackupPolicy whose repository holds the snapshot' },
   file: { type: 'string', short: 'f', argument: 'FILE', description: 'cronjob: read the BackupPolicy from this YAML file instead of the cluster (then give --pvc)' },
   pvc: { type: 'string', multiple: true, argument: 'NAME', description: 'cronjob: a PVC to back up (repeatable); with the cluster, default: every PVC the policy selects' },
 };

@@ -3,8 +3,8 @@
  * their workload and mesh, the storage class and snapshot support, stateful or stateless, and the
  * policy that covers it (src/k8s/discover.ts; docs/design.md, "Kubernetes: discover"). `controller`
  * and `agent` run meshback in a cluster (k8s-run.ts), `hold` is the helper pods' process,
- * `install --render` and `cronjob` print manifests (k8s-install.ts). `restore` is not built yet: a
- * usage error (exit 2) says so.
+ * `restore` restores a snapshot into a PVC through a VolumeRestore (k8s-restore.ts), `install
+ * --render` and `cronjob` print manifests (k8s-install.ts).
  */
 import { UsageError } from '../../errors/index.ts';
 import { contextNamespace, discover, loadKubeConfig } from '../../k8s/discover.ts';
@@ -17,9 +17,9 @@ import { k8sHold } from './k8s-hold.ts';
 import { exportForBackup } from '../../k8s/mesh.ts';
 import { agentCommand, controllerCommand } from './k8s-run.ts';
 
-const NOT_BUILT = ['restore'];
-const BUILT = ['discover', 'controller', 'agent', 'install', 'cronjob', 'hold'];
+const BUILT = ['discover', 'controller', 'agent', 'restore', 'install', 'cronjob', 'hold'];
 import { K8S_INSTALL_OPTIONS, cronjobHandler, installHandler } from './k8s-install.ts';
+import { K8S_RESTORE_OPTIONS, k8sRestore } from './k8s-restore.ts';
 
 export const k8sCommand: Command = {
   name: 'k8s',
@@ -28,6 +28,7 @@ export const k8sCommand: Command = {
     'meshback k8s discover [-n NAMESPACE | -A] [-l SELECTOR] [--kubeconfig FILE] [--json]',
     'meshback k8s controller [--namespace NS] [--identity ID] [--helper-image IMAGE] [--snapshot-timeout D] [--mount-timeout D] [--agent-timeout D] [--heartbeat-timeout D]',
     'meshback k8s agent --node NAME [--kubelet-root DIR] [--concurrency N] [--max-attempts N] [--heartbeat D]',
+    'meshback k8s restore SNAPSHOT --to-pvc NAME (--policy NAME | --secret NAME) [-n NS] [--create --size SIZE [--storage-class C]] [--scale-down] [--include PATH] [--timeout D]',
     'meshback k8s install --render [-n NAMESPACE] [--image IMAGE] [--no-namespace] [--json]',
     'meshback k8s cronjob --policy NAME [-n NAMESPACE] [--image IMAGE] [-f FILE --pvc NAME...] [--json]',
   ].join('\n       '),
@@ -52,15 +53,19 @@ export const k8sCommand: Command = {
     grace: { type: 'string', argument: 'DURATION', description: 'agent: on SIGTERM, how long running work gets before it is left to the next agent (default 20s)' },
     'work-dir': { type: 'string', argument: 'DIR', description: 'agent: where what a backup exports beside the volume is written first (default: the temporary directory)' },
     ...K8S_INSTALL_OPTIONS,
+    ...K8S_RESTORE_OPTIONS,
   },
   async run(ctx, v, positionals) {
     const sub = positionals[0];
     if (sub === undefined) throw new UsageError("k8s needs a subcommand: meshback k8s discover [-n NAMESPACE | -A] [-l SELECTOR] (see 'meshback k8s --help')");
     if (sub === 'install') return installHandler(ctx, v, positionals);
     if (sub === 'cronjob') return cronjobHandler(ctx, v, positionals);
-    if (NOT_BUILT.includes(sub)) throw new UsageError(`k8s ${sub} is not built yet (built: ${BUILT.join(', ')}): see docs/k8s.md`);
     if (!BUILT.includes(sub)) throw new UsageError(`unknown k8s subcommand ${JSON.stringify(sub)}: the subcommands are ${BUILT.join(', ')}`);
     if (sub === 'hold') return k8sHold();
+    if (sub === 'restore') {
+      const kc = loadKubeConfig(str(v['kubeconfig']));
+      return k8sRestore(ctx, v, positionals, kc, str(v['namespace']) ?? contextNamespace(kc));
+    }
     if (sub === 'controller' || sub === 'agent') {
       if (positionals.length > 1) throw new UsageError(`k8s ${sub} takes no arguments, not ${JSON.stringify(positionals[1])}`);
       const kc = loadKubeConfig(str(v['kubeconfig']));

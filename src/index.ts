@@ -29,7 +29,7 @@ export { parseDuration, formatDuration, parseSize, sizeOf, fmtBytes } from './ut
 // storage
 export type { Backend, FileType, Handle, FileInfo } from './storage/backend.ts';
 export { openBackend, registerBackend } from './storage/registry.ts';
-export type { BackendFactory, OpenBackendOptions } from './storage/registry.ts';
+export type { BackendCredentials, BackendFactory, OpenBackendOptions } from './storage/registry.ts';
 export { stack } from './storage/stack.ts';
 
 // repository, snapshots, trees

@@ -27,8 +27,9 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { CoreV1Api } from '@kubernetes/client-node';
-import type { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig, V1Pod } from '@kubernetes/client-node';
 import { backup } from '../archiver/index.ts';
+import { forget } from '../maintenance/forget.ts';
 import { MeshbackError, NotFoundError, errMessage } from '../errors/index.ts';
 import type { EventSink } from '../events/index.ts';
 import { openRepository } from '../repository/open.ts';
@@ -40,6 +41,12 @@ import { CompareTarget } from '../target/compare.ts';
 import { Semaphore } from '../util/semaphore.ts';
 import { NODE_LABEL, TERMINAL } from './api.ts';
 import type { BackupPolicy, FailureReason, VolumeBackup, VolumeBackupStatus, VolumeRestore, VolumeRestoreStatus, VolumeSource } from './api.ts';
+import { meshOf } from './discover.ts';
+import { runPodHooks } from './hooks.ts';
+import { captureEnvoyAdmin, exportForBackup } from './mesh.ts';
+import type { ExportedFile } from './mesh.ts';
+import { repositoryFromSecret } from './repository.ts';
+import type { SecretRepository } from './repository.ts';
 import { ask, conflict, notFound, Resources, sleep } from './kube.ts';
 
 export interface AgentLog {
@@ -61,8 +68,8 @@ export interface AgentOptions {
   graceMs?: number;
   /** a directory for what a backup exports beside the volume (default the system's temporary directory) */
   workDir?: string;
-  /** what is exported into a backup beside the volume data (mesh configuration, workload manifests) */
-  exporter?: (namespace: string, pvc: string) => Promise<{ files: { path: string; content: Buffer }[]; warnings: string[] }>;
+  /** false: export nothing beside the volume data (default: the mesh configuration, the workload, Envoy's admin state) */
+  exportObjects?: boolean;
   signal: AbortSignal;
   log: AgentLog;
 }
@@ -72,6 +79,8 @@ export const VOLUME_PATH = '/volume';
 export const EXPORT_PATH = '/k8s';
 /** how long the agent waits for the kubelet to mount a running pod's volume */
 const MOUNT_WAIT_MS = 30_000;
+/** how long a backup or restore waits for an exclusive lock (another agent's retention, a prune) to go */
+const LOCK_WAIT_MS = 10 * 60_000;
 
 type Work = { kind: 'VolumeBackup'; obj: VolumeBackup } | { kind: 'VolumeRestore'; obj: VolumeRestore };
 
@@ -107,26 +116,14 @@ export async function kubeletVolumeDir(kubeletRoot: string, podUID: string, pvNa
   return undefined;
 }
 
-/** The repository a Secret names: keys `repository` and `password`. */
-async function repositoryFrom(kc: KubeConfig, namespace: string, secret: string): Promise<{ location: string; password: string }> {
-  const core = kc.makeApiClient(CoreV1Api);
-  let s;
+/** The repository a Secret names; a problem with the Secret is a RepositoryError of the item. */
+async function repositoryFrom(kc: KubeConfig, namespace: string, secret: string): Promise<SecretRepository> {
   try {
-    s = await ask(kc, 'get', 'secrets', namespace, () => core.readNamespacedSecret({ name: secret, namespace }));
+    return await repositoryFromSecret(kc, namespace, secret);
   } catch (e) {
-    if (notFound(e)) throw new WorkError('RepositoryError', `the repository Secret ${namespace}/${secret} does not exist: create it with the keys "repository" and "password"`);
+    if (e instanceof MeshbackError && (e.code === 'NOT_FOUND' || e.code === 'USAGE')) throw new WorkError('RepositoryError', e.message);
     throw e;
   }
-  const val = (k: string): string | undefined => {
-    const b = s.data?.[k];
-    if (b !== undefined) return Buffer.from(b, 'base64').toString('utf8').trim();
-    return s.stringData?.[k]?.trim();
-  };
-  const location = val('repository');
-  const password = val('password');
-  if (location === undefined || location === '') throw new WorkError('RepositoryError', `the Secret ${namespace}/${secret} has no key "repository": set it to the repository's location (a path on the node, or s3:...)`);
-  if (password === undefined || password === '') throw new WorkError('RepositoryError', `the Secret ${namespace}/${secret} has no key "password": set it to the repository's password`);
-  return { location, password };
 }
 
 function reasonOf(e: unknown, fallback: FailureReason): FailureReason {
@@ -243,8 +240,23 @@ export class Agent {
     } else await this.res.patchStatus(w.kind, w.obj.metadata.namespace, w.obj.metadata.name, status);
   }
 
+  /** What goes beside the volume: the namespace's mesh configuration, the workload, its Services and ConfigMaps, and each Istio pod's Envoy admin state. */
+  private async exportFor(ns: string, pvc: string, appPods: string[]): Promise<{ files: ExportedFile[]; warnings: string[] }> {
+    const x = await exportForBackup(this.o.kc, ns, pvc, { pods: appPods });
+    const core = this.o.kc.makeApiClient(CoreV1Api);
+    for (const name of appPods) {
+      const pod = await ask(this.o.kc, 'get', 'pods', ns, () => core.readNamespacedPod({ name, namespace: ns })).catch(() => undefined);
+      const m = pod !== undefined ? meshOf(pod).mesh : 'none';
+      if (pod === undefined || (m !== 'istio' && m !== 'istio-native')) continue;
+      const e = await captureEnvoyAdmin(this.o.kc, pod, { timeoutMs: 15_000 });
+      x.files.push(...e.files);
+      x.warnings.push(...e.warnings);
+    }
+    return x;
+  }
+
   /** The kubelet's directory of the item's volume, after checking the pod is still the one that mounted it. */
-  private async volumeDir(src: VolumeSource | undefined, what: string): Promise<string> {
+  private async volumeDir(src: VolumeSource | undefined, what: string): Promise<{ dir: string; pod: V1Pod }> {
     if (src === undefined) throw new WorkError('BackupFailed', `${what} has no source volume in its status (the controller sets it before Queued): this is a bug; create a new one`);
     if (src.node !== this.o.node) throw new WorkError('BackupFailed', `${what} names node ${src.node}, this agent runs on ${this.o.node}: the controller relabels it; nothing to do`);
     const core = this.o.kc.makeApiClient(CoreV1Api);
@@ -264,7 +276,7 @@ export class Agent {
       await sleep(250, this.o.signal);
     }
     if (dir === undefined) throw new WorkError('NoPod', `the volume ${src.pvName} of pod ${src.pod} is not mounted under ${path.join(this.o.kubeletRoot, 'pods', src.podUID, 'volumes')} on ${this.o.node}: check the agent's --kubelet-root and that the pod is running`);
-    return dir;
+    return { dir, pod };
   }
 
   private async backup(vb: VolumeBackup, progress: Record<string, number>): Promise<Partial<VolumeBackupStatus>> {
@@ -272,20 +284,22 @@ export class Agent {
     const what = `VolumeBackup ${ns}/${vb.metadata.name}`;
     const policy = await this.res.find<BackupPolicy>('BackupPolicy', ns, vb.spec.policy);
     if (policy === undefined) throw new WorkError('BackupFailed', `the BackupPolicy ${ns}/${vb.spec.policy} of ${what} is gone: nothing to back up for`);
-    const dir = await this.volumeDir(vb.status?.source, what);
-    const { location, password } = await repositoryFrom(this.o.kc, ns, policy.spec.repository.secretRef.name);
+    const { dir, pod } = await this.volumeDir(vb.status?.source, what);
+    const { location, password, credentials } = await repositoryFrom(this.o.kc, ns, policy.spec.repository.secretRef.name);
     // what is exported beside the volume: written to a private directory, backed up as /k8s
     let exportDir: string | undefined;
+    let result: Partial<VolumeBackupStatus> & { message: string };
     const exported: string[] = [];
     const warnings: string[] = [];
     try {
-      if (this.o.exporter !== undefined) {
-        const x = await this.o.exporter(ns, vb.spec.pvc);
+      if (this.o.exportObjects !== false) {
+        const x = await this.exportFor(ns, vb.spec.pvc, vb.status?.appPods ?? []);
         warnings.push(...x.warnings);
         if (x.files.length > 0) {
           exportDir = await fsp.mkdtemp(path.join(this.o.workDir ?? os.tmpdir(), 'meshback-export-'));
           for (const f of x.files) {
-            const rel = path.normalize(f.path).replace(/^(\.\.(\/|$))+/, '');
+            // the export's paths start with k8s/: the snapshot's /k8s is that directory
+            const rel = path.normalize(f.path).replace(/^(\.\.(\/|$))+/, '').replace(/^k8s\//, '');
             await fsp.mkdir(path.dirname(path.join(exportDir, rel)), { recursive: true, mode: 0o700 });
             await fsp.writeFile(path.join(exportDir, rel), f.content, { mode: 0o600 });
             exported.push(path.join(EXPORT_PATH, rel));
@@ -295,7 +309,7 @@ export class Agent {
       const tags = [`policy=${vb.spec.policy}`, `namespace=${ns}`, `pvc=${vb.spec.pvc}`, ...(vb.spec.tags ?? [])];
       const host = `k8s:${ns}/${vb.spec.pvc}`;
       const map: [string, string][] = [[VOLUME_PATH, dir], ...(exportDir !== undefined ? [[EXPORT_PATH, exportDir] as [string, string]] : [])];
-      const o = await openRepository(location, password, { lock: 'shared', command: `k8s agent ${what}` }).catch((e: unknown) => {
+      const o = await openRepository(location, password, { lock: 'shared', command: `k8s agent ${what}`, retryLockMs: LOCK_WAIT_MS, ...(credentials !== undefined ? { storage: { credentials } } : {}) }).catch((e: unknown) => {
         throw new WorkError('RepositoryError', `cannot open the repository of ${ns}/${policy.spec.repository.secretRef.name} (${location}): ${firstLine(e)}`);
       });
       try {
@@ -305,7 +319,21 @@ export class Agent {
             progress['bytes'] = e.bytes;
           }
         };
-        const r = await backup(o.repo, { paths: map.map(([p]) => p), tags, host, source: mappedSource(localSource, map, `volume ${vb.spec.pvc} on ${this.o.node}`), events });
+        // live: the policy's hooks around the read, in the named container of the pod that mounts the volume
+        const hooks = vb.spec.strategy === 'live' ? policy.spec.hooks : undefined;
+        const warn = (m: string): void => this.o.log('warn', m);
+        try {
+          await runPodHooks(this.o.kc, 'pre', hooks?.pre, [pod], { warn });
+        } catch (e) {
+          await runPodHooks(this.o.kc, 'post', hooks?.post, [pod], { continueOnError: true, warn }).catch(() => undefined);
+          throw new WorkError('HookFailed', `${errMessage(e).split('\n')[0]}; nothing was backed up`);
+        }
+        let r;
+        try {
+          r = await backup(o.repo, { paths: map.map(([p]) => p), tags, host, source: mappedSource(localSource, map, `volume ${vb.spec.pvc} on ${this.o.node}`), events });
+        } finally {
+          await runPodHooks(this.o.kc, 'post', hooks?.post, [pod], { continueOnError: true, warn }).catch((e: unknown) => warnings.push(`post hook: ${errMessage(e).split('\n')[0]}`));
+        }
         if (r.errors.length > 0) throw new WorkError('BackupFailed', `${r.errors.length} item(s) of the volume could not be read, first ${r.errors[0]!.path}: ${r.errors[0]!.message} (snapshot ${r.id.slice(0, 8)} is incomplete)`);
         await this.res.patchStatus('VolumeBackup', ns, vb.metadata.name, { phase: 'Verifying', snapshotId: r.id, heartbeatTime: now() });
         // verification: read the snapshot back; a frozen source (a VolumeSnapshot) is also compared byte for byte
@@ -318,18 +346,35 @@ export class Agent {
         const prev = previousOf(all, r.id, host);
         const s = r.snapshot.summary;
         const verification = { verified: true, method: frozen ? 'read back and compared with the VolumeSnapshot' : 'read back (every chunk authenticated and re-hashed)', files: cmp.filesCompared, bytes: cmp.bytesCompared };
-        return {
+        result = {
           snapshotId: r.id,
           files: s.files, bytes: s.totalBytes, bytesAdded: s.bytesAdded,
           durationSeconds: Math.round((Date.now() - Date.parse(vb.status?.startTime ?? now())) / 100) / 10,
           verification,
           ...(prev !== undefined ? { rpoSeconds: Math.round((Date.parse(r.snapshot.time) - Date.parse(prev.snapshot.time)) / 1000) } : {}),
           ...(exported.length > 0 ? { exported } : {}),
-          message: `snapshot ${r.id.slice(0, 8)}: ${s.files} files, verified${warnings.length > 0 ? `; export: ${warnings.join('; ')}` : ''}`,
+          message: `snapshot ${r.id.slice(0, 8)}: ${s.files} files, verified`,
         };
       } finally {
         await o.close();
       }
+      // retention: the policy's rule over this PVC's snapshots (forget takes the exclusive lock; prune is not run here)
+      const rt = policy.spec.retention;
+      if (rt !== undefined && Object.values(rt).some((x) => x !== undefined)) {
+        try {
+          const x = await openRepository(location, password, { lock: 'exclusive', command: `k8s agent forget ${ns}/${vb.spec.pvc}`, retryLockMs: 10 * 60_000, ...(credentials !== undefined ? { storage: { credentials } } : {}) });
+          try {
+            const f = await forget(x.repo, { policy: { ...(rt.keepLast !== undefined ? { last: rt.keepLast } : {}), ...(rt.keepHourly !== undefined ? { hourly: rt.keepHourly } : {}), ...(rt.keepDaily !== undefined ? { daily: rt.keepDaily } : {}), ...(rt.keepWeekly !== undefined ? { weekly: rt.keepWeekly } : {}), ...(rt.keepMonthly !== undefined ? { monthly: rt.keepMonthly } : {}) }, hosts: [host], tags: [`policy=${vb.spec.policy}`] });
+            if (f.removed > 0) result.message += `; retention forgot ${f.removed} older snapshot(s) of the PVC, kept ${f.kept}`;
+          } finally {
+            await x.close();
+          }
+        } catch (e) {
+          warnings.push(`retention not applied (${firstLine(e)}): the next backup tries again`);
+        }
+      }
+      if (warnings.length > 0) result.message += `; ${warnings.join('; ')}`;
+      return result;
     } finally {
       if (exportDir !== undefined) await fsp.rm(exportDir, { recursive: true, force: true });
     }
@@ -345,9 +390,9 @@ export class Agent {
       secret = p.spec.repository.secretRef.name;
     }
     if (secret === undefined) throw new WorkError('RestoreFailed', `${what} names no repository: set spec.repository.secretRef or spec.policy`);
-    const dir = await this.volumeDir(vr.status?.source, what);
-    const { location, password } = await repositoryFrom(this.o.kc, ns, secret);
-    const o = await openRepository(location, password, { lock: 'shared', command: `k8s agent ${what}` }).catch((e: unknown) => {
+    const { dir } = await this.volumeDir(vr.status?.source, what);
+    const { location, password, credentials } = await repositoryFrom(this.o.kc, ns, secret);
+    const o = await openRepository(location, password, { lock: 'shared', command: `k8s agent ${what}`, retryLockMs: LOCK_WAIT_MS, ...(credentials !== undefined ? { storage: { credentials } } : {}) }).catch((e: unknown) => {
       throw new WorkError('RepositoryError', `cannot open the repository of ${ns}/${secret} (${location}): ${firstLine(e)}`);
     });
     try {

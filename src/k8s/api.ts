@@ -38,6 +38,8 @@ export const NODE_LABEL = 'meshback.io/node';
 export const PVC_LABEL = 'meshback.io/pvc';
 /** on helper pods and PVCs: the VolumeBackup or VolumeRestore they serve */
 export const OWNER_LABEL = 'meshback.io/owner';
+/** on the VolumeRestores of restore drills */
+export const DRILL_LABEL = 'meshback.io/drill';
 /** the Lease the controllers elect their leader with (in the controller's namespace) */
 export const LEASE_NAME = 'meshback-controller';
 
@@ -104,8 +106,8 @@ export interface BackupPolicySpec {
   /** the RPO target, e.g. 1h: the newest backup older than this is reported (status, discover, metrics) */
   rpo?: string;
   hooks?: { pre?: PodHook[]; post?: PodHook[] };
-  /** restore drills: every N-th completed backup is restored into a scratch PVC and verified (0 or absent: none) */
-  drill?: { everyBackups?: number };
+  /** restore drills: at most this often (a duration), each PVC's newest backup is restored into a scratch PVC, verified and the PVC deleted; absent: none */
+  drill?: { every: string };
   /** a Secret of the policy's namespace: keys `repository` (location) and `password`; AWS_* keys for S3 */
   repository: { secretRef: { name: string } };
   /** true: schedule nothing (running backups finish) */
@@ -121,6 +123,8 @@ export interface BackupPolicyStatus {
   lastSuccessTime?: string;
   /** PVCs the selector matches now */
   volumes?: { pvc: string; lastBackup?: string; lastSnapshotId?: string; lastSuccessTime?: string; ageSeconds?: number; rpoExceeded?: boolean }[];
+  /** each PVC's newest restore drill (a VolumeRestore labelled meshback.io/drill) */
+  drills?: { pvc: string; volumeRestore: string; snapshotId: string; time: string; phase: string; rtoSeconds?: number; message?: string }[];
   conditions?: Condition[];
 }
 
@@ -203,8 +207,10 @@ export interface VolumeBackupStatus {
   verification?: { verified: boolean; method: string; files?: number; bytes?: number; message?: string };
   /** seconds between the previous successful backup of this PVC and this one (the data a loss now would cost) */
   rpoSeconds?: number;
-  /** what the agent exported beside the volume data (mesh configuration, workload manifests), as paths in the snapshot */
+  /** what the agent exported beside the volume data (mesh configuration, workload manifests, Envoy admin state), as paths in the snapshot */
   exported?: string[];
+  /** the running application pods that mounted the PVC when the run began (their hooks ran; their workload and Envoy state are exported) */
+  appPods?: string[];
   conditions?: Condition[];
 }
 
@@ -279,13 +285,14 @@ export const CONTROLLER_RULES: RbacRule[] = [
   { apiGroups: [GROUP], resources: ['backuppolicies/status'], verbs: ['get', 'patch', 'update'], why: "reports each policy's schedule, last success and RPO state" },
   { apiGroups: [GROUP], resources: ['volumebackups'], verbs: ['get', 'list', 'watch', 'create', 'delete', 'patch'], why: 'creates one VolumeBackup per PVC and run, labels it with its node, deletes those beyond the history limit' },
   { apiGroups: [GROUP], resources: ['volumebackups/status'], verbs: ['get', 'patch', 'update'], why: 'moves a VolumeBackup through Snapshotting, Mounting and Queued; fails it on a timeout' },
-  { apiGroups: [GROUP], resources: ['volumerestores'], verbs: ['get', 'list', 'watch', 'patch'], why: 'reads the restores users ask for; labels them with their node' },
+  { apiGroups: [GROUP], resources: ['volumerestores'], verbs: ['get', 'list', 'watch', 'create', 'delete', 'patch'], why: "reads the restores users ask for and labels them with their node; creates a policy's restore drills and deletes those beyond three per PVC" },
   { apiGroups: [GROUP], resources: ['volumerestores/status'], verbs: ['get', 'patch', 'update'], why: 'moves a VolumeRestore through Mounting and Queued; fails it on a timeout' },
   { apiGroups: ['snapshot.storage.k8s.io'], resources: ['volumesnapshots'], verbs: ['get', 'list', 'watch', 'create', 'delete'], why: 'takes the point-in-time copy of a PVC and deletes it after the backup' },
   { apiGroups: ['snapshot.storage.k8s.io'], resources: ['volumesnapshotclasses'], verbs: ['get', 'list'], why: "finds the snapshot class of a PVC's CSI driver" },
   { apiGroups: [''], resources: ['persistentvolumeclaims'], verbs: ['get', 'list', 'watch', 'create', 'delete'], why: 'finds the PVCs a policy selects; makes a PVC from a VolumeSnapshot (and a restore target with create) and deletes its own' },
   { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch', 'create', 'delete'], why: 'finds the pod and node that mount a PVC; runs the helper pod that mounts a snapshot PVC or a restore target on a node, and deletes it' },
   { apiGroups: ['storage.k8s.io'], resources: ['storageclasses'], verbs: ['get', 'list'], why: "finds a PVC's CSI driver for its snapshot class" },
+  { apiGroups: [''], resources: ['pods/exec'], verbs: ['get', 'create'], why: "runs a snapshot policy's pre and post hooks in the named container of the application pod, around the VolumeSnapshot (an exec over WebSocket is a GET the API server also authorizes as create)" },
   { apiGroups: ['apps'], resources: ['deployments/scale', 'statefulsets/scale'], verbs: ['get', 'patch', 'update'], why: 'scales the owning workload down and up around a restore into a PVC it mounts (VolumeRestore with scale-down)' },
   { apiGroups: ['apps'], resources: ['deployments', 'statefulsets', 'replicasets'], verbs: ['get', 'list'], why: "finds the workload that owns a PVC's pods" },
 ];
@@ -302,8 +309,8 @@ export const AGENT_RULES: RbacRule[] = [
   { apiGroups: [GROUP], resources: ['backuppolicies'], verbs: ['get'], why: "reads the policy of a backup: tags, hooks, the repository Secret's name" },
   { apiGroups: [''], resources: ['secrets'], verbs: ['get'], why: 'reads the repository location and password from the Secret a policy or restore names (get by name only: no list, no watch)' },
   { apiGroups: [''], resources: ['pods'], verbs: ['get'], why: "checks that the pod whose volume it reads is still the one the kubelet mounted (its UID)" },
-  { apiGroups: [''], resources: ['pods/exec'], verbs: ['create'], why: 'runs the hooks of a policy in the named container of the application pod' },
-  { apiGroups: [''], resources: ['pods/portforward'], verbs: ['create'], why: "captures Envoy's admin state (config_dump, clusters, stats on port 15000) of the application pod's Istio proxy into the snapshot; without it a warning, not a failure" },
+  { apiGroups: [''], resources: ['pods/exec'], verbs: ['get', 'create'], why: "runs a live policy's pre and post hooks in the named container of the application pod, around the backup (an exec over WebSocket is a GET the API server also authorizes as create)" },
+  { apiGroups: [''], resources: ['pods/portforward'], verbs: ['get', 'create'], why: "captures Envoy's admin state (config_dump, clusters, stats on port 15000) of the application pod's Istio proxy into the snapshot; without it a warning, not a failure" },
   { apiGroups: ['apps'], resources: ['deployments', 'statefulsets', 'daemonsets', 'replicasets'], verbs: ['get', 'list'], why: 'exports the workload that mounts the PVC into the snapshot, beside the volume data' },
   { apiGroups: [''], resources: ['services', 'configmaps'], verbs: ['get', 'list'], why: "exports the workload's services and configuration (not its Secrets) into the snapshot" },
   { apiGroups: ['networking.istio.io', 'security.istio.io', 'policy.linkerd.io', 'linkerd.io', 'consul.hashicorp.com'], resources: ['*'], verbs: ['get', 'list'], why: "exports the namespace's mesh configuration (Istio, Linkerd, Consul) into the snapshot" },

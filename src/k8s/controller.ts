@@ -28,10 +28,11 @@ import type { KubeConfig, V1Lease, V1PersistentVolumeClaim, V1Pod } from '@kuber
 import { errMessage } from '../errors/index.ts';
 import { nextRunAfter, scheduleOf, scheduleProblem } from '../policy/index.ts';
 import { parseDuration } from '../util/units.ts';
-import { API_VERSION, LEASE_NAME, MANAGED_BY, NODE_LABEL, OWNER_LABEL, POLICY_LABEL, PVC_LABEL, TERMINAL } from './api.ts';
+import { API_VERSION, DRILL_LABEL, LEASE_NAME, MANAGED_BY, NODE_LABEL, OWNER_LABEL, POLICY_LABEL, PVC_LABEL, TERMINAL } from './api.ts';
 import type { BackupPolicy, BackupPolicyStatus, FailureReason, VolumeBackup, VolumeBackupStatus, VolumeRestore, VolumeRestoreStatus } from './api.ts';
 import { ask, conflict, mergePatch, notFound, Resources, selectorMatches, sleep } from './kube.ts';
 import { helperPod } from './pods.ts';
+import { runPodHooks } from './hooks.ts';
 
 export interface ControllerLog {
   (level: 'info' | 'warn' | 'error', message: string, object?: string): void;
@@ -250,12 +251,15 @@ export class Controller {
       const age = okTime !== undefined ? Math.round((now - Date.parse(okTime)) / 1000) : undefined;
       return { pvc: name, ...(lastOk !== undefined ? { lastBackup: lastOk.metadata.name, lastSnapshotId: lastOk.status?.snapshotId ?? '', lastSuccessTime: okTime, ageSeconds: age } : {}), ...(rpoMs !== undefined ? { rpoExceeded: age === undefined || age * 1000 > rpoMs } : {}) };
     });
+    // a drill that cannot be made is reported, and the backups go on
+    const drillConds = p.spec.drill !== undefined ? await this.drills(p, pvcs, mine, status, now).catch((e: unknown) => [cond('DrillsPassing', 'False', 'DrillNotMade', `a restore drill could not be made: ${firstLine(e)}`)]) : [];
     const okTimes = status.volumes.map((v) => v.lastSuccessTime).filter((x): x is string => x !== undefined).sort();
     if (okTimes.length > 0) status.lastSuccessTime = okTimes.at(-1)!;
     status.observedGeneration = p.metadata.generation ?? 0;
     const exceeded = status.volumes.filter((v) => v.rpoExceeded === true).map((v) => v.pvc);
     status.conditions = [
       cond('Ready', 'True', p.spec.suspend === true ? 'Suspended' : 'Scheduled', p.spec.suspend === true ? 'suspended: nothing is scheduled' : `${pvcs.length} PVC(s) selected`),
+      ...drillConds,
       ...(rpoMs !== undefined ? [cond('RPOMet', exceeded.length === 0 ? 'True' : 'False', exceeded.length === 0 ? 'WithinTarget' : 'TargetExceeded', exceeded.length === 0 ? `every selected PVC has a backup newer than ${p.spec.rpo}` : `no backup newer than ${p.spec.rpo} of ${exceeded.join(', ')}`)] : []),
     ];
     await this.policyStatus(p, status);
@@ -265,6 +269,50 @@ export class Controller {
       const ended = mine.filter((b) => b.spec.pvc === c && TERMINAL.has(b.status?.phase ?? '') && b.metadata.annotations?.[CLEANED] === 'true').sort((a, b) => (a.metadata.creationTimestamp ?? '').localeCompare(b.metadata.creationTimestamp ?? ''));
       for (const old of ended.slice(0, Math.max(0, ended.length - limit))) await this.res.delete('VolumeBackup', ns, old.metadata.name);
     }
+  }
+
+  /**
+   * Restore drills: per PVC, once `spec.drill.every` has passed since its last drill, its newest
+   * completed backup is restored into a scratch PVC (a VolumeRestore labelled DRILL_LABEL, owned by the
+   * policy; its scratch PVC owned by the VolumeRestore and deleted when it ends). The newest drill of
+   * each PVC goes into the policy's status; older drills beyond three per PVC are deleted.
+   */
+  private async drills(p: BackupPolicy, pvcs: V1PersistentVolumeClaim[], mine: VolumeBackup[], status: BackupPolicyStatus, now: number): Promise<ReturnType<typeof cond>[]> {
+    const ns = p.metadata.namespace;
+    const every = parseDuration(p.spec.drill!.every, 'drill.every');
+    const all = (await this.res.list<VolumeRestore>('VolumeRestore', ns, `${DRILL_LABEL}=true,${POLICY_LABEL}=${p.metadata.name}`)).sort((a, b) => (a.metadata.creationTimestamp ?? '').localeCompare(b.metadata.creationTimestamp ?? ''));
+    status.drills = [];
+    for (const c of pvcs) {
+      const pvc = c.metadata?.name ?? '';
+      const ofPvc = all.filter((r) => r.metadata.labels?.[PVC_LABEL] === pvc.slice(0, 63));
+      const last = ofPvc.at(-1);
+      const newest = mine.filter((b) => b.spec.pvc === pvc && b.status?.phase === 'Completed').sort((a, b) => (a.status?.completionTime ?? '').localeCompare(b.status?.completionTime ?? '')).at(-1);
+      const lastTime = last?.metadata.creationTimestamp !== undefined ? Date.parse(last.metadata.creationTimestamp) : undefined;
+      const going = last !== undefined && !TERMINAL.has(last.status?.phase ?? 'Pending');
+      if (p.spec.suspend !== true && newest?.status?.snapshotId !== undefined && !going && (lastTime === undefined || now - lastTime >= every) && last?.spec.snapshot !== newest.status.snapshotId) {
+        const name = childName(`drill-${pvc}`, stamp(now));
+        await this.res.create<VolumeRestore>('VolumeRestore', ns, {
+          apiVersion: API_VERSION,
+          kind: 'VolumeRestore',
+          metadata: { name, namespace: ns, labels: { [DRILL_LABEL]: 'true', [POLICY_LABEL]: p.metadata.name, [PVC_LABEL]: pvc.slice(0, 63), [MANAGED_BY.key]: MANAGED_BY.value }, ownerReferences: [ownerRef(p)] },
+          spec: {
+            snapshot: newest.status.snapshotId,
+            policy: p.metadata.name,
+            sourcePvc: pvc,
+            targetPvc: childName(name, 'scratch'),
+            create: { size: c.status?.capacity?.['storage'] ?? c.spec?.resources?.requests?.['storage'] ?? '1Gi', ...(c.spec?.storageClassName !== undefined ? { storageClassName: c.spec.storageClassName } : {}) },
+          },
+        });
+        this.o.log('info', `BackupPolicy ${ns}/${p.metadata.name}: restore drill ${name} of PVC ${pvc}, snapshot ${newest.status.snapshotId.slice(0, 8)}`);
+      }
+      if (last !== undefined) {
+        status.drills.push({ pvc, volumeRestore: last.metadata.name, snapshotId: last.status?.snapshotId ?? last.spec.snapshot, time: last.metadata.creationTimestamp ?? '', phase: last.status?.phase ?? 'Pending', ...(last.status?.rtoSeconds !== undefined ? { rtoSeconds: last.status.rtoSeconds } : {}), ...(last.status?.message !== undefined ? { message: last.status.message } : {}) });
+      }
+      for (const old of ofPvc.filter((r) => TERMINAL.has(r.status?.phase ?? '') && r.metadata.annotations?.[CLEANED] === 'true').slice(0, -3)) await this.res.delete('VolumeRestore', ns, old.metadata.name);
+    }
+    const failed = status.drills.filter((d) => d.phase === 'Failed');
+    if (status.drills.length === 0) return [];
+    return [cond('DrillsPassing', failed.length === 0 ? 'True' : 'False', failed.length === 0 ? 'Passing' : 'DrillFailed', failed.length === 0 ? `the newest drill of each PVC restored and verified` : `drill ${failed.map((d) => `${d.volumeRestore} (${d.pvc}): ${d.message ?? ''}`).join('; ')}`)];
   }
 
   private async policyStatus(p: BackupPolicy, status: BackupPolicyStatus): Promise<void> {
@@ -319,11 +367,20 @@ export class Controller {
         const pod = pods.filter((x) => running(x) && claimsOf(x).includes(b.spec.pvc) && x.metadata?.labels?.[MANAGED_BY.key] !== MANAGED_BY.value).sort((x, y) => (x.metadata?.name ?? '').localeCompare(y.metadata?.name ?? ''))[0];
         if (pod === undefined) return this.failBackup(b, 'NoPod', `no running pod mounts the PVC ${ns}/${b.spec.pvc}, so strategy live has nothing to read: start its workload, or use strategy snapshot`);
         const node = pod.spec!.nodeName!;
-        return this.setBackup(b, { phase: 'Queued', source: { node, pod: `${ns}/${pod.metadata!.name!}`, podUID: pod.metadata!.uid!, pvName: pvc.spec?.volumeName ?? '', pvc: b.spec.pvc }, message: `queued for the agent on ${node}` }, { [NODE_LABEL]: node });
+        return this.setBackup(b, { phase: 'Queued', appPods: (await this.appPods(ns, b.spec.pvc)).map((x) => x.metadata?.name ?? ''), source: { node, pod: `${ns}/${pod.metadata!.name!}`, podUID: pod.metadata!.uid!, pvName: pvc.spec?.volumeName ?? '', pvc: b.spec.pvc }, message: `queued for the agent on ${node}` }, { [NODE_LABEL]: node });
       }
-      // snapshot: a VolumeSnapshot of the PVC, owned by this VolumeBackup
+      // snapshot: the pre hooks, then a VolumeSnapshot of the PVC, owned by this VolumeBackup
       const snapName = childName(b.metadata.name, 'snap');
       const policy = await this.res.find<BackupPolicy>('BackupPolicy', ns, b.spec.policy);
+      if ((policy?.spec.hooks?.pre?.length ?? 0) > 0) {
+        try {
+          await runPodHooks(this.o.kc, 'pre', policy!.spec.hooks!.pre, await this.appPods(ns, b.spec.pvc), { warn: (m) => this.o.log('warn', m) });
+        } catch (e) {
+          // post hooks undo what pre hooks did (a freeze), also after a failure
+          await runPodHooks(this.o.kc, 'post', policy!.spec.hooks?.post, await this.appPods(ns, b.spec.pvc), { continueOnError: true, warn: (m) => this.o.log('warn', m) }).catch(() => undefined);
+          return this.failBackup(b, 'HookFailed', `${firstLine(e)}; no VolumeSnapshot was taken`);
+        }
+      }
       const className = policy?.spec.snapshot?.className ?? (await this.snapshotClassFor(pvc));
       await ask(this.o.kc, 'create', 'volumesnapshots.snapshot.storage.k8s.io', ns, () =>
         this.co.createNamespacedCustomObject({
@@ -339,7 +396,7 @@ export class Controller {
       ).catch((e) => {
         if (!conflict(e)) throw e;
       });
-      return this.setBackup(b, { phase: 'Snapshotting', volumeSnapshot: snapName, startTime: st.startTime ?? iso(this.now()), message: `waiting for VolumeSnapshot ${snapName} to be ready` });
+      return this.setBackup(b, { phase: 'Snapshotting', appPods: (await this.appPods(ns, b.spec.pvc)).map((x) => x.metadata?.name ?? ''), volumeSnapshot: snapName, startTime: st.startTime ?? iso(this.now()), message: `waiting for VolumeSnapshot ${snapName} to be ready` });
     }
     if (phase === 'Snapshotting') {
       const snapName = st.volumeSnapshot ?? '';
@@ -351,8 +408,30 @@ export class Controller {
         return this.failBackup(b, 'SnapshotFailed', `the VolumeSnapshot ${ns}/${snapName} is gone (deleted by someone): create a new VolumeBackup`);
       }
       const policy = await this.res.find<BackupPolicy>('BackupPolicy', ns, b.spec.policy);
+      // the post hooks, once the point in time is cut (creationTime), or the snapshot failed or ran out of time
+      const postHooks = policy?.spec.hooks?.post ?? [];
+      const hooksDone = (st.conditions ?? []).some((c) => c.type === 'PostHooksRun');
+      const runPost = async (): Promise<string> => {
+        if (hooksDone || (postHooks.length === 0 && (policy?.spec.hooks?.pre?.length ?? 0) === 0)) return '';
+        let warning = '';
+        try {
+          await runPodHooks(this.o.kc, 'post', postHooks, await this.appPods(ns, b.spec.pvc), { continueOnError: true, warn: (m) => this.o.log('warn', m) });
+        } catch (e) {
+          warning = firstLine(e);
+        }
+        await this.setBackup(b, { conditions: [...(st.conditions ?? []), cond('PostHooksRun', warning === '' ? 'True' : 'False', warning === '' ? 'Succeeded' : 'Failed', warning === '' ? 'the post hooks ran' : warning)] });
+        b.status = { ...st, conditions: [...(st.conditions ?? []), cond('PostHooksRun', 'True', '', '')] };
+        return warning;
+      };
       const timeoutText = policy?.spec.snapshot?.readyTimeout;
       const timeout = timeoutText !== undefined ? parseDuration(timeoutText, 'readyTimeout') : (this.o.snapshotTimeoutMs ?? 10 * 60_000);
+      const cut = snap?.status?.readyToUse === true || (snap?.status as { creationTime?: string } | undefined)?.creationTime !== undefined;
+      const failedSnap = snap?.status?.error?.message !== undefined && snap.status.readyToUse !== true;
+      const timedOut = snap?.status?.readyToUse !== true && this.since(st) > timeout;
+      if (cut || failedSnap || timedOut) {
+        const w = await runPost();
+        if (w !== '') return this.failBackup(b, 'HookFailed', `${w}; the VolumeSnapshot ${snapName} was taken, but a post hook failed: the application may still be frozen`);
+      }
       if (snap?.status?.error?.message !== undefined && snap.status.readyToUse !== true) return this.failBackup(b, 'SnapshotFailed', `the VolumeSnapshot ${ns}/${snapName} failed: ${snap.status.error.message.split('\n')[0]}: see the CSI driver's snapshotter log`);
       if (snap?.status?.readyToUse !== true) {
         if (this.since(st) > timeout) {
@@ -428,6 +507,11 @@ export class Controller {
     }
     if (TERMINAL.has(st.phase)) {
       if (r.metadata.annotations?.[CLEANED] !== 'true') {
+        if (r.metadata.labels?.[DRILL_LABEL] === 'true') {
+          await ask(this.o.kc, 'delete', 'persistentvolumeclaims', ns, () => this.core.deleteNamespacedPersistentVolumeClaim({ name: r.spec.targetPvc, namespace: ns })).catch((e) => {
+            if (!notFound(e)) throw e;
+          });
+        }
         await this.cleanup(ns, r.metadata.name, undefined, 'VolumeRestore');
         if (st.scaledDown !== undefined) await this.scale(ns, st.scaledDown.kind, st.scaledDown.name, st.scaledDown.replicas);
       }
@@ -440,8 +524,10 @@ export class Controller {
         if (pvc !== undefined && pvc.metadata?.labels?.[OWNER_LABEL] !== r.metadata.name) return this.failRestore(r, 'RestoreFailed', `the PVC ${ns}/${target} exists, and spec.create asks for a new one: restore into it without spec.create, or name another PVC`);
         if (pvc === undefined) {
           // no owner: the restored PVC outlives the VolumeRestore
+          const drill = r.metadata.labels?.[DRILL_LABEL] === 'true';
           await this.createPvc(ns, {
-            metadata: { name: target, namespace: ns, labels: { [OWNER_LABEL]: r.metadata.name } },
+            // a drill's scratch PVC is the VolumeRestore's (deleted with it); a restore's target outlives it
+            metadata: { name: target, namespace: ns, labels: { [OWNER_LABEL]: r.metadata.name, ...(drill ? { [MANAGED_BY.key]: MANAGED_BY.value } : {}) }, ...(drill ? { ownerReferences: [ownerRef(r)] } : {}) },
             spec: { accessModes: r.spec.create.accessModes ?? ['ReadWriteOnce'], ...(r.spec.create.storageClassName !== undefined ? { storageClassName: r.spec.create.storageClassName } : {}), resources: { requests: { storage: r.spec.create.size } } },
           });
         }
@@ -498,6 +584,12 @@ export class Controller {
     await ask(this.o.kc, 'create', 'pods', ns, () => this.core.createNamespacedPod({ namespace: ns, body })).catch((e) => {
       if (!conflict(e)) throw e;
     });
+  }
+
+  /** The running application pods (not meshback's) that mount the PVC: where its hooks run. */
+  private async appPods(ns: string, pvc: string): Promise<V1Pod[]> {
+    const pods = (await ask(this.o.kc, 'list', 'pods', ns, () => this.core.listNamespacedPod({ namespace: ns }))).items;
+    return pods.filter((x) => running(x) && claimsOf(x).includes(pvc) && x.metadata?.labels?.[MANAGED_BY.key] !== MANAGED_BY.value);
   }
 
   /** The running helper pod's node and volume, once its PVC is bound. */

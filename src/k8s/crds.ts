@@ -169,7 +169,7 @@ const BACKUP_POLICY_SPEC = obj(
     }),
     rpo: duration('the RPO target: the newest backup older than this is reported'),
     hooks: obj('commands around the backup, in named containers', { pre: list('before the backup', hook), post: list('after the backup', hook) }),
-    drill: obj('restore drills', { everyBackups: count('every N-th completed backup is restored into a scratch PVC and verified (0: none)') }),
+    drill: obj('restore drills: each PVC\'s newest backup restored into a scratch PVC, verified, the PVC deleted', { every: duration('at most this often per PVC (e.g. 24h)') }, ['every']),
     repository: secretRef('a Secret of the policy\'s namespace: keys repository (location) and password; AWS_* keys for S3'),
     suspend: bool('schedule nothing (running backups finish)'),
     historyLimit: count('how many VolumeBackups per PVC to keep as objects (default 3)'),
@@ -197,6 +197,22 @@ const BACKUP_POLICY_STATUS = obj('what the controller observed', {
       ['pvc'],
     ),
   ),
+  drills: list(
+    "each PVC's newest restore drill",
+    obj(
+      'one drill',
+      {
+        pvc: str('the PVC'),
+        volumeRestore: str('the VolumeRestore of the drill'),
+        snapshotId: str('the snapshot it restored'),
+        time: time('when it was made'),
+        phase: str('its phase'),
+        rtoSeconds: num('its RTO'),
+        message: str('its message'),
+      },
+      ['pvc'],
+    ),
+  ),
   conditions,
 });
 
@@ -219,6 +235,7 @@ const VOLUME_BACKUP_STATUS = obj('the run as the controller and the agent report
   durationSeconds: num('how long the backup took'),
   rpoSeconds: num('seconds between the previous successful backup of this PVC and this one'),
   exported: strings('what was exported beside the volume data, as paths in the snapshot'),
+  appPods: strings('the running application pods that mounted the PVC when the run began'),
 }, ['phase']);
 
 const VOLUME_RESTORE_SPEC = obj(

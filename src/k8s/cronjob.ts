@@ -174,7 +174,7 @@ export function cronJobCaveats(p: BackupPolicy): string[] {
   const out: string[] = [];
   if ((p.spec.strategy ?? 'snapshot') === 'snapshot') out.push(`policy ${p.metadata.name} has strategy snapshot, but a CronJob reads the live volume (no VolumeSnapshot): use the controller for point-in-time copies`);
   if ((p.spec.hooks?.pre?.length ?? 0) + (p.spec.hooks?.post?.length ?? 0) > 0) out.push(`policy ${p.metadata.name} has hooks, which a CronJob does not run (they run in the application's containers): use the controller for them`);
-  if ((p.spec.drill?.everyBackups ?? 0) > 0) out.push(`policy ${p.metadata.name} asks for restore drills, which a CronJob does not run: schedule 'meshback drill' or use the controller`);
+  if (p.spec.drill !== undefined) out.push(`policy ${p.metadata.name} asks for restore drills, which a CronJob does not run: schedule 'meshback drill' or use the controller`);
   return out;
 }
 

@@ -5,8 +5,16 @@
  * The VolumeRestore stays as the record (its status has the verification and the RTO).
  */
 import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { MeshbackError, UsageError } from '../errors/index.ts';
+import { MeshbackError, NotFoundError, UsageError } from '../errors/index.ts';
+import { openRepository } from '../repository/open.ts';
+import { restore } from '../restorer/index.ts';
+import { restoreWorkloads } from './mesh.ts';
+import type { ExportedFile, RestoredObject } from './mesh.ts';
+import { repositoryFromSecret } from './repository.ts';
 import { API_VERSION, TERMINAL } from './api.ts';
 import type { VolumeRestore, VolumeRestoreSpec } from './api.ts';
 import { Resources, sleep } from './kube.ts';
@@ -41,5 +49,37 @@ export async function restoreIntoPvc(kc: KubeConfig, o: K8sRestoreOptions): Prom
     if (Date.now() > deadline) throw new MeshbackError('K8S_FAILED', `VolumeRestore ${o.namespace}/${r.metadata.name} did not end within ${Math.round((o.timeoutMs ?? 3_600_000) / 1000)} s (phase ${phase || 'none'}): see kubectl describe volumerestore -n ${o.namespace} ${r.metadata.name}; it goes on without this command`);
     if (o.signal?.aborted === true) throw new MeshbackError('K8S_FAILED', `stopped waiting; VolumeRestore ${o.namespace}/${r.metadata.name} goes on in the cluster (kubectl get volumerestore -n ${o.namespace} ${r.metadata.name})`);
     await sleep(500, o.signal);
+  }
+}
+
+/**
+ * The workloads exported beside a snapshot's volume (its `/k8s/workloads`), stripped of every
+ * injected sidecar, init container, volume and status annotation (stripInjected) and created in
+ * `namespace` (or replaced). The repository is the Secret's, read with the caller's credentials.
+ */
+export async function restoreWorkloadsFromSnapshot(kc: KubeConfig, namespace: string, secret: string, snapshotId: string, o: { dryRun?: boolean } = {}): Promise<RestoredObject[]> {
+  const repoInfo = await repositoryFromSecret(kc, namespace, secret);
+  const o2 = await openRepository(repoInfo.location, repoInfo.password, { lock: 'shared', command: 'k8s restore --with-workloads', ...(repoInfo.credentials !== undefined ? { storage: { credentials: repoInfo.credentials } } : {}) });
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'meshback-workloads-'));
+  try {
+    try {
+      await restore(o2.repo, { snapshot: snapshotId, target: dir, root: 'k8s', includes: ['workloads'] });
+    } catch (e) {
+      if (e instanceof MeshbackError && e.code === 'NOT_FOUND') throw new NotFoundError(`snapshot ${snapshotId.slice(0, 8)} holds no exported workloads (/k8s/workloads): it was not taken by the agent, or the agent could not read the workload; restore without --with-workloads`);
+      throw e;
+    }
+    const files: ExportedFile[] = [];
+    const walk = async (d: string): Promise<void> => {
+      for (const e of await fsp.readdir(d, { withFileTypes: true })) {
+        const p = path.join(d, e.name);
+        if (e.isDirectory()) await walk(p);
+        else if (e.isFile()) files.push({ path: `k8s/${path.relative(dir, p)}`, content: await fsp.readFile(p) });
+      }
+    };
+    await walk(dir);
+    return (await restoreWorkloads(kc, namespace, files, o)).objects;
+  } finally {
+    await o2.close();
+    await fsp.rm(dir, { recursive: true, force: true });
   }
 }

@@ -39,8 +39,8 @@ export interface BackendFactory<C> {
   parse(location: string): C;
   /** The location for messages, without secrets (default: redactLocation). */
   redact?(location: string): string;
-  /** Makes the concrete backend for a parsed location (no I/O). */
-  open(config: C): Backend;
+  /** Makes the concrete backend for a parsed location (no I/O); `credentials` replace the backend's default chain. */
+  open(config: C, credentials?: BackendCredentials): Backend;
 }
 
 /** Schemes announced but not built yet: what the error says about them. */
@@ -88,7 +88,7 @@ const s3Factory: BackendFactory<S3Location> = {
   describe: 'S3 (s3:https://HOST[:PORT]/BUCKET[/PREFIX], s3:BUCKET[/PREFIX] on AWS)',
   accepts: (location) => schemeOf(location) === 's3',
   parse: parseS3Location,
-  open: (c) => new S3Backend(c),
+  open: (c, credentials) => new S3Backend(credentials !== undefined ? { ...c, credentials } : c),
 };
 
 const factories: BackendFactory<unknown>[] = [localFactory as BackendFactory<unknown>, s3Factory as BackendFactory<unknown>];
@@ -116,7 +116,17 @@ export function factoryFor(location: string): BackendFactory<unknown> {
   throw new UsageError(`no backend for ${shown}: meshback supports ${factories.map((f) => f.describe).join(', ')}; ${hint}`);
 }
 
+/** Credentials given with the location (a Kubernetes Secret's keys, say) instead of the process's environment. */
+export interface BackendCredentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken?: string;
+  region?: string;
+}
+
 export interface OpenBackendOptions extends StackOptions {
+  /** credentials of an S3 location (default: the AWS SDK's chain: environment, profile, role) */
+  credentials?: BackendCredentials;
   /** false: the concrete backend alone, without the storage stack. */
   stack?: boolean;
   /** Where retries are reported, as warnings (unless `retry.onRetry` is given). */
@@ -131,7 +141,7 @@ export function retryMessage(r: RetryReport): string {
 /** Parses a location and opens its backend (inside the storage stack unless `stack: false`). */
 export function openBackend(location: string, opts: OpenBackendOptions = {}): Backend {
   const factory = factoryFor(location);
-  const backend = factory.open(factory.parse(location));
+  const backend = factory.open(factory.parse(location), opts.credentials);
   if (opts.stack === false) return backend;
   const { events } = opts;
   let retry = opts.retry;

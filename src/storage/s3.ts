@@ -53,6 +53,8 @@ export interface S3Location {
    * before an unconditional PUT, for servers that ignore If-None-Match (see docs/design.md).
    */
   overwriteCheck?: 'if-none-match' | 'head';
+  /** given credentials (never part of the location's text); absent: the SDK's default chain */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string; region?: string };
 }
 
 const QUERY_KEYS = ['region', 'addressing', 'ca', 'overwrite-check'];
@@ -187,7 +189,7 @@ export class S3Backend implements Backend {
     this.clientP ??= import('@aws-sdk/client-s3').then(async (sdk) => {
       const env = process.env;
       const o = this.opts;
-      const region = o.region ?? (this.endpoint !== undefined ? env['AWS_REGION'] || env['AWS_DEFAULT_REGION'] || 'us-east-1' : undefined);
+      const region = o.region ?? o.credentials?.region ?? (this.endpoint !== undefined ? env['AWS_REGION'] || env['AWS_DEFAULT_REGION'] || 'us-east-1' : undefined);
       const caFile = o.caFile ?? (env['AWS_CA_BUNDLE'] || undefined);
       let httpsAgent: import('node:https').Agent | undefined;
       if (caFile !== undefined) {
@@ -206,6 +208,7 @@ export class S3Backend implements Backend {
         ...(this.endpoint !== undefined ? { endpoint: this.endpoint } : {}),
         forcePathStyle: o.addressing !== undefined ? o.addressing === 'path' : this.endpoint !== undefined,
         ...(region !== undefined ? { region } : {}),
+        ...(o.credentials !== undefined ? { credentials: { accessKeyId: o.credentials.accessKeyId, secretAccessKey: o.credentials.secretAccessKey, ...(o.credentials.sessionToken !== undefined ? { sessionToken: o.credentials.sessionToken } : {}) } } : {}),
         // the SDK's default CRC32 trailers (aws-chunked bodies) are an AWS extension that a
         // non-AWS server may store as part of the object: checksums only where S3 requires them
         requestChecksumCalculation: 'WHEN_REQUIRED',

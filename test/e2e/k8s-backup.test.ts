@@ -210,7 +210,7 @@ test('a BackupPolicy backs up three PVCs on two nodes on schedule from VolumeSna
     ...G,
     plural: 'backuppolicies',
     namespace: NS,
-    body: { apiVersion: 'meshback.io/v1alpha1', kind: 'BackupPolicy', metadata: { name: 'mesh-volumes' }, spec: { selector: { matchLabels: { backup: 'yes' } }, schedule: 'every 30s', strategy: 'snapshot', rpo: '1h', retention: { keepLast: 5 }, repository: { secretRef: { name: 'backup-repo' } } } },
+    body: { apiVersion: 'meshback.io/v1alpha1', kind: 'BackupPolicy', metadata: { name: 'mesh-volumes' }, spec: { selector: { matchLabels: { backup: 'yes' } }, schedule: 'every 30s', strategy: 'snapshot', rpo: '1h', retention: { keepLast: 1 }, drill: { every: '10m' }, repository: { secretRef: { name: 'backup-repo' } } } },
   });
   // the first run: one VolumeBackup per PVC, completed on the node of its helper pod
   const first = await until('three completed VolumeBackups', 90_000, async () => {
@@ -228,11 +228,34 @@ test('a BackupPolicy backs up three PVCs on two nodes on schedule from VolumeSna
     assert.ok((b.status!.files ?? 0) > 0);
     assert.ok(b.status!.volumeSnapshot !== undefined);
   }
+  // beside the volume: the mesh and workload export; Envoy's admin state is tried for the Istio pods (kwok has no kubelet to port-forward to: a warning, not a failure)
+  const orders = first.find((b) => b.spec.pvc === 'orders-data')!;
+  assert.deepEqual(orders.status!.appPods, ['orders-0']);
+  assert.ok((orders.status!.exported ?? []).includes('/k8s/manifest.json'), JSON.stringify(orders.status!.exported));
+  assert.match(orders.status!.message!, /Envoy admin state of pod shop\/orders-0 not captured .*the backup goes on without it/);
+  assert.doesNotMatch(orders.status!.message!, /403|forbidden/i, 'the agent may port-forward (RBAC); only the missing kubelet stops it');
   // the repository holds them, tagged
   const snaps = await mb(['snapshots', '--repo', repo, '--json', '--tag', 'policy=mesh-volumes'], { env: { MESHBACK_PASSWORD: PASSWORD } });
   assert.equal(snaps.code, 0, snaps.stderr);
   for (const b of first) assert.ok(snaps.stdout.includes(b.status!.snapshotId!), `snapshot ${b.status!.snapshotId} of ${b.spec.pvc} is in the repository`);
-  await until('no VolumeSnapshot, snapshot PVC or helper pod left', 30_000, async () => ((await leftovers()).length === 0 ? true : undefined));
+  // restore drills: each PVC's newest backup restored into a scratch PVC, verified, the scratch PVC deleted
+  const drills = await until('three completed restore drills', 60_000, async () => {
+    const vrs = await list<VolumeRestore>('volumerestores', 'meshback.io/drill=true');
+    const bad = vrs.find((r) => r.status?.phase === 'Failed');
+    if (bad !== undefined) assert.fail(`drill ${bad.metadata.name} failed: ${bad.status?.message}`);
+    return vrs.length === 3 && vrs.every((r) => r.status?.phase === 'Completed') ? vrs : undefined;
+  });
+  for (const r of drills) {
+    assert.equal(r.status!.verification?.verified, true);
+    assert.ok(first.some((b) => b.status!.snapshotId === r.status!.snapshotId), 'a drill restores the newest backup');
+  }
+  await until('no VolumeSnapshot, snapshot PVC, scratch PVC or helper pod left', 30_000, async () => ((await leftovers()).length === 0 ? true : undefined));
+  type Drilled = { status?: { drills?: { phase: string; rtoSeconds?: number }[]; conditions?: { type: string; status: string }[] } };
+  await until('the policy reports its drills', 20_000, async () => {
+    const x = (await co.getNamespacedCustomObject({ ...G, plural: 'backuppolicies', namespace: NS, name: 'mesh-volumes' })) as Drilled;
+    return x.status?.drills?.length === 3 && x.status.drills.every((d) => d.phase === 'Completed') && x.status.conditions?.find((c) => c.type === 'DrillsPassing')?.status === 'True' ? true : undefined;
+  });
+  console.log(`# drills: RTO ${drills.map((r) => r.status!.rtoSeconds).join(', ')} s`);
   // on schedule: a second round about 30 s after the first
   const second = await until('a second round of three', 80_000, async () => {
     const vbs = (await list<VolumeBackup>('volumebackups', 'meshback.io/policy=mesh-volumes')).filter((b) => !first.some((f) => f.metadata.name === b.metadata.name));
@@ -241,6 +264,8 @@ test('a BackupPolicy backs up three PVCs on two nodes on schedule from VolumeSna
   const gap = (Date.parse(second[0]!.spec.scheduledTime!) - Date.parse(first[0]!.spec.scheduledTime!)) / 1000;
   assert.ok(gap >= 29 && gap < 45, `the second run came ${gap} s after the first (schedule: every 30s)`);
   for (const b of second) assert.ok((b.status!.rpoSeconds ?? 0) >= 29, `RPO of ${b.spec.pvc}: ${b.status!.rpoSeconds}`);
+  // retention keepLast 1: each second backup forgot its PVC's first snapshot
+  for (const b of second) assert.match(b.status!.message!, /retention forgot 1 older snapshot\(s\) of the PVC, kept 1/);
   // the policy reports its volumes within the RPO target
   const pol = (await co.getNamespacedCustomObject({ ...G, plural: 'backuppolicies', namespace: NS, name: 'mesh-volumes' })) as { status?: { volumes?: { pvc: string; rpoExceeded?: boolean }[]; conditions?: { type: string; status: string }[] } };
   assert.equal(pol.status?.volumes?.length, 3);
@@ -292,7 +317,20 @@ test('meshback k8s restore --scale-down: a Deployment scaled to zero, its PVC re
   const webPv = await pvc('web-data');
   await apps.createNamespacedDeployment({
     namespace: NS,
-    body: { metadata: { name: 'web' }, spec: { replicas: 1, selector: { matchLabels: { app: 'web' } }, template: { metadata: { labels: { app: 'web' } }, spec: { containers: [{ name: 'nginx', image: 'nginx:1', volumeMounts: [{ name: 'data', mountPath: '/usr/share/nginx/html' }] }], volumes: [{ name: 'data', persistentVolumeClaim: { claimName: 'web-data' } }] } } } },
+    body: { metadata: { name: 'web' }, spec: { replicas: 1, selector: { matchLabels: { app: 'web' } }, template: {
+          // as Istio's webhook left it (the Velero case: a backup of an injected workload)
+          metadata: { labels: { app: 'web', 'security.istio.io/tlsMode': 'istio' }, annotations: { 'sidecar.istio.io/status': '{"initContainers":["istio-init"],"containers":["istio-proxy"],"volumes":["istio-envoy","istio-data"]}' } },
+          spec: {
+            initContainers: [{ name: 'istio-init', image: 'docker.io/istio/proxyv2:1.22.0', args: ['istio-iptables'] }],
+            containers: [
+              { name: 'istio-proxy', image: 'docker.io/istio/proxyv2:1.22.0', args: ['proxy', 'sidecar'], volumeMounts: [{ name: 'istio-envoy', mountPath: '/etc/istio/proxy' }, { name: 'istio-data', mountPath: '/var/lib/istio/data' }] },
+              { name: 'nginx', image: 'nginx:1', volumeMounts: [{ name: 'data', mountPath: '/usr/share/nginx/html' }] },
+            ],
+            volumes: [{ name: 'istio-envoy', emptyDir: { medium: 'Memory' } }, { name: 'istio-data', emptyDir: {} }, { name: 'data', persistentVolumeClaim: { claimName: 'web-data' } }],
+          },
+        },
+      },
+    },
   });
   await until('the web pod running', 60_000, async () => ((await core.listNamespacedPod({ namespace: NS, labelSelector: 'app=web' })).items.some((p) => p.status?.phase === 'Running') ? true : undefined));
   const vol = standin.volumePath(webPv);
@@ -308,9 +346,19 @@ test('meshback k8s restore --scale-down: a Deployment scaled to zero, its PVC re
   // the data goes bad: a file deleted, one overwritten
   await fsp.rm(path.join(vol, 'd1', 'f1.dat'));
   await fsp.writeFile(path.join(vol, 'd2', 'f2.dat'), 'garbage');
-  const r = await mb(['k8s', 'restore', b.status!.snapshotId!.slice(0, 10), '--to-pvc', 'web-data', '--policy', 'mesh-volumes', '--scale-down', '-n', NS, '--kubeconfig', k8s.kubeconfig, '--json', '--timeout', '2m'], { timeoutMs: 150_000 });
+  assert.ok((b.status!.exported ?? []).some((p) => p.startsWith('/k8s/workloads/') && p.includes('Deployment/web')), `the Deployment is exported beside the volume: ${JSON.stringify(b.status!.exported)}`);
+  const r = await mb(['k8s', 'restore', b.status!.snapshotId!.slice(0, 10), '--to-pvc', 'web-data', '--policy', 'mesh-volumes', '--scale-down', '--with-workloads', '-n', NS, '--kubeconfig', k8s.kubeconfig, '--json', '--timeout', '2m'], { timeoutMs: 150_000 });
   assert.equal(r.code, 0, r.stderr + r.stdout);
-  const sum = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { snapshotId: string; rtoSeconds: number; verification: { verified: boolean }; scaledDown: { kind: string; name: string; replicas: number } };
+  const sum = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { snapshotId: string; rtoSeconds: number; verification: { verified: boolean }; scaledDown: { kind: string; name: string; replicas: number }; workloads: { kind: string; name: string; action: string; removed: string[] }[] };
+  // --with-workloads: the Deployment from the snapshot, without what Istio's webhook injected (it injects once, again)
+  const dep = sum.workloads.find((w) => w.kind === 'Deployment' && w.name === 'web');
+  assert.equal(dep?.action, 'replaced');
+  assert.ok(dep!.removed.some((x) => /istio-proxy/.test(x)), JSON.stringify(dep));
+  const tpl = (await apps.readNamespacedDeployment({ name: 'web', namespace: NS })).spec!.template;
+  assert.deepEqual(tpl.spec!.containers.map((c) => c.name), ['nginx']);
+  assert.deepEqual(tpl.spec!.initContainers ?? [], []);
+  assert.deepEqual((tpl.spec!.volumes ?? []).map((x) => x.name), ['data']);
+  assert.equal(tpl.metadata?.annotations?.['sidecar.istio.io/status'], undefined);
   assert.equal(sum.snapshotId, b.status!.snapshotId);
   assert.equal(sum.verification.verified, true);
   assert.deepEqual(sum.scaledDown, { kind: 'Deployment', name: 'web', replicas: 1 });
@@ -436,6 +484,27 @@ test('a VolumeSnapshot that never becomes ready ends in SnapshotTimeout, with wh
   assert.equal(b.status!.reason, 'SnapshotTimeout');
   assert.match(b.status!.message!, /was not ready to use after 5 s: check the CSI driver's snapshotter/);
   await until('the stuck VolumeSnapshot deleted', 20_000, async () => ((await leftovers()).length === 0 ? true : undefined));
+});
+
+test('hooks address containers by name: a native sidecar is refused before any snapshot; an exec the node cannot do fails the backup loudly (kwok has no kubelet to exec in)', { skip, timeout: 90_000 }, async () => {
+  const policy = (name: string, strategy: string, container: string) =>
+    co.createNamespacedCustomObject({ ...G, plural: 'backuppolicies', namespace: NS, body: { apiVersion: 'meshback.io/v1alpha1', kind: 'BackupPolicy', metadata: { name }, spec: { schedule: 'every 24h', suspend: true, strategy, hooks: { pre: [{ container, command: ['sh', '-c', 'sync'] }], post: [{ container, command: ['true'] }] }, repository: { secretRef: { name: 'backup-repo' } } } } });
+  // the gateway's proxy is a native sidecar (an init container with restartPolicy Always): refused, by name, before the VolumeSnapshot
+  await policy('hook-sidecar', 'snapshot', 'istio-proxy');
+  await manualBackup('hook-sidecar-1', 'envoy-logs', 'snapshot', 'hook-sidecar');
+  const a = await until('hook-sidecar-1 failed', 30_000, async () => ((await getVb('hook-sidecar-1')).status?.phase === 'Failed' ? getVb('hook-sidecar-1') : undefined));
+  assert.equal(a.status!.reason, 'HookFailed');
+  assert.match(a.status!.message!, /container istio-proxy of pod gateway-0 is the istio-native proxy \(a native sidecar: an init container with restartPolicy Always\): hooks run in the application container: name it instead \(its application container is app\); no VolumeSnapshot was taken$/);
+  assert.equal(a.status!.volumeSnapshot, undefined);
+  // the application container, live: the agent execs through the API server; kwok nodes have no kubelet, so the exec fails, and so does the backup, saying why
+  await policy('hook-app', 'live', 'app');
+  await manualBackup('hook-app-1', 'orders-data', 'live', 'hook-app');
+  const b = await until('hook-app-1 failed', 60_000, async () => ((await getVb('hook-app-1')).status?.phase === 'Failed' ? getVb('hook-app-1') : undefined));
+  assert.equal(b.status!.reason, 'HookFailed');
+  // the API server let the agent exec (RBAC) and failed reaching the node's kubelet, which kwok does not run
+  assert.match(b.status!.message!, /^pre hook 1 \(sh -c sync\) in shop\/orders-0 container app: .*(10250|kubelet|500).*; nothing was backed up$/);
+  console.log(`# hook on a kwok node: ${b.status!.message}`);
+  assert.deepEqual(await leftovers(), []);
 });
 
 test('two controllers: one leads through the Lease, the other takes over when it is killed', { skip, timeout: 90_000 }, async () => {

@@ -14,6 +14,7 @@ import { startFaultProxy } from '../../lab/faults/http-proxy.ts';
 import { backendConformance, hexName, names } from '../../src/storage/conformance.ts';
 import { S3Backend, s3TimeoutMs } from '../../src/storage/s3.ts';
 import { stack } from '../../src/storage/stack.ts';
+import { openBackend } from '../../src/storage/registry.ts';
 import { BackendError, NotFoundError, UsageError, isRetryable } from '../../src/errors/index.ts';
 import type { Handle } from '../../src/storage/backend.ts';
 import type { RetryReport } from '../../src/storage/retry.ts';
@@ -75,7 +76,32 @@ backendConformance('stack(s3 (MinIO))', async () => {
   return { backend: stack(inner, { retry: { sleep: async () => undefined } }), cleanup: () => inner.close() };
 });
 
+async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+
 describe('s3 backend on MinIO', () => {
+  test('credentials given with the location (a Kubernetes Secret\'s) replace the environment\'s, for that backend only', async () => {
+    const loc = `s3:${s3.endpoint}/${s3.bucket}/creds-${randomBytes(4).toString('hex')}`;
+    const saved = { id: process.env['AWS_ACCESS_KEY_ID'], key: process.env['AWS_SECRET_ACCESS_KEY'] };
+    // the environment's credentials are wrong: only the given ones can work
+    Object.assign(process.env, { AWS_ACCESS_KEY_ID: 'wrong-id', AWS_SECRET_ACCESS_KEY: 'wrong-secret-key' });
+    try {
+      const good = openBackend(loc, { stack: false, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
+      await good.put({ type: 'key', name: 'k1' }, Buffer.from('x'));
+      assert.deepEqual((await collect(good.list('key'))).map((f) => f.name), ['k1']);
+      const envOnly = openBackend(loc, { stack: false });
+      await assert.rejects(collect(envOnly.list('key')), (e: unknown) => e instanceof BackendError && /refused access/.test(e.message));
+      const wrong = openBackend(loc, { stack: false, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: 'not-the-key' } });
+      await assert.rejects(collect(wrong.list('key')), (e: unknown) => e instanceof BackendError && /refused access/.test(e.message));
+      assert.ok(!good.location.includes(s3.secretAccessKey) && !good.location.includes(s3.accessKeyId), 'the location shows no credential');
+    } finally {
+      Object.assign(process.env, { AWS_ACCESS_KEY_ID: saved.id, AWS_SECRET_ACCESS_KEY: saved.key });
+    }
+  });
+
   test('the layout mirrors the local backend, and every stored object has exactly the bytes put', async () => {
     const b = fresh();
     try {

@@ -43,6 +43,8 @@
     - get
     - list
     - watch
+    - create
+    - delete
     - patch
 - apiGroups:
     - meshback.io
@@ -96,6 +98,13 @@
   verbs:
     - get
     - list
+- apiGroups:
+    - ""
+  resources:
+    - pods/exec
+  verbs:
+    - get
+    - create
 - apiGroups:
     - apps
   resources:
@@ -158,12 +167,14 @@
   resources:
     - pods/exec
   verbs:
+    - get
     - create
 - apiGroups:
     - ""
   resources:
     - pods/portforward
   verbs:
+    - get
     - create
 - apiGroups:
     - apps

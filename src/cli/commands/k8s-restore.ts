@@ -6,7 +6,10 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { UsageError } from '../../errors/index.ts';
 import type { VolumeRestoreSpec } from '../../k8s/api.ts';
-import { restoreIntoPvc } from '../../k8s/restore.ts';
+import type { BackupPolicy } from '../../k8s/api.ts';
+import { Resources } from '../../k8s/kube.ts';
+import type { RestoredObject } from '../../k8s/mesh.ts';
+import { restoreIntoPvc, restoreWorkloadsFromSnapshot } from '../../k8s/restore.ts';
 import { parseDuration } from '../../util/units.ts';
 import type { OptionSpec } from '../command.ts';
 import { bool, str, strs } from '../command.ts';
@@ -26,6 +29,7 @@ export const K8S_RESTORE_OPTIONS: Record<string, OptionSpec> = {
   'source-pvc': { type: 'string', argument: 'NAME', description: 'restore latest: the PVC the snapshot was taken of (default: --to-pvc)' },
   include: { type: 'string', multiple: true, argument: 'PATH', description: 'restore: only this path of the snapshot (repeatable)' },
   timeout: { type: 'string', argument: 'DURATION', description: 'restore: how long to wait for the restore to end (default 1h; it goes on in the cluster after)' },
+  'with-workloads': { type: 'boolean', description: 'restore: then create the workloads exported with the snapshot (Deployment, StatefulSet, Services, ConfigMaps), stripped of injected sidecars, init containers, volumes and status annotations' },
 };
 
 export async function k8sRestore(ctx: Context, v: Values, positionals: string[], kc: KubeConfig, namespace: string): Promise<number> {
@@ -63,7 +67,13 @@ export async function k8sRestore(ctx: Context, v: Values, positionals: string[],
       onPhase: (x) => ctx.out.info(`${new Date().toISOString()} VolumeRestore ${namespace}/${x.metadata.name}: ${x.status?.phase ?? 'created'}${x.status?.message !== undefined ? `: ${x.status.message}` : ''}`),
     });
     const st = r.status!;
-    ctx.out.jsonOut({ message_type: 'summary', volumeRestore: r.metadata.name, namespace, targetPvc: target, snapshotId: st.snapshotId, files: st.files, bytes: st.bytes, verification: st.verification, rtoSeconds: st.rtoSeconds, scaledDown: st.scaledDown ?? null });
+    let workloads: RestoredObject[] | null = null;
+    if (bool(v['with-workloads'])) {
+      const secretName = secret ?? (await new Resources(kc).get<BackupPolicy>('BackupPolicy', namespace, policy!)).spec.repository.secretRef.name;
+      workloads = await restoreWorkloadsFromSnapshot(kc, namespace, secretName, st.snapshotId!);
+      for (const w of workloads) ctx.out.info(`${w.action} ${w.kind} ${w.name}${w.removed.length > 0 ? ` (stripped: ${w.removed.join(', ')})` : ''}${w.reason !== undefined ? `: ${w.reason}` : ''}`);
+    }
+    ctx.out.jsonOut({ message_type: 'summary', volumeRestore: r.metadata.name, namespace, targetPvc: target, snapshotId: st.snapshotId, files: st.files, bytes: st.bytes, verification: st.verification, rtoSeconds: st.rtoSeconds, scaledDown: st.scaledDown ?? null, workloads });
     ctx.out.result(`restored snapshot ${(st.snapshotId ?? '').slice(0, 8)} into PVC ${namespace}/${target}: ${st.files} files, ${st.bytes} bytes, verified (${st.verification?.method ?? ''}); RTO ${st.rtoSeconds} s${st.scaledDown !== undefined ? `; ${st.scaledDown.kind} ${st.scaledDown.name} scaled back to ${st.scaledDown.replicas}` : ''}`);
     return EXIT.OK;
   } finally {

@@ -6,7 +6,6 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { UsageError } from '../../errors/index.ts';
 import { Agent } from '../../k8s/agent.ts';
-import type { AgentOptions } from '../../k8s/agent.ts';
 import { KUBELET_ROOT } from '../../k8s/api.ts';
 import { Controller } from '../../k8s/controller.ts';
 import { parseDuration } from '../../util/units.ts';
@@ -72,7 +71,7 @@ export function controllerCommand(ctx: Context, v: Values, kc: KubeConfig): Prom
   return untilStopped(ctx, 'controller', (signal) => new Controller({ ...base, signal }).run());
 }
 
-export function agentCommand(ctx: Context, v: Values, kc: KubeConfig, exporter?: AgentOptions['exporter']): Promise<number> {
+export function agentCommand(ctx: Context, v: Values, kc: KubeConfig): Promise<number> {
   const node = s(v, 'node') ?? process.env['NODE_NAME'];
   if (node === undefined || node === '') throw new UsageError('the agent needs its node: give --node NAME (in the DaemonSet: NODE_NAME from spec.nodeName)');
   const opt = (k: string, name: string): Record<string, number> => (ms(v, k) !== undefined ? { [name]: ms(v, k)! } : {});
@@ -86,7 +85,6 @@ export function agentCommand(ctx: Context, v: Values, kc: KubeConfig, exporter?:
     ...opt('heartbeat', 'heartbeatMs'),
     ...opt('grace', 'graceMs'),
     ...(s(v, 'work-dir') !== undefined ? { workDir: s(v, 'work-dir')! } : {}),
-    ...(exporter !== undefined ? { exporter } : {}),
     log: logger(ctx, 'agent'),
   };
   return untilStopped(ctx, 'agent', (signal) => new Agent({ ...base, signal }).run());

@@ -14,7 +14,6 @@ import { bool, str } from '../command.ts';
 import { EXIT } from '../exit.ts';
 import { formatDuration } from '../../util/units.ts';
 import { k8sHold } from './k8s-hold.ts';
-import { exportForBackup } from '../../k8s/mesh.ts';
 import { agentCommand, controllerCommand } from './k8s-run.ts';
 
 const BUILT = ['discover', 'controller', 'agent', 'restore', 'install', 'cronjob', 'hold'];
@@ -28,7 +27,7 @@ export const k8sCommand: Command = {
     'meshback k8s discover [-n NAMESPACE | -A] [-l SELECTOR] [--kubeconfig FILE] [--json]',
     'meshback k8s controller [--namespace NS] [--identity ID] [--helper-image IMAGE] [--snapshot-timeout D] [--mount-timeout D] [--agent-timeout D] [--heartbeat-timeout D]',
     'meshback k8s agent --node NAME [--kubelet-root DIR] [--concurrency N] [--max-attempts N] [--heartbeat D]',
-    'meshback k8s restore SNAPSHOT --to-pvc NAME (--policy NAME | --secret NAME) [-n NS] [--create --size SIZE [--storage-class C]] [--scale-down] [--include PATH] [--timeout D]',
+    'meshback k8s restore SNAPSHOT --to-pvc NAME (--policy NAME | --secret NAME) [-n NS] [--create --size SIZE [--storage-class C]] [--scale-down] [--with-workloads] [--include PATH] [--timeout D]',
     'meshback k8s install --render [-n NAMESPACE] [--image IMAGE] [--no-namespace] [--json]',
     'meshback k8s cronjob --policy NAME [-n NAMESPACE] [--image IMAGE] [-f FILE --pvc NAME...] [--json]',
   ].join('\n       '),
@@ -69,7 +68,7 @@ export const k8sCommand: Command = {
     if (sub === 'controller' || sub === 'agent') {
       if (positionals.length > 1) throw new UsageError(`k8s ${sub} takes no arguments, not ${JSON.stringify(positionals[1])}`);
       const kc = loadKubeConfig(str(v['kubeconfig']));
-      return sub === 'controller' ? controllerCommand(ctx, v, kc) : agentCommand(ctx, v, kc, (ns, pvc) => exportForBackup(kc, ns, pvc));
+      return sub === 'controller' ? controllerCommand(ctx, v, kc) : agentCommand(ctx, v, kc);
     }
     if (positionals.length > 1) throw new UsageError(`k8s discover takes no arguments, not ${JSON.stringify(positionals[1])}: use -n NAMESPACE or -l SELECTOR`);
     const all = bool(v['all-namespaces']);

@@ -183,18 +183,17 @@ export interface VolumeBackupSpec {
   tags?: string[];
 }
 
-export interface VolumeBackupStatus {
-  phase: BackupPhase;
+/** What a VolumeBackup's and a VolumeRestore's status share: one run on one node. */
+export interface RunStatus<P extends string> {
+  phase: P;
   reason?: FailureReason | string;
   message?: string;
   startTime?: string;
   completionTime?: string;
   /** when the current phase began (the controller's timeouts count from it) */
   phaseTime?: string;
-  /** the CSI VolumeSnapshot taken for this run (snapshot strategy) */
-  volumeSnapshot?: string;
   source?: VolumeSource;
-  /** the agent that runs it: NODE/PODNAME-or-pid/INCARNATION; a restarted agent has a new incarnation */
+  /** the agent that runs it: NODE/HOST-PID-RANDOM; a restarted agent has a new identity */
   agent?: string;
   attempt?: number;
   heartbeatTime?: string;
@@ -202,16 +201,21 @@ export interface VolumeBackupStatus {
   snapshotId?: string;
   files?: number;
   bytes?: number;
+  verification?: { verified: boolean; method: string; files?: number; bytes?: number; message?: string };
+  conditions?: Condition[];
+}
+
+export interface VolumeBackupStatus extends RunStatus<BackupPhase> {
+  /** the CSI VolumeSnapshot taken for this run (snapshot strategy) */
+  volumeSnapshot?: string;
   bytesAdded?: number;
   durationSeconds?: number;
-  verification?: { verified: boolean; method: string; files?: number; bytes?: number; message?: string };
   /** seconds between the previous successful backup of this PVC and this one (the data a loss now would cost) */
   rpoSeconds?: number;
   /** what the agent exported beside the volume data (mesh configuration, workload manifests, Envoy admin state), as paths in the snapshot */
   exported?: string[];
   /** the running application pods that mounted the PVC when the run began (their hooks ran; their workload and Envoy state are exported) */
   appPods?: string[];
-  conditions?: Condition[];
 }
 
 export interface VolumeBackup {
@@ -240,27 +244,11 @@ export interface VolumeRestoreSpec {
   scaleDown?: boolean;
 }
 
-export interface VolumeRestoreStatus {
-  phase: RestorePhase;
-  reason?: FailureReason | string;
-  message?: string;
-  startTime?: string;
-  completionTime?: string;
-  /** when the current phase began (the controller's timeouts count from it) */
-  phaseTime?: string;
-  source?: VolumeSource;
-  agent?: string;
-  attempt?: number;
-  heartbeatTime?: string;
-  snapshotId?: string;
-  files?: number;
-  bytes?: number;
-  verification?: { verified: boolean; method: string; files?: number; bytes?: number; message?: string };
+export interface VolumeRestoreStatus extends RunStatus<RestorePhase> {
   /** from the VolumeRestore's creation to Completed */
   rtoSeconds?: number;
   /** the workload scaled down for the restore, and its replicas before (scaled back to them after) */
   scaledDown?: { kind: string; name: string; replicas: number };
-  conditions?: Condition[];
 }
 
 export interface VolumeRestore {

@@ -21,7 +21,7 @@
  * ran is caught up once. State lives in the objects' status only, so a restarted or newly elected
  * controller carries on where the last one stopped.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as os from 'node:os';
 import { AppsV1Api, CoordinationV1Api, CoreV1Api, CustomObjectsApi, StorageV1Api } from '@kubernetes/client-node';
 import type { KubeConfig, V1Lease, V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
@@ -69,7 +69,8 @@ const firstLine = (e: unknown): string => errMessage(e).split('\n')[0]!;
 /** A name for an object made for `base`: at most 63 characters (a label value too), lowercase. */
 export function childName(base: string, suffix: string): string {
   const room = 63 - suffix.length - 1;
-  const b = base.length <= room ? base : `${base.slice(0, room - 7)}-${randomBytes(3).toString('hex')}`;
+  // deterministic: the same base gives the same name on every pass (a hash of it where it is cut)
+  const b = base.length <= room ? base : `${base.slice(0, room - 7)}-${createHash('sha256').update(base).digest('hex').slice(0, 6)}`;
   return `${b}-${suffix}`.toLowerCase().replace(/[^a-z0-9-]/g, '-').replace(/^-+|-+$/g, '');
 }
 

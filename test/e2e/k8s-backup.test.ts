@@ -32,6 +32,7 @@ import { btrfsSupport } from '../../src/volumes/index.ts';
 import type { VolumeBackup, VolumeRestore } from '../../src/k8s/api.ts';
 import { installMeshback } from '../helpers/k8s-install.ts';
 import { BIN, mb, rmrf, tmpdir, waitGone } from '../helpers/cli.ts';
+import { until } from '../helpers/until.ts';
 
 const NS = 'shop';
 const PASSWORD = 'k8s-test-password';
@@ -104,20 +105,6 @@ const controller = (name: string, extra: string[] = []): Proc =>
 const agent = (node: string, extra: string[] = [], cgroup?: string): Proc =>
   start(`agent-${node}`, ['k8s', 'agent', '--kubeconfig', creds.agentKubeconfig, '--node', node, '--kubelet-root', standin.kubeletRoot(node), '--poll', '300ms', '--heartbeat', '1s', '--grace', '1s', ...extra], cgroup);
 
-async function until<T>(what: string, ms: number, f: () => Promise<T | undefined>): Promise<T> {
-  const t0 = Date.now();
-  let last = '';
-  while (Date.now() - t0 < ms) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = (e as Error).message.slice(0, 300);
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  assert.fail(`timed out after ${ms} ms waiting for ${what}${last !== '' ? ` (last error: ${last})` : ''}`);
-}
 
 const list = async <T>(plural: string, labelSelector?: string): Promise<T[]> => ((await co.listNamespacedCustomObject({ ...G, plural, namespace: NS, ...(labelSelector !== undefined ? { labelSelector } : {}) })) as { items: T[] }).items;
 const getVb = async (name: string): Promise<VolumeBackup> => (await co.getNamespacedCustomObject({ ...G, plural: 'volumebackups', namespace: NS, name })) as VolumeBackup;

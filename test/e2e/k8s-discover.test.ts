@@ -18,6 +18,7 @@ import { KWOK_NODES, freePort, startK8s, type K8sEnv } from '../../lab/testenv/i
 import { DiscoverySchema, type Discovery } from '../../src/k8s/schema.ts';
 import { safeParse } from '../../src/util/schema.ts';
 import { mb, rmrf, summary, tmpdir } from '../helpers/cli.ts';
+import { until } from '../helpers/until.ts';
 
 let k8s: K8sEnv;
 let kc: KubeConfig;
@@ -26,20 +27,6 @@ let work: string;
 const NS = 'mesh-shop';
 const SNAP_DRIVER = 'hostpath.csi.k8s.io';
 
-async function until<T>(what: string, ms: number, f: () => Promise<T | undefined>): Promise<T> {
-  const t0 = Date.now();
-  let last = '';
-  while (Date.now() - t0 < ms) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = (e as Error).message.slice(0, 300);
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  assert.fail(`timed out after ${ms} ms waiting for ${what}${last !== '' ? ` (last error: ${last})` : ''}`);
-}
 
 /** a PersistentVolume reserved for one claim (no provisioner runs here: the test stands in for it) */
 async function volumeFor(claim: string, storageClassName: string, driver: string): Promise<void> {

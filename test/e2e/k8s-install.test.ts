@@ -25,6 +25,7 @@ import { policyNamed } from '../../src/policy/index.ts';
 import { parsePolicyFile } from '../../src/policy/load.ts';
 import { ROOT, mb, rmrf, runProcess, tmpdir } from '../helpers/cli.ts';
 import { applyObjects, installMeshback, type Installed } from '../helpers/k8s-install.ts';
+import { until } from '../helpers/until.ts';
 
 let k8s: K8sEnv;
 let kc: KubeConfig;
@@ -35,20 +36,6 @@ let installed: Installed;
 const APP = 'shop';
 const CHART = path.join(ROOT, 'charts/meshback');
 
-async function until<T>(what: string, ms: number, f: () => Promise<T | undefined>): Promise<T> {
-  const t0 = Date.now();
-  let last = '';
-  while (Date.now() - t0 < ms) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = (e as Error).message.slice(0, 300);
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  assert.fail(`timed out after ${ms} ms waiting for ${what}${last !== '' ? ` (last error: ${last})` : ''}`);
-}
 
 /** the HTTP status of a failed API call (undefined: it succeeded) */
 async function statusOf(p: Promise<unknown>): Promise<number | undefined> {

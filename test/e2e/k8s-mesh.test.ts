@@ -23,6 +23,7 @@ import { captureEnvoyAdmin, exportForBackup, restoreWorkloads, type ExportManife
 import { helperPod } from '../../src/k8s/pods.ts';
 import { rmrf, tmpdir } from '../helpers/cli.ts';
 import { makeTestPki } from '../helpers/tls.ts';
+import { until } from '../helpers/until.ts';
 
 const fixtures = path.resolve(import.meta.dirname, '../fixtures/k8s');
 const NS = 'shop';
@@ -34,20 +35,6 @@ let work: string;
 let webhook: https.Server;
 const injected: string[] = [];
 
-async function until<T>(what: string, ms: number, f: () => Promise<T | undefined>): Promise<T> {
-  const t0 = Date.now();
-  let last = '';
-  while (Date.now() - t0 < ms) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = (e as Error).message.slice(0, 300);
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  assert.fail(`timed out after ${ms} ms waiting for ${what}${last !== '' ? ` (last error: ${last})` : ''}`);
-}
 
 const proxies = (p: V1Pod): number => [...(p.spec?.containers ?? []), ...(p.spec?.initContainers ?? [])].filter((c) => c.name === 'istio-proxy').length;
 

@@ -17,6 +17,7 @@ import { CoreV1Api, CustomObjectsApi, StorageV1Api, type KubeConfig, type V1Pers
 import { startK8s, startStandin, type K8sEnv, type Standin } from '../../lab/testenv/index.ts';
 import { isRoot } from '../../src/host/packages.ts';
 import { btrfsSupport, isMountPoint } from '../../src/volumes/index.ts';
+import { until } from '../helpers/until.ts';
 
 const probe = await fsp.mkdtemp(path.join(os.tmpdir(), 'meshback-standin-probe-'));
 const support = isRoot() ? await btrfsSupport(path.join(probe, 'p'), false) : 'needs root (loop-mounted btrfs and bind mounts)';
@@ -37,21 +38,7 @@ let core: CoreV1Api;
 let custom: CustomObjectsApi;
 let root: string;
 const logs: string[] = [];
-
-async function until<T>(what: string, ms: number, f: () => Promise<T | undefined> | T | undefined): Promise<T> {
-  const t0 = Date.now();
-  let last = '';
-  while (Date.now() - t0 < ms) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = (e as Error).message.slice(0, 300);
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  assert.fail(`timed out after ${ms} ms waiting for ${what}${last !== '' ? ` (last error: ${last})` : ''}\n${logs.slice(-20).join('\n')}`);
-}
+const untilLogged = <T>(what: string, ms: number, f: () => Promise<T | undefined> | T | undefined): Promise<T> => until(what, ms, f, { everyMs: 200, context: () => logs.slice(-20).join('\n') });
 
 const pvcBody = (name: string, extra: Partial<NonNullable<V1PersistentVolumeClaim['spec']>> = {}): V1PersistentVolumeClaim => ({
   metadata: { name },
@@ -59,7 +46,7 @@ const pvcBody = (name: string, extra: Partial<NonNullable<V1PersistentVolumeClai
 });
 
 async function bound(name: string): Promise<string> {
-  return until(`PVC ${name} to be Bound`, 30_000, async () => {
+  return untilLogged(`PVC ${name} to be Bound`, 30_000, async () => {
     const c = await core.readNamespacedPersistentVolumeClaim({ namespace: NS, name });
     return c.status?.phase === 'Bound' ? c.spec!.volumeName! : undefined;
   });
@@ -91,7 +78,7 @@ before(async () => {
   root = await fsp.mkdtemp(path.join(os.tmpdir(), 'meshback-standin-'));
   si = await startStandin({ kc, root, nodes: k8s.nodes, size: '512M', log: (l) => logs.push(`${new Date().toISOString()} ${l}`) });
   await core.createNamespace({ body: { metadata: { name: NS } } });
-  await until('the default service account of the namespace', 30_000, () => core.readNamespacedServiceAccount({ namespace: NS, name: 'default' }));
+  await untilLogged('the default service account of the namespace', 30_000, () => core.readNamespacedServiceAccount({ namespace: NS, name: 'default' }));
 });
 
 after(async () => {
@@ -155,8 +142,8 @@ test('stand-in: a pod on kwok-node-1 gets its volumes bind-mounted at the kubele
   podUid = pod.metadata!.uid!;
   const dataMount = mountPath(podUid, dataPv);
   const configMount = mountPath(podUid, configPv);
-  await until('both bind mounts', 15_000, () => (isMountPoint(dataMount) && isMountPoint(configMount) ? true : undefined));
-  await until('the pod to be Running', 30_000, async () => ((await core.readNamespacedPod({ namespace: NS, name: 'app' })).status?.phase === 'Running' ? true : undefined));
+  await untilLogged('both bind mounts', 15_000, () => (isMountPoint(dataMount) && isMountPoint(configMount) ? true : undefined));
+  await untilLogged('the pod to be Running', 30_000, async () => ((await core.readNamespacedPod({ namespace: NS, name: 'app' })).status?.phase === 'Running' ? true : undefined));
   assert.equal(await fsp.readFile(path.join(dataMount, 'before.txt'), 'utf8'), 'written before the pod');
   await fsp.writeFile(path.join(si!.volumePath(dataPv), 'after.txt'), 'written while mounted');
   assert.equal(await fsp.readFile(path.join(dataMount, 'after.txt'), 'utf8'), 'written while mounted');
@@ -172,7 +159,7 @@ let snapHandle = '';
 
 test('stand-in: a VolumeSnapshot becomes readyToUse; its content is a real read-only btrfs snapshot that later writes do not change', opts, async () => {
   await makeSnap('snap1', 'data', si!.snapshotClass);
-  const snap = await until('snap1 to be readyToUse', 15_000, async () => {
+  const snap = await untilLogged('snap1 to be readyToUse', 15_000, async () => {
     const s = await readSnap('snap1');
     return s.status?.readyToUse === true ? s : undefined;
   });
@@ -214,7 +201,7 @@ test('stand-in: a PVC made from the VolumeSnapshot has the snapshot\'s data and 
 
 test('stand-in: a VolumeSnapshot of the stuck class never becomes ready, and a PVC from it stays Pending', opts, async () => {
   await makeSnap('stuck', 'data', si!.stuckSnapshotClass);
-  const s = await until('stuck to report readyToUse false', 15_000, async () => {
+  const s = await untilLogged('stuck to report readyToUse false', 15_000, async () => {
     const x = await readSnap('stuck');
     return x.status?.readyToUse === false ? x : undefined;
   });
@@ -234,7 +221,7 @@ test('stand-in: a VolumeSnapshot of the stuck class never becomes ready, and a P
 
 test('stand-in: deleting the pod, the snapshots and the PVCs removes the mounts, the snapshot subvolumes and contents, the volumes and the PVs', opts, async () => {
   await core.deleteNamespacedPod({ namespace: NS, name: 'app' });
-  await until('the pod to be gone', 30_000, () =>
+  await untilLogged('the pod to be gone', 30_000, () =>
     core.readNamespacedPod({ namespace: NS, name: 'app' }).then(
       () => undefined,
       (e: unknown) => {
@@ -243,16 +230,16 @@ test('stand-in: deleting the pod, the snapshots and the PVCs removes the mounts,
       },
     ),
   );
-  await until('the bind mounts and the pod directory to be gone', 15_000, () => (!isMountPoint(mountPath(podUid, dataPv)) && !existsSync(podDir(podUid)) ? true : undefined));
+  await untilLogged('the bind mounts and the pod directory to be gone', 15_000, () => (!isMountPoint(mountPath(podUid, dataPv)) && !existsSync(podDir(podUid)) ? true : undefined));
 
   const content = (await contents()).find((c) => c.status?.snapshotHandle === snapHandle)!;
   for (const name of ['snap1', 'stuck']) await custom.deleteNamespacedCustomObject({ group: G, version: V, namespace: NS, plural: 'volumesnapshots', name });
-  await until('the content and the snapshot subvolume of snap1 to be gone', 15_000, async () => ((await contents()).some((c) => c.metadata.name === content.metadata.name) || existsSync(si!.snapshotPath(snapHandle)) ? undefined : true));
+  await untilLogged('the content and the snapshot subvolume of snap1 to be gone', 15_000, async () => ((await contents()).some((c) => c.metadata.name === content.metadata.name) || existsSync(si!.snapshotPath(snapHandle)) ? undefined : true));
   // the restored volume is a snapshot of its own: it outlives the VolumeSnapshot
   assert.equal(await fsp.readFile(path.join(si!.volumePath(restoredPv), 'restored.txt'), 'utf8'), 'writable');
 
   for (const name of ['data', 'config', 'restored', 'from-stuck']) await core.deleteNamespacedPersistentVolumeClaim({ namespace: NS, name });
-  await until('the PVs and their subvolumes to be gone', 30_000, async () => {
+  await untilLogged('the PVs and their subvolumes to be gone', 30_000, async () => {
     const pvs = (await core.listPersistentVolume()).items.filter((v) => v.spec?.csi?.driver === si!.driver);
     return pvs.length === 0 && ![dataPv, configPv, restoredPv].some((p) => existsSync(si!.volumePath(p))) ? true : undefined;
   });
@@ -266,7 +253,7 @@ test('stand-in: stop() unmounts a pod\'s volume still in use and leaves no mount
     body: { metadata: { name: 'last' }, spec: { nodeName: 'kwok-node-0', containers: [{ name: 'app', image: 'shop/app:1' }], volumes: [{ name: 'd', persistentVolumeClaim: { claimName: 'last' } }] } },
   });
   const target = path.join(si!.kubeletRoot('kwok-node-0'), 'pods', pod.metadata!.uid!, 'volumes', 'kubernetes.io~csi', pv, 'mount');
-  await until('the bind mount on kwok-node-0', 15_000, () => (isMountPoint(target) ? true : undefined));
+  await untilLogged('the bind mount on kwok-node-0', 15_000, () => (isMountPoint(target) ? true : undefined));
   const image = si!.image;
   await si!.stop();
   const mountinfo = readFileSync('/proc/self/mountinfo', 'utf8');

@@ -21,6 +21,7 @@ import {
   type V1CronJob,
 } from '@kubernetes/client-node';
 import { KWOK_NODES, startK8s, type K8sEnv } from '../../lab/testenv/index.ts';
+import { until } from '../helpers/until.ts';
 
 let k8s: K8sEnv;
 let kc: KubeConfig;
@@ -35,20 +36,6 @@ before(async () => {
 });
 after(() => k8s?.stop());
 
-async function until<T>(what: string, ms: number, f: () => Promise<T | undefined>): Promise<T> {
-  const t0 = Date.now();
-  let last = '';
-  while (Date.now() - t0 < ms) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = (e as Error).message.slice(0, 300);
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  assert.fail(`timed out after ${ms} ms waiting for ${what}${last !== '' ? ` (last error: ${last})` : ''}`);
-}
 
 async function status(p: Promise<unknown>): Promise<number> {
   try {

@@ -250,7 +250,8 @@ test('a BackupPolicy backs up three PVCs on two nodes on schedule from VolumeSna
   });
   const gap = (Date.parse(second[0]!.spec.scheduledTime!) - Date.parse(first[0]!.spec.scheduledTime!)) / 1000;
   assert.ok(gap >= 29 && gap < 45, `the second run came ${gap} s after the first (schedule: every 30s)`);
-  for (const b of second) assert.ok((b.status!.rpoSeconds ?? 0) >= 29, `RPO of ${b.spec.pvc}: ${b.status!.rpoSeconds}`);
+  // the RPO of a run: the time between the starts of its snapshot and the previous one (about the schedule's 30 s; the snapshot phases add jitter)
+  for (const b of second) assert.ok((b.status!.rpoSeconds ?? 0) >= 15 && b.status!.rpoSeconds! <= 60, `RPO of ${b.spec.pvc}: ${b.status!.rpoSeconds}`);
   // retention keepLast 1: each second backup forgot its PVC's first snapshot
   for (const b of second) assert.match(b.status!.message!, /retention forgot 1 older snapshot\(s\) of the PVC, kept 1/);
   // the policy reports its volumes within the RPO target

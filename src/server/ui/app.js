@@ -188,7 +188,7 @@ function renderCharts() {
       h('section', { class: 'chart-group', 'data-group': g },
         h('h3', {}, g),
         h('h4', {}, 'Backup duration'),
-        timeChart(dur, { kind: 'line', label: `Backup duration of ${g} over time, ${dur.length} snapshots, in seconds`, yLabel: 'seconds', fmt: (v) => `${v.toFixed(1)} s`, cls: 'duration' }),
+        timeChart(dur, { kind: 'line', label: `Backup duration of ${g} over time, ${dur.length} snapshots, in seconds`, yLabel: 'seconds', fmt: (v) => (v === 0 ? '0 s' : v < 1 ? `${Math.round(v * 1000)} ms` : `${v.toFixed(1)} s`), cls: 'duration' }),
         h('h4', {}, 'Bytes added'),
         timeChart(added, { kind: 'line', label: `Bytes added by each backup of ${g}, ${added.length} snapshots`, yLabel: 'bytes added', fmt: fmtBytes, cls: 'bytes-added' }),
         h('h4', {}, 'Change rate'),

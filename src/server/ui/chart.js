@@ -28,7 +28,7 @@ function ticks(max, fmt) {
 export function timeChart(points, opts) {
   const W = opts.width ?? 640;
   const H = opts.height ?? 220;
-  const m = { l: 72, r: 16, t: 16, b: 40 };
+  const m = { l: 80, r: 24, t: 28, b: 40 };
   const svg = el('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': opts.label, class: `chart ${opts.cls ?? ''}`, 'data-points': points.length });
   svg.appendChild(el('title', {}, opts.label));
   const fmt = opts.fmt ?? ((v) => String(Math.round(v)));
@@ -40,7 +40,9 @@ export function timeChart(points, opts) {
   const t1 = points[points.length - 1].t;
   const span = Math.max(1, t1 - t0);
   const ymax = Math.max(...points.map((p) => p.y)) || 1;
-  const x = (t) => (points.length === 1 ? m.l + (W - m.l - m.r) / 2 : m.l + ((t - t0) / span) * (W - m.l - m.r));
+  // bars keep half a bar's width inside the plot at both ends
+  const pad = opts.kind === 'bar' ? 14 : 0;
+  const x = (t) => (points.length === 1 ? m.l + (W - m.l - m.r) / 2 : m.l + pad + ((t - t0) / span) * (W - m.l - m.r - 2 * pad));
   const y = (v) => H - m.b - (v / ymax) * (H - m.t - m.b);
   // axes and grid
   const axes = el('g', { class: 'axes', 'aria-hidden': 'true' });
@@ -55,7 +57,7 @@ export function timeChart(points, opts) {
   svg.appendChild(axes);
   const g = el('g', { class: 'series' });
   if (opts.kind === 'bar') {
-    const bw = Math.max(2, Math.min(24, (W - m.l - m.r) / points.length - 2));
+    const bw = Math.max(2, Math.min(2 * pad, (W - m.l - m.r) / points.length - 2));
     for (const p of points) {
       const r = el('rect', { x: x(p.t) - bw / 2, y: y(p.y), width: bw, height: Math.max(0, H - m.b - y(p.y)), class: 'point bar', ...dataAttrs(p.data) });
       r.appendChild(el('title', {}, p.title));

@@ -90,4 +90,9 @@ export default tseslint.config(
     ignores: ['src/cli/**', 'lab/cli/**', 'lab/gen/**', 'lab/testenv/cli.ts'],
     rules: { 'no-console': 'error' },
   },
+  {
+    // the web dashboard: plain browser modules served as they are (src/server/ui; no build step)
+    files: ['src/server/ui/**/*.js'],
+    languageOptions: { globals: { document: 'readonly', window: 'readonly', sessionStorage: 'readonly', history: 'readonly', location: 'readonly', fetch: 'readonly', Node: 'readonly', URL: 'readonly' } },
+  },
 );

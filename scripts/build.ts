@@ -9,7 +9,7 @@
  * backup's footprint.
  *   bin/node scripts/build.ts        (run by `npm ci` through "prepare", and by `npm test`)
  */
-import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { stripTypeScriptTypes } from 'node:module';
 import * as path from 'node:path';
 
@@ -41,6 +41,9 @@ function walk(dir: string): void {
 
 rmSync(tmp, { recursive: true, force: true });
 for (const t of TREES) walk(path.join(root, t));
+// the web dashboard's files (plain HTML, CSS and browser modules) are served as they are, from
+// dist/src/server/ui when the engine runs from dist (src/server/ui-routes.ts finds them beside itself)
+cpSync(path.join(root, 'src/server/ui'), path.join(tmp, 'src/server/ui'), { recursive: true });
 writeFileSync(path.join(tmp, 'package.json'), '{ "type": "module" }\n');
 // the stamp is written last: bin/meshback uses dist/ only when no source is newer than it
 writeFileSync(path.join(tmp, '.build-stamp'), `${new Date().toISOString()}\n`);

@@ -62,6 +62,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   drill: async () => (await import('./commands/drill.ts')).drillCommand,
   server: async () => (await import('./commands/server.ts')).serverCommand,
   trigger: async () => (await import('./commands/trigger.ts')).triggerCommand,
+  ui: async () => (await import('./commands/ui.ts')).uiCommand,
   k8s: async () => (await import('./commands/k8s.ts')).k8sCommand,
 };
 

@@ -29,6 +29,8 @@ import type { HttpBindings } from '@hono/node-server';
 import { errMessage } from '../errors/index.ts';
 import { issueText, parseJson, safeParse } from '../util/schema.ts';
 import { RateLimiter } from './rate.ts';
+import { addUiRoutes } from './ui-routes.ts';
+import type { UiOptions } from './ui-routes.ts';
 import type { RegistryChange, RunRegistry } from './runs.ts';
 import { RUN_ID, RUN_KINDS, RUN_STATUSES, TriggerRequestSchema } from './schemas.ts';
 import type { PolicyInfo, RunKind, RunRecord, RunStatus, SnapshotRow } from './schemas.ts';
@@ -63,6 +65,8 @@ export interface ApiOptions {
   /** failed authentications per minute and client before 429 (default 10) */
   authFailuresPerMinute?: number;
   now?(): number;
+  /** the web dashboard and its routes (server/ui-routes.ts); without it the API alone */
+  ui?: UiOptions;
 }
 
 type Env = { Bindings: HttpBindings };
@@ -151,6 +155,8 @@ export function createApi(o: ApiOptions): Api {
   });
 
   app.get('/v1/policies', (c) => c.json(o.policies()));
+
+  if (o.ui !== undefined) addUiRoutes(app, o.ui, fail, o.version);
 
   /** ?limit= as a whole number from 1 to 1000 (default 100), or a 400 answer */
   const limitOf = (c: Context<Env>): number | Response => {

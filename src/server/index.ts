@@ -12,3 +12,6 @@ export { DEFAULT_LISTEN, isLoopback, listen, parseListen } from './listen.ts';
 export type { ListenAddress, Listening } from './listen.ts';
 export * from './schemas.ts';
 export { Metrics, loadNewestSnapshots } from './metrics.ts';
+
+export { DIFF_LIMIT } from './ui-routes.ts';
+export type { RepoAccess, RestoreRecord, UiOptions } from './ui-routes.ts';

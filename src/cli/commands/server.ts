@@ -25,7 +25,7 @@ import type { EventSink } from '../../events/index.ts';
 import { Scheduler, inWindow, loadPolicyFile, readState, runDrill, runPolicy, takeRunLock, windowStart, windowText, writeState } from '../../policy/index.ts';
 import type { OpenedRepository, Policy, RunInfo, RunLock, RunResult, ScheduledPolicy, SchedulerEvent } from '../../policy/index.ts';
 import { DEFAULT_LISTEN, Metrics, RunRegistry, createApi, isLoopback, listen, loadNewestSnapshots, newRunId, parseListen } from '../../server/index.ts';
-import type { Listening, PolicyInfo, RunRecord, SnapshotRow, TriggerOutcome } from '../../server/index.ts';
+import type { Listening, PolicyInfo, RepoAccess, RunRecord, SnapshotRow, TriggerOutcome, UiOptions } from '../../server/index.ts';
 import { parseDuration } from '../../util/units.ts';
 import type { Command } from '../command.ts';
 import { str } from '../command.ts';
@@ -45,7 +45,7 @@ const DEFAULT_RETRY_LOCK_MS = 3600_000;
 export const serverCommand: Command = {
   name: 'server',
   summary: 'run the policies of a policy file on their schedules until stopped (SIGTERM/SIGINT)',
-  usage: 'meshback server --config FILE [--state-dir DIR] [--grace DURATION] [--max-runs N] [--listen HOST:PORT|none] [--token-file FILE] [--tls-cert FILE --tls-key FILE] [--json]',
+  usage: 'meshback server --config FILE [--state-dir DIR] [--grace DURATION] [--max-runs N] [--listen HOST:PORT|none] [--token-file FILE] [--tls-cert FILE --tls-key FILE] [--reports DIR] [--json]',
   options: {
     config: { type: 'string', argument: 'FILE', description: 'the policy file (YAML; see docs/design.md, "Policies"); its policies with a schedule are run' },
     'state-dir': STATE_DIR_OPTION,
@@ -55,6 +55,7 @@ export const serverCommand: Command = {
     'token-file': { type: 'string', argument: 'FILE', description: 'the API needs Authorization: Bearer TOKEN, the token being the content of FILE (at least 16 characters; e.g. openssl rand -hex 32 > FILE)' },
     'tls-cert': { type: 'string', argument: 'FILE', description: 'serve the API over HTTPS with this PEM certificate (chain) (with --tls-key)' },
     'tls-key': { type: 'string', argument: 'FILE', description: "the PEM private key of --tls-cert" },
+    reports: { type: 'string', argument: 'DIR', description: 'the dashboard lists and serves the fault-benchmark reports (*.html, *.json) of DIR (e.g. bench-results)' },
   },
   async run(ctx, v) {
     const file = str(v['config']);
@@ -187,6 +188,7 @@ export const serverCommand: Command = {
     registry.subscribe((c) => {
       if (c.type === 'run') metrics?.observe(c.record);
     });
+    const snapshots = snapshotLister(ctx, () => order.flatMap((n) => (byName.has(n) ? [byName.get(n)!] : [])));
     const apiServer = createApi({
       registry,
       version: VERSION,
@@ -195,8 +197,23 @@ export const serverCommand: Command = {
       policies: () => order.flatMap((n) => (byName.has(n) ? [policyInfo(ctx, byName.get(n)!, scheduler.nextRuns()[n], registry)] : [])),
       trigger,
       running: () => scheduler.running(),
-      snapshots: snapshotLister(ctx, () => order.flatMap((n) => (byName.has(n) ? [byName.get(n)!] : []))),
+      snapshots,
       ...(metrics !== undefined ? { metrics } : {}),
+      ui: dashboard(
+        'server',
+        () => {
+          const seen = new Map<string, RepoAccess>();
+          for (const n of order) {
+            const p = byName.get(n);
+            if (p === undefined) continue;
+            const a = policyAccess(ctx, p, 0, () => undefined);
+            if (!seen.has(a.repository)) seen.set(a.repository, { location: a.repository, open: (lock, command) => a.open(lock, command, true) });
+          }
+          return [...seen.values()];
+        },
+        () => snapshots(),
+        str(v['reports']),
+      ),
     });
     // the runs of earlier servers, read before the API answers; they are changed (a run a killed
     // server left going is recorded interrupted) only once the port was free: a second server
@@ -308,8 +325,8 @@ async function readScheduled(file: string, triggerable: boolean): Promise<{ all:
 }
 
 /** --listen, --token-file, --tls-cert/--tls-key, checked: a non-loopback address needs a token and TLS. */
-function apiSettings(v: Record<string, unknown>, warn: (m: string) => void): { addr?: ReturnType<typeof parseListen>; token?: string; tls?: { cert: Buffer; key: Buffer } } {
-  const text = str(v['listen']) ?? DEFAULT_LISTEN;
+export function apiSettings(v: Record<string, unknown>, warn: (m: string) => void, defaultListen = DEFAULT_LISTEN): { addr?: ReturnType<typeof parseListen>; token?: string; tls?: { cert: Buffer; key: Buffer } } {
+  const text = str(v['listen']) ?? defaultListen;
   const addr = parseListen(text);
   const tokenFile = str(v['token-file']);
   const cert = str(v['tls-cert']);
@@ -337,6 +354,20 @@ function apiSettings(v: Record<string, unknown>, warn: (m: string) => void): { a
     throw new UsageError(`--listen ${text} is not a loopback address: the API there needs a token and TLS: give --token-file FILE and --tls-cert FILE --tls-key FILE (missing: ${[token === undefined ? '--token-file' : '', tls === undefined ? '--tls-cert/--tls-key' : ''].filter((x) => x !== '').join(' and ')}), or listen on ${DEFAULT_LISTEN}`);
   }
   return { addr, ...(token !== undefined ? { token } : {}), ...(tls !== undefined ? { tls } : {}) };
+}
+
+/**
+ * The dashboard's options (server/ui-routes.ts), for `meshback server` and `meshback ui`: the
+ * repositories, the repository of a snapshot (from the listing), the reports folder.
+ */
+export function dashboard(mode: 'server' | 'repo', repositories: () => RepoAccess[], list: () => Promise<SnapshotRow[]>, reportsDir: string | undefined): UiOptions {
+  if (reportsDir !== undefined && !statSync(reportsDir, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--reports ${reportsDir} is not a directory: give the folder of the benchmark's reports (e.g. bench-results)`);
+  return {
+    mode,
+    repositories,
+    repositoryOf: async (id) => (await list()).find((r) => r.id === id)?.repository,
+    ...(reportsDir !== undefined ? { reportsDir: path.resolve(reportsDir) } : {}),
+  };
 }
 
 /** A policy as GET /v1/policies shows it. */

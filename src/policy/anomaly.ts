@@ -22,8 +22,8 @@
  * (mass-delete needs only the previous backup). Thresholds are options; their defaults and the
  * reasons are in docs/advisor.md. Pure functions: no I/O.
  */
-import type { HistoryPoint, PolicyHistory } from './history.ts';
-import { median } from './history.ts';
+import type { HistoryInput, HistoryPoint, PolicyHistory } from './history.ts';
+import { historyOf, median } from './history.ts';
 
 export type AnomalyKind = 'spike' | 'incompressible' | 'mass-delete' | 'mass-rewrite';
 
@@ -182,4 +182,22 @@ export function holdBefore(open: readonly AnomalyAlert[]): string | undefined {
   let min: string | undefined;
   for (const a of open) if (min === undefined || Date.parse(a.time) < Date.parse(min)) min = a.time;
   return min;
+}
+
+/** What a run or `meshback advise` knows of a policy's anomalies. */
+export interface AnomalyCheck {
+  /** alerts not acknowledged, oldest first */
+  open: AnomalyAlert[];
+  /** alerts on `snapshot` (the run's new snapshot) */
+  detected: AnomalyAlert[];
+  /** the time of the oldest open alert: retention keeps every snapshot older than it */
+  holdBefore?: string;
+}
+
+/** Detects the anomalies of `policy` in `all` (a repository's snapshots) and sorts out the open ones and those of `snapshot`. */
+export function checkAnomalies(all: readonly HistoryInput[], policy: string, acknowledged: ReadonlySet<string>, snapshot?: string, o: AnomalyOptions = {}): AnomalyCheck {
+  const alerts = detectAnomalies(historyOf(all, policy), o);
+  const open = openAlerts(alerts, acknowledged);
+  const hold = holdBefore(open);
+  return { open, detected: snapshot === undefined ? [] : alerts.filter((a) => a.snapshot === snapshot), ...(hold !== undefined ? { holdBefore: hold } : {}) };
 }

@@ -18,8 +18,9 @@
  * - mass-rewrite: files read (less the files the count grew by) reach `rewriteFraction` of the
  *   files, or files read spike (as above) while almost nothing new is stored (renames).
  *
- * A series needs `minBaseline` measured backups before a spike, incompressible or rewrite alert
- * (mass-delete needs only the previous backup). Thresholds are options; their defaults and the
+ * A series needs `minBaseline` measured backups before an incompressible or rewrite alert, and
+ * they must span `minBaselineHours` too before a spike alert (mass-delete needs only the previous
+ * backup). Thresholds are options; their defaults and the
  * reasons are in docs/advisor.md. Pure functions: no I/O.
  */
 import type { HistoryInput, HistoryPoint, PolicyHistory } from './history.ts';
@@ -129,7 +130,7 @@ export function detectAnomalies(history: PolicyHistory, o: AnomalyOptions = {}):
       while (base.length > 0 && (base.length > t.window || p.at - base[0]!.at > t.windowHours * 3_600_000)) base.shift();
       const spans = base.length > 0 && (p.at - base[0]!.at) / 3_600_000 >= t.minBaselineHours;
       const before = out.length;
-      if (base.length >= t.minBaseline && spans && !p.thinned && p.bytesAddedPerHour !== undefined) {
+      if (base.length >= t.minBaseline && !p.thinned && p.bytesAddedPerHour !== undefined) {
         // the baseline's statistics only when the backup is above the absolute floor (most are not)
         const NONE = { med: 0, sigma: 0, max: 0 };
         const rb = p.bytesAddedPerHour > t.minBytesPerHour ? robust(base.map((b) => b.bytesAddedPerHour!)) : NONE;
@@ -138,8 +139,9 @@ export function detectAnomalies(history: PolicyHistory, o: AnomalyOptions = {}):
         const rw = (b: HistoryPoint): number => (b.filesRead - Math.max(0, b.filesDelta ?? 0)) / (b.intervalSeconds! / 3600);
         const rf = rw(p) > t.minFilesPerHour ? robust(base.map(rw)) : NONE;
         const limF = Math.max(rf.med + t.k * rf.sigma, rf.max * t.minRatio, t.minFilesPerHour);
-        const bytesSpike = p.bytesAddedPerHour > limB;
-        const filesSpike = rw(p) > limF;
+        // rates need a baseline that spans minBaselineHours (a day's rhythm); fractions and compressibility do not
+        const bytesSpike = spans && p.bytesAddedPerHour > limB;
+        const filesSpike = spans && rw(p) > limF;
         const stored = p.compressibility ?? 0;
         // renames: many files read, their data already stored (almost nothing new)
         const renames = filesSpike && p.bytesAdded < 0.05 * Math.max(1, p.bytesRead);

@@ -54,7 +54,7 @@ export const PolicyAdviceSchema = v.object({
   anomalies: v.optional(
     v.object({
       open: about(v.array(AnomalyAlertSchema), 'alerts not acknowledged, oldest first'),
-      holdBefore: v.optional(about(isoDate(), 'retention keeps every snapshot older than this (the oldest open alert)')),
+      holdBefore: v.optional(about(isoDate(), 'retention keeps every snapshot of this time or older (the oldest open alert\'s)')),
     }),
   ),
   error: v.optional(about(v.object({ code: v.string(), message: v.string() }), 'the repository could not be read')),

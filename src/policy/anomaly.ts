@@ -179,7 +179,7 @@ export function openAlerts(alerts: readonly AnomalyAlert[], acknowledged: Readon
   return alerts.filter((a) => !acknowledged.has(a.snapshot));
 }
 
-/** The time of the oldest open alert: retention keeps every snapshot older than it (undefined: no hold). */
+/** The time of the oldest open alert: retention keeps its snapshot and every older one (undefined: no hold). */
 export function holdBefore(open: readonly AnomalyAlert[]): string | undefined {
   let min: string | undefined;
   for (const a of open) if (min === undefined || Date.parse(a.time) < Date.parse(min)) min = a.time;
@@ -192,7 +192,7 @@ export interface AnomalyCheck {
   open: AnomalyAlert[];
   /** alerts on `snapshot` (the run's new snapshot) */
   detected: AnomalyAlert[];
-  /** the time of the oldest open alert: retention keeps every snapshot older than it */
+  /** the time of the oldest open alert: retention keeps its snapshot and every older one */
   holdBefore?: string;
 }
 

@@ -21,7 +21,8 @@
  *
  * Anomalies (policy/anomaly.ts): after the backup, the policy's snapshots are checked for
  * ransomware-like change; while an alert is open (not acknowledged, `acknowledged`), retention
- * holds: no snapshot older than the oldest open alert's is forgotten, and the report says so.
+ * holds: neither the oldest open alert's snapshot nor any older one is forgotten, and the report
+ * says so.
  *
  * The repository is opened through `open` (the CLI passes its storage stack and password);
  * the operations are the ones the commands use: archiver backup, maintenance forget and prune.
@@ -377,7 +378,7 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
     const open = report.anomalies?.open ?? [];
     if (open.length > 0)
       warnings.push(
-        `${open.length} open anomal${open.length > 1 ? 'ies' : 'y'} (the oldest: ${open[0]!.kind} in snapshot ${open[0]!.snapshot.slice(0, 8)} at ${open[0]!.time}: ${open[0]!.message}): retention is held, no snapshot older than it is forgotten; look at meshback advise ${policy.name}, then acknowledge with meshback advise ${policy.name} --ack ${open[0]!.snapshot.slice(0, 8)}`,
+        `${open.length} open anomal${open.length > 1 ? 'ies' : 'y'} (the oldest: ${open[0]!.kind} in snapshot ${open[0]!.snapshot.slice(0, 8)} at ${open[0]!.time}: ${open[0]!.message}): retention is held, neither that snapshot nor any older one is forgotten; look at meshback advise ${policy.name}, then acknowledge with meshback advise ${policy.name} --ack ${open[0]!.snapshot.slice(0, 8)}`,
       );
   }
   const hold = report.anomalies?.holdBefore;
@@ -399,12 +400,13 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
     await phase('retention', async () => {
       const o = await opts.open(dryRun ? 'none' : 'exclusive', `run ${policy.name}`, pruneNow);
       try {
-        // an open anomaly: decide without removing, then remove only what is not older than it
+        // an open anomaly: decide without removing, then remove only what is newer than its snapshot
+        // (the anomaly's own snapshot and those before it stay: the evidence, and the baseline it is detected against)
         forgot = await forget(o.repo, { policy: policy.retention!, tags: [`policy=${policy.name}`], dryRun: dryRun || hold !== undefined, events });
         let removedIds = forgot.groups.flatMap((g) => g.remove.map((d) => d.item.id)).filter((id) => !forgot!.locked.some((l) => l.id === id));
         if (hold === undefined) report.retention = { kept: forgot.kept, removed: forgot.removed, wouldRemove: forgot.wouldRemove, locked: forgot.locked.length, removedIds: dryRun ? [] : removedIds };
         else {
-          const older = new Set(forgot.groups.flatMap((g) => g.remove).filter((d) => Date.parse(d.item.snapshot.time) < Date.parse(hold)).map((d) => d.item.id));
+          const older = new Set(forgot.groups.flatMap((g) => g.remove).filter((d) => Date.parse(d.item.snapshot.time) <= Date.parse(hold)).map((d) => d.item.id));
           removedIds = removedIds.filter((id) => !older.has(id));
           const removed = !dryRun && removedIds.length > 0 ? (await forget(o.repo, { ids: removedIds, events })).removed : 0;
           report.retention = { kept: forgot.kept + older.size, removed, wouldRemove: dryRun ? removedIds.length : 0, locked: forgot.locked.length, removedIds: dryRun ? [] : removedIds, held: older.size };

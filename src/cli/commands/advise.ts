@@ -84,6 +84,6 @@ function printAdvice(ctx: Context, r: AdviceReport): void {
     }
     ctx.out.result(`  ${a.recommended !== undefined ? `recommended: ${a.recommended} (* above; > is the current one): ${a.reason}` : a.reason}`);
     for (const al of p.anomalies?.open ?? []) ctx.out.result(`  ANOMALY ${al.severity} ${al.kind} in snapshot ${al.snapshot.slice(0, 8)} (${al.time}): ${al.message}`);
-    if (p.anomalies?.holdBefore !== undefined) ctx.out.result(`  retention is held: no snapshot older than ${p.anomalies.holdBefore} is forgotten until the alerts are acknowledged (meshback advise ${p.policy} --ack SNAPSHOT)`);
+    if (p.anomalies?.holdBefore !== undefined) ctx.out.result(`  retention is held: no snapshot of ${p.anomalies.holdBefore} or older is forgotten until the alerts are acknowledged (meshback advise ${p.policy} --ack SNAPSHOT)`);
   }
 }

@@ -4,8 +4,10 @@
  * with compressible text), then 30% of the files are overwritten with random bytes (what
  * ransomware encrypting in place leaves) and it runs again: the run reports the alert and writes
  * meshback_anomaly_open 1 to its metrics textfile, `meshback advise --json` shows it open with its
- * retention hold and a schedule advice; a following run with keep-last: 1 forgets neither the
- * anomaly's snapshot nor any from before it; after `meshback advise --ack SNAPSHOT` the next run forgets them.
+ * retention hold and a schedule advice, and a real `meshback server` on 127.0.0.1 answers GET
+ * /v1/advice and /v1/anomalies with it; a following run with keep-last: 1 forgets neither the
+ * anomaly's snapshot nor any from before it; after `meshback advise --ack SNAPSHOT` the next run
+ * forgets them and meshback_anomaly_open is 0.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,7 +16,8 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { mb, rmrf, summary, tmpdir } from '../helpers/cli.ts';
 import { parseExposition } from '../helpers/prom.ts';
-import { AdviceReportSchema } from '../../src/policy/index.ts';
+import { liveServers, startServer } from '../helpers/server.ts';
+import { AdviceReportSchema, AnomaliesReportSchema } from '../../src/policy/index.ts';
 import { safeParse } from '../../src/util/schema.ts';
 
 const FILES = 400;
@@ -52,7 +55,10 @@ policies:
     const init = await mb(['init', '--repo', path.join(base, 'repo'), '--password-file', path.join(base, 'pw')], { env });
     assert.equal(init.code, 0, init.stderr);
   });
-  after(() => rmrf(base));
+  after(async () => {
+    for (const p of liveServers) p.kill('SIGKILL');
+    await rmrf(base);
+  });
 
   test('an in-place encryption of 30% of the files is alerted, holds retention until acknowledged', async () => {
     for (let i = 0; i < 10; i++) {
@@ -95,6 +101,25 @@ policies:
     const text = await mb(['advise', 'app', '--config', config, '--state-dir', path.join(base, 'state')], { env });
     assert.match(text.stdout, /ANOMALY warning mass-rewrite/);
     assert.match(text.stdout, /every 1h/);
+
+    // the server's GET /v1/advice and /v1/anomalies answer the same (a policy file without a schedule: the server runs nothing)
+    const serverConfig = path.join(base, 'server.yaml');
+    await fsp.writeFile(serverConfig, policyFile(50).replace('    schedule: every 1h\n', ''));
+    const srv = startServer(['--config', serverConfig, '--state-dir', path.join(base, 'state')], env);
+    try {
+      await srv.waitFor((evs) => evs.some((e) => e.event === 'start'));
+      const url = (srv.events.find((e) => e.event === 'start') as { api?: string }).api!;
+      const advice = safeParse(AdviceReportSchema, await (await fetch(`${url}/v1/advice?policy=app`)).json());
+      assert.ok(advice.success);
+      assert.equal(advice.output.policies[0]!.anomalies!.holdBefore, s.anomalies.hold_before);
+      const anomalies = safeParse(AnomaliesReportSchema, await (await fetch(`${url}/v1/anomalies`)).json());
+      assert.ok(anomalies.success);
+      assert.ok(anomalies.output.open.some((a) => a.snapshot === s.snapshot_id && a.kind === 'mass-rewrite'));
+      assert.equal((await fetch(`${url}/v1/advice?policy=nope`)).status, 404);
+    } finally {
+      srv.kill('SIGTERM');
+      await srv.exited;
+    }
 
     // keep-last: 1 with the anomaly open: the ten snapshots from before it stay
     await fsp.writeFile(config, policyFile(1));

@@ -50,6 +50,16 @@ export async function readAcks(stateDir: string): Promise<AnomalyAcks> {
   return r.output;
 }
 
+/** readAcks for a run: a file that cannot be read is a warning (every alert stays open: retention stays held), not a failed backup. */
+export async function readAcksForRun(stateDir: string, warn: (message: string) => void): Promise<AnomalyAcks> {
+  try {
+    return await readAcks(stateDir);
+  } catch (err) {
+    warn(`${errMessage(err)}; until then every anomaly alert counts as open`);
+    return { version: 1, acknowledged: [] };
+  }
+}
+
 /** The acknowledged snapshot ids of `policy` (all policies when undefined). */
 export function ackedOf(acks: AnomalyAcks, policy?: string): Set<string> {
   return new Set(acks.acknowledged.filter((a) => policy === undefined || a.policy === policy).map((a) => a.snapshot));

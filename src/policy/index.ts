@@ -23,7 +23,7 @@ export { ANOMALY_DEFAULTS, checkAnomalies, detectAnomalies, holdBefore, openAler
 export type { AnomalyAlert, AnomalyCheck, AnomalyKind, AnomalyOptions } from './anomaly.ts';
 export { CANDIDATES, advise, estimate } from './advisor.ts';
 export type { Advice, AdviseOptions, ScheduleEstimate } from './advisor.ts';
-export { AnomalyAcksSchema, acksFile, ackedOf, addAcks, readAcks } from './acks.ts';
+export { AnomalyAcksSchema, acksFile, ackedOf, addAcks, readAcks, readAcksForRun } from './acks.ts';
 export type { AnomalyAcks } from './acks.ts';
 export { adviceReport, anomaliesOf } from './advice-report.ts';
 export type { AdviceAccess } from './advice-report.ts';

@@ -145,5 +145,14 @@ policies:
     assert.equal(fs2.retention.held, undefined);
     assert.equal((await snapshotIds()).length, 1);
     assert.equal(parseExposition(await fsp.readFile(prom, 'utf8')).value('meshback_anomaly_open', { policy: 'app' }), 0);
+
+    // a damaged acknowledgement file: a run still backs up (a warning: every alert counts as open), advise refuses it (exit 2)
+    await fsp.writeFile(path.join(base, 'state', 'anomalies.json'), '{not json');
+    const damaged = await run();
+    assert.equal(damaged.code, 0, damaged.stderr);
+    assert.match(damaged.stdout + damaged.stderr, /anomalies\.json is not JSON/);
+    const refused = await mb(['advise', '--config', config, '--state-dir', path.join(base, 'state')], { env });
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, /anomalies\.json is not JSON: fix it or remove it/);
   });
 });

@@ -139,3 +139,27 @@ test('checkAnomalies: acknowledged alerts are not open; the hold is the oldest o
   assert.deepEqual(one.detected.map((a) => a.snapshot), [s[3]!.id]);
   assert.equal(checkAnomalies(s, 'p', new Set([s[1]!.id, s[3]!.id])).holdBefore, undefined);
 });
+
+test('metrics: meshback_anomaly_open and meshback_anomalies_total from run reports', async () => {
+  const { Metrics } = await import('../../src/server/metrics.ts');
+  const m = new Metrics(undefined, { processMetrics: false });
+  const s = snaps([{}, { files: 500 }]);
+  const c = checkAnomalies(s, 'p', new Set(), s[1]!.id);
+  const report = { policy: 'p', phases: [], anomalies: c } as unknown as import('../../src/policy/index.ts').RunReport;
+  m.observe({ id: 'r1', kind: 'backup', policy: 'p', status: 'succeeded', startedAt: new Date().toISOString(), finishedAt: new Date().toISOString(), report });
+  let text = await m.render();
+  assert.match(text, /^meshback_anomaly_open\{policy="p"\} 1$/m);
+  assert.match(text, /^meshback_anomalies_total\{policy="p",kind="mass-delete"\} 1$/m);
+  // acknowledged: the next run finds nothing open; the counter keeps its count
+  const closed = { ...report, anomalies: checkAnomalies(s, 'p', new Set([s[1]!.id])) } as typeof report;
+  m.observe({ id: 'r2', kind: 'backup', policy: 'p', status: 'succeeded', startedAt: new Date().toISOString(), finishedAt: new Date().toISOString(), report: closed });
+  text = await m.render();
+  assert.match(text, /^meshback_anomaly_open\{policy="p"\} 0$/m);
+  assert.match(text, /^meshback_anomalies_total\{policy="p",kind="mass-delete"\} 1$/m);
+  // a one-shot process (a run's textfile) has the gauge and no counter
+  const one = new Metrics(undefined, { processMetrics: false, oneShot: true });
+  one.observe({ id: 'r3', kind: 'backup', policy: 'p', status: 'succeeded', report });
+  const t1 = await one.render();
+  assert.match(t1, /^meshback_anomaly_open\{policy="p"\} 1$/m);
+  assert.doesNotMatch(t1, /meshback_anomalies_total/);
+});

@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { MeshbackError, UsageError, errMessage } from '../../errors/index.ts';
 import type { EventSink } from '../../events/index.ts';
-import { ackedOf, loadPolicyFile, newestOfPolicy, policyNamed, readAcks, runPolicy, takeRunLock } from '../../policy/index.ts';
+import { ackedOf, loadPolicyFile, newestOfPolicy, policyNamed, readAcksForRun, runPolicy, takeRunLock } from '../../policy/index.ts';
 import type { DrillReport, PhaseReport, Policy, RunOptions, RunReport } from '../../policy/index.ts';
 import { openRepository } from '../../repository/open.ts';
 import { Metrics, pushMetrics, writeTextfile } from '../../server/metrics.ts';
@@ -57,7 +57,7 @@ export const runCommand: Command = {
     // one run of a policy at a time on this host (the server's runs included); a dry run changes nothing
     const lock = bool(v['dry-run']) ? undefined : await takeRunLock(stateDirOf(v), policy.name, 'meshback run', (m) => ctx.out.warn(m));
     const sink: EventSink = (e) => ctx.out.sink(e.type === 'note' && (e.op === 'hook' || (e.op === 'run' && e.subject !== undefined)) ? { ...e, message: `  ${e.subject ?? 'hook'}: ${e.message}` } : e);
-    const acknowledged = ackedOf(await readAcks(stateDirOf(v)), policy.name);
+    const acknowledged = ackedOf(await readAcksForRun(stateDirOf(v), (m) => ctx.out.warn(m)), policy.name);
     const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, ctx.g.retryLockMs ?? 0), dryRun: bool(v['dry-run']), maintenance, events: sink, acknowledged }).finally(() => lock?.release());
     ctx.out.done();
     printReport(ctx, report);

@@ -22,7 +22,7 @@ import { readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { MeshbackError, NotFoundError, UsageError, errMessage } from '../../errors/index.ts';
 import type { EventSink } from '../../events/index.ts';
-import { Scheduler, ackedOf, anomaliesOf, inWindow, loadPolicyFile, readState, runDrill, readAcks, runPolicy, takeRunLock, windowStart, windowText, writeState } from '../../policy/index.ts';
+import { Scheduler, ackedOf, anomaliesOf, inWindow, loadPolicyFile, readState, runDrill, readAcksForRun, runPolicy, takeRunLock, windowStart, windowText, writeState } from '../../policy/index.ts';
 import type { OpenedRepository, Policy, RunInfo, RunLock, RunResult, ScheduledPolicy, SchedulerEvent } from '../../policy/index.ts';
 import { DEFAULT_LISTEN, Metrics, RunRegistry, createApi, isLoopback, listen, loadNewestSnapshots, newRunId, parseListen } from '../../server/index.ts';
 import type { Listening, PolicyInfo, RunRecord, SnapshotRow, TriggerOutcome } from '../../server/index.ts';
@@ -96,7 +96,7 @@ export const serverCommand: Command = {
         // a backup run holds the policy's run lock, so a `meshback run` of it meanwhile is refused
         lock = await takeRunLock(stateDir, name, 'meshback server', (m) => ctx.out.warn(m));
         const tags = Object.entries(info.extra?.tags ?? {}).map(([k, val]) => `${k}=${val}`);
-        const acknowledged = ackedOf(await readAcks(stateDir), policy.name);
+        const acknowledged = ackedOf(await readAcksForRun(stateDir, (m) => ctx.out.warn(`${name}: ${m}`)), policy.name);
         const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, retryLockMs, sink), events: sink, tags, acknowledged });
         for (const w of report.warnings ?? []) ctx.out.warn(`${name}: ${w}`);
         registry.finish(rec.id, { ok: error === undefined, report, ...(report.snapshotId !== undefined ? { snapshotId: report.snapshotId } : {}), ...(error !== undefined ? { error: { code: error.code, message: error.message } } : {}) });

@@ -364,6 +364,7 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
 
   // anomalies: the new snapshot against the policy's history, and the alerts still open
   const warnings: string[] = [];
+  let unchecked = false;
   if (!maintenance && error === undefined) {
     try {
       const o = await opts.open('none', `run ${policy.name} (anomaly check)`, false);
@@ -373,7 +374,8 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
         await o.close();
       }
     } catch (err) {
-      warnings.push(`the anomaly check of policy ${policy.name} could not read its snapshots (${asMeshbackError(err).message}): no alert was raised and retention is not held`);
+      unchecked = true;
+      warnings.push(`the anomaly check of policy ${policy.name} could not read its snapshots (${asMeshbackError(err).message}): no alert was raised, and retention waits for a run whose check succeeds`);
     }
     const open = report.anomalies?.open ?? [];
     if (open.length > 0)
@@ -396,6 +398,7 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
   else if (maintenance) skip('retention', 'maintenance run: prune only');
   else if (error !== undefined) skip('retention', `the ${failedPhase!} phase failed`);
   else if (policy.retention === undefined) skip('retention', 'the policy has no retention rules');
+  else if (unchecked) skip('retention', 'the anomaly check failed: an open anomaly may hold retention');
   else
     await phase('retention', async () => {
       const o = await opts.open(dryRun ? 'none' : 'exclusive', `run ${policy.name}`, pruneNow);

@@ -15,7 +15,8 @@
  *   bytes, in byte-equivalents; default 0).
  *
  * The recommendation is the cheapest candidate that meets the RPO (ties: the longer interval),
- * or none, with a reason: no RPO target, no measured history, or no candidate meets it.
+ * or none, with a reason: no RPO target, no measured history (fewer than 3 backups measured
+ * against a previous one, or less than an hour of them), or no candidate meets it.
  */
 import type { HistoryRates, PolicyHistory } from './history.ts';
 import type { Policy } from './load.ts';
@@ -74,6 +75,8 @@ export interface AdviseOptions {
   runOverheadBytes?: number;
   /** measured backups needed (default 3) */
   minBackups?: number;
+  /** hours they must cover (default 1: runs seconds apart say nothing of a rate per hour) */
+  minHours?: number;
 }
 
 /** The rates of all series summed (a policy's series run in the same schedule). */
@@ -152,7 +155,8 @@ export function advise(policy: Pick<Policy, 'name' | 'schedule' | 'rpoMs'>, hist
     candidates: [],
     reason: '',
   };
-  if (r === undefined || r.backups < (o.minBackups ?? 3)) return { ...base, reason: `no measured history: ${r?.backups ?? 0} backup(s) of policy ${policy.name} with a previous one to measure against (${o.minBackups ?? 3} needed): run it a few times first` };
+  if (r === undefined || r.backups < (o.minBackups ?? 3) || r.hours < (o.minHours ?? 1))
+    return { ...base, reason: `no measured history: ${r?.backups ?? 0} backup(s) of policy ${policy.name} with a previous one to measure against, over ${(r?.hours ?? 0).toFixed(2)} h (${o.minBackups ?? 3} over ${o.minHours ?? 1} h needed): let it run on its schedule first` };
   if (r.compressibility !== undefined) base.compressibility = r.compressibility;
   const busiest = r.hourProfile.indexOf(Math.max(...r.hourProfile));
   if (busiest >= 0) base.busiestHourUtc = busiest;

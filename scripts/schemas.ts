@@ -16,6 +16,8 @@ import { LockInfoSchema } from '../src/repository/lock.ts';
 import { BenchResultsSchema } from '../lab/bench/fault/types.ts';
 import { AnyHookSchema, PolicyFileSchema } from '../src/policy/schema.ts';
 import { DiscoverySchema } from '../src/k8s/schema.ts';
+import { AdviceReportSchema, AnomaliesReportSchema } from '../src/policy/advice-schema.ts';
+import { AnomalyAcksSchema } from '../src/policy/acks.ts';
 import { ErrorAnswerSchema, HealthSchema, PolicyListSchema, RunListSchema, RunRecordSchema, SnapshotListSchema, SseEventDataSchema, TriggerAnswerSchema, TriggerRequestSchema } from '../src/server/schemas.ts';
 
 export const SCHEMA_DIR = path.resolve(import.meta.dirname, '../docs/schemas');
@@ -41,6 +43,11 @@ export const DOCUMENTED: Record<string, v.GenericSchema> = {
   'api-health.json': HealthSchema,
   // meshback k8s discover --json (docs/design.md, "Kubernetes: discover")
   'k8s-discover.json': DiscoverySchema,
+  // meshback advise --json and GET /v1/advice, GET /v1/anomalies (docs/advisor.md)
+  'advice.json': AdviceReportSchema,
+  'anomalies.json': AnomaliesReportSchema,
+  // STATE_DIR/anomalies.json: acknowledged anomaly alerts
+  'anomaly-acks.json': AnomalyAcksSchema,
 };
 
 /** Named parts of a documented format, shown once under $defs and referred to where they occur. */

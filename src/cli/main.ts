@@ -60,6 +60,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   lock: async () => (await import('./commands/lock.ts')).lockCommand,
   run: async () => (await import('./commands/run.ts')).runCommand,
   drill: async () => (await import('./commands/drill.ts')).drillCommand,
+  advise: async () => (await import('./commands/advise.ts')).adviseCommand,
   server: async () => (await import('./commands/server.ts')).serverCommand,
   trigger: async () => (await import('./commands/trigger.ts')).triggerCommand,
   ui: async () => (await import('./commands/ui.ts')).uiCommand,

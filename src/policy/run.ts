@@ -19,6 +19,11 @@
  * A preset that fails (to start, or to finish after the backup read) is a failed phase `preset`
  * (code HOOK): no snapshot is saved, the presets started are finished (ok false), on-error runs.
  *
+ * Anomalies (policy/anomaly.ts): after the backup, the policy's snapshots are checked for
+ * ransomware-like change; while an alert is open (not acknowledged, `acknowledged`), retention
+ * holds: neither the oldest open alert's snapshot nor any older one is forgotten, and the report
+ * says so.
+ *
  * The repository is opened through `open` (the CLI passes its storage stack and password);
  * the operations are the ones the commands use: archiver backup, maintenance forget and prune.
  */
@@ -40,6 +45,8 @@ import type { PresetRun } from './presets/index.ts';
 import type { HookPhase, HookResult } from './hooks.ts';
 import type { Hook, Policy } from './load.ts';
 import { inWindow, windowText } from './window.ts';
+import { checkAnomalies } from './anomaly.ts';
+import type { AnomalyCheck } from './anomaly.ts';
 
 export type PhaseName = 'pre' | 'preset' | 'backup' | 'post' | 'retention' | 'prune' | 'on-error';
 export type Outcome = 'ok' | 'failed' | 'skipped' | 'incomplete';
@@ -83,7 +90,11 @@ export interface RunReport {
   presets?: PresetReport[];
   snapshotId?: string;
   backup?: { files: number; dirs: number; totalBytes: number; bytesRead: number; bytesAdded: number; bytesStored: number; errors: { path: string; message: string }[]; changedDuringRead: string[] };
-  retention?: { kept: number; removed: number; wouldRemove: number; locked: number; removedIds: string[] };
+  retention?: { kept: number; removed: number; wouldRemove: number; locked: number; removedIds: string[]; /** snapshots retention would remove that an open anomaly holds */ held?: number };
+  /** the anomaly check after the backup (absent: not run, e.g. a maintenance run or a failed backup) */
+  anomalies?: AnomalyCheck;
+  /** what people should know that did not fail the run (an open anomaly holding retention) */
+  warnings?: string[];
   prune?: PruneResult;
   /** the first failure: its error code and message */
   failure?: { phase: PhaseName; code: string; message: string };
@@ -114,6 +125,8 @@ export interface RunOptions {
    * the policy's tags already have is overridden; `policy` is meshback's and cannot be given.
    */
   tags?: string[];
+  /** snapshot ids whose anomaly alerts were acknowledged (policy/acks.ts); absent: none */
+  acknowledged?: ReadonlySet<string>;
 }
 
 /** The outcome of a run: its report, and the error that ended it (undefined when it succeeded). */
@@ -349,6 +362,29 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
     }
   }
 
+  // anomalies: the new snapshot against the policy's history, and the alerts still open
+  const warnings: string[] = [];
+  let unchecked = false;
+  if (!maintenance && error === undefined) {
+    try {
+      const o = await opts.open('none', `run ${policy.name} (anomaly check)`, false);
+      try {
+        report.anomalies = checkAnomalies(await o.repo.listSnapshots(), policy.name, opts.acknowledged ?? new Set(), report.snapshotId);
+      } finally {
+        await o.close();
+      }
+    } catch (err) {
+      unchecked = true;
+      warnings.push(`the anomaly check of policy ${policy.name} could not read its snapshots (${asMeshbackError(err).message}): no alert was raised, and retention waits for a run whose check succeeds`);
+    }
+    const open = report.anomalies?.open ?? [];
+    if (open.length > 0)
+      warnings.push(
+        `${open.length} open anomal${open.length > 1 ? 'ies' : 'y'} (the oldest: ${open[0]!.kind} in snapshot ${open[0]!.snapshot.slice(0, 8)} at ${open[0]!.time}: ${open[0]!.message}): retention is held, neither that snapshot nor any older one is forgotten; look at meshback advise ${policy.name}, then acknowledge with meshback advise ${policy.name} --ack ${open[0]!.snapshot.slice(0, 8)}`,
+      );
+  }
+  const hold = report.anomalies?.holdBefore;
+
   let forgot: ForgetResult | undefined;
   if (maintenance && policy.prune)
     await phase('prune', async () => {
@@ -362,13 +398,22 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
   else if (maintenance) skip('retention', 'maintenance run: prune only');
   else if (error !== undefined) skip('retention', `the ${failedPhase!} phase failed`);
   else if (policy.retention === undefined) skip('retention', 'the policy has no retention rules');
+  else if (unchecked) skip('retention', 'the anomaly check failed: an open anomaly may hold retention');
   else
     await phase('retention', async () => {
       const o = await opts.open(dryRun ? 'none' : 'exclusive', `run ${policy.name}`, pruneNow);
       try {
-        forgot = await forget(o.repo, { policy: policy.retention!, tags: [`policy=${policy.name}`], dryRun, events });
-        const removedIds = forgot.groups.flatMap((g) => g.remove.map((d) => d.item.id)).filter((id) => !forgot!.locked.some((l) => l.id === id));
-        report.retention = { kept: forgot.kept, removed: forgot.removed, wouldRemove: forgot.wouldRemove, locked: forgot.locked.length, removedIds: dryRun ? [] : removedIds };
+        // an open anomaly: decide without removing, then remove only what is newer than its snapshot
+        // (the anomaly's own snapshot and those before it stay: the evidence, and the baseline it is detected against)
+        forgot = await forget(o.repo, { policy: policy.retention!, tags: [`policy=${policy.name}`], dryRun: dryRun || hold !== undefined, events });
+        let removedIds = forgot.groups.flatMap((g) => g.remove.map((d) => d.item.id)).filter((id) => !forgot!.locked.some((l) => l.id === id));
+        if (hold === undefined) report.retention = { kept: forgot.kept, removed: forgot.removed, wouldRemove: forgot.wouldRemove, locked: forgot.locked.length, removedIds: dryRun ? [] : removedIds };
+        else {
+          const older = new Set(forgot.groups.flatMap((g) => g.remove).filter((d) => Date.parse(d.item.snapshot.time) <= Date.parse(hold)).map((d) => d.item.id));
+          removedIds = removedIds.filter((id) => !older.has(id));
+          const removed = !dryRun && removedIds.length > 0 ? (await forget(o.repo, { ids: removedIds, events })).removed : 0;
+          report.retention = { kept: forgot.kept + older.size, removed, wouldRemove: dryRun ? removedIds.length : 0, locked: forgot.locked.length, removedIds: dryRun ? [] : removedIds, held: older.size };
+        }
         if (pruneNow) {
           phases.set('prune', { phase: 'prune', outcome: 'ok', started: new Date().toISOString() });
           const p0 = performance.now();
@@ -434,6 +479,7 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
     phases: PHASES.map((p) => phases.get(p)!),
     hooks,
     ...report,
+    ...(warnings.length > 0 ? { warnings } : {}),
     ...(error !== undefined ? { failure: { phase: failedPhase!, code: (error as MeshbackError).code, message: (error as MeshbackError).message } } : {}),
   };
   events({ type: 'summary', op: 'run', ok: full.ok, durationSeconds: full.durationSeconds, result: full, ...(error !== undefined ? { error: (error as MeshbackError).message } : {}) });

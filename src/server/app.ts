@@ -28,6 +28,8 @@ import type { SSEStreamingApi } from 'hono/streaming';
 import type { HttpBindings } from '@hono/node-server';
 import { errMessage } from '../errors/index.ts';
 import { issueText, parseJson, safeParse } from '../util/schema.ts';
+import { registerAdviceRoutes } from './advice-routes.ts';
+import type { AdviceSource } from './advice-routes.ts';
 import { RateLimiter } from './rate.ts';
 import { addUiRoutes } from './ui-routes.ts';
 import type { UiOptions } from './ui-routes.ts';
@@ -55,6 +57,8 @@ export interface ApiOptions {
   /** the names of the jobs running now */
   running(): string[];
   metrics?: MetricsSource;
+  /** GET /v1/advice and /v1/anomalies (server/advice-routes.ts); absent: 404 */
+  advice?: AdviceSource;
   /** the bearer token (undefined: none needed) */
   token?: string;
   /** the server listens on a loopback address only: /metrics needs no token */
@@ -135,7 +139,7 @@ export function createApi(o: ApiOptions): Api {
   };
 
   app.onError((err, c) => fail(c, 500, 'INTERNAL', `the server failed: ${errMessage(err).split('\n')[0]}`));
-  app.notFound((c) => fail(c, 404, 'NOT_FOUND', `no such route: ${c.req.method} ${c.req.path} (the API: /v1/policies, /v1/runs, /v1/snapshots, /v1/drills, /v1/events, /healthz, /metrics)`));
+  app.notFound((c) => fail(c, 404, 'NOT_FOUND', `no such route: ${c.req.method} ${c.req.path} (the API: /v1/policies, /v1/runs, /v1/advice, /v1/anomalies, /v1/snapshots, /v1/drills, /v1/events, /healthz, /metrics)`));
 
   app.get('/healthz', (c) => c.json({ ok: true as const, version: o.version, uptimeSeconds: (now() - t0) / 1000, running: o.running() }));
 
@@ -155,6 +159,7 @@ export function createApi(o: ApiOptions): Api {
   });
 
   app.get('/v1/policies', (c) => c.json(o.policies()));
+  if (o.advice !== undefined) registerAdviceRoutes(app, o.advice);
 
   if (o.ui !== undefined) addUiRoutes(app, o.ui, fail, o.version);
 

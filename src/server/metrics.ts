@@ -65,6 +65,8 @@ interface PolicyValues {
   drillOk?: boolean;
   drillRto?: number;
   drillAt?: number;
+  /** an anomaly of the policy is open (policy/anomaly.ts), as its last run found */
+  anomalyOpen?: boolean;
 }
 
 /** the most finished run ids remembered, so that a record observed again is not counted again */
@@ -88,6 +90,7 @@ export class Metrics {
   private policies: Map<string, Policy> | undefined;
   private readonly seen = new Set<string>();
   private readonly runs: Counter<'policy' | 'kind' | 'outcome'> | undefined;
+  private readonly anomalies: Counter<'policy' | 'kind'> | undefined;
   private readonly now: () => number;
 
   constructor(registry: Registry = new Registry(), opts: MetricsOptions = {}) {
@@ -127,6 +130,7 @@ export class Metrics {
     gauge('meshback_drill_last_success', 'Whether the last restore drill of the policy passed (1) or failed (0)', (v) => (v.drillOk === undefined ? undefined : v.drillOk ? 1 : 0));
     gauge('meshback_drill_rto_seconds', 'Recovery time of the last restore drill of the policy: its restore and verification wall time', (v) => v.drillRto);
     gauge('meshback_drill_last_timestamp_seconds', 'When the last restore drill of the policy ended (Unix time)', (v) => v.drillAt);
+    gauge('meshback_anomaly_open', 'Whether an anomaly alert of the policy (ransomware-like change) is open, holding its retention (1), or not (0), as its last backup run found', (v) => (v.anomalyOpen === undefined ? undefined : v.anomalyOpen ? 1 : 0));
     if (opts.oneShot !== true) {
       gauge('meshback_snapshot_age_seconds', 'Age of the newest snapshot of the policy at scrape time', (v, _p, nowMs) => (v.newestSnapshot === undefined ? undefined : Math.max(0, (nowMs - v.newestSnapshot) / 1000)));
       gauge('meshback_rpo_exceeded', 'Whether the newest snapshot of the policy is older than its RPO target, or there is none (1), or not (0); policies with an rpo only', (v, p, nowMs) => {
@@ -135,6 +139,7 @@ export class Metrics {
         return v.newestSnapshot === undefined || (nowMs - v.newestSnapshot) / 1000 > rpo ? 1 : 0;
       });
       this.runs = new Counter({ name: 'meshback_runs_total', help: 'Finished runs, by policy, kind (backup, drill) and outcome (succeeded, failed)', labelNames: ['policy', 'kind', 'outcome'], registers: regs });
+      this.anomalies = new Counter({ name: 'meshback_anomalies_total', help: "Anomaly alerts raised on a run's new snapshot, by policy and kind (spike, incompressible, mass-delete, mass-rewrite)", labelNames: ['policy', 'kind'], registers: regs });
     }
   }
 
@@ -190,6 +195,10 @@ export class Metrics {
     const run = r !== undefined && !isDrillReport(r) ? r : undefined;
     const duration = run?.durationSeconds ?? (start !== undefined ? end - start : undefined);
     if (duration !== undefined) v.lastDuration = duration;
+    if (run?.anomalies !== undefined) {
+      v.anomalyOpen = run.anomalies.open.length > 0;
+      for (const a of run.anomalies.detected) this.anomalies?.inc({ policy: record.policy, kind: a.kind });
+    }
     if (run?.backup !== undefined) {
       v.bytesAdded = run.backup.bytesAdded;
       v.files = run.backup.files;

@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { MeshbackError, UsageError, errMessage } from '../../errors/index.ts';
 import type { EventSink } from '../../events/index.ts';
-import { loadPolicyFile, newestOfPolicy, policyNamed, runPolicy, takeRunLock } from '../../policy/index.ts';
+import { ackedOf, loadPolicyFile, newestOfPolicy, policyNamed, readAcksForRun, runPolicy, takeRunLock } from '../../policy/index.ts';
 import type { DrillReport, PhaseReport, Policy, RunOptions, RunReport } from '../../policy/index.ts';
 import { openRepository } from '../../repository/open.ts';
 import { Metrics, pushMetrics, writeTextfile } from '../../server/metrics.ts';
@@ -57,7 +57,8 @@ export const runCommand: Command = {
     // one run of a policy at a time on this host (the server's runs included); a dry run changes nothing
     const lock = bool(v['dry-run']) ? undefined : await takeRunLock(stateDirOf(v), policy.name, 'meshback run', (m) => ctx.out.warn(m));
     const sink: EventSink = (e) => ctx.out.sink(e.type === 'note' && (e.op === 'hook' || (e.op === 'run' && e.subject !== undefined)) ? { ...e, message: `  ${e.subject ?? 'hook'}: ${e.message}` } : e);
-    const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, ctx.g.retryLockMs ?? 0), dryRun: bool(v['dry-run']), maintenance, events: sink }).finally(() => lock?.release());
+    const acknowledged = ackedOf(await readAcksForRun(stateDirOf(v), (m) => ctx.out.warn(m)), policy.name);
+    const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, ctx.g.retryLockMs ?? 0), dryRun: bool(v['dry-run']), maintenance, events: sink, acknowledged }).finally(() => lock?.release());
     ctx.out.done();
     printReport(ctx, report);
     if (!report.dryRun) await publishMetrics(ctx, v, policy, { kind: 'backup', report, ...(error !== undefined ? { error } : {}) });
@@ -177,7 +178,7 @@ function printReport(ctx: Context, r: RunReport): void {
     if (p.phase === 'backup' && r.snapshotId !== undefined && r.backup !== undefined) {
       what = `: snapshot ${r.snapshotId.slice(0, 8)}, ${r.backup.files} files, ${fmtBytes(r.backup.totalBytes)}, ${fmtBytes(r.backup.bytesAdded)} new`;
     }
-    if (p.phase === 'retention' && r.retention !== undefined) what = r.dryRun ? `: would remove ${r.retention.wouldRemove}, keep ${r.retention.kept}` : `: removed ${r.retention.removed}, kept ${r.retention.kept}${r.retention.locked > 0 ? `, ${r.retention.locked} under object lock` : ''}`;
+    if (p.phase === 'retention' && r.retention !== undefined) what = (r.dryRun ? `: would remove ${r.retention.wouldRemove}, keep ${r.retention.kept}` : `: removed ${r.retention.removed}, kept ${r.retention.kept}${r.retention.locked > 0 ? `, ${r.retention.locked} under object lock` : ''}`) + (r.retention.held !== undefined ? ` (${r.retention.held} held by an open anomaly)` : '');
     if (p.phase === 'prune' && r.prune !== undefined) what = `: ${r.prune.packsDeleted} pack(s) deleted, ${fmtBytes(r.prune.bytesFreed)} freed`;
     if ((p.phase === 'pre' || p.phase === 'post' || p.phase === 'on-error') && p.outcome !== 'skipped') {
       const hs = r.hooks.filter((h) => h.phase === p.phase);
@@ -185,6 +186,8 @@ function printReport(ctx: Context, r: RunReport): void {
     }
     ctx.out.result(`  ${p.phase.padEnd(10)}${MARK[p.outcome]}${t}${what}`);
   }
+  for (const a of r.anomalies?.detected ?? []) ctx.out.result(`  anomaly   ${a.severity.toUpperCase()} ${a.kind}: ${a.message}`);
+  for (const w of r.warnings ?? []) ctx.out.result(`  warning   ${w}`);
 }
 
 /** The report with snake_case keys (the --json convention of the other summaries). */

@@ -20,9 +20,9 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
-import { MeshbackError, UsageError, errMessage } from '../../errors/index.ts';
+import { MeshbackError, NotFoundError, UsageError, errMessage } from '../../errors/index.ts';
 import type { EventSink } from '../../events/index.ts';
-import { Scheduler, inWindow, loadPolicyFile, readState, runDrill, runPolicy, takeRunLock, windowStart, windowText, writeState } from '../../policy/index.ts';
+import { Scheduler, ackedOf, anomaliesOf, inWindow, loadPolicyFile, readState, runDrill, readAcksForRun, runPolicy, takeRunLock, windowStart, windowText, writeState } from '../../policy/index.ts';
 import type { OpenedRepository, Policy, RunInfo, RunLock, RunResult, ScheduledPolicy, SchedulerEvent } from '../../policy/index.ts';
 import { DEFAULT_LISTEN, Metrics, RunRegistry, createApi, isLoopback, listen, loadNewestSnapshots, newRunId, parseListen } from '../../server/index.ts';
 import type { Listening, PolicyInfo, RepoAccess, RunRecord, SnapshotRow, TriggerOutcome, UiOptions } from '../../server/index.ts';
@@ -37,6 +37,7 @@ import { exitInterrupted, setInterruptHandler } from '../signals.ts';
 import type { Signal } from '../signals.ts';
 import { defaultScratchDir } from './drill.ts';
 import { STATE_DIR_OPTION, policyAccess, stateDirOf } from './run.ts';
+import { adviceFor } from './advise.ts';
 
 const DEFAULT_GRACE = '5m';
 const DEFAULT_MAX_RUNS = 2;
@@ -96,7 +97,9 @@ export const serverCommand: Command = {
         // a backup run holds the policy's run lock, so a `meshback run` of it meanwhile is refused
         lock = await takeRunLock(stateDir, name, 'meshback server', (m) => ctx.out.warn(m));
         const tags = Object.entries(info.extra?.tags ?? {}).map(([k, val]) => `${k}=${val}`);
-        const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, retryLockMs, sink), events: sink, tags });
+        const acknowledged = ackedOf(await readAcksForRun(stateDir, (m) => ctx.out.warn(`${name}: ${m}`)), policy.name);
+        const { report, error } = await runPolicy(policy, { ...policyAccess(ctx, policy, retryLockMs, sink), events: sink, tags, acknowledged });
+        for (const w of report.warnings ?? []) ctx.out.warn(`${name}: ${w}`);
         registry.finish(rec.id, { ok: error === undefined, report, ...(report.snapshotId !== undefined ? { snapshotId: report.snapshotId } : {}), ...(error !== undefined ? { error: { code: error.code, message: error.message } } : {}) });
         return { ok: error === undefined, ...(error !== undefined ? { code: error.code, message: error.message } : {}), ...(report.snapshotId !== undefined ? { snapshotId: report.snapshotId } : {}) };
       } catch (err) {
@@ -198,6 +201,14 @@ export const serverCommand: Command = {
       trigger,
       running: () => scheduler.running(),
       snapshots,
+      advice: {
+        advice: (name) => {
+          const ps = order.flatMap((n) => (byName.has(n) ? [byName.get(n)!] : []));
+          if (name !== undefined && !byName.has(name)) throw new NotFoundError(`policy ${JSON.stringify(name)} is not in ${file}: GET /v1/policies lists them`);
+          return adviceFor(ctx, name !== undefined ? [byName.get(name)!] : ps, stateDir);
+        },
+        anomalies: async () => anomaliesOf(await adviceFor(ctx, order.flatMap((n) => (byName.has(n) ? [byName.get(n)!] : [])), stateDir)),
+      },
       ...(metrics !== undefined ? { metrics } : {}),
       ui: dashboard(
         'server',

@@ -8,7 +8,7 @@
  * added file; a restore started from the page by keyboard alone (Tab to the tabs, arrows, Enter;
  * Tab to the restore button, Enter; the target typed twice) completes, and the restored tree
  * equals the source (lab/gen/compare.ts); a non-empty target refused with 409; the Advisor panel
- * says "advisor not available" where the server has no /v1/advice. Skipped when chromium is missing.
+ * shows each policy's advice and open anomalies (/v1/advice). Skipped when chromium is missing.
  * MESHBACK_UI_SCREENSHOTS=1 also writes docs/ui/*.png.
  */
 import { after, before, describe, test } from 'node:test';
@@ -218,7 +218,7 @@ policies:
     await page.close();
   });
 
-  test('a restore into a non-empty directory is refused with 409; the reports are listed and served; the advisor panel says it is not available', async () => {
+  test('a restore into a non-empty directory is refused with 409; the reports are listed and served; the advisor panel shows each policy\'s advice and open anomalies', async () => {
     const auth = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
     const res = await fetch(`${url}/v1/restores`, { method: 'POST', headers: auth, body: JSON.stringify({ snapshot: orders[0]!.id, target: data }) });
     assert.equal(res.status, 409);
@@ -232,8 +232,15 @@ policies:
     await page.evaluate((t) => sessionStorage.setItem('meshback-token', t), token);
     await page.reload();
     await page.locator('body[data-loaded=true]').waitFor({ timeout: 20_000 });
-    const advice = await fetch(`${url}/v1/advice`, { headers: auth });
-    if (advice.status === 404) assert.equal(await page.textContent('#advisor-missing'), 'advisor not available on this server');
+    // the advisor panel shows what /v1/advice says, per policy: the advice's reason and the open anomalies
+    const advice = (await (await fetch(`${url}/v1/advice`, { headers: auth })).json()) as { policies: { policy: string; advice?: { reason: string }; anomalies?: { open: unknown[] } }[] };
+    assert.deepEqual(advice.policies.map((p) => p.policy).sort(), ['cache', 'orders']);
+    for (const p of advice.policies) {
+      const section = page.locator(`section.advice[data-policy="${p.policy}"]`);
+      await section.waitFor({ timeout: 10_000 });
+      assert.equal(await section.getAttribute('data-open-anomalies'), String(p.anomalies?.open.length ?? 0));
+      if (p.advice !== undefined) assert.equal(await section.locator('.reason').textContent(), p.advice.reason);
+    }
     assert.equal(await page.locator('#reports a').count(), 2);
     await page.close();
   });

@@ -386,25 +386,44 @@ async function openReport(e, name) {
 
 async function renderAdvisor() {
   const body = $('advisor-body');
-  const part = async (path, title) => {
-    try {
-      const data = await api(path);
-      const items = Array.isArray(data) ? data : (data.policies ?? data.anomalies ?? data.advice ?? [data]);
-      return h('section', {}, h('h3', {}, title), items.length === 0 ? h('p', {}, 'nothing to report') : h('ul', {}, items.map((it) => h('li', {}, describe(it)))));
-    } catch (err) {
-      if (err.status === 404) return undefined;
-      return h('p', { class: 'error' }, `${title}: ${err.message}`);
-    }
-  };
-  const parts = (await Promise.all([part('/v1/advice', 'Schedule advice'), part('/v1/anomalies', 'Anomalies')])).filter((x) => x !== undefined);
-  body.replaceChildren(...(parts.length > 0 ? parts : [h('p', { id: 'advisor-missing' }, 'advisor not available on this server')]));
-}
-/** one line for an advice or anomaly object whose shape this page does not assume */
-function describe(it) {
-  if (typeof it !== 'object' || it === null) return String(it);
-  const head = it.policy ?? it.name ?? '';
-  const text = it.message ?? it.summary ?? it.recommendation ?? it.reason ?? Object.entries(it).filter(([k, v]) => k !== 'policy' && typeof v !== 'object').map(([k, v]) => `${k}: ${v}`).join(', ');
-  return `${head}${head ? ': ' : ''}${text}`;
+  let report;
+  try {
+    report = await api('/v1/advice');
+  } catch (err) {
+    body.replaceChildren(err.status === 404 ? h('p', { id: 'advisor-missing' }, 'advisor not available on this server') : h('p', { class: 'error' }, `advice: ${err.message}`));
+    return;
+  }
+  // one section per policy: the recommended schedule, its predicted window and growth, the open anomaly alerts and the retention hold (docs/advisor.md)
+  body.replaceChildren(
+    ...report.policies.map((p) => {
+      const a = p.advice;
+      const rec = a?.candidates.find((c) => c.schedule === a.recommended);
+      const cur = a?.candidates.find((c) => c.current);
+      const open = p.anomalies?.open ?? [];
+      return h(
+        'section',
+        { class: 'advice', 'data-policy': p.policy, 'data-open-anomalies': open.length },
+        h('h3', {}, p.policy),
+        p.error !== undefined ? h('p', { class: 'error' }, `${p.error.code}: ${p.error.message}`) : undefined,
+        a !== undefined
+          ? h(
+              'dl',
+              {},
+              h('dt', {}, 'current schedule'),
+              h('dd', {}, a.currentSchedule ?? 'none'),
+              h('dt', {}, 'recommended'),
+              h('dd', { class: 'recommended' }, a.recommended ?? 'no recommendation'),
+              h('dt', {}, 'why'),
+              h('dd', { class: 'reason' }, a.reason),
+              rec !== undefined ? [h('dt', {}, 'predicted window'), h('dd', {}, `${Math.round(rec.windowSeconds)} s at the busiest hour`), h('dt', {}, 'storage growth'), h('dd', {}, `${fmtBytes(rec.storedBytesPerDay)} a day, ${fmtBytes(rec.storedBytesPerMonth)} a month`)] : undefined,
+              cur !== undefined && cur.rpoMet !== undefined ? [h('dt', {}, 'RPO with the current schedule'), h('dd', {}, cur.rpoMet ? 'met' : 'NOT met')] : undefined,
+            )
+          : undefined,
+        h('h4', {}, open.length === 0 ? 'no open anomaly' : `${open.length} open anomal${open.length === 1 ? 'y' : 'ies'}${p.anomalies?.holdBefore !== undefined ? `: retention held for snapshots up to ${p.anomalies.holdBefore}` : ''}`),
+        open.length > 0 ? h('ul', { class: 'anomalies' }, open.map((x) => h('li', { class: `anomaly ${x.severity}`, 'data-kind': x.kind }, `${x.time ?? ''} ${x.kind} (${x.severity}), snapshot ${x.snapshot.slice(0, 8)}: ${x.message}`))) : undefined,
+      );
+    }),
+  );
 }
 
 async function load() {

@@ -9,7 +9,8 @@
  *   `minRatio` times the baseline's largest (a diurnal load's busy hours and daily jobs are part
  *   of its normal: the MAD of a mostly quiet week is small; alerted backups are left out of the
  *   baseline, so an attack does not raise the bar for the next one) and above an absolute floor (tiny volumes
- *   do not alarm);
+ *   do not alarm); a bytes spike that is growth (new files, compressible, under 20% of the files read
+ *   rewrites of existing ones: a release) is not an alert;
  * - incompressible: the new data's bytesStored / bytesAdded at or above `incompressible` (0.95)
  *   while the baseline's median was at or below `compressibleBaseline` (0.8), with at least
  *   `minIncompressibleBytes` added (encrypted data does not compress; logs and databases do);
@@ -145,7 +146,10 @@ export function detectAnomalies(history: PolicyHistory, o: AnomalyOptions = {}):
         const stored = p.compressibility ?? 0;
         // renames: many files read, their data already stored (almost nothing new)
         const renames = filesSpike && p.bytesAdded < 0.05 * Math.max(1, p.bytesRead);
-        if (bytesSpike || (filesSpike && !renames))
+        // growth: the new data came as new files (a release, a deploy), compressible like the baseline, with few existing files rewritten
+        const fresh = Math.max(0, p.filesDelta ?? 0);
+        const growth = bytesSpike && !filesSpike && fresh > 0 && p.filesRead - fresh < 0.2 * Math.max(1, p.filesRead) && stored < t.incompressible;
+        if ((bytesSpike && !growth) || (filesSpike && !renames))
           alert('spike', 'warning', `change rate ${bytesSpike ? `${fmt(p.bytesAddedPerHour)}/h new data` : `${Math.round(rw(p))} existing files/h rewritten`} against a baseline of ${bytesSpike ? `${fmt(rb.med)}/h` : `${Math.round(rf.med)} files/h`}`, {
             bytesAddedPerHour: p.bytesAddedPerHour,
             baselineBytesPerHour: rb.med,

@@ -3,7 +3,7 @@
  * not real repositories, fed through src/policy/history.ts): over 20 seeds, every ransomware run
  * (30% of the files encrypted over an hour; backups hourly and every 15 minutes) and every mass
  * delete is alerted within two scheduled backups of its onset, with no alert before it; the
- * steady diurnal history and the deploy burst (both hourly backups) raise no alert. And the
+ * steady diurnal history and the deploy burst (hourly and every 15 minutes) raise no alert. And the
  * advisor's schedule meets a 30-minute RPO where an hourly cron does not, and stores less than
  * hourly for a 4-hour RPO.
  */
@@ -17,6 +17,8 @@ test('ransomware and mass-delete runs are detected within two scheduled backups;
   const rows = detection(SEEDS, [
     ['steady', 60],
     ['deploy', 60],
+    ['steady', 15],
+    ['deploy', 15],
     ['ransomware', 60],
     ['ransomware', 15],
     ['mass-delete', 60],

@@ -93,6 +93,6 @@ export default tseslint.config(
   {
     // the web dashboard: plain browser modules served as they are (src/server/ui; no build step)
     files: ['src/server/ui/**/*.js'],
-    languageOptions: { globals: { document: 'readonly', window: 'readonly', sessionStorage: 'readonly', history: 'readonly', location: 'readonly', fetch: 'readonly', Node: 'readonly', URL: 'readonly' } },
+    languageOptions: { globals: { document: 'readonly', window: 'readonly', sessionStorage: 'readonly', history: 'readonly', location: 'readonly', fetch: 'readonly', Node: 'readonly', URL: 'readonly', CSS: 'readonly' } },
   },
 );

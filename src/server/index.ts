@@ -14,4 +14,4 @@ export * from './schemas.ts';
 export { Metrics, loadNewestSnapshots } from './metrics.ts';
 
 export { DIFF_LIMIT } from './ui-routes.ts';
-export type { RepoAccess, RestoreRecord, UiOptions } from './ui-routes.ts';
+export type { CheckRecord, RepoAccess, RestoreRecord, UiOptions } from './ui-routes.ts';

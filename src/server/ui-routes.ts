@@ -6,6 +6,7 @@
  *   GET  /v1/ui                         {mode: "server"|"repo", version, reports}: what the page shows
  *   GET  /v1/snapshots/ID/diff?against=ID   what changed from snapshot `against` to ID (diffTrees; at most 1000 entries)
  *   GET  /v1/repository                 per repository what is cheap to know: packs, index and parity files, snapshots, last check
+ *   POST /v1/check                      a check of one repository ({location, readData}), in the background; its result is lastCheck
  *   POST /v1/restores                  {snapshot, target, include?} -> 202 {id,url}: a verified restore into an empty or new directory
  *   GET  /v1/restores, /v1/restores/ID  the restores of this process and their results (polled by the page)
  *   GET  /v1/reports, /v1/reports/NAME  the fault-benchmark reports (*.html, *.json) of --reports DIR
@@ -19,7 +20,7 @@ import * as path from 'node:path';
 import type { Context, Hono } from 'hono';
 import type { HttpBindings } from '@hono/node-server';
 import { errMessage } from '../errors/index.ts';
-import { diffTrees, restore } from '../index.ts';
+import { check, diffTrees, restore } from '../index.ts';
 import type { DiffEntry, Repository, RestoreResult } from '../index.ts';
 import { parseJson } from '../util/schema.ts';
 
@@ -27,6 +28,24 @@ type Env = { Bindings: HttpBindings };
 export type Fail = (c: Context<Env>, status: 400 | 401 | 404 | 409 | 413 | 429 | 500 | 503, code: string, message: string) => Response;
 
 /** One repository the dashboard may read: its location and how to open it (closed after each use). */
+/** A check this server ran (POST /v1/check): what GET /v1/repository shows as lastCheck. */
+export interface CheckRecord {
+  location: string;
+  readData: boolean;
+  status: 'running' | 'done' | 'failed';
+  /** when it started */
+  at: string;
+  finishedAt?: string;
+  ok?: boolean;
+  errors?: number;
+  damagedPacks?: string[];
+  repairablePacks?: string[];
+  parityProblems?: number;
+  packsRead?: number;
+  findings?: string[];
+  error?: string;
+}
+
 export interface RepoAccess {
   location: string;
   open(lock: 'none' | 'shared', command: string): Promise<{ repo: Repository; close(): Promise<void> }>;
@@ -114,6 +133,38 @@ export function addUiRoutes(app: Hono<Env>, u: UiOptions, fail: Fail, version: s
     }
   });
 
+  // the last check of each repository this process ran (POST /v1/check), kept in memory
+  const checks = new Map<string, CheckRecord>();
+  app.post('/v1/check', async (c) => {
+    let body: { location?: unknown; readData?: unknown };
+    try {
+      body = (await c.req.json()) as typeof body;
+    } catch {
+      return c.json({ error: { code: 'BAD_REQUEST', message: 'the body must be JSON: {"location":"...","readData":true|false}' } }, 400);
+    }
+    const repos = u.repositories();
+    const r = typeof body.location === 'string' ? repos.find((x) => x.location === body.location) : repos.length === 1 ? repos[0] : undefined;
+    if (r === undefined) return c.json({ error: { code: 'NOT_FOUND', message: `no repository ${JSON.stringify(body.location ?? '')} on this server: give "location" as GET /v1/repository lists it` } }, 404);
+    if (checks.get(r.location)?.status === 'running') return c.json({ error: { code: 'BUSY', message: `a check of ${r.location} is running: wait for it (GET /v1/repository shows it)` } }, 409);
+    const rec: CheckRecord = { location: r.location, readData: body.readData === true, status: 'running', at: new Date(now()).toISOString() };
+    checks.set(r.location, rec);
+    void (async () => {
+      try {
+        const { repo, close } = await r.open('shared', `server check${rec.readData ? ' --read-data' : ''}`);
+        try {
+          const res = await check(repo, { readData: rec.readData });
+          Object.assign(rec, { status: 'done', ok: res.ok, errors: res.findings.length, damagedPacks: res.damagedPacks, repairablePacks: res.repairablePacks, parityProblems: res.parityProblems.length, packsRead: res.packsRead, findings: res.findings.slice(0, 20).map((f) => f.message) });
+        } finally {
+          await close();
+        }
+      } catch (err) {
+        Object.assign(rec, { status: 'failed', ok: false, error: errMessage(err).split('\n')[0] });
+      }
+      rec.finishedAt = new Date(now()).toISOString();
+    })();
+    return c.json(rec, 202);
+  });
+
   app.get('/v1/repository', async (c) => {
     const out = [];
     for (const r of u.repositories()) {
@@ -130,7 +181,7 @@ export function addUiRoutes(app: Hono<Env>, u: UiOptions, fail: Fail, version: s
             return { files, bytes };
           };
           const [packs, index, parity, snapshots, locks] = [await count('pack'), await count('index'), await count('parity'), await count('snapshot'), await count('lock')];
-          out.push({ location: r.location, ok: true, id: repo.config.id, packs, index, parity: { ...parity, configured: repo.config.parity !== undefined }, snapshots: snapshots.files, locks: locks.files, lastCheck: null });
+          out.push({ location: r.location, ok: true, id: repo.config.id, packs, index, parity: { ...parity, configured: repo.config.parity !== undefined }, snapshots: snapshots.files, locks: locks.files, lastCheck: checks.get(r.location) ?? null });
         } finally {
           await close();
         }

@@ -218,7 +218,7 @@ policies:
     await page.close();
   });
 
-  test('a restore into a non-empty directory is refused with 409; the reports are listed and served; the advisor panel shows each policy\'s advice and open anomalies', async () => {
+  test('a restore into a non-empty directory is refused with 409; the reports are listed and served; the advisor panel shows each policy\'s advice and open anomalies; a check with every pack read runs from the Health page', async () => {
     const auth = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
     const res = await fetch(`${url}/v1/restores`, { method: 'POST', headers: auth, body: JSON.stringify({ snapshot: orders[0]!.id, target: data }) });
     assert.equal(res.status, 409);
@@ -242,6 +242,19 @@ policies:
       if (p.advice !== undefined) assert.equal(await section.locator('.reason').textContent(), p.advice.reason);
     }
     assert.equal(await page.locator('#reports a').count(), 2);
+    // Health: a check with every pack read, started from the page, recorded as the repository's last check
+    await page.locator('[role=tab]', { hasText: 'Health' }).click();
+    const health = page.locator('#health-body section').first();
+    await health.locator('input.read-data').check();
+    await health.locator('button.run-check').click();
+    await page.locator('#health-body .last-check[data-status=done]').waitFor({ timeout: 60_000 });
+    assert.equal(await page.locator('#health-body .last-check').getAttribute('data-ok'), 'true');
+    assert.match((await page.locator('#health-body .last-check').textContent()) ?? '', /all data read: no errors/);
+    const repoInfo = (await (await fetch(`${url}/v1/repository`, { headers: auth })).json()) as { lastCheck: { ok: boolean; readData: boolean; packsRead: number; damagedPacks: string[] } }[];
+    assert.equal(repoInfo[0]!.lastCheck.ok, true);
+    assert.equal(repoInfo[0]!.lastCheck.readData, true);
+    assert.ok(repoInfo[0]!.lastCheck.packsRead > 0);
+    assert.deepEqual(repoInfo[0]!.lastCheck.damagedPacks, []);
     await page.close();
   });
 

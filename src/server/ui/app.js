@@ -359,12 +359,45 @@ async function renderHealth() {
               h('dt', {}, 'Parity'), h('dd', {}, r.parity.configured ? `${r.parity.files} parity files for ${r.packs.files} packs${r.parity.files < r.packs.files ? ' (some packs have none: run meshback repair packs)' : ''}` : 'none (the repository was made without --parity)'),
               h('dt', {}, 'Snapshots'), h('dd', {}, r.snapshots),
               h('dt', {}, 'Locks'), h('dd', {}, r.locks),
-              h('dt', {}, 'Last check'), h('dd', {}, r.lastCheck ? `${when(r.lastCheck.at)}: ${r.lastCheck.ok ? 'no errors' : `${r.lastCheck.errors} errors`}` : 'none recorded by this server: run meshback check --read-data (damaged packs show there)'),
+              h('dt', {}, 'Last check'), h('dd', { class: 'last-check', 'data-status': r.lastCheck?.status ?? 'none', 'data-ok': r.lastCheck?.ok === undefined ? 'unknown' : String(r.lastCheck.ok) }, checkText(r.lastCheck)),
+              r.lastCheck?.damagedPacks?.length > 0 ? [h('dt', {}, 'Damaged packs'), h('dd', { class: 'damaged' }, `${r.lastCheck.damagedPacks.join(', ')}${r.lastCheck.repairablePacks?.length > 0 ? ` (${r.lastCheck.repairablePacks.length} repairable from parity: meshback repair packs)` : ''}`)] : undefined,
             )
           : h('p', { class: 'error' }, `cannot be read: ${r.error}`),
+        r.ok
+          ? h('p', {},
+              h('label', {}, h('input', { type: 'checkbox', class: 'read-data' }), ' read all data (every pack; slow)'),
+              ' ',
+              h('button', { type: 'button', class: 'run-check', disabled: r.lastCheck?.status === 'running', onclick: (e) => startCheck(e, r.location) }, 'Run check'),
+            )
+          : undefined,
       ),
     ),
   );
+}
+
+function checkText(c) {
+  if (!c) return 'none run by this server yet: use Run check (or meshback check --read-data)';
+  if (c.status === 'running') return `running since ${when(c.at)}${c.readData ? ' (reading all data)' : ''}`;
+  if (c.status === 'failed') return `${when(c.at)}: could not run: ${c.error}`;
+  return `${when(c.at)}${c.readData ? ', all data read' : ', structure only'}: ${c.ok ? 'no errors' : `${c.errors} error(s)${c.findings?.length ? `, first: ${c.findings[0]}` : ''}`}`;
+}
+
+/** starts a check of the repository, then refreshes the Health page until it has ended */
+async function startCheck(e, location) {
+  const section = e.target.closest('section');
+  const readData = section.querySelector('input.read-data').checked;
+  e.target.disabled = true;
+  try {
+    await api('/v1/check', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ location, readData }) });
+  } catch (err) {
+    setStatus(`check: ${err.message}`, 'error');
+  }
+  for (let i = 0; i < 600; i++) {
+    await renderHealth();
+    const dd = document.querySelector(`section[data-repository="${CSS.escape(location)}"] .last-check`);
+    if (dd?.dataset.status !== 'running') return;
+    await new Promise((r) => setTimeout(r, 500));
+  }
 }
 
 async function renderReports() {

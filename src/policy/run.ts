@@ -48,6 +48,9 @@ import { inWindow, windowText } from './window.ts';
 import { checkAnomalies } from './anomaly.ts';
 import type { AnomalyCheck } from './anomaly.ts';
 
+/** errors of the repository itself (not of one read): a run fails with them, the anomaly check does not hide them */
+const REPOSITORY_ERRORS = new Set<string>(['REPO_NOT_FOUND', 'WRONG_PASSWORD', 'NO_PASSWORD', 'UNSUPPORTED_FORMAT']);
+
 export type PhaseName = 'pre' | 'preset' | 'backup' | 'post' | 'retention' | 'prune' | 'on-error';
 export type Outcome = 'ok' | 'failed' | 'skipped' | 'incomplete';
 
@@ -374,8 +377,12 @@ export async function runPolicy(policy: Policy, opts: RunOptions): Promise<RunOu
         await o.close();
       }
     } catch (err) {
-      unchecked = true;
-      warnings.push(`the anomaly check of policy ${policy.name} could not read its snapshots (${asMeshbackError(err).message}): no alert was raised, and retention waits for a run whose check succeeds`);
+      const e = asMeshbackError(err);
+      // no repository, a wrong password: retention meets the same error and fails the run with it (exit 10, 12)
+      if (!REPOSITORY_ERRORS.has(e.code)) {
+        unchecked = true;
+        warnings.push(`the anomaly check of policy ${policy.name} could not read its snapshots (${e.message}): no alert was raised, and retention waits for a run whose check succeeds`);
+      }
     }
     const open = report.anomalies?.open ?? [];
     if (open.length > 0)

@@ -692,14 +692,24 @@ export async function restoreWorkloads(kc: KubeConfig, namespace: string, files:
       out.push({ ...base, action: 'created', removed });
     } catch (e) {
       if (!(e instanceof MeshbackError && e.data['status'] === 409)) throw e;
-      const existing = await ask(kc, 'get', resource, namespace, () => client.read<KObject>({ apiVersion: base.apiVersion, kind: base.kind, metadata: { name: base.name, namespace } }));
-      const next = structuredClone(object);
-      next.metadata!.resourceVersion = existing.metadata?.resourceVersion;
-      if (base.kind === 'Service' && next.spec !== undefined) {
-        // immutable: the existing Service's addresses stay
-        for (const k of ['clusterIP', 'clusterIPs', 'ipFamilies']) if (existing.spec?.[k] !== undefined) next.spec[k] = existing.spec[k];
+      // replace the existing object; another writer (a controller scaling it, updating its status) may
+      // change it between the read and the write: read again and retry, a bounded number of times
+      for (let attempt = 1; ; attempt++) {
+        const existing = await ask(kc, 'get', resource, namespace, () => client.read<KObject>({ apiVersion: base.apiVersion, kind: base.kind, metadata: { name: base.name, namespace } }));
+        const next = structuredClone(object);
+        next.metadata!.resourceVersion = existing.metadata?.resourceVersion;
+        if (base.kind === 'Service' && next.spec !== undefined) {
+          // immutable: the existing Service's addresses stay
+          for (const k of ['clusterIP', 'clusterIPs', 'ipFamilies']) if (existing.spec?.[k] !== undefined) next.spec[k] = existing.spec[k];
+        }
+        try {
+          await ask(kc, 'update', resource, namespace, () => client.replace(next, undefined, dryRun));
+          break;
+        } catch (e2) {
+          if (!(e2 instanceof MeshbackError && e2.data['status'] === 409) || attempt >= 5) throw e2;
+          await new Promise((r) => setTimeout(r, 200 * attempt));
+        }
       }
-      await ask(kc, 'update', resource, namespace, () => client.replace(next, undefined, dryRun));
       out.push({ ...base, action: 'replaced', removed });
     }
   }

@@ -7,9 +7,10 @@
  * zstd and AES-GCM of large chunks run on libuv's thread pool (content store, crypto/async),
  * so both cores work without worker isolates and their memory.
  *
- * Memory is bounded and explicit: at most LANES large files are read at once, each through
+ * Memory is bounded and explicit: at most `lanes` large files are read at once, each through
  * one reused buffer of 2 x max chunk size; chunks copied out of it and not yet stored are
- * bounded by a byte window; files of at most SMALL bytes are read synchronously into one
+ * bounded by a byte window, and their memory is a ring of that size, reused once they are stored
+ * (util/buffer-pool: no allocation per chunk, no dead chunks waiting for the collector); files of at most SMALL bytes are read synchronously into one
  * shared scratch buffer (cheaper than four thread-pool round trips per file).
  */
 import type { BigIntStats } from 'node:fs';
@@ -20,6 +21,7 @@ import { contentId } from '../crypto/index.ts';
 import { errnoCode } from '../errors/index.ts';
 import type { AsyncFile, Source } from '../source/index.ts';
 import { Semaphore } from '../util/semaphore.ts';
+import { BufferRing } from '../util/buffer-pool.ts';
 
 export interface FileStat {
   ino: number;
@@ -56,6 +58,8 @@ export class FileReader {
   private readonly idKey: Buffer;
   private readonly window: Semaphore;
   private readonly lanes: Semaphore;
+  /** the memory of chunks handed to the store, reused once stored (the window plus one largest chunk) */
+  private readonly pool: BufferRing;
   private readonly buffers: Buffer[] = [];
   private readonly scratch = Buffer.allocUnsafeSlow(SMALL + 1);
   private readonly zero: Buffer;
@@ -68,6 +72,7 @@ export class FileReader {
     this.chunker = chunker;
     this.idKey = idKey;
     this.window = new Semaphore(windowBytes);
+    this.pool = new BufferRing(windowBytes + chunker.params.max);
     this.zero = Buffer.alloc(chunker.params.max);
   }
 
@@ -158,7 +163,7 @@ export class FileReader {
             else content.push(`0:${len}`);
           } else {
             await this.window.acquire(len);
-            const copy = Buffer.allocUnsafeSlow(len);
+            const copy = this.pool.take(len);
             buf.copy(copy, 0, pos, end);
             const slot = content.length;
             content.push('');
@@ -190,6 +195,8 @@ export class FileReader {
     } catch (err) {
       storeFailure(err);
     } finally {
+      // the store holds no reference to a chunk once add() settled: its memory is reused
+      this.pool.give(data);
       this.window.release(data.length);
     }
   }

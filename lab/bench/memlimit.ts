@@ -22,6 +22,8 @@ export interface LimitedRun {
   oomKills: number;
   ok: boolean;
   error?: string;
+  /** the command's standard output (its tail when it failed) */
+  stdout: string;
 }
 
 const V1 = '/sys/fs/cgroup/memory';
@@ -65,13 +67,14 @@ export async function runLimited(argv: string[], limitBytes: number | undefined,
     try {
       const r = await measure(wrapped, opts);
       const p = await peak();
-      return { measurement: r.measurement, ...(p !== undefined ? { cgroupPeakBytes: p } : {}), oomKills: await oomKills(), ok: true };
+      return { measurement: r.measurement, ...(p !== undefined ? { cgroupPeakBytes: p } : {}), oomKills: await oomKills(), ok: true, stdout: r.stdout };
     } catch (err) {
       const p = await peak();
       const kills = await oomKills();
       const m = err instanceof CommandError ? err.measurement : undefined;
       const msg = err instanceof Error ? err.message.split('\n')[0]! : String(err);
-      return { ...(m !== undefined ? { measurement: m } : {}), ...(p !== undefined ? { cgroupPeakBytes: p } : {}), oomKills: kills, ok: false, error: kills > 0 ? `OOM-killed inside the ${limitBytes} byte limit: ${msg}` : msg };
+      const stdout = err instanceof CommandError ? err.stdoutTail : '';
+      return { ...(m !== undefined ? { measurement: m } : {}), ...(p !== undefined ? { cgroupPeakBytes: p } : {}), oomKills: kills, ok: false, error: kills > 0 ? `OOM-killed inside the ${limitBytes} byte limit: ${msg}` : msg, stdout };
     }
   } finally {
     // the cgroup can go once its processes have: wait briefly for the kernel to reap them

@@ -9,7 +9,7 @@
  */
 
 /** The operations that report progress (engine and lab). */
-export type OpName = 'init' | 'backup' | 'restore' | 'check' | 'verify' | 'prune' | 'repair' | 'forget' | 'diff' | 'copy' | 'lock-renew' | 'run' | 'drill' | 'hook' | 'bench' | 'bench-peers' | 'bench-s3' | 'testbed';
+export type OpName = 'init' | 'backup' | 'restore' | 'check' | 'verify' | 'prune' | 'repair' | 'forget' | 'diff' | 'copy' | 'lock-renew' | 'run' | 'drill' | 'hook' | 'bench' | 'bench-peers' | 'bench-s3' | 'bench-memory' | 'testbed';
 
 export type MeshEvent =
   | { type: 'op-start'; op: OpName; /** ISO time */ at: string; /** what the operation was asked to do (paths, snapshot, options) */ detail?: Record<string, unknown> }

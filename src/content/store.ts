@@ -27,6 +27,7 @@ import type { ParityScheme } from '../parity/index.ts';
 import { ParityWriter } from './parity.ts';
 import { Semaphore } from '../util/semaphore.ts';
 import { memoryPlan } from '../util/memory.ts';
+import { ZstdContexts } from './zstd.ts';
 
 /** finished packs being written at once */
 const MAX_UPLOADS = 2;
@@ -91,6 +92,8 @@ export class ContentStore {
    */
   private readonly compressors = new Semaphore(Math.max(1, Number(process.env['MESHBACK_COMPRESSORS'] ?? memoryPlan().compressors)));
   private readonly keys: AsyncKeys;
+  /** zstd contexts kept for the blobs compressed and decompressed on the thread pool */
+  private readonly zstd: ZstdContexts;
   private readonly parity: ParityWriter | undefined;
   /**
    * Checkpoints: when set, an index file is written as soon as a pack has become durable and this
@@ -108,6 +111,7 @@ export class ContentStore {
     this.key = key;
     this.opts = opts;
     this.keys = new AsyncKeys(key.encKey, key.idKey);
+    this.zstd = new ZstdContexts(opts.compressionLevel, memoryPlan().compressors);
     this.parity = opts.parity !== undefined ? new ParityWriter(backend, opts.parity) : undefined;
     this.cache = findLayer(backend, CacheBackend);
     this.indexWriter = new IndexWriter(backend, key.encKey, {
@@ -198,7 +202,7 @@ export class ContentStore {
     } else {
       if (!this.compressors.tryAcquire()) await this.compressors.acquire();
       try {
-        const z = await zstdCompress(plain, level);
+        const z = await this.zstd.compress(plain);
         const pays = z.length < plain.byteLength - (plain.byteLength >>> 5);
         parts = await this.keys.sealFramed(pays ? KIND_ZSTD : KIND_RAW, pays ? z : plain);
       } finally {
@@ -399,7 +403,7 @@ export class ContentStore {
     let plain: Buffer;
     if (framed[0] === KIND_ZSTD) {
       try {
-        plain = rawLength <= ASYNC_MIN ? zlib.zstdDecompressSync(framed.subarray(1), { maxOutputLength: Math.max(rawLength, 1) }) : await zstdDecompress(framed.subarray(1), rawLength);
+        plain = rawLength <= ASYNC_MIN ? zlib.zstdDecompressSync(framed.subarray(1), { maxOutputLength: Math.max(rawLength, 1) }) : await this.zstd.decompress(framed.subarray(1), rawLength);
       } catch {
         throw new IntegrityError(`${label} does not decompress: it is damaged`, { pack, blob: hex });
       }
@@ -423,17 +427,4 @@ function discard(p: OpenPack): Promise<void> {
 
 function newPack(): OpenPack {
   return { parts: [], entries: [], size: 0, hash: createHash('sha256'), segFill: 0 };
-}
-
-/** zstd in one output buffer (the stream default of 16 KiB pieces is 3x slower on large inputs). */
-function zstdCompress(data: Uint8Array, level: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    zlib.zstdCompress(data, { chunkSize: Math.max(64 * 1024, data.byteLength + (data.byteLength >>> 7) + 1024), params: { [zlib.constants.ZSTD_c_compressionLevel]: level } }, (err, out) => (err ? reject(err) : resolve(out)));
-  });
-}
-
-function zstdDecompress(data: Uint8Array, rawLength: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    zlib.zstdDecompress(data, { chunkSize: Math.max(64 * 1024, rawLength + 1), maxOutputLength: Math.max(rawLength, 1) }, (err, out) => (err ? reject(err) : resolve(out)));
-  });
 }

@@ -23,6 +23,8 @@ import { MESHBACK_BIN, ROOT } from '../../src/host/self.ts';
 import { DeleteObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { componentDir, isBuilt, s3Client } from '../testenv/index.ts';
 import type { ComponentName } from '../testenv/index.ts';
+import type { Rng } from '../gen/rng.ts';
+import { velero } from './velero-tool.ts';
 
 /** The password of every encrypted benchmark repository (they are deleted after each repeat). */
 const PASSWORD = 'meshback-bench-peers';
@@ -145,6 +147,15 @@ export interface Tool {
   s3?: boolean;
   /** run only in these fault scenarios (e.g. the parity variant: where the repository is damaged) */
   onlyScenarios?: readonly string[];
+  /** why available() said no, where the generic "not found on PATH" would mislead */
+  unavailableReason?(): string;
+  /** fault scenarios that do not apply to the tool, and why (the report says so) */
+  notApplicable?: Readonly<Record<string, string>>;
+  /**
+   * bit rot in a repository that is not a directory (Velero's, in its bucket): the same density as
+   * rotRepository's, in the tool's data objects; the regions hit
+   */
+  rot?(ctx: ToolContext, rng: Rng): Promise<{ dataFiles: number; dataBytes: number; regions: { file: string; offset: number; length: number }[] }>;
 }
 
 /** Bytes stored: du of the repository directory, or the objects under the S3 prefix. */
@@ -519,7 +530,7 @@ export const cp: Tool = {
 };
 
 /** Every tool, in the benchmark's default order. */
-export const TOOLS: readonly Tool[] = [meshback, meshbackParity, restic, kopia, borg, tar, rsync, cp];
+export const TOOLS: readonly Tool[] = [meshback, meshbackParity, restic, kopia, borg, tar, rsync, cp, velero];
 
 export function toolByName(name: string): Tool | undefined {
   return TOOLS.find((t) => t.name === name);

@@ -135,7 +135,7 @@ export const benchCommand: Command = {
     tools: { type: 'string', argument: 'LIST', description: `run: tools, from ${TOOLS.map((t) => t.name).join(',')} (default ${DEFAULT_TOOLS.join(',')}; meshback-parity runs in repo-corruption only)` },
     scenarios: { type: 'string', argument: 'LIST', description: `run: scenarios (default all: ${SCENARIOS.map((s) => s.id).join(',')})` },
     'outage-seconds': { type: 'string', argument: 'N', description: `run: s3-outage: seconds the object store stays unreachable (default ${DEFAULT_OUTAGE_SECONDS})` },
-    strategies: { type: 'string', argument: 'LIST', description: `run: full-copy (tar, rsync, cp), incremental (meshback, restic, kopia, borg), snapshot (btrfs snapshot, then back it up; root) (default all)` },
+    strategies: { type: 'string', argument: 'LIST', description: `run: full-copy (tar, rsync, cp), incremental (meshback, restic, kopia, borg, velero), snapshot (btrfs snapshot, then back it up; root) (default all)` },
     'snapshot-tools': { type: 'string', argument: 'LIST', description: `run: the tools that run the snapshot strategy (default ${DEFAULT_SNAPSHOT_TOOLS.join(',')})` },
     size: { type: 'string', argument: 'SIZE', description: 'run: size of the generated volume data set (default 256MiB)' },
     seed: { type: 'string', argument: 'N', description: 'run: seed of the data sets, workloads and fault moments (default 1)' },

@@ -35,6 +35,7 @@ import type { S3Env, ToxiproxyEnv } from '../../testenv/index.ts';
 import { randomBytes } from 'node:crypto';
 import { ROOT } from '../../../src/host/self.ts';
 import type { Tool, ToolContext } from '../tools.ts';
+import { stopVeleroLab } from '../velero-tool.ts';
 import { writeReport } from './report/index.ts';
 import { SCENARIOS } from './scenarios/index.ts';
 import { RESULTS_SCHEMA, RESULTS_VERSION, resultsProblem } from './types.ts';
@@ -66,11 +67,12 @@ export const ALL_STRATEGIES: readonly Strategy[] = ['full-copy', 'incremental', 
 
 /** The strategy a tool implements itself. */
 export function ownStrategy(tool: string): Strategy {
-  return ['meshback', 'meshback-parity', 'restic', 'kopia', 'borg'].includes(tool) ? 'incremental' : 'full-copy';
+  return ['meshback', 'meshback-parity', 'restic', 'kopia', 'borg', 'velero'].includes(tool) ? 'incremental' : 'full-copy';
 }
 
 export const TOOL_NOTES: Record<string, string> = {
   restic: "restic is the engine under Stash and Velero's file-system backup",
+  velero: "Velero itself: a file-system backup by its node agent's kopia uploader, driven through the Velero API on the test control plane (lab/testenv/velero.ts)",
 };
 
 export interface BenchOptions {
@@ -279,7 +281,9 @@ async function resolveTools(names: string[], install: boolean, log: (l: string, 
     const entry: ToolEntry = { name: t.name, version: '', label: t.label, encryption: t.encryption, strategy: ownStrategy(t.name), ...(TOOL_NOTES[t.name] !== undefined ? { note: TOOL_NOTES[t.name] } : {}) };
     if (!(await t.available())) {
       entry.unavailable =
-        t.name === 'meshback'
+        t.unavailableReason !== undefined
+          ? t.unavailableReason()
+          : t.name === 'meshback'
           ? `${t.binaries.join(' ')} or its Node.js runtime is missing: run npm ci`
           : `${t.binaries.join(', ')} not found on PATH (Debian package ${t.packages.join(' ')})${installErr !== undefined ? `: ${oneLine(installErr).slice(0, 300)}` : ''}`;
       log(`${t.name}: unavailable: ${entry.unavailable}`);
@@ -374,7 +378,8 @@ async function runBenchOps(o: BenchOptions, emit: EventSink): Promise<BenchResul
       if (snapshotTools.includes(r.tool.name)) strategies.push('snapshot');
       for (const strategy of strategies) {
         const cell: Cell = { tool: r.tool.name, strategy, volume: strategy === 'snapshot' ? 'btrfs' : 'dir', scenario: scenario.id, status: 'ok', repeats: [], summary: {} };
-        const applies = scenario.applies?.(r.tool, strategy) ?? true;
+        const na = r.tool.notApplicable?.[scenario.id];
+        const applies = na !== undefined ? `not applicable: ${na}` : (scenario.applies?.(r.tool, strategy) ?? true);
         if (r.entry.unavailable !== undefined) Object.assign(cell, { status: 'skipped', reason: `${r.tool.name} is unavailable: ${r.entry.unavailable}` });
         else if (strategy === 'snapshot' && btrfs !== true) Object.assign(cell, { status: 'skipped', reason: btrfs });
         else if (applies !== true) Object.assign(cell, { status: 'skipped', reason: applies });
@@ -432,6 +437,7 @@ async function runBenchOps(o: BenchOptions, emit: EventSink): Promise<BenchResul
   } finally {
     await save();
     await s3lab?.stop().catch(() => {});
+    await stopVeleroLab();
     await fsp.rm(work, { recursive: true, force: true }).catch(() => {});
     process.off('exit', onExit);
   }

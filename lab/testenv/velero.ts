@@ -5,9 +5,10 @@
  *
  * - CRDs: `velero install --crds-only --dry-run -o yaml`, applied with the pinned kubectl;
  * - namespace `velero`: the Secret with MinIO's keys, the BackupStorageLocation `default` (provider
- *   aws from velero-plugin-for-aws, s3Url = MinIO, path-style), and per kwok node a `node-agent`
- *   pod bound to it (labels name/role node-agent), which kwok shows Running: Velero's server looks
- *   for such a pod on a workload's node before it asks for a PodVolumeBackup there;
+ *   aws from velero-plugin-for-aws, s3Url = MinIO, path-style), the Deployment `velero` with no
+ *   replica (a restore takes the restore helper's image from it) and the DaemonSet `node-agent`,
+ *   whose pods kwok shows Running on every node: Velero's server looks for one on a workload's node
+ *   before it asks for a PodVolumeBackup or PodVolumeRestore there;
  * - `velero server` with --plugin-dir holding the AWS plugin binary;
  * - per kwok node one `velero node-agent server` (NODE_NAME=node) in a mount namespace of its own
  *   (`unshare --mount --propagation slave`), where DIR/kubelet/NODE/pods is bind-mounted at
@@ -24,7 +25,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, promises as fsp, readFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, type V1Pod } from '@kubernetes/client-node';
+import { AppsV1Api, CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, type V1Pod } from '@kubernetes/client-node';
 import { binary, type Log } from './build.ts';
 import { TestenvError } from './errors.ts';
 import type { K8sEnv } from './k8s.ts';
@@ -208,13 +209,33 @@ export async function startVelero(o: VeleroOptions): Promise<VeleroEnv> {
         },
       },
     });
-    // what the node-agent DaemonSet would put on each node: the server checks for a running one there
-    for (const n of nodes) {
-      await core.createNamespacedPod({
-        namespace: ns,
-        body: { metadata: { name: `node-agent-${n}`, labels: { name: 'node-agent', role: 'node-agent' } }, spec: { nodeName: n, containers: [{ name: 'node-agent', image: `velero/velero:${VELERO_VERSION}` }] } },
-      });
-    }
+    // the Deployment that `velero install` makes (no replica: the server runs here as a local
+    // process); the restore's pod-volume action takes the restore helper's image from it
+    const apps = kc.makeApiClient(AppsV1Api);
+    await apps.createNamespacedDeployment({
+      namespace: ns,
+      body: {
+        metadata: { name: 'velero', labels: { component: 'velero' } },
+        spec: {
+          replicas: 0,
+          selector: { matchLabels: { deploy: 'velero' } },
+          template: { metadata: { labels: { deploy: 'velero', component: 'velero' } }, spec: { containers: [{ name: 'velero', image: `velero/velero:${VELERO_VERSION}` }] } },
+        },
+      },
+    });
+    // the node-agent DaemonSet `velero install --use-node-agent` makes: its pods on the kwok nodes
+    // (kwok shows them Running) are what the server looks for on a workload's node, while the
+    // agents themselves run here as local processes
+    await apps.createNamespacedDaemonSet({
+      namespace: ns,
+      body: {
+        metadata: { name: 'node-agent', labels: { component: 'velero' } },
+        spec: {
+          selector: { matchLabels: { name: 'node-agent' } },
+          template: { metadata: { labels: { name: 'node-agent', role: 'node-agent', component: 'velero' } }, spec: { containers: [{ name: 'node-agent', image: `velero/velero:${VELERO_VERSION}` }] } },
+        },
+      },
+    });
 
     const [metrics, profiler] = [await freePort(), await freePort()];
     const server = launch({
@@ -236,9 +257,19 @@ export async function startVelero(o: VeleroOptions): Promise<VeleroEnv> {
       mode: 'owned',
     });
     procs.push(server);
+    // a kubelet keeps a directory per pod of its node: the node agent checks that at start
+    await waitFor('the node-agent pods to run', 60_000, procs, async () => {
+      const list = await core.listNamespacedPod({ namespace: ns, labelSelector: 'role=node-agent' });
+      return list.items.length === nodes.length && list.items.every((p) => p.status?.phase === 'Running') ? true : undefined;
+    });
+    const podDirs = async (n: string): Promise<void> => {
+      const list = await core.listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${n}` });
+      for (const p of list.items) if (p.metadata?.uid !== undefined) await fsp.mkdir(path.join(kubelet, n, 'pods', p.metadata.uid, 'volumes'), { recursive: true });
+    };
     const agents = new Map<string, Proc>();
     let starts = 0;
     const startAgent = async (n: string): Promise<Proc> => {
+      await podDirs(n);
       const port = await freePort();
       const agent = launch({
         name: `velero-node-agent-${n}`,

@@ -177,7 +177,14 @@ export const COMPONENTS = {
     version: 'v1.16.2',
     binaries: { velero: 'github.com/vmware-tanzu/velero/cmd/velero' },
     keepReplaces: true,
-    xflags: { 'github.com/vmware-tanzu/velero/pkg/buildinfo.Version': 'v1.16.2', 'github.com/vmware-tanzu/velero/pkg/buildinfo.GitTreeState': 'clean' },
+    xflags: {
+      'github.com/vmware-tanzu/velero/pkg/buildinfo.Version': 'v1.16.2',
+      'github.com/vmware-tanzu/velero/pkg/buildinfo.GitTreeState': 'clean',
+      // the server and the node agent start controller-runtime managers without metrics options,
+      // whose metrics server would listen on :8080 on every interface (and a second process
+      // fails, address in use): off; Velero's own metrics listen on --metrics-address
+      'sigs.k8s.io/controller-runtime/pkg/metrics/server.DefaultBindAddress': '0',
+    },
     reports: 'v1.16.2',
     versionArgs: ['version', '--client-only'],
   },

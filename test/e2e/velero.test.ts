@@ -70,8 +70,20 @@ test('velero: fs-backup of a pod volume on a kwok node and a restore into a fres
   await until('pod orders-0 running', 30_000, async () => ((await core.readNamespacedPod({ namespace: 'shop', name: 'orders-0' })).status?.phase === 'Running' ? true : undefined));
 
   const phase = await velero.backup('b1', 'shop', 300_000);
-  const logs = (): string => velero.procs.map((p) => p.log).join(', ');
-  assert.equal(phase, 'Completed', `backup b1 ended ${phase}; logs: ${logs()}`);
+  // the failures the server and the agents logged, and the volume operations' messages
+  const logs = async (): Promise<string> => {
+    const lines: string[] = [];
+    for (const p of velero.procs) {
+      const text = await fsp.readFile(p.log, 'utf8').catch(() => '');
+      lines.push(...text.split('\n').filter((l) => /level=(error|fatal)/.test(l)).slice(-4).map((l) => `${p.name}: ${l.slice(0, 600)}`));
+    }
+    for (const plural of ['podvolumebackups', 'podvolumerestores']) {
+      const list = (await custom.listNamespacedCustomObject({ group: 'velero.io', version: 'v1', namespace: 'velero', plural })) as { items: { metadata: { name: string }; status?: { phase?: string; message?: string } }[] };
+      for (const i of list.items) lines.push(`${plural}/${i.metadata.name}: ${i.status?.phase ?? 'New'} ${i.status?.message ?? ''}`);
+    }
+    return lines.join('\n');
+  };
+  assert.equal(phase, 'Completed', `backup b1 ended ${phase}:\n${await logs()}`);
   const pvbs = (await custom.listNamespacedCustomObject({ group: 'velero.io', version: 'v1', namespace: 'velero', plural: 'podvolumebackups' })) as { items: { spec: { node: string; volume: string }; status?: { phase?: string; progress?: { totalBytes?: number } } }[] };
   assert.equal(pvbs.items.length, 1);
   assert.equal(pvbs.items[0]!.spec.node, k8s.nodes[1]);
@@ -80,7 +92,7 @@ test('velero: fs-backup of a pod volume on a kwok node and a restore into a fres
 
   const r = await velero.restore('r1', 'b1', 'shop', 'shop-restored', 'orders-0', 'data', dst, 300_000);
   try {
-    assert.equal(r.phase, 'Completed', `restore r1 ended ${r.phase}; logs: ${logs()}`);
+    assert.equal(r.phase, 'Completed', `restore r1 ended ${r.phase}:\n${await logs()}`);
     assert.ok(r.mount !== undefined, 'the restored pod was never bound to a node');
     // the node agent leaves its done marker (.velero/RESTORE_UID) for the restore-wait init container
     await fsp.rm(path.join(dst, '.velero'), { recursive: true, force: true });

@@ -249,6 +249,8 @@ export const velero: Tool = {
   async backup(ctx, src) {
     const l = await getLab();
     const st = stateOf(ctx);
+    // an outage in an earlier cell (any tool's: they share the node) took node 0's agent with it
+    await l.velero.ensureAgents();
     if (st.src !== src) {
       await st.mount?.unmount();
       delete st.mount;

@@ -23,6 +23,7 @@
  * and the other node's agent are spared: they run elsewhere); before a restore, dead agents are
  * started again (the node is back, or replaced).
  */
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promises as fsp, readFileSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -52,9 +53,25 @@ interface Lab {
 }
 
 let lab: Promise<Lab> | undefined;
+/** the lab's directory while one runs (for the synchronous cleanup of an interrupted run) */
+let labDir: string | undefined;
+
+/**
+ * For an interrupted run (process exit): detach every mount of the lab (the kubelet roots and the
+ * pod volumes in them); its processes die with this one (lab/testenv's guard).
+ */
+export function unmountVeleroLabSync(): void {
+  if (labDir === undefined) return;
+  try {
+    execFileSync('umount', ['-R', '-l', path.join(labDir, 'velero', 'kubelet')], { stdio: 'ignore' });
+  } catch {
+    // nothing mounted
+  }
+}
 
 async function startLab(): Promise<Lab> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'meshback-bench-velero-'));
+  labDir = dir;
   const quiet = (): void => {};
   const s3 = await startS3({ log: quiet });
   let k8s: K8sEnv | undefined;
@@ -91,6 +108,7 @@ export async function stopVeleroLab(): Promise<void> {
   await l.k8s.stop().catch(() => {});
   await l.s3.stop().catch(() => {});
   await fsp.rm(l.dir, { recursive: true, force: true }).catch(() => {});
+  labDir = undefined;
 }
 
 interface State {

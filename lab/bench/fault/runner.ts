@@ -35,7 +35,7 @@ import type { S3Env, ToxiproxyEnv } from '../../testenv/index.ts';
 import { randomBytes } from 'node:crypto';
 import { ROOT } from '../../../src/host/self.ts';
 import type { Tool, ToolContext } from '../tools.ts';
-import { stopVeleroLab } from '../velero-tool.ts';
+import { stopVeleroLab, unmountVeleroLabSync } from '../velero-tool.ts';
 import { writeReport } from './report/index.ts';
 import { SCENARIOS } from './scenarios/index.ts';
 import { RESULTS_SCHEMA, RESULTS_VERSION, resultsProblem } from './types.ts';
@@ -329,6 +329,7 @@ async function runBenchOps(o: BenchOptions, emit: EventSink): Promise<BenchResul
   await fsp.chmod(work, 0o711);
   // an interrupted run (SIGINT/SIGTERM end in process.exit) leaves no mount and no scratch behind
   const onExit = (): void => {
+    unmountVeleroLabSync();
     unmountAllSync();
     rmSync(work, { recursive: true, force: true });
   };

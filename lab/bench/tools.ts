@@ -24,7 +24,6 @@ import { DeleteObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { componentDir, isBuilt, s3Client } from '../testenv/index.ts';
 import type { ComponentName } from '../testenv/index.ts';
 import type { Rng } from '../gen/rng.ts';
-import { velero } from './velero-tool.ts';
 
 /** The password of every encrypted benchmark repository (they are deleted after each repeat). */
 const PASSWORD = 'meshback-bench-peers';
@@ -530,7 +529,7 @@ export const cp: Tool = {
 };
 
 /** Every tool, in the benchmark's default order. */
-export const TOOLS: readonly Tool[] = [meshback, meshbackParity, restic, kopia, borg, tar, rsync, cp, velero];
+export const TOOLS: readonly Tool[] = [meshback, meshbackParity, restic, kopia, borg, tar, rsync, cp];
 
 export function toolByName(name: string): Tool | undefined {
   return TOOLS.find((t) => t.name === name);

@@ -28,14 +28,14 @@ import { aptInstall } from '../../../src/host/packages.ts';
 import { CommandError, run } from '../../../src/host/process.ts';
 import { toolMessage } from './inject.ts';
 import type { Measurement } from '../../../src/host/process.ts';
-import { TOOLS, archiveName, newContext, s3DeletePrefix, toolByName } from '../tools.ts';
+import { TOOLS, archiveName, newContext, s3DeletePrefix } from '../tools.ts';
 import type { S3Target } from '../tools.ts';
 import { startS3, startToxiproxy } from '../../testenv/index.ts';
 import type { S3Env, ToxiproxyEnv } from '../../testenv/index.ts';
 import { randomBytes } from 'node:crypto';
 import { ROOT } from '../../../src/host/self.ts';
 import type { Tool, ToolContext } from '../tools.ts';
-import { stopVeleroLab, unmountVeleroLabSync } from '../velero-tool.ts';
+import { stopVeleroLab, unmountVeleroLabSync, velero } from '../velero-tool.ts';
 import { writeReport } from './report/index.ts';
 import { SCENARIOS } from './scenarios/index.ts';
 import { RESULTS_SCHEMA, RESULTS_VERSION, resultsProblem } from './types.ts';
@@ -57,6 +57,13 @@ import { btrfsSupport, createVolume, unmountAllSync } from '../../../src/volumes
 import { killWriters } from './workload.ts';
 import { nullSink, reportOp } from '../../../src/events/index.ts';
 import type { EventSink } from '../../../src/events/index.ts';
+
+/** The tools of the fault benchmark: the peers of bench/tools.ts, and Velero itself (a lab of its own: bench/velero-tool.ts). */
+export const FAULT_TOOLS: readonly Tool[] = [...TOOLS, velero];
+
+export function toolByName(name: string): Tool | undefined {
+  return FAULT_TOOLS.find((t) => t.name === name);
+}
 
 export const DEFAULT_TOOLS = ['meshback', 'meshback-parity', 'restic', 'kopia', 'borg', 'rsync', 'tar'] as const;
 
@@ -104,7 +111,7 @@ export interface BenchOptions {
 /** Names that are not known tools, scenarios or strategies: the CLI turns them into a usage error. */
 export function validateNames(o: { tools: string[]; scenarios: string[]; strategies: string[]; snapshotTools: string[] }, registry: readonly Scenario[] = SCENARIOS): string | undefined {
   const badTools = [...o.tools, ...o.snapshotTools].filter((t) => toolByName(t) === undefined);
-  if (badTools.length > 0) return `unknown tool ${badTools.map((t) => JSON.stringify(t)).join(', ')}: choose from ${TOOLS.map((t) => t.name).join(',')}`;
+  if (badTools.length > 0) return `unknown tool ${badTools.map((t) => JSON.stringify(t)).join(', ')}: choose from ${FAULT_TOOLS.map((t) => t.name).join(',')}`;
   const badScenarios = o.scenarios.filter((s) => !registry.some((r) => r.id === s));
   if (badScenarios.length > 0) return `unknown scenario ${badScenarios.map((s) => JSON.stringify(s)).join(', ')}: choose from ${registry.map((r) => r.id).join(',')}`;
   const badStrategies = o.strategies.filter((s) => !ALL_STRATEGIES.includes(s as Strategy));

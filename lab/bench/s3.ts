@@ -35,13 +35,15 @@ import {
   fmtMiB,
   fmtS,
   prepareDataset,
+  ratioTable,
   resolveTools,
   short,
   summarize,
   summaryLine,
   toolEnv,
+  versusBest,
 } from './peers.ts';
-import type { DataProvider, Row, SummaryRow, ToolInfo } from './peers.ts';
+import type { DataProvider, Ratio, Row, SummaryRow, ToolInfo } from './peers.ts';
 import { nullSink, reportOp } from '../../src/events/index.ts';
 import type { EventSink } from '../../src/events/index.ts';
 
@@ -128,17 +130,8 @@ export interface S3Row extends Row {
   requests?: RequestCounts;
 }
 
-export interface S3Ratio {
-  metric: string;
-  meshback?: string;
-  peer?: string;
-  /** the better peer for this metric */
-  peerTool?: string;
-  ratio?: number;
-  target: string;
-  result: 'PASS' | 'MISS' | 'n/a';
-  reason?: string;
-}
+/** One row of the ratio table (the same as bench:peers'). */
+export type S3Ratio = Ratio;
 
 export interface S3Results {
   version: 1;
@@ -168,29 +161,12 @@ export function requestsPerGiB(rows: S3Row[], tool: string): S3Results['requests
 
 /** meshback against the better of its peers, per metric. */
 export function s3Ratios(summary: SummaryRow[], peers: readonly string[] = ['restic', 'kopia']): S3Ratio[] {
-  const get = (tool: string, op: string) => summary.find((s) => s.tool === tool && s.op === op && s.ok);
-  const out: S3Ratio[] = [];
-  const cmp = (metric: string, ops: S3Op[], field: 'wallSeconds' | 'maxRssBytes', target: number): void => {
-    const show = (x: number) => (field === 'wallSeconds' ? `${fmtS(x)} s` : `${fmtMiB(x)} MiB`);
-    const base: S3Ratio = { metric, target: `≤ ${target}`, result: 'n/a' };
-    let worst: S3Ratio | undefined;
-    for (const op of ops) {
-      const m = get('meshback', op);
-      if (m?.[field] === undefined) return void out.push({ ...base, reason: `meshback ${op} has no valid result` });
-      const ps = peers.map((p) => ({ p, s: get(p, op) })).filter((x) => x.s?.[field] !== undefined);
-      if (ps.length === 0) return void out.push({ ...base, meshback: show(m[field]), reason: `no peer has a valid ${op}` });
-      const best = ps.sort((a, b) => a.s![field]! - b.s![field]!)[0]!;
-      const ratio = m[field] / best.s![field]!;
-      const r: S3Ratio = { ...base, metric: ops.length > 1 ? `${metric} (${op})` : metric, meshback: show(m[field]), peer: show(best.s![field]!), peerTool: best.p, ratio, result: ratio <= target ? 'PASS' : 'MISS' };
-      if (worst === undefined || ratio > worst.ratio!) worst = r;
-    }
-    if (worst !== undefined) out.push(worst);
-  };
-  cmp('first backup, wall', ['backup-first'], 'wallSeconds', S3_TARGETS.wall);
-  cmp('backup after a 2% change, wall', ['backup-2pct'], 'wallSeconds', S3_TARGETS.wall);
-  cmp('restore, wall', ['restore'], 'wallSeconds', S3_TARGETS.wall);
-  cmp('peak RSS, worst operation', ['backup-first', 'backup-2pct', 'restore'], 'maxRssBytes', S3_TARGETS.rss);
-  return out;
+  return [
+    versusBest(summary, peers, 'first backup, wall', ['backup-first'], 'wallSeconds', S3_TARGETS.wall),
+    versusBest(summary, peers, 'backup after a 2% change, wall', ['backup-2pct'], 'wallSeconds', S3_TARGETS.wall),
+    versusBest(summary, peers, 'restore, wall', ['restore'], 'wallSeconds', S3_TARGETS.wall),
+    versusBest(summary, peers, 'peak RSS, worst operation', ['backup-first', 'backup-2pct', 'restore'], 'maxRssBytes', S3_TARGETS.rss),
+  ];
 }
 
 async function readTotals(s3: S3Env): Promise<Map<string, number>> {
@@ -367,10 +343,7 @@ export function renderS3Markdown(res: S3Results): string {
   }
   L.push('## Requests per GiB stored', '', '| tool | requests (both backups) | stored MiB | requests per GiB stored |', '|---|---:|---:|---:|');
   for (const r of res.requestsPerGiB) L.push(`| ${r.tool} | ${r.requests} | ${fmtMiB(r.storedBytes)} | ${r.perGiB.toFixed(0)} |`);
-  L.push('', '## meshback / the better peer', '', '| metric | meshback | better peer | ratio | target | result |', '|---|---:|---:|---:|---|---|');
-  for (const r of res.ratios) {
-    L.push(`| ${cell(r.metric)} | ${r.meshback ?? '—'} | ${r.peer !== undefined ? `${r.peer} (${r.peerTool})` : '—'} | ${r.ratio !== undefined ? r.ratio.toFixed(2) : '—'} | ${r.target} | ${r.result === 'n/a' ? `n/a: ${cell(short(r.reason ?? ''))}` : `**${r.result}**`} |`);
-  }
+  L.push('', '## meshback / the better peer', '', ...ratioTable(res.ratios));
   L.push('', '## How this was measured', '');
   L.push(
     '- As bench:peers: every step under GNU time (wall, CPU = user + system, peak RSS = ru_maxrss of the largest process); `sync` before each step; the 2% mutation, copying the dataset and comparing trees are not timed.',

@@ -146,6 +146,10 @@ export interface Tool {
   s3?: boolean;
   /** run only in these fault scenarios (e.g. the parity variant: where the repository is damaged) */
   onlyScenarios?: readonly string[];
+  /** does the tool deduplicate against earlier backups (content-defined chunks): its own strategy is incremental, else full-copy */
+  incremental?: boolean;
+  /** the exit status with which the tool says "stored, with a problem" (tar 1, borg 1, restic 3, meshback 3) */
+  warningExit?: number;
   /** why available() said no, where the generic "not found on PATH" would mislead */
   unavailableReason?(): string;
   /** fault scenarios that do not apply to the tool, and why (the report says so) */
@@ -229,6 +233,8 @@ export const meshback: Tool = {
   packages: [],
   binaries: [MESHBACK_BIN],
   encryption: true,
+  incremental: true,
+  warningExit: 3,
   setup: 'bin/meshback init | backup SRC | restore latest --target T | check --read-data, all with --json; AES-256-GCM, zstd level 3 (repository defaults)',
   async version() {
     return firstLine((await run([MESHBACK_BIN, 'version'])).stdout);
@@ -283,44 +289,58 @@ export const meshbackParity: Tool = {
   onlyScenarios: ['repo-corruption'],
 };
 
-export const restic: Tool = {
-  name: 'restic',
-  label: 'restic',
-  packages: ['restic'],
-  get binaries() {
-    return [peerBinary('restic')];
-  },
-  encryption: true,
-  setup: 'restic init --repository-version 2 | backup SRC | restore latest --target T | check --read-data; defaults otherwise (compression auto), cache in the run directory; S3: -r s3:http://HOST:PORT/BUCKET/PREFIX',
-  async version() {
-    return firstLine((await run([peerBinary('restic'), 'version'])).stdout);
-  },
-  env: (ctx) => ({ RESTIC_REPOSITORY: ctx.repo, RESTIC_PASSWORD: PASSWORD, RESTIC_CACHE_DIR: path.join(ctx.dir, 'cache') }),
-  available: () => allAvailable([peerBinary('restic')]),
-  async init(ctx) {
-    return (await measure([peerBinary('restic'), 'init', '--repository-version', '2'], { env: ctx.env })).measurement;
-  },
-  async backup(ctx, src) {
-    const r = await measure([peerBinary('restic'), 'backup', src], { env: ctx.env });
-    ctx.backups++;
-    ctx.lastSource = src;
-    return r.measurement;
-  },
-  async restore(ctx, target) {
-    // restic restores a snapshot of /a/b/src to T/a/b/src: restore into a scratch directory
-    // next to the target, then move the tree into place with one rename (not measured)
-    const src = needSource(ctx);
-    const scratch = `${target}.restic-layout`;
-    await fsp.rm(scratch, { recursive: true, force: true });
-    await fsp.mkdir(scratch);
-    return restoreViaScratch(async () => (await measure([peerBinary('restic'), 'restore', 'latest', '--target', scratch], { env: ctx.env })).measurement, path.join(scratch, src), target, scratch);
-  },
-  async check(ctx) {
-    return (await measure([peerBinary('restic'), 'check', '--read-data'], { env: ctx.env })).measurement;
-  },
-  bytesStored: storedBytes,
-  s3: true,
-};
+/** Debian's restic (the package users of Debian 12 get: 0.14), beside the current release the test environment builds. */
+export const DEBIAN_RESTIC = '/usr/bin/restic';
+
+/** restic run from `bin()`: the current release (restic) or Debian's package (restic-debian). */
+function resticTool(name: string, label: string, bin: () => string): Tool {
+  return {
+    name,
+    label,
+    packages: ['restic'],
+    get binaries() {
+      return [bin()];
+    },
+    encryption: true,
+    incremental: true,
+    warningExit: 3,
+    setup: `${bin === peerBinaryRestic ? 'restic' : DEBIAN_RESTIC} init --repository-version 2 | backup SRC | restore latest --target T | check --read-data; defaults otherwise (compression auto), cache in the run directory; S3: -r s3:http://HOST:PORT/BUCKET/PREFIX`,
+    async version() {
+      return firstLine((await run([bin(), 'version'])).stdout);
+    },
+    env: (ctx) => ({ RESTIC_REPOSITORY: ctx.repo, RESTIC_PASSWORD: PASSWORD, RESTIC_CACHE_DIR: path.join(ctx.dir, 'cache') }),
+    available: () => allAvailable([bin()]),
+    async init(ctx) {
+      return (await measure([bin(), 'init', '--repository-version', '2'], { env: ctx.env })).measurement;
+    },
+    async backup(ctx, src) {
+      const r = await measure([bin(), 'backup', src], { env: ctx.env });
+      ctx.backups++;
+      ctx.lastSource = src;
+      return r.measurement;
+    },
+    async restore(ctx, target) {
+      // restic restores a snapshot of /a/b/src to T/a/b/src: restore into a scratch directory
+      // next to the target, then move the tree into place with one rename (not measured)
+      const src = needSource(ctx);
+      const scratch = `${target}.restic-layout`;
+      await fsp.rm(scratch, { recursive: true, force: true });
+      await fsp.mkdir(scratch);
+      return restoreViaScratch(async () => (await measure([bin(), 'restore', 'latest', '--target', scratch], { env: ctx.env })).measurement, path.join(scratch, src), target, scratch);
+    },
+    async check(ctx) {
+      return (await measure([bin(), 'check', '--read-data'], { env: ctx.env })).measurement;
+    },
+    bytesStored: storedBytes,
+    s3: true,
+  };
+}
+
+const peerBinaryRestic = (): string => peerBinary('restic');
+/** restic's current release (lab/testenv builds it; else the restic on PATH). */
+export const restic: Tool = resticTool('restic', 'restic', peerBinaryRestic);
+/** Debian's restic package, the one the first benchmarks compared with. */
+export const resticDebian: Tool = resticTool('restic-debian', "restic (Debian's package)", () => DEBIAN_RESTIC);
 
 /** kopia's root object of the latest snapshot of `src` (`snapshot list --json`), not measured. */
 async function kopiaLatestRoot(ctx: ToolContext, src: string): Promise<string> {
@@ -330,16 +350,21 @@ async function kopiaLatestRoot(ctx: ToolContext, src: string): Promise<string> {
   return root;
 }
 
-export const kopia: Tool = {
-  name: 'kopia',
-  label: 'kopia',
+/**
+ * kopia with zstd compression (`policy set --global --compression zstd`, as Velero's and K10's users
+ * configure it) or with its default policy (`compression` undefined: kopia compresses nothing).
+ */
+function kopiaTool(name: string, label: string, compression: string | undefined): Tool {
+  return {
+  name,
+  label,
   packages: [],
   get binaries() {
     return [peerBinary('kopia')];
   },
   encryption: true,
-  setup:
-    'kopia repository create filesystem --path REPO (S3: create s3 --bucket B --prefix P/ --endpoint HOST:PORT --disable-tls), policy set --global --compression zstd (not timed) | snapshot create SRC | snapshot restore ROOT T | snapshot verify --verify-files-percent 100; config, cache and logs in the run directory',
+  incremental: true,
+  setup: `kopia repository create filesystem --path REPO (S3: create s3 --bucket B --prefix P/ --endpoint HOST:PORT --disable-tls)${compression !== undefined ? `, policy set --global --compression ${compression} (not timed)` : ', default policy (no compression)'} | snapshot create SRC | snapshot restore ROOT T | snapshot verify --verify-files-percent 100; config, cache and logs in the run directory`,
   async version() {
     return firstLine((await run([peerBinary('kopia'), '--version'])).stdout);
   },
@@ -359,7 +384,7 @@ export const kopia: Tool = {
         : ['filesystem', '--path', ctx.repo];
     const m = (await measure([k, 'repository', 'create', ...where], { env: ctx.env })).measurement;
     // compression is off by default in kopia; the others compress (zstd level 3 or restic's auto)
-    await run([k, 'policy', 'set', '--global', '--compression', 'zstd'], { env: ctx.env });
+    if (compression !== undefined) await run([k, 'policy', 'set', '--global', '--compression', compression], { env: ctx.env });
     return m;
   },
   async backup(ctx, src) {
@@ -382,7 +407,11 @@ export const kopia: Tool = {
   },
   bytesStored: storedBytes,
   s3: true,
-};
+  };
+}
+
+export const kopia: Tool = kopiaTool('kopia', 'kopia', 'zstd');
+export const kopiaDefault: Tool = kopiaTool('kopia-default', 'kopia (default policy: no compression)', undefined);
 
 export const borg: Tool = {
   name: 'borg',
@@ -390,6 +419,8 @@ export const borg: Tool = {
   packages: ['borgbackup'],
   binaries: ['borg'],
   encryption: true,
+  incremental: true,
+  warningExit: 1,
   setup: 'borg init --encryption=repokey-blake2 | create --compression zstd,3 REPO::b-N SRC | extract REPO::<last> | check --verify-data; cache in the run directory',
   async version() {
     return firstLine((await run(['borg', '--version'])).stdout);
@@ -437,6 +468,7 @@ export const tar: Tool = {
   packages: ['tar', 'zstd'],
   binaries: ['tar', 'zstd', 'bash'],
   encryption: false,
+  warningExit: 1,
   setup: 'full archive every time: tar --numeric-owner -cf - | zstd -T0 -3 (no xattrs, no encryption, no dedup); restore extracts the last archive; check: zstd -t of every archive',
   async version() {
     const t = firstLine((await run(['tar', '--version'])).stdout);
@@ -529,7 +561,7 @@ export const cp: Tool = {
 };
 
 /** Every tool, in the benchmark's default order. */
-export const TOOLS: readonly Tool[] = [meshback, meshbackParity, restic, kopia, borg, tar, rsync, cp];
+export const TOOLS: readonly Tool[] = [meshback, meshbackParity, restic, resticDebian, kopia, kopiaDefault, borg, tar, rsync, cp];
 
 export function toolByName(name: string): Tool | undefined {
   return TOOLS.find((t) => t.name === name);

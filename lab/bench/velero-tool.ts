@@ -232,6 +232,8 @@ export const velero: Tool = {
     return ['velero', 'velero-plugin-for-aws', 'kube-apiserver', 'minio'];
   },
   encryption: true,
+  // kopia's content-defined chunks, one repository per namespace: every backup after the first is incremental
+  incremental: true,
   setup:
     `Velero ${VELERO_VERSION} server + one node agent per kwok node (local processes; AWS plugin ${VELERO_PLUGIN_VERSION}, BackupStorageLocation on MinIO): ` +
     'velero backup create --default-volumes-to-fs-backup --wait of the pod\'s namespace (kopia uploader in the node agent) | velero restore create --from-backup LAST into a fresh namespace and emptyDir volume; ' +

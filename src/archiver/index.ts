@@ -35,6 +35,7 @@ import type { FileOutcome } from './reader.ts';
 import { localSource } from '../source/index.ts';
 import type { Source } from '../source/index.ts';
 import { Semaphore } from '../util/semaphore.ts';
+import { memoryPlan } from '../util/memory.ts';
 
 /** What a backup uses of a repository: snapshots to find its parent and save itself, trees, the content store it adds chunks to, the id key for small files. */
 export type BackupRepo = Pick<Repository, 'chunker' | 'findSnapshot' | 'loadTree' | 'saveTree' | 'saveSnapshot' | 'store' | 'key' | 'backend' | 'config' | 'index' | 'listSnapshots'>;
@@ -146,7 +147,9 @@ async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupR
     }
   }
   const HELD = 'held:';
-  const reader = new FileReader(store, source, repo.chunker(), repo.key.idKey, Number(process.env['MESHBACK_WINDOW_KIB'] ?? 32 * 1024) * 1024);
+  const plan = memoryPlan();
+  const windowBytes = process.env['MESHBACK_WINDOW_KIB'] !== undefined ? Number(process.env['MESHBACK_WINDOW_KIB']) * 1024 : plan.windowBytes;
+  const reader = new FileReader(store, source, repo.chunker(), repo.key.idKey, windowBytes, plan.lanes);
 
   // progress
   let doneFiles = 0;

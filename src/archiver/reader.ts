@@ -34,8 +34,6 @@ export type FileOutcome =
 
 /** Files up to this size are read synchronously on the main thread. */
 const SMALL = 64 * 1024;
-/** Large files read at once. */
-const LANES = 2;
 /** Zero runs shorter than this are stored as data, not as holes. */
 const MIN_HOLE = 4096;
 
@@ -57,12 +55,14 @@ export class FileReader {
   private readonly chunker: Chunker;
   private readonly idKey: Buffer;
   private readonly window: Semaphore;
-  private readonly lanes = new Semaphore(LANES);
+  private readonly lanes: Semaphore;
   private readonly buffers: Buffer[] = [];
   private readonly scratch = Buffer.allocUnsafeSlow(SMALL + 1);
   private readonly zero: Buffer;
 
-  constructor(store: ContentStore, source: Source, chunker: Chunker, idKey: Buffer, windowBytes: number) {
+  /** `windowBytes`: chunks not yet stored; `lanes`: large files read at once */
+  constructor(store: ContentStore, source: Source, chunker: Chunker, idKey: Buffer, windowBytes: number, lanes: number) {
+    this.lanes = new Semaphore(lanes);
     this.store = store;
     this.source = source;
     this.chunker = chunker;

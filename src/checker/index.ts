@@ -26,6 +26,7 @@ import type { Repository } from '../repository/index.ts';
 import { HOLE_PREFIX } from '../snapshot/tree.ts';
 import { childPath, displayPath, walkTree } from '../snapshot/walker.ts';
 import { parallel } from '../util/parallel.ts';
+import { memoryPlan } from '../util/memory.ts';
 
 /** What a check uses of a repository: it reads every file kind directly (packs, indexes, parity) to judge them, so the backend, config, key and content store, plus snapshots and trees. */
 export type CheckRepo = Pick<Repository, 'backend' | 'config' | 'key' | 'store' | 'loadSnapshot' | 'loadTree'>;
@@ -168,7 +169,7 @@ async function runCheck(repo: CheckRepo, opts: CheckOptions = {}): Promise<Check
       l.push({ id: Buffer.from(id).toString('hex'), offset, length, rawLength });
     });
     const totalPacks = packsByNo.length;
-    await parallel(packsByNo, 2, async ({ name }) => {
+    await parallel(packsByNo, memoryPlan().packsAtOnce, async ({ name }) => {
         let data: Buffer;
         try {
           data = await repo.backend.get({ type: 'pack', name });

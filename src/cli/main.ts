@@ -24,6 +24,9 @@ import { requestsJson, storageReports, sumRequests } from './context.ts';
 import type { Output } from './output.ts';
 
 import { VERSION } from './version.ts';
+import { MIN_LIMIT, memoryPlan, setMemoryLimit } from '../util/memory.ts';
+import type { MemoryPlan } from '../util/memory.ts';
+import { cgroupMemoryLimit } from '../host/memory.ts';
 
 export { VERSION };
 
@@ -33,9 +36,11 @@ export { VERSION };
  * a full mark of the JS heap (about 150 in a 2 GiB restore; 37 with these). Measured on 2 GiB:
  * restore user CPU 6.9 -> 3.5-4.1 s, check 5.8 -> 4.2 s, peak RSS +40-80 MiB. Not for backup: there
  * the gain was small (8.4 -> 7.7 s) and a backup of 1M small files grew from 535 to 746 MiB
- * (docs/runtime.md).
+ * (docs/runtime.md). Only when no memory limit under 1 GiB applies (util/memory: roomyHeap).
  */
 const READS_PACKS = new Set(['restore', 'drill', 'check', 'prune', 'repair']);
+/** Commands whose windows the memory plan sizes: they say so when a limit applies. */
+const MOVES_DATA = new Set([...READS_PACKS, 'backup', 'copy', 'run', 'k8s']);
 const READ_HEAP_FLAGS = '--external-memory-accounted-in-global-limit --external-memory-max-growing-factor=2';
 
 /**
@@ -77,6 +82,7 @@ const GLOBAL: Record<string, OptionSpec> = {
   'cache-dir': { type: 'string', argument: 'DIR', description: 'keep the metadata cache of remote repositories in DIR (or MESHBACK_CACHE_DIR; default $XDG_CACHE_HOME/meshback, else ~/.cache/meshback)' },
   'cache-size': { type: 'string', argument: 'SIZE', description: 'the most the cache of one repository holds, e.g. 512MiB (or MESHBACK_CACHE_SIZE; default 1GiB)' },
   'no-cache': { type: 'boolean', description: 'no metadata cache: download index, snapshot and tree data from a remote repository every time' },
+  'max-memory': { type: 'string', argument: 'SIZE', description: "the most memory meshback may use, e.g. 256MiB (or MESHBACK_MAX_MEMORY; default: the memory limit of its cgroup, v2 memory.max or v1 memory.limit_in_bytes, as a pod's limit; else no limit): windows and parallelism are sized to it" },
   'retry-lock': { type: 'string', argument: 'DURATION', description: 'if the repository is locked, keep trying for this long (e.g. 30s, 5m; default: fail at once)' },
   help: { type: 'boolean', short: 'h', description: 'show help' },
 };
@@ -168,7 +174,6 @@ export async function run(argv: string[]): Promise<number> {
     }
     const cmd = LAB_COMMAND_NAMES.includes(name) ? (await loadLabCommands()).find((c) => c.name === name) : Object.hasOwn(COMMANDS, name) ? await COMMANDS[name]!() : undefined;
     if (cmd === undefined) throw new UsageError(`unknown command ${JSON.stringify(name)}: run 'meshback --help' for the list`);
-    if (READS_PACKS.has(cmd.name)) setFlagsFromString(READ_HEAP_FLAGS);
     const rest = withOptionalValues([...argv.slice(0, idx), ...argv.slice(idx + 1)], cmd.options);
     let parsed;
     try {
@@ -186,6 +191,9 @@ export async function run(argv: string[]): Promise<number> {
       process.stdout.write(`usage: ${cmd.usage}\n\n${cmd.summary}\n\noptions:\n${optionHelp(cmd.options)}\n\nglobal options:\n${optionHelp(GLOBAL)}\n`);
       return EXIT.OK;
     }
+    const plan = applyMemoryLimit(v);
+    if (READS_PACKS.has(cmd.name) && plan.roomyHeap) setFlagsFromString(READ_HEAP_FLAGS);
+    if (plan.limitBytes !== undefined && MOVES_DATA.has(cmd.name)) out.info(`memory: windows sized to a ${fmtBytes(plan.limitBytes)} limit (${plan.source})`);
     const ctx: Context = {
       g: {
         ...(typeof v['repo'] === 'string' ? { repo: v['repo'] } : {}),
@@ -214,10 +222,30 @@ export async function run(argv: string[]): Promise<number> {
   } finally {
     await releaseLocks(out);
     // a failed command's message stays its one line
-    if (!failed) reportStorage(out);
-    out.flushSummary({});
+    // the memory limit the windows were sized to, when one applied, joins the JSON summary
+    const plan = memoryPlan();
+    const memory = plan.limitBytes !== undefined ? { memory: { limitBytes: plan.limitBytes, source: plan.source } } : {};
+    if (!failed) reportStorage(out, memory);
+    out.flushSummary(memory);
     await closeBackends();
   }
+}
+
+/**
+ * The memory plan of this run (util/memory): for --max-memory, else MESHBACK_MAX_MEMORY, else the
+ * cgroup's limit (a pod's memory limit), else none.
+ */
+function applyMemoryLimit(v: Record<string, unknown>): MemoryPlan {
+  const opt = typeof v['max-memory'] === 'string' ? v['max-memory'] : undefined;
+  const env = process.env['MESHBACK_MAX_MEMORY'];
+  const given = opt !== undefined ? { text: opt, name: '--max-memory' } : env !== undefined && env !== '' ? { text: env, name: 'MESHBACK_MAX_MEMORY' } : undefined;
+  if (given !== undefined) {
+    const bytes = parseSize(given.text, given.name);
+    if (bytes < MIN_LIMIT) throw new UsageError(`${given.name} ${given.text} is below the ${fmtBytes(MIN_LIMIT)} meshback needs to run: give at least ${fmtBytes(MIN_LIMIT)}`);
+    return setMemoryLimit(bytes, given.name);
+  }
+  const cg = cgroupMemoryLimit();
+  return setMemoryLimit(cg?.bytes, cg?.file ?? 'none');
 }
 
 /** The metadata cache the global options and the environment ask for (false: --no-cache). */
@@ -242,12 +270,12 @@ function cacheOptions(v: Record<string, unknown>): CacheOptions | false {
  * command succeeded: in the --json summary (`requests`, `cache`) when the command writes one,
  * else a line on stderr for a remote repository (not with --quiet).
  */
-function reportStorage(out: Output): void {
+function reportStorage(out: Output, extra: Record<string, unknown>): void {
   const reports = storageReports();
   if (reports.length === 0) return;
   const requests = sumRequests(reports);
   const cache = reports.find((r) => r.cache !== undefined)?.cache;
-  const json = requests === undefined ? {} : { requests: requestsJson(requests), ...(cache !== undefined ? { cache } : {}) };
+  const json = requests === undefined ? extra : { ...extra, requests: requestsJson(requests), ...(cache !== undefined ? { cache } : {}) };
   if (out.json && out.flushSummary(json)) return;
   if (out.quiet || !reports.some((r) => r.remote) || requests === undefined) return;
   out.done();

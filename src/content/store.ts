@@ -26,9 +26,8 @@ import { parallel } from '../util/parallel.ts';
 import type { ParityScheme } from '../parity/index.ts';
 import { ParityWriter } from './parity.ts';
 import { Semaphore } from '../util/semaphore.ts';
+import { memoryPlan } from '../util/memory.ts';
 
-/** large blobs compressed and sealed at once on the libuv pool: each holds a zstd context and buffers */
-const MAX_BUSY = Math.max(1, Number(process.env['MESHBACK_COMPRESSORS'] ?? 4));
 /** finished packs being written at once */
 const MAX_UPLOADS = 2;
 /** bytes of an open pack queued for writing before add() waits for the disk */
@@ -86,8 +85,11 @@ export class ContentStore {
   readonly indexFiles = new Set<string>();
   /** index files that could not be read when the index was loaded */
   readonly damagedIndexes: { name: string; message: string }[] = [];
-  /** large blobs being compressed and sealed on the thread pool at once */
-  private readonly compressors = new Semaphore(MAX_BUSY);
+  /**
+   * large blobs being compressed and sealed on the thread pool at once (each holds a zstd context
+   * and its buffers): the memory plan's (util/memory), or MESHBACK_COMPRESSORS
+   */
+  private readonly compressors = new Semaphore(Math.max(1, Number(process.env['MESHBACK_COMPRESSORS'] ?? memoryPlan().compressors)));
   private readonly keys: AsyncKeys;
   private readonly parity: ParityWriter | undefined;
   /**

@@ -31,6 +31,7 @@ import { childPath, displayPath } from '../snapshot/walker.ts';
 import { parallel } from '../util/parallel.ts';
 import { Semaphore } from '../util/semaphore.ts';
 import { CopyMap, KIND_CHUNK, KIND_TREE } from './cache.ts';
+import { memoryPlan } from '../util/memory.ts';
 
 /** What copy uses of the source: snapshots, trees, and its chunks, read pack by pack (a damaged pack rebuilt from its parity file). */
 export type CopySource = Pick<Repository, 'config' | 'key' | 'backend' | 'listSnapshots' | 'findSnapshot' | 'loadTree' | 'index' | 'readPack' | 'decodeBlob' | 'rebuildPack'>;
@@ -125,15 +126,12 @@ function sided(err: unknown, side: 'source' | 'destination', location: string): 
   return new MeshbackError(err.code, prefix + err.message, { cause: err, data: { ...err.data, repository: side } });
 }
 
-const BATCH_BYTES = 64 * 1024 * 1024;
+/** the batch's bytes, the packs read at once, the large blobs decoded at once and the longest range come from the memory plan (util/memory) */
 const BATCH_CHUNKS = 16_384;
 const BATCH_TREES = 2048;
-/** packs read at once; blobs of one range decoded at once; large blobs decoded at once */
-const PACKS_AT_ONCE = 2;
+/** blobs of one range decoded at once */
 const BLOBS_AT_ONCE = 8;
-const LARGE_AT_ONCE = 4;
 const SMALL_BLOB = 64 * 1024;
-const RANGE_MAX = 16 * 1024 * 1024;
 const RANGE_GAP = 1024 * 1024;
 
 type ReadRepo = Pick<Repository, 'index' | 'readPack'>;
@@ -158,8 +156,9 @@ async function readEntries(
     if (l === undefined) byPack.set(pn, (l = []));
     l.push(e);
   }
-  const large = new Semaphore(LARGE_AT_ONCE);
-  await parallel([...byPack.entries()], PACKS_AT_ONCE, async ([pn, list]) => {
+  const { compressors, packsAtOnce, rangeBytes: RANGE_MAX } = memoryPlan();
+  const large = new Semaphore(compressors);
+  await parallel([...byPack.entries()], packsAtOnce, async ([pn, list]) => {
     const pack = index.packs[pn]!;
     list.sort((a, b) => index.offsetOf(a) - index.offsetOf(b));
     let buf: Buffer | undefined;
@@ -245,6 +244,8 @@ class Translator {
   private queue: { aId: Buffer; tree: Tree; subs: (Slot | undefined)[]; slot: Slot }[] = [];
   private needs = new Map<string, number>();
   private needBytes = 0;
+  /** a batch is stored once its blobs reach this many bytes (the memory plan's) */
+  private readonly batchBytes = memoryPlan().batchBytes;
   c: Counters = newCounters();
 
   private readonly src: CopySource;
@@ -349,7 +350,7 @@ class Translator {
       }
     }
     this.queue.push({ aId, tree, subs, slot });
-    if (this.needBytes >= BATCH_BYTES || this.needs.size >= BATCH_CHUNKS || this.queue.length >= BATCH_TREES) await this.flushBatch();
+    if (this.needBytes >= this.batchBytes || this.needs.size >= BATCH_CHUNKS || this.queue.length >= BATCH_TREES) await this.flushBatch();
     return slot;
   }
 

@@ -34,6 +34,7 @@ import { EntriesByPack, EntryBits, reachPhase } from './shared.ts';
 import { latestDate, lockedFiles, renewAfter } from '../repository/object-lock.ts';
 import type { RenewResult } from '../repository/object-lock.ts';
 import { INDEX_ENTRY_BYTES, INDEX_FILE_BYTES, INDEX_FILE_OVERHEAD, INDEX_PACK_BYTES, IndexWriter } from '../content/index-writer.ts';
+import { memoryPlan } from '../util/memory.ts';
 
 /** What prune uses of a repository: it rewrites and deletes packs and index files itself, so the backend, config, key and content store, plus snapshots and trees to mark what is used. */
 export type PruneRepo = Pick<Repository, 'backend' | 'config' | 'key' | 'store' | 'loadSnapshot' | 'loadTree' | 'reopen'>;
@@ -472,7 +473,7 @@ async function runPrune(repo: PruneRepo, opts: PruneOptions = {}): Promise<Prune
     for (let pn = 0; pn < P; pn++) if (action[pn] === REPACK) todo.push(pn);
     let done = 0;
     let bytesRead = 0;
-    await parallel(todo, 2, async (pn) => {
+    await parallel(todo, memoryPlan().packsAtOnce, async (pn) => {
       const name = index.packs[pn]!;
       const data = await repo.backend.get({ type: 'pack', name });
       bytesRead += data.length;

@@ -35,6 +35,7 @@ import { DirectoryTarget } from '../target/index.ts';
 import type { FileMeta, RestoreTarget, TargetFile } from '../target/index.ts';
 import { parallel } from '../util/parallel.ts';
 import { Semaphore } from '../util/semaphore.ts';
+import { memoryPlan } from '../util/memory.ts';
 
 /** What a restore uses of a repository. */
 export type RestoreRepo = Pick<Repository, 'findSnapshot' | 'rootView' | 'loadTree' | 'dropTreeCache' | 'index' | 'readPack' | 'decodeBlob' | 'rebuildPack' | 'chunkId'>;
@@ -111,13 +112,12 @@ interface BlobNeed {
   targets: Need[];
 }
 
-/** packs read at once, and blobs of one pack decoded at once (decryption, zstd and hashing run on the thread pool) */
-const PACKS_AT_ONCE = 2;
-const BLOBS_AT_ONCE = 4;
+/**
+ * Packs read at once, blobs of one pack decoded at once (decryption, zstd and hashing run on the
+ * thread pool) and the longest pack range read at once come from the memory plan (util/memory).
+ */
 /** blobs of one pack range in flight at once (small ones decode on the main thread; file opens overlap) */
 const WRITES_AT_ONCE = 16;
-/** longest pack range read at once */
-const RANGE_MAX = 16 * 1024 * 1024;
 /** blobs up to this size decode on the calling thread without taking a decode slot */
 const SMALL_BLOB = 64 * 1024;
 
@@ -362,12 +362,13 @@ async function fetchAndWrite(repo: RestoreRepo, target: RestoreTarget, states: F
   };
 
   // large blobs decoded at once (each holds its sealed, decrypted and decompressed bytes)
-  const decoding = new Semaphore(BLOBS_AT_ONCE);
+  const { packsAtOnce, blobsAtOnce, rangeBytes: RANGE_MAX } = memoryPlan();
+  const decoding = new Semaphore(blobsAtOnce);
 
   // one read buffer per pack reader, reused for every range (fresh buffers per read made
   // V8 collect garbage far more often)
   const readBufs: Buffer[] = [];
-  await parallel([...byPack.entries()], PACKS_AT_ONCE, async ([pn, needs]) => {
+  await parallel([...byPack.entries()], packsAtOnce, async ([pn, needs]) => {
     const pack = index.packs[pn]!;
     let readBuf = readBufs.pop();
     let rebuilt: Promise<Buffer | undefined> | undefined;

@@ -91,11 +91,12 @@ test('bench:peers: all tools end to end on a 16 MiB dataset', { timeout: 120_000
     assert.ok(res.rows.every((x) => x.ok), JSON.stringify(res.rows.filter((x) => !x.ok)));
     assert.equal(res.summary.filter((s) => s.op === 'restore').length, tools.length);
     const md = await fsp.readFile(path.join(out, 'results.md'), 'utf8');
-    assert.match(md, /## meshback \/ restic/);
-    assert.match(md, /\| metric \| meshback \| restic \| ratio \| target \| result \|/);
+    assert.match(md, /## meshback \/ the best peer/);
+    assert.match(md, /\| metric \| meshback \| best peer \| ratio \| target \| result \|/);
     assert.match(md, /\| first backup, wall \|/);
     assert.match(md, /MESHBACK_TEST_SCRYPT_N=1024. Not a representative run/);
-    if (tools.includes('restic')) assert.match(md, /\| first backup, wall \| [\d.]+ s \| [\d.]+ s \| [\d.]+ \| ≤ 0.8 \| \*\*(PASS|MISS)\*\* \|/);
+    if (tools.includes('restic')) assert.match(md, /\| first backup, wall \| [\d.]+ s \| [\d.]+ s \((restic|restic-debian|kopia|kopia-default|borg)\) \| [\d.]+ \| ≤ 0.8 \| \*\*(PASS|MISS)\*\* \|/);
+    if (tools.includes('restic')) assert.match(md, /\| check with full data read, wall \| [\d.]+ s \| [\d.]+ s \(\S+\) \| [\d.]+ \| ≤ 1 \| \*\*(PASS|MISS)\*\* \|/);
     assert.equal(r.stdout, md, 'the report is printed');
   } finally {
     await rmrf(base);

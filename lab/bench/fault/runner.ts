@@ -74,11 +74,14 @@ export const ALL_STRATEGIES: readonly Strategy[] = ['full-copy', 'incremental', 
 
 /** The strategy a tool implements itself. */
 export function ownStrategy(tool: string): Strategy {
-  return ['meshback', 'meshback-parity', 'restic', 'kopia', 'borg', 'velero'].includes(tool) ? 'incremental' : 'full-copy';
+  return toolByName(tool)?.incremental === true ? 'incremental' : 'full-copy';
 }
 
 export const TOOL_NOTES: Record<string, string> = {
   restic: "restic is the engine under Stash and Velero's file-system backup",
+  'restic-debian': "restic is the engine under Stash and Velero's file-system backup",
+  kopia: "kopia is the data mover of Velero (file-system backup and CSI data movement) and of Kasten K10",
+  'kopia-default': "kopia is the data mover of Velero (file-system backup and CSI data movement) and of Kasten K10",
   velero: "Velero itself: a file-system backup by its node agent's kopia uploader, driven through the Velero API on the test control plane (lab/testenv/velero.ts)",
 };
 
@@ -121,12 +124,6 @@ export function validateNames(o: { tools: string[]; scenarios: string[]; strateg
 
 const oneLine = (s: string): string => s.replace(/\s+/g, ' ').trim();
 const errText = (err: unknown): string => oneLine(err instanceof Error ? err.message : String(err)).slice(0, 600);
-
-/**
- * The exit status with which a tool says "the backup was stored, with a problem": tar 1 (a file
- * changed as we read it), borg 1 (warning), restic 3 and meshback 3 (incomplete snapshot).
- */
-const WARNING_EXIT: Record<string, number> = { tar: 1, borg: 1, restic: 3, meshback: 3, 'meshback-parity': 3 };
 
 /**
  * A backup that ended with the tool's warning status was stored: bring the adapter's bookkeeping
@@ -587,7 +584,7 @@ async function runRepeat(p: Plan, e: RepeatEnv): Promise<RepeatResult> {
             step = stepFrom(name, await tool.backup(toolCtx, src), startedAt);
           } catch (err) {
             step = failedStep(name, err, startedAt, (performance.now() - t0) / 1000);
-            if (err instanceof CommandError && err.signal === null && err.exitCode === WARNING_EXIT[tool.name] && (await recordWarnedBackup(tool, toolCtx, src))) step.warning = true;
+            if (err instanceof CommandError && err.signal === null && err.exitCode === tool.warningExit && (await recordWarnedBackup(tool, toolCtx, src))) step.warning = true;
           }
           if (snapshotSeconds !== undefined) step.snapshotSeconds = snapshotSeconds;
           if (ok(step) && opts?.view !== undefined) await opts.view(src);

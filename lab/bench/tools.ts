@@ -23,6 +23,7 @@ import { MESHBACK_BIN, ROOT } from '../../src/host/self.ts';
 import { DeleteObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { componentDir, isBuilt, s3Client } from '../testenv/index.ts';
 import type { ComponentName } from '../testenv/index.ts';
+import type { Rng } from '../gen/rng.ts';
 
 /** The password of every encrypted benchmark repository (they are deleted after each repeat). */
 const PASSWORD = 'meshback-bench-peers';
@@ -149,6 +150,15 @@ export interface Tool {
   incremental?: boolean;
   /** the exit status with which the tool says "stored, with a problem" (tar 1, borg 1, restic 3, meshback 3) */
   warningExit?: number;
+  /** why available() said no, where the generic "not found on PATH" would mislead */
+  unavailableReason?(): string;
+  /** fault scenarios that do not apply to the tool, and why (the report says so) */
+  notApplicable?: Readonly<Record<string, string>>;
+  /**
+   * bit rot in a repository that is not a directory (Velero's, in its bucket): the same density as
+   * rotRepository's, in the tool's data objects; the regions hit
+   */
+  rot?(ctx: ToolContext, rng: Rng): Promise<{ dataFiles: number; dataBytes: number; regions: { file: string; offset: number; length: number }[] }>;
 }
 
 /** Bytes stored: du of the repository directory, or the objects under the S3 prefix. */

@@ -4,8 +4,7 @@
 import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { sizeOf } from '../../src/util/units.ts';
-import { ALL_STRATEGIES, DEFAULT_OUTAGE_SECONDS, DEFAULT_SNAPSHOT_TOOLS, DEFAULT_TOOLS, runBench, validateNames } from '../bench/fault/runner.ts';
-import { TOOLS } from '../bench/tools.ts';
+import { ALL_STRATEGIES, DEFAULT_OUTAGE_SECONDS, DEFAULT_SNAPSHOT_TOOLS, DEFAULT_TOOLS, FAULT_TOOLS, runBench, validateNames } from '../bench/fault/runner.ts';
 import { parseResults, writeReport } from '../bench/fault/report/index.ts';
 import { SCENARIOS } from '../bench/fault/scenarios/index.ts';
 import type { BenchResults, Cell, ScenarioId, Strategy } from '../bench/fault/types.ts';
@@ -132,10 +131,10 @@ export const benchCommand: Command = {
   usage: USAGE,
   options: {
     out: { type: 'string', argument: 'DIR', description: 'run: where results.json, report.md and report.html go (required)' },
-    tools: { type: 'string', argument: 'LIST', description: `run: tools, from ${TOOLS.map((t) => t.name).join(',')} (default ${DEFAULT_TOOLS.join(',')}; meshback-parity runs in repo-corruption only)` },
+    tools: { type: 'string', argument: 'LIST', description: `run: tools, from ${FAULT_TOOLS.map((t) => t.name).join(',')} (default ${DEFAULT_TOOLS.join(',')}; meshback-parity runs in repo-corruption only)` },
     scenarios: { type: 'string', argument: 'LIST', description: `run: scenarios (default all: ${SCENARIOS.map((s) => s.id).join(',')})` },
     'outage-seconds': { type: 'string', argument: 'N', description: `run: s3-outage: seconds the object store stays unreachable (default ${DEFAULT_OUTAGE_SECONDS})` },
-    strategies: { type: 'string', argument: 'LIST', description: `run: full-copy (tar, rsync, cp), incremental (meshback, restic, kopia, borg), snapshot (btrfs snapshot, then back it up; root) (default all)` },
+    strategies: { type: 'string', argument: 'LIST', description: `run: full-copy (tar, rsync, cp), incremental (meshback, restic, kopia, borg, velero), snapshot (btrfs snapshot, then back it up; root) (default all)` },
     'snapshot-tools': { type: 'string', argument: 'LIST', description: `run: the tools that run the snapshot strategy (default ${DEFAULT_SNAPSHOT_TOOLS.join(',')})` },
     size: { type: 'string', argument: 'SIZE', description: 'run: size of the generated volume data set (default 256MiB)' },
     seed: { type: 'string', argument: 'N', description: 'run: seed of the data sets, workloads and fault moments (default 1)' },

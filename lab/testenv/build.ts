@@ -133,6 +133,16 @@ export function localReplaces(gomod: string): string[] {
   return out;
 }
 
+/** The module's replace directives that point at published modules (`X => Y vN`), as go.mod lines. */
+export function publishedReplaces(gomod: string): string[] {
+  const out: string[] = [];
+  for (const line of gomod.split('\n')) {
+    const m = /^\s*(?:replace\s+)?(\S+(?:\s+v\S+)?)\s+=>\s+([^.\s]\S*)\s+(v\S+)\s*$/.exec(line);
+    if (m !== null) out.push(`\t${m[1]!} => ${m[2]!} ${m[3]!}`);
+  }
+  return out;
+}
+
 async function goVersion(): Promise<string> {
   return new Promise((resolve) => {
     const p = spawn('go', ['env', 'GOVERSION'], { stdio: ['ignore', 'pipe', 'ignore'] });
@@ -151,6 +161,12 @@ async function buildGo(name: ComponentName, c: GoComponent, tmp: string, work: s
       if (m.startsWith(c.replaceStaging.prefix)) replaces.push(`\t${m} => ${m} ${c.replaceStaging.version}`);
     }
     o.log(`${o.label}: replacing ${replaces.length} staging modules with their ${c.replaceStaging.version} releases`);
+  }
+  if (c.keepReplaces === true) {
+    const { GoMod } = await download(c.module, c.version, o);
+    const kept = publishedReplaces(await fsp.readFile(GoMod, 'utf8'));
+    replaces.push(...kept);
+    o.log(`${o.label}: keeping the module's ${kept.length} replace directives: ${kept.map((l) => l.trim()).join('; ')}`);
   }
   await fsp.writeFile(
     path.join(work, 'go.mod'),
@@ -187,7 +203,7 @@ async function buildGo(name: ComponentName, c: GoComponent, tmp: string, work: s
       });
     });
     reported[bin] = out.split('\n').slice(0, 3).join(' ');
-    if (bin !== 'toxiproxy-cli' && !out.includes(c.reports)) {
+    if (!(c.unversioned ?? []).includes(bin) && !out.includes(c.reports)) {
       throw new TestenvError(`${o.label}: ${bin} ${(c.versionArgsOf?.[bin] ?? c.versionArgs).join(' ')} printed "${reported[bin]}", not ${c.reports}`, 'fix the version flags in lab/testenv/versions.ts');
     }
   }

@@ -21,11 +21,18 @@ export interface GoComponent {
    * module with its published version instead, in a go.mod of our own.
    */
   replaceStaging?: { prefix: string; version: string };
+  /**
+   * The module's own replace directives that point at other published modules (Velero builds
+   * kopia from its fork): Go ignores a dependency's replaces, so these are copied into our go.mod.
+   */
+  keepReplaces?: boolean;
   /** the version the binary reports, as a substring of its `version` output */
   reports: string;
   versionArgs: string[];
   /** per binary, where one answers other arguments */
   versionArgsOf?: Record<string, string[]>;
+  /** binaries that report no version (a plugin binary that only speaks its plugin protocol) */
+  unversioned?: string[];
   /** files of the module kept beside the binaries (in files/, by base name) */
   files?: string[];
 }
@@ -157,6 +164,41 @@ export const COMPONENTS = {
     xflags: { 'github.com/Shopify/toxiproxy/v2.Version': '2.12.0' },
     reports: '2.12.0',
     versionArgs: ['--version'],
+    unversioned: ['toxiproxy-cli'],
+  },
+  // Velero 1.16 is the last release whose node agent runs a PodVolumeBackup's data path (the kopia
+  // uploader) in its own process (pkg/controller/pod_volume_backup_controller.go calls
+  // dataPathMgr.CreateFileSystemBR); from 1.17 on it exposes each one in a pod of its own
+  // (exposer.NewPodVolumeExposer + CreateMicroServiceBRWatcher), which a kwok node never runs.
+  // v1.16.2 is the newest 1.16 patch the module proxy serves.
+  velero: {
+    kind: 'go',
+    module: 'github.com/vmware-tanzu/velero',
+    version: 'v1.16.2',
+    binaries: { velero: 'github.com/vmware-tanzu/velero/cmd/velero' },
+    keepReplaces: true,
+    xflags: {
+      'github.com/vmware-tanzu/velero/pkg/buildinfo.Version': 'v1.16.2',
+      'github.com/vmware-tanzu/velero/pkg/buildinfo.GitTreeState': 'clean',
+      // the server and the node agent start controller-runtime managers without metrics options,
+      // whose metrics server would listen on :8080 on every interface (and a second process
+      // fails, address in use): off; Velero's own metrics listen on --metrics-address
+      'sigs.k8s.io/controller-runtime/pkg/metrics/server.DefaultBindAddress': '0',
+    },
+    reports: 'v1.16.2',
+    versionArgs: ['version', '--client-only'],
+  },
+  // The object-store plugin for the BackupStorageLocation on MinIO. The release paired with Velero
+  // 1.16 (v1.12.x) is not served by the module proxy; v1.14.3 is, and speaks the same ObjectStore
+  // v1 plugin protocol (the e2e test in test/e2e/velero.test.ts runs it against the 1.16.2 server).
+  'velero-plugin-for-aws': {
+    kind: 'go',
+    module: 'github.com/vmware-tanzu/velero-plugin-for-aws',
+    version: 'v1.14.3',
+    binaries: { 'velero-plugin-for-aws': 'github.com/vmware-tanzu/velero-plugin-for-aws/velero-plugin-for-aws' },
+    reports: '',
+    versionArgs: [],
+    unversioned: ['velero-plugin-for-aws'],
   },
 } satisfies Record<string, Component>;
 

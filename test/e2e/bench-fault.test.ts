@@ -151,7 +151,7 @@ test('bench run: unknown tool or scenario is one line and exit 2', async () => {
   const a = await mb(['bench', 'run', '--tools', 'meshback,zfs', '--out', '/nonexistent/x']);
   assert.equal(a.code, 2);
   assert.equal(a.stderr.trim().split('\n').length, 1, a.stderr);
-  assert.match(a.stderr, /unknown tool "zfs": choose from meshback,meshback-parity,restic,restic-debian,kopia,kopia-default,borg,tar,rsync,cp$/m);
+  assert.match(a.stderr, /unknown tool "zfs": choose from meshback,meshback-parity,restic,restic-debian,kopia,kopia-default,borg,tar,rsync,cp,velero$/m);
   const b = await mb(['bench', 'run', '--scenarios', 'container-crash,meteor', '--out', '/nonexistent/x']);
   assert.equal(b.code, 2);
   assert.equal(b.stderr.trim().split('\n').length, 1, b.stderr);

@@ -240,8 +240,18 @@ export const ROT_PER_64MIB = 3;
  */
 export async function rotRepository(toolName: string, repo: string, rng: Rng): Promise<RepoRot> {
   const files = await repoDataFiles(toolName, repo);
+  const regions = pickRotRegions(files, rng);
+  for (const r of regions) await withWritable(path.join(repo, r.file), (fh) => xorRegion(fh, r.offset, r.length, rng));
+  return { dataFiles: files.length, dataBytes: files.reduce((s, f) => s + f.size, 0), regions };
+}
+
+/**
+ * Where rot strikes `files` (a repository's data files or objects, in a stable order): ROT_PER_64MIB
+ * sector-aligned 4 KiB regions per 64 MiB (at least one), drawn uniformly over their bytes.
+ */
+export function pickRotRegions(files: { rel: string; size: number }[], rng: Rng): RotRegion[] {
   const dataBytes = files.reduce((s, f) => s + f.size, 0);
-  if (dataBytes === 0) return { dataFiles: 0, dataBytes: 0, regions: [] };
+  if (dataBytes === 0) return [];
   // sector slots: each file's sectors, laid end to end
   const slots = files.map((f) => Math.max(1, Math.ceil(f.size / ROT_REGION)));
   const totalSlots = slots.reduce((s, n) => s + n, 0);
@@ -257,8 +267,7 @@ export async function rotRepository(toolName: string, repo: string, rng: Rng): P
     const offset = s * ROT_REGION;
     regions.push({ file: f.rel, offset, length: Math.min(ROT_REGION, f.size - offset) });
   }
-  for (const r of regions) await withWritable(path.join(repo, r.file), (fh) => xorRegion(fh, r.offset, r.length, rng));
-  return { dataFiles: files.length, dataBytes, regions };
+  return regions;
 }
 
 /** Does the repository hold parity files (meshback `init --parity`)? */

@@ -49,14 +49,38 @@ export async function descendants(root: number = process.pid): Promise<ProcInfo[
 }
 
 /**
- * SIGKILL every process below this one, except the GNU time wrappers that measure them (so their
+ * Processes that do not run on the run's node, though this process started them: a test control
+ * plane, its object store, the agents of the other nodes (the velero tool's lab). An outage spares
+ * them and everything below them. Returns the function that forgets them again.
+ */
+const spared = new Set<number>();
+export function spareFromOutage(pids: number[]): () => void {
+  for (const p of pids) spared.add(p);
+  return () => {
+    for (const p of pids) spared.delete(p);
+  };
+}
+
+/** `pids` and every process below them. */
+async function withDescendants(pids: Iterable<number>): Promise<Set<number>> {
+  const out = new Set<number>();
+  for (const p of pids) {
+    out.add(p);
+    for (const d of await descendants(p)) out.add(d.pid);
+  }
+  return out;
+}
+
+/**
+ * SIGKILL every process below this one (but those spared: spareFromOutage), except the GNU time wrappers that measure them (so their
  * measurement of the killed command is still written). Repeats until none is left (a process may
  * fork while the first sweep runs), at most 10 sweeps. Returns the pids killed.
  */
 export async function killAllBelow(keep: (p: ProcInfo) => boolean = (p) => p.comm === 'time'): Promise<number[]> {
   const killed = new Set<number>();
+  const spare = await withDescendants(spared);
   for (let sweep = 0; sweep < 10; sweep++) {
-    const victims = (await descendants()).filter((p) => !keep(p) && !killed.has(p.pid));
+    const victims = (await descendants()).filter((p) => !keep(p) && !killed.has(p.pid) && !spare.has(p.pid));
     if (victims.length === 0) break;
     for (const p of victims) {
       try {

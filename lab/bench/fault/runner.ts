@@ -28,13 +28,14 @@ import { aptInstall } from '../../../src/host/packages.ts';
 import { CommandError, run } from '../../../src/host/process.ts';
 import { toolMessage } from './inject.ts';
 import type { Measurement } from '../../../src/host/process.ts';
-import { TOOLS, archiveName, newContext, s3DeletePrefix, toolByName } from '../tools.ts';
+import { TOOLS, archiveName, newContext, s3DeletePrefix } from '../tools.ts';
 import type { S3Target } from '../tools.ts';
 import { startS3, startToxiproxy } from '../../testenv/index.ts';
 import type { S3Env, ToxiproxyEnv } from '../../testenv/index.ts';
 import { randomBytes } from 'node:crypto';
 import { ROOT } from '../../../src/host/self.ts';
 import type { Tool, ToolContext } from '../tools.ts';
+import { stopVeleroLab, unmountVeleroLabSync, velero } from '../velero-tool.ts';
 import { writeReport } from './report/index.ts';
 import { SCENARIOS } from './scenarios/index.ts';
 import { RESULTS_SCHEMA, RESULTS_VERSION, resultsProblem } from './types.ts';
@@ -57,6 +58,13 @@ import { killWriters } from './workload.ts';
 import { nullSink, reportOp } from '../../../src/events/index.ts';
 import type { EventSink } from '../../../src/events/index.ts';
 
+/** The tools of the fault benchmark: the peers of bench/tools.ts, and Velero itself (a lab of its own: bench/velero-tool.ts). */
+export const FAULT_TOOLS: readonly Tool[] = [...TOOLS, velero];
+
+export function toolByName(name: string): Tool | undefined {
+  return FAULT_TOOLS.find((t) => t.name === name);
+}
+
 export const DEFAULT_TOOLS = ['meshback', 'meshback-parity', 'restic', 'kopia', 'borg', 'rsync', 'tar'] as const;
 
 /** How long the object store stays unreachable in s3-outage (--outage-seconds). */
@@ -74,6 +82,7 @@ export const TOOL_NOTES: Record<string, string> = {
   'restic-debian': "restic is the engine under Stash and Velero's file-system backup",
   kopia: "kopia is the data mover of Velero (file-system backup and CSI data movement) and of Kasten K10",
   'kopia-default': "kopia is the data mover of Velero (file-system backup and CSI data movement) and of Kasten K10",
+  velero: "Velero itself: a file-system backup by its node agent's kopia uploader, driven through the Velero API on the test control plane (lab/testenv/velero.ts)",
 };
 
 export interface BenchOptions {
@@ -105,7 +114,7 @@ export interface BenchOptions {
 /** Names that are not known tools, scenarios or strategies: the CLI turns them into a usage error. */
 export function validateNames(o: { tools: string[]; scenarios: string[]; strategies: string[]; snapshotTools: string[] }, registry: readonly Scenario[] = SCENARIOS): string | undefined {
   const badTools = [...o.tools, ...o.snapshotTools].filter((t) => toolByName(t) === undefined);
-  if (badTools.length > 0) return `unknown tool ${badTools.map((t) => JSON.stringify(t)).join(', ')}: choose from ${TOOLS.map((t) => t.name).join(',')}`;
+  if (badTools.length > 0) return `unknown tool ${badTools.map((t) => JSON.stringify(t)).join(', ')}: choose from ${FAULT_TOOLS.map((t) => t.name).join(',')}`;
   const badScenarios = o.scenarios.filter((s) => !registry.some((r) => r.id === s));
   if (badScenarios.length > 0) return `unknown scenario ${badScenarios.map((s) => JSON.stringify(s)).join(', ')}: choose from ${registry.map((r) => r.id).join(',')}`;
   const badStrategies = o.strategies.filter((s) => !ALL_STRATEGIES.includes(s as Strategy));
@@ -276,7 +285,9 @@ async function resolveTools(names: string[], install: boolean, log: (l: string, 
     const entry: ToolEntry = { name: t.name, version: '', label: t.label, encryption: t.encryption, strategy: ownStrategy(t.name), ...(TOOL_NOTES[t.name] !== undefined ? { note: TOOL_NOTES[t.name] } : {}) };
     if (!(await t.available())) {
       entry.unavailable =
-        t.name === 'meshback'
+        t.unavailableReason !== undefined
+          ? t.unavailableReason()
+          : t.name === 'meshback'
           ? `${t.binaries.join(' ')} or its Node.js runtime is missing: run npm ci`
           : `${t.binaries.join(', ')} not found on PATH (Debian package ${t.packages.join(' ')})${installErr !== undefined ? `: ${oneLine(installErr).slice(0, 300)}` : ''}`;
       log(`${t.name}: unavailable: ${entry.unavailable}`);
@@ -322,6 +333,7 @@ async function runBenchOps(o: BenchOptions, emit: EventSink): Promise<BenchResul
   await fsp.chmod(work, 0o711);
   // an interrupted run (SIGINT/SIGTERM end in process.exit) leaves no mount and no scratch behind
   const onExit = (): void => {
+    unmountVeleroLabSync();
     unmountAllSync();
     rmSync(work, { recursive: true, force: true });
   };
@@ -371,7 +383,8 @@ async function runBenchOps(o: BenchOptions, emit: EventSink): Promise<BenchResul
       if (snapshotTools.includes(r.tool.name)) strategies.push('snapshot');
       for (const strategy of strategies) {
         const cell: Cell = { tool: r.tool.name, strategy, volume: strategy === 'snapshot' ? 'btrfs' : 'dir', scenario: scenario.id, status: 'ok', repeats: [], summary: {} };
-        const applies = scenario.applies?.(r.tool, strategy) ?? true;
+        const na = r.tool.notApplicable?.[scenario.id];
+        const applies = na !== undefined ? `not applicable: ${na}` : (scenario.applies?.(r.tool, strategy) ?? true);
         if (r.entry.unavailable !== undefined) Object.assign(cell, { status: 'skipped', reason: `${r.tool.name} is unavailable: ${r.entry.unavailable}` });
         else if (strategy === 'snapshot' && btrfs !== true) Object.assign(cell, { status: 'skipped', reason: btrfs });
         else if (applies !== true) Object.assign(cell, { status: 'skipped', reason: applies });
@@ -429,6 +442,7 @@ async function runBenchOps(o: BenchOptions, emit: EventSink): Promise<BenchResul
   } finally {
     await save();
     await s3lab?.stop().catch(() => {});
+    await stopVeleroLab();
     await fsp.rm(work, { recursive: true, force: true }).catch(() => {});
     process.off('exit', onExit);
   }

@@ -66,7 +66,7 @@ async function run(ctx: ScenarioContext): Promise<Outcome> {
   const reference = await takeManifest(ctx.volume.path);
 
   ctx.log('injecting bit rot into the repository');
-  const rot = await rotRepository(ctx.tool.name, ctx.toolCtx.repo, rng);
+  const rot = ctx.tool.rot !== undefined ? await ctx.tool.rot(ctx.toolCtx, rng) : await rotRepository(ctx.tool.name, ctx.toolCtx.repo, rng);
   if (rot.regions.length === 0) return { status: 'failed', reason: `the repository ${ctx.toolCtx.repo} holds no data file to damage`, steps, notes };
   const hit = new Set(rot.regions.map((r) => r.file));
   notes.push(

@@ -34,8 +34,13 @@ export class CopyMap {
   readonly trees = new IdMap();
   /** entries read from the file (not made by this run) */
   loaded = 0;
-  /** records not yet appended to the file */
+  /**
+   * Records not yet appended to the file, written back to back into blocks of their own: a small
+   * Buffer per record would come from Node's shared pool, and each kept one would pin a whole
+   * pool slab (measured: 285 MiB of slabs held by 33,000 records in a copy of 2 GiB).
+   */
   private pending: Buffer[] = [];
+  private pendingFill = 0;
   readonly file: string | undefined;
 
   private constructor(file: string | undefined) {
@@ -71,12 +76,18 @@ export class CopyMap {
   add(kind: Kind, a: Uint8Array, b: Uint8Array): void {
     (kind === KIND_CHUNK ? this.chunks : this.trees).set(a, b);
     if (this.file === undefined) return;
-    const r = Buffer.allocUnsafe(RECORD);
+    let block = this.pending[this.pending.length - 1];
+    if (block === undefined || this.pendingFill + RECORD > block.length) {
+      block = Buffer.allocUnsafeSlow(RECORD * 1024);
+      this.pending.push(block);
+      this.pendingFill = 0;
+    }
+    const r = block.subarray(this.pendingFill, this.pendingFill + RECORD);
+    this.pendingFill += RECORD;
     r[0] = kind;
     r.set(a, 1);
     r.set(b, 1 + ID_LEN);
     check(kind, a, b).copy(r, 1 + 2 * ID_LEN);
-    this.pending.push(r);
   }
 
   /**
@@ -85,8 +96,10 @@ export class CopyMap {
    */
   async persist(): Promise<string | undefined> {
     if (this.file === undefined || this.pending.length === 0) return undefined;
-    const records = this.pending;
+    // the last block holds only its first pendingFill bytes
+    const records = this.pending.map((b, i, all) => (i === all.length - 1 ? b.subarray(0, this.pendingFill) : b));
     this.pending = [];
+    this.pendingFill = 0;
     try {
       await fsp.mkdir(path.dirname(this.file), { recursive: true });
       let size = 0;

@@ -21,6 +21,7 @@ import type { Measurement } from '../../src/host/process.ts';
 
 import { MESHBACK_BIN, ROOT } from '../../src/host/self.ts';
 import { DeleteObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { componentDir, isBuilt, s3Client } from '../testenv/index.ts';
 import type { ComponentName } from '../testenv/index.ts';
 import type { Rng } from '../gen/rng.ts';
@@ -48,19 +49,24 @@ function awsEnv(t: S3Target): Record<string, string> {
   return { AWS_ACCESS_KEY_ID: t.accessKeyId, AWS_SECRET_ACCESS_KEY: t.secretAccessKey, AWS_REGION: t.region, AWS_DEFAULT_REGION: t.region };
 }
 
-/** Bytes of every object under the target's prefix (ListObjectsV2, page by page). */
+/** Bytes of every object under `prefix` of `bucket` (ListObjectsV2, page by page). */
+export async function prefixBytes(c: S3Client, bucket: string, prefix: string): Promise<number> {
+  let total = 0;
+  let token: string | undefined;
+  for (let page = 0; page < 100_000; page++) {
+    const r = await c.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ...(token !== undefined ? { ContinuationToken: token } : {}) }));
+    for (const o of r.Contents ?? []) total += o.Size ?? 0;
+    if (r.IsTruncated !== true || r.NextContinuationToken === undefined) break;
+    token = r.NextContinuationToken;
+  }
+  return total;
+}
+
+/** Bytes of every object under the target's prefix. */
 export async function s3StoredBytes(t: S3Target): Promise<number> {
   const c = s3Client(t);
   try {
-    let total = 0;
-    let token: string | undefined;
-    for (let page = 0; page < 100_000; page++) {
-      const r = await c.send(new ListObjectsV2Command({ Bucket: t.bucket, Prefix: `${t.prefix}/`, ...(token !== undefined ? { ContinuationToken: token } : {}) }));
-      for (const o of r.Contents ?? []) total += o.Size ?? 0;
-      if (r.IsTruncated !== true || r.NextContinuationToken === undefined) break;
-      token = r.NextContinuationToken;
-    }
-    return total;
+    return await prefixBytes(c, t.bucket, `${t.prefix}/`);
   } finally {
     c.destroy();
   }

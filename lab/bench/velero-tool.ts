@@ -36,6 +36,7 @@ import { startVelero, VELERO_PLUGIN_VERSION, VELERO_VERSION, type PodVolumeMount
 import { pickRotRegions, type RepoRot } from './fault/inject.ts';
 import { spareFromOutage } from './fault/procs.ts';
 import { measure } from './measure.ts';
+import { prefixBytes } from './tools.ts';
 import type { Tool, ToolContext } from './tools.ts';
 
 const PREFIX = 'velero';
@@ -209,15 +210,7 @@ async function bucketBytes(s3: S3Env, prefixes: string[]): Promise<number> {
   const c = s3.client();
   try {
     let total = 0;
-    for (const prefix of prefixes) {
-      let token: string | undefined;
-      for (let page = 0; page < 100_000; page++) {
-        const r = await c.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: prefix, ...(token !== undefined ? { ContinuationToken: token } : {}) }));
-        for (const o of r.Contents ?? []) total += o.Size ?? 0;
-        if (r.IsTruncated !== true || r.NextContinuationToken === undefined) break;
-        token = r.NextContinuationToken;
-      }
-    }
+    for (const prefix of prefixes) total += await prefixBytes(c, s3.bucket, prefix);
     return total;
   } finally {
     c.destroy();

@@ -15,6 +15,8 @@ import { IntegrityError } from '../errors/index.ts';
 import type { BlobType } from './index-table.ts';
 
 export const HEADER_ENTRY_LEN = 1 + ID_LEN + 4 + 4;
+/** bytes of one entry of an index file's pack record */
+const INDEX_ENTRY_LEN = 1 + ID_LEN + 12;
 export const KIND_RAW = 0;
 export const KIND_ZSTD = 1;
 
@@ -30,20 +32,96 @@ export function sha256hex(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
-export function encodePackHeader(encKey: Buffer, entries: readonly PackEntry[]): Buffer {
-  const h = Buffer.allocUnsafe(entries.length * HEADER_ENTRY_LEN);
-  let o = 0;
-  for (const e of entries) {
-    h[o] = e.type;
-    e.id.copy(h, o + 1);
-    h.writeUInt32LE(e.length, o + 1 + ID_LEN);
-    h.writeUInt32LE(e.rawLength, o + 5 + ID_LEN);
-    o += HEADER_ENTRY_LEN;
+/**
+ * The entries of a pack being written, kept in their index-record layout (INDEX_ENTRY_LEN bytes
+ * each: type, id, offset, length, raw length) in blocks of their own: no object and no Buffer per
+ * entry. An open pack of tiny files holds tens of thousands of entries; as objects with their
+ * ids they cost about 160 bytes of heap each (measured: 48 MiB for the 300,000 entries of the
+ * open and the uploading pack of a backup of 1,000,000 small files), here 45.
+ */
+export class PackEntryLog {
+  private readonly blocks: Buffer[] = [];
+  private count = 0;
+  /** entries per block */
+  static readonly BLOCK = 4096;
+
+  get length(): number {
+    return this.count;
   }
-  const sealed = seal(encKey, h);
-  const tail = Buffer.allocUnsafe(4);
-  tail.writeUInt32LE(sealed.length, 0);
-  return Buffer.concat([sealed, tail]);
+
+  add(type: BlobType, id: Uint8Array, offset: number, length: number, rawLength: number): void {
+    const i = this.count % PackEntryLog.BLOCK;
+    if (i === 0) this.blocks.push(Buffer.allocUnsafeSlow(PackEntryLog.BLOCK * INDEX_ENTRY_LEN));
+    const b = this.blocks[this.blocks.length - 1]!;
+    const o = i * INDEX_ENTRY_LEN;
+    b[o] = type;
+    b.set(id.subarray(0, ID_LEN), o + 1);
+    b.writeUInt32LE(offset, o + 1 + ID_LEN);
+    b.writeUInt32LE(length, o + 5 + ID_LEN);
+    b.writeUInt32LE(rawLength, o + 9 + ID_LEN);
+    this.count++;
+  }
+
+  /** The type of the first entry (packs hold blobs of one type), or undefined when empty. */
+  firstType(): BlobType | undefined {
+    return this.count === 0 ? undefined : (this.blocks[0]![0] as BlobType);
+  }
+
+  /** Calls fn for each entry; id is a view into the log, valid while the log is. */
+  forEach(fn: (type: BlobType, id: Buffer, offset: number, length: number, rawLength: number) => void): void {
+    for (let e = 0; e < this.count; e++) {
+      const b = this.blocks[Math.floor(e / PackEntryLog.BLOCK)]!;
+      const o = (e % PackEntryLog.BLOCK) * INDEX_ENTRY_LEN;
+      fn(b[o] as BlobType, b.subarray(o + 1, o + 1 + ID_LEN), b.readUInt32LE(o + 1 + ID_LEN), b.readUInt32LE(o + 5 + ID_LEN), b.readUInt32LE(o + 9 + ID_LEN));
+    }
+  }
+
+  /** The sealed pack header of the entries (see the format above), with its length appended. */
+  header(encKey: Buffer): Buffer {
+    const h = Buffer.allocUnsafe(this.count * HEADER_ENTRY_LEN);
+    let o = 0;
+    this.forEach((type, id, _offset, length, rawLength) => {
+      h[o] = type;
+      id.copy(h, o + 1);
+      h.writeUInt32LE(length, o + 1 + ID_LEN);
+      h.writeUInt32LE(rawLength, o + 5 + ID_LEN);
+      o += HEADER_ENTRY_LEN;
+    });
+    const sealed = seal(encKey, h);
+    const tail = Buffer.allocUnsafe(4);
+    tail.writeUInt32LE(sealed.length, 0);
+    return Buffer.concat([sealed, tail]);
+  }
+
+  /** The pack's record of an index file (as encodeIndexRecord): pack id, size, entry count, entries. */
+  indexRecord(packId: string, size: number): Buffer {
+    const b = Buffer.allocUnsafeSlow(ID_LEN + 8 + this.count * INDEX_ENTRY_LEN);
+    Buffer.from(packId, 'hex').copy(b, 0);
+    b.writeUInt32LE(size, ID_LEN);
+    b.writeUInt32LE(this.count, ID_LEN + 4);
+    let o = ID_LEN + 8;
+    let left = this.count;
+    for (const block of this.blocks) {
+      const n = Math.min(left, PackEntryLog.BLOCK);
+      block.copy(b, o, 0, n * INDEX_ENTRY_LEN);
+      o += n * INDEX_ENTRY_LEN;
+      left -= n;
+    }
+    return b;
+  }
+
+  /** Drops the entries (their blocks go with them). */
+  clear(): void {
+    this.blocks.length = 0;
+    this.count = 0;
+  }
+}
+
+/** The sealed header of a pack holding `entries` (PackEntryLog.header). */
+export function encodePackHeader(encKey: Buffer, entries: readonly PackEntry[]): Buffer {
+  const log = new PackEntryLog();
+  for (const e of entries) log.add(e.type, e.id, e.offset, e.length, e.rawLength);
+  return log.header(encKey);
 }
 
 /** Parses the header at the end of a whole pack file; throws IntegrityError naming the pack. */
@@ -71,7 +149,6 @@ export interface IndexPack {
 }
 
 const INDEX_MAGIC = Buffer.from('MBIX');
-const INDEX_ENTRY_LEN = 1 + ID_LEN + 12;
 
 /** One pack's record of an index file: pack id, size, entry count, entries. */
 export function encodeIndexRecord(p: IndexPack): Buffer {

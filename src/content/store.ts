@@ -19,7 +19,7 @@ import type { MasterKey } from '../crypto/index.ts';
 import { IntegrityError, MeshbackError, NotFoundError } from '../errors/index.ts';
 import { BLOB_DATA, BLOB_TREE, ChunkIndex } from './index-table.ts';
 import type { BlobType } from './index-table.ts';
-import { KIND_RAW, KIND_ZSTD, decodeIndex, encodeIndexRecord, encodePackHeader, sha256hex } from './pack.ts';
+import { KIND_RAW, KIND_ZSTD, PackEntryLog, decodeIndex, sha256hex } from './pack.ts';
 import { IndexWriter } from './index-writer.ts';
 import type { PackEntry } from './pack.ts';
 import { parallel } from '../util/parallel.ts';
@@ -40,6 +40,12 @@ const MAX_UNWRITTEN = 8 * 1024 * 1024;
 const MIN_COMPRESS = 512;
 /** size of the segments small sealed blobs are gathered in */
 const SEGMENT = 1024 * 1024;
+/**
+ * Blobs in one pack at most. A pack of tiny files would otherwise hold 100,000+ entries, all kept
+ * (with their ids in the set of pending blobs) until the pack is written and indexed; at this
+ * cap, the open pack and the uploading ones hold about 50,000 entries whatever the file sizes.
+ */
+export const MAX_PACK_BLOBS = 16384;
 
 export interface StoreOptions {
   packSize: number;
@@ -50,7 +56,7 @@ export interface StoreOptions {
 
 interface OpenPack {
   parts: Uint8Array[];
-  entries: PackEntry[];
+  entries: PackEntryLog;
   size: number;
   /** SHA-256 of the parts so far: the pack's name once the header is added */
   hash: Hash;
@@ -59,9 +65,6 @@ interface OpenPack {
   /** small parts gathered before they are written */
   seg?: Buffer;
   segFill: number;
-  /** the ids of the entries, back to back in blocks of their own (see keepId) */
-  ids?: Buffer;
-  idsFill: number;
 }
 
 export interface StoreStats {
@@ -217,12 +220,12 @@ export class ContentStore {
     const p = this.open[type];
     let length = 0;
     for (const part of parts) length += part.byteLength;
-    p.entries.push({ type, id: keepId(p, id), offset: p.size, length, rawLength: plain.byteLength });
+    p.entries.add(type, id, p.size, length, plain.byteLength);
     p.size += length;
     this.append(p, parts);
     this.stats.blobsAdded++;
     this.stats.bytesAdded += plain.byteLength;
-    if (p.size >= this.opts.packSize) await this.finishPack(type);
+    if (p.size >= this.opts.packSize || p.entries.length >= MAX_PACK_BLOBS) await this.finishPack(type);
     else if (p.sink !== undefined) {
       // back-pressure: a slow disk must not make written-later bytes pile up in memory
       const w = await p.sink;
@@ -285,7 +288,7 @@ export class ContentStore {
     const p = this.open[type];
     if (p.entries.length === 0) return;
     this.open[type] = newPack();
-    const header = encodePackHeader(this.key.encKey, p.entries);
+    const header = p.entries.header(this.key.encKey);
     this.append(p, [header]);
     if (p.segFill > 0) this.emit(p, [this.takeSegment(p)]);
     p.size += header.length;
@@ -310,7 +313,7 @@ export class ContentStore {
   private async upload(p: OpenPack): Promise<void> {
     const name = p.hash.digest('hex');
     // a tree pack written through a metadata cache is kept there (the next backup reads it locally)
-    if (p.entries[0]?.type === BLOB_TREE) this.cache?.markTreePacks([name]);
+    if (p.entries.firstType() === BLOB_TREE) this.cache?.markTreePacks([name]);
     if (p.sink !== undefined) {
       const w = await p.sink;
       try {
@@ -330,12 +333,12 @@ export class ContentStore {
       this.stats.bytesStored += n;
     }
     const pn = this.index.packNumber(name, p.size);
-    for (const e of p.entries) {
-      this.index.add(e.id, e.type, pn, e.offset, e.length, e.rawLength);
-      this.pending.delete(e.id.toString('latin1'));
-    }
-    const record = encodeIndexRecord({ id: name, size: p.size, entries: p.entries });
-    p.entries.length = 0;
+    p.entries.forEach((type, id, offset, length, rawLength) => {
+      this.index.add(id, type, pn, offset, length, rawLength);
+      this.pending.delete(id.toString('latin1'));
+    });
+    const record = p.entries.indexRecord(name, p.size);
+    p.entries.clear();
     // index files go out during a backup too (every INDEX_FILE_BYTES of records), so that memory
     // stays flat with millions of blobs and the packs of a long backup are indexed
     await this.indexWriter.add(record);
@@ -428,23 +431,6 @@ function discard(p: OpenPack): Promise<void> {
   return p.sink === undefined ? Promise.resolve() : p.sink.then((w) => w.abort()).catch(() => undefined);
 }
 
-/**
- * The id of an entry of an open pack, kept until the pack is written: copied into the pack's own
- * blocks of ids. Keeping the caller's Buffer could pin a 64 KiB slab of Node's shared pool per id
- * (measured: 87 MiB of slabs held by the entries of one prune), and a copy with an ArrayBuffer of
- * its own costs about 200 bytes of heap per id (170,000 in an open pack of tiny files).
- */
-function keepId(p: OpenPack, id: Uint8Array): Buffer {
-  if (p.ids === undefined || p.idsFill + id.byteLength > p.ids.length) {
-    p.ids = Buffer.allocUnsafeSlow(id.byteLength * 4096);
-    p.idsFill = 0;
-  }
-  const out = p.ids.subarray(p.idsFill, p.idsFill + id.byteLength);
-  out.set(id);
-  p.idsFill += id.byteLength;
-  return out;
-}
-
 function newPack(): OpenPack {
-  return { parts: [], entries: [], size: 0, hash: createHash('sha256'), segFill: 0, idsFill: 0 };
+  return { parts: [], entries: new PackEntryLog(), size: 0, hash: createHash('sha256'), segFill: 0 };
 }

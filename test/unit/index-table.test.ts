@@ -132,6 +132,22 @@ describe('ChunkIndex with colliding hash slots', () => {
     assert.equal(idx.size, 300);
   });
 
+  it('grows in place and then past its reserve, keeping every entry', () => {
+    const idx = new ChunkIndex(4, 40_000);
+    const N = 100_000; // past the reserve: the arrays move to larger buffers once
+    const ids = Array.from({ length: N }, (_, i) => prngBytes(`grow-${i}`, 32));
+    for (let i = 0; i < N; i++) {
+      assert.equal(idx.add(ids[i]!, i % 2 === 0 ? BLOB_DATA : BLOB_TREE, i % 5, i, i + 1, i + 2), true);
+      if (i === 30_000) assert.equal(idx.lookup(ids[7]!)?.rawLength, 9, 'in place');
+    }
+    for (let i = 0; i < N; i += 7) {
+      const e = idx.lookup(ids[i]!);
+      assert.deepEqual([e?.offset, e?.length, e?.rawLength, e?.type], [i, i + 1, i + 2, i % 2 === 0 ? BLOB_DATA : BLOB_TREE], `entry ${i}`);
+    }
+    assert.equal(idx.size, N);
+    assert.ok(idx.memoryBytes / N < 80, `${(idx.memoryBytes / N).toFixed(1)} bytes per entry`);
+  });
+
   it('copies the id on add (a caller reusing its buffer does not corrupt the index)', () => {
     const idx = new ChunkIndex();
     const buf = Buffer.alloc(32, 1);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { newMasterKey, seal } from '../../src/crypto/index.ts';
 import { IntegrityError } from '../../src/errors/index.ts';
 import { BLOB_DATA, BLOB_TREE } from '../../src/content/index-table.ts';
-import { HEADER_ENTRY_LEN, decodeIndex, decodePackHeader, encodeIndex, encodePackHeader, sha256hex } from '../../src/content/pack.ts';
+import { HEADER_ENTRY_LEN, PackEntryLog, decodeIndex, decodePackHeader, encodeIndex, encodeIndexRecord, encodePackHeader, sha256hex } from '../../src/content/pack.ts';
 import type { IndexPack, PackEntry } from '../../src/content/pack.ts';
 import { flipped, prngBytes } from './helpers.ts';
 
@@ -72,6 +72,30 @@ describe('pack header', () => {
     assert.throws(() => decodePackHeader(newMasterKey().encKey, pack, 'other-key'), namesPack('other-key'));
     const lying = Buffer.concat([pack.subarray(0, entries[1]!.offset + entries[1]!.length), encodePackHeader(key, [...entries, { ...entries[0]!, id: prngBytes('extra', 32) }])]);
     assert.throws(() => decodePackHeader(key, lying, 'lying'), namesPack('lying'));
+  });
+
+  it('an entry log past one block gives the header and the index record the entries give', () => {
+    const entries: PackEntry[] = [];
+    const log = new PackEntryLog();
+    let offset = 0;
+    for (let i = 0; i < PackEntryLog.BLOCK + 3; i++) {
+      const e: PackEntry = { type: i === 0 ? BLOB_TREE : BLOB_DATA, id: prngBytes(`id${i}`, 32), offset, length: 40 + (i % 7), rawLength: 100 + i };
+      entries.push(e);
+      log.add(e.type, e.id, e.offset, e.length, e.rawLength);
+      offset += e.length;
+    }
+    assert.equal(log.length, entries.length);
+    assert.equal(log.firstType(), BLOB_TREE);
+    assert.deepEqual(log.indexRecord('ab'.repeat(32), offset + 10), encodeIndexRecord({ id: 'ab'.repeat(32), size: offset + 10, entries }));
+    const seen: PackEntry[] = [];
+    log.forEach((type, id, o, length, rawLength) => seen.push({ type, id: Buffer.from(id), offset: o, length, rawLength }));
+    assert.deepEqual(seen, entries);
+    const header = log.header(key);
+    const pack = Buffer.concat([Buffer.alloc(offset), header]);
+    assert.deepEqual(decodePackHeader(key, pack, 'logged').map((e) => e.rawLength), entries.map((e) => e.rawLength));
+    log.clear();
+    assert.equal(log.length, 0);
+    assert.equal(log.firstType(), undefined);
   });
 
   it('sha256hex is the hex SHA-256', () => {

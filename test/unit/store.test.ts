@@ -7,6 +7,7 @@ import { BLOB_DATA, BLOB_TREE } from '../../src/content/index-table.ts';
 import { SEAL_OVERHEAD } from '../../src/crypto/index.ts';
 import { IntegrityError, MeshbackError } from '../../src/errors/index.ts';
 import { Repository } from '../../src/repository/index.ts';
+import { MAX_PACK_BLOBS } from '../../src/content/store.ts';
 import { check } from '../../src/checker/index.ts';
 import { prngBytes } from './helpers.ts';
 
@@ -57,6 +58,24 @@ describe('ContentStore', () => {
     assert.equal(again.store.index.lookup(treeId)?.type, BLOB_TREE);
     // data and tree blobs go to different packs
     assert.notEqual(again.store.index.lookup(treeId)?.pack, again.store.index.lookup(ids[0]!)?.pack);
+  });
+
+  it('closes a pack at MAX_PACK_BLOBS blobs, however small they are', async () => {
+    const backend = new MemoryBackend();
+    const repo = await Repository.init(backend, PW, { packSize: 64 * 1024 * 1024 });
+    const n = MAX_PACK_BLOBS + 10;
+    const ids: Buffer[] = [];
+    for (let i = 0; i < n; i++) {
+      const b = Buffer.from(`tiny file ${i}`);
+      ids.push(repo.store.id(b));
+      assert.equal(await repo.store.add(BLOB_DATA, ids[i]!, b), true);
+    }
+    await repo.store.flush();
+    assert.equal(repo.store.stats.packsWritten, 2, 'one full pack of MAX_PACK_BLOBS blobs and one of the rest');
+    const again = await Repository.open(backend, PW);
+    assert.equal(again.store.index.size, n);
+    assert.deepEqual(await again.store.load(ids[n - 1]!), Buffer.from(`tiny file ${n - 1}`));
+    assert.notEqual(again.store.index.lookup(ids[0]!)?.pack, again.store.index.lookup(ids[n - 1]!)?.pack);
   });
 
   it('loads blobs in the same session after flush, and a second flush adds a second index', async () => {

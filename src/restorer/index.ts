@@ -36,6 +36,7 @@ import type { FileMeta, RestoreTarget, TargetFile } from '../target/index.ts';
 import { parallel } from '../util/parallel.ts';
 import { Semaphore } from '../util/semaphore.ts';
 import { memoryPlan } from '../util/memory.ts';
+import { ByteArena } from '../util/buffer-pool.ts';
 
 /** What a restore uses of a repository. */
 export type RestoreRepo = Pick<Repository, 'findSnapshot' | 'rootView' | 'loadTree' | 'dropTreeCache' | 'index' | 'readPack' | 'decodeBlob' | 'rebuildPack' | 'chunkId'>;
@@ -77,14 +78,12 @@ interface Item {
   node: Node;
 }
 
-/** What the restore plans to write: the selected nodes by kind, directories parents first. */
+/** What the restore writes besides file contents: the selected nodes by kind, directories parents first (files: the batch being planned). */
 interface Plan {
   dirs: Item[];
   files: Item[];
   links: Item[];
   others: Item[];
-  /** the snapshot's single root directory (its metadata goes to the target itself) */
-  rootDir?: Node;
 }
 
 /** A file being written: no names, no chunk list (the heap stays small, so GC stays cheap). */
@@ -135,26 +134,27 @@ async function runRestore(repo: RestoreRepo, opts: RestoreOptions): Promise<Rest
     filesReread: 0, bytesReread: 0, errors: [], damaged: [], rebuiltFromParity: [], duration: 0,
   };
   const includes = (opts.includes ?? []).map((p) => Buffer.from(p.replace(/^\/+/, '').replace(/\/+$/, ''), 'utf8')).filter((b) => b.length > 0);
-  const plan = await planRestore(repo, ref, includes, opts.root);
+  // a snapshot of one directory restores that directory's contents into the target
+  let view = await repo.rootView(ref.snapshot);
+  if (opts.root !== undefined) view = await subView(repo, ref, view, opts.root);
+  // an --include that matches nothing fails before anything is written
+  for (const inc of includes) {
+    if (!(await pathExists(repo, view.nodes, inc))) throw new MeshbackError('NOT_FOUND', `--include ${displayName(inc)} matches nothing in snapshot ${ref.id.slice(0, 8)}: see 'meshback ls ${ref.id.slice(0, 8)}'`);
+  }
   const target = typeof opts.target === 'string' ? new DirectoryTarget(opts.target) : opts.target;
+  const verify = opts.verify === true;
   const fileError = (rel: Buffer, message: string): void => {
     res.errors.push({ path: displayName(rel), message });
     emit({ type: 'item-error', path: displayName(rel), message });
   };
 
-  await target.prepare();
-  for (const d of plan.dirs) {
-    await target.dir(d.rel);
-    res.dirs++;
-  }
-
-  const { states, byPack, hardlinks, totalBytes } = planBlobs(repo, plan.files, target, opts.verify === true);
-  // the plan holds what the restore needs: the trees would only make every GC slower
-  repo.dropTreeCache();
-  plan.files.length = 0;
-
+  // the totals of a whole restore are the snapshot's; of a partial one, known once it is planned
+  const whole = includes.length === 0 && opts.root === undefined;
+  const totals: { files?: number; bytes?: number } = whole ? { files: ref.snapshot.summary.files, bytes: ref.snapshot.summary.totalBytes } : {};
   const progress = { files: 0, bytes: 0 };
-  const tick = setInterval(() => emit({ type: 'progress', op: 'restore', files: progress.files, bytes: progress.bytes, totalFiles: states.length, totalBytes }), 250);
+  const progressEvent = (): void => emit({ type: 'progress', op: 'restore', files: progress.files, bytes: progress.bytes, ...(totals.files !== undefined ? { totalFiles: totals.files } : {}), ...(totals.bytes !== undefined ? { totalBytes: totals.bytes } : {}) });
+  await target.prepare();
+  const tick = setInterval(progressEvent, 250);
   try {
     const finalize = async (st: FileState): Promise<void> => {
       if (st.finalized) return;
@@ -167,30 +167,62 @@ async function runRestore(repo: RestoreRepo, opts: RestoreOptions): Promise<Rest
       res.bytesVerified += st.meta.size;
       progress.files++;
     };
-    // files with nothing to write (empty, all holes, or failed at planning time)
-    await parallel(states.filter((st) => st.remaining === 0 || st.failed !== undefined), 16, (st) => finalize(st));
-    await fetchAndWrite(repo, target, states, byPack, res, emit, progress, finalize);
-
-    // damaged files: removed, so that no wrong or partial content is left behind
-    for (const st of states) {
-      if (st.failed !== undefined) {
-        await target.discardFile(st.file);
-        res.damaged.push(displayName(st.file.rel));
-        fileError(st.file.rel, `not restored: ${st.failed}`);
-      } else if (!st.finalized) {
-        throw new MeshbackError('INTERNAL', `file ${displayName(st.file.rel)} was not completely written (${st.remaining} bytes left): this is a bug`);
+    const links: Links = { first: new Map(), later: [] };
+    let planned = { files: 0, bytes: 0 };
+    /** restores one batch of files: plan their chunks, fetch and write them, verify them */
+    const restoreFiles = async (files: Item[]): Promise<void> => {
+      const { states, byPack, totalBytes } = planBlobs(repo, files, target, verify, links);
+      files.length = 0;
+      planned = { files: planned.files + states.length, bytes: planned.bytes + totalBytes };
+      // the plan holds what the batch needs: cached trees would only make every GC slower
+      repo.dropTreeCache();
+      // files with nothing to write (empty, all holes, or failed at planning time)
+      await parallel(states.filter((st) => st.remaining === 0 || st.failed !== undefined), 16, (st) => finalize(st));
+      await fetchAndWrite(repo, target, states, byPack, res, emit, progress, finalize);
+      // damaged files: removed, so that no wrong or partial content is left behind
+      for (const st of states) {
+        if (st.failed !== undefined) {
+          await target.discardFile(st.file);
+          res.damaged.push(displayName(st.file.rel));
+          fileError(st.file.rel, `not restored: ${st.failed}`);
+        } else if (!st.finalized) {
+          throw new MeshbackError('INTERNAL', `file ${displayName(st.file.rel)} was not completely written (${st.remaining} bytes left): this is a bug`);
+        }
       }
-    }
+      // --verify: sync and re-read every restored file, compare chunk by chunk
+      if (verify) {
+        await parallel(states.filter((st) => st.failed === undefined), 2, async (st) => {
+          const problem = await verifyFile(repo, target, st);
+          if (problem !== undefined) {
+            res.damaged.push(displayName(st.file.rel));
+            fileError(st.file.rel, `verification failed: ${problem}`);
+          } else {
+            res.filesReread++;
+            res.bytesReread += st.meta.size;
+          }
+          emit({ type: 'progress', op: 'verify', files: res.filesReread, bytes: res.bytesReread, ...(totals.files !== undefined ? { totalFiles: totals.files } : {}), ...(totals.bytes !== undefined ? { totalBytes: totals.bytes } : {}) });
+        });
+      }
+    };
+
+    const plan = await planRestore(repo, view, includes, {
+      dir: async (d) => {
+        await target.dir(d.rel);
+        res.dirs++;
+      },
+      files: restoreFiles,
+    });
+    if (!whole) totals.files = planned.files;
+    if (!whole) totals.bytes = planned.bytes;
 
     // hard links to files restored above
-    for (const h of hardlinks) {
-      const first = states[h.first]!;
-      if (first.failed !== undefined) {
+    for (const h of links.later) {
+      if (h.first.failed !== undefined) {
         res.damaged.push(displayName(h.item.rel));
-        fileError(h.item.rel, `not restored: ${first.failed}`);
+        fileError(h.item.rel, `not restored: ${h.first.failed}`);
         continue;
       }
-      await target.hardlink(first.file.rel, h.item.rel);
+      await target.hardlink(h.first.file.rel, h.item.rel);
       res.hardlinks++;
       res.files++;
     }
@@ -205,75 +237,95 @@ async function runRestore(repo: RestoreRepo, opts: RestoreOptions): Promise<Rest
       else res.others++;
     }
 
-    // --verify: sync and re-read every restored file, compare chunk by chunk
-    if (opts.verify === true) {
-      await parallel(states.filter((s) => s.failed === undefined), 2, async (st) => {
-        const problem = await verifyFile(repo, target, st);
-        if (problem !== undefined) {
-          res.damaged.push(displayName(st.file.rel));
-          fileError(st.file.rel, `verification failed: ${problem}`);
-        } else {
-          res.filesReread++;
-          res.bytesReread += st.meta.size;
-        }
-        emit({ type: 'progress', op: 'verify', files: res.filesReread, bytes: res.bytesReread, totalFiles: states.length, totalBytes });
-      });
-    }
-
     // directory metadata last, deepest first (writing into a directory changes its mtime)
     const dirMetas: Item[] = [...plan.dirs].reverse();
-    if (plan.rootDir !== undefined && includes.length === 0) dirMetas.push({ rel: Buffer.alloc(0), node: plan.rootDir });
+    if (view.rootDir !== undefined && includes.length === 0) dirMetas.push({ rel: Buffer.alloc(0), node: view.rootDir });
     for (const d of dirMetas) await target.dirMeta(d.rel, d.node);
   } finally {
     clearInterval(tick);
     // on an error midway, close what is still open (the error is what gets reported)
     await target.close();
   }
-  emit({ type: 'progress', op: 'restore', files: progress.files, bytes: progress.bytes, totalFiles: states.length, totalBytes });
+  progressEvent();
   res.duration = (performance.now() - t0) / 1000;
   return res;
 }
 
-/** Phase 1: walk the snapshot's trees and pick what --include selects (everything without it). */
-async function planRestore(repo: RestoreRepo, ref: SnapshotRef, includes: Buffer[], root?: string): Promise<Plan> {
-  // a snapshot of one directory restores that directory's contents into the target
-  let view = await repo.rootView(ref.snapshot);
-  if (root !== undefined) view = await subView(repo, ref, view, root);
-  const matched = new Set<number>();
+/**
+ * Files planned and written at once. A restore holds the plan of one batch (nodes, file states,
+ * chunk needs), not the snapshot's: planned all at once, 1,000,000 small files took 2 GiB of
+ * memory. A chunk shared by files of two batches is read once per batch.
+ */
+const BATCH_FILES = 8192;
+/** chunks planned at once: a batch of files with many chunks closes early */
+const BATCH_CHUNKS = 65536;
+
+/**
+ * Phase 1: walks the snapshot's trees and picks what --include selects (everything without it).
+ * Directories go to `dir` as they are met (parents first); files go to `files` in batches (see
+ * BATCH_FILES), restored before the walk goes on. Directories, symlinks and special files are
+ * returned for the end (their metadata, and links created after every file is written).
+ */
+async function planRestore(repo: RestoreRepo, view: { nodes: Node[] }, includes: Buffer[], on: { dir: (d: Item) => Promise<void>; files: (batch: Item[]) => Promise<void> }): Promise<Plan> {
   /** 'all' = restore everything below; 'some' = an ancestor of an include; 'none' */
   const selection = (rel: Buffer): 'all' | 'some' | 'none' => {
     if (includes.length === 0) return 'all';
     let some = false;
-    for (let i = 0; i < includes.length; i++) {
-      const inc = includes[i]!;
-      if (rel.equals(inc) || (rel.length > inc.length && rel[inc.length] === 0x2f && rel.subarray(0, inc.length).equals(inc))) {
-        matched.add(i);
-        return 'all';
-      }
+    for (const inc of includes) {
+      if (rel.equals(inc) || (rel.length > inc.length && rel[inc.length] === 0x2f && rel.subarray(0, inc.length).equals(inc))) return 'all';
       if (inc.length > rel.length && inc[rel.length] === 0x2f && inc.subarray(0, rel.length).equals(rel)) some = true;
     }
     return some ? 'some' : 'none';
   };
-  const plan: Plan = { dirs: [], files: [], links: [], others: [], ...(view.rootDir !== undefined ? { rootDir: view.rootDir } : {}) };
-  await walkTree(repo, { nodes: view.nodes }, (n, dir) => {
+  const plan: Plan = { dirs: [], files: [], links: [], others: [] };
+  // the paths kept to the end, in memory of their own (see ByteArena)
+  const kept = new ByteArena();
+  let chunks = 0;
+  await walkTree(repo, { nodes: view.nodes }, async (n, dir) => {
     const rel = childPath(dir, n);
     // a path below an --include is 'all' by itself: selection() needs no state from its parents
     const sel = selection(rel);
     if (sel === 'none') return 'skip';
     if (n.type === 'dir') {
-      plan.dirs.push({ rel, node: n });
+      const d = { rel: kept.copy(rel), node: n };
+      plan.dirs.push(d);
+      await on.dir(d);
       return undefined;
     }
     if (sel !== 'all') return undefined;
-    if (n.type === 'file') plan.files.push({ rel, node: n });
-    else if (n.type === 'symlink') plan.links.push({ rel, node: n });
-    else plan.others.push({ rel, node: n });
+    if (n.type === 'file') {
+      plan.files.push({ rel, node: n });
+      chunks += n.content?.length ?? 0;
+      if (plan.files.length >= BATCH_FILES || chunks >= BATCH_CHUNKS) {
+        chunks = 0;
+        await on.files(plan.files);
+      }
+    } else if (n.type === 'symlink') plan.links.push({ rel: kept.copy(rel), node: n });
+    else plan.others.push({ rel: kept.copy(rel), node: n });
     return undefined;
   });
-  for (let i = 0; i < includes.length; i++) {
-    if (!matched.has(i)) throw new MeshbackError('NOT_FOUND', `--include ${displayName(includes[i]!)} matches nothing in snapshot ${ref.id.slice(0, 8)}: see 'meshback ls ${ref.id.slice(0, 8)}'`);
-  }
+  if (plan.files.length > 0) await on.files(plan.files);
   return plan;
+}
+
+/** True when the slash-separated path names an entry of the snapshot below `nodes`. */
+async function pathExists(repo: RestoreRepo, nodes: Node[], path: Buffer): Promise<boolean> {
+  let cur = nodes;
+  const names: Buffer[] = [];
+  for (let i = 0, j = 0; j <= path.length; j++) {
+    if (j === path.length || path[j] === 0x2f) {
+      if (j > i) names.push(path.subarray(i, j));
+      i = j + 1;
+    }
+  }
+  for (let i = 0; i < names.length; i++) {
+    const n = cur.find((x) => nodeNameBytes(x).equals(names[i]!));
+    if (n === undefined) return false;
+    if (i === names.length - 1) return true;
+    if (n.type !== 'dir' || n.subtree === undefined) return false;
+    cur = (await repo.loadTree(n.subtree)).nodes;
+  }
+  return names.length === 0;
 }
 
 /** The directory at `root` (slash-separated names below the snapshot's root view) as the view to restore. */
@@ -290,30 +342,34 @@ async function subView(repo: RestoreRepo, ref: SnapshotRef, view: { nodes: Node[
   return cur;
 }
 
-/** Phase 2: which blob of which pack goes to which offsets of which file; hard links to files planned. */
-function planBlobs(repo: RestoreRepo, files: Item[], target: RestoreTarget, verify: boolean): { states: FileState[]; byPack: Map<number, BlobNeed[]>; hardlinks: { item: Item; first: number }[]; totalBytes: number } {
+/** Hard links: the first path of each multiply-linked inode, and the later paths (linked at the end). */
+interface Links {
+  first: Map<string, FileState>;
+  later: { item: Item; first: FileState }[];
+}
+
+/** Phase 2: which blob of which pack goes to which offsets of which file of a batch; later paths of hard links set aside. */
+function planBlobs(repo: RestoreRepo, files: Item[], target: RestoreTarget, verify: boolean, links: Links): { states: FileState[]; byPack: Map<number, BlobNeed[]>; totalBytes: number } {
   const index = repo.index;
   const states: FileState[] = [];
   const byPack = new Map<number, BlobNeed[]>();
   const blobNeeds = new Map<number, BlobNeed>(); // index entry number -> need
-  const hardlinkFirst = new Map<string, number>();
-  const hardlinks: { item: Item; first: number }[] = [];
   let totalBytes = 0;
   for (const f of files) {
     const n = f.node;
-    if (n.nlink > 1) {
-      const k = `${n.dev}:${n.inode}`;
-      const first = hardlinkFirst.get(k);
+    const inode = n.nlink > 1 ? `${n.dev}:${n.inode}` : undefined;
+    if (inode !== undefined) {
+      const first = links.first.get(inode);
       if (first !== undefined) {
-        hardlinks.push({ item: f, first });
+        links.later.push({ item: f, first });
         continue;
       }
-      hardlinkFirst.set(k, states.length);
     }
     const fi = states.length;
     const size = n.size ?? 0;
     const st: FileState = { file: target.file(f.rel, size), meta: { mode: n.mode, uid: n.uid, gid: n.gid, mtime: n.mtime, size }, ...(verify && n.content !== undefined ? { content: n.content } : {}), remaining: 0, finalized: false };
     states.push(st);
+    if (inode !== undefined) links.first.set(inode, st);
     let off = 0;
     for (const c of n.content ?? []) {
       if (c.startsWith(HOLE_PREFIX)) {
@@ -342,7 +398,7 @@ function planBlobs(repo: RestoreRepo, files: Item[], target: RestoreTarget, veri
     if (st.failed === undefined && off !== size) st.failed = `its chunks add up to ${off} bytes but the file has ${size}`;
     totalBytes += size;
   }
-  return { states, byPack, hardlinks, totalBytes };
+  return { states, byPack, totalBytes };
 }
 
 /**

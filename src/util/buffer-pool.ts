@@ -82,3 +82,37 @@ export class BufferRing {
     }
   }
 }
+
+/**
+ * Copies of small byte strings that live long (paths kept for the end of a restore), back to back
+ * in blocks of their own. A small Buffer from Node's shared pool keeps the pool's whole 64 KiB
+ * slab alive: kept one per directory while file paths are made in between, each pinned a slab
+ * (measured: 59 MiB of slabs for the directories of 250,000 files). Here a copy pins only its
+ * block, which is full of other kept copies.
+ */
+export class ByteArena {
+  private block: Buffer | undefined;
+  private fill = 0;
+  private readonly blockSize: number;
+
+  constructor(blockSize = 64 * 1024) {
+    this.blockSize = blockSize;
+  }
+
+  /** A copy of `b` in the arena's memory. */
+  copy(b: Uint8Array): Buffer {
+    if (b.byteLength > this.blockSize / 4) {
+      const own = Buffer.allocUnsafeSlow(b.byteLength);
+      own.set(b);
+      return own;
+    }
+    if (this.block === undefined || this.fill + b.byteLength > this.block.length) {
+      this.block = Buffer.allocUnsafeSlow(this.blockSize);
+      this.fill = 0;
+    }
+    const out = this.block.subarray(this.fill, this.fill + b.byteLength);
+    out.set(b);
+    this.fill += b.byteLength;
+    return out;
+  }
+}

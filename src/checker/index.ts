@@ -21,6 +21,8 @@ import { MeshbackError, errMessage, isRetryable } from '../errors/index.ts';
 import type { EventSink } from '../events/index.ts';
 import { nullSink, reportOp } from '../events/index.ts';
 import { decodePackHeader, sha256hex } from '../content/pack.ts';
+import type { PackEntry } from '../content/pack.ts';
+import { idEquals } from '../crypto/index.ts';
 import { parityFileState, rebuildFromParity } from '../content/parity.ts';
 import type { Repository } from '../repository/index.ts';
 import { HOLE_PREFIX } from '../snapshot/tree.ts';
@@ -138,7 +140,7 @@ async function runCheck(repo: CheckRepo, opts: CheckOptions = {}): Promise<Check
         if (n.type !== 'file') return;
         for (const c of n.content ?? []) {
           if (c.startsWith(HOLE_PREFIX) || missingBlobs.has(c)) continue;
-          if (!index.has(Buffer.from(c, 'hex'))) {
+          if (!index.hasHex(c)) {
             missingBlobs.add(c);
             badBlobs.add(c);
             findings.push({ kind: 'blob-missing', blob: c, snapshot, message: `chunk ${c.slice(0, 16)} referenced by snapshot ${snapshot.slice(0, 8)} is not in any index` });
@@ -161,15 +163,12 @@ async function runCheck(repo: CheckRepo, opts: CheckOptions = {}): Promise<Check
   // read all data
   if (opts.readData === true) {
     const packsByNo = index.packs.map((name, pn) => ({ name, pn })).filter((p) => stored.has(p.name));
-    const expected = new Map<string, { id: string; offset: number; length: number; rawLength: number }[]>();
-    index.forEach((id, _type, pn, offset, length, rawLength) => {
-      const name = index.packs[pn]!;
-      let l = expected.get(name);
-      if (l === undefined) expected.set(name, (l = []));
-      l.push({ id: Buffer.from(id).toString('hex'), offset, length, rawLength });
-    });
+    // the index's entries of each pack, as entry numbers (see entriesByPack); their ids in hex are
+    // made only for a finding (a million blobs would otherwise each leave strings to collect)
+    const { start, order } = index.entriesByPack();
+    const hexOf = (e: number): string => Buffer.from(index.idOf(e)).toString('hex');
     const totalPacks = packsByNo.length;
-    await parallel(packsByNo, memoryPlan().packsAtOnce, async ({ name }) => {
+    await parallel(packsByNo, memoryPlan().packsAtOnce, async ({ name, pn }) => {
         let data: Buffer;
         try {
           data = await repo.backend.get({ type: 'pack', name });
@@ -194,11 +193,13 @@ async function runCheck(repo: CheckRepo, opts: CheckOptions = {}): Promise<Check
           else parityProblems.delete(name);
         }
         try {
+          // the header lists blobs in pack order: each of the index's entries must be there, at its offset
           const hdr = decodePackHeader(repo.key.encKey, data, name);
-          const inHeader = new Set(hdr.map((e) => `${e.id.toString('hex')}@${e.offset}`));
-          for (const e of expected.get(name) ?? []) {
-            if (!inHeader.has(`${e.id}@${e.offset}`)) {
-              findings.push({ kind: 'pack-damaged', pack: name, blob: e.id, message: `pack ${name}: its header does not list blob ${e.id.slice(0, 16)} that the index places in it` });
+          for (let k = start[pn]!; k < start[pn + 1]!; k++) {
+            const e = order[k]!;
+            const at = atOffset(hdr, index.offsetOf(e));
+            if (at === undefined || !idEquals(at.id, index.idOf(e))) {
+              findings.push({ kind: 'pack-damaged', pack: name, blob: hexOf(e), message: `pack ${name}: its header does not list blob ${hexOf(e).slice(0, 16)} that the index places in it` });
               badPacks.add(name);
             }
           }
@@ -206,19 +207,22 @@ async function runCheck(repo: CheckRepo, opts: CheckOptions = {}): Promise<Check
           findings.push({ kind: 'pack-damaged', pack: name, message: errMessage(err) });
           badPacks.add(name);
         }
-        for (const e of expected.get(name) ?? []) {
+        for (let k = start[pn]!; k < start[pn + 1]!; k++) {
+          const e = order[k]!;
+          const offset = index.offsetOf(e);
+          const length = index.lengthOf(e);
           res.blobsChecked++;
-          if (e.offset + e.length > data.length) {
-            findings.push({ kind: 'blob-damaged', pack: name, blob: e.id, message: `blob ${e.id.slice(0, 16)} lies past the end of pack ${name}` });
-            badBlobs.add(e.id);
+          if (offset + length > data.length) {
+            findings.push({ kind: 'blob-damaged', pack: name, blob: hexOf(e), message: `blob ${hexOf(e).slice(0, 16)} lies past the end of pack ${name}` });
+            badBlobs.add(hexOf(e));
             badPacks.add(name);
             continue;
           }
           try {
-            await repo.store.decodeBlob(data.subarray(e.offset, e.offset + e.length), Buffer.from(e.id, 'hex'), e.rawLength, name);
+            await repo.store.decodeBlob(data.subarray(offset, offset + length), index.idOf(e), index.rawLengthOf(e), name);
           } catch (err) {
-            findings.push({ kind: 'blob-damaged', pack: name, blob: e.id, message: errMessage(err) });
-            badBlobs.add(e.id);
+            findings.push({ kind: 'blob-damaged', pack: name, blob: hexOf(e), message: errMessage(err) });
+            badBlobs.add(hexOf(e));
             badPacks.add(name);
           }
         }
@@ -269,4 +273,18 @@ async function runCheck(repo: CheckRepo, opts: CheckOptions = {}): Promise<Check
   res.parityProblems = [...parityProblems].map(([pack, state]) => ({ pack, state })).sort((a, b) => (a.pack < b.pack ? -1 : 1));
   res.ok = findings.length === 0;
   return res;
+}
+
+/** The entry of a pack header (sorted by offset, as packs are written) at `offset`, or undefined. */
+function atOffset(hdr: readonly PackEntry[], offset: number): PackEntry | undefined {
+  let lo = 0;
+  let hi = hdr.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const o = hdr[mid]!.offset;
+    if (o === offset) return hdr[mid];
+    if (o < offset) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return undefined;
 }

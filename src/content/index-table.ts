@@ -45,6 +45,7 @@ export class ChunkIndex {
   private rawLengths: Uint32Array;
   private table: Int32Array;
   private count = 0;
+  private readonly scratch = Buffer.allocUnsafeSlow(ID_LEN);
   /** entries the arrays can grow to in place (their buffers' maxByteLength) */
   private reserve: number;
   readonly packs: string[] = [];
@@ -132,6 +133,19 @@ export class ChunkIndex {
     };
   }
 
+  /**
+   * The entry number of an id given in hex (as trees hold them), or -1: decoded into a scratch
+   * buffer, not a new Buffer per lookup (a walk of 1,000,000 files made a million of them).
+   */
+  entryOfHex(hex: string): number {
+    if (hex.length !== ID_LEN * 2 || this.scratch.write(hex, 'hex') !== ID_LEN) return -1;
+    return this.find(this.scratch);
+  }
+
+  hasHex(hex: string): boolean {
+    return this.entryOfHex(hex) >= 0;
+  }
+
   /** Returns the entry number of id, or -1. */
   entryOf(id: Uint8Array): number {
     return this.find(id);
@@ -215,6 +229,26 @@ export class ChunkIndex {
   private rehash(): void {
     this.table = new Int32Array(this.table.length * 2).fill(-1);
     for (let e = 0; e < this.count; e++) this.insertSlot(e);
+  }
+
+  /**
+   * Entry numbers grouped by pack: the entries of pack p are order[start[p]] .. order[start[p+1]-1],
+   * in the order they were added. Four bytes per entry and no object per entry (a check that
+   * grouped them as objects held 200+ MiB for 1,000,000 blobs).
+   */
+  entriesByPack(): { start: Int32Array; order: Int32Array } {
+    const packs = this.packs.length;
+    const start = new Int32Array(packs + 1);
+    for (let e = 0; e < this.count; e++) start[this.packNo[e]! + 1] = start[this.packNo[e]! + 1]! + 1;
+    for (let p = 0; p < packs; p++) start[p + 1] = start[p + 1]! + start[p]!;
+    const next = start.slice(0, packs);
+    const order = new Int32Array(this.count);
+    for (let e = 0; e < this.count; e++) {
+      const p = this.packNo[e]!;
+      order[next[p]!] = e;
+      next[p] = next[p]! + 1;
+    }
+    return { start, order };
   }
 
   /** Iterates all entries (id is a view valid only during the callback). */

@@ -135,7 +135,8 @@ export function decodePackHeader(encKey: Buffer, pack: Buffer, name: string): Pa
   let offset = 0;
   for (let o = 0; o < h.length; o += HEADER_ENTRY_LEN) {
     const length = h.readUInt32LE(o + 1 + ID_LEN);
-    entries.push({ type: h[o] as BlobType, id: Buffer.from(h.subarray(o + 1, o + 1 + ID_LEN)), offset, length, rawLength: h.readUInt32LE(o + 5 + ID_LEN) });
+    // ids are views into the opened header (a buffer of its own): no allocation per entry
+    entries.push({ type: h[o] as BlobType, id: h.subarray(o + 1, o + 1 + ID_LEN), offset, length, rawLength: h.readUInt32LE(o + 5 + ID_LEN) });
     offset += length;
   }
   if (offset !== pack.length - 4 - hlen) throw new IntegrityError(`pack ${name}: blob lengths in its header do not add up to its size`, { pack: name });

@@ -397,13 +397,14 @@ export class ContentStore {
 
   /** Decrypts a sealed blob and checks it against its id; throws IntegrityError naming the pack. */
   async decodeBlob(sealed: Uint8Array, id: Uint8Array, rawLength: number, pack: string, what?: string): Promise<Buffer> {
-    const hex = Buffer.from(id).toString('hex');
-    const label = `${what ?? 'blob'} ${hex.slice(0, 16)} in pack ${pack}`;
+    // the id in hex and the label are made only for an error (a check or restore decodes millions of blobs)
+    const hex = (): string => Buffer.from(id).toString('hex');
+    const label = (): string => `${what ?? 'blob'} ${hex().slice(0, 16)} in pack ${pack}`;
     let framed: Buffer;
     try {
       framed = await this.keys.open(sealed, label);
     } catch (err) {
-      if (err instanceof IntegrityError) throw new IntegrityError(err.message, { pack, blob: hex });
+      if (err instanceof IntegrityError) throw new IntegrityError(err.message, { pack, blob: hex() });
       throw err;
     }
     let plain: Buffer;
@@ -411,15 +412,15 @@ export class ContentStore {
       try {
         plain = rawLength <= ASYNC_MIN ? zlib.zstdDecompressSync(framed.subarray(1), { maxOutputLength: Math.max(rawLength, 1) }) : await this.zstd.decompress(framed.subarray(1), rawLength);
       } catch {
-        throw new IntegrityError(`${label} does not decompress: it is damaged`, { pack, blob: hex });
+        throw new IntegrityError(`${label()} does not decompress: it is damaged`, { pack, blob: hex() });
       }
     } else if (framed[0] === KIND_RAW) {
       plain = framed.subarray(1);
     } else {
-      throw new IntegrityError(`${label} has an unknown encoding ${framed[0]}`, { pack, blob: hex });
+      throw new IntegrityError(`${label()} has an unknown encoding ${framed[0]}`, { pack, blob: hex() });
     }
     if (plain.length !== rawLength || !idEquals(contentId(this.key.idKey, plain), id)) {
-      throw new IntegrityError(`${label} does not match its id: it is damaged`, { pack, blob: hex });
+      throw new IntegrityError(`${label()} does not match its id: it is damaged`, { pack, blob: hex() });
     }
     return plain;
   }

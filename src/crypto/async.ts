@@ -9,7 +9,8 @@
  */
 import { webcrypto } from 'node:crypto';
 import { IntegrityError } from '../errors/index.ts';
-import { NONCE_LEN, SEAL_OVERHEAD, TAG_LEN, contentId, newNonce, open, seal } from './index.ts';
+import { NONCE_LEN, SEAL_OVERHEAD, TAG_LEN, contentId, labelText, newNonce, open, seal } from './index.ts';
+import type { Label } from './index.ts';
 
 const { subtle } = webcrypto;
 
@@ -64,15 +65,15 @@ export class AsyncKeys {
   }
 
   /** Opens a sealed buffer; throws IntegrityError when authentication fails. */
-  async open(sealed: Uint8Array, what = 'data'): Promise<Buffer> {
+  async open(sealed: Uint8Array, what: Label = 'data'): Promise<Buffer> {
     if (sealed.byteLength <= ASYNC_MIN) return open(this.encRaw, sealed, what);
-    if (sealed.byteLength < SEAL_OVERHEAD) throw new IntegrityError(`${what} is too short to be encrypted data (${sealed.byteLength} bytes): it is damaged`);
+    if (sealed.byteLength < SEAL_OVERHEAD) throw new IntegrityError(`${labelText(what)} is too short to be encrypted data (${sealed.byteLength} bytes): it is damaged`);
     const iv = sealed.subarray(0, NONCE_LEN);
     const body = sealed.subarray(NONCE_LEN);
     try {
       return Buffer.from(await subtle.decrypt({ name: 'AES-GCM', iv: bs(iv), tagLength: TAG_LEN * 8 }, await this.aesKey(), bs(body)));
     } catch {
-      throw new IntegrityError(`${what} failed authentication: it is damaged or was written with another key`);
+      throw new IntegrityError(`${labelText(what)} failed authentication: it is damaged or was written with another key`);
     }
   }
 }

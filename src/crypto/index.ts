@@ -78,9 +78,13 @@ export function seal(key: Buffer, plain: Uint8Array): Buffer {
   return out;
 }
 
+/** What a sealed buffer is, for messages: a string, or a function that makes it only on an error (no string per blob). */
+export type Label = string | (() => string);
+export const labelText = (what: Label): string => (typeof what === 'string' ? what : what());
+
 /** Decrypts a sealed buffer; throws IntegrityError when authentication fails. */
-export function open(key: Buffer, sealed: Uint8Array, what = 'data'): Buffer {
-  if (sealed.byteLength < SEAL_OVERHEAD) throw new IntegrityError(`${what} is too short to be encrypted data (${sealed.byteLength} bytes): it is damaged`);
+export function open(key: Buffer, sealed: Uint8Array, what: Label = 'data'): Buffer {
+  if (sealed.byteLength < SEAL_OVERHEAD) throw new IntegrityError(`${labelText(what)} is too short to be encrypted data (${sealed.byteLength} bytes): it is damaged`);
   const buf = Buffer.isBuffer(sealed) ? sealed : Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength);
   const d = createDecipheriv('aes-256-gcm', key, buf.subarray(0, NONCE_LEN));
   d.setAuthTag(buf.subarray(buf.length - TAG_LEN));
@@ -90,7 +94,7 @@ export function open(key: Buffer, sealed: Uint8Array, what = 'data'): Buffer {
     const b = d.final();
     return b.length === 0 ? a : Buffer.concat([a, b]);
   } catch {
-    throw new IntegrityError(`${what} failed authentication: it is damaged or was written with another key`);
+    throw new IntegrityError(`${labelText(what)} failed authentication: it is damaged or was written with another key`);
   }
 }
 

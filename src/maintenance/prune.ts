@@ -203,7 +203,7 @@ async function runPrune(repo: PruneRepo, opts: PruneOptions = {}): Promise<Prune
         if (n.type !== 'file' || n.content === undefined) return;
         for (const c of n.content) {
           if (c.startsWith(HOLE_PREFIX)) continue;
-          const ce = index.entryOf(Buffer.from(c, 'hex'));
+          const ce = index.entryOfHex(c);
           if (ce >= 0) used.set(ce);
           else if (!missingChunks.has(c)) {
             missingChunks.add(c);

@@ -376,7 +376,7 @@ function planBlobs(repo: RestoreRepo, files: Item[], target: RestoreTarget, veri
         off += Number(c.slice(HOLE_PREFIX.length));
         continue;
       }
-      const e = index.entryOf(Buffer.from(c, 'hex'));
+      const e = index.entryOfHex(c);
       if (e < 0) {
         st.failed = `its chunk ${c.slice(0, 16)} is missing from the repository index`;
         break;
@@ -516,7 +516,7 @@ async function verifyFile(repo: RestoreRepo, target: RestoreTarget, st: FileStat
       let len: number;
       if (c.startsWith(HOLE_PREFIX)) len = Number(c.slice(HOLE_PREFIX.length));
       else {
-        const e = repo.index.entryOf(Buffer.from(c, 'hex'));
+        const e = repo.index.entryOfHex(c);
         if (e < 0) return `chunk ${c.slice(0, 16)} is not in the index`;
         len = repo.index.rawLengthOf(e);
       }

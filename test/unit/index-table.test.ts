@@ -148,6 +148,31 @@ describe('ChunkIndex with colliding hash slots', () => {
     assert.ok(idx.memoryBytes / N < 80, `${(idx.memoryBytes / N).toFixed(1)} bytes per entry`);
   });
 
+  it('finds ids given in hex, and nothing for malformed hex', () => {
+    const idx = new ChunkIndex(4);
+    const id = prngBytes('hex-id', 32);
+    idx.add(id, BLOB_DATA, 0, 7, 1, 1);
+    assert.equal(idx.offsetOf(idx.entryOfHex(id.toString('hex'))), 7);
+    assert.equal(idx.hasHex(id.toString('hex')), true);
+    assert.equal(idx.hasHex(prngBytes('other', 32).toString('hex')), false);
+    assert.equal(idx.entryOfHex(id.toString('hex').slice(0, 62)), -1, 'too short');
+    assert.equal(idx.entryOfHex(`${id.toString('hex').slice(0, 62)}zz`), -1, 'not hex');
+  });
+
+  it('groups entry numbers by pack, in the order they were added', () => {
+    const idx = new ChunkIndex(4);
+    const packs = [idx.packNumber('a'.repeat(64), 10), idx.packNumber('b'.repeat(64), 20), idx.packNumber('c'.repeat(64), 30)];
+    const want: number[][] = [[], [], []];
+    for (let i = 0; i < 1000; i++) {
+      const p = i % 7 === 0 ? 0 : 2; // pack 1 holds nothing
+      idx.add(prngBytes(`bp-${i}`, 32), BLOB_DATA, packs[p]!, i, 1, 1);
+      want[p]!.push(i);
+    }
+    const { start, order } = idx.entriesByPack();
+    assert.deepEqual([...start], [0, want[0]!.length, want[0]!.length, 1000]);
+    for (let p = 0; p < 3; p++) assert.deepEqual([...order.subarray(start[p]!, start[p + 1]!)].map((e) => idx.offsetOf(e)), want[p], `pack ${p}`);
+  });
+
   it('copies the id on add (a caller reusing its buffer does not corrupt the index)', () => {
     const idx = new ChunkIndex();
     const buf = Buffer.alloc(32, 1);

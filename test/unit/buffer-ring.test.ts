@@ -1,7 +1,7 @@
 /** util/buffer-pool: the archiver's ring of chunk memory. */
-import { test } from 'node:test';
+import { describe, it, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BufferRing } from '../../src/util/buffer-pool.ts';
+import { BufferRing, ByteArena } from '../../src/util/buffer-pool.ts';
 
 test('pieces come from the ring in order, wrap around once the oldest are given back, and never overlap a held piece', () => {
   const ring = new BufferRing(100);
@@ -56,4 +56,23 @@ test('a random workload of takes and out-of-order gives: held pieces never overl
     }
   }
   assert.ok(ring.stats.outside < ring.stats.taken / 10, JSON.stringify(ring.stats));
+});
+
+describe('ByteArena', () => {
+  it('keeps copies back to back in blocks of its own, and large ones apart', () => {
+    const arena = new ByteArena(1024);
+    const a = Buffer.from('dir/one');
+    const ka = arena.copy(a);
+    a.fill(0); // the caller reuses its buffer: the copy is unchanged
+    const kb = arena.copy(Buffer.from('dir/two'));
+    assert.equal(ka.toString(), 'dir/one');
+    assert.equal(kb.toString(), 'dir/two');
+    assert.equal(ka.buffer, kb.buffer, 'small copies share a block');
+    assert.equal(ka.buffer.byteLength, 1024, 'the block is the arena’s own, not a slab of the shared pool');
+    const big = arena.copy(Buffer.alloc(600, 7));
+    assert.notEqual(big.buffer, ka.buffer);
+    assert.equal(big.buffer.byteLength, 600);
+    const many = Array.from({ length: 300 }, (_, i) => arena.copy(Buffer.from(`path/${i}`)));
+    assert.deepEqual(many.map((b) => b.toString()), Array.from({ length: 300 }, (_, i) => `path/${i}`));
+  });
 });

@@ -221,7 +221,7 @@ async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupR
 
   const unchanged = (n: Node, old: Node | undefined): boolean =>
     old !== undefined && old.type === 'file' && old.size === n.size && old.mtime === n.mtime && old.ctime === n.ctime && old.inode === n.inode && old.content !== undefined && old.changed !== true &&
-    old.content.every((c) => c.startsWith(HOLE_PREFIX) || store.has(Buffer.from(c, 'hex')));
+    old.content.every((c) => c.startsWith(HOLE_PREFIX) || store.hasHex(c));
 
   /** Archives a file node; resolves with false when the file must be left out. */
   const archiveFile = async (abs: Buffer, n: Node, old: Node | undefined): Promise<boolean> => {

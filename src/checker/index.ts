@@ -199,7 +199,8 @@ async function runCheck(repo: CheckRepo, opts: CheckOptions = {}): Promise<Check
             const e = order[k]!;
             const at = atOffset(hdr, index.offsetOf(e));
             if (at === undefined || !idEquals(at.id, index.idOf(e))) {
-              findings.push({ kind: 'pack-damaged', pack: name, blob: hexOf(e), message: `pack ${name}: its header does not list blob ${hexOf(e).slice(0, 16)} that the index places in it` });
+              const hex = hexOf(e);
+              findings.push({ kind: 'pack-damaged', pack: name, blob: hex, message: `pack ${name}: its header does not list blob ${hex.slice(0, 16)} that the index places in it` });
               badPacks.add(name);
             }
           }
@@ -213,16 +214,18 @@ async function runCheck(repo: CheckRepo, opts: CheckOptions = {}): Promise<Check
           const length = index.lengthOf(e);
           res.blobsChecked++;
           if (offset + length > data.length) {
-            findings.push({ kind: 'blob-damaged', pack: name, blob: hexOf(e), message: `blob ${hexOf(e).slice(0, 16)} lies past the end of pack ${name}` });
-            badBlobs.add(hexOf(e));
+            const hex = hexOf(e);
+            findings.push({ kind: 'blob-damaged', pack: name, blob: hex, message: `blob ${hex.slice(0, 16)} lies past the end of pack ${name}` });
+            badBlobs.add(hex);
             badPacks.add(name);
             continue;
           }
           try {
             await repo.store.decodeBlob(data.subarray(offset, offset + length), index.idOf(e), index.rawLengthOf(e), name);
           } catch (err) {
-            findings.push({ kind: 'blob-damaged', pack: name, blob: hexOf(e), message: errMessage(err) });
-            badBlobs.add(hexOf(e));
+            const hex = hexOf(e);
+            findings.push({ kind: 'blob-damaged', pack: name, blob: hex, message: errMessage(err) });
+            badBlobs.add(hex);
             badPacks.add(name);
           }
         }

@@ -151,22 +151,11 @@ export interface IndexPack {
 
 const INDEX_MAGIC = Buffer.from('MBIX');
 
-/** One pack's record of an index file: pack id, size, entry count, entries. */
+/** One pack's record of an index file: pack id, size, entry count, entries (PackEntryLog.indexRecord). */
 export function encodeIndexRecord(p: IndexPack): Buffer {
-  const b = Buffer.allocUnsafeSlow(ID_LEN + 8 + p.entries.length * INDEX_ENTRY_LEN);
-  Buffer.from(p.id, 'hex').copy(b, 0);
-  b.writeUInt32LE(p.size, ID_LEN);
-  b.writeUInt32LE(p.entries.length, ID_LEN + 4);
-  let o = ID_LEN + 8;
-  for (const e of p.entries) {
-    b[o] = e.type;
-    Buffer.from(e.id.buffer, e.id.byteOffset, ID_LEN).copy(b, o + 1);
-    b.writeUInt32LE(e.offset, o + 1 + ID_LEN);
-    b.writeUInt32LE(e.length, o + 5 + ID_LEN);
-    b.writeUInt32LE(e.rawLength, o + 9 + ID_LEN);
-    o += INDEX_ENTRY_LEN;
-  }
-  return b;
+  const log = new PackEntryLog();
+  for (const e of p.entries) log.add(e.type, e.id, e.offset, e.length, e.rawLength);
+  return log.indexRecord(p.id, p.size);
 }
 
 /** A sealed index file made of pack records (encodeIndexRecord). */

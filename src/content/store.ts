@@ -179,6 +179,11 @@ export class ContentStore {
     return this.index.has(id) || (this.pending.size > 0 && this.pending.has(Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('latin1')));
   }
 
+  /** has() of an id given in hex (as trees hold them), without a Buffer per lookup. */
+  hasHex(hex: string): boolean {
+    return this.index.hasHex(hex) || (this.pending.size > 0 && this.pending.has(Buffer.from(hex, 'hex').toString('latin1')));
+  }
+
   /**
    * Stores a blob unless it is known. Returns true when it was new. The blob is durable
    * only after flush(). Small blobs are compressed and sealed on the calling thread; large

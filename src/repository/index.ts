@@ -27,9 +27,9 @@ import { getIfExists, rebuildFromParity } from '../content/parity.ts';
 import { PARITY_SCHEME_NAME, schemeProblem } from '../parity/index.ts';
 import type { ParityScheme } from '../parity/index.ts';
 
-
 /** nodes of decoded trees kept for reuse (ls, find, diff and restore look the same trees up again) */
 const TREE_CACHE_NODES = 20_000;
+
 export const REPO_VERSION = 1;
 
 const base64 = (what: string) => v.pipe(v.string(), v.regex(/^[A-Za-z0-9+/]*={0,2}$/, `must be base64 (${what})`));

@@ -139,7 +139,8 @@ async function runRestore(repo: RestoreRepo, opts: RestoreOptions): Promise<Rest
   if (opts.root !== undefined) view = await subView(repo, ref, view, opts.root);
   // an --include that matches nothing fails before anything is written
   for (const inc of includes) {
-    if (!(await pathExists(repo, view.nodes, inc))) throw new MeshbackError('NOT_FOUND', `--include ${displayName(inc)} matches nothing in snapshot ${ref.id.slice(0, 8)}: see 'meshback ls ${ref.id.slice(0, 8)}'`);
+    const names = pathNames(inc);
+    if (names.length === 0 || (await nodeAt(repo, view.nodes, names)) === undefined) throw new MeshbackError('NOT_FOUND', `--include ${displayName(inc)} matches nothing in snapshot ${ref.id.slice(0, 8)}: see 'meshback ls ${ref.id.slice(0, 8)}'`);
   }
   const target = typeof opts.target === 'string' ? new DirectoryTarget(opts.target) : opts.target;
   const verify = opts.verify === true;
@@ -152,7 +153,8 @@ async function runRestore(repo: RestoreRepo, opts: RestoreOptions): Promise<Rest
   const whole = includes.length === 0 && opts.root === undefined;
   const totals: { files?: number; bytes?: number } = whole ? { files: ref.snapshot.summary.files, bytes: ref.snapshot.summary.totalBytes } : {};
   const progress = { files: 0, bytes: 0 };
-  const progressEvent = (): void => emit({ type: 'progress', op: 'restore', files: progress.files, bytes: progress.bytes, ...(totals.files !== undefined ? { totalFiles: totals.files } : {}), ...(totals.bytes !== undefined ? { totalBytes: totals.bytes } : {}) });
+  const totalFields = (): { totalFiles?: number; totalBytes?: number } => ({ ...(totals.files !== undefined ? { totalFiles: totals.files } : {}), ...(totals.bytes !== undefined ? { totalBytes: totals.bytes } : {}) });
+  const progressEvent = (): void => emit({ type: 'progress', op: 'restore', files: progress.files, bytes: progress.bytes, ...totalFields() });
   await target.prepare();
   const tick = setInterval(progressEvent, 250);
   try {
@@ -200,7 +202,7 @@ async function runRestore(repo: RestoreRepo, opts: RestoreOptions): Promise<Rest
             res.filesReread++;
             res.bytesReread += st.meta.size;
           }
-          emit({ type: 'progress', op: 'verify', files: res.filesReread, bytes: res.bytesReread, ...(totals.files !== undefined ? { totalFiles: totals.files } : {}), ...(totals.bytes !== undefined ? { totalBytes: totals.bytes } : {}) });
+          emit({ type: 'progress', op: 'verify', files: res.filesReread, bytes: res.bytesReread, ...totalFields() });
         });
       }
     };
@@ -212,8 +214,7 @@ async function runRestore(repo: RestoreRepo, opts: RestoreOptions): Promise<Rest
       },
       files: restoreFiles,
     });
-    if (!whole) totals.files = planned.files;
-    if (!whole) totals.bytes = planned.bytes;
+    if (!whole) Object.assign(totals, planned);
 
     // hard links to files restored above
     for (const h of links.later) {
@@ -308,9 +309,8 @@ async function planRestore(repo: RestoreRepo, view: { nodes: Node[] }, includes:
   return plan;
 }
 
-/** True when the slash-separated path names an entry of the snapshot below `nodes`. */
-async function pathExists(repo: RestoreRepo, nodes: Node[], path: Buffer): Promise<boolean> {
-  let cur = nodes;
+/** The components of a slash-separated path, as bytes (empty ones dropped). */
+function pathNames(path: Buffer): Buffer[] {
   const names: Buffer[] = [];
   for (let i = 0, j = 0; j <= path.length; j++) {
     if (j === path.length || path[j] === 0x2f) {
@@ -318,28 +318,35 @@ async function pathExists(repo: RestoreRepo, nodes: Node[], path: Buffer): Promi
       i = j + 1;
     }
   }
-  for (let i = 0; i < names.length; i++) {
-    const n = cur.find((x) => nodeNameBytes(x).equals(names[i]!));
-    if (n === undefined) return false;
-    if (i === names.length - 1) return true;
-    if (n.type !== 'dir' || n.subtree === undefined) return false;
-    cur = (await repo.loadTree(n.subtree)).nodes;
-  }
-  return names.length === 0;
+  return names;
 }
+
+/** The node at the path `names` below `nodes` (loading the trees on the way), or undefined. */
+async function nodeAt(repo: RestoreRepo, nodes: Node[], names: Buffer[]): Promise<Node | undefined> {
+  let cur = nodes;
+  let n: Node | undefined;
+  for (const name of names) {
+    if (n !== undefined) {
+      if (n.type !== 'dir' || n.subtree === undefined) return undefined;
+      cur = (await repo.loadTree(n.subtree)).nodes;
+    }
+    n = cur.find((x) => nodeNameBytes(x).equals(name));
+    if (n === undefined) return undefined;
+  }
+  return n;
+}
+
+const DOT = Buffer.from('.');
 
 /** The directory at `root` (slash-separated names below the snapshot's root view) as the view to restore. */
 async function subView(repo: RestoreRepo, ref: SnapshotRef, view: { nodes: Node[]; rootDir?: Node }, root: string): Promise<{ nodes: Node[]; rootDir?: Node }> {
-  const names = root.split('/').filter((x) => x !== '' && x !== '.');
-  let cur = view;
-  for (let i = 0; i < names.length; i++) {
-    const n = cur.nodes.find((x) => displayName(nodeNameBytes(x)) === names[i]);
-    if (n === undefined || n.type !== 'dir' || n.subtree === undefined) {
-      throw new MeshbackError('NOT_FOUND', `the snapshot ${ref.id.slice(0, 8)} has no directory ${names.slice(0, i + 1).join('/')} to restore from: see 'meshback ls ${ref.id.slice(0, 8)}'`);
-    }
-    cur = { nodes: (await repo.loadTree(n.subtree)).nodes, rootDir: n };
+  const names = pathNames(Buffer.from(root, 'utf8')).filter((x) => !x.equals(DOT));
+  if (names.length === 0) return view;
+  const n = await nodeAt(repo, view.nodes, names);
+  if (n === undefined || n.type !== 'dir' || n.subtree === undefined) {
+    throw new MeshbackError('NOT_FOUND', `the snapshot ${ref.id.slice(0, 8)} has no directory ${names.map((x) => displayName(x)).join('/')} to restore from: see 'meshback ls ${ref.id.slice(0, 8)}'`);
   }
-  return cur;
+  return { nodes: (await repo.loadTree(n.subtree)).nodes, rootDir: n };
 }
 
 /** Hard links: the first path of each multiply-linked inode, and the later paths (linked at the end). */

@@ -12,12 +12,17 @@
  * File: magic `MBCPMAP1`, then records of 73 bytes: kind (0 chunk, 1 tree) · source id [32] ·
  * destination id [32] · the first 8 bytes of SHA-256(kind · source id · destination id). Records
  * are appended only after the destination's index lists the blobs they name (after a flush).
+ *
+ * In memory both maps go from the blob's entry number in the source's index to its copy's in the
+ * destination's (see EntryMap); a record of a blob the source's index does not hold, or of a copy
+ * the destination's index no longer holds (a prune), is of no use to a copy and is not loaded.
  */
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { ID_LEN } from '../crypto/index.ts';
-import { IdMap } from './idmap.ts';
+import { EntryMap } from './idmap.ts';
+import type { EntryKeys, EntryValues } from './idmap.ts';
 
 const MAGIC = Buffer.from('MBCPMAP1');
 const RECORD = 1 + 2 * ID_LEN + 8;
@@ -30,64 +35,90 @@ function check(kind: number, a: Uint8Array, b: Uint8Array): Buffer {
 }
 
 export class CopyMap {
-  readonly chunks = new IdMap();
-  readonly trees = new IdMap();
+  readonly chunks: EntryMap;
+  readonly trees: EntryMap;
   /** entries read from the file (not made by this run) */
   loaded = 0;
   /**
-   * Records not yet appended to the file, written back to back into blocks of their own: a small
-   * Buffer per record would come from Node's shared pool, and each kept one would pin a whole
-   * pool slab (measured: 285 MiB of slabs held by 33,000 records in a copy of 2 GiB).
+   * Mappings not yet appended to the file, as source entry numbers (a tree's as -1 - e) in blocks
+   * of their own: 4 bytes each, the ids are in the source's index and in the maps. (Whole records
+   * held 73 MiB for a copy of 1,000,000 chunks until its one flush.)
    */
-  private pending: Buffer[] = [];
+  private pending: Int32Array[] = [];
   private pendingFill = 0;
   readonly file: string | undefined;
 
-  private constructor(file: string | undefined) {
+  private constructor(file: string | undefined, keys: EntryKeys, values: EntryValues) {
     this.file = file;
+    this.chunks = new EntryMap(keys, values);
+    this.trees = new EntryMap(keys, values);
   }
 
-  /** The map of one pair of repositories, with the entries of its cache file when `cacheDir` is given. */
-  static async open(cacheDir: string | undefined, sourceRepoId: string, destRepoId: string): Promise<CopyMap> {
-    const m = new CopyMap(cacheDir !== undefined ? path.join(cacheDir, 'copy', `${sourceRepoId}-${destRepoId}.map`) : undefined);
+  /**
+   * The map of one pair of repositories, from the source's index `keys` to the destination's
+   * `values`, with the entries of its cache file when `cacheDir` is given.
+   */
+  static async open(cacheDir: string | undefined, sourceRepoId: string, destRepoId: string, keys: EntryKeys, values: EntryValues): Promise<CopyMap> {
+    const m = new CopyMap(cacheDir !== undefined ? path.join(cacheDir, 'copy', `${sourceRepoId}-${destRepoId}.map`) : undefined, keys, values);
     if (m.file === undefined) return m;
-    let data: Buffer;
+    let fh: fsp.FileHandle;
     try {
-      data = await fsp.readFile(m.file);
+      fh = await fsp.open(m.file, 'r');
     } catch {
       return m; // no cache yet, or unreadable: start empty
     }
-    if (data.length < MAGIC.length || !data.subarray(0, MAGIC.length).equals(MAGIC)) {
-      await fsp.rm(m.file, { force: true }).catch(() => undefined);
-      return m;
-    }
-    for (let o = MAGIC.length; o + RECORD <= data.length; o += RECORD) {
-      const kind = data[o]!;
-      const a = data.subarray(o + 1, o + 1 + ID_LEN);
-      const b = data.subarray(o + 1 + ID_LEN, o + 1 + 2 * ID_LEN);
-      if ((kind !== KIND_CHUNK && kind !== KIND_TREE) || !check(kind, a, b).equals(data.subarray(o + 1 + 2 * ID_LEN, o + RECORD))) continue;
-      (kind === KIND_CHUNK ? m.chunks : m.trees).set(a, b);
-      m.loaded++;
+    try {
+      // read in pieces of whole records: the file may be larger than the memory a copy may use
+      const magic = Buffer.alloc(MAGIC.length);
+      const { bytesRead } = await fh.read(magic, 0, MAGIC.length, 0);
+      if (bytesRead < MAGIC.length || !magic.equals(MAGIC)) {
+        await fh.close();
+        await fsp.rm(m.file, { force: true }).catch(() => undefined);
+        return m;
+      }
+      const buf = Buffer.allocUnsafeSlow(RECORD * 8192);
+      let pos = MAGIC.length;
+      for (;;) {
+        const got = (await fh.read(buf, 0, buf.length, pos)).bytesRead;
+        const whole = got - (got % RECORD);
+        for (let o = 0; o < whole; o += RECORD) {
+          const kind = buf[o]!;
+          const a = buf.subarray(o + 1, o + 1 + ID_LEN);
+          const b = buf.subarray(o + 1 + ID_LEN, o + 1 + 2 * ID_LEN);
+          if ((kind !== KIND_CHUNK && kind !== KIND_TREE) || !check(kind, a, b).equals(buf.subarray(o + 1 + 2 * ID_LEN, o + RECORD))) continue;
+          if (values.entryOf(b) < 0) continue;
+          if ((kind === KIND_CHUNK ? m.chunks : m.trees).set(a, b)) m.loaded++;
+        }
+        if (got < buf.length) break;
+        pos += whole;
+      }
+    } catch {
+      // unreadable part way: keep what was read
+    } finally {
+      await fh.close().catch(() => undefined);
     }
     return m;
   }
 
-  /** Records a mapping made by this run (kept for the file until persist()). */
-  add(kind: Kind, a: Uint8Array, b: Uint8Array): void {
-    (kind === KIND_CHUNK ? this.chunks : this.trees).set(a, b);
+  /** Records a mapping made by this run of source entry `e` (kept for the file until persist()). */
+  addEntry(kind: Kind, e: number, b: Uint8Array): void {
+    (kind === KIND_CHUNK ? this.chunks : this.trees).setEntry(e, b);
     if (this.file === undefined) return;
     let block = this.pending[this.pending.length - 1];
-    if (block === undefined || this.pendingFill + RECORD > block.length) {
-      block = Buffer.allocUnsafeSlow(RECORD * 1024);
+    if (block === undefined || this.pendingFill === block.length) {
+      block = new Int32Array(16384);
       this.pending.push(block);
       this.pendingFill = 0;
     }
-    const r = block.subarray(this.pendingFill, this.pendingFill + RECORD);
-    this.pendingFill += RECORD;
-    r[0] = kind;
-    r.set(a, 1);
-    r.set(b, 1 + ID_LEN);
-    check(kind, a, b).copy(r, 1 + 2 * ID_LEN);
+    block[this.pendingFill++] = kind === KIND_CHUNK ? e : -1 - e;
+  }
+
+  /** Records a mapping made by this run of the source blob `a`; false when the source's index lacks it. */
+  add(kind: Kind, a: Uint8Array, b: Uint8Array): boolean {
+    const e = this.chunks.keys.entryOf(a);
+    if (e < 0) return false;
+    this.addEntry(kind, e, b);
+    return true;
   }
 
   /**
@@ -96,10 +127,12 @@ export class CopyMap {
    */
   async persist(): Promise<string | undefined> {
     if (this.file === undefined || this.pending.length === 0) return undefined;
-    // the last block holds only its first pendingFill bytes
-    const records = this.pending.map((b, i, all) => (i === all.length - 1 ? b.subarray(0, this.pendingFill) : b));
+    const pending = this.pending;
+    const fill = this.pendingFill;
     this.pending = [];
     this.pendingFill = 0;
+    const keys = this.chunks.keys;
+    let fh: fsp.FileHandle | undefined;
     try {
       await fsp.mkdir(path.dirname(this.file), { recursive: true });
       let size = 0;
@@ -110,10 +143,34 @@ export class CopyMap {
       }
       // a record cut short by a crash would shift every later one: start after the last whole record
       if (size > MAGIC.length && (size - MAGIC.length) % RECORD !== 0) await fsp.truncate(this.file, size - ((size - MAGIC.length) % RECORD));
-      await fsp.appendFile(this.file, Buffer.concat(size === 0 ? [MAGIC, ...records] : records));
+      fh = await fsp.open(this.file, 'a');
+      if (size === 0) await fh.write(MAGIC);
+      // written a block of records at a time
+      const out = Buffer.allocUnsafeSlow(RECORD * 16384);
+      for (let i = 0; i < pending.length; i++) {
+        const block = pending[i]!;
+        const n = i === pending.length - 1 ? fill : block.length;
+        let o = 0;
+        for (let j = 0; j < n; j++) {
+          const x = block[j]!;
+          const kind = x >= 0 ? KIND_CHUNK : KIND_TREE;
+          const e = x >= 0 ? x : -1 - x;
+          const b = (kind === KIND_CHUNK ? this.chunks : this.trees).getEntry(e);
+          if (b === undefined) continue; // dropped since
+          const a = keys.entryId(e);
+          out[o] = kind;
+          out.set(a, o + 1);
+          out.set(b, o + 1 + ID_LEN);
+          check(kind, a, b).copy(out, o + 1 + 2 * ID_LEN);
+          o += RECORD;
+        }
+        if (o > 0) await fh.write(out, 0, o);
+      }
       return undefined;
     } catch (err) {
       return `the copy cache ${this.file} could not be written (${err instanceof Error ? err.message : String(err)}); the next copy reads the source's data again`;
+    } finally {
+      await fh?.close().catch(() => undefined);
     }
   }
 
@@ -122,6 +179,7 @@ export class CopyMap {
     this.chunks.clear();
     this.trees.clear();
     this.pending = [];
+    this.pendingFill = 0;
     this.loaded = 0;
     if (this.file !== undefined) await fsp.rm(this.file, { force: true }).catch(() => undefined);
   }

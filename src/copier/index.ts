@@ -242,7 +242,8 @@ interface Slot {
 class Translator {
   private readonly memo = new Map<string, Slot>();
   private queue: { aId: Buffer; tree: Tree; subs: (Slot | undefined)[]; slot: Slot }[] = [];
-  private needs = new Map<string, number>();
+  /** the batch's source entries */
+  private needs = new Set<number>();
   private needBytes = 0;
   /** a batch is stored once its blobs reach this many bytes (the memory plan's) */
   private readonly batchBytes = memoryPlan().batchBytes;
@@ -297,12 +298,11 @@ class Translator {
     this.needBytes = 0;
   }
 
-  /** The destination id of a source chunk, when known and the destination has it. */
-  private knownChunk(aId: Buffer): Uint8Array | undefined {
-    const b = this.map.chunks.get(aId);
-    if (b !== undefined && this.dst.store.has(b)) return b;
-    if (this.sameIds && this.dst.store.has(aId)) return aId;
-    return undefined;
+  /** Whether the destination has the source chunk `ref` of source entry `e` (-1: not in the source's index): by the map, or by its id. */
+  private knownChunk(e: number, ref: string): boolean {
+    const b = this.map.chunks.getEntry(e);
+    if (b !== undefined && this.dst.store.has(b)) return true;
+    return this.sameIds && this.dst.store.hasHex(ref);
   }
 
   private knownTree(aId: Buffer): Uint8Array | undefined {
@@ -355,24 +355,22 @@ class Translator {
   }
 
   private need(ref: string): void {
-    const aId = Buffer.from(ref, 'hex');
-    if (this.knownChunk(aId) !== undefined) {
+    const e = this.src.index.entryOfHex(ref);
+    if (this.knownChunk(e, ref)) {
       this.c.chunksSkipped++;
       return;
     }
-    const key = aId.toString('latin1');
-    if (this.needs.has(key)) return;
-    const e = this.src.index.entryOf(aId);
     if (e < 0) throw new NotFoundError(`source repository ${this.src.backend.location}: chunk ${ref.slice(0, 16)} is not in its index: run 'meshback check' on it`, { blob: ref, repository: 'source' });
-    this.needs.set(key, e);
+    if (this.needs.has(e)) return;
+    this.needs.add(e);
     this.needBytes += this.src.index.rawLengthOf(e);
   }
 
   /** Fetches the batch's chunks, then writes its trees in order. */
   private async flushBatch(): Promise<void> {
     if (this.needs.size > 0) {
-      const entries = [...this.needs.values()];
-      this.needs = new Map();
+      const entries = [...this.needs];
+      this.needs = new Set();
       this.needBytes = 0;
       await this.transfer(entries);
     }
@@ -397,10 +395,10 @@ class Translator {
     if (n.content !== undefined) {
       out.content = n.content.map((ref) => {
         if (ref.startsWith(HOLE_PREFIX)) return ref;
-        const aId = Buffer.from(ref, 'hex');
-        const b = this.map.chunks.get(aId) ?? (this.sameIds ? aId : undefined);
-        if (b === undefined) throw new Error(`internal: chunk ${ref.slice(0, 16)} was not copied`);
-        return Buffer.from(b).toString('hex');
+        const b = this.map.chunks.getHex(ref);
+        if (b !== undefined) return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
+        if (this.sameIds) return ref;
+        throw new Error(`internal: chunk ${ref.slice(0, 16)} was not copied`);
       });
     }
     return out;
@@ -421,13 +419,13 @@ class Translator {
           if (!(err instanceof IntegrityError)) throw sided(err, 'source', this.src.backend.location);
           plain = await this.repaired(e, pack, err);
         }
-        await this.store(aId, plain);
+        await this.store(e, aId, plain);
       },
       (bytes) => {
         this.c.bytesRead += bytes;
       },
       async (group, pack, err) => {
-        for (const e of group) await this.store(Buffer.from(sIndex.entryId(e)), await this.repaired(e, pack, err));
+        for (const e of group) await this.store(e, Buffer.from(sIndex.entryId(e)), await this.repaired(e, pack, err));
       },
     ).catch((err: unknown) => {
       // a failed read of a pack (the blob calls name their side already)
@@ -445,8 +443,8 @@ class Translator {
     return this.fromSource(this.src.decodeBlob(whole.subarray(off, off + len), Buffer.from(sIndex.entryId(e)), sIndex.rawLengthOf(e), pack, 'chunk'));
   }
 
-  /** Stores one source chunk's plaintext in the destination under its destination id. */
-  private async store(aId: Buffer, plain: Buffer): Promise<void> {
+  /** Stores one source chunk's plaintext (source entry `e`) in the destination under its destination id. */
+  private async store(e: number, aId: Buffer, plain: Buffer): Promise<void> {
     this.c.chunksRead++;
     this.c.plainRead += plain.length;
     const bId = this.sameIds ? aId : await this.dst.store.idOf(plain);
@@ -454,7 +452,7 @@ class Translator {
       this.c.chunksSent++;
       this.c.bytesSent += plain.length;
     } else this.c.chunksSkipped++;
-    this.map.add(KIND_CHUNK, aId, bId);
+    this.map.addEntry(KIND_CHUNK, e, bId);
   }
 }
 
@@ -476,8 +474,8 @@ function nodeDiff(a: Node, b: Node): string | undefined {
 class Verifier {
   /** source tree · destination tree pairs found equal in this run */
   private readonly pairs = new Set<string>();
-  /** destination chunks read back in this run */
-  private readonly chunksRead = new Set<string>();
+  /** destination chunks read back in this run: a bit per entry of the destination's index */
+  private chunksRead = new Uint8Array(0);
 
   private readonly src: CopySource;
   private readonly dst: CopyDest;
@@ -498,7 +496,9 @@ class Verifier {
   /** Problems found (empty: the copy matches), nodes compared, chunks read back. */
   async verify(aRoot: string, bRoot: string, readData: boolean): Promise<{ problems: string[]; nodes: number; chunks: number }> {
     const problems: string[] = [];
-    const reread = new Map<string, number>();
+    // destination entries to read back
+    const reread = new Set<number>();
+    const wasRead = (e: number): boolean => (e >>> 3 < this.chunksRead.length ? (this.chunksRead[e >>> 3]! & (1 << (e & 7))) !== 0 : false);
     let nodes = 0;
     const bad = (dir: Buffer, n: Node | undefined, what: string): void => {
       if (problems.length < 10) problems.push(`${n !== undefined ? displayPath(childPath(dir, n)) : displayPath(dir) || '/'}: ${what}`);
@@ -536,17 +536,16 @@ class Verifier {
             }
             continue;
           }
-          const bId = Buffer.from(br, 'hex');
-          const mapped = this.map.chunks.get(Buffer.from(ar, 'hex')) ?? (this.sameIds ? Buffer.from(ar, 'hex') : undefined);
-          if (mapped !== undefined && !Buffer.from(mapped).equals(bId)) {
+          const mapped = this.map.chunks.getHex(ar);
+          if (mapped !== undefined ? Buffer.from(mapped.buffer, mapped.byteOffset, mapped.byteLength).toString('hex') !== br : this.sameIds && ar !== br) {
             bad(dir, a, `chunk ${j} of the copy (${br.slice(0, 16)}) is not the copy of the source's chunk ${ar.slice(0, 16)}`);
             ok = false;
           }
-          const e = this.dst.index.entryOf(bId);
+          const e = this.dst.index.entryOfHex(br);
           if (e < 0) {
             bad(dir, a, `chunk ${br.slice(0, 16)} is not in the destination's index`);
             ok = false;
-          } else if (readData && !this.chunksRead.has(br)) reread.set(br, e);
+          } else if (readData && !wasRead(e)) reread.add(e);
         }
         if (a.type === 'dir' && a.subtree !== undefined && b.subtree !== undefined && !(await walk(a.subtree, b.subtree, childPath(dir, a)))) ok = false;
       }
@@ -557,15 +556,20 @@ class Verifier {
     let chunks = 0;
     if (readData && reread.size > 0) {
       const dIndex = this.dst.index;
+      if (this.chunksRead.length < (dIndex.size >>> 3) + 1) {
+        const bits = new Uint8Array((dIndex.size >>> 3) + 1);
+        bits.set(this.chunksRead);
+        this.chunksRead = bits;
+      }
       await this.toDest(
         readEntries(
           this.dst,
-          reread.values(),
+          reread,
           async (e, sealed, pack) => {
             const id = Buffer.from(dIndex.entryId(e));
             try {
               await this.dst.decodeBlob(sealed, id, dIndex.rawLengthOf(e), pack, 'chunk');
-              this.chunksRead.add(id.toString('hex'));
+              this.chunksRead[e >>> 3] = this.chunksRead[e >>> 3]! | (1 << (e & 7));
               chunks++;
             } catch (err) {
               if (!(err instanceof IntegrityError)) throw err;
@@ -637,7 +641,7 @@ async function runCopy(src: CopySource, dst: CopyDest, opts: CopyOptions): Promi
     return undefined;
   };
 
-  const map = await CopyMap.open(opts.cacheDir, src.config.id, dst.config.id);
+  const map = await CopyMap.open(opts.cacheDir, src.config.id, dst.config.id, src.index, dst.index);
   const cacheEntries = map.loaded;
   const sides: Sides = { src, dst, map, sameIds, fromSource, toDest, emit };
   const translator = new Translator(sides);

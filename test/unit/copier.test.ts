@@ -1,5 +1,5 @@
 /**
- * The copy map (src/copier): the compact id map, and its cache file: entries survive a reopen, a
+ * The copy map (src/copier): the map keyed by the source's index entries, and its cache file: entries survive a reopen, a
  * damaged record is ignored, a record cut short by a crash is dropped and the next append starts
  * after the last whole record, a file that is not a copy map is replaced. And a copy between two
  * repositories that share their id key (the shortcut: no id recomputed).
@@ -10,26 +10,52 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { CopyMap, KIND_CHUNK, KIND_TREE } from '../../src/copier/cache.ts';
-import { IdMap } from '../../src/copier/idmap.ts';
+import { EntryMap } from '../../src/copier/idmap.ts';
+import { BLOB_DATA, ChunkIndex } from '../../src/content/index-table.ts';
 import { seal } from '../../src/crypto/index.ts';
 import { backup, check, copy, initRepository, openBackend, openRepository } from '../../src/index.ts';
 import { rmrf, tmpdir } from '../helpers/cli.ts';
 import { prngBytes, removeDir, tempDir } from './helpers.ts';
 
-test('IdMap: set, get, overwrite and growth past its first capacity', () => {
-  const m = new IdMap(4);
-  const pairs = Array.from({ length: 5000 }, () => [randomBytes(32), randomBytes(32)] as const);
-  for (const [k, v] of pairs) m.set(k, v);
-  assert.equal(m.size, 5000);
-  for (const [k, v] of pairs) assert.ok(Buffer.from(m.get(k)!).equals(v));
+/** a source index holding `ids` (as data blobs of one pack) */
+function sourceIndex(ids: Uint8Array[]): ChunkIndex {
+  const idx = new ChunkIndex();
+  const p = idx.packNumber('p'.repeat(64), 1 << 20);
+  ids.forEach((id, i) => idx.add(id, BLOB_DATA, p, i * 100, 100, 100));
+  return idx;
+}
+
+test('EntryMap: source entries to destination entries; a copy whose pack is not indexed waits, and takes its entry once it is; overwrite, clear, ids the source lacks', () => {
+  const n = 40_000;
+  const pairs = Array.from({ length: n }, () => [randomBytes(32), randomBytes(32)] as const);
+  const src = sourceIndex(pairs.map(([k]) => k));
+  // the destination indexes the first half now, the second half later (their packs in flight)
+  const dst = sourceIndex(pairs.slice(0, n / 2).map(([, v]) => v));
+  const m = new EntryMap(src, dst);
+  // more waiting copies than the side table starts with (16,384): it sweeps, then doubles
+  for (const [k, v] of pairs) assert.ok(m.set(k, v));
+  assert.equal(m.size, n);
+  const same = (x: Uint8Array | undefined, y: Uint8Array): boolean => x !== undefined && Buffer.from(x).equals(y);
+  for (const [k, v] of pairs) assert.ok(same(m.get(k), v) && same(m.getHex(k.toString('hex')), v));
+  // their packs are indexed: the same answers, now from the destination's index
+  const p = dst.packNumber('q'.repeat(64), 1 << 20);
+  pairs.slice(n / 2).forEach(([, v], i) => dst.add(v, BLOB_DATA, p, i, 1, 1));
+  for (const [k, v] of pairs) assert.ok(same(m.get(k), v));
+  assert.ok(same(m.getEntry(src.entryOf(pairs[3]![0])), pairs[3]![1]));
+  assert.equal(m.set(randomBytes(32), randomBytes(32)), false, 'an id the source index lacks is not kept');
   assert.equal(m.get(randomBytes(32)), undefined);
+  assert.equal(m.getEntry(-1), undefined);
+  // overwritten, by an indexed copy and by a waiting one
   const other = randomBytes(32);
   m.set(pairs[7]![0], other);
-  assert.equal(m.size, 5000);
-  assert.ok(Buffer.from(m.get(pairs[7]![0])!).equals(other));
+  assert.ok(same(m.get(pairs[7]![0]), other));
+  m.set(pairs[7]![0], pairs[8]![1]);
+  assert.ok(same(m.get(pairs[7]![0]), pairs[8]![1]));
+  assert.equal(m.size, n);
   m.clear();
   assert.equal(m.get(pairs[0]![0]), undefined);
-  assert.throws(() => m.set(Buffer.alloc(31), Buffer.alloc(32)));
+  assert.equal(m.size, 0);
+  assert.throws(() => m.set(pairs[0]![0], Buffer.alloc(31)));
 });
 
 test('CopyMap: the file keeps entries between runs; damaged and cut-short records are ignored', async () => {
@@ -37,43 +63,59 @@ test('CopyMap: the file keeps entries between runs; damaged and cut-short record
   try {
     const src = 'a'.repeat(32);
     const dst = 'b'.repeat(32);
-    const m = await CopyMap.open(dir, src, dst);
     const chunks = Array.from({ length: 10 }, () => [randomBytes(32), randomBytes(32)] as const);
-    for (const [a, b] of chunks) m.add(KIND_CHUNK, a, b);
     const tree = [randomBytes(32), randomBytes(32)] as const;
+    const late = [randomBytes(32), randomBytes(32)] as const;
+    const gone = [randomBytes(32), randomBytes(32)] as const;
+    const idx = sourceIndex([...chunks.map(([a]) => a), tree[0], late[0], gone[0]]);
+    // the destination's index holds every copy but the one of chunks[9], whose pack it lost later
+    const dIdx = sourceIndex([...chunks.map(([, b]) => b), tree[1], late[1], gone[1]]);
+    const dIdx2 = sourceIndex([...chunks.slice(0, 9).map(([, b]) => b), tree[1], late[1], gone[1]]);
+    const m = await CopyMap.open(dir, src, dst, idx, dIdx);
+    for (const [a, b] of chunks) assert.ok(m.add(KIND_CHUNK, a, b));
     m.add(KIND_TREE, tree[0], tree[1]);
+    m.add(KIND_CHUNK, gone[0], gone[1]);
+    assert.equal(m.add(KIND_CHUNK, randomBytes(32), randomBytes(32)), false, 'a blob the source index lacks');
     assert.equal(await m.persist(), undefined);
     const file = m.file!;
     assert.equal(file, path.join(dir, 'copy', `${src}-${dst}.map`));
 
-    const again = await CopyMap.open(dir, src, dst);
+    // the next run's source no longer holds `gone`: its record is not loaded
+    const idx2 = sourceIndex([...chunks.map(([a]) => a), tree[0], late[0]]);
+    const again = await CopyMap.open(dir, src, dst, idx2, dIdx);
     assert.equal(again.loaded, 11);
+    // nor is the record of a copy the destination's index lacks
+    const pruned = await CopyMap.open(dir, src, dst, idx2, dIdx2);
+    assert.equal(pruned.loaded, 10);
+    assert.equal(pruned.chunks.get(chunks[9]![0]), undefined, "the copy of chunks[9] is gone from the destination");
     assert.ok(Buffer.from(again.trees.get(tree[0])!).equals(tree[1]));
     assert.equal(again.chunks.get(tree[0]), undefined, 'chunks and trees are apart');
 
     // one flipped byte in the third record's destination id: that record alone is ignored
     const bytes = await fsp.readFile(file);
     bytes[8 + 2 * 73 + 40]! ^= 1;
+    // (and the record of `gone` dropped, so that the file ends with whole records of known blobs)
+    const kept = bytes.subarray(0, 8 + 11 * 73);
     // and a record cut short at the end
-    await fsp.writeFile(file, Buffer.concat([bytes, Buffer.alloc(30, 7)]));
-    const damaged = await CopyMap.open(dir, src, dst);
+    await fsp.writeFile(file, Buffer.concat([kept, Buffer.alloc(30, 7)]));
+    const damaged = await CopyMap.open(dir, src, dst, idx2, dIdx);
     assert.equal(damaged.loaded, 10);
     assert.equal(damaged.chunks.get(chunks[2]![0]), undefined);
     // the next append starts after the last whole record
-    const late = [randomBytes(32), randomBytes(32)] as const;
     damaged.add(KIND_CHUNK, late[0], late[1]);
     assert.equal(await damaged.persist(), undefined);
-    const after = await CopyMap.open(dir, src, dst);
+    assert.equal((await fsp.stat(file)).size, 8 + 12 * 73);
+    const after = await CopyMap.open(dir, src, dst, idx2, dIdx);
     assert.equal(after.loaded, 11);
     assert.ok(Buffer.from(after.chunks.get(late[0])!).equals(late[1]));
 
     // not a copy map: replaced by an empty one
     await fsp.writeFile(file, 'something else');
-    assert.equal((await CopyMap.open(dir, src, dst)).loaded, 0);
+    assert.equal((await CopyMap.open(dir, src, dst, idx2, dIdx)).loaded, 0);
     await assert.rejects(fsp.access(file));
 
     // no cache directory: the map lives in memory only
-    const mem = await CopyMap.open(undefined, src, dst);
+    const mem = await CopyMap.open(undefined, src, dst, idx2, dIdx);
     mem.add(KIND_CHUNK, late[0], late[1]);
     assert.equal(await mem.persist(), undefined);
     assert.equal(mem.file, undefined);
@@ -146,7 +188,7 @@ test('a copy-map entry that leads to a wrong tree fails the verification: the ma
     // the map now says: the source's root tree is the destination's tree of src/ (a tree B has, but the wrong one)
     const bRoot = (await b.loadSnapshot(copied.id)).tree;
     const bSrcDir = (await b.loadTree(bRoot)).nodes[0]!.subtree!;
-    const m = await CopyMap.open(cacheDir, a.config.id, b.config.id);
+    const m = await CopyMap.open(cacheDir, a.config.id, b.config.id, a.index, b.index);
     m.add(KIND_TREE, Buffer.from(snap.snapshot.tree, 'hex'), Buffer.from(bSrcDir, 'hex'));
     assert.equal(await m.persist(), undefined);
     await b.removeSnapshot(copied.id);

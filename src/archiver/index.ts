@@ -149,7 +149,9 @@ async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupR
   const HELD = 'held:';
   const plan = memoryPlan();
   const windowBytes = process.env['MESHBACK_WINDOW_KIB'] !== undefined ? Number(process.env['MESHBACK_WINDOW_KIB']) * 1024 : plan.windowBytes;
-  const reader = new FileReader(store, source, repo.chunker(), repo.key.idKey, windowBytes, plan.lanes);
+  // MESHBACK_CHUNK_THREAD=0|1 overrides the plan (for measurements and tests)
+  const thread = process.env['MESHBACK_CHUNK_THREAD'];
+  const reader = new FileReader(store, source, repo.chunker(), repo.key.idKey, windowBytes, plan.lanes, thread !== undefined ? thread === '1' : plan.chunkThread);
 
   // progress
   let doneFiles = 0;
@@ -464,6 +466,7 @@ async function runBackup(repo: BackupRepo, opts: BackupOptions): Promise<BackupR
     await store.flush();
   } finally {
     clearInterval(tick);
+    await reader.close();
   }
   emit({ type: 'progress', op: 'backup', files: doneFiles, bytes: doneBytes, ...(totalFiles !== undefined ? { totalFiles, totalBytes: totalBytes ?? 0 } : {}) });
 

@@ -3,9 +3,12 @@
  * each chunk's keyed id, detects holes (all-zero chunks, stored as no data), and hands new
  * chunks to the content store.
  *
- * Threads: chunking runs on the main thread (a tight loop, about 1.3 GB/s); the keyed hash,
- * zstd and AES-GCM of large chunks run on libuv's thread pool (content store, crypto/async),
- * so both cores work without worker isolates and their memory.
+ * Threads: with room in memory (no limit, or a limit of 1 GiB and more: the memory plan's
+ * chunkThread), large files are read, cut and hashed on a worker thread of their own
+ * (chunk-thread.ts), and the main thread only stores their chunks; zstd and AES-GCM of large
+ * chunks run on libuv's thread pool (content store, crypto/async). Under a tighter limit the
+ * worker's isolate (about 10 MiB) is not spent: chunking runs on the main thread (a tight loop,
+ * about 1.3 GB/s), the keyed hash of large chunks on the pool.
  *
  * Memory is bounded and explicit: at most `lanes` large files are read at once, each through
  * one reused buffer of 2 x max chunk size; chunks copied out of it and not yet stored are
@@ -22,6 +25,7 @@ import { errnoCode } from '../errors/index.ts';
 import type { AsyncFile, Source } from '../source/index.ts';
 import { Semaphore } from '../util/semaphore.ts';
 import { BufferRing } from '../util/buffer-pool.ts';
+import { ChunkReadError, ChunkThread } from './chunk-thread.ts';
 
 export interface FileStat {
   ino: number;
@@ -36,6 +40,8 @@ export type FileOutcome =
 
 /** Files up to this size are read synchronously on the main thread. */
 const SMALL = 64 * 1024;
+/** large files queued on the chunking thread at once */
+const THREAD_FILES = Number(process.env['MESHBACK_THREAD_FILES'] ?? 8);
 /** Zero runs shorter than this are stored as data, not as holes. */
 const MIN_HOLE = 4096;
 
@@ -64,8 +70,17 @@ export class FileReader {
   private readonly scratch = Buffer.allocUnsafeSlow(SMALL + 1);
   private readonly zero: Buffer;
 
-  /** `windowBytes`: chunks not yet stored; `lanes`: large files read at once */
-  constructor(store: ContentStore, source: Source, chunker: Chunker, idKey: Buffer, windowBytes: number, lanes: number) {
+  /** the chunking thread, made for the first large file (undefined: chunk on the main thread) */
+  private thread: ChunkThread | undefined;
+  private readonly useThread: boolean;
+  private readonly laneCount: number;
+  /** large files given to the chunking thread at once (queued there in order; its buffers bound the memory) */
+  private readonly threadFiles = new Semaphore(THREAD_FILES);
+
+  /** `windowBytes`: chunks not yet stored; `lanes`: large files read at once; `chunkThread`: large files chunked on a worker thread */
+  constructor(store: ContentStore, source: Source, chunker: Chunker, idKey: Buffer, windowBytes: number, lanes: number, chunkThread = false) {
+    this.useThread = chunkThread;
+    this.laneCount = lanes;
     this.lanes = new Semaphore(lanes);
     this.store = store;
     this.source = source;
@@ -132,7 +147,14 @@ export class FileReader {
     return { ok: true, content: [id.toString('hex')], bytes: len, changed };
   }
 
+  /** Stops the chunking thread, if one was started. */
+  async close(): Promise<void> {
+    await this.thread?.close();
+    this.thread = undefined;
+  }
+
   private async readLarge(path: Buffer, st: FileStat): Promise<FileOutcome> {
+    if (this.useThread) return this.readLargeThreaded(path, st);
     await this.lanes.acquire(1);
     const max = this.chunker.params.max;
     const buf = this.buffers.pop() ?? Buffer.allocUnsafeSlow(2 * max);
@@ -184,6 +206,61 @@ export class FileReader {
       await fh?.close();
       this.buffers.push(buf);
       this.lanes.release(1);
+    }
+  }
+
+  /** Large file through the chunking thread: its chunks come back with their ids; this thread stores them. */
+  private async readLargeThreaded(path: Buffer, st: FileStat): Promise<FileOutcome> {
+    await this.threadFiles.acquire(1);
+    this.thread ??= new ChunkThread(this.chunker, this.idKey, MIN_HOLE, 2 * this.laneCount + 1);
+    const thread = this.thread;
+    let fh: AsyncFile | undefined;
+    const stores: Promise<void>[] = [];
+    try {
+      fh = await this.source.open(path);
+      const s0 = await fh.stat();
+      let changed = this.changedFrom(st, s0);
+      const content: string[] = [];
+      let total = 0;
+      try {
+        for await (const b of thread.chunks(fh.fd)) {
+          const batch: Promise<void>[] = [];
+          let off = 0;
+          let k = 0;
+          for (const l of b.lens) {
+            if (l < 0) {
+              total -= l;
+              off -= l;
+              const last = content[content.length - 1];
+              if (last !== undefined && last.startsWith('0:')) content[content.length - 1] = `0:${Number(last.slice(2)) - l}`;
+              else content.push(`0:${-l}`);
+              continue;
+            }
+            const id = Buffer.from(b.ids.buffer, b.ids.byteOffset + k * 32, 32);
+            k++;
+            content.push(id.toString('hex'));
+            if (!this.store.has(id)) batch.push(this.store.add(BLOB_DATA, id, b.buf.subarray(off, off + l)).then(() => undefined, storeFailure));
+            off += l;
+            total += l;
+          }
+          // the buffer goes back once its chunks are stored (the store keeps no reference after add() settled)
+          const settled = Promise.allSettled(batch).then(() => thread.give(b.slot));
+          const all = Promise.all(batch).then(() => undefined);
+          all.catch(() => undefined); // awaited below, or settled in finally
+          stores.push(all, settled);
+        }
+      } catch (err) {
+        if (err instanceof ChunkReadError) throw Object.assign(new Error(err.message), err.code !== undefined ? { code: err.code } : {});
+        throw err;
+      }
+      const s1 = await fh.stat();
+      if (s1.mtimeNs !== s0.mtimeNs || s1.ctimeNs !== s0.ctimeNs || s1.size !== s0.size || BigInt(total) !== s1.size) changed = true;
+      await Promise.all(stores);
+      return { ok: true, content, bytes: total, changed };
+    } finally {
+      await Promise.allSettled(stores);
+      await fh?.close();
+      this.threadFiles.release(1);
     }
   }
 

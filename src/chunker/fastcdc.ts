@@ -32,18 +32,25 @@ function topMask(bits: number): number {
 }
 
 export class Chunker {
-  private readonly gear: Uint32Array;
+  /** the gear table (derived from the seed; a chunker made from it cuts the same) */
+  readonly gear: Uint32Array;
   readonly params: ChunkerParams;
   private readonly maskS: number;
   private readonly maskL: number;
 
-  constructor(seed: Uint8Array, params: ChunkerParams = DEFAULT_CHUNKER) {
+  constructor(seed: Uint8Array, params: ChunkerParams = DEFAULT_CHUNKER, gear?: Uint32Array) {
     if (!(params.min > 64 && params.min < params.avg && params.avg < params.max)) throw new Error(`invalid chunker parameters ${JSON.stringify(params)}`);
-    this.gear = gearTable(seed);
+    this.gear = gear ?? gearTable(seed);
     this.params = params;
     const bits = Math.round(Math.log2(params.avg - params.min));
     this.maskS = topMask(bits + 2);
     this.maskL = topMask(Math.max(1, bits - 2));
+  }
+
+  /** A chunker with the gear table of another (the chunking thread gets the table, not the seed). */
+  static withGear(gear: Uint32Array, params: ChunkerParams): Chunker {
+    if (gear.length !== 256) throw new Error('a gear table has 256 entries');
+    return new Chunker(new Uint8Array(0), params, gear);
   }
 
   /**

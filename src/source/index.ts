@@ -29,6 +29,8 @@ export interface SyncFile {
 
 /** An open file read asynchronously, start to end (large files). */
 export interface AsyncFile {
+  /** its descriptor (the chunking thread reads large files through it) */
+  readonly fd: number;
   stat(): Promise<BigIntStats>;
   read(buf: Buffer, offset: number, length: number): Promise<number>;
   close(): Promise<void>;
@@ -98,6 +100,7 @@ export class LocalSource implements Source {
       fh = await fsp.open(path, OPEN_FLAGS);
     }
     return {
+      fd: fh.fd,
       stat: () => fh.stat({ bigint: true }),
       read: async (buf, offset, length) => (await fh.read(buf, offset, length, null)).bytesRead,
       close: () => fh.close(),

@@ -3,12 +3,12 @@
  * each chunk's keyed id, detects holes (all-zero chunks, stored as no data), and hands new
  * chunks to the content store.
  *
- * Threads: with room in memory (no limit, or a limit of 1 GiB and more: the memory plan's
- * chunkThread), large files are read, cut and hashed on a worker thread of their own
- * (chunk-thread.ts), and the main thread only stores their chunks; zstd and AES-GCM of large
- * chunks run on libuv's thread pool (content store, crypto/async). Under a tighter limit the
- * worker's isolate (about 10 MiB) is not spent: chunking runs on the main thread (a tight loop,
- * about 1.3 GB/s), the keyed hash of large chunks on the pool.
+ * Threads: chunking runs on the main thread (a tight loop, about 1.3 GB/s); the keyed hash,
+ * zstd and AES-GCM of large chunks run on libuv's thread pool (content store, crypto/async),
+ * so both cores work without worker isolates and their memory. With MESHBACK_CHUNK_THREAD=1,
+ * large files are read, cut and hashed on a worker thread instead (chunk-thread.ts) and the main
+ * thread only stores their chunks: on this 2-core machine that gained nothing measurable (zstd, not
+ * chunking, fills the cores; docs/runtime.md), so it is not the default.
  *
  * Memory is bounded and explicit: at most `lanes` large files are read at once, each through
  * one reused buffer of 2 x max chunk size; chunks copied out of it and not yet stored are
@@ -41,7 +41,7 @@ export type FileOutcome =
 /** Files up to this size are read synchronously on the main thread. */
 const SMALL = 64 * 1024;
 /** large files queued on the chunking thread at once */
-const THREAD_FILES = Number(process.env['MESHBACK_THREAD_FILES'] ?? 8);
+const THREAD_FILES = 8;
 /** Zero runs shorter than this are stored as data, not as holes. */
 const MIN_HOLE = 4096;
 

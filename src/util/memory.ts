@@ -34,8 +34,6 @@ export interface MemoryPlan {
   batchBytes: number;
   /** the V8 flags that trade memory for fewer collections on pack-streaming commands are worth it */
   roomyHeap: boolean;
-  /** archiver: large files are read, cut and hashed on a worker thread (an isolate of its own, about 10 MiB) */
-  chunkThread: boolean;
 }
 
 const MiB = 1024 * 1024;
@@ -49,7 +47,7 @@ const clamp = (x: number, lo: number, hi: number): number => Math.max(lo, Math.m
 /** The plan for a memory limit (undefined: no limit known: the defaults, tuned for speed). */
 export function planMemory(limitBytes: number | undefined, source = limitBytes === undefined ? 'none' : 'given'): MemoryPlan {
   if (limitBytes === undefined || limitBytes >= 1024 * MiB) {
-    return { limitBytes, source, windowBytes: 32 * MiB, lanes: 2, compressors: 4, rangeBytes: 16 * MiB, packsAtOnce: 2, blobsAtOnce: 4, batchBytes: 64 * MiB, roomyHeap: true, chunkThread: true };
+    return { limitBytes, source, windowBytes: 32 * MiB, lanes: 2, compressors: 4, rangeBytes: 16 * MiB, packsAtOnce: 2, blobsAtOnce: 4, batchBytes: 64 * MiB, roomyHeap: true };
   }
   // the windows share what is left over the reserve (at least 32 MiB, however small the limit)
   const room = Math.max(32 * MiB, limitBytes - RESERVE);
@@ -65,7 +63,6 @@ export function planMemory(limitBytes: number | undefined, source = limitBytes =
     blobsAtOnce: clamp(Math.floor(room / (32 * MiB)), 1, 4),
     batchBytes: round(clamp(room / 6, 8 * MiB, 64 * MiB)),
     roomyHeap: false,
-    chunkThread: false,
   };
 }
 

@@ -20,12 +20,12 @@ import type { BigIntStats } from 'node:fs';
 import type { Chunker } from '../chunker/fastcdc.ts';
 import { BLOB_DATA } from '../content/index-table.ts';
 import type { ContentStore } from '../content/store.ts';
-import { contentId } from '../crypto/index.ts';
+import { ID_LEN, contentId } from '../crypto/index.ts';
 import { errnoCode } from '../errors/index.ts';
 import type { AsyncFile, Source } from '../source/index.ts';
 import { Semaphore } from '../util/semaphore.ts';
 import { BufferRing } from '../util/buffer-pool.ts';
-import { ChunkReadError, ChunkThread } from './chunk-thread.ts';
+import { ChunkThread } from './chunk-thread.ts';
 
 export interface FileStat {
   ino: number;
@@ -55,6 +55,13 @@ class StoreFailure extends Error {
 
 function storeFailure(err: unknown): never {
   throw new StoreFailure(err);
+}
+
+/** Appends a hole of `len` zero bytes to a content list, merged with a hole just before it. */
+function addHole(content: string[], len: number): void {
+  const last = content[content.length - 1];
+  if (last !== undefined && last.startsWith('0:')) content[content.length - 1] = `0:${Number(last.slice(2)) + len}`;
+  else content.push(`0:${len}`);
 }
 
 export class FileReader {
@@ -112,6 +119,11 @@ export class FileReader {
     }
   }
 
+  /** Whether the file changed while it was read: its metadata from before (s0) and after (s1), and the bytes read. */
+  private changedDuring(s0: BigIntStats, s1: BigIntStats, bytes: number): boolean {
+    return s1.mtimeNs !== s0.mtimeNs || s1.ctimeNs !== s0.ctimeNs || s1.size !== s0.size || BigInt(bytes) !== s1.size;
+  }
+
   private changedFrom(st: FileStat, s: BigIntStats): boolean {
     return Number(s.ino) !== st.ino || s.mtimeNs.toString() !== st.mtime || s.ctimeNs.toString() !== st.ctime || Number(s.size) !== st.size;
   }
@@ -135,7 +147,7 @@ export class FileReader {
         if (len === this.scratch.length) return undefined; // grew: read it as a large file
       }
       const s1 = f.stat();
-      if (s1.mtimeNs !== s0.mtimeNs || s1.ctimeNs !== s0.ctimeNs || s1.size !== s0.size || BigInt(len) !== s1.size) changed = true;
+      if (this.changedDuring(s0, s1, len)) changed = true;
     } finally {
       f.close();
     }
@@ -179,11 +191,8 @@ export class FileReader {
           const end = this.chunker.cut(buf, pos, fill);
           const len = end - pos;
           total += len;
-          if (this.isZero(buf, pos, end)) {
-            const last = content[content.length - 1];
-            if (last !== undefined && last.startsWith('0:')) content[content.length - 1] = `0:${Number(last.slice(2)) + len}`;
-            else content.push(`0:${len}`);
-          } else {
+          if (this.isZero(buf, pos, end)) addHole(content, len);
+          else {
             await this.window.acquire(len);
             const copy = this.pool.take(len);
             buf.copy(copy, 0, pos, end);
@@ -197,7 +206,7 @@ export class FileReader {
         fill -= pos;
       }
       const s1 = await fh.stat();
-      if (s1.mtimeNs !== s0.mtimeNs || s1.ctimeNs !== s0.ctimeNs || s1.size !== s0.size || BigInt(total) !== s1.size) changed = true;
+      if (this.changedDuring(s0, s1, total)) changed = true;
       await Promise.all(stores);
       return { ok: true, content, bytes: total, changed };
     } finally {
@@ -222,39 +231,37 @@ export class FileReader {
       let changed = this.changedFrom(st, s0);
       const content: string[] = [];
       let total = 0;
-      try {
-        for await (const b of thread.chunks(fh.fd)) {
-          const batch: Promise<void>[] = [];
-          let off = 0;
-          let k = 0;
-          for (const l of b.lens) {
-            if (l < 0) {
-              total -= l;
-              off -= l;
-              const last = content[content.length - 1];
-              if (last !== undefined && last.startsWith('0:')) content[content.length - 1] = `0:${Number(last.slice(2)) - l}`;
-              else content.push(`0:${-l}`);
-              continue;
-            }
-            const id = Buffer.from(b.ids.buffer, b.ids.byteOffset + k * 32, 32);
-            k++;
-            content.push(id.toString('hex'));
-            if (!this.store.has(id)) batch.push(this.store.add(BLOB_DATA, id, b.buf.subarray(off, off + l)).then(() => undefined, storeFailure));
-            off += l;
-            total += l;
+      // a read error (ChunkReadError, with its errno code) ends the file as read() reports any other
+      for await (const b of thread.chunks(fh.fd)) {
+        const batch: Promise<unknown>[] = [];
+        let off = 0;
+        let k = 0;
+        for (const l of b.lens) {
+          if (l < 0) {
+            addHole(content, -l);
+            total -= l;
+            off -= l;
+            continue;
           }
-          // the buffer goes back once its chunks are stored (the store keeps no reference after add() settled)
-          const settled = Promise.allSettled(batch).then(() => thread.give(b.slot));
-          const all = Promise.all(batch).then(() => undefined);
-          all.catch(() => undefined); // awaited below, or settled in finally
-          stores.push(all, settled);
+          const id = Buffer.from(b.ids.buffer, b.ids.byteOffset + k * ID_LEN, ID_LEN);
+          k++;
+          content.push(id.toString('hex'));
+          if (!this.store.has(id)) batch.push(this.store.add(BLOB_DATA, id, b.buf.subarray(off, off + l)));
+          off += l;
+          total += l;
         }
-      } catch (err) {
-        if (err instanceof ChunkReadError) throw Object.assign(new Error(err.message), err.code !== undefined ? { code: err.code } : {});
-        throw err;
+        // the buffer goes back once every chunk in it settled (the store keeps no reference after
+        // add() settled); then the first failure, if any, is the repository's
+        const stored = Promise.allSettled(batch).then((r) => {
+          thread.give(b.slot);
+          const failed = r.find((x) => x.status === 'rejected');
+          if (failed !== undefined) storeFailure(failed.reason);
+        });
+        stored.catch(() => undefined); // awaited below, or settled in finally
+        stores.push(stored);
       }
       const s1 = await fh.stat();
-      if (s1.mtimeNs !== s0.mtimeNs || s1.ctimeNs !== s0.ctimeNs || s1.size !== s0.size || BigInt(total) !== s1.size) changed = true;
+      if (this.changedDuring(s0, s1, total)) changed = true;
       await Promise.all(stores);
       return { ok: true, content, bytes: total, changed };
     } finally {

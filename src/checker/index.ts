@@ -20,15 +20,20 @@
 import { MeshbackError, errMessage, isRetryable } from '../errors/index.ts';
 import type { EventSink } from '../events/index.ts';
 import { nullSink, reportOp } from '../events/index.ts';
-import { decodePackHeader, sha256hex } from '../content/pack.ts';
+import { decodePackHeader } from '../content/pack.ts';
 import type { PackEntry } from '../content/pack.ts';
-import { idEquals } from '../crypto/index.ts';
+import { ID_LEN, idEquals } from '../crypto/index.ts';
+import { availableParallelism } from 'node:os';
+import { PackVerifier } from '../content/verifier.ts';
 import { parityFileState, rebuildFromParity } from '../content/parity.ts';
 import type { Repository } from '../repository/index.ts';
 import { HOLE_PREFIX } from '../snapshot/tree.ts';
 import { childPath, displayPath, walkTree } from '../snapshot/walker.ts';
 import { parallel } from '../util/parallel.ts';
 import { memoryPlan } from '../util/memory.ts';
+
+/** The largest pack read into a shared buffer of the check's own; a larger file (not one meshback wrote) is read into memory of its own. */
+const MAX_SLOT = 64 * 1024 * 1024;
 
 /** What a check uses of a repository: it reads every file kind directly (packs, indexes, parity) to judge them, so the backend, config, key and content store, plus snapshots and trees. */
 export type CheckRepo = Pick<Repository, 'backend' | 'config' | 'key' | 'store' | 'loadSnapshot' | 'loadTree'>;
@@ -168,69 +173,95 @@ async function runCheck(repo: CheckRepo, opts: CheckOptions = {}): Promise<Check
     const { start, order } = index.entriesByPack();
     const hexOf = (e: number): string => Buffer.from(index.idOf(e)).toString('hex');
     const totalPacks = packsByNo.length;
-    await parallel(packsByNo, memoryPlan().packsAtOnce, async ({ name, pn }) => {
-        let data: Buffer;
+    // each pack is read into a buffer shared with the verifier threads (one per pack in flight),
+    // which hash it and decode its blobs while the next ones are read
+    const lanes = memoryPlan().packsAtOnce;
+    let slotSize = 1;
+    for (const p of packsByNo) slotSize = Math.max(slotSize, Math.min(stored.get(p.name)!, MAX_SLOT));
+    const free: SharedArrayBuffer[] = [];
+    const verifier = new PackVerifier(repo.key.encKey, repo.key.idKey, Math.min(availableParallelism(), lanes, totalPacks));
+    try {
+      await parallel(packsByNo, lanes, async ({ name, pn }) => {
+        const slot = free.pop() ?? new SharedArrayBuffer(slotSize);
         try {
-          data = await repo.backend.get({ type: 'pack', name });
-        } catch (err) {
-          if (isRetryable(err)) throw err;
-          findings.push({ kind: 'pack-damaged', pack: name, message: `pack ${name} cannot be read: ${errMessage(err)}` });
-          badPacks.add(name);
-          lostPacks.add(name);
-          return;
+          await checkPack(name, pn, slot);
+        } finally {
+          free.push(slot);
         }
-        res.packsRead++;
-        res.bytesRead += data.length;
-        if (sha256hex(data) !== name) {
-          const r = await rebuildFromParity(repo.backend, name, data);
-          const note = r.status === 'repaired' ? `; repairable from parity: run 'meshback repair packs'` : repo.config.parity !== undefined ? `; not repairable from parity: ${r.reason}` : '';
-          if (r.status === 'repaired') res.repairablePacks.push(name);
-          findings.push({ kind: 'pack-damaged', pack: name, message: `pack ${name} is damaged: its content does not match its name (SHA-256)${note}` });
-          badPacks.add(name);
-        } else if (repo.config.parity !== undefined) {
-          const { state } = await parityFileState(repo.backend, name, data, repo.config.parity);
-          if (state !== 'ok') parityProblems.set(name, state);
-          else parityProblems.delete(name);
-        }
-        try {
-          // the header lists blobs in pack order: each of the index's entries must be there, at its offset
-          const hdr = decodePackHeader(repo.key.encKey, data, name);
-          for (let k = start[pn]!; k < start[pn + 1]!; k++) {
-            const e = order[k]!;
-            const at = atOffset(hdr, index.offsetOf(e));
-            if (at === undefined || !idEquals(at.id, index.idOf(e))) {
-              const hex = hexOf(e);
-              findings.push({ kind: 'pack-damaged', pack: name, blob: hex, message: `pack ${name}: its header does not list blob ${hex.slice(0, 16)} that the index places in it` });
-              badPacks.add(name);
-            }
-          }
-        } catch (err) {
-          findings.push({ kind: 'pack-damaged', pack: name, message: errMessage(err) });
-          badPacks.add(name);
-        }
-        for (let k = start[pn]!; k < start[pn + 1]!; k++) {
+      });
+    } finally {
+      await verifier.close();
+    }
+
+    async function checkPack(name: string, pn: number, slot: SharedArrayBuffer): Promise<void> {
+      let data: Buffer;
+      let shared = slot;
+      try {
+        data = await repo.backend.get({ type: 'pack', name }, undefined, Buffer.from(slot));
+      } catch (err) {
+        if (isRetryable(err)) throw err;
+        findings.push({ kind: 'pack-damaged', pack: name, message: `pack ${name} cannot be read: ${errMessage(err)}` });
+        badPacks.add(name);
+        lostPacks.add(name);
+        return;
+      }
+      if (data.buffer !== slot) {
+        // the backend read into memory of its own (a pack larger than the slot, or a backend that does not read into buffers)
+        if (data.length > slot.byteLength) shared = new SharedArrayBuffer(data.length);
+        const view = Buffer.from(shared, 0, data.length);
+        view.set(data);
+        data = view;
+      }
+      res.packsRead++;
+      res.bytesRead += data.length;
+      const first = start[pn]!;
+      const n = start[pn + 1]! - first;
+      const entries = new Uint32Array(3 * n);
+      const ids = new Uint8Array(ID_LEN * n);
+      for (let k = 0; k < n; k++) {
+        const e = order[first + k]!;
+        entries[3 * k] = index.offsetOf(e);
+        entries[3 * k + 1] = index.lengthOf(e);
+        entries[3 * k + 2] = index.rawLengthOf(e);
+        ids.set(index.idOf(e), k * ID_LEN);
+      }
+      const proof = await verifier.verify(name, shared, data.length, entries, ids);
+      if (proof.sha !== name) {
+        const r = await rebuildFromParity(repo.backend, name, data);
+        const note = r.status === 'repaired' ? `; repairable from parity: run 'meshback repair packs'` : repo.config.parity !== undefined ? `; not repairable from parity: ${r.reason}` : '';
+        if (r.status === 'repaired') res.repairablePacks.push(name);
+        findings.push({ kind: 'pack-damaged', pack: name, message: `pack ${name} is damaged: its content does not match its name (SHA-256)${note}` });
+        badPacks.add(name);
+      } else if (repo.config.parity !== undefined) {
+        const { state } = await parityFileState(repo.backend, name, data, repo.config.parity);
+        if (state !== 'ok') parityProblems.set(name, state);
+        else parityProblems.delete(name);
+      }
+      try {
+        // the header lists blobs in pack order: each of the index's entries must be there, at its offset
+        const hdr = decodePackHeader(repo.key.encKey, data, name);
+        for (let k = first; k < first + n; k++) {
           const e = order[k]!;
-          const offset = index.offsetOf(e);
-          const length = index.lengthOf(e);
-          res.blobsChecked++;
-          if (offset + length > data.length) {
+          const at = atOffset(hdr, index.offsetOf(e));
+          if (at === undefined || !idEquals(at.id, index.idOf(e))) {
             const hex = hexOf(e);
-            findings.push({ kind: 'blob-damaged', pack: name, blob: hex, message: `blob ${hex.slice(0, 16)} lies past the end of pack ${name}` });
-            badBlobs.add(hex);
-            badPacks.add(name);
-            continue;
-          }
-          try {
-            await repo.store.decodeBlob(data.subarray(offset, offset + length), index.idOf(e), index.rawLengthOf(e), name);
-          } catch (err) {
-            const hex = hexOf(e);
-            findings.push({ kind: 'blob-damaged', pack: name, blob: hex, message: errMessage(err) });
-            badBlobs.add(hex);
+            findings.push({ kind: 'pack-damaged', pack: name, blob: hex, message: `pack ${name}: its header does not list blob ${hex.slice(0, 16)} that the index places in it` });
             badPacks.add(name);
           }
         }
-        emit({ type: 'progress', op: 'check', files: res.packsRead, bytes: res.bytesRead, totalFiles: totalPacks });
-    });
+      } catch (err) {
+        findings.push({ kind: 'pack-damaged', pack: name, message: errMessage(err) });
+        badPacks.add(name);
+      }
+      res.blobsChecked += n;
+      for (const { k, message } of proof.bad) {
+        const hex = hexOf(order[first + k]!);
+        findings.push({ kind: 'blob-damaged', pack: name, blob: hex, message: message ?? `blob ${hex.slice(0, 16)} lies past the end of pack ${name}` });
+        badBlobs.add(hex);
+        badPacks.add(name);
+      }
+      emit({ type: 'progress', op: 'check', files: res.packsRead, bytes: res.bytesRead, totalFiles: totalPacks });
+    }
   }
 
   // map damage to snapshots and files

@@ -13,7 +13,8 @@ import type { Hash } from 'node:crypto';
 import type { Backend, BlobWriter } from '../storage/backend.ts';
 import { findLayer } from '../storage/backend.ts';
 import { CacheBackend } from '../storage/cache.ts';
-import { contentId, idEquals, seal } from '../crypto/index.ts';
+import { contentId, seal } from '../crypto/index.ts';
+import { BlobRef, NOT_DECOMPRESSING, blobKind, checkPlain } from './blob.ts';
 import { ASYNC_MIN, AsyncKeys } from '../crypto/async.ts';
 import type { MasterKey } from '../crypto/index.ts';
 import { IntegrityError, MeshbackError, NotFoundError } from '../errors/index.ts';
@@ -400,33 +401,26 @@ export class ContentStore {
     return this.decodeBlob(sealed, id, e.rawLength, e.pack, what);
   }
 
-  /** Decrypts a sealed blob and checks it against its id; throws IntegrityError naming the pack. */
+  /** Decrypts a sealed blob and checks it against its id; throws IntegrityError naming the pack. Large blobs are decrypted and decompressed on libuv's pool (verifyBlobSync in blob.ts proves one on the calling thread). */
   async decodeBlob(sealed: Uint8Array, id: Uint8Array, rawLength: number, pack: string, what?: string): Promise<Buffer> {
-    // the id in hex and the label are made only for an error (a check or restore decodes millions of blobs)
-    const hex = (): string => Buffer.from(id).toString('hex');
-    const label = (): string => `${what ?? 'blob'} ${hex().slice(0, 16)} in pack ${pack}`;
+    const ref = new BlobRef(id, pack, what);
     let framed: Buffer;
     try {
-      framed = await this.keys.open(sealed, label);
+      framed = await this.keys.open(sealed, () => ref.label());
     } catch (err) {
-      if (err instanceof IntegrityError) throw new IntegrityError(err.message, { pack, blob: hex() });
-      throw err;
+      throw ref.rename(err);
     }
     let plain: Buffer;
-    if (framed[0] === KIND_ZSTD) {
+    if (blobKind(framed, ref) === KIND_ZSTD) {
       try {
         plain = rawLength <= ASYNC_MIN ? zlib.zstdDecompressSync(framed.subarray(1), { maxOutputLength: Math.max(rawLength, 1) }) : await this.zstd.decompress(framed.subarray(1), rawLength);
       } catch {
-        throw new IntegrityError(`${label()} does not decompress: it is damaged`, { pack, blob: hex() });
+        throw ref.error(NOT_DECOMPRESSING);
       }
-    } else if (framed[0] === KIND_RAW) {
-      plain = framed.subarray(1);
     } else {
-      throw new IntegrityError(`${label()} has an unknown encoding ${framed[0]}`, { pack, blob: hex() });
+      plain = framed.subarray(1);
     }
-    if (plain.length !== rawLength || !idEquals(contentId(this.key.idKey, plain), id)) {
-      throw new IntegrityError(`${label()} does not match its id: it is damaged`, { pack, blob: hex() });
-    }
+    checkPlain(this.key.idKey, plain, rawLength, ref);
     return plain;
   }
 }

@@ -123,9 +123,10 @@ export interface Backend {
    */
   replace?(h: Handle, data: Uint8Array): Promise<void>;
   /**
-   * Reads a file, or a range of it. With `into` (at least range.length bytes), a backend may
-   * read into that buffer and return a view of it instead of allocating (callers reuse one
-   * buffer for many reads).
+   * Reads a file, or a range of it. With `into` (at least range.length bytes, or for a whole
+   * file at least its size), a backend may read into that buffer and return a view of it instead
+   * of allocating (callers reuse one buffer for many reads); a file larger than `into` is read
+   * into memory of its own.
    */
   get(h: Handle, range?: { offset: number; length: number }, into?: Buffer): Promise<Buffer>;
   /**

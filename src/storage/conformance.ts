@@ -250,6 +250,13 @@ export function backendConformance(name: string, factory: () => Promise<BackendF
       assert.deepEqual(await b.get(h, { offset: 700, length: 77 }, into), data.subarray(700, 777));
     });
 
+    test('a whole-file get given a buffer returns exactly the file, whether the buffer is larger, exactly its size, or smaller', async () => {
+      const h = { type: 'pack' as const, name: hexName('into-whole') };
+      const data = Buffer.from(Array.from({ length: 777 }, (_, i) => (i * 17 + 3) & 0xff));
+      await b.put(h, data);
+      for (const size of [4096, 777, 100]) assert.deepEqual(await b.get(h, undefined, Buffer.alloc(size, 0xee)), data, `a buffer of ${size} bytes`);
+    });
+
     test('openWriter (optional) streams a file that is stored whole at commit, never overwrites, and abort leaves nothing', async (t) => {
       if (b.openWriter === undefined) {
         t.skip('this backend has no openWriter');

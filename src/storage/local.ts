@@ -215,9 +215,20 @@ export class LocalBackend implements Backend {
   async get(h: Handle, range?: { offset: number; length: number }, into?: Buffer): Promise<Buffer> {
     const p = this.pathOf(h);
     try {
-      if (range === undefined) return await fsp.readFile(p);
+      if (range === undefined && into === undefined) return await fsp.readFile(p);
       const fh = await fsp.open(p, 'r');
       try {
+        if (range === undefined) {
+          // the whole file into the caller's buffer when it fits (to its end as read: packs do not change)
+          const { size } = await fh.stat();
+          if (into === undefined || size > into.length) return await fh.readFile();
+          let got = 0;
+          for (;;) {
+            const { bytesRead } = await fh.read(into, got, into.length - got, got);
+            if (bytesRead === 0 || got + bytesRead === into.length) return into.subarray(0, got + bytesRead);
+            got += bytesRead;
+          }
+        }
         const buf = into !== undefined && into.length >= range.length ? into.subarray(0, range.length) : Buffer.allocUnsafe(range.length);
         let got = 0;
         while (got < range.length) {

@@ -22,9 +22,9 @@ import type { EventSink } from '../events/index.ts';
 import { nullSink, reportOp } from '../events/index.ts';
 import { decodePackHeader } from '../content/pack.ts';
 import type { PackEntry } from '../content/pack.ts';
-import { ID_LEN, idEquals } from '../crypto/index.ts';
+import { idEquals } from '../crypto/index.ts';
 import { availableParallelism } from 'node:os';
-import { PackVerifier } from '../content/verifier.ts';
+import { BlobList, BlobThreads } from '../content/blob-threads.ts';
 import { parityFileState, rebuildFromParity } from '../content/parity.ts';
 import type { Repository } from '../repository/index.ts';
 import { HOLE_PREFIX } from '../snapshot/tree.ts';
@@ -179,7 +179,7 @@ async function runCheck(repo: CheckRepo, opts: CheckOptions = {}): Promise<Check
     let slotSize = 1;
     for (const p of packsByNo) slotSize = Math.max(slotSize, Math.min(stored.get(p.name)!, MAX_SLOT));
     const free: SharedArrayBuffer[] = [];
-    const verifier = new PackVerifier(repo.key.encKey, repo.key.idKey, Math.min(availableParallelism(), lanes, totalPacks));
+    const verifier = new BlobThreads(repo.key.encKey, repo.key.idKey, Math.min(availableParallelism(), lanes, totalPacks));
     try {
       await parallel(packsByNo, lanes, async ({ name, pn }) => {
         const slot = free.pop() ?? new SharedArrayBuffer(slotSize);
@@ -216,16 +216,12 @@ async function runCheck(repo: CheckRepo, opts: CheckOptions = {}): Promise<Check
       res.bytesRead += data.length;
       const first = start[pn]!;
       const n = start[pn + 1]! - first;
-      const entries = new Uint32Array(3 * n);
-      const ids = new Uint8Array(ID_LEN * n);
+      const blobs = new BlobList(n);
       for (let k = 0; k < n; k++) {
         const e = order[first + k]!;
-        entries[3 * k] = index.offsetOf(e);
-        entries[3 * k + 1] = index.lengthOf(e);
-        entries[3 * k + 2] = index.rawLengthOf(e);
-        ids.set(index.idOf(e), k * ID_LEN);
+        blobs.set(k, index.offsetOf(e), index.lengthOf(e), index.rawLengthOf(e), index.idOf(e));
       }
-      const proof = await verifier.verify(name, shared, data.length, entries, ids);
+      const proof = await verifier.verifyPack(name, shared, data.length, blobs);
       if (proof.sha !== name) {
         const r = await rebuildFromParity(repo.backend, name, data);
         const note = r.status === 'repaired' ? `; repairable from parity: run 'meshback repair packs'` : repo.config.parity !== undefined ? `; not repairable from parity: ${r.reason}` : '';

@@ -57,41 +57,60 @@ export function checkPlain(idKey: Buffer, plain: Uint8Array, rawLength: number, 
 }
 
 /**
- * Decrypts, decodes and verifies a sealed blob on the calling thread, for a check: nothing is
- * returned, and the decrypted and decompressed bytes are freed as soon as they are proven
- * (free()) rather than left to the collector, which lets tens of MiB of them pile up per thread.
+ * Decrypts, decodes and verifies a sealed blob on the calling thread; returns its plain bytes, in
+ * memory of their own (freeable with free()). The decrypted frame of a zstd blob is freed at once.
  */
-export function verifyBlobSync(encKey: Buffer, idKey: Buffer, sealed: Uint8Array, rawLength: number, ref: BlobRef): void {
+export function decodeBlobSync(encKey: Buffer, idKey: Buffer, sealed: Uint8Array, rawLength: number, ref: BlobRef): Buffer {
   let framed: Buffer;
   try {
     framed = open(encKey, sealed, () => ref.label());
   } catch (err) {
     throw ref.rename(err);
   }
+  let plain: Buffer;
   try {
     if (blobKind(framed, ref) === KIND_RAW) {
-      checkPlain(idKey, framed.subarray(1), rawLength, ref);
-      return;
+      plain = framed.subarray(1);
+    } else {
+      try {
+        // one output buffer, one byte over the raw length: no pieces joined, and none made for
+        // nothing (node:zlib makes a fresh output buffer whenever one is filled to its end)
+        plain = zlib.zstdDecompressSync(framed.subarray(1), { maxOutputLength: Math.max(rawLength, 1), chunkSize: Math.max(rawLength + 1, 64) });
+      } catch {
+        throw ref.error(NOT_DECOMPRESSING);
+      } finally {
+        free(framed);
+      }
     }
-    let plain: Buffer;
-    try {
-      plain = zlib.zstdDecompressSync(framed.subarray(1), { maxOutputLength: Math.max(rawLength, 1), chunkSize: Math.max(rawLength, 64) });
-    } catch {
-      throw ref.error(NOT_DECOMPRESSING);
-    }
-    try {
-      checkPlain(idKey, plain, rawLength, ref);
-    } finally {
-      free(plain);
-    }
-  } finally {
+    checkPlain(idKey, plain, rawLength, ref);
+  } catch (err) {
     free(framed);
+    throw err;
   }
+  return plain;
 }
 
-/** Frees a Buffer's memory now if it is the whole of its own ArrayBuffer (never a view into a pool or another's memory): it must not be used again. */
-function free(b: Buffer): void {
+/**
+ * Decodes and verifies a sealed blob on the calling thread, for a check: nothing is returned, and
+ * the decrypted and decompressed bytes are freed as soon as they are proven rather than left to
+ * the collector, which let tens of MiB of them pile up per thread.
+ */
+export function verifyBlobSync(encKey: Buffer, idKey: Buffer, sealed: Uint8Array, rawLength: number, ref: BlobRef): void {
+  free(decodeBlobSync(encKey, idKey, sealed, rawLength, ref));
+}
+
+/**
+ * True when `b` is (all but at most one byte of) an ArrayBuffer of its own of FREE_MIN bytes or
+ * more: never a view into Node's pool of small Buffers (its slabs serve only smaller ones) nor
+ * into a buffer shared with others. Such a Buffer can be freed, or moved to another thread.
+ */
+export function ownsMemory(b: Uint8Array): boolean {
   const ab = b.buffer;
-  if (b.byteOffset !== 0 || ab.byteLength !== b.byteLength || b.byteLength < FREE_MIN || !(ab instanceof ArrayBuffer)) return;
-  ab.transfer(0);
+  return ab instanceof ArrayBuffer && b.byteLength >= FREE_MIN && ab.byteLength - b.byteLength <= 1;
+}
+
+/** Frees a decoded blob's memory now (see ownsMemory) instead of leaving it to the collector; it must not be used again. */
+export function free(b: Uint8Array): void {
+  const ab = b.buffer;
+  if (ownsMemory(b) && ab instanceof ArrayBuffer && !ab.detached) ab.transfer(0);
 }

@@ -12,6 +12,7 @@ import { CacheBackend } from '../storage/cache.ts';
 import { Chunker, CHUNKER_NAME, DEFAULT_CHUNKER } from '../chunker/fastcdc.ts';
 import type { ChunkerParams } from '../chunker/fastcdc.ts';
 import { ContentStore } from '../content/store.ts';
+import { BlobThreads } from '../content/blob-threads.ts';
 import { sha256hex } from '../content/pack.ts';
 import { defaultScryptParams, deriveKey, newMasterKey, open, seal } from '../crypto/index.ts';
 import type { MasterKey } from '../crypto/index.ts';
@@ -322,6 +323,11 @@ export class Repository {
   /** Decrypts, decompresses and authenticates one blob read from `pack`; IntegrityError when it fails. */
   decodeBlob(sealed: Uint8Array, id: Uint8Array, rawLength: number, pack: string, what?: string): Promise<Buffer> {
     return this.store.decodeBlob(sealed, id, rawLength, pack, what);
+  }
+
+  /** Worker threads that decode and prove this repository's blobs (content/blob-threads.ts); close() them when done. */
+  blobThreads(threads: number): BlobThreads {
+    return new BlobThreads(this.key.encKey, this.key.idKey, threads);
   }
 
   /** A damaged pack rebuilt in memory from its parity file and verified against its name, or undefined. */

@@ -23,6 +23,10 @@
  * ('meshback repair packs' does that).
  */
 import { idEquals } from '../crypto/index.ts';
+import { availableParallelism } from 'node:os';
+import { BlobList } from '../content/blob-threads.ts';
+import type { BlobThreads } from '../content/blob-threads.ts';
+import { free } from '../content/blob.ts';
 import { IntegrityError, MeshbackError, isRetryable } from '../errors/index.ts';
 import type { EventSink } from '../events/index.ts';
 import { nullSink, reportOp } from '../events/index.ts';
@@ -39,7 +43,7 @@ import { memoryPlan } from '../util/memory.ts';
 import { ByteArena } from '../util/buffer-pool.ts';
 
 /** What a restore uses of a repository. */
-export type RestoreRepo = Pick<Repository, 'findSnapshot' | 'rootView' | 'loadTree' | 'dropTreeCache' | 'index' | 'readPack' | 'decodeBlob' | 'rebuildPack' | 'chunkId'>;
+export type RestoreRepo = Pick<Repository, 'findSnapshot' | 'rootView' | 'loadTree' | 'dropTreeCache' | 'index' | 'readPack' | 'decodeBlob' | 'blobThreads' | 'rebuildPack' | 'chunkId'>;
 
 export interface RestoreOptions {
   snapshot: string;
@@ -115,10 +119,16 @@ interface BlobNeed {
  * Packs read at once, blobs of one pack decoded at once (decryption, zstd and hashing run on the
  * thread pool) and the longest pack range read at once come from the memory plan (util/memory).
  */
-/** blobs of one pack range in flight at once (small ones decode on the main thread; file opens overlap) */
+/** decoded blobs of one pack range being written at once (file opens overlap) */
 const WRITES_AT_ONCE = 16;
-/** blobs up to this size decode on the calling thread without taking a decode slot */
-const SMALL_BLOB = 64 * 1024;
+/** raw bytes of the blobs sent to a blob thread at once (a reader holds at most two such batches decoded) */
+const DECODE_BATCH = 8 * 1024 * 1024;
+
+/** Waits for every promise; then throws the first failure, if any. */
+async function settleAll(ps: readonly Promise<void>[]): Promise<void> {
+  const failed = (await Promise.allSettled(ps)).find((r) => r.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
+}
 
 /** restore, between its op-start and summary events. */
 export function restore(repo: RestoreRepo, opts: RestoreOptions): Promise<RestoreResult> {
@@ -157,6 +167,11 @@ async function runRestore(repo: RestoreRepo, opts: RestoreOptions): Promise<Rest
   const progressEvent = (): void => emit({ type: 'progress', op: 'restore', files: progress.files, bytes: progress.bytes, ...totalFields() });
   await target.prepare();
   const tick = setInterval(progressEvent, 250);
+  // the blob threads, made when the first batch has data to fetch and kept for the next ones, and
+  // the read buffers shared with them (made once: a buffer a thread has seen lives until that
+  // thread's collector runs, so new ones per batch would pile up)
+  let threads: BlobThreads | undefined;
+  const readBufs: Buffer[] = [];
   try {
     const finalize = async (st: FileState): Promise<void> => {
       if (st.finalized) return;
@@ -180,7 +195,10 @@ async function runRestore(repo: RestoreRepo, opts: RestoreOptions): Promise<Rest
       repo.dropTreeCache();
       // files with nothing to write (empty, all holes, or failed at planning time)
       await parallel(states.filter((st) => st.remaining === 0 || st.failed !== undefined), 16, (st) => finalize(st));
-      await fetchAndWrite(repo, target, states, byPack, res, emit, progress, finalize);
+      if (byPack.size > 0) {
+        threads ??= repo.blobThreads(Math.min(availableParallelism(), memoryPlan().packsAtOnce));
+        await fetchAndWrite(repo, target, threads, readBufs, states, byPack, res, emit, progress, finalize);
+      }
       // damaged files: removed, so that no wrong or partial content is left behind
       for (const st of states) {
         if (st.failed !== undefined) {
@@ -245,6 +263,7 @@ async function runRestore(repo: RestoreRepo, opts: RestoreOptions): Promise<Rest
   } finally {
     clearInterval(tick);
     // on an error midway, close what is still open (the error is what gets reported)
+    await threads?.close();
     await target.close();
   }
   progressEvent();
@@ -414,7 +433,7 @@ function planBlobs(repo: RestoreRepo, files: Item[], target: RestoreTarget, veri
  * arrive is finalized. A blob that cannot be read or fails verification is taken from the pack
  * rebuilt from parity when there is one; otherwise its files fail.
  */
-async function fetchAndWrite(repo: RestoreRepo, target: RestoreTarget, states: FileState[], byPack: Map<number, BlobNeed[]>, res: RestoreResult, emit: EventSink, progress: { files: number; bytes: number }, finalize: (st: FileState) => Promise<void>): Promise<void> {
+async function fetchAndWrite(repo: RestoreRepo, target: RestoreTarget, threads: BlobThreads, readBufs: Buffer[], states: FileState[], byPack: Map<number, BlobNeed[]>, res: RestoreResult, emit: EventSink, progress: { files: number; bytes: number }, finalize: (st: FileState) => Promise<void>): Promise<void> {
   const index = repo.index;
   const rebuildPack = async (pack: string): Promise<Buffer | undefined> => {
     const r = await repo.rebuildPack(pack);
@@ -424,13 +443,42 @@ async function fetchAndWrite(repo: RestoreRepo, target: RestoreTarget, states: F
     return r.data;
   };
 
-  // large blobs decoded at once (each holds its sealed, decrypted and decompressed bytes)
-  const { packsAtOnce, blobsAtOnce, rangeBytes: RANGE_MAX } = memoryPlan();
-  const decoding = new Semaphore(blobsAtOnce);
+  // blobs are decoded and proven on the blob threads (one per pack read at once, at most one per
+  // core; made once per restore), and written here as they come back; the main thread reads, writes
+  // and keeps the books
+  const { packsAtOnce, rangeBytes: RANGE_MAX } = memoryPlan();
 
-  // one read buffer per pack reader, reused for every range (fresh buffers per read made
-  // V8 collect garbage far more often)
-  const readBufs: Buffer[] = [];
+  /** Writes a decoded blob to every file that still wants it (a blob that failed: tried from parity, else its files fail). */
+  const place = async (pack: string, need: BlobNeed, decoded: Buffer | undefined, msg: string | undefined, fromParity: () => Promise<Buffer | undefined>): Promise<void> => {
+    const live = need.targets.filter((t) => states[t.file]!.failed === undefined);
+    if (live.length === 0) return;
+    let plain = decoded;
+    if (plain === undefined) {
+      const whole = await fromParity();
+      if (whole !== undefined && need.offset + need.length <= whole.length) {
+        try {
+          plain = await repo.decodeBlob(whole.subarray(need.offset, need.offset + need.length), index.entryId(need.entry), need.rawLength, pack, 'chunk');
+        } catch (err) {
+          if (!(err instanceof IntegrityError)) throw err;
+        }
+      }
+    }
+    for (const t of live) {
+      const st = states[t.file]!;
+      if (plain === undefined) {
+        // a failed file gets no more writes; it is removed at the end
+        st.failed ??= msg ?? 'data unavailable';
+        continue;
+      }
+      await target.write(st.file, plain, t.offset);
+      st.remaining -= plain.length;
+      progress.bytes += plain.length;
+      if (st.remaining === 0) await finalize(st);
+    }
+  };
+
+  // one read buffer per pack reader (readBufs, kept by the caller), reused for every range and
+  // shared with the blob threads (fresh buffers per read made V8 collect garbage far more often)
   await parallel([...byPack.entries()], packsAtOnce, async ([pn, needs]) => {
     const pack = index.packs[pn]!;
     let readBuf = readBufs.pop();
@@ -454,8 +502,10 @@ async function fetchAndWrite(repo: RestoreRepo, target: RestoreTarget, states: F
         let data: Buffer | undefined;
         let readErr: string | undefined;
         try {
-          if (readBuf === undefined || readBuf.length < end - start) readBuf = Buffer.allocUnsafeSlow(Math.max(end - start, RANGE_MAX + 1024 * 1024));
+          if (readBuf === undefined || readBuf.length < end - start) readBuf = Buffer.from(new SharedArrayBuffer(Math.max(end - start, RANGE_MAX + 1024 * 1024)));
           data = await repo.readPack(pack, { offset: start, length: end - start }, readBuf);
+          // a backend that read into memory of its own: into the shared buffer
+          if (data.buffer !== readBuf.buffer) data = readBuf.subarray(0, data.copy(readBuf));
         } catch (err) {
           if (err instanceof MeshbackError && err.code === 'NO_SPACE') throw err;
           // a passing failure (connection, timeout, 5xx) that outlasted the storage stack's retries:
@@ -464,47 +514,56 @@ async function fetchAndWrite(repo: RestoreRepo, target: RestoreTarget, states: F
           if (isRetryable(err)) throw err;
           readErr = `pack ${pack} cannot be read: ${err instanceof Error ? err.message : String(err)}`;
         }
-        // blobs of a group decode concurrently (large ones on the thread pool) and are written as they come
-        await parallel(group, WRITES_AT_ONCE, async (need) => {
-          const live = need.targets.filter((t) => states[t.file]!.failed === undefined);
-          if (live.length === 0) return;
-          let plain: Buffer | undefined;
-          let msg = readErr;
-          if (data !== undefined) {
-            const large = need.rawLength > SMALL_BLOB;
-            if (large) await decoding.acquire();
+        if (data === undefined) {
+          await parallel(group, WRITES_AT_ONCE, (need) => place(pack, need, undefined, readErr, fromParity));
+          continue;
+        }
+        // the group goes to the threads in batches of at most DECODE_BATCH raw bytes; a batch's blobs
+        // are written as they come back, WRITES_AT_ONCE at a time, while the next batch decodes, and
+        // each decoded blob's memory is freed once every file that wants it has it: at most two
+        // batches of decoded bytes per reader are held at once
+        const batches: Promise<void>[] = [];
+        let failure: { err: unknown } | undefined;
+        try {
+          let b = 0;
+          while (b < group.length) {
+            let e = b + 1;
+            let raw = group[b]!.rawLength;
+            while (e < group.length && raw + group[e]!.rawLength <= DECODE_BATCH) raw += group[e++]!.rawLength;
+            const batch = group.slice(b, e);
+            b = e;
+            const blobs = new BlobList(batch.length);
+            for (const [k, need] of batch.entries()) blobs.set(k, need.offset - start, need.length, need.rawLength, index.entryId(need.entry));
+            const slots = new Semaphore(WRITES_AT_ONCE);
+            const writes: Promise<void>[] = [];
             try {
-              plain = await repo.decodeBlob(data.subarray(need.offset - start, need.offset - start + need.length), index.entryId(need.entry), need.rawLength, pack, 'chunk');
-            } catch (err) {
-              if (!(err instanceof IntegrityError)) throw err;
-              msg = err.message;
+              await threads.decode(pack, readBuf!.buffer as SharedArrayBuffer, data.length, blobs, (k, plain, fail) => {
+                writes.push(
+                  (async () => {
+                    await slots.acquire();
+                    try {
+                      await place(pack, batch[k]!, plain, fail?.message ?? undefined, fromParity);
+                    } finally {
+                      slots.release();
+                      if (plain !== undefined) free(plain);
+                    }
+                  })(),
+                );
+              });
             } finally {
-              if (large) decoding.release();
+              batches.push(settleAll(writes));
             }
+            // the batch before this one is written before the next one decodes
+            if (batches.length > 1) await batches[batches.length - 2];
           }
-          if (plain === undefined) {
-            const whole = await fromParity();
-            if (whole !== undefined && need.offset + need.length <= whole.length) {
-              try {
-                plain = await repo.decodeBlob(whole.subarray(need.offset, need.offset + need.length), index.entryId(need.entry), need.rawLength, pack, 'chunk');
-              } catch (err) {
-                if (!(err instanceof IntegrityError)) throw err;
-              }
-            }
-          }
-          for (const t of live) {
-            const st = states[t.file]!;
-            if (plain === undefined) {
-              // a failed file gets no more writes; it is removed at the end
-              st.failed ??= msg ?? 'data unavailable';
-              continue;
-            }
-            await target.write(st.file, plain, t.offset);
-            st.remaining -= plain.length;
-            progress.bytes += plain.length;
-            if (st.remaining === 0) await finalize(st);
-          }
-        });
+        } catch (err) {
+          failure = { err };
+        }
+        // every batch's writes end before the restore goes on or fails: none is left unawaited
+        const settled = await Promise.allSettled(batches);
+        if (failure !== undefined) throw failure.err;
+        const bad = settled.find((r) => r.status === 'rejected');
+        if (bad !== undefined) throw bad.reason;
       }
     } finally {
       if (readBuf !== undefined) readBufs.push(readBuf);

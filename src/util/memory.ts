@@ -28,8 +28,6 @@ export interface MemoryPlan {
   rangeBytes: number;
   /** restorer, copier, checker, prune: packs read at once */
   packsAtOnce: number;
-  /** restorer: blobs decrypted and decompressed at once */
-  blobsAtOnce: number;
   /** copier: bytes of blobs gathered before they are stored */
   batchBytes: number;
   /** the V8 flags that trade memory for fewer collections on pack-streaming commands are worth it */
@@ -47,7 +45,7 @@ const clamp = (x: number, lo: number, hi: number): number => Math.max(lo, Math.m
 /** The plan for a memory limit (undefined: no limit known: the defaults, tuned for speed). */
 export function planMemory(limitBytes: number | undefined, source = limitBytes === undefined ? 'none' : 'given'): MemoryPlan {
   if (limitBytes === undefined || limitBytes >= 1024 * MiB) {
-    return { limitBytes, source, windowBytes: 32 * MiB, lanes: 2, compressors: 4, rangeBytes: 16 * MiB, packsAtOnce: 2, blobsAtOnce: 4, batchBytes: 64 * MiB, roomyHeap: true };
+    return { limitBytes, source, windowBytes: 32 * MiB, lanes: 2, compressors: 4, rangeBytes: 16 * MiB, packsAtOnce: 2, batchBytes: 64 * MiB, roomyHeap: true };
   }
   // the windows share what is left over the reserve (at least 32 MiB, however small the limit)
   const room = Math.max(32 * MiB, limitBytes - RESERVE);
@@ -60,7 +58,6 @@ export function planMemory(limitBytes: number | undefined, source = limitBytes =
     compressors: clamp(Math.floor(room / (48 * MiB)), 1, 4),
     rangeBytes: round(clamp(room / 16, 4 * MiB, 16 * MiB)),
     packsAtOnce: room >= 128 * MiB ? 2 : 1,
-    blobsAtOnce: clamp(Math.floor(room / (32 * MiB)), 1, 4),
     batchBytes: round(clamp(room / 6, 8 * MiB, 64 * MiB)),
     roomyHeap: false,
   };

@@ -83,14 +83,14 @@ test('the plan: defaults without a limit or from 1 GiB; under it the windows sha
   // room = 256 - 160 = 96 MiB
   assert.equal(RESERVE, 160 * MiB);
   assert.deepEqual(
-    { w: p.windowBytes / MiB, lanes: p.lanes, c: p.compressors, range: p.rangeBytes / MiB, packs: p.packsAtOnce, blobs: p.blobsAtOnce, batch: p.batchBytes / MiB },
-    { w: 12, lanes: 1, c: 2, range: 6, packs: 1, blobs: 3, batch: 16 },
+    { w: p.windowBytes / MiB, lanes: p.lanes, c: p.compressors, range: p.rangeBytes / MiB, packs: p.packsAtOnce, batch: p.batchBytes / MiB },
+    { w: 12, lanes: 1, c: 2, range: 6, packs: 1, batch: 16 },
   );
   // every window grows with the limit, up to the defaults
   let prev = planMemory(MIN_LIMIT);
   for (let l = MIN_LIMIT; l < 1024 * MiB; l += 32 * MiB) {
     const q = planMemory(l);
-    for (const k of ['windowBytes', 'lanes', 'compressors', 'rangeBytes', 'packsAtOnce', 'blobsAtOnce', 'batchBytes'] as const) {
+    for (const k of ['windowBytes', 'lanes', 'compressors', 'rangeBytes', 'packsAtOnce', 'batchBytes'] as const) {
       assert.ok(q[k] >= prev[k] && q[k] <= free[k], `${k} at ${l / MiB} MiB`);
     }
     prev = q;

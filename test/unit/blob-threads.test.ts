@@ -1,8 +1,8 @@
 process.env.MESHBACK_TEST_SCRYPT_N = '1024';
 
 /**
- * The check's pack verifier threads (src/content/verifier.ts, verify-worker.ts) and the blob proof
- * they run (verifyBlobSync in src/content/blob.ts): real worker threads, real packs of a real
+ * The blob threads (src/content/blob-threads.ts, blob-worker.ts) of check and restore, and the blob
+ * proof they run (decodeBlobSync, verifyBlobSync in src/content/blob.ts): real worker threads, real packs of a real
  * repository (in memory), real damage.
  */
 import { describe, it } from 'node:test';
@@ -15,7 +15,7 @@ import { IntegrityError } from '../../src/errors/index.ts';
 import { Repository } from '../../src/repository/index.ts';
 import { KIND_RAW, KIND_ZSTD, sha256hex } from '../../src/content/pack.ts';
 import { BlobRef, verifyBlobSync } from '../../src/content/blob.ts';
-import { PackVerifier } from '../../src/content/verifier.ts';
+import { BlobList, BlobThreads } from '../../src/content/blob-threads.ts';
 import { check } from '../../src/checker/index.ts';
 import { prngBytes } from './helpers.ts';
 
@@ -41,21 +41,19 @@ async function filledRepo(): Promise<{ backend: MemoryBackend; repo: Repository;
 }
 
 /** The pack's bytes in shared memory, and its index entries as the verifier takes them. */
-function job(repo: Repository, bytes: Buffer, pack: string): { buf: SharedArrayBuffer; entries: Uint32Array; ids: Uint8Array; n: number } {
+function job(repo: Repository, bytes: Buffer, pack: string): { buf: SharedArrayBuffer; blobs: BlobList; n: number } {
   const index = repo.store.index;
   const pn = index.packs.indexOf(pack);
   const { start, order } = index.entriesByPack();
   const n = start[pn + 1]! - start[pn]!;
-  const entries = new Uint32Array(3 * n);
-  const ids = new Uint8Array(ID_LEN * n);
+  const blobs = new BlobList(n);
   for (let k = 0; k < n; k++) {
     const e = order[start[pn]! + k]!;
-    entries.set([index.offsetOf(e), index.lengthOf(e), index.rawLengthOf(e)], 3 * k);
-    ids.set(index.idOf(e), k * ID_LEN);
+    blobs.set(k, index.offsetOf(e), index.lengthOf(e), index.rawLengthOf(e), index.idOf(e));
   }
   const buf = new SharedArrayBuffer(bytes.length);
   Buffer.from(buf).set(bytes);
-  return { buf, entries, ids, n };
+  return { buf, blobs, n };
 }
 
 describe('verifyBlobSync', () => {
@@ -93,18 +91,18 @@ describe('verifyBlobSync', () => {
   });
 });
 
-describe('PackVerifier (worker threads)', () => {
+describe('BlobThreads (worker threads)', () => {
   it('returns each pack SHA-256 and no failures for intact packs, on two threads at once', async () => {
     const { backend, repo } = await filledRepo();
     const packs = repo.store.index.packs;
     assert.ok(packs.length >= 3, `${packs.length} packs`);
-    const v = new PackVerifier(repo.key.encKey, repo.key.idKey, 2);
+    const v = new BlobThreads(repo.key.encKey, repo.key.idKey, 2);
     try {
       const results = await Promise.all(
         packs.map(async (p) => {
           const bytes = await backend.get({ type: 'pack', name: p });
           const j = job(repo, bytes, p);
-          return { p, r: await v.verify(p, j.buf, bytes.length, j.entries, j.ids) };
+          return { p, r: await v.verifyPack(p, j.buf, bytes.length, j.blobs) };
         }),
       );
       for (const { p, r } of results) {
@@ -123,15 +121,15 @@ describe('PackVerifier (worker threads)', () => {
     const j = job(repo, bytes, p);
     assert.ok(j.n >= 2);
     // flip a byte in the middle of the second blob; move the last entry past the pack's end
-    const at = j.entries[3]! + Math.floor(j.entries[4]! / 2);
+    const at = j.blobs.entries[3]! + Math.floor(j.blobs.entries[4]! / 2);
     Buffer.from(j.buf)[at] = Buffer.from(j.buf)[at]! ^ 0x40;
-    j.entries[3 * (j.n - 1)] = bytes.length;
-    const second = Buffer.from(j.ids.subarray(ID_LEN, ID_LEN + 8)).toString('hex');
+    j.blobs.entries[3 * (j.n - 1)] = bytes.length;
+    const second = Buffer.from(j.blobs.ids.subarray(ID_LEN, ID_LEN + 8)).toString('hex');
     const last = j.n - 1;
-    const v = new PackVerifier(repo.key.encKey, repo.key.idKey, 1);
+    const v = new BlobThreads(repo.key.encKey, repo.key.idKey, 1);
     try {
       // entries and ids go to the thread (transferred): they are not used here after this
-      const r = await v.verify(p, j.buf, bytes.length, j.entries, j.ids);
+      const r = await v.verifyPack(p, j.buf, bytes.length, j.blobs);
       assert.notEqual(r.sha, p);
       assert.deepEqual(
         r.bad.map((b) => b.k),
@@ -142,7 +140,54 @@ describe('PackVerifier (worker threads)', () => {
     } finally {
       await v.close();
     }
-    await assert.rejects(v.verify(p, new SharedArrayBuffer(1), 1, new Uint32Array(0), new Uint8Array(0)), /closed/);
+    await assert.rejects(v.verifyPack(p, new SharedArrayBuffer(1), 1, new BlobList(0)), /closed/);
+  });
+
+  it('decode: gives back every blob of a piece byte-identical, in entry order, and a damaged one as a failure', async () => {
+    const { backend, repo, blobs } = await filledRepo();
+    const byId = new Map(blobs.map((b) => [repo.store.id(b).toString('hex'), b]));
+    const v = new BlobThreads(repo.key.encKey, repo.key.idKey, 2);
+    try {
+      let seen = 0;
+      for (const p of repo.store.index.packs) {
+        const bytes = await backend.get({ type: 'pack', name: p });
+        const j = job(repo, bytes, p);
+        const ids = Array.from({ length: j.n }, (_, k) => Buffer.from(j.blobs.ids.subarray(k * ID_LEN, (k + 1) * ID_LEN)).toString('hex'));
+        const got: number[] = [];
+        await v.decode(p, j.buf, bytes.length, j.blobs, (k, plain, failure) => {
+          assert.equal(failure, undefined);
+          assert.ok(plain!.equals(byId.get(ids[k]!)!), `blob ${k} of pack ${p}`);
+          got.push(k);
+        });
+        assert.deepEqual(got, ids.map((_, k) => k));
+        seen += got.length;
+      }
+      assert.equal(seen, blobs.length);
+
+      const p = repo.store.index.packs[0]!;
+      const j = job(repo, await backend.get({ type: 'pack', name: p }), p);
+      const at = j.blobs.entries[0]! + 5;
+      Buffer.from(j.buf)[at] = Buffer.from(j.buf)[at]! ^ 1;
+      const failures: number[] = [];
+      await v.decode(p, j.buf, j.buf.byteLength, j.blobs, (k, plain, failure) => {
+        if (failure !== undefined) {
+          assert.equal(plain, undefined);
+          assert.match(failure.message!, /failed authentication/);
+          failures.push(k);
+        }
+      });
+      assert.deepEqual(failures, [0]);
+      // the caller's failure ends the call once the thread is done with the buffer
+      const again = job(repo, await backend.get({ type: 'pack', name: p }), p);
+      await assert.rejects(
+        v.decode(p, again.buf, again.buf.byteLength, again.blobs, () => {
+          throw new Error('disk full');
+        }),
+        /disk full/,
+      );
+    } finally {
+      await v.close();
+    }
   });
 
   it('check --read-data through the threads: finds exactly the damaged blob and maps it to its file', async () => {

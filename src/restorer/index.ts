@@ -538,20 +538,25 @@ async function fetchAndWrite(repo: RestoreRepo, target: RestoreTarget, threads: 
             const writes: Promise<void>[] = [];
             try {
               await threads.decode(pack, readBuf!.buffer as SharedArrayBuffer, data.length, blobs, (k, plain, fail) => {
-                writes.push(
-                  (async () => {
-                    await slots.acquire();
-                    try {
-                      await place(pack, batch[k]!, plain, fail?.message ?? undefined, fromParity);
-                    } finally {
-                      slots.release();
-                      if (plain !== undefined) free(plain);
-                    }
-                  })(),
-                );
+                const w = (async () => {
+                  await slots.acquire();
+                  try {
+                    await place(pack, batch[k]!, plain, fail?.message ?? undefined, fromParity);
+                  } finally {
+                    slots.release();
+                    if (plain !== undefined) free(plain);
+                  }
+                })();
+                // handled at once (settleAll reports it after the batch is decoded): a write that fails
+                // before then is no unhandled rejection
+                w.catch(() => undefined);
+                writes.push(w);
               });
             } finally {
-              batches.push(settleAll(writes));
+              const written = settleAll(writes);
+              // handled at once too: it is awaited only after the next batch is decoded
+              written.catch(() => undefined);
+              batches.push(written);
             }
             // the batch before this one is written before the next one decodes
             if (batches.length > 1) await batches[batches.length - 2];

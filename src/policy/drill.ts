@@ -13,7 +13,8 @@
  * the drill's `target` (absent or empty; never one of the policy's sources) or a new directory
  * under the scratch directory the front end gives (mode 0700: restored data is the backup's, not
  * for other users); it is deleted afterwards, also after a failure unless `keep-on-failure`, and
- * when the process exits in the middle (interrupted).
+ * when the process exits in the middle (interrupted). A given target is marked while a drill uses
+ * it (writeMarker): what a killed drill left there is emptied by the next drill.
  *
  * A failed drill is an alert: its error is one line that says which snapshot, what failed and
  * what to do, with the code of what failed (INTEGRITY: damaged or missing data; HOOK: the check;
@@ -80,7 +81,7 @@ function asMeshbackError(err: unknown): MeshbackError {
 }
 
 /** The drill's directory: `target` checked (absent or empty, apart from the sources), else a new one under scratchDir. */
-async function scratchFor(policy: Policy, scratchDir: string): Promise<{ dir: string; created: boolean }> {
+async function scratchFor(policy: Policy, scratchDir: string, events: EventSink): Promise<{ dir: string; created: boolean }> {
   const target = policy.drill?.target;
   const dir = target ?? path.resolve(scratchDir);
   for (const s of policy.sources) {
@@ -100,13 +101,58 @@ async function scratchFor(policy: Policy, scratchDir: string): Promise<{ dir: st
   } catch (err) {
     if (isErrno(err, 'ENOENT')) {
       await fsp.mkdir(target, { recursive: true, mode: 0o700 });
+      await writeMarker(target, policy.name);
       return { dir: target, created: true };
     }
     if (isErrno(err, 'ENOTDIR')) throw new MeshbackError('TARGET', `the drill target ${target} of policy ${policy.name} is not a directory: set drill.target to an empty directory (or one that does not exist)`);
     throw new MeshbackError('TARGET', `the drill target ${target} of policy ${policy.name} cannot be read (${errMessage(err)}): fix its permissions or set another drill.target`);
   }
-  if (names.length > 0) throw new MeshbackError('TARGET', `the drill target ${target} of policy ${policy.name} is not empty (${names.length} entries; the data of a drill kept after a failure?): look at it, empty it and run the drill again`);
+  if (names.length > 0) {
+    const stale = await staleDrill(target);
+    if (stale === undefined) throw new MeshbackError('TARGET', `the drill target ${target} of policy ${policy.name} is not empty (${names.length} entries; the data of a drill kept after a failure?): look at it, empty it and run the drill again`);
+    // what a killed drill restored (its marker is there and its process is gone): emptied, as that drill would have
+    await removeScratch(target, false);
+    events({ type: 'warning', message: `drill of policy ${policy.name}: the target ${target} held the data of a drill that did not finish (process ${stale.pid}, started ${stale.started}, killed?): emptied` });
+  }
+  await writeMarker(target, policy.name);
   return { dir: target, created: false };
+}
+
+/**
+ * A drill that restores into a given target marks it in a file beside it (its parent directory),
+ * named after it, holding the drill's process id; the marker goes when the drill has removed its
+ * data, and also when keep-on-failure keeps the data on purpose. A target that is not empty and
+ * whose marker names a process that is no longer running (SIGKILL, a crash, a node lost) holds
+ * only what that drill restored. Where the marker cannot be written (a parent without write
+ * permission), a later drill finds the target not empty and stops, as without it.
+ */
+const markerOf = (target: string): string => path.join(path.dirname(target), `.${path.basename(target)}.meshback-drill`);
+
+async function writeMarker(target: string, policy: string): Promise<void> {
+  await fsp.writeFile(markerOf(target), JSON.stringify({ pid: process.pid, policy, started: new Date().toISOString() }) + '\n', { mode: 0o600 }).catch(() => undefined);
+}
+
+function removeMarker(target: string): Promise<void> {
+  return fsp.rm(markerOf(target), { force: true }).catch(() => undefined);
+}
+
+/** The marker of a target if the drill it names is gone: its process is not running, or it is this process and runs no drill there. */
+async function staleDrill(target: string): Promise<{ pid: number; started: string } | undefined> {
+  let m: { pid?: unknown; started?: unknown };
+  try {
+    m = JSON.parse(await fsp.readFile(markerOf(target), 'utf8')) as { pid?: unknown; started?: unknown };
+  } catch {
+    return undefined;
+  }
+  if (typeof m.pid !== 'number' || !Number.isInteger(m.pid) || m.pid <= 0) return undefined;
+  const started = typeof m.started === 'string' ? m.started : 'at an unknown time';
+  if (m.pid === process.pid) return active.has(target) ? undefined : { pid: m.pid, started };
+  try {
+    process.kill(m.pid, 0);
+    return undefined; // running: perhaps that drill, still going
+  } catch (err) {
+    return isErrno(err, 'ESRCH') ? { pid: m.pid, started } : undefined;
+  }
 }
 
 /** The scratch directories of drills going on: removed if this process exits first (interrupted), like a hook's process group is ended. */
@@ -121,6 +167,7 @@ function track(dir: string, created: boolean): void {
       try {
         if (made) rmSync(d, { recursive: true, force: true });
         else for (const n of readdirSync(d)) rmSync(path.join(d, n), { recursive: true, force: true });
+        rmSync(markerOf(d), { force: true });
       } catch {
         // left behind: the next drill with this target says it is not empty
       }
@@ -175,7 +222,7 @@ export async function runDrill(policy: Policy, opts: DrillOptions): Promise<{ re
       if (snap === undefined) throw new NotFoundError(`policy ${policy.name} has no snapshot in ${opts.repository} to drill (a drill restores the newest snapshot tagged policy=${policy.name}): run the policy first (meshback run ${policy.name} --config FILE)`, { policy: policy.name });
       report.snapshotId = snap.id;
       report.snapshotTime = snap.snapshot.time;
-      scratch = await scratchFor(policy, opts.scratchDir);
+      scratch = await scratchFor(policy, opts.scratchDir, events);
       track(scratch.dir, scratch.created);
       report.restoreDir = scratch.dir;
       const r0 = performance.now();
@@ -229,6 +276,8 @@ export async function runDrill(policy: Policy, opts: DrillOptions): Promise<{ re
         events({ type: 'warning', message: `drill of policy ${policy.name}: the restored data in ${scratch.dir} could not be deleted (${errMessage(err)}): delete it by hand` });
       }
     }
+    // kept or not, the data left (if any) is no longer a killed drill's: the next drill stops at it
+    if (policy.drill?.target !== undefined) await removeMarker(scratch.dir);
   }
   report.ok = error === undefined;
   report.finished = new Date().toISOString();

@@ -248,6 +248,32 @@ policies:
     assert.deepEqual(await fsp.readdir(target), []);
   });
 
+  test('a target a killed drill left data in (its marker names a process that is gone) is emptied by the next drill; one whose process runs is not', async () => {
+    assert.equal((await run('targeted')).code, 0);
+    const target = path.join(base, 'target');
+    const marker = path.join(base, '.target.meshback-drill');
+    await fsp.rm(target, { recursive: true, force: true });
+    await fsp.mkdir(path.join(target, 'half'), { recursive: true });
+    await fsp.writeFile(path.join(target, 'half', 'restored.bin'), 'what the killed drill had written\n');
+    // a process id that is gone: a child that has exited
+    const gone = spawn('true');
+    await new Promise((res) => gone.on('exit', res));
+    // a marker naming a running process (this test's runner): perhaps that drill, still going: left alone
+    await fsp.writeFile(marker, JSON.stringify({ pid: process.pid, policy: 'targeted', started: '2026-12-06T00:00:00.000Z' }));
+    const busy = await drill('targeted');
+    assert.equal(busy.code, 8, busy.stderr);
+    assert.match(busy.stderr, /is not empty \(1 entries/);
+    assert.ok(await fsp.access(path.join(target, 'half', 'restored.bin')).then(() => true));
+    await fsp.writeFile(marker, JSON.stringify({ pid: gone.pid, policy: 'targeted', started: '2026-12-06T00:00:00.000Z' }));
+    const ok = await drill('targeted', '--json');
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.ok(ok.stdout.includes(`the target ${target} held the data of a drill that did not finish (process ${gone.pid}, started 2026-12-06T00:00:00.000Z, killed?): emptied`), ok.stdout);
+    assert.equal((summary(ok.stdout) as unknown as DrillSummary).ok, true);
+    // the drill's own data and its marker are gone again; the target stays (it was there before)
+    assert.deepEqual(await fsp.readdir(target), []);
+    await assert.rejects(fsp.access(marker));
+  });
+
   test('an interrupted drill (SIGTERM during its check) leaves no restored data behind: exit 130', async () => {
     assert.equal((await run('slow')).code, 0);
     const target = path.join(base, 'slow-target');

@@ -77,7 +77,7 @@ export class BlobThreads {
   }
 
   /** Sends a job to the least busy thread. The list's arrays are transferred: unusable here afterwards. */
-  private send(kind: BlobJob['kind'], name: string, buf: SharedArrayBuffer, length: number, blobs: BlobList, onReply: (r: BlobReply, job: number) => void, reject: (e: Error) => void): void {
+  private send(kind: BlobJob['kind'], name: string, what: string, buf: SharedArrayBuffer, length: number, blobs: BlobList, onReply: (r: BlobReply, job: number) => void, reject: (e: Error) => void): void {
     if (this.failure !== undefined) {
       reject(this.failure);
       return;
@@ -87,14 +87,14 @@ export class BlobThreads {
     const job = this.next++;
     this.waiting.set(job, { thread: t, onReply: (r) => onReply(r, job), reject });
     if (t.busy++ === 0) t.worker.ref();
-    const msg: BlobJob = { job, kind, name, buf, length, entries: blobs.entries, ids: blobs.ids };
+    const msg: BlobJob = { job, kind, name, what, buf, length, entries: blobs.entries, ids: blobs.ids };
     t.worker.postMessage(msg, [blobs.entries.buffer as ArrayBuffer, blobs.ids.buffer as ArrayBuffer]);
   }
 
   /** Verifies the pack `name` (the first `length` bytes of `buf`): its SHA-256, and the blobs that failed. */
   verifyPack(name: string, buf: SharedArrayBuffer, length: number, blobs: BlobList): Promise<{ sha: string; bad: BlobFailure[] }> {
     return new Promise((resolve, reject) => {
-      this.send('verify', name, buf, length, blobs, (r, job) => {
+      this.send('verify', name, 'blob', buf, length, blobs, (r, job) => {
         this.settle(job);
         if (r.type === 'verified') resolve({ sha: r.sha, bad: r.bad });
         else reject(new Error(`a blob thread failed: ${r.type === 'error' ? r.message : `unexpected reply ${r.type}`}`));
@@ -105,9 +105,10 @@ export class BlobThreads {
   /**
    * Decodes the blobs of a piece of the pack `name` (the first `length` bytes of `buf`): onBlob gets
    * each one's plain bytes (memory of their own: free() them once used) or its failure, in entry
-   * order; resolves after the last.
+   * order; resolves after the last. `what` names the blobs in failures ('chunk': "chunk 1a2b... in
+   * pack ... failed authentication").
    */
-  decode(name: string, buf: SharedArrayBuffer, length: number, blobs: BlobList, onBlob: (k: number, plain: Buffer | undefined, failure: BlobFailure | undefined) => void): Promise<void> {
+  decode(name: string, what: string, buf: SharedArrayBuffer, length: number, blobs: BlobList, onBlob: (k: number, plain: Buffer | undefined, failure: BlobFailure | undefined) => void): Promise<void> {
     return new Promise((resolve, reject) => {
       // onBlob's own failure ends the call once the thread is done with the buffer
       let thrown: unknown;
@@ -119,7 +120,7 @@ export class BlobThreads {
           thrown = err ?? new Error('onBlob failed');
         }
       };
-      this.send('decode', name, buf, length, blobs, (r, job) => {
+      this.send('decode', name, what, buf, length, blobs, (r, job) => {
         if (r.type === 'blob') deliver(r.k, Buffer.from(r.ab, r.offset, r.length), undefined);
         else if (r.type === 'failed') deliver(r.failure.k, undefined, r.failure);
         else {

@@ -29,6 +29,8 @@ export interface BlobJob {
   job: number;
   kind: 'verify' | 'decode';
   name: string;
+  /** how a failure names a blob ('blob', 'chunk') */
+  what: string;
   buf: SharedArrayBuffer;
   length: number;
   entries: Uint32Array;
@@ -69,7 +71,7 @@ function start(init: BlobThreadInit): void {
         continue;
       }
       try {
-        fn(k, data.subarray(offset, offset + length), m.entries[3 * k + 2]!, new BlobRef(m.ids.subarray(k * ID_LEN, (k + 1) * ID_LEN), m.name));
+        fn(k, data.subarray(offset, offset + length), m.entries[3 * k + 2]!, new BlobRef(m.ids.subarray(k * ID_LEN, (k + 1) * ID_LEN), m.name, m.what));
       } catch (err) {
         onFail({ k, message: errMessage(err) });
       }

@@ -116,8 +116,8 @@ interface BlobNeed {
 }
 
 /**
- * Packs read at once, blobs of one pack decoded at once (decryption, zstd and hashing run on the
- * thread pool) and the longest pack range read at once come from the memory plan (util/memory).
+ * Packs read at once (and with them the blob threads that decode their blobs: decryption, zstd
+ * and re-hashing) and the longest pack range read at once come from the memory plan (util/memory).
  */
 /** decoded blobs of one pack range being written at once (file opens overlap) */
 const WRITES_AT_ONCE = 16;
@@ -537,7 +537,7 @@ async function fetchAndWrite(repo: RestoreRepo, target: RestoreTarget, threads: 
             const slots = new Semaphore(WRITES_AT_ONCE);
             const writes: Promise<void>[] = [];
             try {
-              await threads.decode(pack, readBuf!.buffer as SharedArrayBuffer, data.length, blobs, (k, plain, fail) => {
+              await threads.decode(pack, 'chunk', readBuf!.buffer as SharedArrayBuffer, data.length, blobs, (k, plain, fail) => {
                 const w = (async () => {
                   await slots.acquire();
                   try {

@@ -154,7 +154,7 @@ describe('BlobThreads (worker threads)', () => {
         const j = job(repo, bytes, p);
         const ids = Array.from({ length: j.n }, (_, k) => Buffer.from(j.blobs.ids.subarray(k * ID_LEN, (k + 1) * ID_LEN)).toString('hex'));
         const got: number[] = [];
-        await v.decode(p, j.buf, bytes.length, j.blobs, (k, plain, failure) => {
+        await v.decode(p, 'chunk', j.buf, bytes.length, j.blobs, (k, plain, failure) => {
           assert.equal(failure, undefined);
           assert.ok(plain!.equals(byId.get(ids[k]!)!), `blob ${k} of pack ${p}`);
           got.push(k);
@@ -169,10 +169,10 @@ describe('BlobThreads (worker threads)', () => {
       const at = j.blobs.entries[0]! + 5;
       Buffer.from(j.buf)[at] = Buffer.from(j.buf)[at]! ^ 1;
       const failures: number[] = [];
-      await v.decode(p, j.buf, j.buf.byteLength, j.blobs, (k, plain, failure) => {
+      await v.decode(p, 'chunk', j.buf, j.buf.byteLength, j.blobs, (k, plain, failure) => {
         if (failure !== undefined) {
           assert.equal(plain, undefined);
-          assert.match(failure.message!, /failed authentication/);
+          assert.match(failure.message!, new RegExp(`^chunk [0-9a-f]{16} in pack ${p} failed authentication`));
           failures.push(k);
         }
       });
@@ -180,7 +180,7 @@ describe('BlobThreads (worker threads)', () => {
       // the caller's failure ends the call once the thread is done with the buffer
       const again = job(repo, await backend.get({ type: 'pack', name: p }), p);
       await assert.rejects(
-        v.decode(p, again.buf, again.buf.byteLength, again.blobs, () => {
+        v.decode(p, 'chunk', again.buf, again.buf.byteLength, again.blobs, () => {
           throw new Error('disk full');
         }),
         /disk full/,

@@ -173,24 +173,24 @@ async function runCheck(repo: CheckRepo, opts: CheckOptions = {}): Promise<Check
     const { start, order } = index.entriesByPack();
     const hexOf = (e: number): string => Buffer.from(index.idOf(e)).toString('hex');
     const totalPacks = packsByNo.length;
-    // each pack is read into a buffer shared with the verifier threads (one per pack in flight),
-    // which hash it and decode its blobs while the next ones are read
+    // each pack is read into a buffer shared with the blob threads (one per pack in flight, at most
+    // one per core), which hash it and prove its blobs while the next ones are read
     const lanes = memoryPlan().packsAtOnce;
     let slotSize = 1;
     for (const p of packsByNo) slotSize = Math.max(slotSize, Math.min(stored.get(p.name)!, MAX_SLOT));
-    const free: SharedArrayBuffer[] = [];
-    const verifier = new BlobThreads(repo.key.encKey, repo.key.idKey, Math.min(availableParallelism(), lanes, totalPacks));
+    const spare: SharedArrayBuffer[] = [];
+    const threads = new BlobThreads(repo.key.encKey, repo.key.idKey, Math.min(availableParallelism(), lanes, totalPacks));
     try {
       await parallel(packsByNo, lanes, async ({ name, pn }) => {
-        const slot = free.pop() ?? new SharedArrayBuffer(slotSize);
+        const slot = spare.pop() ?? new SharedArrayBuffer(slotSize);
         try {
           await checkPack(name, pn, slot);
         } finally {
-          free.push(slot);
+          spare.push(slot);
         }
       });
     } finally {
-      await verifier.close();
+      await threads.close();
     }
 
     async function checkPack(name: string, pn: number, slot: SharedArrayBuffer): Promise<void> {
@@ -221,7 +221,7 @@ async function runCheck(repo: CheckRepo, opts: CheckOptions = {}): Promise<Check
         const e = order[first + k]!;
         blobs.set(k, index.offsetOf(e), index.lengthOf(e), index.rawLengthOf(e), index.idOf(e));
       }
-      const proof = await verifier.verifyPack(name, shared, data.length, blobs);
+      const proof = await threads.verifyPack(name, shared, data.length, blobs);
       if (proof.sha !== name) {
         const r = await rebuildFromParity(repo.backend, name, data);
         const note = r.status === 'repaired' ? `; repairable from parity: run 'meshback repair packs'` : repo.config.parity !== undefined ? `; not repairable from parity: ${r.reason}` : '';

@@ -3,7 +3,7 @@
  * it must decrypt (AES-256-GCM), carry a known encoding (raw or zstd), decompress to its raw
  * length, and re-hash to its id. The store's decodeBlob runs large blobs' steps on libuv's pool;
  * verifyBlobSync runs them all on the calling thread, for a worker thread that has a core of its
- * own (the check's pack verifier, verify-worker.ts). Both throw the same IntegrityErrors, built here.
+ * own (the blob threads of check and restore, blob-worker.ts). Both throw the same IntegrityErrors, built here.
  */
 import * as zlib from 'node:zlib';
 import { contentId, idEquals, open } from '../crypto/index.ts';

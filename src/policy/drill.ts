@@ -31,6 +31,7 @@ import type { SnapshotRef } from '../snapshot/manifest.ts';
 import { runHook } from './hooks.ts';
 import type { HookResult } from './hooks.ts';
 import { overlap } from './load.ts';
+import { int, parseJson, safeParse, v } from '../util/schema.ts';
 import type { Policy } from './load.ts';
 import type { RunOptions } from './run.ts';
 
@@ -126,6 +127,8 @@ async function scratchFor(policy: Policy, scratchDir: string, events: EventSink)
  * only what that drill restored. Where the marker cannot be written (a parent without write
  * permission), a later drill finds the target not empty and stops, as without it.
  */
+const MarkerSchema = v.object({ pid: int(1), policy: v.string(), started: v.string() });
+
 const markerOf = (target: string): string => path.join(path.dirname(target), `.${path.basename(target)}.meshback-drill`);
 
 async function writeMarker(target: string, policy: string): Promise<void> {
@@ -138,20 +141,20 @@ function removeMarker(target: string): Promise<void> {
 
 /** The marker of a target if the drill it names is gone: its process is not running, or it is this process and runs no drill there. */
 async function staleDrill(target: string): Promise<{ pid: number; started: string } | undefined> {
-  let m: { pid?: unknown; started?: unknown };
+  let r: ReturnType<typeof safeParse<typeof MarkerSchema>>;
   try {
-    m = JSON.parse(await fsp.readFile(markerOf(target), 'utf8')) as { pid?: unknown; started?: unknown };
+    r = safeParse(MarkerSchema, parseJson(await fsp.readFile(markerOf(target), 'utf8'), (m) => new Error(m)));
   } catch {
-    return undefined;
+    return undefined; // no marker, or not one of ours: the target stays as it is
   }
-  if (typeof m.pid !== 'number' || !Number.isInteger(m.pid) || m.pid <= 0) return undefined;
-  const started = typeof m.started === 'string' ? m.started : 'at an unknown time';
-  if (m.pid === process.pid) return active.has(target) ? undefined : { pid: m.pid, started };
+  if (!r.success) return undefined;
+  const { pid, started } = r.output;
+  if (pid === process.pid) return active.has(target) ? undefined : { pid, started };
   try {
-    process.kill(m.pid, 0);
+    process.kill(pid, 0);
     return undefined; // running: perhaps that drill, still going
   } catch (err) {
-    return isErrno(err, 'ESRCH') ? { pid: m.pid, started } : undefined;
+    return isErrno(err, 'ESRCH') ? { pid, started } : undefined;
   }
 }
 

@@ -17,7 +17,7 @@ import * as os from 'node:os';
 import type { Backend, Handle } from '../storage/backend.ts';
 import { sha256hex } from '../content/pack.ts';
 import { open, seal } from '../crypto/index.ts';
-import { IntegrityError, MeshbackError, NotFoundError, UsageError, errMessage } from '../errors/index.ts';
+import { BackendError, IntegrityError, MeshbackError, NotFoundError, UsageError, errMessage } from '../errors/index.ts';
 import { processExists } from '../host/process.ts';
 import type { EventSink } from '../events/index.ts';
 import { nullSink } from '../events/index.ts';
@@ -414,6 +414,12 @@ export class RepoLock {
       // space), which is the error to report, not a lost lock that running again would fix
       const cause = this.refreshCause;
       if (this.state === 'held' && this.refreshError !== undefined && cause instanceof MeshbackError && cause.code === 'NO_SPACE') throw cause;
+      // a refresh the backend failed (within the stale age, so no other process can have taken the
+      // lock as gone): the storage is what failed (exit 7, as for the data that fails with it), not
+      // the lock; found when a mid-run network timeout hit the refresh before the data path
+      if (this.state === 'held' && this.refreshError !== undefined && cause instanceof BackendError && Date.now() - this.writtenAt < this.timings.staleMs) {
+        throw new BackendError(`stopped before ${what}: could not refresh the repository lock: ${this.refreshError}`, { cause, retryable: cause.retryable, data: { lock: this.current } });
+      }
     }
     this.assertHeld(what);
   }

@@ -28,8 +28,9 @@ const PRUNE_KILLS = Number(process.env['MESHBACK_TORTURE_PRUNE_KILLS'] ?? 12);
 const RESTORE_KILLS = Number(process.env['MESHBACK_TORTURE_RESTORE_KILLS'] ?? 6);
 /**
  * The share of the volume each round changes. mutateVolume appends to logs and adds files, so the
- * volume grows by about a third of this per round: at 15% it grew 24 -> 250 MiB over the run's 61
- * rounds, and the later rounds spent their time moving that growth, not being killed.
+ * volume grows by about a third of this per round: at 15% it grew 24 -> 251 MiB in 40 rounds, and
+ * the later rounds spent their time moving that growth, not being killed. At 5% the rounds still
+ * write new packs, index files and a snapshot each.
  */
 const CHANGE_PERCENT = Number(process.env['MESHBACK_TORTURE_CHANGE_PERCENT'] ?? 5);
 /** every Nth check after a kill reads all data */

@@ -28,6 +28,7 @@ import { nullSink } from '../events/index.ts';
 import { restore } from '../restorer/index.ts';
 import type { RestoreResult } from '../restorer/index.ts';
 import type { SnapshotRef } from '../snapshot/manifest.ts';
+import { processExists } from '../host/process.ts';
 import { runHook } from './hooks.ts';
 import type { HookResult } from './hooks.ts';
 import { overlap } from './load.ts';
@@ -150,12 +151,8 @@ async function staleDrill(target: string): Promise<{ pid: number; started: strin
   if (!r.success) return undefined;
   const { pid, started } = r.output;
   if (pid === process.pid) return active.has(target) ? undefined : { pid, started };
-  try {
-    process.kill(pid, 0);
-    return undefined; // running: perhaps that drill, still going
-  } catch (err) {
-    return isErrno(err, 'ESRCH') ? { pid, started } : undefined;
-  }
+  // running: perhaps that drill, still going
+  return processExists(pid) ? undefined : { pid, started };
 }
 
 /** The scratch directories of drills going on: removed if this process exits first (interrupted), like a hook's process group is ended. */
